@@ -1,0 +1,110 @@
+"""The one exception tree of lkproto.
+
+Everything lkproto raises on purpose descends from :class:`LkError`. Foreign exceptions
+(``google.protobuf.message.DecodeError``, ``OSError``, ``websockets`` errors, ...) are mapped at
+the boundary where they occur, so callers only ever need to catch these::
+
+    LkError
+    ├── LocalProtocolError        you misused the API (raised at once, nothing was sent)
+    ├── RemoteProtocolError       the peer broke the protocol
+    │   └── DecodeError           bytes that are not a valid message of the expected type
+    ├── TokenError                an access token could not be built or did not verify
+    ├── ApiError                  the server's RoomService answered with a Twirp error
+    ├── ConnectError              a signal connection could not be opened
+    │   └── JoinRejectedError     the server refused the join before the upgrade (HTTP status)
+    │       ├── UnauthorizedError     401: bad/expired token, unknown key, missing grants
+    │       ├── RoomNotFoundError     404 "requested room does not exist"
+    │       └── ...                   any other status stays a plain JoinRejectedError
+    └── ServerError               a local livekit-server could not be installed or started
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApiError",
+    "ConnectError",
+    "DecodeError",
+    "JoinRejectedError",
+    "LkError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "RoomNotFoundError",
+    "ServerError",
+    "TokenError",
+    "UnauthorizedError",
+]
+
+
+class LkError(Exception):
+    """Base class of every exception lkproto raises on purpose."""
+
+
+class LocalProtocolError(LkError):
+    """The caller asked for something the protocol does not allow (bad argument, wrong state)."""
+
+
+class RemoteProtocolError(LkError):
+    """The remote side sent something the protocol does not allow."""
+
+
+class DecodeError(RemoteProtocolError):
+    """Bytes could not be decoded as the expected message.
+
+    Attributes:
+        message_type: name of the protobuf message (or format) that was expected.
+    """
+
+    def __init__(self, message_type: str, reason: str) -> None:
+        super().__init__(f"cannot decode {message_type}: {reason}")
+        self.message_type = message_type
+        self.reason = reason
+
+
+class TokenError(LkError):
+    """An access token could not be created, parsed or verified."""
+
+
+class ApiError(LkError):
+    """A Twirp error returned by the server's HTTP API.
+
+    Attributes:
+        status: HTTP status code.
+        code: Twirp error code (``not_found``, ``unauthenticated``, ...).
+        message: the server's message.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code} ({status}): {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ConnectError(LkError):
+    """A signal connection to the server could not be established."""
+
+
+class JoinRejectedError(ConnectError):
+    """The server answered the WebSocket upgrade with an HTTP error (PROTOCOL-MAP §1 Rejections).
+
+    Attributes:
+        status: HTTP status code of the refusal.
+        body: the plain-text body the server gave as the reason.
+    """
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"join rejected with HTTP {status}: {body.strip()}")
+        self.status = status
+        self.body = body
+
+
+class UnauthorizedError(JoinRejectedError):
+    """HTTP 401: invalid, expired or unknown-key token, or missing join permission."""
+
+
+class RoomNotFoundError(JoinRejectedError):
+    """HTTP 404 "requested room does not exist": the room is missing and may not be created."""
+
+
+class ServerError(LkError):
+    """A local livekit-server could not be installed or started."""

@@ -1,0 +1,80 @@
+"""Test kit: a real livekit-server on loopback, and the helpers lkproto's own suite uses.
+
+Everything here needs only the standard library, so it imports without the ``rtc`` extra.
+
+- :class:`LocalServer` starts a pinned livekit-server bound to 127.0.0.1.
+- :func:`ensure_livekit_server` builds and caches that server with ``go install``.
+- :func:`scaled` stretches test timings by ``$LKPROTO_TEST_TIME_SCALE``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from lkproto.errors import LocalProtocolError
+from lkproto.testing.install import (
+    DEFAULT_LIVEKIT_SERVER_VERSION,
+    binary_path,
+    default_cache_dir,
+    ensure_livekit_server,
+    server_version,
+)
+from lkproto.testing.server import (
+    DEMO_API_KEY,
+    DEMO_API_SECRET,
+    LocalServer,
+    deep_merge,
+    scrubbed_env,
+    server_config,
+)
+
+__all__ = [
+    "DEFAULT_LIVEKIT_SERVER_VERSION",
+    "DEMO_API_KEY",
+    "DEMO_API_SECRET",
+    "TIME_SCALE_ENV",
+    "LocalServer",
+    "binary_path",
+    "deep_merge",
+    "default_cache_dir",
+    "ensure_livekit_server",
+    "scaled",
+    "scrubbed_env",
+    "server_config",
+    "server_version",
+    "time_scale",
+]
+
+TIME_SCALE_ENV: Final = "LKPROTO_TEST_TIME_SCALE"
+"""Environment variable multiplying every timeout and wait in tests (e.g. ``3`` on slow CI)."""
+
+
+def time_scale() -> float:
+    """Return the factor from ``$LKPROTO_TEST_TIME_SCALE`` (1.0 when unset or empty).
+
+    Raises:
+        LocalProtocolError: the variable is not a positive number.
+    """
+    raw = os.environ.get(TIME_SCALE_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        factor = float(raw)
+    except ValueError:
+        factor = float("nan")
+    if not factor > 0:
+        raise LocalProtocolError(f"${TIME_SCALE_ENV} must be a positive number, got {raw!r}")
+    return factor
+
+
+def scaled(seconds: float) -> float:
+    """Stretch a test duration by :func:`time_scale`.
+
+    Args:
+        seconds: the duration on a normal machine.
+
+    Returns:
+        ``seconds * time_scale()``.
+    """
+    return seconds * time_scale()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Build (once) the pinned livekit-server with `go install` and print the binary's path.
+# Idempotent: a cached binary of the right version is reused. Honours LKPROTO_CACHE_DIR and
+# LKPROTO_LIVEKIT_SERVER; PYTHON selects the interpreter (default: the project's .venv).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+exec "${PYTHON:-.venv/bin/python}" -m lkproto install-server "$@"

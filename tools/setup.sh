@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine (also fine on a warm one):
+#   .venv with lkproto[rtc] + the dev and codegen groups (pip cache reused),
+#   livekit-server v1.13.5 built with `go install` into the lkproto cache (Go caches reused).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: need Python >= 3.11 (set PYTHON=...)" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# --group needs pip >= 25.1
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25.1'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[rtc]' --group dev --group codegen
+
+PYTHON=.venv/bin/python bash tools/install_livekit_server.sh
