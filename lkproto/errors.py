@@ -10,7 +10,8 @@ the boundary where they occur, so callers only ever need to catch these::
     │   └── DecodeError           bytes that are not a valid message of the expected type
     ├── TokenError                an access token could not be built or did not verify
     ├── ApiError                  the server's RoomService answered with a Twirp error
-    ├── ConnectError              a signal connection could not be opened
+    ├── RequestRejectedError      the server answered a signal request with an error
+    ├── ConnectError              a signal connection could not be opened or was lost
     │   └── JoinRejectedError     the server refused the join before the upgrade (HTTP status)
     │       ├── UnauthorizedError     401: bad/expired token, unknown key, missing grants
     │       ├── RoomNotFoundError     404 "requested room does not exist"
@@ -28,6 +29,7 @@ __all__ = [
     "LkError",
     "LocalProtocolError",
     "RemoteProtocolError",
+    "RequestRejectedError",
     "RoomNotFoundError",
     "ServerError",
     "TokenError",
@@ -80,8 +82,23 @@ class ApiError(LkError):
         self.message = message
 
 
+class RequestRejectedError(LkError):
+    """The server refused a signal request (``RequestResponse`` with a non-OK reason).
+
+    Attributes:
+        reason: the ``RequestResponse.Reason`` name (``NOT_ALLOWED``, ``LIMIT_EXCEEDED``, ...)
+            or ``TIMEOUT`` when no answer came in time.
+        message: the server's explanation, if any.
+    """
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(f"request rejected: {reason}" + (f" ({message})" if message else ""))
+        self.reason = reason
+        self.message = message
+
+
 class ConnectError(LkError):
-    """A signal connection to the server could not be established."""
+    """A connection to the server could not be established, or was lost for good."""
 
 
 class JoinRejectedError(ConnectError):

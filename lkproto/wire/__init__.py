@@ -19,6 +19,7 @@ from lkproto.wire.codec import (
     encode_signal_response,
     which,
 )
+from lkproto.wire.describe import describe
 from lkproto.wire.join import (
     CLIENT_PROTOCOL,
     JOIN_REQUEST_MAX_BYTES,
@@ -45,6 +46,7 @@ __all__ = [
     "decode_data_packet",
     "decode_signal_request",
     "decode_signal_response",
+    "describe",
     "encode",
     "encode_data_packet",
     "encode_signal_request",

@@ -1,0 +1,766 @@
+"""One WebRTC peer connection, the only place lkproto touches aiortc.
+
+:class:`PeerConnection` wraps an ``aiortc.RTCPeerConnection`` behind a small typed surface:
+SDP goes in and out as strings, ICE candidates as the W3C ``RTCIceCandidateInit`` JSON the
+LiveKit server trickles (PROTOCOL-MAP §2 Trickle), data as ``(label, bytes)``, and states as
+:class:`PeerState`. aiortc's exceptions are mapped to :mod:`lkproto.errors` here, and its event
+callbacks never see an exception raised by ours.
+
+Theory of operation (PROTOCOL-MAP §0):
+
+- Single PC (``/rtc/v1``) and the dual-PC publisher: :meth:`PeerConnection.create_data_channels`,
+  then :meth:`~PeerConnection.create_offer` (aiortc gathers every local candidate inside
+  ``setLocalDescription`` and embeds them in the SDP, so there is no local trickle), then
+  :meth:`~PeerConnection.apply_answer`.
+- Dual-PC subscriber (``/rtc``): :meth:`~PeerConnection.apply_offer` returns the answer; the
+  server opens ``_reliable``/``_lossy``/``_data_track`` itself and they are adopted on arrival.
+- Either way, server candidates go to :meth:`~PeerConnection.add_ice_candidate` (buffered until a
+  remote description exists) and the ``final=true`` trickle to
+  :meth:`~PeerConnection.end_of_candidates`.
+
+No protocol decisions are taken here: offer ids, DataPacket framing and sequencing belong to the
+layers above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+import aiortc
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
+from aiortc.sdp import candidate_from_sdp
+
+from lkproto.asyncio._ice import check_addresses, ice_addresses
+from lkproto.errors import ConnectError, LocalProtocolError, RemoteProtocolError
+from lkproto.wire.codec import DATA_PACKET_MAX_BYTES
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Self
+
+__all__ = [
+    "DATA_TRACK_LABEL",
+    "LOSSY_LABEL",
+    "RELIABLE_LABEL",
+    "CandidatePair",
+    "DataCallback",
+    "IceRole",
+    "IceServer",
+    "PeerConnection",
+    "PeerOptions",
+    "PeerState",
+    "StateCallback",
+]
+
+logger = logging.getLogger(__name__)
+
+# PROTOCOL-MAP §3 Labels and options: both must exist (and be open on the primary PC) before the
+# server sends sequenced reliable packets.
+RELIABLE_LABEL: Final = "_reliable"
+LOSSY_LABEL: Final = "_lossy"
+# PROTOCOL-MAP §12: raw data-track packets, unordered and never retransmitted, like _lossy.
+DATA_TRACK_LABEL: Final = "_data_track"
+
+_CANDIDATE_PREFIX: Final = "candidate:"
+
+
+class PeerState(enum.Enum):
+    """Connection state of a :class:`PeerConnection` (W3C ``RTCPeerConnectionState`` values).
+
+    aiortc 1.16 never reports ``disconnected``: its ICE agent goes from connected straight to
+    failed when consent checks stop (``aiortc/rtcpeerconnection.py (__updateConnectionState)``).
+    """
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IceServer:
+    """A STUN or TURN server ICE may use (aioice uses at most one of each).
+
+    Attributes:
+        urls: ``stun:host:port`` / ``turn:host:port?transport=udp`` / ``turns:...`` URLs.
+        username: TURN user name.
+        credential: TURN password.
+    """
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerOptions:
+    """How a :class:`PeerConnection` gathers and what it allows.
+
+    Attributes:
+        ice_addresses: local IP addresses to gather host candidates on, e.g. ``("127.0.0.1",)``
+            for a loopback-only server (PROTOCOL-MAP §17); ``None`` lets aioice pick every
+            non-loopback interface address.
+        ice_servers: STUN/TURN servers. Empty by default: aiortc would otherwise fall back to
+            Google's public STUN server, and an unanswered STUN query delays gathering by up to
+            5 s (PROTOCOL-MAP §17). Do not pass ``JoinResponse.ice_servers`` blindly on loopback.
+        max_message_bytes: largest message :meth:`PeerConnection.send` accepts. aiortc trusts
+            the remote ``a=max-message-size``, which pion sets to ~1 GiB, while the server reads
+            each channel with a 65 535-byte buffer (PROTOCOL-MAP §3 Size limits, §14).
+    """
+
+    ice_addresses: tuple[str, ...] | None = None
+    ice_servers: tuple[IceServer, ...] = ()
+    max_message_bytes: int = DATA_PACKET_MAX_BYTES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CandidatePair:
+    """The ICE candidate pair carrying the connection.
+
+    Attributes:
+        local_address: our host (or relayed / reflexive) address.
+        local_port: our port.
+        remote_address: the peer's address.
+        remote_port: the peer's port.
+        protocol: ``udp`` or ``tcp``.
+    """
+
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    protocol: str
+
+
+DataCallback = Callable[[str, bytes], None]
+"""``on_data(label, data)``: a message arrived on the data channel ``label``."""
+StateCallback = Callable[[PeerState], None]
+"""``on_state_change(state)``: the connection state changed."""
+
+IceRole = Literal["controlling", "controlled"]
+"""Our ICE agent's role: the offerer controls unless the answerer is ICE-lite (PROTOCOL-MAP §17)."""
+
+
+class PeerConnection:
+    """One WebRTC peer connection used for LiveKit data channels (and, later, media).
+
+    Callbacks run synchronously inside aiortc's receive path: they must not block. An exception
+    they raise is logged and swallowed so it cannot break aiortc's tasks.
+
+    Args:
+        options: gathering and limits; defaults to :class:`PeerOptions`'s.
+        on_data: called with ``(label, data)`` for every incoming data-channel message; text
+            messages are passed UTF-8 encoded.
+        on_state_change: called with the new :class:`PeerState`.
+
+    Attributes:
+        on_data: the data callback; may be replaced at any time.
+        on_state_change: the state callback; may be replaced at any time.
+        debug: whether DEBUG logging was enabled when the connection was created.
+
+    Raises:
+        LocalProtocolError: ``options`` holds an invalid ICE address or a non-positive limit.
+    """
+
+    def __init__(
+        self,
+        options: PeerOptions | None = None,
+        *,
+        on_data: DataCallback | None = None,
+        on_state_change: StateCallback | None = None,
+    ) -> None:
+        self._options = options if options is not None else PeerOptions()
+        if self._options.ice_addresses is not None:
+            check_addresses(self._options.ice_addresses)
+        if self._options.max_message_bytes <= 0:
+            raise LocalProtocolError("max_message_bytes must be positive")
+        self.on_data: DataCallback | None = on_data
+        self.on_state_change: StateCallback | None = on_state_change
+
+        self._pc = aiortc.RTCPeerConnection(
+            aiortc.RTCConfiguration(iceServers=_rtc_ice_servers(self._options.ice_servers))
+        )
+        self._pc.on("connectionstatechange", self._on_connection_state_change)
+        self._pc.on("datachannel", self._on_datachannel)
+        self._state = PeerState.NEW
+        self._channels: dict[str, aiortc.RTCDataChannel] = {}
+        self._buffer_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._mid_to_track_id: dict[str, str] = {}
+        # Candidates that arrived before a remote description (None = end-of-candidates).
+        self._pending_candidates: list[aiortc.RTCIceCandidate | None] = []
+        self._has_remote_description = False
+        self._candidate_lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._closed = False
+        self.debug = logger.isEnabledFor(logging.DEBUG)
+
+    def __repr__(self) -> str:
+        return f"<PeerConnection {self._state.value} channels={sorted(self._channels)}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def options(self) -> PeerOptions:
+        """The options this connection was created with."""
+        return self._options
+
+    @property
+    def connection_state(self) -> PeerState:
+        """The current connection state."""
+        return self._state
+
+    @property
+    def channels_open(self) -> bool:
+        """True when both ``_reliable`` and ``_lossy`` are open (PROTOCOL-MAP §3)."""
+        return all(self._is_open(label) for label in (RELIABLE_LABEL, LOSSY_LABEL))
+
+    @property
+    def local_description(self) -> str | None:
+        """Our current or pending SDP (with the gathered candidates), if any."""
+        description = self._pc.localDescription
+        return description.sdp if description is not None else None
+
+    @property
+    def remote_description(self) -> str | None:
+        """The peer's current or pending SDP, if any."""
+        description = self._pc.remoteDescription
+        return description.sdp if description is not None else None
+
+    @property
+    def ice_role(self) -> IceRole | None:
+        """``controlling`` or ``controlled`` once a description fixed it, else None."""
+        transport = self._ice_transport()
+        if transport is None or not transport._role_set:
+            return None
+        return "controlling" if transport.role == "controlling" else "controlled"
+
+    def selected_candidate_pair(self) -> CandidatePair | None:
+        """The nominated ICE pair of the data transport, or None before ICE completes."""
+        transport = self._ice_transport()
+        if transport is None:
+            return None
+        # aiortc exposes no selected pair; aioice keeps it per component in `_nominated`.
+        nominated = transport._connection._nominated
+        pair = nominated.get(1) or next(iter(nominated.values()), None)
+        if pair is None:
+            return None
+        return CandidatePair(
+            local_address=pair.local_candidate.host,
+            local_port=pair.local_candidate.port,
+            remote_address=pair.remote_candidate.host,
+            remote_port=pair.remote_candidate.port,
+            protocol=pair.local_candidate.transport,
+        )
+
+    async def wait_connected(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until the connection is ``connected`` (ICE and DTLS up).
+
+        Args:
+            timeout: seconds to wait.
+
+        Raises:
+            ConnectError: the connection failed or was closed, or ``timeout`` elapsed.
+        """
+        await self._wait_for(
+            lambda: self._state is PeerState.CONNECTED, timeout, "peer connection to connect"
+        )
+
+    async def wait_channels_open(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until both ``_reliable`` and ``_lossy`` are open.
+
+        Args:
+            timeout: seconds to wait.
+
+        Raises:
+            ConnectError: the connection failed or was closed, or ``timeout`` elapsed.
+        """
+        await self._wait_for(lambda: self.channels_open, timeout, "data channels to open")
+
+    # -- negotiation -------------------------------------------------------------------------
+
+    async def create_data_channels(self, *, data_track: bool = False) -> None:
+        """Create ``_reliable`` (ordered, reliable) and ``_lossy`` (unordered, no retransmits).
+
+        (Nothing is awaited today; async so opening channels can later wait on the transport.)
+        Call before :meth:`create_offer` so the offer carries the ``m=application`` section
+        (PROTOCOL-MAP §0 step 5, §3).
+
+        Args:
+            data_track: also create ``_data_track`` (unordered, no retransmits; PROTOCOL-MAP §12).
+
+        Raises:
+            LocalProtocolError: a channel with one of these labels exists, or the connection is
+                closed.
+        """
+        specs: list[tuple[str, bool, int | None]] = [
+            (RELIABLE_LABEL, True, None),
+            (LOSSY_LABEL, False, 0),
+        ]
+        if data_track:
+            specs.append((DATA_TRACK_LABEL, False, 0))
+        self._require_open()
+        for label, _, _ in specs:
+            if label in self._channels:
+                raise LocalProtocolError(f"data channel {label!r} already exists")
+        for label, ordered, max_retransmits in specs:
+            with _mapped(f"create data channel {label!r}", remote=False):
+                channel = self._pc.createDataChannel(
+                    label, ordered=ordered, maxRetransmits=max_retransmits
+                )
+            self._adopt(channel)
+
+    def add_recvonly_transceivers(self, audio: int, video: int) -> None:
+        """Add receive-only media sections, e.g. for ``MediaSectionsRequirement`` (PROTOCOL-MAP §2).
+
+        They appear in the next :meth:`create_offer`.
+
+        Args:
+            audio: number of ``recvonly`` audio transceivers to add.
+            video: number of ``recvonly`` video transceivers to add.
+
+        Raises:
+            LocalProtocolError: a negative count, or the connection is closed.
+        """
+        if audio < 0 or video < 0:
+            raise LocalProtocolError(f"transceiver counts must be >= 0, got {audio}, {video}")
+        self._require_open()
+        with _mapped("add transceivers", remote=False):
+            for kind, count in (("audio", audio), ("video", video)):
+                for _ in range(count):
+                    self._pc.addTransceiver(kind, direction="recvonly")
+
+    async def create_offer(self) -> str:
+        """Create an offer, set it as the local description and return its SDP.
+
+        Gathering happens here, on :attr:`PeerOptions.ice_addresses` if set; every local
+        candidate is in the returned SDP.
+
+        Raises:
+            LocalProtocolError: the connection is closed or not in a state to offer.
+        """
+        self._require_open()
+        with _mapped("create offer", remote=False):
+            offer = await self._pc.createOffer()
+            with ice_addresses(self._options.ice_addresses):
+                await self._pc.setLocalDescription(offer)
+        sdp = self._local_sdp()
+        if self.debug:
+            logger.debug("= local offer\n%s", sdp)
+        return sdp
+
+    async def apply_answer(self, sdp: str) -> None:
+        """Set the peer's answer to our last offer as the remote description.
+
+        Raises:
+            LocalProtocolError: no offer is pending or the connection is closed.
+            RemoteProtocolError: the SDP is malformed or does not match our offer.
+        """
+        self._require_open()
+        if self.debug:
+            logger.debug("< answer\n%s", sdp)
+        await self._set_remote(sdp, "answer")
+
+    async def apply_offer(self, sdp: str) -> str:
+        """Apply the peer's offer and return our answer SDP (dual-PC subscriber, PROTOCOL-MAP §0).
+
+        Raises:
+            LocalProtocolError: the connection is closed or in a state that cannot take an offer.
+            RemoteProtocolError: the SDP is malformed or offers nothing we can receive.
+        """
+        self._require_open()
+        if self.debug:
+            logger.debug("< offer\n%s", sdp)
+        await self._set_remote(sdp, "offer")
+        with _mapped("create answer", remote=False):
+            answer = await self._pc.createAnswer()
+            with ice_addresses(self._options.ice_addresses):
+                await self._pc.setLocalDescription(answer)
+        answer_sdp = self._local_sdp()
+        if self.debug:
+            logger.debug("= local answer\n%s", answer_sdp)
+        return answer_sdp
+
+    async def add_ice_candidate(self, candidate_init_json: str) -> None:
+        """Add a trickled remote candidate (``TrickleRequest.candidateInit``, PROTOCOL-MAP §2).
+
+        Candidates that arrive before the remote description are kept and applied with it. An
+        empty ``candidate`` is the W3C end-of-candidates marker.
+
+        Args:
+            candidate_init_json: JSON ``{"candidate": "candidate:...", "sdpMid": ...,
+                "sdpMLineIndex": ..., "usernameFragment": ...}``.
+
+        Raises:
+            RemoteProtocolError: the JSON or the candidate line is malformed, or it names no
+                media section.
+            LocalProtocolError: the connection is closed.
+        """
+        self._require_open()
+        candidate = _parse_candidate_init(candidate_init_json)
+        if candidate is None:
+            await self.end_of_candidates()
+            return
+        await self._add_candidate(candidate)
+
+    async def end_of_candidates(self) -> None:
+        """Tell ICE no more remote candidates will come (after the ``final=true`` trickle).
+
+        aiortc 1.16 supports ``addIceCandidate(None)``: it marks every ICE transport complete,
+        which lets aioice report a failure once all checks fail instead of waiting forever.
+
+        Raises:
+            LocalProtocolError: the connection is closed.
+        """
+        self._require_open()
+        await self._add_candidate(None)
+
+    def channel_ids(self) -> dict[str, int]:
+        """SCTP stream id of each data channel by label, for ``SyncState.data_channels``.
+
+        A channel gets its id once SCTP is up (even ids for the DTLS client, odd for the server),
+        so channels not yet announced are left out.
+        """
+        return {
+            label: channel.id for label, channel in self._channels.items() if channel.id is not None
+        }
+
+    def remember_mapping(self, mid_to_track_id: Mapping[str, str]) -> None:
+        """Record ``SessionDescription.mid_to_track_id`` from an offer or answer (PROTOCOL-MAP §2).
+
+        Later mappings for the same mid replace earlier ones (aiortc reuses m-lines, §14).
+        """
+        self._mid_to_track_id.update(mid_to_track_id)
+
+    def track_id_for_mid(self, mid: str) -> str | None:
+        """The track SID last recorded for ``mid`` by :meth:`remember_mapping`, if any."""
+        return self._mid_to_track_id.get(mid)
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def send(self, label: str, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` as one binary message on the channel ``label``.
+
+        Back-pressure is the caller's: watch :meth:`buffered_amount` and await
+        :meth:`wait_buffered_below` (PROTOCOL-MAP §3 Buffered-amount thresholds).
+
+        Raises:
+            LocalProtocolError: no such channel, it is not open, or ``data`` is larger than
+                :attr:`PeerOptions.max_message_bytes`.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise LocalProtocolError(f"data must be bytes, got {type(data).__name__}")
+        size = len(data)
+        if size > self._options.max_message_bytes:
+            raise LocalProtocolError(
+                f"message of {size} bytes exceeds max_message_bytes="
+                f"{self._options.max_message_bytes}"
+            )
+        channel = self._channel(label)
+        if channel.readyState != "open":
+            raise LocalProtocolError(f"data channel {label!r} is {channel.readyState}")
+        with _mapped(f"send on {label!r}", remote=False):
+            channel.send(bytes(data))
+
+    def buffered_amount(self, label: str) -> int:
+        """Bytes queued on ``label`` and not yet handed to SCTP.
+
+        Raises:
+            LocalProtocolError: no such channel.
+        """
+        return self._channel(label).bufferedAmount
+
+    async def wait_buffered_below(self, label: str, threshold: int) -> None:
+        """Wait until :meth:`buffered_amount` of ``label`` is at most ``threshold`` bytes.
+
+        Uses aiortc's ``bufferedamountlow`` event; the channel's ``bufferedAmountLowThreshold``
+        is managed here (the highest threshold any waiter needs).
+
+        Raises:
+            LocalProtocolError: no such channel or a negative threshold.
+            ConnectError: the channel or the connection closed while waiting.
+        """
+        if threshold < 0:
+            raise LocalProtocolError(f"threshold must be >= 0, got {threshold}")
+        channel = self._channel(label)
+        if channel.bufferedAmount <= threshold:
+            return
+        if channel.readyState != "open":
+            raise ConnectError(f"data channel {label!r} is {channel.readyState}")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (threshold, future)
+        waiters = self._buffer_waiters.setdefault(label, [])
+        waiters.append(entry)
+        self._rearm_low_threshold(label)
+        try:
+            await future
+        finally:
+            if entry in waiters:
+                waiters.remove(entry)
+                self._rearm_low_threshold(label)
+
+    # -- closing --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the connection and its channels; safe to call more than once.
+
+        Pending :meth:`wait_buffered_below`, :meth:`wait_connected` and
+        :meth:`wait_channels_open` calls fail with :class:`~lkproto.errors.ConnectError`. When it
+        returns, aiortc's ICE, DTLS and SCTP tasks for this connection have ended.
+        """
+        first = not self._closed
+        self._closed = True
+        if first:
+            self._fail_buffer_waiters(None, "peer connection closed")
+        try:
+            await self._pc.close()
+        except Exception:  # aiortc teardown errors must not mask the caller's own
+            logger.exception("error while closing the peer connection")
+        self._set_state(PeerState.CLOSED)
+        self._notify()
+
+    # -- aiortc events (private) -------------------------------------------------------------
+
+    def _on_connection_state_change(self) -> None:
+        try:
+            state = PeerState(self._pc.connectionState)
+        except ValueError:
+            logger.warning("unknown aiortc connection state %r", self._pc.connectionState)
+            return
+        if self._closed and state is not PeerState.CLOSED:
+            return
+        self._set_state(state)
+
+    def _on_datachannel(self, channel: aiortc.RTCDataChannel) -> None:
+        if self.debug:
+            logger.debug("< data channel %r opened by the peer", channel.label)
+        self._adopt(channel)
+        self._notify()
+
+    def _adopt(self, channel: aiortc.RTCDataChannel) -> None:
+        label = channel.label
+        current = self._channels.get(label)
+        if current is None or current.readyState in ("closing", "closed"):
+            self._channels[label] = channel
+
+        def on_message(message: bytes | str) -> None:
+            data = message.encode() if isinstance(message, str) else message
+            callback = self.on_data
+            if callback is None:
+                return
+            try:
+                callback(label, data)
+            except Exception:
+                logger.exception("on_data callback failed for %r", label)
+
+        def on_open() -> None:
+            if self.debug:
+                logger.debug("= data channel %r open", label)
+            self._notify()
+
+        def on_close() -> None:
+            if self.debug:
+                logger.debug("= data channel %r closed", label)
+            if self._channels.get(label) is channel:
+                self._fail_buffer_waiters(label, f"data channel {label!r} closed")
+            self._notify()
+
+        def on_buffered_amount_low() -> None:
+            if self._channels.get(label) is channel:
+                self._release_buffer_waiters(label)
+
+        channel.on("message", on_message)
+        channel.on("open", on_open)
+        channel.on("close", on_close)
+        channel.on("bufferedamountlow", on_buffered_amount_low)
+
+    # -- helpers (private) ---------------------------------------------------------------------
+
+    def _set_state(self, state: PeerState) -> None:
+        if state is self._state:
+            return
+        if self.debug:
+            logger.debug("= connection is %s", state.value)
+        self._state = state
+        self._notify()
+        callback = self.on_state_change
+        if callback is not None:
+            try:
+                callback(state)
+            except Exception:
+                logger.exception("on_state_change callback failed")
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_for(self, predicate: Callable[[], bool], limit_s: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(limit_s):
+                while not predicate():
+                    if self._closed or self._state in (PeerState.FAILED, PeerState.CLOSED):
+                        raise ConnectError(
+                            f"gave up waiting for {what}: connection {self._state.value}"
+                        )
+                    await self._changed.wait()
+        except TimeoutError:
+            raise ConnectError(
+                f"timed out after {limit_s:g} s waiting for {what} (connection {self._state.value})"
+            ) from None
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise LocalProtocolError("peer connection is closed")
+
+    def _channel(self, label: str) -> aiortc.RTCDataChannel:
+        channel = self._channels.get(label)
+        if channel is None:
+            raise LocalProtocolError(f"no data channel {label!r}")
+        return channel
+
+    def _is_open(self, label: str) -> bool:
+        channel = self._channels.get(label)
+        return channel is not None and channel.readyState == "open"
+
+    def _ice_transport(self) -> aiortc.RTCIceTransport | None:
+        sctp = self._pc.sctp
+        if sctp is not None:
+            return sctp.transport.transport
+        for transceiver in self._pc.getTransceivers():
+            return transceiver.receiver.transport.transport
+        return None
+
+    def _local_sdp(self) -> str:
+        sdp = self.local_description
+        if sdp is None:  # pragma: no cover - setLocalDescription always leaves one
+            raise LocalProtocolError("no local description after setLocalDescription")
+        return sdp
+
+    async def _set_remote(self, sdp: str, kind: Literal["offer", "answer"]) -> None:
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise RemoteProtocolError(f"empty remote {kind}")
+        description = aiortc.RTCSessionDescription(sdp=sdp, type=kind)
+        async with self._candidate_lock:
+            with _mapped(f"apply remote {kind}", remote=True):
+                await self._pc.setRemoteDescription(description)
+            self._has_remote_description = True
+            pending, self._pending_candidates = self._pending_candidates, []
+            for candidate in pending:
+                await self._apply_candidate(candidate)
+
+    async def _add_candidate(self, candidate: aiortc.RTCIceCandidate | None) -> None:
+        async with self._candidate_lock:
+            if not self._has_remote_description:
+                self._pending_candidates.append(candidate)
+                return
+            await self._apply_candidate(candidate)
+
+    async def _apply_candidate(self, candidate: aiortc.RTCIceCandidate | None) -> None:
+        if self.debug:
+            logger.debug("< candidate %s", "end" if candidate is None else candidate)
+        with _mapped("add ICE candidate", remote=True):
+            await self._pc.addIceCandidate(candidate)
+
+    def _rearm_low_threshold(self, label: str) -> None:
+        channel = self._channels.get(label)
+        waiters = self._buffer_waiters.get(label)
+        if channel is None or not waiters:
+            return
+        channel.bufferedAmountLowThreshold = max(threshold for threshold, _ in waiters)
+
+    def _release_buffer_waiters(self, label: str) -> None:
+        channel = self._channels[label]
+        waiters = self._buffer_waiters.get(label, [])
+        amount = channel.bufferedAmount
+        for threshold, future in list(waiters):
+            if amount <= threshold:
+                waiters.remove((threshold, future))
+                if not future.done():
+                    future.set_result(None)
+        # Every remaining threshold is below the current amount, so the event fires again when
+        # the amount crosses the highest of them.
+        self._rearm_low_threshold(label)
+
+    def _fail_buffer_waiters(self, label: str | None, reason: str) -> None:
+        labels = list(self._buffer_waiters) if label is None else [label]
+        for each in labels:
+            for _, future in self._buffer_waiters.pop(each, []):
+                if not future.done():
+                    future.set_exception(ConnectError(reason))
+
+
+def _rtc_ice_servers(servers: tuple[IceServer, ...]) -> list[aiortc.RTCIceServer]:
+    # Never None: aiortc would substitute stun.l.google.com (PROTOCOL-MAP §17).
+    return [
+        aiortc.RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+        for s in servers
+    ]
+
+
+def _parse_candidate_init(text: str) -> aiortc.RTCIceCandidate | None:
+    """Parse W3C ``RTCIceCandidateInit`` JSON; None for the end-of-candidates marker."""
+    try:
+        init = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise RemoteProtocolError(f"ICE candidate is not JSON: {text!r}") from exc
+    if not isinstance(init, dict):
+        raise RemoteProtocolError(f"ICE candidate is not a JSON object: {text!r}")
+    line = init.get("candidate") or ""
+    if not isinstance(line, str):
+        raise RemoteProtocolError(f"ICE candidate 'candidate' is not a string: {text!r}")
+    line = line.strip()
+    if line.startswith("a="):
+        line = line[2:]
+    line = line.removeprefix(_CANDIDATE_PREFIX)
+    if not line:
+        return None
+    mid = init.get("sdpMid")
+    index = init.get("sdpMLineIndex")
+    if mid is not None and not isinstance(mid, str):
+        raise RemoteProtocolError(f"ICE candidate sdpMid is not a string: {text!r}")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+        raise RemoteProtocolError(f"ICE candidate sdpMLineIndex is not an integer: {text!r}")
+    if mid is None and index is None:
+        raise RemoteProtocolError(f"ICE candidate has neither sdpMid nor sdpMLineIndex: {text!r}")
+    try:
+        candidate = candidate_from_sdp(line)
+    except (AssertionError, ValueError, IndexError) as exc:
+        raise RemoteProtocolError(f"malformed ICE candidate {line!r}") from exc
+    candidate.sdpMid = mid
+    candidate.sdpMLineIndex = index
+    return candidate
+
+
+@contextlib.contextmanager
+def _mapped(what: str, *, remote: bool) -> Iterator[None]:
+    """Map aiortc's bare exceptions to lkproto's tree at this boundary.
+
+    Wrong-state errors are always the caller's; content errors (malformed SDP, no common codec,
+    mismatched sections) are the peer's when ``remote`` is set.
+    """
+    try:
+        yield
+    except (InvalidStateError, InvalidAccessError, InternalError) as exc:
+        raise LocalProtocolError(f"cannot {what}: {exc or type(exc).__name__}") from exc
+    except (OperationError, ValueError, AssertionError, IndexError, KeyError) as exc:
+        error = RemoteProtocolError if remote else LocalProtocolError
+        raise error(f"cannot {what}: {exc or type(exc).__name__}") from exc

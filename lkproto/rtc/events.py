@@ -1,0 +1,286 @@
+"""Typed room events for ``async for event in room.events()``.
+
+Each class carries the official event string in ``name`` and the positional arguments the official
+SDK passes to ``room.on(name)`` handlers in :meth:`RoomEvent.args`, so the string-keyed emitter and
+the typed stream are fed from the same objects and cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from lkproto.rtc.participant import (
+        ConnectionQuality,
+        DisconnectReason,
+        Participant,
+        RemoteParticipant,
+        TrackPublication,
+    )
+    from lkproto.rtc.room import ConnectionState, DataPacket
+    from lkproto.wire import pb
+
+__all__ = [
+    "ActiveSpeakersChanged",
+    "Connected",
+    "ConnectionQualityChanged",
+    "ConnectionStateChanged",
+    "DataReceived",
+    "Disconnected",
+    "EventTypes",
+    "ParticipantActive",
+    "ParticipantAttributesChanged",
+    "ParticipantConnected",
+    "ParticipantDisconnected",
+    "ParticipantMetadataChanged",
+    "ParticipantNameChanged",
+    "ParticipantPermissionsChanged",
+    "Reconnected",
+    "Reconnecting",
+    "RoomEvent",
+    "RoomMetadataChanged",
+    "RoomUpdated",
+    "TokenRefreshed",
+    "TrackMuted",
+    "TrackPublished",
+    "TrackUnmuted",
+    "TrackUnpublished",
+]
+
+EventTypes = Literal[
+    "participant_connected",
+    "participant_disconnected",
+    "participant_active",
+    "local_track_published",
+    "local_track_unpublished",
+    "local_track_subscribed",
+    "track_published",
+    "track_unpublished",
+    "track_subscribed",
+    "track_unsubscribed",
+    "track_subscription_failed",
+    "track_muted",
+    "track_unmuted",
+    "active_speakers_changed",
+    "room_metadata_changed",
+    "participant_metadata_changed",
+    "participant_name_changed",
+    "participant_attributes_changed",
+    "connection_quality_changed",
+    "participant_permissions_changed",
+    "data_received",
+    "sip_dtmf_received",
+    "transcription_received",
+    "connection_state_changed",
+    "connected",
+    "disconnected",
+    "reconnecting",
+    "reconnected",
+    "room_updated",
+    "token_refreshed",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomEvent:
+    """Base of all typed room events."""
+
+    name: ClassVar[str]
+
+    def args(self) -> tuple[object, ...]:
+        """Positional arguments of the official ``room.on(name)`` callback."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantConnected(RoomEvent):
+    name: ClassVar[str] = "participant_connected"
+    participant: RemoteParticipant
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantDisconnected(RoomEvent):
+    name: ClassVar[str] = "participant_disconnected"
+    participant: RemoteParticipant
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantActive(RoomEvent):
+    name: ClassVar[str] = "participant_active"
+    participant: Participant
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connected(RoomEvent):
+    name: ClassVar[str] = "connected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disconnected(RoomEvent):
+    name: ClassVar[str] = "disconnected"
+    reason: DisconnectReason | int
+
+    def args(self) -> tuple[object, ...]:
+        return (self.reason,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconnecting(RoomEvent):
+    name: ClassVar[str] = "reconnecting"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconnected(RoomEvent):
+    name: ClassVar[str] = "reconnected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionStateChanged(RoomEvent):
+    name: ClassVar[str] = "connection_state_changed"
+    state: ConnectionState
+
+    def args(self) -> tuple[object, ...]:
+        return (self.state,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomMetadataChanged(RoomEvent):
+    name: ClassVar[str] = "room_metadata_changed"
+    old_metadata: str
+    metadata: str
+
+    def args(self) -> tuple[object, ...]:
+        return (self.old_metadata, self.metadata)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomUpdated(RoomEvent):
+    name: ClassVar[str] = "room_updated"
+    room: pb.Room
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantMetadataChanged(RoomEvent):
+    name: ClassVar[str] = "participant_metadata_changed"
+    participant: Participant
+    old_metadata: str
+    metadata: str
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant, self.old_metadata, self.metadata)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantNameChanged(RoomEvent):
+    name: ClassVar[str] = "participant_name_changed"
+    participant: Participant
+    old_name: str
+    new_name: str
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant, self.old_name, self.new_name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantAttributesChanged(RoomEvent):
+    name: ClassVar[str] = "participant_attributes_changed"
+    changed_attributes: dict[str, str]
+    participant: Participant
+
+    def args(self) -> tuple[object, ...]:
+        return (self.changed_attributes, self.participant)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantPermissionsChanged(RoomEvent):
+    name: ClassVar[str] = "participant_permissions_changed"
+    participant: Participant
+    old_permissions: pb.ParticipantPermission | None
+    permissions: pb.ParticipantPermission
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant, self.old_permissions, self.permissions)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActiveSpeakersChanged(RoomEvent):
+    name: ClassVar[str] = "active_speakers_changed"
+    speakers: list[Participant]
+
+    def args(self) -> tuple[object, ...]:
+        return (self.speakers,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionQualityChanged(RoomEvent):
+    name: ClassVar[str] = "connection_quality_changed"
+    participant: Participant
+    quality: ConnectionQuality
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant, self.quality)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenRefreshed(RoomEvent):
+    name: ClassVar[str] = "token_refreshed"
+    token: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackPublished(RoomEvent):
+    name: ClassVar[str] = "track_published"
+    publication: TrackPublication
+    participant: RemoteParticipant
+
+    def args(self) -> tuple[object, ...]:
+        return (self.publication, self.participant)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackUnpublished(RoomEvent):
+    name: ClassVar[str] = "track_unpublished"
+    publication: TrackPublication
+    participant: RemoteParticipant
+
+    def args(self) -> tuple[object, ...]:
+        return (self.publication, self.participant)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackMuted(RoomEvent):
+    name: ClassVar[str] = "track_muted"
+    participant: Participant
+    publication: TrackPublication
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant, self.publication)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackUnmuted(RoomEvent):
+    name: ClassVar[str] = "track_unmuted"
+    participant: Participant
+    publication: TrackPublication
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant, self.publication)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataReceived(RoomEvent):
+    name: ClassVar[str] = "data_received"
+    packet: DataPacket
+
+    def args(self) -> tuple[object, ...]:
+        return (self.packet,)

@@ -1,0 +1,505 @@
+"""``Room``: the public entry point, shaped like ``livekit.rtc.Room``.
+
+Code written for ``from livekit import rtc`` runs with ``from lkproto import rtc`` for what is
+implemented: connect/disconnect, the participant model, metadata/name/attributes, room metadata,
+speakers, connection quality, reconnection events and simulated failures. Every event is emitted
+under the official string (``room.on("participant_connected")``) and also yielded, typed, by
+``async for event in room.events()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from lkproto.asyncio import engine as en
+from lkproto.asyncio.peer import IceServer
+from lkproto.core import reconnect as rc
+from lkproto.core import roster as ro
+from lkproto.core import signal as sg
+from lkproto.errors import LocalProtocolError
+from lkproto.rtc import events as ev
+from lkproto.rtc.event_emitter import EventEmitter
+from lkproto.rtc.participant import (
+    ConnectionQuality,
+    DisconnectReason,
+    LocalParticipant,
+    Participant,
+    RemoteParticipant,
+    disconnect_reason,
+)
+from lkproto.wire import pb
+
+__all__ = [
+    "ConnectionState",
+    "DataPacket",
+    "DataPacketKind",
+    "Room",
+    "RoomOptions",
+    "RtcConfiguration",
+    "SimulateScenarioKind",
+]
+
+ConnectionState = en.ConnectionState
+
+
+class DataPacketKind(enum.IntEnum):
+    """Official ``DataPacketKind`` values."""
+
+    KIND_LOSSY = 0
+    KIND_RELIABLE = 1
+
+
+class SimulateScenarioKind(enum.IntEnum):
+    """Official ``SimulateScenarioKind`` values (PROTOCOL-MAP §10 SimulateScenario)."""
+
+    SIMULATE_SIGNAL_RECONNECT = 0
+    SIMULATE_SPEAKER = 1
+    SIMULATE_NODE_FAILURE = 2
+    SIMULATE_SERVER_LEAVE = 3
+    SIMULATE_MIGRATION = 4
+    SIMULATE_FORCE_TCP = 5
+    SIMULATE_FORCE_TLS = 6
+    SIMULATE_FULL_RECONNECT = 7
+    SIMULATE_DISCONNECT_SIGNAL_ON_RESUME = 8
+
+
+class _IceServerLike(Protocol):
+    urls: Sequence[str]
+    username: str
+    password: str
+
+
+@dataclass
+class RtcConfiguration:
+    """WebRTC options. ``ice_servers`` empty = use the server's list, as in the official SDK.
+
+    Attributes:
+        ice_servers: STUN/TURN servers (objects with ``urls``, ``username``, ``password``).
+        ice_addresses: lkproto extra: the local addresses ICE gathers on (aioice skips 127.0.0.1
+            otherwise). When all are loopback, no STUN/TURN server is used at all.
+    """
+
+    ice_transport_type: int = 0
+    continual_gathering_policy: int = 0
+    ice_servers: list[Any] = field(default_factory=list)
+    ice_addresses: list[str] | None = None
+
+
+@dataclass
+class RoomOptions:
+    """Same fields and defaults as ``livekit.rtc.RoomOptions``, plus lkproto extras."""
+
+    auto_subscribe: bool = True
+    dynacast: bool = False
+    e2ee: object | None = None
+    encryption: object | None = None
+    rtc_config: RtcConfiguration | None = None
+    connect_timeout: float | None = None
+    single_peer_connection: bool | None = None
+    data_stream: object | None = None
+    # lkproto extras
+    adaptive_stream: bool = False
+    reconnect_policy: rc.ReconnectPolicy | None = None
+    trace: en.TraceCallback | None = None
+    """``(direction, channel, message, raw_bytes, now)`` for every signal message and packet."""
+
+
+@dataclass
+class DataPacket:
+    """A received user packet (official shape)."""
+
+    data: bytes
+    kind: DataPacketKind
+    participant: RemoteParticipant | None
+    topic: str | None = None
+
+
+class Room(EventEmitter[ev.EventTypes]):
+    """A connection to one LiveKit room."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__()
+        self._loop = loop
+        self._engine: en.Engine | None = None
+        self._room_info = pb.Room()
+        self._local: LocalParticipant | None = None
+        self._remotes: dict[str, RemoteParticipant] = {}
+        self._state = ConnectionState.CONN_DISCONNECTED
+        self._announce = False  # roster events are applied silently until connected
+        self._subscribers: list[asyncio.Queue[ev.RoomEvent | None]] = []
+        self._sid_future: asyncio.Future[str] | None = None
+        self._speakers: dict[str, float] = {}
+
+    # -- properties (official names) -------------------------------------------------------
+
+    @property
+    async def sid(self) -> str:
+        """The room SID (``RM_…``); waits until it is known."""
+        if self._room_info.sid:
+            return self._room_info.sid
+        if self._sid_future is None:
+            self._sid_future = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(self._sid_future)
+
+    @property
+    def name(self) -> str:
+        return self._room_info.name
+
+    @property
+    def metadata(self) -> str:
+        return self._room_info.metadata
+
+    @property
+    def num_participants(self) -> int:
+        return self._room_info.num_participants
+
+    @property
+    def num_publishers(self) -> int:
+        return self._room_info.num_publishers
+
+    @property
+    def is_recording(self) -> bool:
+        return self._room_info.active_recording
+
+    @property
+    def departure_timeout(self) -> float:
+        return float(self._room_info.departure_timeout)
+
+    @property
+    def empty_timeout(self) -> float:
+        return float(self._room_info.empty_timeout)
+
+    @property
+    def creation_time(self) -> datetime.datetime:
+        ms = self._room_info.creation_time_ms or self._room_info.creation_time * 1000
+        return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        return self._state
+
+    def isconnected(self) -> bool:
+        return self._state != ConnectionState.CONN_DISCONNECTED
+
+    @property
+    def local_participant(self) -> LocalParticipant:
+        if self._local is None:
+            raise LocalProtocolError("cannot access local participant before connecting")
+        return self._local
+
+    @property
+    def remote_participants(self) -> Mapping[str, RemoteParticipant]:
+        return dict(self._remotes)
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """Latest signalling round-trip time (lkproto extra)."""
+        return self._engine.rtt_ms if self._engine else None
+
+    @property
+    def engine(self) -> en.Engine | None:
+        """The engine behind this room (lkproto extra, for tests and taps)."""
+        return self._engine
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def connect(self, url: str, token: str, options: RoomOptions | None = None) -> None:
+        """Join the room.
+
+        Raises:
+            lkproto.errors.JoinRejectedError: the server refused the token or the room.
+            lkproto.errors.ConnectError: unreachable, not LiveKit, timed out, ICE failed.
+            lkproto.errors.LocalProtocolError: already connected.
+        """
+        if self.isconnected() or self._engine is not None:
+            raise LocalProtocolError("already connected")
+        opts = options or RoomOptions()
+        engine = en.Engine(self._on_engine_event)
+        self._engine = engine
+        self._announce = False
+        try:
+            join = await engine.connect(url, token, _engine_options(opts))
+        except BaseException:
+            self._engine = None
+            raise
+        self._set_room(join.room)
+        self._announce = True
+        self._set_state(ConnectionState.CONN_CONNECTED)
+        self._dispatch(ev.Connected())
+
+    async def disconnect(
+        self, *, reason: DisconnectReason | int = DisconnectReason.CLIENT_INITIATED
+    ) -> None:
+        """Leave the room (no-op when not connected)."""
+        engine = self._engine
+        if engine is None:
+            return
+        await engine.disconnect(cast("pb.DisconnectReason.ValueType", int(reason)))
+
+    async def simulate_scenario(self, scenario: SimulateScenarioKind | pb.SimulateScenario) -> None:
+        """Trigger a failure/event for tests (PROTOCOL-MAP §10 SimulateScenario).
+
+        ``SIMULATE_SIGNAL_RECONNECT`` drops the signal socket locally (resume);
+        ``SIMULATE_FULL_RECONNECT`` forces a full reconnect locally (v1.13.5 has no server handler);
+        the others are sent to the server. A raw ``pb.SimulateScenario`` is sent as is.
+        """
+        engine = self._engine
+        if engine is None or not self.isconnected():
+            raise LocalProtocolError("simulate_scenario requires a connected room")
+        if isinstance(scenario, pb.SimulateScenario):
+            await engine.simulate(scenario)
+            return
+        kind = SimulateScenarioKind(scenario)
+        if kind == SimulateScenarioKind.SIMULATE_SIGNAL_RECONNECT:
+            engine.simulate_signal_loss()
+        elif kind == SimulateScenarioKind.SIMULATE_FULL_RECONNECT:
+            engine.force_full_reconnect()
+        elif kind == SimulateScenarioKind.SIMULATE_DISCONNECT_SIGNAL_ON_RESUME:
+            await engine.simulate(pb.SimulateScenario(disconnect_signal_on_resume=True))
+            engine.simulate_signal_loss()
+        else:
+            await engine.simulate(_SERVER_SCENARIOS[kind])
+
+    # -- typed events ------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[ev.RoomEvent]:
+        """Every room event, typed, in order; ends after ``Disconnected``."""
+        queue: asyncio.Queue[ev.RoomEvent | None] = asyncio.Queue()
+        self._subscribers.append(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+                if isinstance(item, ev.Disconnected):
+                    return
+        finally:
+            self._subscribers.remove(queue)
+
+    # -- engine events -> room model + events --------------------------------------------------
+
+    def _dispatch(self, event: ev.RoomEvent) -> None:
+        for q in self._subscribers:
+            q.put_nowait(event)
+        self.emit(event.name, *event.args())  # type: ignore[arg-type]
+
+    def _announce_event(self, event: ev.RoomEvent) -> None:
+        if self._announce:
+            self._dispatch(event)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state != self._state:
+            self._state = state
+            if self._announce or state == ConnectionState.CONN_CONNECTED:
+                self._dispatch(ev.ConnectionStateChanged(state=state))
+
+    def _set_room(self, room: pb.Room) -> None:
+        self._room_info = room
+        if room.sid and self._sid_future is not None and not self._sid_future.done():
+            self._sid_future.set_result(room.sid)
+
+    def _participant(self, identity: str, local: bool) -> Participant | None:
+        return self._local if local else self._remotes.get(identity)
+
+    def _on_engine_event(self, event: en.EngineEvent) -> None:
+        engine = self._engine
+        if isinstance(event, ro.RosterEvent):
+            self._on_roster_event(event)
+        elif isinstance(event, en.EngineConnected):
+            assert engine is not None
+            local = engine.roster.local
+            if local is not None:
+                self._local = LocalParticipant(local, engine)
+        elif isinstance(event, en.EngineReconnecting):
+            self._set_state(ConnectionState.CONN_RECONNECTING)
+            self._dispatch(ev.Reconnecting())
+        elif isinstance(event, en.EngineReconnected):
+            if engine is not None and engine.roster.local is not None and self._local is not None:
+                self._local._update(engine.roster.local)
+            self._set_state(ConnectionState.CONN_CONNECTED)
+            self._dispatch(ev.Reconnected())
+        elif isinstance(event, en.EngineDisconnected):
+            self._engine = None
+            self._speakers.clear()
+            self._set_state(ConnectionState.CONN_DISCONNECTED)
+            if self._sid_future is not None and not self._sid_future.done():
+                self._sid_future.set_exception(
+                    LocalProtocolError("room disconnected before its SID was known")
+                )
+            self._dispatch(ev.Disconnected(reason=disconnect_reason(event.reason)))
+            for q in self._subscribers:
+                q.put_nowait(None)
+        elif isinstance(event, en.DataReceived):
+            self._on_data(event)
+        elif isinstance(event, en.SignalMessageEvent):
+            self._on_signal_message(event.event)
+
+    def _on_roster_event(self, event: ro.RosterEvent) -> None:
+        if isinstance(event, ro.ParticipantConnected):
+            rp = RemoteParticipant(event.info)
+            self._remotes[event.info.identity] = rp
+            self._announce_event(ev.ParticipantConnected(participant=rp))
+        elif isinstance(event, ro.ParticipantDisconnected):
+            gone = self._remotes.pop(event.info.identity, None)
+            if gone is not None:
+                gone._update(event.info)
+                self._speakers.pop(gone.sid, None)
+                self._announce_event(ev.ParticipantDisconnected(participant=gone))
+        elif isinstance(event, ro.RoomMetadataChanged):
+            self._set_room(event.room)
+            self._announce_event(ev.RoomMetadataChanged(old_metadata=event.old, metadata=event.new))
+        elif isinstance(event, ro.RoomUpdated):
+            self._set_room(event.room)
+            self._announce_event(ev.RoomUpdated(room=event.room))
+        else:
+            self._on_participant_change(event)
+
+    def _on_participant_change(self, event: ro.RosterEvent) -> None:
+        identity = getattr(event, "identity", "")
+        local = bool(getattr(event, "local", False))
+        info: pb.ParticipantInfo | None = getattr(event, "info", None)
+        p = self._participant(identity, local)
+        if p is None:
+            return
+        if info is not None:
+            p._update(info)
+        if isinstance(event, ro.ParticipantMetadataChanged):
+            self._announce_event(
+                ev.ParticipantMetadataChanged(
+                    participant=p, old_metadata=event.old, metadata=event.new
+                )
+            )
+        elif isinstance(event, ro.ParticipantNameChanged):
+            self._announce_event(
+                ev.ParticipantNameChanged(participant=p, old_name=event.old, new_name=event.new)
+            )
+        elif isinstance(event, ro.ParticipantAttributesChanged):
+            self._announce_event(
+                ev.ParticipantAttributesChanged(
+                    changed_attributes=dict(event.changed), participant=p
+                )
+            )
+        elif isinstance(event, ro.ParticipantPermissionsChanged):
+            self._announce_event(
+                ev.ParticipantPermissionsChanged(
+                    participant=p, old_permissions=event.old, permissions=event.new
+                )
+            )
+        elif isinstance(event, ro.ParticipantActivated):
+            self._announce_event(ev.ParticipantActive(participant=p))
+        elif isinstance(
+            event, ro.TrackPublished | ro.TrackUnpublished | ro.TrackMuted | ro.TrackUnmuted
+        ):
+            self._on_track_change(event, p)
+
+    def _on_track_change(self, event: ro.RosterEvent, p: Participant) -> None:
+        track: pb.TrackInfo = getattr(event, "track")  # noqa: B009
+        pub = p.track_publications.get(track.sid)
+        if pub is None:
+            from lkproto.rtc.participant import TrackPublication
+
+            pub = TrackPublication(track)
+        if isinstance(p, RemoteParticipant):
+            if isinstance(event, ro.TrackPublished):
+                self._announce_event(ev.TrackPublished(publication=pub, participant=p))
+            elif isinstance(event, ro.TrackUnpublished):
+                self._announce_event(ev.TrackUnpublished(publication=pub, participant=p))
+        if isinstance(event, ro.TrackMuted):
+            self._announce_event(ev.TrackMuted(participant=p, publication=pub))
+        elif isinstance(event, ro.TrackUnmuted):
+            self._announce_event(ev.TrackUnmuted(participant=p, publication=pub))
+
+    def _by_sid(self, sid: str) -> Participant | None:
+        if self._local is not None and self._local.sid == sid:
+            return self._local
+        return next((p for p in self._remotes.values() if p.sid == sid), None)
+
+    def _on_signal_message(self, event: sg.SignalEvent) -> None:
+        if isinstance(event, sg.SpeakersChanged):
+            # Deltas since protocol 3 (PROTOCOL-MAP §9): active ones set their level, others leave.
+            for speaker in event.speakers:
+                if speaker.active:
+                    self._speakers[speaker.sid] = speaker.level
+                else:
+                    self._speakers.pop(speaker.sid, None)
+            ordered = sorted(self._speakers.items(), key=lambda kv: -kv[1])
+            speakers = [p for sid, _ in ordered if (p := self._by_sid(sid)) is not None]
+            self._announce_event(ev.ActiveSpeakersChanged(speakers=speakers))
+        elif isinstance(event, sg.ConnectionQualityChanged):
+            for update in event.updates:
+                p = self._by_sid(update.participant_sid)
+                if p is not None:
+                    quality = (
+                        ConnectionQuality(update.quality)
+                        if update.quality in range(4)
+                        else (ConnectionQuality.QUALITY_POOR)
+                    )
+                    p._connection_quality = quality
+                    self._announce_event(
+                        ev.ConnectionQualityChanged(participant=p, quality=quality)
+                    )
+        elif isinstance(event, sg.TokenRefreshed):
+            self._announce_event(ev.TokenRefreshed(token=event.token))
+
+    def _on_data(self, event: en.DataReceived) -> None:
+        packet = event.packet
+        if packet.WhichOneof("value") != "user":
+            return
+        sender = self._remotes.get(packet.participant_identity)
+        user = packet.user
+        self._announce_event(
+            ev.DataReceived(
+                packet=DataPacket(
+                    data=user.payload,
+                    kind=DataPacketKind.KIND_RELIABLE
+                    if event.reliable
+                    else DataPacketKind.KIND_LOSSY,
+                    participant=sender,
+                    topic=user.topic if user.HasField("topic") else None,
+                )
+            )
+        )
+
+    def __repr__(self) -> str:
+        return f"<Room name={self.name!r} state={self._state.name}>"
+
+
+_SERVER_SCENARIOS: dict[SimulateScenarioKind, pb.SimulateScenario] = {
+    SimulateScenarioKind.SIMULATE_SPEAKER: pb.SimulateScenario(speaker_update=3),
+    SimulateScenarioKind.SIMULATE_NODE_FAILURE: pb.SimulateScenario(node_failure=True),
+    SimulateScenarioKind.SIMULATE_SERVER_LEAVE: pb.SimulateScenario(server_leave=True),
+    SimulateScenarioKind.SIMULATE_MIGRATION: pb.SimulateScenario(migration=True),
+    SimulateScenarioKind.SIMULATE_FORCE_TCP: pb.SimulateScenario(switch_candidate_protocol=pb.TCP),
+    SimulateScenarioKind.SIMULATE_FORCE_TLS: pb.SimulateScenario(switch_candidate_protocol=pb.TLS),
+}
+
+
+def _ice_server(server: _IceServerLike) -> IceServer:
+    return IceServer(
+        urls=tuple(server.urls),
+        username=getattr(server, "username", "") or "",
+        credential=getattr(server, "password", "") or getattr(server, "credential", "") or "",
+    )
+
+
+def _engine_options(opts: RoomOptions) -> en.EngineOptions:
+    rtc = opts.rtc_config or RtcConfiguration()
+    kwargs: dict[str, Any] = {}
+    if opts.reconnect_policy is not None:
+        kwargs["reconnect_policy"] = opts.reconnect_policy
+    return en.EngineOptions(
+        auto_subscribe=opts.auto_subscribe,
+        adaptive_stream=opts.adaptive_stream,
+        connect_timeout_s=opts.connect_timeout or en.DEFAULT_CONNECT_TIMEOUT_S,
+        single_peer_connection=opts.single_peer_connection,
+        ice_addresses=tuple(rtc.ice_addresses) if rtc.ice_addresses else None,
+        ice_servers=tuple(_ice_server(s) for s in rtc.ice_servers) if rtc.ice_servers else None,
+        trace=opts.trace,
+        **kwargs,
+    )

@@ -1,0 +1,146 @@
+"""Reconnect policy delays and the recovery decision table (lkproto.core.reconnect)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lkproto import errors
+from lkproto.core.reconnect import (
+    DEFAULT_RECONNECT_DELAYS_S,
+    LEAVE_ACTION_RECOVERY,
+    ReconnectPolicy,
+    Recovery,
+    choose_recovery,
+)
+from lkproto.wire import pb
+
+# -- policy ---------------------------------------------------------------------------------------
+
+
+def test_default_delays_match_js_default_reconnect_policy() -> None:
+    # JS DefaultReconnectPolicy: [0, 300, 2*2*300, 3*3*300, 4*4*300, 7000 x5] ms
+    assert DEFAULT_RECONNECT_DELAYS_S == (0.0, 0.3, 1.2, 2.7, 4.8, 7.0, 7.0, 7.0, 7.0, 7.0)
+    policy = ReconnectPolicy()
+    assert policy.attempts == 10
+    assert [policy.next_delay(i, random=0.0) for i in range(10)] == list(DEFAULT_RECONNECT_DELAYS_S)
+    assert policy.next_delay(10, random=0.0) is None
+    assert policy.next_delay(1000, random=0.5) is None
+
+
+def test_jitter_starts_at_the_third_attempt_and_stays_below_one_second() -> None:
+    policy = ReconnectPolicy()
+    r = 0.999_999
+    assert policy.next_delay(0, random=r) == 0.0
+    assert policy.next_delay(1, random=r) == 0.3
+    for attempt in range(2, 10):
+        base = DEFAULT_RECONNECT_DELAYS_S[attempt]
+        low = policy.next_delay(attempt, random=0.0)
+        high = policy.next_delay(attempt, random=r)
+        assert low == base
+        assert high is not None
+        assert base <= high < base + 1.0
+    assert policy.next_delay(4, random=0.5) == pytest.approx(5.3)
+
+
+def test_custom_policy_reuses_last_delay_up_to_max_attempts() -> None:
+    policy = ReconnectPolicy([1, 2], max_attempts=4, jitter_s=0.5, jitter_from_attempt=1)
+    assert policy.delays_s == (1.0, 2.0)
+    assert [policy.next_delay(i, random=0.5) for i in range(5)] == [1.0, 2.25, 2.25, 2.25, None]
+    assert ReconnectPolicy(max_attempts=0).next_delay(0, random=0.0) is None
+    assert ReconnectPolicy(jitter_s=0).next_delay(5, random=0.9) == 7.0
+
+
+def test_policy_is_immutable() -> None:
+    policy = ReconnectPolicy()
+    with pytest.raises(AttributeError):
+        policy.jitter_s = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"delays_s": []},
+        {"delays_s": [0.1, -1.0]},
+        {"delays_s": [math.inf]},
+        {"delays_s": [math.nan]},
+        {"jitter_s": -0.1},
+        {"jitter_s": math.nan},
+        {"max_attempts": -1},
+        {"jitter_from_attempt": -1},
+    ],
+)
+def test_bad_policy_is_misuse(kwargs: dict[str, object]) -> None:
+    with pytest.raises(errors.LocalProtocolError):
+        ReconnectPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("attempt", "random"), [(-1, 0.0), (0, -0.1), (0, 1.0), (0, math.nan)])
+def test_bad_next_delay_arguments_are_misuse(attempt: int, random: float) -> None:
+    with pytest.raises(errors.LocalProtocolError):
+        ReconnectPolicy().next_delay(attempt, random=random)
+
+
+# -- recovery decision ----------------------------------------------------------------------------
+
+
+def test_leave_action_table() -> None:
+    assert dict(LEAVE_ACTION_RECOVERY) == {
+        pb.LeaveRequest.DISCONNECT: Recovery.GIVE_UP,
+        pb.LeaveRequest.RESUME: Recovery.RESUME,
+        pb.LeaveRequest.RECONNECT: Recovery.FULL_RECONNECT,
+    }
+
+
+HEALTHY = {"signal_ok": True, "peer_ok": True}
+LOST_SIGNAL = {"signal_ok": False, "peer_ok": True}
+FAILED_PEER = {"signal_ok": True, "peer_ok": False}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        (HEALTHY, Recovery.NONE),
+        # §10 Resume: a lost socket or a failed PC is resumed (the resume ICE-restarts the PCs;
+        # the server itself asks for RESUME on transport failure)
+        (LOST_SIGNAL, Recovery.RESUME),
+        (FAILED_PEER, Recovery.RESUME),
+        ({"signal_ok": False, "peer_ok": False}, Recovery.RESUME),
+        # server LeaveRequest (§1): DISCONNECT ends it, RECONNECT means full, RESUME means resume
+        (HEALTHY | {"leave_action": pb.LeaveRequest.DISCONNECT}, Recovery.GIVE_UP),
+        (HEALTHY | {"leave_action": pb.LeaveRequest.RECONNECT}, Recovery.FULL_RECONNECT),
+        (HEALTHY | {"leave_action": pb.LeaveRequest.RESUME}, Recovery.RESUME),
+        (LOST_SIGNAL | {"leave_action": pb.LeaveRequest.DISCONNECT}, Recovery.GIVE_UP),
+        # DISCONNECT wins over everything
+        (
+            LOST_SIGNAL
+            | {
+                "leave_action": pb.LeaveRequest.DISCONNECT,
+                "resume_refused": True,
+                "resume_disabled": True,
+            },
+            Recovery.GIVE_UP,
+        ),
+        # a refused resume (leave as first frame) means full reconnect
+        (LOST_SIGNAL | {"resume_refused": True}, Recovery.FULL_RECONNECT),
+        (
+            LOST_SIGNAL | {"resume_refused": True, "leave_action": pb.LeaveRequest.RESUME},
+            Recovery.FULL_RECONNECT,
+        ),
+        # resume disabled by the server, or PCs that cannot be restarted: full reconnect
+        (LOST_SIGNAL | {"resume_disabled": True}, Recovery.FULL_RECONNECT),
+        (FAILED_PEER | {"peer_resumable": False}, Recovery.FULL_RECONNECT),
+        (
+            HEALTHY | {"leave_action": pb.LeaveRequest.RESUME, "resume_disabled": True},
+            Recovery.FULL_RECONNECT,
+        ),
+        # nothing broken: those settings alone do not trigger anything
+        (HEALTHY | {"resume_disabled": True, "peer_resumable": False}, Recovery.NONE),
+        # unknown (future) leave actions are ignored like JS's switch does
+        (HEALTHY | {"leave_action": 42}, Recovery.NONE),
+        (LOST_SIGNAL | {"leave_action": 42}, Recovery.RESUME),
+    ],
+)
+def test_choose_recovery(kwargs: dict[str, object], expected: Recovery) -> None:
+    assert choose_recovery(**kwargs) is expected  # type: ignore[arg-type]
