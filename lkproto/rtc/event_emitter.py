@@ -32,6 +32,14 @@ def _arity(callback: _Handler) -> int | None:
     return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
+def _check_sync(callback: _Handler) -> None:
+    if inspect.iscoroutinefunction(callback):
+        raise ValueError(
+            "Cannot register an async callback with `.on()`. "
+            "Use `asyncio.create_task` within your synchronous callback instead."
+        )
+
+
 class EventEmitter(Generic[T]):
     """Minimal emitter compatible with ``livekit.rtc.EventEmitter``."""
 
@@ -53,11 +61,7 @@ class EventEmitter(Generic[T]):
             ValueError: the callback is a coroutine function (as in the official SDK).
         """
         if callback is not None:
-            if inspect.iscoroutinefunction(callback):
-                raise ValueError(
-                    "Cannot register an async callback with `.on()`. "
-                    "Use `asyncio.create_task` within your synchronous callback instead."
-                )
+            _check_sync(callback)
             self._events.setdefault(event, {})[callback] = _arity(callback)
             return callback
 
@@ -77,6 +81,7 @@ class EventEmitter(Generic[T]):
 
             return decorator
 
+        _check_sync(callback)
         arity = _arity(callback)
 
         def once_wrapper(*args: Any) -> None:

@@ -79,6 +79,13 @@ EventTypes = Literal[
     "reconnected",
     "room_updated",
     "token_refreshed",
+    # listed for drop-in typing; lkproto does not emit these yet
+    "local_track_republished",
+    "participant_encryption_status_changed",
+    "e2ee_state_changed",
+    "moved",
+    "data_track_published",
+    "data_track_unpublished",
 ]
 
 
@@ -209,7 +216,8 @@ class ParticipantPermissionsChanged(RoomEvent):
     permissions: pb.ParticipantPermission
 
     def args(self) -> tuple[object, ...]:
-        return (self.participant, self.old_permissions, self.permissions)
+        # The official SDK passes (participant, permissions); the old value is typed-stream only.
+        return (self.participant, self.permissions)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -86,6 +86,7 @@ class DisconnectReason(enum.IntEnum):
 class ConnectionQuality(enum.IntEnum):
     """Official ``ConnectionQuality`` values (QUALITY_*), same order as the wire's."""
 
+    QUALITY_UNKNOWN = -1
     QUALITY_POOR = 0
     QUALITY_GOOD = 1
     QUALITY_EXCELLENT = 2
@@ -157,7 +158,7 @@ class Participant:
     def __init__(self, info: pb.ParticipantInfo) -> None:
         self._info = info
         self._publications: dict[str, TrackPublication] = {}
-        self._connection_quality = ConnectionQuality.QUALITY_GOOD
+        self._connection_quality = ConnectionQuality.QUALITY_UNKNOWN
         self._sync_publications()
 
     def _update(self, info: pb.ParticipantInfo) -> None:

@@ -10,8 +10,10 @@ under the official string (``room.on("participant_connected")``) and also yielde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import enum
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -30,6 +32,7 @@ from lkproto.rtc.participant import (
     LocalParticipant,
     Participant,
     RemoteParticipant,
+    TrackPublication,
     disconnect_reason,
 )
 from lkproto.wire import pb
@@ -267,20 +270,31 @@ class Room(EventEmitter[ev.EventTypes]):
 
     # -- typed events ------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[ev.RoomEvent]:
-        """Every room event, typed, in order; ends after ``Disconnected``."""
+    def events(self) -> AsyncIterator[ev.RoomEvent]:
+        """Every room event from now on, typed, in order; the stream ends after ``Disconnected``.
+
+        Subscribes at once (not at the first iteration), so nothing emitted in between is lost.
+        """
         queue: asyncio.Queue[ev.RoomEvent | None] = asyncio.Queue()
-        self._subscribers.append(queue)
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                yield item
-                if isinstance(item, ev.Disconnected):
-                    return
-        finally:
-            self._subscribers.remove(queue)
+        subscribers = self._subscribers
+        subscribers.append(queue)
+
+        async def stream() -> AsyncIterator[ev.RoomEvent]:
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        return
+                    yield item
+                    if isinstance(item, ev.Disconnected):
+                        return
+            finally:
+                _discard(subscribers, queue)
+
+        iterator = stream()
+        # A stream that is never iterated must not keep collecting events forever.
+        weakref.finalize(iterator, _discard, subscribers, queue)
+        return iterator
 
     # -- engine events -> room model + events --------------------------------------------------
 
@@ -348,7 +362,13 @@ class Room(EventEmitter[ev.EventTypes]):
         elif isinstance(event, ro.ParticipantDisconnected):
             gone = self._remotes.pop(event.info.identity, None)
             if gone is not None:
-                gone._update(event.info)
+                # The official SDK reports the reason on the departed participant.
+                final = pb.ParticipantInfo()
+                final.CopyFrom(event.info)
+                final.state = pb.ParticipantInfo.DISCONNECTED
+                final.disconnect_reason = event.reason
+                del final.tracks[:]
+                gone._update(final)
                 self._speakers.pop(gone.sid, None)
                 self._announce_event(ev.ParticipantDisconnected(participant=gone))
         elif isinstance(event, ro.RoomMetadataChanged):
@@ -369,6 +389,15 @@ class Room(EventEmitter[ev.EventTypes]):
             return
         if info is not None:
             p._update(info)
+        else:
+            # Track events carry no snapshot: take the roster's latest for this participant.
+            engine = self._engine
+            roster = engine.roster if engine is not None else None
+            latest = None
+            if roster is not None:
+                latest = roster.local if local else roster.remotes.get(identity)
+            if latest is not None:
+                p._info = latest
         if isinstance(event, ro.ParticipantMetadataChanged):
             self._announce_event(
                 ev.ParticipantMetadataChanged(
@@ -400,11 +429,16 @@ class Room(EventEmitter[ev.EventTypes]):
 
     def _on_track_change(self, event: ro.RosterEvent, p: Participant) -> None:
         track: pb.TrackInfo = getattr(event, "track")  # noqa: B009
-        pub = p.track_publications.get(track.sid)
-        if pub is None:
-            from lkproto.rtc.participant import TrackPublication
-
-            pub = TrackPublication(track)
+        # One publication object per track SID from track_published to track_unpublished.
+        if isinstance(event, ro.TrackUnpublished):
+            pub = p._publications.pop(track.sid, None) or TrackPublication(track)
+        else:
+            existing = p._publications.get(track.sid)
+            if existing is None:
+                pub = p._publications[track.sid] = TrackPublication(track)
+            else:
+                existing._update(track)
+                pub = existing
         if isinstance(p, RemoteParticipant):
             if isinstance(event, ro.TrackPublished):
                 self._announce_event(ev.TrackPublished(publication=pub, participant=p))
@@ -478,6 +512,11 @@ _SERVER_SCENARIOS: dict[SimulateScenarioKind, pb.SimulateScenario] = {
     SimulateScenarioKind.SIMULATE_FORCE_TCP: pb.SimulateScenario(switch_candidate_protocol=pb.TCP),
     SimulateScenarioKind.SIMULATE_FORCE_TLS: pb.SimulateScenario(switch_candidate_protocol=pb.TLS),
 }
+
+
+def _discard(subscribers: list[asyncio.Queue[ev.RoomEvent | None]], queue: object) -> None:
+    with contextlib.suppress(ValueError):
+        subscribers.remove(queue)  # type: ignore[arg-type]
 
 
 def _ice_server(server: _IceServerLike) -> IceServer:

@@ -8,6 +8,21 @@ are the only importers of ``lkproto._pb``.
 
 from __future__ import annotations
 
+from types import ModuleType
+
+from lkproto._pb import data_pb2 as _data
+from lkproto._pb import models_pb2 as _models
+from lkproto._pb import signal_pb2 as _signal
 from lkproto._pb.data_pb2 import *  # noqa: F403
 from lkproto._pb.models_pb2 import *  # noqa: F403
 from lkproto._pb.signal_pb2 import *  # noqa: F403
+
+# Every message, enum and enum value of the three schema files.
+__all__ = sorted(  # noqa: PLE0605
+    {
+        name
+        for module in (_data, _models, _signal)
+        for name, value in vars(module).items()
+        if not name.startswith("_") and name != "DESCRIPTOR" and not isinstance(value, ModuleType)
+    }
+)

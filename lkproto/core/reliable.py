@@ -1,0 +1,383 @@
+"""Reliable data-packet sequencing: the sender's resend buffer and the receiver's duplicate filter.
+
+Theory of operation
+-------------------
+Every ``DataPacket`` sent on ``_reliable`` carries ``sequence``, a per-session counter starting at
+1 (PROTOCOL-MAP §3 Reliable sequence / resume buffer). Two sans-I/O machines implement the two ends:
+
+**Sender** (:class:`ReliableSender`, after ``JS:src/room/data-channel/ReliableDataChannel.ts`` and
+``JS:src/utils/dataPacketBuffer.ts``). :meth:`~ReliableSender.stamp` writes the next sequence into
+the packet, encodes it and keeps ``(sequence, bytes)`` in a FIFO resend buffer. The buffer is
+trimmed from the front by :meth:`~ReliableSender.on_buffered_amount`: the driver reports the data
+channel's ``bufferedAmount`` and every entry whose bytes have all left the channel's send queue is
+dropped. After a resume the server's ``ReconnectResponse.last_message_seq`` tells what it accepted;
+:meth:`~ReliableSender.resume` drops those entries and returns the rest, in order, to hand to the
+new channel. A full reconnect starts a new session: :meth:`~ReliableSender.reset`.
+
+Between losing the channel and the resume, the driver calls :meth:`~ReliableSender.suspend`. From
+then on stamped packets are buffered as *unsent* (the driver does not hand them to any channel; they
+come back from :meth:`~ReliableSender.resume`), and ``bufferedAmount`` reports are ignored: the old
+channel's queue says nothing about what the server received.
+
+Buffer accounting. Entries are contiguous in sequence and end at the newest stamp. While not
+suspended, every entry has been handed to the current channel, in order (the resend of
+:meth:`~ReliableSender.resume` included), so the channel's queue holds the newest
+``bufferedAmount`` bytes of the buffer. The oldest entry is dropped when the bytes *after* it are
+at least ``bufferedAmount``, i.e. all of its bytes have left the queue. (JS tracks a per-entry
+"sent" flag for the same purpose and keeps the entry when the two are exactly equal: one packet of
+difference at the boundary.)
+
+Bound. The buffer holds at most ``max_buffer_bytes`` of encoded packets. Dropping entries to make
+room would be safe only for entries known to have left the queue, and those are already trimmed;
+any other entry might be the one the server never got, and dropping it would put a hole in the
+reliable stream (a data stream with a missing chunk is corrupt). So a stamp that does not fit is
+*refused* with :class:`ResendBufferFullError` before anything changes (no sequence is consumed):
+back-pressure, which the driver turns into waiting for a trim or a resume. In normal operation the
+buffer is about the channel's ``bufferedAmount`` (the driver keeps it under its high-water mark),
+so only sends piling up during an outage reach the bound.
+
+**Receiver** (:class:`ReliableReceiver`, after ``JS:src/room/RTCEngine.ts (handleDataMessage)``).
+The server forwards a sender's packets with ``participant_sid`` set and may replay them after a
+migration; :meth:`~ReliableReceiver.accept` drops a packet whose sequence is not above the last one
+accepted from the same SID. The state per SID expires 30 s after its last accepted packet
+(``reliabeReceiveStateTTL`` in JS, ``RELIABLE_RECEIVED_STATE_TTL`` in Rust);
+:meth:`~ReliableReceiver.receive_states` feeds ``SyncState.datachannel_receive_states`` on resume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from typing import Final
+
+from lkproto.errors import LocalProtocolError
+from lkproto.wire import DATA_PACKET_MAX_BYTES, encode_data_packet, pb
+
+__all__ = [
+    "DEFAULT_RESEND_BUFFER_MAX_BYTES",
+    "RELIABLE_RECEIVE_STATE_TTL_S",
+    "SEQUENCE_MAX",
+    "ReliableReceiver",
+    "ReliableSender",
+    "ResendBufferFullError",
+]
+
+# PROTOCOL-MAP §3 Buffered-amount thresholds: JS blocks reliable sends above 1 MiB buffered, so in
+# normal operation the resend buffer stays near that; the rest is headroom for sends made during an
+# outage (resume can take tens of seconds, PROTOCOL-MAP §10).
+DEFAULT_RESEND_BUFFER_MAX_BYTES: Final = 16 * 1024 * 1024
+# PROTOCOL-MAP §3 Reliable sequence: JS ``reliabeReceiveStateTTL``, Rust
+# ``RELIABLE_RECEIVED_STATE_TTL``.
+RELIABLE_RECEIVE_STATE_TTL_S: Final = 30.0
+# ``DataPacket.sequence`` is a uint32 (PROTOCOL-MAP §3 DataPacket).
+SEQUENCE_MAX: Final = 2**32 - 1
+
+
+class ResendBufferFullError(LocalProtocolError):
+    """A stamp was refused because the resend buffer would exceed its byte bound.
+
+    Nothing changed: the packet keeps its previous ``sequence`` and no sequence was consumed. Wait
+    for :meth:`ReliableSender.on_buffered_amount` to trim or for :meth:`ReliableSender.resume`,
+    then stamp again.
+
+    Attributes:
+        size: encoded size of the refused packet.
+        buffered_bytes: bytes held in the buffer at the time.
+        max_bytes: the buffer's bound.
+    """
+
+    def __init__(self, size: int, buffered_bytes: int, max_bytes: int) -> None:
+        super().__init__(f"resend buffer full: {buffered_bytes} + {size} bytes exceeds {max_bytes}")
+        self.size = size
+        self.buffered_bytes = buffered_bytes
+        self.max_bytes = max_bytes
+
+
+class ReliableSender:
+    """Sequence stamping and the resend buffer of one session's ``_reliable`` channel.
+
+    Driver contract (see the module docstring):
+
+    * send: ``data = sender.stamp(packet)``; unless :attr:`suspended`, hand ``data`` to the
+      channel, then report ``sender.on_buffered_amount(channel.bufferedAmount)`` (also on every
+      ``bufferedamountlow``).
+    * channel lost / reconnect started: :meth:`suspend`; keep stamping, do not send.
+    * resumed: hand every packet of ``sender.resume(reconnect.last_message_seq)`` to the new
+      channel, in order, before any other packet and before the next
+      :meth:`on_buffered_amount`.
+    * full reconnect: :meth:`reset`.
+
+    Args:
+        max_buffer_bytes: bound on the encoded bytes held for resending; at least
+            :data:`~lkproto.wire.DATA_PACKET_MAX_BYTES` so that any packet fits an empty buffer.
+
+    Raises:
+        LocalProtocolError: ``max_buffer_bytes`` is not an int of at least
+            :data:`~lkproto.wire.DATA_PACKET_MAX_BYTES`.
+    """
+
+    def __init__(self, *, max_buffer_bytes: int = DEFAULT_RESEND_BUFFER_MAX_BYTES) -> None:
+        if (
+            not isinstance(max_buffer_bytes, int)
+            or isinstance(max_buffer_bytes, bool)
+            or max_buffer_bytes < DATA_PACKET_MAX_BYTES
+        ):
+            raise LocalProtocolError(
+                f"max_buffer_bytes must be an int >= {DATA_PACKET_MAX_BYTES}, "
+                f"got {max_buffer_bytes!r}"
+            )
+        self._max_bytes = max_buffer_bytes
+        self._next_sequence = 1
+        self._entries: deque[tuple[int, bytes]] = deque()
+        self._total_bytes = 0
+        self._suspended = False
+        self._lost = 0
+
+    # ---------------------------------------------------------------- state (read-only)
+
+    @property
+    def next_sequence(self) -> int:
+        """The sequence the next :meth:`stamp` will assign."""
+        return self._next_sequence
+
+    @property
+    def suspended(self) -> bool:
+        """True between :meth:`suspend` and the next :meth:`resume` / :meth:`reset`."""
+        return self._suspended
+
+    @property
+    def buffered_count(self) -> int:
+        """Number of packets held for resending."""
+        return len(self._entries)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Encoded bytes held for resending."""
+        return self._total_bytes
+
+    @property
+    def buffered_sequences(self) -> list[int]:
+        """Sequences held for resending, oldest first (a contiguous run)."""
+        return [sequence for sequence, _ in self._entries]
+
+    @property
+    def max_buffer_bytes(self) -> int:
+        """The bound given to the constructor."""
+        return self._max_bytes
+
+    @property
+    def lost_packets(self) -> int:
+        """Packets the server never accepted that could not be resent, summed over all resumes.
+
+        These had left the channel's queue (and were trimmed) but their sequence was above the
+        server's ``last_message_seq``: they were lost with the old transport.
+        """
+        return self._lost
+
+    # ---------------------------------------------------------------- inputs
+
+    def stamp(self, packet: pb.DataPacket) -> bytes:
+        """Assign the next sequence to ``packet``, encode it and keep it for resending.
+
+        ``packet.sequence`` is set in place (the caller may log it); on any error it is restored
+        and no sequence is consumed.
+
+        Returns:
+            The encoded packet. Hand it to the channel unless :attr:`suspended`.
+
+        Raises:
+            LocalProtocolError: the packet cannot be encoded or exceeds
+                :data:`~lkproto.wire.DATA_PACKET_MAX_BYTES`, or the uint32 sequence space is
+                exhausted (only a full reconnect, :meth:`reset`, starts it again).
+            ResendBufferFullError: the buffer cannot take the packet now.
+        """
+        sequence = self._next_sequence
+        if sequence > SEQUENCE_MAX:
+            raise LocalProtocolError("sequence space exhausted; reset() on a full reconnect")
+        previous = packet.sequence
+        packet.sequence = sequence
+        try:
+            data = encode_data_packet(packet)
+        except LocalProtocolError:
+            packet.sequence = previous
+            raise
+        if self._total_bytes + len(data) > self._max_bytes:
+            packet.sequence = previous
+            raise ResendBufferFullError(len(data), self._total_bytes, self._max_bytes)
+        self._entries.append((sequence, data))
+        self._total_bytes += len(data)
+        self._next_sequence = sequence + 1
+        return data
+
+    def on_buffered_amount(self, buffered_amount: int) -> int:
+        """Drop the oldest packets whose bytes have all left the channel's send queue.
+
+        Ignored while :attr:`suspended`.
+
+        Args:
+            buffered_amount: the channel's ``bufferedAmount`` (bytes handed to it and not yet
+                passed on to the transport).
+
+        Returns:
+            How many packets were dropped from the buffer.
+
+        Raises:
+            LocalProtocolError: ``buffered_amount`` is negative.
+        """
+        if buffered_amount < 0:
+            raise LocalProtocolError(f"buffered_amount must be >= 0, got {buffered_amount}")
+        if self._suspended:
+            return 0
+        dropped = 0
+        entries = self._entries
+        while entries:
+            size = len(entries[0][1])
+            if self._total_bytes - size < buffered_amount:
+                break
+            entries.popleft()
+            self._total_bytes -= size
+            dropped += 1
+        return dropped
+
+    def suspend(self) -> None:
+        """The channel is gone or a reconnect started: buffer new stamps unsent until resumed.
+
+        Idempotent. Entries already sent stay in the buffer for :meth:`resume`.
+        """
+        self._suspended = True
+
+    def resume(self, last_message_seq: int) -> list[bytes]:
+        """The session was resumed: drop what the server accepted and return the rest to resend.
+
+        Every returned packet counts as handed to the (new) channel; the sender is no longer
+        suspended. Never raises on the server's value: a ``last_message_seq`` beyond anything
+        stamped empties the buffer.
+
+        Args:
+            last_message_seq: ``ReconnectResponse.last_message_seq`` (PROTOCOL-MAP §10), the
+                highest sequence the server accepted from us (0 = none).
+
+        Returns:
+            The encoded packets with a sequence above ``last_message_seq``, in sequence order.
+        """
+        entries = self._entries
+        while entries and entries[0][0] <= last_message_seq:
+            self._total_bytes -= len(entries.popleft()[1])
+        newest = self._next_sequence - 1
+        expected = newest - max(last_message_seq, 0)
+        if expected > len(entries):
+            self._lost += expected - len(entries)
+        self._suspended = False
+        return [data for _, data in entries]
+
+    def reset(self) -> None:
+        """Full reconnect: a new session starts at sequence 1 with an empty buffer."""
+        self._next_sequence = 1
+        self._entries.clear()
+        self._total_bytes = 0
+        self._suspended = False
+
+
+def _check_ttl(value: float) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise LocalProtocolError(f"state_ttl_s must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class ReliableReceiver:
+    """Duplicate suppression for sequenced reliable packets, per sending participant SID.
+
+    A packet is checked only when it has both ``sequence > 0`` and a ``participant_sid`` (JS
+    ``handleDataMessage``); anything else is always accepted. Per SID the last accepted sequence
+    is kept until ``state_ttl_s`` after the last accepted packet (a duplicate does not extend it).
+    An expired state counts as absent even before :meth:`handle_timer` prunes it, so results never
+    depend on when the timer ran.
+
+    Args:
+        state_ttl_s: how long a sender's state lives after its last accepted packet.
+
+    Raises:
+        LocalProtocolError: ``state_ttl_s`` is not a positive finite number.
+    """
+
+    def __init__(self, *, state_ttl_s: float = RELIABLE_RECEIVE_STATE_TTL_S) -> None:
+        self._ttl = _check_ttl(state_ttl_s)
+        # sid -> (last accepted sequence, expiry). Kept in the order of the last accepted packet,
+        # which with a monotonic clock is expiry order: the first entry holds the next deadline.
+        # (Were the clock to go backwards, pruning could only come late; accept() checks expiry
+        # itself.)
+        self._states: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._dropped = 0
+
+    @property
+    def duplicates_dropped(self) -> int:
+        """How many packets :meth:`accept` refused since construction."""
+        return self._dropped
+
+    def last_sequence(self, participant_sid: str, now: float) -> int | None:
+        """The last sequence accepted from ``participant_sid``, None if unknown or expired."""
+        state = self._states.get(participant_sid)
+        if state is None or now >= state[1]:
+            return None
+        return state[0]
+
+    def accept(self, packet: pb.DataPacket, now: float) -> bool:
+        """Decide whether a received packet is new. Never raises.
+
+        Args:
+            packet: the decoded packet (after decryption, if any: the sequence is in the clear).
+            now: current monotonic time in seconds.
+
+        Returns:
+            False for a duplicate or out-of-order sequenced packet (drop it), True otherwise.
+        """
+        sequence = packet.sequence
+        sid = packet.participant_sid
+        if sequence == 0 or not sid:
+            return True
+        state = self._states.get(sid)
+        if state is not None and now < state[1] and sequence <= state[0]:
+            self._dropped += 1
+            return False
+        self._states[sid] = (sequence, now + self._ttl)
+        self._states.move_to_end(sid)
+        return True
+
+    def handle_timer(self, now: float) -> None:
+        """Forget every sender whose state has expired at ``now``."""
+        states = self._states
+        while states:
+            sid, (_, expiry) = next(iter(states.items()))
+            if now < expiry:
+                break
+            del states[sid]
+
+    def get_timer(self) -> float | None:
+        """When the oldest sender state expires, or None when no state is held."""
+        for _, expiry in self._states.values():
+            return expiry
+        return None
+
+    def receive_states(self, now: float | None = None) -> list[pb.DataChannelReceiveState]:
+        """The ``SyncState.datachannel_receive_states`` to send on resume (PROTOCOL-MAP §10).
+
+        Args:
+            now: if given, expired states are left out.
+
+        Returns:
+            One entry per sender SID, in order of their last accepted packet.
+        """
+        return [
+            pb.DataChannelReceiveState(publisher_sid=sid, last_seq=sequence)
+            for sid, (sequence, expiry) in self._states.items()
+            if now is None or now < expiry
+        ]
+
+    def reset(self) -> None:
+        """Full reconnect: forget every sender (JS clears the map with its peer connections)."""
+        self._states.clear()

@@ -1,0 +1,376 @@
+"""ReliableSender (stamping, trim, suspend/resume, bound) and ReliableReceiver (dedup, TTL).
+
+Time is a plain float passed in; nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lkproto.core.reliable import (
+    DEFAULT_RESEND_BUFFER_MAX_BYTES,
+    RELIABLE_RECEIVE_STATE_TTL_S,
+    SEQUENCE_MAX,
+    ReliableReceiver,
+    ReliableSender,
+    ResendBufferFullError,
+)
+from lkproto.errors import LocalProtocolError
+from lkproto.wire import DATA_PACKET_MAX_BYTES, decode_data_packet, pb
+
+T0 = 1000.0
+
+
+def user(size: int = 10) -> pb.DataPacket:
+    return pb.DataPacket(user=pb.UserPacket(payload=b"x" * size))
+
+
+def stamped(sender: ReliableSender, count: int, size: int = 10) -> list[bytes]:
+    return [sender.stamp(user(size)) for _ in range(count)]
+
+
+def seq_of(data: bytes) -> int:
+    return decode_data_packet(data).sequence
+
+
+# -------------------------------------------------------------------------------- sender
+
+
+def test_constants() -> None:
+    assert RELIABLE_RECEIVE_STATE_TTL_S == 30.0
+    assert SEQUENCE_MAX == 2**32 - 1
+    assert DEFAULT_RESEND_BUFFER_MAX_BYTES >= DATA_PACKET_MAX_BYTES
+
+
+def test_stamp_numbers_from_one_and_sets_the_packet() -> None:
+    sender = ReliableSender()
+    assert sender.next_sequence == 1
+    packets = [user(), user(), user()]
+    datas = [sender.stamp(p) for p in packets]
+    assert [p.sequence for p in packets] == [1, 2, 3]
+    assert [seq_of(d) for d in datas] == [1, 2, 3]
+    assert decode_data_packet(datas[0]).user.payload == b"x" * 10
+    assert sender.next_sequence == 4
+    assert sender.buffered_sequences == [1, 2, 3]
+    assert sender.buffered_count == 3
+    assert sender.buffered_bytes == sum(len(d) for d in datas)
+
+
+def test_stamp_overwrites_a_previous_sequence() -> None:
+    sender = ReliableSender()
+    packet = user()
+    packet.sequence = 77
+    assert seq_of(sender.stamp(packet)) == 1
+
+
+def test_oversized_packet_is_refused_without_consuming_a_sequence() -> None:
+    sender = ReliableSender()
+    packet = user(DATA_PACKET_MAX_BYTES)
+    packet.sequence = 5
+    with pytest.raises(LocalProtocolError, match="64000"):
+        sender.stamp(packet)
+    assert packet.sequence == 5
+    assert sender.next_sequence == 1
+    assert sender.buffered_count == 0
+    assert seq_of(sender.stamp(user())) == 1
+
+
+def user_of_encoded_size(total: int, sequence: int) -> pb.DataPacket:
+    """A user packet that encodes to exactly ``total`` bytes once stamped with ``sequence``."""
+    for size in range(max(total - 16, 0), total):
+        packet = user(size)
+        packet.sequence = sequence
+        if packet.ByteSize() == total:
+            packet.sequence = 0
+            return packet
+    raise AssertionError(f"no packet of {total} bytes")
+
+
+def test_largest_packet_fits_an_empty_minimal_buffer() -> None:
+    sender = ReliableSender(max_buffer_bytes=DATA_PACKET_MAX_BYTES)
+    data = sender.stamp(user_of_encoded_size(DATA_PACKET_MAX_BYTES, 1))
+    assert len(data) == DATA_PACKET_MAX_BYTES
+    assert sender.buffered_bytes == DATA_PACKET_MAX_BYTES
+
+
+def test_full_buffer_refuses_and_recovers_after_trim() -> None:
+    sender = ReliableSender(max_buffer_bytes=DATA_PACKET_MAX_BYTES)
+    first = sender.stamp(user(30_000))
+    second = sender.stamp(user(30_000))
+    room = DATA_PACKET_MAX_BYTES - len(first) - len(second)
+    packet = user(room)  # its encoding is larger than the room left
+    with pytest.raises(ResendBufferFullError) as info:
+        sender.stamp(packet)
+    err = info.value
+    assert isinstance(err, LocalProtocolError)
+    assert err.buffered_bytes == len(first) + len(second)
+    assert err.max_bytes == DATA_PACKET_MAX_BYTES
+    assert err.size > room
+    assert packet.sequence == 0
+    assert sender.next_sequence == 3
+    # The first packet left the channel's queue: room for the refused one.
+    assert sender.on_buffered_amount(len(second)) == 1
+    assert seq_of(sender.stamp(packet)) == 3
+
+
+def test_exactly_full_buffer_is_accepted_one_byte_more_is_not() -> None:
+    sender = ReliableSender(max_buffer_bytes=DATA_PACKET_MAX_BYTES)
+    first = sender.stamp(user(30_000))
+    rest = DATA_PACKET_MAX_BYTES - len(first)
+    too_big = user_of_encoded_size(rest + 1, 2)
+    with pytest.raises(ResendBufferFullError):
+        sender.stamp(too_big)
+    data = sender.stamp(user_of_encoded_size(rest, 2))
+    assert sender.buffered_bytes == DATA_PACKET_MAX_BYTES == len(first) + len(data)
+    with pytest.raises(ResendBufferFullError):
+        sender.stamp(pb.DataPacket())
+
+
+@pytest.mark.parametrize("bad", [DATA_PACKET_MAX_BYTES - 1, 0, -1, True, 1.5e6, "1000000"])
+def test_bad_max_buffer_bytes(bad: object) -> None:
+    with pytest.raises(LocalProtocolError, match="max_buffer_bytes"):
+        ReliableSender(max_buffer_bytes=bad)  # type: ignore[arg-type]
+
+
+def test_sequence_space_exhaustion() -> None:
+    sender = ReliableSender()
+    sender._next_sequence = SEQUENCE_MAX  # a shortcut past 4 billion stamps
+    assert seq_of(sender.stamp(user())) == SEQUENCE_MAX
+    packet = user()
+    with pytest.raises(LocalProtocolError, match="exhausted"):
+        sender.stamp(packet)
+    assert packet.sequence == 0
+    sender.reset()
+    assert seq_of(sender.stamp(user())) == 1
+
+
+def test_trim_drops_only_packets_whose_bytes_all_left() -> None:
+    sender = ReliableSender()
+    a, b, c = stamped(sender, 3)
+    size = len(a)
+    assert len(b) == len(c) == size
+    total = 3 * size
+    # Everything still queued, or part of the oldest still queued: nothing goes.
+    assert sender.on_buffered_amount(total) == 0
+    assert sender.on_buffered_amount(2 * size + 1) == 0
+    assert sender.buffered_sequences == [1, 2, 3]
+    # Exactly the oldest has left.
+    assert sender.on_buffered_amount(2 * size) == 1
+    assert sender.buffered_sequences == [2, 3]
+    # One byte of the last one is still queued.
+    assert sender.on_buffered_amount(1) == 1
+    assert sender.buffered_sequences == [3]
+    assert sender.on_buffered_amount(0) == 1
+    assert sender.buffered_sequences == []
+    assert sender.buffered_bytes == 0
+    assert sender.on_buffered_amount(0) == 0
+
+
+def test_trim_with_more_buffered_than_tracked_keeps_everything() -> None:
+    sender = ReliableSender()
+    stamped(sender, 2)
+    assert sender.on_buffered_amount(10**9) == 0
+    assert sender.buffered_count == 2
+
+
+def test_negative_buffered_amount_is_misuse() -> None:
+    with pytest.raises(LocalProtocolError):
+        ReliableSender().on_buffered_amount(-1)
+
+
+def test_resume_drops_acknowledged_and_returns_rest_in_order() -> None:
+    sender = ReliableSender()
+    datas = stamped(sender, 5)
+    assert sender.resume(2) == datas[2:]
+    assert sender.buffered_sequences == [3, 4, 5]
+    assert sender.lost_packets == 0
+    assert sender.next_sequence == 6  # the counter survives a resume
+
+
+def test_resume_with_nothing_acknowledged_returns_everything() -> None:
+    sender = ReliableSender()
+    datas = stamped(sender, 3)
+    assert sender.resume(0) == datas
+
+
+def test_resume_beyond_newest_empties_the_buffer() -> None:
+    sender = ReliableSender()
+    stamped(sender, 3)
+    assert sender.resume(10) == []
+    assert sender.buffered_count == 0
+    assert sender.buffered_bytes == 0
+    assert sender.lost_packets == 0
+
+
+def test_resume_counts_trimmed_packets_the_server_never_got() -> None:
+    sender = ReliableSender()
+    datas = stamped(sender, 5)
+    sender.on_buffered_amount(2 * len(datas[0]))  # 1..3 left the queue
+    assert sender.buffered_sequences == [4, 5]
+    assert sender.resume(1) == datas[3:]  # 2 and 3 were lost in flight
+    assert sender.lost_packets == 2
+
+
+def test_suspend_defers_and_resume_returns_deferred_too() -> None:
+    sender = ReliableSender()
+    before = stamped(sender, 2)
+    sender.suspend()
+    sender.suspend()  # idempotent
+    assert sender.suspended
+    during = stamped(sender, 2)
+    # The old channel's queue says nothing while suspended.
+    assert sender.on_buffered_amount(0) == 0
+    assert sender.buffered_sequences == [1, 2, 3, 4]
+    assert sender.resume(1) == before[1:] + during
+    assert not sender.suspended
+    # Now everything is on the new channel: trimming works again.
+    assert sender.on_buffered_amount(0) == 3
+    assert sender.lost_packets == 0
+
+
+def test_after_resume_trim_counts_the_resent_bytes() -> None:
+    sender = ReliableSender()
+    datas = stamped(sender, 3)
+    sender.suspend()
+    resent = sender.resume(1)
+    assert resent == datas[1:]
+    new = sender.stamp(user())
+    # The new channel queued 2, 3 and 4; only the last is still queued.
+    assert sender.on_buffered_amount(len(new)) == 2
+    assert sender.buffered_sequences == [4]
+
+
+def test_resume_without_suspend() -> None:
+    sender = ReliableSender()
+    datas = stamped(sender, 2)
+    assert sender.resume(1) == datas[1:]
+    assert not sender.suspended
+
+
+def test_reset_starts_a_new_session() -> None:
+    sender = ReliableSender()
+    stamped(sender, 3)
+    sender.suspend()
+    sender.reset()
+    assert sender.next_sequence == 1
+    assert sender.buffered_count == 0
+    assert sender.buffered_bytes == 0
+    assert not sender.suspended
+    assert seq_of(sender.stamp(user())) == 1
+    assert sender.max_buffer_bytes == DEFAULT_RESEND_BUFFER_MAX_BYTES
+
+
+# -------------------------------------------------------------------------------- receiver
+
+
+def rx(sid: str, seq: int) -> pb.DataPacket:
+    return pb.DataPacket(participant_sid=sid, sequence=seq, user=pb.UserPacket(payload=b"p"))
+
+
+def test_receiver_drops_duplicates_and_older() -> None:
+    r = ReliableReceiver()
+    assert r.accept(rx("PA_a", 1), T0)
+    assert not r.accept(rx("PA_a", 1), T0)
+    assert r.accept(rx("PA_a", 3), T0)  # gaps are fine: the server may have dropped some
+    assert not r.accept(rx("PA_a", 2), T0)
+    assert r.accept(rx("PA_a", 4), T0)
+    assert r.duplicates_dropped == 2
+    assert r.last_sequence("PA_a", T0) == 4
+
+
+def test_receiver_first_packet_of_a_sender_is_accepted_whatever_its_sequence() -> None:
+    r = ReliableReceiver()
+    assert r.accept(rx("PA_a", 500), T0)
+    assert not r.accept(rx("PA_a", 1), T0)
+
+
+def test_receiver_senders_are_independent() -> None:
+    r = ReliableReceiver()
+    assert r.accept(rx("PA_a", 5), T0)
+    assert r.accept(rx("PA_b", 1), T0)
+    assert r.accept(rx("PA_b", 2), T0)
+    assert not r.accept(rx("PA_a", 5), T0)
+
+
+def test_receiver_unsequenced_or_anonymous_always_accepted() -> None:
+    r = ReliableReceiver()
+    assert r.accept(rx("PA_a", 0), T0)
+    assert r.accept(rx("PA_a", 0), T0)
+    assert r.accept(rx("", 3), T0)
+    assert r.accept(rx("", 3), T0)
+    assert r.accept(pb.DataPacket(), T0)
+    assert r.receive_states() == []
+    assert r.get_timer() is None
+    assert r.duplicates_dropped == 0
+
+
+def test_receiver_state_expires_after_ttl_even_without_timer() -> None:
+    r = ReliableReceiver()
+    assert r.accept(rx("PA_a", 5), T0)
+    assert not r.accept(rx("PA_a", 5), T0 + 29.999)
+    assert r.last_sequence("PA_a", T0 + 29.999) == 5
+    assert r.last_sequence("PA_a", T0 + 30) is None
+    assert r.accept(rx("PA_a", 5), T0 + 30)
+
+
+def test_receiver_duplicates_do_not_extend_ttl_but_accepts_do() -> None:
+    r = ReliableReceiver()
+    r.accept(rx("PA_a", 5), T0)
+    assert not r.accept(rx("PA_a", 4), T0 + 20)
+    assert r.get_timer() == T0 + 30
+    assert r.accept(rx("PA_a", 6), T0 + 25)
+    assert r.get_timer() == T0 + 55
+    assert not r.accept(rx("PA_a", 6), T0 + 54)
+
+
+def test_receiver_timer_prunes_in_expiry_order() -> None:
+    r = ReliableReceiver(state_ttl_s=10)
+    r.accept(rx("PA_a", 1), T0)
+    r.accept(rx("PA_b", 1), T0 + 1)
+    r.accept(rx("PA_c", 1), T0 + 2)
+    r.accept(rx("PA_a", 2), T0 + 3)  # a is refreshed to T0 + 13
+    assert r.get_timer() == T0 + 11
+    r.handle_timer(T0 + 10.5)
+    assert {s.publisher_sid for s in r.receive_states()} == {"PA_a", "PA_b", "PA_c"}
+    r.handle_timer(T0 + 11)
+    assert [s.publisher_sid for s in r.receive_states()] == ["PA_c", "PA_a"]
+    assert r.get_timer() == T0 + 12
+    r.handle_timer(T0 + 100)
+    assert r.receive_states() == []
+    assert r.get_timer() is None
+
+
+def test_receive_states_for_sync_state() -> None:
+    r = ReliableReceiver()
+    r.accept(rx("PA_a", 7), T0)
+    r.accept(rx("PA_b", 3), T0 + 10)
+    states = r.receive_states()
+    assert states == [
+        pb.DataChannelReceiveState(publisher_sid="PA_a", last_seq=7),
+        pb.DataChannelReceiveState(publisher_sid="PA_b", last_seq=3),
+    ]
+    assert r.receive_states(T0 + 35) == [
+        pb.DataChannelReceiveState(publisher_sid="PA_b", last_seq=3)
+    ]
+    sync = pb.SyncState(datachannel_receive_states=states)
+    assert len(sync.datachannel_receive_states) == 2
+
+
+def test_receiver_reset_forgets_everything() -> None:
+    r = ReliableReceiver()
+    r.accept(rx("PA_a", 7), T0)
+    r.reset()
+    assert r.receive_states() == []
+    assert r.accept(rx("PA_a", 7), T0)
+
+
+def test_receiver_max_sequence() -> None:
+    r = ReliableReceiver()
+    assert r.accept(rx("PA_a", SEQUENCE_MAX), T0)
+    assert not r.accept(rx("PA_a", SEQUENCE_MAX), T0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), True, "30"])
+def test_receiver_bad_ttl(bad: object) -> None:
+    with pytest.raises(LocalProtocolError, match="state_ttl_s"):
+        ReliableReceiver(state_ttl_s=bad)  # type: ignore[arg-type]
