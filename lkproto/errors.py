@@ -6,11 +6,13 @@ the boundary where they occur, so callers only ever need to catch these::
 
     LkError
     ├── LocalProtocolError        you misused the API (raised at once, nothing was sent)
+    │   └── PublishDataError      a data packet that cannot be sent (e.g. over 64 000 bytes)
     ├── RemoteProtocolError       the peer broke the protocol
     │   └── DecodeError           bytes that are not a valid message of the expected type
     ├── TokenError                an access token could not be built or did not verify
     ├── ApiError                  the server's RoomService answered with a Twirp error
     ├── RequestRejectedError      the server answered a signal request with an error
+    ├── RpcError                  an RPC failed (code, message, data; lkproto.core.rpc)
     ├── ConnectError              a signal connection could not be opened or was lost
     │   └── JoinRejectedError     the server refused the join before the upgrade (HTTP status)
     │       ├── UnauthorizedError     401: bad/expired token, unknown key, missing grants
@@ -28,9 +30,11 @@ __all__ = [
     "JoinRejectedError",
     "LkError",
     "LocalProtocolError",
+    "PublishDataError",
     "RemoteProtocolError",
     "RequestRejectedError",
     "RoomNotFoundError",
+    "RpcError",  # noqa: F822  (provided lazily by __getattr__)
     "ServerError",
     "TokenError",
     "UnauthorizedError",
@@ -43,6 +47,10 @@ class LkError(Exception):
 
 class LocalProtocolError(LkError):
     """The caller asked for something the protocol does not allow (bad argument, wrong state)."""
+
+
+class PublishDataError(LocalProtocolError):
+    """A data packet was refused before sending (same name as the official SDK's error)."""
 
 
 class RemoteProtocolError(LkError):
@@ -125,3 +133,12 @@ class RoomNotFoundError(JoinRejectedError):
 
 class ServerError(LkError):
     """A local livekit-server could not be installed or started."""
+
+
+def __getattr__(name: str) -> type[LkError]:
+    # RpcError lives with the RPC machines (lkproto.core.rpc), which import this module.
+    if name == "RpcError":
+        from lkproto.core.rpc import RpcError
+
+        return RpcError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

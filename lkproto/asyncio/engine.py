@@ -24,6 +24,7 @@ from typing import Final, Literal, TypeAlias
 from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions, PeerState
 from lkproto.asyncio.signal import SignalClosed, SignalTransport, is_missing_v1_route
 from lkproto.core import reconnect as rc
+from lkproto.core import reliable as rl
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
 from lkproto.errors import (
@@ -71,6 +72,12 @@ DEFAULT_CONNECT_TIMEOUT_S: Final = 15.0
 # reliable packets to us.
 RELIABLE_LABEL: Final = "_reliable"
 LOSSY_LABEL: Final = "_lossy"
+# PROTOCOL-MAP §3 Buffered-amount thresholds (JS values): a reliable send waits while more than
+# the high-water mark is queued, until the queue is below the low-water mark; lossy packets are
+# dropped when their channel's queue is full.
+RELIABLE_HIGH_WATER_BYTES: Final = 1 << 20
+RELIABLE_LOW_WATER_BYTES: Final = 64 << 10
+LOSSY_HIGH_WATER_BYTES: Final = 256 << 10
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
@@ -196,6 +203,10 @@ class Engine:
         self._closing = False
         self._pending_requests: dict[int, asyncio.Future[None]] = {}
         self._recovery_hint: rc.Recovery | None = None
+        self._sender = rl.ReliableSender()
+        self._receiver = rl.ReliableReceiver()
+        self._connected = asyncio.Event()
+        self.lossy_dropped = 0
         self._leave_reason: DisconnectReasonValue = pb.UNKNOWN_REASON
 
     # -- public ----------------------------------------------------------------------------
@@ -323,15 +334,54 @@ class Engine:
             link.transport.abort()
 
     async def send_data(self, packet: pb.DataPacket, *, reliable: bool) -> None:
-        """Serialize and send one DataPacket on ``_reliable`` or ``_lossy``."""
-        link = self._require_link()
-        pc = link.publisher
-        if pc is None:
-            raise ConnectError("not connected")
-        data = encode_data_packet(packet)
-        label = RELIABLE_LABEL if reliable else LOSSY_LABEL
-        self._trace(">", label, packet, data)
-        pc.send(label, data)
+        """Send one DataPacket on ``_reliable`` (sequenced, resent after a resume) or ``_lossy``.
+
+        Waits while a reconnect is in progress and while the reliable queue is over its
+        high-water mark, so a burst neither drops reliable packets nor grows memory without bound.
+        A lossy packet is dropped (and counted in ``lossy_dropped``) when its queue is full.
+
+        Raises:
+            LocalProtocolError: the serialized packet exceeds 64 000 bytes (nothing is sent).
+            ConnectError: the room is (or becomes) disconnected.
+        """
+        while True:
+            pc = await self._connected_publisher()
+            label = RELIABLE_LABEL if reliable else LOSSY_LABEL
+            if not reliable:
+                data = encode_data_packet(packet)
+                if pc.buffered_amount(label) > LOSSY_HIGH_WATER_BYTES:
+                    self.lossy_dropped += 1
+                    return
+                self._trace(">", label, packet, data)
+                pc.send(label, data)
+                return
+            if pc.buffered_amount(label) > RELIABLE_HIGH_WATER_BYTES:
+                await pc.wait_buffered_below(label, RELIABLE_LOW_WATER_BYTES)
+                continue  # the connection may have changed while we waited
+            data = self._sender.stamp(packet)
+            self._trace(">", label, packet, data)
+            if self._sender.suspended:
+                return  # kept in the resend buffer; sent after the resume (PROTOCOL-MAP §10)
+            try:
+                pc.send(label, data)
+            except LocalProtocolError:
+                if self._state == ConnectionState.CONN_CONNECTED:
+                    raise
+                return  # the channel went away under us: the resume resends it
+            self._sender.on_buffered_amount(pc.buffered_amount(label))
+            return
+
+    async def _connected_publisher(self) -> PeerConnection:
+        while True:
+            if self._state == ConnectionState.CONN_DISCONNECTED or self._closing:
+                raise ConnectError("not connected")
+            link = self._link
+            if self._state == ConnectionState.CONN_CONNECTED and link is not None:
+                pc = link.publisher
+                if pc is not None:
+                    return pc
+            self._connected.clear()
+            await self._connected.wait()
 
     # -- joining -----------------------------------------------------------------------------
 
@@ -640,10 +690,14 @@ class Engine:
         except DecodeError as exc:
             _data_log.warning("= dropping a malformed packet on %s: %s", label, exc)
             return
+        reliable = label == RELIABLE_LABEL
         if _data_log.isEnabledFor(logging.DEBUG):
             _data_log.debug("< %s %s", label, describe(packet))
         self._trace("<", label, packet, data)
-        self._emit(DataReceived(packet=packet, reliable=label == RELIABLE_LABEL))
+        # PROTOCOL-MAP §3: receivers drop reliable packets whose (sender sid, sequence) they saw.
+        if reliable and not self._receiver.accept(packet, self._loop.time()):
+            return
+        self._emit(DataReceived(packet=packet, reliable=reliable))
 
     def _on_pc_state(self, state: PeerState) -> None:
         link = self._link
@@ -674,6 +728,7 @@ class Engine:
         policy = self._opts.reconnect_policy
         full_announced = False
         self._set_state(ConnectionState.CONN_RECONNECTING)
+        self._sender.suspend()
         self._emit(EngineReconnecting(full=self._recovery_hint == rc.Recovery.FULL_RECONNECT))
         attempt = 0
         while not self._closing:
@@ -699,7 +754,11 @@ class Engine:
                         full_announced = True
                     self._recovery_hint = rc.Recovery.FULL_RECONNECT
                     await self._teardown_link()
+                    # A new session numbers from 1 again; what was in flight is gone (as in JS).
+                    self._sender.reset()
+                    self._sender.suspend()
                     await asyncio.wait_for(self._join(full=True), self._opts.connect_timeout_s)
+                    self._resend(self._sender.resume(0))
             except _ResumeRefused:
                 _log.info("= resume refused; next attempt is a full reconnect")
                 self._recovery_hint = rc.Recovery.FULL_RECONNECT
@@ -745,9 +804,21 @@ class Engine:
             raise
         finally:
             link.resumed = None
+        resumed = session.reconnect_response
         session.send_sync_state(self._sync_state(link), self._loop.time())
         session.flush_queued(self._loop.time())
         self._pump(link)
+        # Resend reliable packets the server did not get, before anything new (PROTOCOL-MAP §10).
+        last = resumed.last_message_seq if resumed is not None else 0
+        self._resend(self._sender.resume(last))
+
+    def _resend(self, packets: list[bytes]) -> None:
+        link = self._link
+        pc = link.publisher if link is not None else None
+        if pc is None:
+            return
+        for data in packets:
+            pc.send(RELIABLE_LABEL, data)
 
     def _sync_state(self, link: _Link) -> pb.SyncState:
         sync = pb.SyncState()
@@ -760,6 +831,7 @@ class Engine:
         if pc is not None:
             for label, channel_id in pc.channel_ids().items():
                 sync.data_channels.add(label=label, id=channel_id, target=pb.PUBLISHER)
+        sync.datachannel_receive_states.extend(self._receiver.receive_states(self._loop.time()))
         return sync
 
     # -- teardown ----------------------------------------------------------------------------
@@ -813,6 +885,8 @@ class Engine:
 
     def _set_state(self, state: ConnectionState) -> None:
         self._state = state
+        if state != ConnectionState.CONN_RECONNECTING:
+            self._connected.set()  # wake senders: go on, or fail as disconnected
 
     def _emit(self, event: EngineEvent) -> None:
         try:

@@ -5,6 +5,9 @@ Requires the ``rtc`` extra (aiortc, PyAV, websockets).
 
 from __future__ import annotations
 
+from lkproto.asyncio.rpc import RpcInvocationData
+from lkproto.core.rpc import RpcError
+from lkproto.errors import PublishDataError
 from lkproto.rtc import events
 from lkproto.rtc.event_emitter import EventEmitter
 from lkproto.rtc.participant import (
@@ -18,6 +21,7 @@ from lkproto.rtc.participant import (
     TrackPublication,
 )
 from lkproto.rtc.room import (
+    ChatMessage,
     ConnectionState,
     DataPacket,
     DataPacketKind,
@@ -25,9 +29,12 @@ from lkproto.rtc.room import (
     RoomOptions,
     RtcConfiguration,
     SimulateScenarioKind,
+    SipDTMF,
+    TranscriptionSegment,
 )
 
 __all__ = [
+    "ChatMessage",
     "ConnectionQuality",
     "ConnectionState",
     "DataPacket",
@@ -38,11 +45,16 @@ __all__ = [
     "Participant",
     "ParticipantKind",
     "ParticipantState",
+    "PublishDataError",
     "RemoteParticipant",
     "Room",
     "RoomOptions",
+    "RpcError",
+    "RpcInvocationData",
     "RtcConfiguration",
     "SimulateScenarioKind",
+    "SipDTMF",
     "TrackPublication",
+    "TranscriptionSegment",
     "events",
 ]

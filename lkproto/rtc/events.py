@@ -18,11 +18,18 @@ if TYPE_CHECKING:
         RemoteParticipant,
         TrackPublication,
     )
-    from lkproto.rtc.room import ConnectionState, DataPacket
+    from lkproto.rtc.room import (
+        ChatMessage,
+        ConnectionState,
+        DataPacket,
+        SipDTMF,
+        TranscriptionSegment,
+    )
     from lkproto.wire import pb
 
 __all__ = [
     "ActiveSpeakersChanged",
+    "ChatMessageReceived",
     "Connected",
     "ConnectionQualityChanged",
     "ConnectionStateChanged",
@@ -41,11 +48,13 @@ __all__ = [
     "RoomEvent",
     "RoomMetadataChanged",
     "RoomUpdated",
+    "SipDTMFReceived",
     "TokenRefreshed",
     "TrackMuted",
     "TrackPublished",
     "TrackUnmuted",
     "TrackUnpublished",
+    "TranscriptionReceived",
 ]
 
 EventTypes = Literal[
@@ -79,6 +88,8 @@ EventTypes = Literal[
     "reconnected",
     "room_updated",
     "token_refreshed",
+    # lkproto extra: legacy ChatMessage packets (JS emits RoomEvent.ChatMessage)
+    "chat_message",
     # listed for drop-in typing; lkproto does not emit these yet
     "local_track_republished",
     "participant_encryption_status_changed",
@@ -292,3 +303,33 @@ class DataReceived(RoomEvent):
 
     def args(self) -> tuple[object, ...]:
         return (self.packet,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipDTMFReceived(RoomEvent):
+    name: ClassVar[str] = "sip_dtmf_received"
+    dtmf: SipDTMF
+
+    def args(self) -> tuple[object, ...]:
+        return (self.dtmf,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranscriptionReceived(RoomEvent):
+    name: ClassVar[str] = "transcription_received"
+    segments: list[TranscriptionSegment]
+    participant: Participant | None
+    publication: TrackPublication | None
+
+    def args(self) -> tuple[object, ...]:
+        return (self.segments, self.participant, self.publication)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatMessageReceived(RoomEvent):
+    name: ClassVar[str] = "chat_message"
+    message: ChatMessage
+    participant: RemoteParticipant | None
+
+    def args(self) -> tuple[object, ...]:
+        return (self.message, self.participant)

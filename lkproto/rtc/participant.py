@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
+from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
+from lkproto.errors import LocalProtocolError, PublishDataError
 from lkproto.wire import pb
 
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import Engine
+    from lkproto.asyncio.rpc import RpcDriver, RpcHandler
 
 __all__ = [
     "ConnectionQuality",
@@ -247,12 +250,101 @@ class RemoteParticipant(Participant):
     """Another participant in the room."""
 
 
+_F = TypeVar("_F", bound="RpcHandler")
+
+
 class LocalParticipant(Participant):
     """This client's participant."""
 
-    def __init__(self, info: pb.ParticipantInfo, engine: Engine) -> None:
+    def __init__(self, info: pb.ParticipantInfo, engine: Engine, rpc: RpcDriver) -> None:
         super().__init__(info)
         self._engine = engine
+        self._rpc = rpc
+
+    async def publish_data(
+        self,
+        payload: bytes | str,
+        *,
+        reliable: bool = True,
+        destination_identities: Sequence[str] = (),
+        topic: str = "",
+    ) -> None:
+        """Send a user packet to everyone else, or only to ``destination_identities``.
+
+        Reliable packets are ordered, sequenced and resent across a signal resume; lossy ones may
+        be dropped (also locally, when the lossy queue is full). Waits while the reliable queue is
+        full or a reconnect is in progress.
+
+        Raises:
+            PublishDataError: the packet would exceed 64 000 bytes (PROTOCOL-MAP §3), or the room
+                is not connected.
+        """
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        user = pb.UserPacket(payload=data)
+        if topic:
+            user.topic = topic
+        packet = pb.DataPacket(
+            kind=pb.DataPacket.RELIABLE if reliable else pb.DataPacket.LOSSY,
+            user=user,
+            destination_identities=list(destination_identities),
+        )
+        await self._publish(packet, reliable=reliable)
+
+    async def publish_dtmf(self, *, code: int, digit: str) -> None:
+        """Send a SIP DTMF tone (reliable), as the official SDK does."""
+        await self._publish(
+            pb.DataPacket(sip_dtmf=pb.SipDTMF(code=code, digit=digit)), reliable=True
+        )
+
+    async def _publish(self, packet: pb.DataPacket, *, reliable: bool) -> None:
+        from lkproto.errors import ConnectError
+
+        try:
+            await self._engine.send_data(packet, reliable=reliable)
+        except PublishDataError:
+            raise
+        except LocalProtocolError as exc:
+            raise PublishDataError(str(exc)) from exc
+        except ConnectError as exc:
+            raise PublishDataError(f"cannot publish data: {exc}") from exc
+
+    async def perform_rpc(
+        self,
+        *,
+        destination_identity: str,
+        method: str,
+        payload: str,
+        response_timeout: float | None = None,
+    ) -> str:
+        """Call ``method`` on another participant and return its response (RPC v1).
+
+        Raises:
+            RpcError: with the built-in codes (1400-1505) or the callee's own error.
+        """
+        timeout = RPC_DEFAULT_RESPONSE_TIMEOUT_S if response_timeout is None else response_timeout
+        return await self._rpc.perform(destination_identity, method, payload, timeout)
+
+    def register_rpc_method(
+        self, method_name: str, handler: RpcHandler | None = None
+    ) -> Callable[[_F], _F] | None:
+        """Register a method handler, directly or as a decorator (``@lp.register_rpc_method("m")``).
+
+        The handler gets an ``RpcInvocationData`` and returns the response string (sync or async).
+        Raising ``RpcError`` sends that error; any other exception becomes APPLICATION_ERROR.
+        """
+        if handler is not None:
+            self._rpc.register(method_name, handler)
+            return None
+
+        def decorator(func: _F) -> _F:
+            self._rpc.register(method_name, func)
+            return func
+
+        return decorator
+
+    def unregister_rpc_method(self, method: str) -> None:
+        """Remove a method handler."""
+        self._rpc.unregister(method)
 
     async def set_metadata(self, metadata: str) -> None:
         """Change own metadata; returns once the server accepted it.

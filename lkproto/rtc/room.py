@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 
 from lkproto.asyncio import engine as en
 from lkproto.asyncio.peer import IceServer
+from lkproto.asyncio.rpc import RpcDriver
 from lkproto.core import reconnect as rc
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
@@ -38,6 +39,7 @@ from lkproto.rtc.participant import (
 from lkproto.wire import pb
 
 __all__ = [
+    "ChatMessage",
     "ConnectionState",
     "DataPacket",
     "DataPacketKind",
@@ -45,6 +47,8 @@ __all__ = [
     "RoomOptions",
     "RtcConfiguration",
     "SimulateScenarioKind",
+    "SipDTMF",
+    "TranscriptionSegment",
 ]
 
 ConnectionState = en.ConnectionState
@@ -113,6 +117,39 @@ class RoomOptions:
 
 
 @dataclass
+class SipDTMF:
+    """A received DTMF tone (official shape)."""
+
+    code: int
+    digit: str
+    participant: RemoteParticipant | None = None
+
+
+@dataclass
+class TranscriptionSegment:
+    """One segment of a legacy ``Transcription`` packet (official shape)."""
+
+    id: str
+    text: str
+    start_time: int
+    end_time: int
+    language: str
+    final: bool
+
+
+@dataclass
+class ChatMessage:
+    """A legacy ``ChatMessage`` packet (text streams on ``lk.chat`` replace it)."""
+
+    id: str
+    timestamp: int
+    message: str
+    edit_timestamp: int | None = None
+    deleted: bool = False
+    generated: bool = False
+
+
+@dataclass
 class DataPacket:
     """A received user packet (official shape)."""
 
@@ -137,6 +174,7 @@ class Room(EventEmitter[ev.EventTypes]):
         self._subscribers: list[asyncio.Queue[ev.RoomEvent | None]] = []
         self._sid_future: asyncio.Future[str] | None = None
         self._speakers: dict[str, float] = {}
+        self._rpc: RpcDriver | None = None
 
     # -- properties (official names) -------------------------------------------------------
 
@@ -224,6 +262,7 @@ class Room(EventEmitter[ev.EventTypes]):
         opts = options or RoomOptions()
         engine = en.Engine(self._on_engine_event)
         self._engine = engine
+        self._rpc = RpcDriver(engine)
         self._announce = False
         try:
             join = await engine.connect(url, token, _engine_options(opts))
@@ -328,8 +367,8 @@ class Room(EventEmitter[ev.EventTypes]):
         elif isinstance(event, en.EngineConnected):
             assert engine is not None
             local = engine.roster.local
-            if local is not None:
-                self._local = LocalParticipant(local, engine)
+            if local is not None and self._rpc is not None:
+                self._local = LocalParticipant(local, engine, self._rpc)
         elif isinstance(event, en.EngineReconnecting):
             self._set_state(ConnectionState.CONN_RECONNECTING)
             self._dispatch(ev.Reconnecting())
@@ -340,6 +379,8 @@ class Room(EventEmitter[ev.EventTypes]):
             self._dispatch(ev.Reconnected())
         elif isinstance(event, en.EngineDisconnected):
             self._engine = None
+            if self._rpc is not None:
+                self._rpc.close()
             self._speakers.clear()
             self._set_state(ConnectionState.CONN_DISCONNECTED)
             if self._sid_future is not None and not self._sid_future.done():
@@ -361,6 +402,8 @@ class Room(EventEmitter[ev.EventTypes]):
             self._announce_event(ev.ParticipantConnected(participant=rp))
         elif isinstance(event, ro.ParticipantDisconnected):
             gone = self._remotes.pop(event.info.identity, None)
+            if self._rpc is not None:
+                self._rpc.participant_disconnected(event.info.identity)
             if gone is not None:
                 # The official SDK reports the reason on the departed participant.
                 final = pb.ParticipantInfo()
@@ -483,9 +526,43 @@ class Room(EventEmitter[ev.EventTypes]):
 
     def _on_data(self, event: en.DataReceived) -> None:
         packet = event.packet
-        if packet.WhichOneof("value") != "user":
+        kind = packet.WhichOneof("value")
+        if self._rpc is not None and self._rpc.on_packet(packet):
             return
         sender = self._remotes.get(packet.participant_identity)
+        if kind == "sip_dtmf":
+            self._announce_event(
+                ev.SipDTMFReceived(
+                    dtmf=SipDTMF(
+                        code=packet.sip_dtmf.code, digit=packet.sip_dtmf.digit, participant=sender
+                    )
+                )
+            )
+            return
+        if kind == "transcription":
+            self._on_transcription(packet.transcription)
+            return
+        if kind == "chat_message":
+            msg = packet.chat_message
+            self._announce_event(
+                ev.ChatMessageReceived(
+                    message=ChatMessage(
+                        id=msg.id,
+                        timestamp=msg.timestamp,
+                        message=msg.message,
+                        edit_timestamp=msg.edit_timestamp
+                        if msg.HasField("edit_timestamp")
+                        else None,
+                        deleted=msg.deleted,
+                        generated=msg.generated,
+                    ),
+                    participant=sender,
+                )
+            )
+            return
+        if kind != "user":
+            # metrics, streams (later issue), encrypted packets without E2EE, unknown: not for apps
+            return
         user = packet.user
         self._announce_event(
             ev.DataReceived(
@@ -497,6 +574,31 @@ class Room(EventEmitter[ev.EventTypes]):
                     participant=sender,
                     topic=user.topic if user.HasField("topic") else None,
                 )
+            )
+        )
+
+    def _on_transcription(self, transcription: pb.Transcription) -> None:
+        identity = transcription.transcribed_participant_identity
+        participant: Participant | None = self._remotes.get(identity)
+        if participant is None and self._local is not None and self._local.identity == identity:
+            participant = self._local
+        publication = (
+            participant.track_publications.get(transcription.track_id) if participant else None
+        )
+        segments = [
+            TranscriptionSegment(
+                id=s.id,
+                text=s.text,
+                start_time=s.start_time,
+                end_time=s.end_time,
+                language=s.language,
+                final=s.final,
+            )
+            for s in transcription.segments
+        ]
+        self._announce_event(
+            ev.TranscriptionReceived(
+                segments=segments, participant=participant, publication=publication
             )
         )
 

@@ -77,10 +77,13 @@ def _exists(path: str) -> bool:
 @pytest.fixture
 async def browser() -> AsyncIterator[BrowserPeer]:
     """A started browser peer; afterwards, checks that node and Chromium are gone."""
+    problem = None
     try:
         check_browser_setup()
     except BrowserSetupError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     peer = BrowserPeer(name="web")
     await peer.start()
     driver_pid = peer.driver_pid

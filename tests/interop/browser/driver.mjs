@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Drives livekit-client in headless Chromium for lkproto's interop tests (see harness.py).
 //
-//   node driver.mjs [--user-data-dir DIR] [--chromium PATH] [--extra-chromium-arg ARG]...
+//   node driver.mjs [--user-data-dir DIR [--remove-user-data-dir]] [--chromium PATH]
+//                   [--extra-chromium-arg ARG]... [--no-loopback-flags]
 //
 // 1. serves dist/ (built by build.mjs) on http://127.0.0.1:<free port>/ (never file://);
 // 2. launches Debian's Chromium through playwright-core with exactly the flags below (Playwright's
@@ -54,10 +55,17 @@ const LOOPBACK_FLAGS = [
 ];
 
 function parseArgs(argv) {
-  const out = { userDataDir: null, chromium: '/usr/bin/chromium', extra: [], noLoopbackFlags: false };
+  const out = {
+    userDataDir: null,
+    removeUserDataDir: false,
+    chromium: '/usr/bin/chromium',
+    extra: [],
+    noLoopbackFlags: false,
+  };
   for (let i = 0; i < argv.length; i += 1) {
     const a = argv[i];
     if (a === '--user-data-dir') out.userDataDir = argv[++i];
+    else if (a === '--remove-user-data-dir') out.removeUserDataDir = true;
     else if (a === '--chromium') out.chromium = argv[++i];
     else if (a === '--extra-chromium-arg') out.extra.push(argv[++i]);
     else if (a === '--no-loopback-flags') out.noLoopbackFlags = true;
@@ -107,7 +115,8 @@ function serveDist() {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  let ownUserDataDir = false;
+  // A temp profile per run, removed on exit (also when the harness that made it died).
+  let ownUserDataDir = opts.removeUserDataDir;
   if (!opts.userDataDir) {
     opts.userDataDir = mkdtempSync(join(tmpdir(), 'lkproto-chromium-'));
     ownUserDataDir = true;
@@ -143,7 +152,11 @@ async function main() {
     })();
     return closing;
   };
-  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+  // The harness is gone (EPIPE on our pipes): clean up rather than die on the unhandled error.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', () => shutdown(0));
+  }
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGPIPE']) {
     process.on(sig, () => {
       log(`got ${sig}`);
       shutdown(0);

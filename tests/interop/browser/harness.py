@@ -101,7 +101,7 @@ def check_browser_setup() -> str:
     missing: list[str] = []
     node = shutil.which("node")
     if node is None:
-        missing.append("`node` is not on PATH")
+        missing.append("`node` is not on PATH (install Node.js >= 18 with npm first)")
     if not os.access(CHROMIUM, os.X_OK):
         missing.append(f"{CHROMIUM} is missing (Debian package `chromium`)")
     if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
@@ -191,7 +191,7 @@ class BrowserPeer:
         """Start node, Chromium and the page; raise :class:`BrowserSetupError` if not set up."""
         node = check_browser_setup()
         self._user_data_dir = tempfile.mkdtemp(prefix="lkproto-chromium-")
-        cmd = [node, str(DRIVER), "--user-data-dir", self._user_data_dir]
+        cmd = [node, str(DRIVER), "--user-data-dir", self._user_data_dir, "--remove-user-data-dir"]
         for arg in self.extra_chromium_args:
             cmd += ["--extra-chromium-arg", arg]
         if not self.loopback_flags:

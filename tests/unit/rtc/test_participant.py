@@ -10,6 +10,7 @@ import pytest
 
 from lkproto import rtc
 from lkproto.asyncio.engine import Engine
+from lkproto.asyncio.rpc import RpcDriver
 from lkproto.rtc.participant import (
     ConnectionQuality,
     DisconnectReason,
@@ -253,7 +254,7 @@ class _RecordingEngine:
 
 async def test_local_participant_setters_go_through_the_engine() -> None:
     engine = _RecordingEngine()
-    me = LocalParticipant(info("me"), cast("Engine", engine))
+    me = LocalParticipant(info("me"), cast("Engine", engine), cast("RpcDriver", None))
     await me.set_metadata("m")
     await me.set_name("Me")
     await me.set_attributes({"k": "v", "gone": ""})

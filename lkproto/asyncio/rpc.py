@@ -1,0 +1,235 @@
+"""Drives :mod:`lkproto.core.rpc`: sends its packets, arms its timer, runs method handlers.
+
+The machines decide everything (limits, timeouts, error codes); this module only awaits: the
+caller's future, the handler coroutine, and the engine's ``send_data``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+from lkproto.core import rpc as core
+from lkproto.errors import LkError
+from lkproto.wire import pb
+
+if TYPE_CHECKING:
+    from lkproto.asyncio.engine import Engine
+
+__all__ = ["RpcDriver", "RpcHandler", "RpcInvocationData"]
+
+_log = logging.getLogger("lkproto.rpc")
+
+
+@dataclass
+class RpcInvocationData:
+    """What a method handler receives (the official SDK's shape).
+
+    Attributes:
+        request_id: the caller's request id.
+        caller_identity: who called (for a server-initiated call, the request UUID).
+        payload: the request payload.
+        response_timeout: seconds the caller waits for the response.
+    """
+
+    request_id: str
+    caller_identity: str
+    payload: str
+    response_timeout: float
+
+
+RpcHandler: TypeAlias = Callable[[RpcInvocationData], Awaitable[str] | str]
+
+
+class RpcDriver:
+    """RPC for one room: outgoing calls and registered methods."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._loop = asyncio.get_running_loop()
+        self._client = core.RpcClient()
+        self._server = core.RpcServer()
+        self._handlers: dict[str, RpcHandler] = {}
+        self._calls: dict[str, asyncio.Future[str]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._send_lock = asyncio.Lock()
+
+    # -- caller --------------------------------------------------------------------------------
+
+    async def perform(
+        self, destination_identity: str, method: str, payload: str, response_timeout_s: float
+    ) -> str:
+        """Call ``method`` on ``destination_identity`` and return its response payload.
+
+        Raises:
+            RpcError: every failure, with the built-in codes of PROTOCOL-MAP §6.
+        """
+        request_id = str(uuid.uuid4())
+        join = self._engine.join_response
+        version = join.server_info.version if join is not None else None
+        packet = self._client.perform(
+            destination_identity,
+            method,
+            payload,
+            self._loop.time(),
+            request_id=request_id,
+            response_timeout_s=response_timeout_s,
+            server_version=version,
+        )
+        future: asyncio.Future[str] = self._loop.create_future()
+        self._calls[request_id] = future
+        self._pump()
+        try:
+            try:
+                await self._send(packet)
+            except LkError as exc:
+                self._client.fail(
+                    request_id, core.RpcError.built_in(core.RpcErrorCode.SEND_FAILED, str(exc))
+                )
+                self._pump()
+            return await future
+        finally:
+            self._calls.pop(request_id, None)
+            if request_id in self._client.pending_request_ids:
+                # Cancelled by the caller: forget the call so a late answer is ignored.
+                self._client.fail(request_id, core.RpcError.built_in(core.RpcErrorCode.SEND_FAILED))
+                self._pump()
+
+    # -- callee --------------------------------------------------------------------------------
+
+    def register(self, method: str, handler: RpcHandler) -> None:
+        """Register a handler (sync or async). Raises ValueError if the method exists."""
+        if method in self._handlers:
+            raise ValueError(f"RPC method {method!r} is already registered")
+        self._server.register(method)
+        self._handlers[method] = handler
+
+    def unregister(self, method: str) -> None:
+        """Remove a handler (no error if absent)."""
+        if self._handlers.pop(method, None) is not None:
+            self._server.unregister(method)
+
+    # -- inputs from the room ----------------------------------------------------------------
+
+    def on_packet(self, packet: pb.DataPacket) -> bool:
+        """Feed a received packet; True when it was an RPC packet."""
+        kind = packet.WhichOneof("value")
+        now = self._loop.time()
+        if kind == "rpc_request":
+            replies = self._server.receive(packet, now)
+            invocations: list[core.RpcInvocationRequested] = []
+            while (event := self._server.next_event()) is not None:
+                if isinstance(event, core.RpcInvocationRequested):
+                    invocations.append(event)
+            self._spawn(self._answer(replies, invocations))
+            return True
+        if kind in ("rpc_ack", "rpc_response"):
+            self._client.receive(packet, now)
+            self._pump()
+            return True
+        return False
+
+    def participant_disconnected(self, identity: str) -> None:
+        """Fail pending calls to ``identity`` with RECIPIENT_DISCONNECTED."""
+        self._client.participant_disconnected(identity, self._loop.time())
+        self._pump()
+
+    def close(self) -> None:
+        """Fail every pending call and stop running handlers (room disconnected)."""
+        self._client.fail_all(core.RpcError.built_in(core.RpcErrorCode.RECIPIENT_DISCONNECTED))
+        self._pump()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _answer(
+        self, replies: list[pb.DataPacket], invocations: list[core.RpcInvocationRequested]
+    ) -> None:
+        # The ack (and any error reply) goes out before the handler runs (PROTOCOL-MAP §6 step 2).
+        for packet in replies:
+            await self._send_quietly(packet)
+        for invocation in invocations:
+            await self._invoke(invocation)
+
+    async def _invoke(self, invocation: core.RpcInvocationRequested) -> None:
+        handler = self._handlers.get(invocation.method)
+        data = RpcInvocationData(
+            request_id=invocation.request_id,
+            caller_identity=invocation.caller_identity,
+            payload=invocation.payload,
+            response_timeout=invocation.response_timeout_s,
+        )
+        try:
+            if handler is None:  # unregistered between dispatch and now
+                raise core.RpcError.built_in(core.RpcErrorCode.UNSUPPORTED_METHOD)
+            result = handler(data)
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(
+                    result, max(0.0, invocation.deadline - self._loop.time())
+                )
+            if not isinstance(result, str):
+                raise TypeError(f"RPC handler returned {type(result).__name__}, expected str")
+            reply = self._server.respond(invocation.request_id, result)
+        except core.RpcError as error:
+            reply = self._server.respond_error(invocation.request_id, error)
+        except TimeoutError:
+            # The caller has given up by now (RESPONSE_TIMEOUT on its side); nothing to send.
+            _log.warning("RPC handler for %r overran its deadline", invocation.method)
+            self._server.respond_error(
+                invocation.request_id,
+                core.RpcError.built_in(core.RpcErrorCode.RESPONSE_TIMEOUT),
+            )
+            return
+        except Exception:
+            # A failing handler is an APPLICATION_ERROR for the caller, never a dead room.
+            _log.exception("RPC handler for %r raised", invocation.method)
+            reply = self._server.respond_error(
+                invocation.request_id, core.RpcError.built_in(core.RpcErrorCode.APPLICATION_ERROR)
+            )
+        await self._send_quietly(reply)
+
+    async def _send(self, packet: pb.DataPacket) -> None:
+        async with self._send_lock:
+            await self._engine.send_data(packet, reliable=True)
+
+    async def _send_quietly(self, packet: pb.DataPacket) -> None:
+        try:
+            await self._send(packet)
+        except LkError as exc:
+            _log.warning("could not send an RPC reply: %s", exc)
+
+    def _pump(self) -> None:
+        while (event := self._client.next_event()) is not None:
+            future = self._calls.get(event.request_id)
+            if future is None or future.done():
+                continue
+            if isinstance(event, core.RpcCallSucceeded):
+                future.set_result(event.payload)
+            elif isinstance(event, core.RpcCallFailed):
+                future.set_exception(event.error)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self._client.get_timer()
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._client.handle_timer(self._loop.time())
+        self._pump()
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
