@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine (also fine on a warm one):
 #   .venv with lkproto[rtc] + the dev and codegen groups (pip cache reused),
-#   livekit-server v1.13.5 built with `go install` into the lkproto cache (Go caches reused).
+#   livekit-server v1.13.5 built with `go install` into the lkproto cache (Go caches reused),
+#   Debian chromium and the npm packages of the browser harness (npm cache reused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +19,5 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[rtc]' --group dev --group codegen
 
 PYTHON=.venv/bin/python bash tools/install_livekit_server.sh
+# Debian chromium + npm livekit-client/playwright-core for the browser interop tests
+bash tools/setup_browser.sh

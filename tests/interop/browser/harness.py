@@ -18,9 +18,17 @@ Typical use::
         ev = await browser.wait_event("DataReceived", lambda e: e["topic"] == "chat")
         assert browser.payload(ev) == b"hello"
 
-Chromium switches: the project's mandated set plus ``--disable-features=WebRtcHideLocalIpsWithMdns``
-(see ``driver.mjs``: without it Chromium offers only mDNS ``.local`` host candidates, which
-livekit-server drops, and ICE to the server never completes).
+Loopback (all measured with tcpdump on Chromium 156 / livekit-client 2.23.0, see ``driver.mjs``):
+the mandated switches alone already connect (Chromium without a media permission gathers on one
+any-address socket, its checks to the server's 127.0.0.1 candidate leave from 127.0.0.1 and pion
+pairs them peer-reflexively; ``--allow-loopback-in-peer-connection`` only adds loopback *host*
+candidates once a media permission is granted). Two switches keep everything else on loopback:
+``--disable-features=WebRtcHideLocalIpsWithMdns`` (no mDNS multicast announcements on eth0) and
+``--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost`` (no DNS look-ups
+of Google update/account hosts). The page drops non-loopback ICE candidates before livekit-client
+signals them (``page/entry.js``), so the server never checks the eth0 address either. Do not add
+``--use-fake-ui-for-media-stream``: granting media makes Chromium bind every interface and pick an
+eth0-address pair.
 
 Every call has a timeout (scaled by ``LKPROTO_TEST_TIME_SCALE``). On exit the driver is asked to
 close; if it does not, its process group is killed, and any Chromium process still using this
@@ -226,35 +234,40 @@ class BrowserPeer:
     async def close(self) -> None:
         """Stop the page, Chromium and node; never leaves a process or the profile behind."""
         proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(Exception):
-                await self.call("close", timeout=CLOSE_TIMEOUT_S / 3)
-            try:
-                await asyncio.wait_for(proc.wait(), scaled(CLOSE_TIMEOUT_S))
-            except TimeoutError:
-                _log.warning("%s: driver did not exit; killing its process group", self.name)
-                self._killpg(proc.pid, signal.SIGTERM)
+        try:
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(Exception):
+                    await self.call("close", timeout=CLOSE_TIMEOUT_S / 3)
                 try:
-                    await asyncio.wait_for(proc.wait(), 3.0)
+                    await asyncio.wait_for(proc.wait(), scaled(CLOSE_TIMEOUT_S))
                 except TimeoutError:
-                    self._killpg(proc.pid, signal.SIGKILL)
-                    await proc.wait()
-        if proc is not None:
-            # Reap anything left in the driver's group (it is gone once node has exited cleanly).
-            self._killpg(proc.pid, signal.SIGKILL)
-        self._kill_profile_users()
-        for task in self._tasks:
-            if not task.done():
-                task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
-        self._fail_pending("browser peer closed")
-        if self._user_data_dir is not None:
-            shutil.rmtree(self._user_data_dir, ignore_errors=True)
-            self._user_data_dir = None
-        self._proc = None
+                    _log.warning("%s: driver did not exit; killing its process group", self.name)
+                    self._killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        await asyncio.wait_for(proc.wait(), 3.0)
+                    except TimeoutError:
+                        self._killpg(proc.pid, signal.SIGKILL)
+                        await proc.wait()
+            if self._tasks:  # the readers end by themselves at EOF
+                await asyncio.wait(self._tasks, timeout=2.0)
+        finally:
+            # Also on cancellation: node still running means its process group id is still ours.
+            if proc is not None and proc.returncode is None:
+                self._killpg(proc.pid, signal.SIGKILL)
+            # Chromium runs in its own process group (Playwright starts it detached); it exits
+            # with node, but if anything of it is left, find it by its private profile path.
+            self._kill_profile_users()
+            for task in self._tasks:
+                if not task.done():
+                    task.cancel()
+            self._tasks = []
+            self._fail_pending("browser peer closed")
+            if self._user_data_dir is not None:
+                shutil.rmtree(self._user_data_dir, ignore_errors=True)
+                self._user_data_dir = None
+            self._proc = None
+        if proc is not None and proc.returncode is None:
+            await proc.wait()
 
     @staticmethod
     def _killpg(pgid: int, sig: signal.Signals) -> None:
