@@ -327,6 +327,18 @@ class Engine:
         self._recovery_hint = rc.Recovery.FULL_RECONNECT
         self._signal_broke(link, rc.Recovery.FULL_RECONNECT)
 
+    async def close_signal(self) -> None:
+        """Close the signalling socket cleanly (WebSocket close), keeping the peer connection.
+
+        Unlike :meth:`simulate_signal_loss`, everything written before is read by the server
+        first, so a ``SimulateScenario`` sent just before takes effect.
+        """
+        link = self._require_link()
+        await self._drain_writer(link)
+        transport = link.transport
+        if transport is not None:
+            await transport.close()
+
     def simulate_signal_loss(self) -> None:
         """Drop the signalling TCP connection as a network failure would (PC stays up)."""
         link = self._require_link()
@@ -726,7 +738,6 @@ class Engine:
 
     async def _recover(self) -> None:
         policy = self._opts.reconnect_policy
-        full_announced = False
         self._set_state(ConnectionState.CONN_RECONNECTING)
         self._sender.suspend()
         self._emit(EngineReconnecting(full=self._recovery_hint == rc.Recovery.FULL_RECONNECT))
@@ -750,8 +761,6 @@ class Engine:
                 if not want_full and link is not None:
                     await asyncio.wait_for(self._resume(link), self._opts.connect_timeout_s)
                 else:
-                    if not full_announced and hint != rc.Recovery.FULL_RECONNECT:
-                        full_announced = True
                     self._recovery_hint = rc.Recovery.FULL_RECONNECT
                     await self._teardown_link()
                     # A new session numbers from 1 again; what was in flight is gone (as in JS).
@@ -767,6 +776,14 @@ class Engine:
                 _log.info("= reconnect attempt %d failed: %s", attempt, exc)
                 if isinstance(exc, JoinRejectedError) and exc.status in (401, 403, 404):
                     break
+                continue
+            current = self._link
+            if current is None or current.transport is None or (
+                current.session.state != sg.SignalState.CONNECTED
+            ):
+                # The signal dropped again while we were finishing (e.g. the server closed the
+                # socket right after the reconnect response): that attempt did not succeed.
+                _log.info("= signal lost again during reconnect attempt %d", attempt)
                 continue
             full = self._recovery_hint == rc.Recovery.FULL_RECONNECT
             self._recovery_hint = None
@@ -840,6 +857,11 @@ class Engine:
         link, self._link = self._link, None
         if link is None:
             return
+        # Request ids and their timeouts belong to the session being dropped (PROTOCOL-MAP §7):
+        # a new session starts ids at 1 again, so nothing pending can be answered any more.
+        for pending in self._pending_requests.values():
+            if not pending.done():
+                pending.set_exception(ConnectError("the connection was replaced before the answer"))
         if link.timer is not None:
             link.timer.cancel()
         outbox, link.outbox = link.outbox, None

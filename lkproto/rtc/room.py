@@ -303,7 +303,7 @@ class Room(EventEmitter[ev.EventTypes]):
             engine.force_full_reconnect()
         elif kind == SimulateScenarioKind.SIMULATE_DISCONNECT_SIGNAL_ON_RESUME:
             await engine.simulate(pb.SimulateScenario(disconnect_signal_on_resume=True))
-            engine.simulate_signal_loss()
+            await engine.close_signal()
         else:
             await engine.simulate(_SERVER_SCENARIOS[kind])
 

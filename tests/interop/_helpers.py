@@ -33,6 +33,8 @@ __all__ = [
     "disconnect_all",
     "lifecycle",
     "make_token",
+    "official_options",
+    "our_options",
     "room_service",
     "unique_room",
     "wait_for",

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from livekit import rtc as lrtc
 
 from lkproto import rtc
+from lkproto.asyncio.signal import SignalTransport
 from lkproto.core.reconnect import ReconnectPolicy
 from lkproto.errors import LkError
 from lkproto.rtc import events as ev
@@ -96,13 +97,22 @@ async def two_in_a_room(
     room_name = unique_room(prefix)
     ours, theirs = rtc.Room(), lrtc.Room()
     ours_rec, theirs_rec = EventRecorder(ours, RECORDED), EventRecorder(theirs, RECORDED)
-    await connect_ours(
-        server, "lk", room_name, room=ours, can_update_own_metadata=True, reconnect_policy=policy
-    )
-    await connect_official(server, "sdk", room_name, room=theirs, can_update_own_metadata=True)
-    await wait_for(lambda: "sdk" in ours.remote_participants, what="we see sdk")
-    await wait_for(lambda: "lk" in theirs.remote_participants, what="sdk sees us")
-    await started(ours_rec, theirs_rec)
+    try:
+        await connect_ours(
+            server,
+            "lk",
+            room_name,
+            room=ours,
+            can_update_own_metadata=True,
+            reconnect_policy=policy,
+        )
+        await connect_official(server, "sdk", room_name, room=theirs, can_update_own_metadata=True)
+        await wait_for(lambda: "sdk" in ours.remote_participants, what="we see sdk")
+        await wait_for(lambda: "lk" in theirs.remote_participants, what="sdk sees us")
+        await started(ours_rec, theirs_rec)
+    except BaseException:
+        await disconnect_all(ours, theirs)
+        raise
     return ours, theirs, ours_rec, theirs_rec
 
 
@@ -285,29 +295,55 @@ async def test_resume_refused_signal_drops_on_resume_without_messages(
         await disconnect_all(ours, theirs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "lkproto bug: a signal loss that happens while a resume is completing is swallowed: "
-        "Engine._signal_broke only records a hint while the supervisor runs, and _recover then "
-        "declares the resume a success (EngineReconnected) although link.transport is None; "
-        "the room stays CONN_CONNECTED with a dead signal (lkproto/asyncio/engine.py "
-        "_signal_broke/_recover/_resume)"
-    ),
-)
-async def test_signal_dropped_right_after_resume_recovers(livekit_server: LocalServer) -> None:
-    """``SIMULATE_DISCONNECT_SIGNAL_ON_RESUME``: the server closes the resumed socket right after
-    the reconnect response and updates. The official SDK then reconnects again (a full
-    reconnect); any recovery will do, but signalling must work in the end."""
+async def test_signal_dropped_right_after_resume_recovers(
+    livekit_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``disconnect_signal_on_resume``: the server closes the resumed socket right after the
+    reconnect response and updates (``S:pkg/rtc/room.go (ResumeParticipant)``). The official
+    SDK then reconnects again (a full reconnect); any recovery will do, but signalling must work
+    in the end.
+
+    The raw scenario is sent and a request answered before the socket is dropped, so the server
+    has certainly armed it. Whether the client reads the close together with the reconnect
+    response is a race; the resumed socket is handed over a moment late so that it always does,
+    as on a busy client.
+    """
+    real_open = SignalTransport.open
+    hold = {"next_open": False}
+
+    async def open_and_hold(url: str, token: str, **kwargs: Any) -> SignalTransport:
+        transport = await real_open(url, token, **kwargs)
+        if hold["next_open"]:
+            hold["next_open"] = False
+            await asyncio.sleep(0.5)  # the server's whole burst, close included, arrives
+        return transport
+
+    monkeypatch.setattr(SignalTransport, "open", open_and_hold)
     ours, theirs, ours_rec, _ = await two_in_a_room(livekit_server, "resume-drop")
     try:
         await asyncio.wait_for(
-            ours.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_DISCONNECT_SIGNAL_ON_RESUME),
+            ours.simulate_scenario(pb.SimulateScenario(disconnect_signal_on_resume=True)),
             scaled(CONNECT_TIMEOUT_S),
         )
+        # The server handles signal requests in order: once this is answered, it is armed.
+        await asyncio.wait_for(
+            ours.local_participant.set_metadata("lk-armed"), scaled(CONNECT_TIMEOUT_S)
+        )
+        engine = ours.engine
+        assert engine is not None
+        hold["next_open"] = True
+        engine.simulate_signal_loss()
         await settled(ours_rec, "reconnected", "disconnected")
+        await wait_for(
+            lambda: ours.connection_state == rtc.ConnectionState.CONN_CONNECTED,
+            RECONNECT_TIMEOUT_S,
+            "connected again",
+        )
+        # Our own request first: on a dead signal it fails within the 5 s request timeout.
+        await asyncio.wait_for(
+            ours.local_participant.set_metadata("lk-after"), scaled(CONNECT_TIMEOUT_S)
+        )
         await metadata_flows_both_ways(ours, theirs, "after")
-        assert ours.connection_state == rtc.ConnectionState.CONN_CONNECTED
     finally:
         await disconnect_all(ours, theirs)
 
@@ -389,15 +425,6 @@ async def test_peer_full_reconnect_is_seen_as_leave_and_join(livekit_server: Loc
         await disconnect_all(ours, theirs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "lkproto bug: an update_metadata request still pending when a full reconnect replaces "
-        "the signal session never settles: Engine._pending_requests outlives the session whose "
-        "timer would time it out (_teardown_link cancels it), and request ids restart at 1 in "
-        "the new session (lkproto/asyncio/engine.py update_metadata/_teardown_link)"
-    ),
-)
 async def test_update_pending_across_a_full_reconnect_settles(
     livekit_server: LocalServer,
 ) -> None:

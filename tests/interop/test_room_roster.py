@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from livekit import api as lapi
 from livekit import rtc as lrtc
 
 from lkproto import rtc
@@ -404,18 +405,9 @@ async def test_server_side_participant_update_reaches_both(livekit_server: Local
         await disconnect_all(ours, theirs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "lkproto bug: participant_permissions_changed is emitted as (participant, "
-        "old_permissions, permissions) but the official SDK emits (participant, permissions); "
-        "a handler written for livekit.rtc receives the OLD permissions "
-        "(lkproto/rtc/events.py ParticipantPermissionsChanged.args)"
-    ),
-)
 async def test_permission_change_arguments_match_official(livekit_server: LocalServer) -> None:
-    from livekit import api as lapi
-
+    """``participant_permissions_changed`` handlers get ``(participant, permissions)``, the new
+    permissions, as in the official SDK (the old value is only on the typed event)."""
     room_name = unique_room("roster-perm")
     ours, theirs = rtc.Room(), lrtc.Room()
     ours_got: list[Any] = []
