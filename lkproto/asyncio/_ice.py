@@ -59,6 +59,31 @@ def install() -> None:
         if getattr(current, _WRAPPER_MARK, False):
             return
         setattr(aioice.ice, "get_host_addresses", _make_wrapper(current))  # noqa: B010
+        _patch_consent_leak()
+
+
+def _patch_consent_leak() -> None:
+    """Stop aioice 0.13 from starting consent checks on a connection closed during connect().
+
+    ``Connection.connect`` paces its checks with ``sleep(0.02)``; if ``close()`` runs while it
+    sleeps after the check list completed, ``connect`` resumes and still creates
+    ``query_consent``, a task that then lives forever. Cancel it when the connection is closing.
+    """
+    connection_cls = aioice.ice.Connection
+    original = connection_cls.connect
+    if getattr(original, _WRAPPER_MARK, False):
+        return
+
+    async def connect(self: aioice.ice.Connection) -> None:
+        await original(self)
+        task = getattr(self, "_query_consent_task", None)
+        if getattr(self, "_closing", False) and task is not None and not task.done():
+            task.cancel()
+            self._query_consent_task = None
+
+    setattr(connect, _WRAPPER_MARK, True)
+    connect.__wrapped__ = original  # type: ignore[attr-defined]
+    setattr(connection_cls, "connect", connect)  # noqa: B010
 
 
 def _make_wrapper(original: _HostAddresses) -> _HostAddresses:

@@ -252,19 +252,49 @@ class Engine:
         self._opts, self._url, self._token = options, url, token
         self._closing = False
         try:
-            join = await asyncio.wait_for(self._join(full=False), options.connect_timeout_s)
+            async with asyncio.timeout(options.connect_timeout_s):
+                join = await self._join(full=False)
         except TimeoutError as exc:
-            await self._teardown()
+            await self._abandon_connect()
             raise ConnectError(
                 f"not connected within {options.connect_timeout_s} s "
                 "(no JoinResponse, or ICE/DTLS/data channels did not come up)"
             ) from exc
         except BaseException:
-            await self._teardown()
+            await self._abandon_connect()
             raise
         self._set_state(ConnectionState.CONN_CONNECTED)
         self._emit(EngineConnected(join=join))
         return join
+
+    async def _abandon_connect(self) -> None:
+        """Undo a failed or cancelled connect completely, even if cancelled again meanwhile.
+
+        If the server already knows us (JoinResponse arrived), say goodbye first so others do
+        not see a participant linger until the server's own timeout.
+        """
+        self._closing = True
+        link = self._link
+        if link is not None and link.transport is not None and link.joined.done():
+            with contextlib.suppress(LkError):
+                link.session.send_leave(self._loop.time(), reason=pb.CLIENT_INITIATED)
+                self._pump(link)
+        task = self._loop.create_task(self._leave_and_teardown(link))
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                cancelled = True  # finish cleaning up first, then let the cancellation through
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _leave_and_teardown(self, link: _Link | None) -> None:
+        if link is not None and link.outbox is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await link.outbox.join()
+        await self._teardown()
 
     async def disconnect(self, reason: DisconnectReasonValue = pb.CLIENT_INITIATED) -> None:
         """Leave (tells the server), close everything and emit EngineDisconnected."""
@@ -554,7 +584,8 @@ class Engine:
         outbox = link.outbox
         if outbox is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(outbox.join(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await outbox.join()
 
     def _pump(self, link: _Link) -> None:
         """Flush the session's outputs: frames to the writer, events to handlers, the timer."""
@@ -759,14 +790,16 @@ class Engine:
             want_full = hint == rc.Recovery.FULL_RECONNECT or not peer_ok or not single
             try:
                 if not want_full and link is not None:
-                    await asyncio.wait_for(self._resume(link), self._opts.connect_timeout_s)
+                    async with asyncio.timeout(self._opts.connect_timeout_s):
+                        await self._resume(link)
                 else:
                     self._recovery_hint = rc.Recovery.FULL_RECONNECT
                     await self._teardown_link()
                     # A new session numbers from 1 again; what was in flight is gone (as in JS).
                     self._sender.reset()
                     self._sender.suspend()
-                    await asyncio.wait_for(self._join(full=True), self._opts.connect_timeout_s)
+                    async with asyncio.timeout(self._opts.connect_timeout_s):
+                        await self._join(full=True)
                     self._resend(self._sender.resume(0))
             except _ResumeRefused:
                 _log.info("= resume refused; next attempt is a full reconnect")
@@ -778,8 +811,10 @@ class Engine:
                     break
                 continue
             current = self._link
-            if current is None or current.transport is None or (
-                current.session.state != sg.SignalState.CONNECTED
+            if (
+                current is None
+                or current.transport is None
+                or (current.session.state != sg.SignalState.CONNECTED)
             ):
                 # The signal dropped again while we were finishing (e.g. the server closed the
                 # socket right after the reconnect response): that attempt did not succeed.
@@ -871,15 +906,16 @@ class Engine:
             if fut is not None and not fut.done():
                 fut.cancel()
         transport, link.transport = link.transport, None
-        if transport is not None:
-            await transport.close()
         current = asyncio.current_task()
         tasks = [t for t in link.tasks if t is not current]
         for t in tasks:
             t.cancel()
+        # Peer connections first: their sockets matter most if this teardown is cut short.
         for pc in (link.publisher, link.subscriber):
             if pc is not None:
                 await pc.close()
+        if transport is not None:
+            await transport.close()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -174,9 +174,8 @@ class RpcDriver:
                 raise core.RpcError.built_in(core.RpcErrorCode.UNSUPPORTED_METHOD)
             result = handler(data)
             if inspect.isawaitable(result):
-                result = await asyncio.wait_for(
-                    result, max(0.0, invocation.deadline - self._loop.time())
-                )
+                async with asyncio.timeout_at(invocation.deadline):
+                    result = await result
             if not isinstance(result, str):
                 raise TypeError(f"RPC handler returned {type(result).__name__}, expected str")
             reply = self._server.respond(invocation.request_id, result)

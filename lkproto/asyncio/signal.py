@@ -71,8 +71,10 @@ class SignalTransport:
             ConnectError: anything else: refused port, timeout, not a WebSocket endpoint.
         """
         try:
-            ws = await asyncio.wait_for(
-                connect(
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # races the inner result (CPython gh-86296).
+            async with asyncio.timeout(timeout):
+                ws = await connect(
                     url,
                     additional_headers={"Authorization": f"Bearer {token}"},
                     user_agent_header=f"lkproto/{__version__}",
@@ -82,12 +84,18 @@ class SignalTransport:
                     ping_interval=None,
                     max_size=MAX_FRAME_BYTES,
                     proxy=None,
-                ),
-                timeout,
-            )
+                )
         except InvalidStatus as exc:
+            status = exc.response.status_code
             body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
-            raise rejection_error(exc.response.status_code, body) from exc
+            # The server echoes the token in some 401 bodies; never put a credential in an error.
+            body = body.replace(token, "<token>") if token else body
+            if status < 400:
+                raise ConnectError(
+                    f"{_origin(url)} is not a LiveKit signal endpoint "
+                    f"(HTTP {status} instead of 101 Switching Protocols)"
+                ) from exc
+            raise rejection_error(status, body) from exc
         except TimeoutError as exc:
             raise ConnectError(
                 f"no WebSocket upgrade from {_origin(url)} within {timeout} s"
@@ -125,7 +133,8 @@ class SignalTransport:
     async def close(self) -> None:
         """Close the socket (idempotent, never raises, bounded in time)."""
         try:
-            await asyncio.wait_for(self._ws.close(), 2.0)
+            async with asyncio.timeout(2.0):
+                await self._ws.close()
         except (TimeoutError, OSError, ConnectionClosed):
             self._ws.transport.abort()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Final, Self
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -32,9 +33,9 @@ _RELAY_CHUNK_BYTES: Final = 1 << 16
 _HEAD_TIMEOUT_S: Final = 10.0
 
 
-def _http_response(status: int, reason: str, body: bytes) -> bytes:
+def _http_response(status: int, body: bytes) -> bytes:
     head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
@@ -140,7 +141,7 @@ class StaticHttpServer(_TcpEndpoint):
 
     def __init__(self, status: int = 200, body: bytes = b"hello") -> None:
         super().__init__()
-        self._response = _http_response(status, "OK" if status == 200 else "Not Found", body)
+        self._response = _http_response(status, body)
 
     async def _handle(
         self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -171,7 +172,7 @@ class RelayProxy(_TcpEndpoint):
         super().__init__()
         self._upstream_port = upstream_port
         self._refuse_v1 = refuse_v1
-        self._refusal = _http_response(404, "Not Found", refusal_body)
+        self._refusal = _http_response(404, refusal_body)
         self._flowing = asyncio.Event()
         self._flowing.set()
 
@@ -194,7 +195,7 @@ class RelayProxy(_TcpEndpoint):
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
         except OSError:
-            writer.write(_http_response(502, "Bad Gateway", b"upstream unreachable\n"))
+            writer.write(_http_response(502, b"upstream unreachable\n"))
             return
         self._writers.add(up_writer)
         try:
