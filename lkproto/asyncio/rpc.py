@@ -169,32 +169,29 @@ class RpcDriver:
             payload=invocation.payload,
             response_timeout=invocation.response_timeout_s,
         )
+        deadline: asyncio.Timeout | None = None
         try:
             if handler is None:  # unregistered between dispatch and now
                 raise core.RpcError.built_in(core.RpcErrorCode.UNSUPPORTED_METHOD)
             result = handler(data)
             if inspect.isawaitable(result):
-                async with asyncio.timeout_at(invocation.deadline):
+                async with asyncio.timeout_at(invocation.deadline) as deadline:
                     result = await result
             if not isinstance(result, str):
                 raise TypeError(f"RPC handler returned {type(result).__name__}, expected str")
             reply = self._server.respond(invocation.request_id, result)
         except core.RpcError as error:
             reply = self._server.respond_error(invocation.request_id, error)
-        except TimeoutError:
-            # The caller has given up by now (RESPONSE_TIMEOUT on its side); nothing to send.
-            _log.warning("RPC handler for %r overran its deadline", invocation.method)
-            self._server.respond_error(
-                invocation.request_id,
-                core.RpcError.built_in(core.RpcErrorCode.RESPONSE_TIMEOUT),
-            )
-            return
-        except Exception:
-            # A failing handler is an APPLICATION_ERROR for the caller, never a dead room.
-            _log.exception("RPC handler for %r raised", invocation.method)
-            reply = self._server.respond_error(
-                invocation.request_id, core.RpcError.built_in(core.RpcErrorCode.APPLICATION_ERROR)
-            )
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
+                # Overran the time the caller gave us: tell it so (as the official SDKs do).
+                _log.warning("RPC handler for %r overran its deadline", invocation.method)
+                code = core.RpcErrorCode.RESPONSE_TIMEOUT
+            else:
+                # A failing handler is an APPLICATION_ERROR for the caller, never a dead room.
+                _log.exception("RPC handler for %r raised", invocation.method)
+                code = core.RpcErrorCode.APPLICATION_ERROR
+            reply = self._server.respond_error(invocation.request_id, core.RpcError.built_in(code))
         await self._send_quietly(reply)
 
     async def _send(self, packet: pb.DataPacket) -> None:
