@@ -92,8 +92,14 @@ nothing is emitted for a stream whose header was ignored. Rules:
 * **Timeout.** No packet for ``stream_timeout_s`` ⇒ ``TIMEOUT``; :meth:`~StreamReceiver.get_timer`
   and :meth:`~StreamReceiver.handle_timer` as in aioquic. (The SDKs have no such timer; without
   it a lost trailer would hold a stream slot forever.)
-* **Inline** headers produce ``StreamOpened``, one ``StreamChunkReceived`` (if non-empty) and
-  ``StreamClosed`` at once, after the same decompression and length checks.
+* **Inline** headers produce ``StreamOpened``, the content as ``StreamChunkReceived`` (one event,
+  or 256 KiB pieces when decompressed, see below; none if empty) and ``StreamClosed`` at once.
+  All checks (decompression, length) pass before any data is handed out, else only
+  ``StreamFailed`` follows the ``StreamOpened``.
+* **Pieces.** Uncompressed content comes out one event per chunk. Decompressed content comes out
+  in pieces of at most 256 KiB (one event each), so that the peak memory of a
+  :meth:`~StreamReceiver.receive` stays near its output; a packet's pieces are handed out only
+  once the whole packet inflated within the limits.
 * **Text** payloads are delivered as UTF-8 bytes made of whole characters: the bytes are passed
   through an incremental decoder, so a character split across chunks (always the case for
   compressed text, PROTOCOL-MAP §5) comes out whole in a later event. Invalid UTF-8 is replaced
@@ -105,6 +111,7 @@ concerned or is counted in :attr:`~StreamReceiver.ignored_packets`.
 
 from __future__ import annotations
 
+import abc
 import codecs
 import enum
 import math
@@ -340,7 +347,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class OutgoingStream:
+class OutgoingStream(abc.ABC):
     """One outgoing data stream; use :class:`OutgoingTextStream` or :class:`OutgoingByteStream`.
 
     See the module docstring. Lifecycle: new → (:meth:`single_packet` | :meth:`open` →
@@ -638,8 +645,9 @@ class OutgoingStream:
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise LocalProtocolError(f"cannot build the stream header: {exc}") from exc
 
+    @abc.abstractmethod
     def _content_header(self, header: pb.DataStream.Header) -> None:
-        raise NotImplementedError
+        """Fill the text or byte header of ``header``."""
 
     def _chunk_packet(self, content: bytes) -> pb.DataPacket:
         packet = pb.DataPacket(
@@ -933,7 +941,8 @@ class StreamChunkReceived(StreamEvent):
 
     Attributes:
         data: the next payload bytes, decompressed; for text streams UTF-8 made of whole
-            characters (invalid sequences replaced by U+FFFD). Never empty.
+            characters (invalid sequences replaced by U+FFFD). Never empty; at most 256 KiB
+            (plus a held-back partial character) when decompressed.
         index: 0, 1, 2, ... per stream, counting these events (not the wire ``chunk_index``:
             empty chunks, held-back partial characters and decompression re-frame the data).
         message: the chunk that produced the data; None for inline content and for the final

@@ -572,7 +572,8 @@ class Room(EventEmitter[ev.EventTypes]):
                     if event.reliable
                     else DataPacketKind.KIND_LOSSY,
                     participant=sender,
-                    topic=user.topic if user.HasField("topic") else None,
+                    # "" when the packet has no topic, as the official SDK reports it
+                    topic=user.topic,
                 )
             )
         )

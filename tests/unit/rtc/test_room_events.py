@@ -700,7 +700,7 @@ async def test_user_packets_become_data_received(
     await rec.settle()
     assert rec.take() == [
         ("data_received", (DataPacket(b"hi", DataPacketKind.KIND_RELIABLE, alice, "t"),)),
-        ("data_received", (DataPacket(b"lo", DataPacketKind.KIND_LOSSY, None, None),)),
+        ("data_received", (DataPacket(b"lo", DataPacketKind.KIND_LOSSY, None, ""),)),
     ]
 
 
