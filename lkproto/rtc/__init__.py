@@ -9,6 +9,17 @@ from lkproto.asyncio.rpc import RpcInvocationData
 from lkproto.core.rpc import RpcError
 from lkproto.errors import PublishDataError
 from lkproto.rtc import events
+from lkproto.rtc.data_stream import (
+    ByteStreamHandler,
+    ByteStreamInfo,
+    ByteStreamReader,
+    ByteStreamWriter,
+    StreamError,
+    TextStreamHandler,
+    TextStreamInfo,
+    TextStreamReader,
+    TextStreamWriter,
+)
 from lkproto.rtc.event_emitter import EventEmitter
 from lkproto.rtc.participant import (
     ConnectionQuality,
@@ -34,6 +45,10 @@ from lkproto.rtc.room import (
 )
 
 __all__ = [
+    "ByteStreamHandler",
+    "ByteStreamInfo",
+    "ByteStreamReader",
+    "ByteStreamWriter",
     "ChatMessage",
     "ConnectionQuality",
     "ConnectionState",
@@ -54,6 +69,11 @@ __all__ = [
     "RtcConfiguration",
     "SimulateScenarioKind",
     "SipDTMF",
+    "StreamError",
+    "TextStreamHandler",
+    "TextStreamInfo",
+    "TextStreamReader",
+    "TextStreamWriter",
     "TrackPublication",
     "TranscriptionSegment",
     "events",

@@ -6,14 +6,30 @@ server sends a newer one (PROTOCOL-MAP §7 ParticipantUpdate), so properties alw
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import enum
-from collections.abc import Callable, Mapping, Sequence
+import mimetypes
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from lkproto.asyncio.streams import StreamSender, StreamSendError, recipients_form
+from lkproto.core import streams as cs
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
 from lkproto.errors import LocalProtocolError, PublishDataError
+from lkproto.rtc.data_stream import (
+    ByteStreamInfo,
+    ByteStreamWriter,
+    StreamError,
+    TextStreamInfo,
+    TextStreamWriter,
+    _now_ms,
+)
 from lkproto.wire import pb
+from lkproto.wire.streams import STREAM_CHUNK_SIZE_BYTES
 
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import Engine
@@ -363,3 +379,333 @@ class LocalParticipant(Participant):
     async def set_attributes(self, attributes: dict[str, str]) -> None:
         """Set, change or (with ``""``) delete attributes; keys not given stay as they are."""
         await self._engine.update_metadata(attributes=attributes)
+
+    # -- data streams (PROTOCOL-MAP §5) --------------------------------------------------------
+
+    def _form(self, destination_identities: Sequence[str] | None, compress: bool) -> cs.StreamForm:
+        form = recipients_form(self._engine.roster.remotes.values(), destination_identities or ())
+        return cs.StreamForm(form.inline_allowed, form.compression_allowed and compress)
+
+    async def _run(self, sender: StreamSender, coro_label: str, send: _SendFn) -> None:
+        try:
+            await send(sender)
+        except BaseException as exc:
+            # Tell receivers the stream is over (best effort, bounded), then report.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.shield(
+                    asyncio.wait_for(sender.abort(f"{type(exc).__name__}"), _ABORT_TIMEOUT_S)
+                )
+            if isinstance(exc, StreamSendError | LocalProtocolError):
+                raise StreamError(
+                    f"{coro_label}: {exc}", stream_id=sender.stream.stream_id
+                ) from exc
+            raise
+
+    async def send_text(
+        self,
+        text: str,
+        *,
+        destination_identities: list[str] | None = None,
+        topic: str = "",
+        attributes: dict[str, str] | None = None,
+        reply_to_id: str | None = None,
+        compress: bool = True,
+        stream_id: str | None = None,
+        attachments: Sequence[str] = (),
+    ) -> TextStreamInfo:
+        """Send ``text`` as one text stream (single packet / compressed where every recipient
+        supports it, PROTOCOL-MAP §5 data streams v2).
+
+        Raises:
+            StreamError: not connected, the header is too large, or sending failed.
+        """
+        data = text.encode("utf-8")
+        form = self._form(destination_identities, compress)
+        try:
+            stream = cs.OutgoingTextStream(
+                stream_id=stream_id or str(uuid.uuid4()),
+                timestamp_ms=(ts := _now_ms()),
+                topic=topic,
+                total_length=len(data),
+                attributes=attributes,
+                destination_identities=destination_identities or (),
+                compression=form.compression_allowed,
+                reply_to_stream_id=reply_to_id or "",
+                attached_stream_ids=attachments,
+            )
+        except LocalProtocolError as exc:
+            raise StreamError(str(exc)) from exc
+        sender = StreamSender(self._engine, stream)
+
+        async def send(s: StreamSender) -> None:
+            if form.inline_allowed and await s.send_single(data):
+                return
+            await s.open()
+            await s.write(data)
+            await s.close()
+
+        await self._run(sender, "send_text", send)
+        return TextStreamInfo(
+            stream_id=stream.stream_id,
+            mime_type=cs.DEFAULT_TEXT_MIME_TYPE,
+            topic=topic,
+            timestamp=ts,
+            size=len(data),
+            attributes=dict(attributes or {}),
+            attachments=list(attachments),
+        )
+
+    async def stream_text(
+        self,
+        *,
+        destination_identities: list[str] | None = None,
+        topic: str = "",
+        attributes: dict[str, str] | None = None,
+        stream_id: str | None = None,
+        reply_to_id: str | None = None,
+        total_size: int | None = None,
+        sender_identity: str | None = None,
+    ) -> TextStreamWriter:
+        """Open a text stream and return its writer (classic chunked form, never compressed).
+
+        ``sender_identity`` is accepted for signature compatibility; the server stamps the
+        packets with this participant's identity.
+        """
+        del sender_identity
+        try:
+            stream = cs.OutgoingTextStream(
+                stream_id=stream_id or str(uuid.uuid4()),
+                timestamp_ms=(ts := _now_ms()),
+                topic=topic,
+                total_length=total_size,
+                attributes=attributes,
+                destination_identities=destination_identities or (),
+                reply_to_stream_id=reply_to_id or "",
+            )
+        except LocalProtocolError as exc:
+            raise StreamError(str(exc)) from exc
+        sender = StreamSender(self._engine, stream)
+        await self._run(sender, "stream_text", _open)
+        info = TextStreamInfo(
+            stream_id=stream.stream_id,
+            mime_type=cs.DEFAULT_TEXT_MIME_TYPE,
+            topic=topic,
+            timestamp=ts,
+            size=total_size,
+            attributes=dict(attributes or {}),
+            attachments=[],
+        )
+        return TextStreamWriter(sender, info)
+
+    async def stream_bytes(
+        self,
+        name: str,
+        *,
+        total_size: int | None = None,
+        mime_type: str = cs.DEFAULT_BYTE_MIME_TYPE,
+        attributes: dict[str, str] | None = None,
+        stream_id: str | None = None,
+        destination_identities: list[str] | None = None,
+        topic: str = "",
+    ) -> ByteStreamWriter:
+        """Open a byte stream and return its writer (classic chunked form, never compressed).
+
+        With ``total_size``, receivers enforce it and ``writer.progress`` reports the fraction
+        sent.
+        """
+        stream = self._byte_stream(
+            name=name,
+            total_size=total_size,
+            mime_type=mime_type,
+            attributes=attributes,
+            stream_id=stream_id,
+            destination_identities=destination_identities,
+            topic=topic,
+            compression=False,
+            timestamp_ms=(ts := _now_ms()),
+        )
+        sender = StreamSender(self._engine, stream)
+        await self._run(sender, "stream_bytes", _open)
+        return ByteStreamWriter(
+            sender,
+            _byte_info(
+                stream,
+                timestamp=ts,
+                name=name,
+                mime_type=mime_type,
+                topic=topic,
+                attributes=attributes,
+            ),
+        )
+
+    async def send_bytes(
+        self,
+        data: bytes,
+        *,
+        topic: str = "",
+        name: str | None = None,
+        mime_type: str | None = None,
+        destination_identities: list[str] | None = None,
+        attributes: dict[str, str] | None = None,
+        stream_id: str | None = None,
+        compress: bool = True,
+    ) -> ByteStreamInfo:
+        """Send an in-memory buffer as one byte stream (single packet / compressed where every
+        recipient supports it)."""
+        payload = bytes(data)
+        form = self._form(destination_identities, compress)
+        name = cs.DEFAULT_BYTE_STREAM_NAME if name is None else name
+        mime = cs.DEFAULT_BYTE_MIME_TYPE if mime_type is None else mime_type
+        stream = self._byte_stream(
+            name=name,
+            total_size=len(payload),
+            mime_type=mime,
+            attributes=attributes,
+            stream_id=stream_id,
+            destination_identities=destination_identities,
+            topic=topic,
+            compression=form.compression_allowed,
+            timestamp_ms=(ts := _now_ms()),
+        )
+
+        async def send(s: StreamSender) -> None:
+            if form.inline_allowed and await s.send_single(payload):
+                return
+            await s.open()
+            await s.write(payload)
+            await s.close()
+
+        await self._run(StreamSender(self._engine, stream), "send_bytes", send)
+        return _byte_info(
+            stream, timestamp=ts, name=name, mime_type=mime, topic=topic, attributes=attributes
+        )
+
+    async def send_file(
+        self,
+        file_path: str,
+        *,
+        topic: str = "",
+        destination_identities: list[str] | None = None,
+        attributes: dict[str, str] | None = None,
+        stream_id: str | None = None,
+        compress: bool = True,
+        mime_type: str | None = None,
+        name: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> ByteStreamInfo:
+        """Send a file as one byte stream, read from disk 15 000 bytes at a time (never loaded
+        whole). ``name`` defaults to the file's base name, ``mime_type`` to a guess from it.
+
+        lkproto extras: ``mime_type``, ``name`` and ``on_progress(bytes_sent, total)``.
+
+        Raises:
+            OSError: the file cannot be read.
+            StreamError: sending failed (receivers then see the stream aborted).
+        """
+        name = os.path.basename(file_path) if name is None else name
+        if mime_type is None:
+            mime_type = mimetypes.guess_type(file_path)[0] or cs.DEFAULT_BYTE_MIME_TYPE
+        size = await asyncio.to_thread(os.path.getsize, file_path)
+        form = self._form(destination_identities, compress)
+        stream = self._byte_stream(
+            name=name,
+            total_size=size,
+            mime_type=mime_type,
+            attributes=attributes,
+            stream_id=stream_id,
+            destination_identities=destination_identities,
+            topic=topic,
+            compression=form.compression_allowed,
+            timestamp_ms=(ts := _now_ms()),
+        )
+        handle = await asyncio.to_thread(open, file_path, "rb")
+
+        async def send(s: StreamSender) -> None:
+            if form.inline_allowed and size <= STREAM_CHUNK_SIZE_BYTES:
+                small = await asyncio.to_thread(handle.read, size + 1)
+                if len(small) != size:
+                    raise LocalProtocolError(f"{file_path} changed size while being sent")
+                if await s.send_single(small):
+                    return
+                await s.open()
+                await s.write(small)
+                await s.close()
+                return
+            await s.open()
+            while True:
+                block = await asyncio.to_thread(handle.read, _FILE_READ_BYTES)
+                if not block:
+                    break
+                await s.write(block)
+                if on_progress is not None:
+                    on_progress(s.stream.bytes_sent, size)
+            await s.close()
+
+        try:
+            await self._run(StreamSender(self._engine, stream), "send_file", send)
+        finally:
+            handle.close()
+        return _byte_info(
+            stream, timestamp=ts, name=name, mime_type=mime_type, topic=topic, attributes=attributes
+        )
+
+    def _byte_stream(
+        self,
+        *,
+        name: str,
+        total_size: int | None,
+        mime_type: str,
+        attributes: dict[str, str] | None,
+        stream_id: str | None,
+        destination_identities: list[str] | None,
+        topic: str,
+        compression: bool,
+        timestamp_ms: int,
+    ) -> cs.OutgoingByteStream:
+        try:
+            return cs.OutgoingByteStream(
+                stream_id=stream_id or str(uuid.uuid4()),
+                timestamp_ms=timestamp_ms,
+                topic=topic,
+                mime_type=mime_type,
+                name=name,
+                total_length=total_size,
+                attributes=attributes,
+                destination_identities=destination_identities or (),
+                compression=compression,
+            )
+        except LocalProtocolError as exc:
+            raise StreamError(str(exc)) from exc
+
+
+_ABORT_TIMEOUT_S = 5.0
+"""How long a failed send waits to tell receivers (trailer with a reason) before giving up."""
+
+_FILE_READ_BYTES = STREAM_CHUNK_SIZE_BYTES
+"""send_file reads this much at a time: one chunk, so memory stays at one chunk per send."""
+
+_SendFn = Callable[[StreamSender], Awaitable[None]]
+
+
+async def _open(sender: StreamSender) -> None:
+    await sender.open()
+
+
+def _byte_info(
+    stream: cs.OutgoingByteStream,
+    *,
+    timestamp: int,
+    name: str,
+    mime_type: str,
+    topic: str,
+    attributes: dict[str, str] | None,
+) -> ByteStreamInfo:
+    return ByteStreamInfo(
+        stream_id=stream.stream_id,
+        mime_type=mime_type,
+        topic=topic,
+        timestamp=timestamp,
+        size=stream.total_length,
+        attributes=dict(attributes or {}),
+        name=name,
+    )

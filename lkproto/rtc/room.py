@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import datetime
 import enum
+import inspect
+import logging
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +23,18 @@ from typing import Any, Protocol, cast
 from lkproto.asyncio import engine as en
 from lkproto.asyncio.peer import IceServer
 from lkproto.asyncio.rpc import RpcDriver
+from lkproto.asyncio.streams import INTERNAL_TOPICS, IncomingStream, StreamDriver
 from lkproto.core import reconnect as rc
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
 from lkproto.errors import LocalProtocolError
 from lkproto.rtc import events as ev
+from lkproto.rtc.data_stream import (
+    ByteStreamHandler,
+    ByteStreamReader,
+    TextStreamHandler,
+    TextStreamReader,
+)
 from lkproto.rtc.event_emitter import EventEmitter
 from lkproto.rtc.participant import (
     ConnectionQuality,
@@ -52,6 +61,9 @@ __all__ = [
 ]
 
 ConnectionState = en.ConnectionState
+
+_log = logging.getLogger("lkproto.rtc")
+_STREAM_PACKETS = frozenset({"stream_header", "stream_chunk", "stream_trailer"})
 
 
 class DataPacketKind(enum.IntEnum):
@@ -175,6 +187,10 @@ class Room(EventEmitter[ev.EventTypes]):
         self._sid_future: asyncio.Future[str] | None = None
         self._speakers: dict[str, float] = {}
         self._rpc: RpcDriver | None = None
+        self._streams: StreamDriver | None = None
+        self._text_stream_handlers: dict[str, TextStreamHandler] = {}
+        self._byte_stream_handlers: dict[str, ByteStreamHandler] = {}
+        self._handler_tasks: set[asyncio.Task[Any]] = set()
 
     # -- properties (official names) -------------------------------------------------------
 
@@ -263,11 +279,16 @@ class Room(EventEmitter[ev.EventTypes]):
         engine = en.Engine(self._on_engine_event)
         self._engine = engine
         self._rpc = RpcDriver(engine)
+        self._streams = StreamDriver(
+            handler_for=self._has_stream_handler, on_opened=self._on_stream_opened
+        )
         self._announce = False
         try:
             join = await engine.connect(url, token, _engine_options(opts))
         except BaseException:
             self._engine = None
+            if self._streams is not None:
+                self._streams.close()
             raise
         self._set_room(join.room)
         self._announce = True
@@ -306,6 +327,67 @@ class Room(EventEmitter[ev.EventTypes]):
             await engine.close_signal()
         else:
             await engine.simulate(_SERVER_SCENARIOS[kind])
+
+    # -- data streams (PROTOCOL-MAP §5) ---------------------------------------------------------
+
+    def register_text_stream_handler(self, topic: str, handler: TextStreamHandler) -> None:
+        """Call ``handler(reader, participant_identity)`` for each incoming text stream on
+        ``topic``. The handler runs synchronously; start a task to read (``read_all()``).
+
+        Raises:
+            ValueError: a text handler is already registered for ``topic``, or the topic is
+                reserved (``lk.rpc_request`` / ``lk.rpc_response``).
+        """
+        if topic in INTERNAL_TOPICS:
+            raise ValueError(f"topic '{topic}' is reserved for RPC")
+        if topic in self._text_stream_handlers:
+            raise ValueError(f"text stream handler for topic '{topic}' already set")
+        self._text_stream_handlers[topic] = handler
+
+    def unregister_text_stream_handler(self, topic: str) -> None:
+        self._text_stream_handlers.pop(topic, None)
+
+    def register_byte_stream_handler(self, topic: str, handler: ByteStreamHandler) -> None:
+        """Byte-stream twin of :meth:`register_text_stream_handler`."""
+        if topic in INTERNAL_TOPICS:
+            raise ValueError(f"topic '{topic}' is reserved for RPC")
+        if topic in self._byte_stream_handlers:
+            raise ValueError(f"byte stream handler for topic '{topic}' already set")
+        self._byte_stream_handlers[topic] = handler
+
+    def unregister_byte_stream_handler(self, topic: str) -> None:
+        self._byte_stream_handlers.pop(topic, None)
+
+    def _has_stream_handler(self, topic: str, is_text: bool) -> bool:
+        handlers = self._text_stream_handlers if is_text else self._byte_stream_handlers
+        return topic in handlers
+
+    def _on_stream_opened(self, stream: IncomingStream) -> None:
+        info = stream.info
+        identity = info.sender_identity
+        result: object
+        if info.is_text:
+            text_handler = self._text_stream_handlers.get(info.topic)
+            if text_handler is None:  # unregistered since the header was accepted
+                stream.cancel()
+                return
+            result = text_handler(TextStreamReader(stream), identity)
+        else:
+            byte_handler = self._byte_stream_handlers.get(info.topic)
+            if byte_handler is None:
+                stream.cancel()
+                return
+            result = byte_handler(ByteStreamReader(stream), identity)
+        if inspect.isawaitable(result):
+            # Lenient: an ``async def`` handler is run as a task (the official SDK expects sync).
+            task = asyncio.ensure_future(result)
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[Any]) -> None:
+        self._handler_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("data stream handler failed", exc_info=task.exception())
 
     # -- typed events ------------------------------------------------------------------------
 
@@ -381,6 +463,8 @@ class Room(EventEmitter[ev.EventTypes]):
             self._engine = None
             if self._rpc is not None:
                 self._rpc.close()
+            if self._streams is not None:
+                self._streams.close()
             self._speakers.clear()
             self._set_state(ConnectionState.CONN_DISCONNECTED)
             if self._sid_future is not None and not self._sid_future.done():
@@ -404,6 +488,8 @@ class Room(EventEmitter[ev.EventTypes]):
             gone = self._remotes.pop(event.info.identity, None)
             if self._rpc is not None:
                 self._rpc.participant_disconnected(event.info.identity)
+            if self._streams is not None:
+                self._streams.participant_left(event.info.identity)
             if gone is not None:
                 # The official SDK reports the reason on the departed participant.
                 final = pb.ParticipantInfo()
@@ -529,6 +615,10 @@ class Room(EventEmitter[ev.EventTypes]):
         kind = packet.WhichOneof("value")
         if self._rpc is not None and self._rpc.on_packet(packet):
             return
+        if kind in _STREAM_PACKETS:
+            if self._streams is not None:
+                self._streams.receive(packet)
+            return
         sender = self._remotes.get(packet.participant_identity)
         if kind == "sip_dtmf":
             self._announce_event(
@@ -561,7 +651,7 @@ class Room(EventEmitter[ev.EventTypes]):
             )
             return
         if kind != "user":
-            # metrics, streams (later issue), encrypted packets without E2EE, unknown: not for apps
+            # metrics, encrypted packets without E2EE, unknown: not for apps
             return
         user = packet.user
         self._announce_event(
