@@ -36,6 +36,8 @@ from lkproto.errors import (
     RequestRejectedError,
 )
 from lkproto.wire import (
+    CLIENT_CAPABILITIES,
+    CLIENT_PROTOCOL,
     client_info,
     decode_data_packet,
     describe,
@@ -108,6 +110,9 @@ class EngineOptions:
     reconnect_policy: rc.ReconnectPolicy = field(default_factory=rc.ReconnectPolicy)
     trace: TraceCallback | None = None
     rng: Callable[[], float] = random.random
+    client_protocol: int = CLIENT_PROTOCOL
+    """Client-to-client level to advertise (PROTOCOL-MAP §15): 2 = RPC v2 + data streams v2 (with
+    the DEFLATE_RAW capability); 0 makes peers use RPC v1 and classic streams with us."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -433,7 +438,7 @@ class Engine:
         single = opts.single_peer_connection is not False
         transport: SignalTransport | None = None
         request = join_request(
-            info=client_info(),
+            info=self._client_info(),
             auto_subscribe=opts.auto_subscribe,
             adaptive_stream=opts.adaptive_stream,
         )
@@ -457,6 +462,18 @@ class Engine:
             self._emit(ev)
         await self._start_peers(link, join)
         return join
+
+    def _client_info(self) -> pb.ClientInfo:
+        level = self._opts.client_protocol
+        # The DEFLATE_RAW capability belongs to data streams v2 (PROTOCOL-MAP §5, §15).
+        return client_info(
+            client_protocol=level, capabilities=CLIENT_CAPABILITIES if level >= 2 else ()
+        )
+
+    @property
+    def client_protocol(self) -> int:
+        """The client-to-client level this engine advertises."""
+        return self._opts.client_protocol
 
     def _peer_options(self, join: pb.JoinResponse | None) -> PeerOptions:
         opts = self._opts
@@ -835,7 +852,7 @@ class Engine:
         """Signal-only resume on /rtc/v1 keeping the peer connection (PROTOCOL-MAP §10, §16)."""
         session = link.session
         request = join_request(
-            info=client_info(),
+            info=self._client_info(),
             auto_subscribe=self._opts.auto_subscribe,
             adaptive_stream=self._opts.adaptive_stream,
             reconnect=True,

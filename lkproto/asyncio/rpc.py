@@ -1,7 +1,11 @@
 """Drives :mod:`lkproto.core.rpc`: sends its packets, arms its timer, runs method handlers.
 
 The machines decide everything (limits, timeouts, error codes); this module only awaits: the
-caller's future, the handler coroutine, and the engine's ``send_data``.
+caller's future, the handler coroutine, the engine's ``send_data``, and (RPC v2, PROTOCOL-MAP §6)
+the ``lk.rpc_request`` / ``lk.rpc_response`` text streams, read from the room's
+:class:`~lkproto.asyncio.streams.StreamDriver` (:meth:`RpcDriver.on_stream`) and sent with a
+:class:`~lkproto.asyncio.streams.StreamSender`. v2 is used towards a remote participant whose
+``client_protocol`` is at least :data:`~lkproto.core.rpc.CLIENT_PROTOCOL_DATA_STREAM_RPC`.
 """
 
 from __future__ import annotations
@@ -9,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
+from lkproto.asyncio.streams import IncomingStream, StreamSender
 from lkproto.core import rpc as core
+from lkproto.core import streams as cs
 from lkproto.errors import LkError
 from lkproto.wire import pb
 
@@ -73,21 +80,36 @@ class RpcDriver:
         request_id = str(uuid.uuid4())
         join = self._engine.join_response
         version = join.server_info.version if join is not None else None
-        packet = self._client.perform(
-            destination_identity,
-            method,
-            payload,
-            self._loop.time(),
-            request_id=request_id,
-            response_timeout_s=response_timeout_s,
-            server_version=version,
-        )
+        request: pb.DataPacket | core.RpcStreamMessage
+        if self._speaks_v2(destination_identity):
+            request = self._client.perform_stream(
+                destination_identity,
+                method,
+                payload,
+                self._loop.time(),
+                request_id=request_id,
+                response_timeout_s=response_timeout_s,
+                server_version=version,
+            )
+        else:
+            request = self._client.perform(
+                destination_identity,
+                method,
+                payload,
+                self._loop.time(),
+                request_id=request_id,
+                response_timeout_s=response_timeout_s,
+                server_version=version,
+            )
         future: asyncio.Future[str] = self._loop.create_future()
         self._calls[request_id] = future
         self._pump()
         try:
             try:
-                await self._send(packet)
+                if isinstance(request, core.RpcStreamMessage):
+                    await self._send_stream(request)
+                else:
+                    await self._send(request)
             except LkError as exc:
                 self._client.fail(
                     request_id, core.RpcError.built_in(core.RpcErrorCode.SEND_FAILED, str(exc))
@@ -135,6 +157,26 @@ class RpcDriver:
             return True
         return False
 
+    def on_stream(self, stream: IncomingStream) -> None:
+        """A new text stream on ``lk.rpc_request`` / ``lk.rpc_response`` (StreamDriver hook)."""
+        info = stream.info
+        if info.topic == core.RPC_REQUEST_TOPIC:
+            replies, read = self._server.receive_stream(
+                info.sender_identity, info.attributes, self._loop.time()
+            )
+            if not read:
+                stream.cancel()
+            self._spawn(self._answer_stream(stream, replies, read))
+        elif info.topic == core.RPC_RESPONSE_TOPIC:
+            request_id = info.attributes.get(core.RPC_ATTR_REQUEST_ID, "")
+            if not self._client.expects_response_stream(info.sender_identity, request_id):
+                _log.debug("ignoring RPC response stream %r", info.stream_id)
+                stream.cancel()
+                return
+            self._spawn(self._read_response(stream, info.sender_identity, request_id))
+        else:
+            stream.cancel()
+
     def participant_disconnected(self, identity: str) -> None:
         """Fail pending calls to ``identity`` with RECIPIENT_DISCONNECTED."""
         self._client.participant_disconnected(identity, self._loop.time())
@@ -161,6 +203,43 @@ class RpcDriver:
         for invocation in invocations:
             await self._invoke(invocation)
 
+    async def _answer_stream(
+        self, stream: IncomingStream, replies: list[pb.DataPacket], read: bool
+    ) -> None:
+        request_id = stream.info.attributes.get(core.RPC_ATTR_REQUEST_ID, "")
+        # The ack (or the error) goes out before the payload is read.
+        for packet in replies:
+            await self._send_quietly(packet)
+        if not read:
+            return
+        try:
+            payload = await _read_text(stream)
+        except cs.StreamError as exc:
+            _log.warning("could not read RPC request stream %r: %s", request_id, exc)
+            await self._send_quietly(self._server.stream_failed(request_id))
+            return
+        except asyncio.CancelledError:
+            self._server.stream_failed(request_id)
+            raise
+        for packet in self._server.stream_received(request_id, payload):
+            await self._send_quietly(packet)
+        while (event := self._server.next_event()) is not None:
+            if isinstance(event, core.RpcInvocationRequested):
+                await self._invoke(event)
+
+    async def _read_response(self, stream: IncomingStream, sender: str, request_id: str) -> None:
+        try:
+            payload = await _read_text(stream)
+        except cs.StreamError as exc:
+            _log.warning("could not read RPC response stream %r: %s", request_id, exc)
+            error = core.RpcError.built_in(
+                core.RpcErrorCode.APPLICATION_ERROR, "Error reading RPC response payload"
+            )
+            self._client.fail(request_id, error)
+        else:
+            self._client.receive_response_stream(sender, request_id, payload)
+        self._pump()
+
     async def _invoke(self, invocation: core.RpcInvocationRequested) -> None:
         handler = self._handlers.get(invocation.method)
         data = RpcInvocationData(
@@ -179,7 +258,11 @@ class RpcDriver:
                     result = await result
             if not isinstance(result, str):
                 raise TypeError(f"RPC handler returned {type(result).__name__}, expected str")
-            reply = self._server.respond(invocation.request_id, result)
+            reply: pb.DataPacket | core.RpcStreamMessage
+            if self._speaks_v2(invocation.caller_identity):
+                reply = self._server.respond_stream(invocation.request_id, result)
+            else:
+                reply = self._server.respond(invocation.request_id, result)
         except core.RpcError as error:
             reply = self._server.respond_error(invocation.request_id, error)
         except Exception as exc:
@@ -192,7 +275,37 @@ class RpcDriver:
                 _log.exception("RPC handler for %r raised", invocation.method)
                 code = core.RpcErrorCode.APPLICATION_ERROR
             reply = self._server.respond_error(invocation.request_id, core.RpcError.built_in(code))
-        await self._send_quietly(reply)
+        if isinstance(reply, core.RpcStreamMessage):
+            try:
+                await self._send_stream(reply)
+            except LkError as exc:
+                _log.warning("could not send an RPC response stream: %s", exc)
+        else:
+            await self._send_quietly(reply)
+
+    def _speaks_v2(self, identity: str) -> bool:
+        # v2 only when both sides advertise it: with client_protocol 0 we promised v1 only.
+        if self._engine.client_protocol < core.CLIENT_PROTOCOL_DATA_STREAM_RPC:
+            return False
+        info = self._engine.roster.remotes.get(identity)
+        return info is not None and info.client_protocol >= core.CLIENT_PROTOCOL_DATA_STREAM_RPC
+
+    async def _send_stream(self, message: core.RpcStreamMessage) -> None:
+        """Send a v2 request or response as one classic text stream (as JS ``streamText``)."""
+        data = message.payload.encode("utf-8")
+        stream = cs.OutgoingTextStream(
+            stream_id=str(uuid.uuid4()),
+            timestamp_ms=int(time.time() * 1000),
+            topic=message.topic,
+            total_length=len(data),
+            attributes=message.attributes,
+            destination_identities=[message.destination_identity],
+        )
+        sender = StreamSender(self._engine, stream)
+        async with self._send_lock:
+            await sender.open()
+            await sender.write(data)
+            await sender.close()
 
     async def _send(self, packet: pb.DataPacket) -> None:
         async with self._send_lock:
@@ -229,3 +342,11 @@ class RpcDriver:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _read_text(stream: IncomingStream) -> str:
+    """The whole text of an incoming stream (its chunks are whole UTF-8 characters)."""
+    parts: list[bytes] = []
+    while (data := await stream.read()) is not None:
+        parts.append(data)
+    return b"".join(parts).decode("utf-8", "replace")

@@ -195,6 +195,8 @@ class StreamDriver:
         handler_for: ``(topic, is_text) -> bool``: is there a handler? Internal RPC topics are
             refused before it is asked.
         on_opened: called synchronously with each new :class:`IncomingStream`.
+        on_internal: called synchronously, instead of ``on_opened``, with each new text stream on
+            an internal RPC topic (:data:`INTERNAL_TOPICS`); without it those are dropped.
         max_buffered_bytes: unread bytes one stream may queue (see the module docstring).
         receiver_options: passed to :class:`~lkproto.core.streams.StreamReceiver`.
     """
@@ -204,6 +206,7 @@ class StreamDriver:
         *,
         handler_for: Callable[[str, bool], bool],
         on_opened: Callable[[IncomingStream], None],
+        on_internal: Callable[[IncomingStream], None] | None = None,
         max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
         stream_timeout_s: float | None = core.DEFAULT_STREAM_TIMEOUT_S,
     ) -> None:
@@ -212,6 +215,7 @@ class StreamDriver:
         self._loop = asyncio.get_running_loop()
         self._handler_for = handler_for
         self._on_opened = on_opened
+        self._on_internal = on_internal
         self._max_buffered = max_buffered_bytes
         self._receiver = core.StreamReceiver(
             handler_for=self._wants, stream_timeout_s=stream_timeout_s
@@ -226,7 +230,9 @@ class StreamDriver:
         return list(self._streams.values())
 
     def _wants(self, topic: str, is_text: bool) -> bool:
-        return topic not in INTERNAL_TOPICS and self._handler_for(topic, is_text)
+        if topic in INTERNAL_TOPICS:
+            return is_text and self._on_internal is not None
+        return self._handler_for(topic, is_text)
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -272,8 +278,11 @@ class StreamDriver:
             if isinstance(event, core.StreamOpened):
                 stream = IncomingStream(event.info, self._max_buffered)
                 self._streams[event.stream_id] = stream
+                callback = self._on_opened
+                if event.info.topic in INTERNAL_TOPICS and self._on_internal is not None:
+                    callback = self._on_internal
                 try:
-                    self._on_opened(stream)
+                    callback(stream)
                 except Exception:
                     _log.exception("data stream handler raised")
             elif isinstance(event, core.StreamChunkReceived):

@@ -51,10 +51,21 @@ invocation (map a handler's non-RPC exception to APPLICATION_ERROR). Replies go 
 ``participant_identity``, whatever it is: for a server-initiated RPC (RoomService.PerformRpc,
 PROTOCOL-MAP §6) it carries the request UUID and the server intercepts the reply.
 
-Room for v2 (RPC over ``lk.rpc_request`` / ``lk.rpc_response`` text streams, PROTOCOL-MAP §6): the
-pending-call and invocation bookkeeping does not depend on the transport; a v2 request will come
-in through its own method (stream attributes instead of a packet) and register the same records,
-acks and errors stay packets, and only the success reply changes transport.
+v2 (RPC over ``lk.rpc_request`` / ``lk.rpc_response`` text streams, PROTOCOL-MAP §6) shares the
+same records; only the transport of requests and successful responses changes, acks and errors
+stay packets. The driver picks v2 per remote participant from its ``client_protocol``
+(:data:`CLIENT_PROTOCOL_DATA_STREAM_RPC`):
+
+* caller: :meth:`RpcClient.perform_stream` instead of :meth:`~RpcClient.perform` returns an
+  :class:`RpcStreamMessage` (no 15 360-byte limit) for the driver to send as a text stream. A
+  response stream is read only if :meth:`~RpcClient.expects_response_stream` (a pending call and
+  the callee's own identity; others are ignored) and delivered with
+  :meth:`~RpcClient.receive_response_stream`.
+* callee: :meth:`RpcServer.receive_stream` takes the header attributes of an ``lk.rpc_request``
+  stream and returns the ack (or a malformed / UNSUPPORTED_VERSION error) and whether to read the
+  payload; :meth:`~RpcServer.stream_received` / :meth:`~RpcServer.stream_failed` finish it.
+  :meth:`~RpcServer.respond_stream` answers with an ``lk.rpc_response`` stream (callers with
+  ``client_protocol >= 1``), :meth:`~RpcServer.respond` with a v1 packet.
 """
 
 from __future__ import annotations
@@ -71,12 +82,20 @@ from lkproto.errors import LkError, LocalProtocolError
 from lkproto.wire import pb
 
 __all__ = [
+    "CLIENT_PROTOCOL_DATA_STREAM_RPC",
+    "RPC_ATTR_METHOD",
+    "RPC_ATTR_REQUEST_ID",
+    "RPC_ATTR_RESPONSE_TIMEOUT_MS",
+    "RPC_ATTR_VERSION",
     "RPC_DEFAULT_RESPONSE_TIMEOUT_S",
     "RPC_ERROR_MESSAGES",
     "RPC_MAX_PAYLOAD_BYTES",
     "RPC_MAX_ROUND_TRIP_LATENCY_S",
     "RPC_MIN_SERVER_VERSION",
+    "RPC_REQUEST_TOPIC",
+    "RPC_RESPONSE_TOPIC",
     "RPC_VERSION_V1",
+    "RPC_VERSION_V2",
     "AnyRpcClientEvent",
     "AnyRpcEvent",
     "AnyRpcServerEvent",
@@ -88,6 +107,7 @@ __all__ = [
     "RpcEvent",
     "RpcInvocationRequested",
     "RpcServer",
+    "RpcStreamMessage",
     "truncate_utf8",
 ]
 
@@ -105,6 +125,18 @@ _MIN_TIMEOUT_MARGIN_S: Final = 1.0
 RPC_MIN_SERVER_VERSION: Final = (1, 8, 0)
 # ``RpcRequest.version`` of data-packet RPC (JS ``RPC_VERSION_V1``).
 RPC_VERSION_V1: Final = 1
+# PROTOCOL-MAP §6 v2 flow: ``lk.rpc_request_version`` of stream RPC (JS ``RPC_VERSION_V2``).
+RPC_VERSION_V2: Final = 2
+# ParticipantInfo.client_protocol from which a peer speaks RPC over streams (JS
+# ``CLIENT_PROTOCOL_DATA_STREAM_RPC``).
+CLIENT_PROTOCOL_DATA_STREAM_RPC: Final = 1
+# PROTOCOL-MAP §6 v2 flow: topics and attributes.
+RPC_REQUEST_TOPIC: Final = "lk.rpc_request"
+RPC_RESPONSE_TOPIC: Final = "lk.rpc_response"
+RPC_ATTR_REQUEST_ID: Final = "lk.rpc_request_id"
+RPC_ATTR_METHOD: Final = "lk.rpc_request_method"
+RPC_ATTR_RESPONSE_TIMEOUT_MS: Final = "lk.rpc_request_response_timeout_ms"
+RPC_ATTR_VERSION: Final = "lk.rpc_request_version"
 
 _UINT32_MAX: Final = 2**32 - 1
 _VERSION_RE: Final = re.compile(r"\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
@@ -315,6 +347,23 @@ class RpcInvocationRequested(RpcEvent):
     message: pb.RpcRequest
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcStreamMessage:
+    """A v2 request or response: send ``payload`` as one text stream (PROTOCOL-MAP §6 v2 flow).
+
+    Attributes:
+        destination_identity: the only destination of the stream.
+        topic: :data:`RPC_REQUEST_TOPIC` or :data:`RPC_RESPONSE_TOPIC`.
+        attributes: the stream header's attributes.
+        payload: the text.
+    """
+
+    destination_identity: str
+    topic: str
+    attributes: dict[str, str]
+    payload: str
+
+
 AnyRpcClientEvent: TypeAlias = RpcCallSucceeded | RpcCallFailed
 AnyRpcServerEvent: TypeAlias = RpcInvocationRequested
 AnyRpcEvent: TypeAlias = RpcCallSucceeded | RpcCallFailed | RpcInvocationRequested
@@ -436,21 +485,14 @@ class RpcClient:
                 pending, a timeout that is not positive or exceeds uint32 milliseconds, or
                 strings that are not valid Unicode.
         """
-        _nonempty("destination_identity", destination_identity)
-        _nonempty("request_id", request_id)
-        if request_id in self._calls:
-            raise LocalProtocolError(f"request id {request_id!r} is already pending")
-        timeout_s = _positive_seconds("response_timeout_s", response_timeout_s)
-        wire_timeout_ms = round(max(timeout_s, self._latency_s + _MIN_TIMEOUT_MARGIN_S) * 1000)
-        if wire_timeout_ms > _UINT32_MAX:
-            raise LocalProtocolError(f"response_timeout_s {timeout_s} exceeds uint32 milliseconds")
-        # JS checks the size before the server version.
-        if _utf8_len("payload", payload) > RPC_MAX_PAYLOAD_BYTES:
-            raise RpcError.built_in(RpcErrorCode.REQUEST_PAYLOAD_TOO_LARGE)
-        if server_version:
-            parsed = _parse_version(server_version)
-            if parsed is not None and parsed < RPC_MIN_SERVER_VERSION:
-                raise RpcError.built_in(RpcErrorCode.UNSUPPORTED_SERVER)
+        wire_timeout_ms = self._check(
+            destination_identity,
+            payload,
+            request_id=request_id,
+            response_timeout_s=response_timeout_s,
+            server_version=server_version,
+            size_limit=True,
+        )
         try:
             packet = pb.DataPacket(
                 destination_identities=[destination_identity],
@@ -464,14 +506,122 @@ class RpcClient:
             )
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise LocalProtocolError(f"cannot build RpcRequest: {exc}") from exc
+        self._register(destination_identity, request_id, now, response_timeout_s)
+        return packet
+
+    def perform_stream(
+        self,
+        destination_identity: str,
+        method: str,
+        payload: str,
+        now: float,
+        *,
+        request_id: str,
+        response_timeout_s: float = RPC_DEFAULT_RESPONSE_TIMEOUT_S,
+        server_version: str | None = None,
+    ) -> RpcStreamMessage:
+        """Start a v2 call (callee ``client_protocol >= 1``); send the result as a text stream.
+
+        Same as :meth:`perform` except that the request travels as an ``lk.rpc_request`` text
+        stream and has no size limit. The response comes as an ``lk.rpc_response`` stream
+        (:meth:`receive_response_stream`) or an ``rpc_response`` packet (:meth:`receive`).
+
+        Raises:
+            RpcError: UNSUPPORTED_SERVER (nothing was registered).
+            LocalProtocolError: as :meth:`perform`; also a method that is not a str.
+        """
+        if not isinstance(method, str):
+            raise LocalProtocolError(f"method must be a str, got {type(method).__name__}")
+        _utf8_len("method", method)
+        wire_timeout_ms = self._check(
+            destination_identity,
+            payload,
+            request_id=request_id,
+            response_timeout_s=response_timeout_s,
+            server_version=server_version,
+            size_limit=False,
+        )
+        message = RpcStreamMessage(
+            destination_identity=destination_identity,
+            topic=RPC_REQUEST_TOPIC,
+            attributes={
+                RPC_ATTR_REQUEST_ID: request_id,
+                RPC_ATTR_METHOD: method,
+                RPC_ATTR_RESPONSE_TIMEOUT_MS: str(wire_timeout_ms),
+                RPC_ATTR_VERSION: str(RPC_VERSION_V2),
+            },
+            payload=payload,
+        )
+        self._register(destination_identity, request_id, now, response_timeout_s)
+        return message
+
+    def expects_response_stream(self, sender_identity: str, request_id: str) -> bool:
+        """Whether an ``lk.rpc_response`` stream from ``sender_identity`` answers a pending call.
+
+        False (count it ignored, do not read the stream) for an unknown id or another sender.
+        """
+        call = self._calls.get(request_id)
+        if call is None or sender_identity != call.destination:
+            self._ignored += 1
+            return False
+        return True
+
+    def receive_response_stream(self, sender_identity: str, request_id: str, payload: str) -> None:
+        """The whole payload of an ``lk.rpc_response`` stream: the call succeeds.
+
+        Never raises; an unknown id or another sender is counted in :attr:`ignored_packets`.
+        """
+        call = self._calls.get(request_id)
+        if call is None or sender_identity != call.destination:
+            self._ignored += 1
+            return
+        del self._calls[request_id]
+        self._events.append(
+            RpcCallSucceeded(
+                request_id=request_id,
+                payload=payload,
+                message=pb.RpcResponse(request_id=request_id, payload=payload),
+            )
+        )
+
+    def _check(
+        self,
+        destination_identity: str,
+        payload: str,
+        *,
+        request_id: str,
+        response_timeout_s: float,
+        server_version: str | None,
+        size_limit: bool,
+    ) -> int:
+        _nonempty("destination_identity", destination_identity)
+        _nonempty("request_id", request_id)
+        if request_id in self._calls:
+            raise LocalProtocolError(f"request id {request_id!r} is already pending")
+        timeout_s = _positive_seconds("response_timeout_s", response_timeout_s)
+        wire_timeout_ms = round(max(timeout_s, self._latency_s + _MIN_TIMEOUT_MARGIN_S) * 1000)
+        if wire_timeout_ms > _UINT32_MAX:
+            raise LocalProtocolError(f"response_timeout_s {timeout_s} exceeds uint32 milliseconds")
+        # JS checks the size (v1 only) before the server version.
+        size = _utf8_len("payload", payload)
+        if size_limit and size > RPC_MAX_PAYLOAD_BYTES:
+            raise RpcError.built_in(RpcErrorCode.REQUEST_PAYLOAD_TOO_LARGE)
+        if server_version:
+            parsed = _parse_version(server_version)
+            if parsed is not None and parsed < RPC_MIN_SERVER_VERSION:
+                raise RpcError.built_in(RpcErrorCode.UNSUPPORTED_SERVER)
+        return wire_timeout_ms
+
+    def _register(
+        self, destination_identity: str, request_id: str, now: float, response_timeout_s: float
+    ) -> None:
         self._order += 1
         self._calls[request_id] = _Call(
             destination=destination_identity,
             order=self._order,
             ack_deadline=now + self._latency_s,
-            response_deadline=now + timeout_s,
+            response_deadline=now + float(response_timeout_s),
         )
-        return packet
 
     def receive(self, packet: pb.DataPacket, now: float) -> None:
         """Feed a received packet; only ``rpc_ack`` and ``rpc_response`` are looked at.
@@ -571,6 +721,21 @@ class RpcClient:
 class _Invocation:
     caller: str
     deadline: float
+    # v2: the request stream is still being read (then method and timeout are kept here).
+    reading: bool = False
+    method: str = ""
+    timeout_ms: int = 0
+
+
+def _parse_uint(value: str | None) -> int | None:
+    """A decimal attribute as JS ``parseInt`` would accept it when well-formed; None otherwise."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isascii() or not text.isdigit():
+        return None
+    number = int(text)
+    return number if number <= _UINT32_MAX else None
 
 
 def _ack_packet(caller: str, request_id: str) -> pb.DataPacket:
@@ -675,6 +840,114 @@ class RpcServer:
             )
         return out
 
+    def receive_stream(
+        self, caller_identity: str, attributes: Mapping[str, str], now: float
+    ) -> tuple[list[pb.DataPacket], bool]:
+        """The header of an ``lk.rpc_request`` text stream arrived (PROTOCOL-MAP §6 v2 flow).
+
+        Never raises.
+
+        Returns:
+            ``(packets, read)``: packets to send now (the ack, or an error response: APPLICATION_
+            ERROR "RPC data stream malformed" without the ack when an attribute is missing or
+            not a number, UNSUPPORTED_VERSION after the ack for a version other than 2), and
+            whether to read the stream and then call :meth:`stream_received` /
+            :meth:`stream_failed` (otherwise drop the stream).
+        """
+        request_id = attributes.get(RPC_ATTR_REQUEST_ID, "")
+        method = attributes.get(RPC_ATTR_METHOD, "")
+        timeout_ms = _parse_uint(attributes.get(RPC_ATTR_RESPONSE_TIMEOUT_MS))
+        version = _parse_uint(attributes.get(RPC_ATTR_VERSION))
+        if not caller_identity or request_id in self._pending:
+            self._ignored += 1
+            return [], False
+        if not request_id or not method or timeout_ms is None or version is None:
+            error = RpcError.built_in(RpcErrorCode.APPLICATION_ERROR, "RPC data stream malformed")
+            return [_error_packet(caller_identity, request_id, error)], False
+        out = [_ack_packet(caller_identity, request_id)]
+        if version != RPC_VERSION_V2:
+            error = RpcError.built_in(RpcErrorCode.UNSUPPORTED_VERSION)
+            out.append(_error_packet(caller_identity, request_id, error))
+            return out, False
+        self._pending[request_id] = _Invocation(
+            caller=caller_identity,
+            deadline=now + timeout_ms / 1000,
+            reading=True,
+            method=method,
+            timeout_ms=timeout_ms,
+        )
+        return out, True
+
+    def stream_received(self, request_id: str, payload: str) -> list[pb.DataPacket]:
+        """The whole payload of a request stream accepted by :meth:`receive_stream`.
+
+        Returns:
+            An UNSUPPORTED_METHOD error response without a handler; otherwise nothing, and an
+            :class:`RpcInvocationRequested` event to answer.
+
+        Raises:
+            LocalProtocolError: ``request_id`` is not a request stream being read.
+        """
+        invocation = self._reading(request_id)
+        if invocation.method not in self._methods:
+            del self._pending[request_id]
+            error = RpcError.built_in(RpcErrorCode.UNSUPPORTED_METHOD)
+            return [_error_packet(invocation.caller, request_id, error)]
+        invocation.reading = False
+        timeout_s = invocation.timeout_ms / 1000
+        self._events.append(
+            RpcInvocationRequested(
+                request_id=request_id,
+                caller_identity=invocation.caller,
+                method=invocation.method,
+                payload=payload,
+                response_timeout_s=timeout_s,
+                deadline=invocation.deadline,
+                message=pb.RpcRequest(
+                    id=request_id,
+                    method=invocation.method,
+                    payload=payload,
+                    response_timeout_ms=invocation.timeout_ms,
+                    version=RPC_VERSION_V2,
+                ),
+            )
+        )
+        return []
+
+    def stream_failed(self, request_id: str) -> pb.DataPacket:
+        """A request stream accepted by :meth:`receive_stream` failed before its end.
+
+        Returns:
+            The APPLICATION_ERROR response for the caller.
+
+        Raises:
+            LocalProtocolError: ``request_id`` is not a request stream being read.
+        """
+        invocation = self._reading(request_id)
+        del self._pending[request_id]
+        error = RpcError.built_in(
+            RpcErrorCode.APPLICATION_ERROR, "Error reading RPC request payload"
+        )
+        return _error_packet(invocation.caller, request_id, error)
+
+    def respond_stream(self, request_id: str, payload: str) -> RpcStreamMessage:
+        """Answer an invocation with an ``lk.rpc_response`` text stream (no size limit).
+
+        Use it when the caller's ``client_protocol >= 1``; :meth:`respond` otherwise.
+
+        Raises:
+            LocalProtocolError: as :meth:`respond`.
+        """
+        invocation = self._get(request_id)
+        _utf8_len("payload", payload)
+        del self._pending[request_id]
+        return RpcStreamMessage(
+            destination_identity=invocation.caller,
+            topic=RPC_RESPONSE_TOPIC,
+            attributes={RPC_ATTR_REQUEST_ID: request_id},
+            payload=payload,
+        )
+
     def respond(self, request_id: str, payload: str) -> pb.DataPacket:
         """Answer an invocation with the handler's result.
 
@@ -718,6 +991,12 @@ class RpcServer:
 
     def _get(self, request_id: str) -> _Invocation:
         invocation = self._pending.get(request_id)
-        if invocation is None:
+        if invocation is None or invocation.reading:
             raise LocalProtocolError(f"no pending RPC invocation {request_id!r}")
+        return invocation
+
+    def _reading(self, request_id: str) -> _Invocation:
+        invocation = self._pending.get(request_id)
+        if invocation is None or not invocation.reading:
+            raise LocalProtocolError(f"no RPC request stream {request_id!r} being read")
         return invocation

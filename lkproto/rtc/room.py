@@ -126,6 +126,9 @@ class RoomOptions:
     reconnect_policy: rc.ReconnectPolicy | None = None
     trace: en.TraceCallback | None = None
     """``(direction, channel, message, raw_bytes, now)`` for every signal message and packet."""
+    client_protocol: int | None = None
+    """Client-to-client level to advertise; None = 2 (RPC v2, data streams v2 + DEFLATE_RAW).
+    0 makes every peer use RPC v1 and classic streams with this client."""
 
 
 @dataclass
@@ -280,7 +283,9 @@ class Room(EventEmitter[ev.EventTypes]):
         self._engine = engine
         self._rpc = RpcDriver(engine)
         self._streams = StreamDriver(
-            handler_for=self._has_stream_handler, on_opened=self._on_stream_opened
+            handler_for=self._has_stream_handler,
+            on_opened=self._on_stream_opened,
+            on_internal=self._rpc.on_stream,
         )
         self._announce = False
         try:
@@ -725,6 +730,8 @@ def _engine_options(opts: RoomOptions) -> en.EngineOptions:
     kwargs: dict[str, Any] = {}
     if opts.reconnect_policy is not None:
         kwargs["reconnect_policy"] = opts.reconnect_policy
+    if opts.client_protocol is not None:
+        kwargs["client_protocol"] = opts.client_protocol
     return en.EngineOptions(
         auto_subscribe=opts.auto_subscribe,
         adaptive_stream=opts.adaptive_stream,

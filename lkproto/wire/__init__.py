@@ -21,6 +21,7 @@ from lkproto.wire.codec import (
 )
 from lkproto.wire.describe import describe
 from lkproto.wire.join import (
+    CLIENT_CAPABILITIES,
     CLIENT_PROTOCOL,
     JOIN_REQUEST_MAX_BYTES,
     PROTOCOL_VERSION,
@@ -36,6 +37,7 @@ from lkproto.wire.join import (
 )
 
 __all__ = [
+    "CLIENT_CAPABILITIES",
     "CLIENT_PROTOCOL",
     "DATA_PACKET_MAX_BYTES",
     "JOIN_REQUEST_MAX_BYTES",

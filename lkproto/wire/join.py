@@ -28,6 +28,7 @@ from lkproto.wire import pb
 from lkproto.wire.codec import decode, encode
 
 __all__ = [
+    "CLIENT_CAPABILITIES",
     "CLIENT_PROTOCOL",
     "JOIN_REQUEST_MAX_BYTES",
     "PROTOCOL_VERSION",
@@ -44,9 +45,15 @@ __all__ = [
 
 # PROTOCOL-MAP §1 Protocol numbers: server v1.13.5 speaks 17, as do JS and Rust.
 PROTOCOL_VERSION: Final = 17
-# Client-to-client level mirrored in ParticipantInfo.client_protocol (PROTOCOL-MAP §15). 0 = classic
-# data streams and RPC v1 only; raise it only together with the features it promises.
-CLIENT_PROTOCOL: Final = 0
+# Client-to-client level mirrored in ParticipantInfo.client_protocol (PROTOCOL-MAP §15): 2 = RPC
+# over data streams (v2, lkproto.asyncio.rpc) and single-packet inline streams (core.streams);
+# raise it only together with the features it promises.
+CLIENT_PROTOCOL: Final = 2
+# ClientInfo.capabilities advertised (PROTOCOL-MAP §15): the stream receiver inflates DEFLATE_RAW
+# content with bounds.
+CLIENT_CAPABILITIES: Final[tuple[pb.ClientInfo.Capability.ValueType, ...]] = (
+    pb.ClientInfo.CAP_COMPRESSION_DEFLATE_RAW,
+)
 # ClientInfo.SDK value sent in v0 query strings (PROTOCOL-MAP §1 v0 query parameters).
 SDK_NAME: Final = "python"
 # PROTOCOL-MAP §1 v1 join_request: the server caps the wrapped and the inflated JoinRequest at
@@ -61,7 +68,7 @@ def client_info(
     version: str = __version__,
     protocol: int = PROTOCOL_VERSION,
     client_protocol: int = CLIENT_PROTOCOL,
-    capabilities: Sequence[pb.ClientInfo.Capability.ValueType] = (),
+    capabilities: Sequence[pb.ClientInfo.Capability.ValueType] = CLIENT_CAPABILITIES,
     os: str = "",
     os_version: str = "",
     device_model: str = "",

@@ -177,11 +177,13 @@ async def data_room(
     bystander: bool = False,
     reconnect_policy: ReconnectPolicy | None = None,
     trace: TraceCallback | None = None,
+    client_protocol: int | None = None,
 ) -> AsyncIterator[Room]:
     """A fresh room with ``lk`` (lkproto) and ``sdk`` (official), and with ``bystander`` also
     ``eve`` (official); yields once everyone sees everyone else ACTIVE, disconnects all after.
 
-    ``trace`` is lkproto's wire tap (``RoomOptions.trace``) for ``lk``.
+    ``trace`` is lkproto's wire tap (``RoomOptions.trace``) for ``lk``; ``client_protocol`` is
+    what ``lk`` advertises (None: lkproto's default, 2).
     """
     name = unique_room(prefix)
     ours = rtc.Room()
@@ -192,7 +194,9 @@ async def data_room(
     if bystander:
         peers[EVE] = Peer(lrtc.Room(), EVE, official=True)
     room = Room(name, peers)
-    options = dataclasses.replace(our_options(reconnect_policy), trace=trace)
+    options = dataclasses.replace(
+        our_options(reconnect_policy), trace=trace, client_protocol=client_protocol
+    )
     try:
         await asyncio.wait_for(
             ours.connect(server.url, make_token(server, LK, name), options),

@@ -1,12 +1,14 @@
 """RPC v1 between lkproto and the official SDK, in both directions (PROTOCOL-MAP §6).
 
-lkproto advertises ``client_protocol`` 0, so the official SDK talks RPC v1 (data packets) to
-it both as caller and as callee, with the 15 360-byte payload limits of v1.
+lkproto is told to advertise ``client_protocol`` 0 here (``RoomOptions(client_protocol=0)``; its
+default is 2), so the official SDK talks RPC v1 (data packets) to it both as caller and as
+callee, with the 15 360-byte payload limits of v1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,10 @@ from tests.interop._helpers import ROSTER_TIMEOUT_S, wait_for
 
 if TYPE_CHECKING:
     from lkproto.testing import LocalServer
+
+# These are the RPC v1 tests: lkproto advertises client_protocol 0 here, so both SDKs use v1
+# packets (and its 15 360-byte limits) with it. tests/interop/test_rpc_v2.py covers v2.
+data_room_v1 = functools.partial(data_room, client_protocol=0)
 
 pytestmark = pytest.mark.interop
 
@@ -91,7 +97,7 @@ def _assert_built_in(error: Any, code: RpcErrorCode) -> None:
 async def test_successful_call_with_invocation_data(
     livekit_server: LocalServer, direction: tuple[str, str]
 ) -> None:
-    async with data_room(livekit_server, "rpc-ok") as room:
+    async with data_room_v1(livekit_server, "rpc-ok") as room:
         caller, callee = room.pair(direction)
         seen: list[Any] = []
 
@@ -117,7 +123,7 @@ async def test_successful_call_with_invocation_data(
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 async def test_sync_handler(livekit_server: LocalServer, direction: tuple[str, str]) -> None:
-    async with data_room(livekit_server, "rpc-sync") as room:
+    async with data_room_v1(livekit_server, "rpc-sync") as room:
         caller, callee = room.pair(direction)
 
         @callee.local.register_rpc_method("upper")
@@ -131,7 +137,7 @@ async def test_sync_handler(livekit_server: LocalServer, direction: tuple[str, s
 async def test_concurrent_calls_get_their_own_responses(
     livekit_server: LocalServer, direction: tuple[str, str]
 ) -> None:
-    async with data_room(livekit_server, "rpc-concurrent") as room:
+    async with data_room_v1(livekit_server, "rpc-concurrent") as room:
         caller, callee = room.pair(direction)
 
         async def delayed_echo(data: Any) -> str:
@@ -151,7 +157,7 @@ async def test_concurrent_calls_get_their_own_responses(
 async def test_application_error_with_data_reaches_the_caller(
     livekit_server: LocalServer, direction: tuple[str, str]
 ) -> None:
-    async with data_room(livekit_server, "rpc-app-error") as room:
+    async with data_room_v1(livekit_server, "rpc-app-error") as room:
         caller, callee = room.pair(direction)
         message = "insufficient fünds ✗"
         data = '{"balance": 3, "needed": 5}'
@@ -176,7 +182,7 @@ async def test_application_error_with_data_reaches_the_caller(
 async def test_handler_raising_a_plain_exception_is_an_application_error(
     livekit_server: LocalServer, direction: tuple[str, str]
 ) -> None:
-    async with data_room(livekit_server, "rpc-exception") as room:
+    async with data_room_v1(livekit_server, "rpc-exception") as room:
         caller, callee = room.pair(direction)
 
         async def broken(_data: Any) -> str:
@@ -198,7 +204,7 @@ async def test_handler_raising_a_plain_exception_is_an_application_error(
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 async def test_unsupported_method(livekit_server: LocalServer, direction: tuple[str, str]) -> None:
-    async with data_room(livekit_server, "rpc-unsupported") as room:
+    async with data_room_v1(livekit_server, "rpc-unsupported") as room:
         caller, callee = room.pair(direction)
         error = await _call_error(caller, callee, "does-not-exist", "x")
         _assert_built_in(error, RpcErrorCode.UNSUPPORTED_METHOD)
@@ -208,7 +214,7 @@ async def test_unsupported_method(livekit_server: LocalServer, direction: tuple[
 async def test_unregistered_method_is_unsupported_afterwards(
     livekit_server: LocalServer, direction: tuple[str, str]
 ) -> None:
-    async with data_room(livekit_server, "rpc-unregister") as room:
+    async with data_room_v1(livekit_server, "rpc-unregister") as room:
         caller, callee = room.pair(direction)
         callee.local.register_rpc_method("temp", lambda _data: "here")
         assert await _call(caller, callee, "temp") == "here"
@@ -229,7 +235,7 @@ async def test_response_timeout(livekit_server: LocalServer, direction: tuple[st
     timeout it *tells* the callee, max(timeout - 7 s, 1 s); lkproto, like JS, tells
     max(timeout, 8 s).)
     """
-    async with data_room(livekit_server, "rpc-timeout") as room:
+    async with data_room_v1(livekit_server, "rpc-timeout") as room:
         caller, callee = room.pair(direction)
         release = asyncio.Event()
         invoked = asyncio.Event()
@@ -260,7 +266,7 @@ async def test_recipient_disconnected(
 ) -> None:
     """The callee leaves while the call is pending: RECIPIENT_DISCONNECTED, long before the
     response timeout."""
-    async with data_room(livekit_server, "rpc-gone") as room:
+    async with data_room_v1(livekit_server, "rpc-gone") as room:
         caller, callee = room.pair(direction)
         invoked = asyncio.Event()
         release = asyncio.Event()
@@ -304,7 +310,7 @@ async def test_request_payload_too_large_is_refused_up_front(
 ) -> None:
     """Over 15 360 UTF-8 bytes: REQUEST_PAYLOAD_TOO_LARGE raised by the caller, nothing sent;
     exactly 15 360 bytes (also as 2-byte characters) goes through."""
-    async with data_room(livekit_server, "rpc-req-large") as room:
+    async with data_room_v1(livekit_server, "rpc-req-large") as room:
         caller, callee = room.pair(direction)
         invocations: list[int] = []
 
@@ -332,7 +338,7 @@ async def test_response_payload_too_large(
 ) -> None:
     """The callee returns more than 15 360 UTF-8 bytes: the caller gets
     RESPONSE_PAYLOAD_TOO_LARGE; exactly 15 360 bytes goes through."""
-    async with data_room(livekit_server, "rpc-resp-large") as room:
+    async with data_room_v1(livekit_server, "rpc-resp-large") as room:
         caller, callee = room.pair(direction)
         callee.local.register_rpc_method("big", lambda _d: "b" * (RPC_MAX_PAYLOAD_BYTES + 1))
         callee.local.register_rpc_method(
@@ -346,15 +352,15 @@ async def test_response_payload_too_large(
 
 
 async def test_official_caller_sends_v1_requests_to_lkproto(livekit_server: LocalServer) -> None:
-    """lkproto advertises client_protocol 0, so the official SDK calls it with v1 ``rpc_request``
-    packets (no ``lk.rpc_request`` text stream), which is why its v1 size limit applies."""
+    """lkproto advertises client_protocol 0 here, so the official SDK calls it with v1 packets
+    (``rpc_request``, no ``lk.rpc_request`` text stream), which is why its v1 size limit applies."""
     seen: list[str] = []
 
     def trace(direction: str, channel: str, message: object, raw: bytes, now: float) -> None:
         if direction == "<" and isinstance(message, pb.DataPacket):
             seen.append(message.WhichOneof("value") or "")
 
-    async with data_room(livekit_server, "rpc-v1", trace=trace) as room:
+    async with data_room_v1(livekit_server, "rpc-v1", trace=trace) as room:
         room.lk.local.register_rpc_method("len", lambda d: str(len(d.payload)))
         assert await _call(room.sdk, room.lk, "len", "z" * 15_000) == "15000"
         assert "rpc_request" in seen
@@ -366,7 +372,7 @@ async def test_long_error_message_and_data_are_truncated(
     livekit_server: LocalServer, direction: tuple[str, str]
 ) -> None:
     """RpcError message is cut to 256 bytes and data to 15 360 bytes, on both sides alike."""
-    async with data_room(livekit_server, "rpc-truncate") as room:
+    async with data_room_v1(livekit_server, "rpc-truncate") as room:
         caller, callee = room.pair(direction)
 
         def refuse(_data: Any) -> str:
@@ -382,7 +388,7 @@ async def test_nobody_acknowledges_a_call_to_an_unknown_identity(
 ) -> None:
     """The server drops a packet for an identity not in the room: CONNECTION_TIMEOUT after the
     7 s ack window, as with the official SDK."""
-    async with data_room(livekit_server, "rpc-nobody") as room:
+    async with data_room_v1(livekit_server, "rpc-nobody") as room:
         started = time.monotonic()
         with pytest.raises(rtc.RpcError) as info:
             await asyncio.wait_for(
@@ -410,7 +416,7 @@ async def test_handler_raising_timeout_error_is_an_application_error(
 ) -> None:
     """A TimeoutError from inside the handler (an upstream HTTP timeout, say) is not the
     response deadline: the official callee answers APPLICATION_ERROR at once."""
-    async with data_room(livekit_server, "rpc-timeout-error", bystander=True) as room:
+    async with data_room_v1(livekit_server, "rpc-timeout-error", bystander=True) as room:
         caller, callee = room.sdk, room[callee_identity]
 
         async def upstream_timed_out(_data: Any) -> str:
@@ -437,7 +443,7 @@ async def test_handler_overrunning_its_deadline_answers_response_timeout(
     """The official caller with ``response_timeout=9`` tells the callee max(9 - 7, 1) = 2 s.
     The official callee cancels its handler then and answers RESPONSE_TIMEOUT, so the caller
     fails after ~2 s instead of 9 s."""
-    async with data_room(livekit_server, "rpc-overrun", bystander=True) as room:
+    async with data_room_v1(livekit_server, "rpc-overrun", bystander=True) as room:
         caller, callee = room.sdk, room[callee_identity]
         told: list[float] = []
         release = asyncio.Event()

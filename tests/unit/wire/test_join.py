@@ -26,8 +26,10 @@ def test_client_info_identifies_python() -> None:
     info = client_info(version="1.2.3")
     assert info.sdk == pb.ClientInfo.PYTHON
     assert info.protocol == PROTOCOL_VERSION == 17
-    assert info.client_protocol == 0
-    assert list(info.capabilities) == []
+    # RPC v2 and inline streams (2), raw-deflate stream content (PROTOCOL-MAP §15).
+    assert info.client_protocol == 2
+    assert list(info.capabilities) == [pb.ClientInfo.CAP_COMPRESSION_DEFLATE_RAW]
+    assert list(client_info(client_protocol=0, capabilities=()).capabilities) == []
 
 
 def test_auto_subscribe_is_explicit() -> None:
