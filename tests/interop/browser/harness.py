@@ -47,6 +47,7 @@ import logging
 import os
 import shutil
 import signal
+import struct
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -65,6 +66,7 @@ __all__ = [
     "BrowserRpcError",
     "BrowserSetupError",
     "check_browser_setup",
+    "generated_bytes",
 ]
 
 BROWSER_DIR: Final = Path(__file__).resolve().parent
@@ -121,6 +123,26 @@ def check_browser_setup() -> str:
             "browser harness not set up: " + "; ".join(missing) + f". Fix: {SETUP_HINT}."
         )
     return node
+
+
+def generated_bytes(size: int, kind: str = "random", seed: int = 1) -> bytes:
+    """The bytes ``sendGeneratedBytes`` makes in the page (``generateBytes`` in ``entry.js``).
+
+    ``"random"``: xorshift32 words (little-endian) from ``seed`` (0 means 1), incompressible;
+    ``"pattern"``: byte ``i`` is ``(i * 7 + (i >> 11) + seed) & 0xff``, highly compressible.
+    """
+    if kind == "pattern":
+        return bytes((i * 7 + (i >> 11) + seed) & 0xFF for i in range(size))
+    if kind != "random":
+        raise ValueError(f"unknown kind {kind!r}")
+    x = (seed & 0xFFFFFFFF) or 1
+    words = []
+    for _ in range((size + 3) // 4):
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        words.append(x)
+    return struct.pack(f"<{len(words)}I", *words)[:size]
 
 
 def _matches(
@@ -559,6 +581,51 @@ class BrowserPeer:
     async def register_byte_stream(self, topic: str) -> None:
         """Record each byte stream on ``topic`` as ``ByteStreamReceived`` (``payload_b64``)."""
         await self.call("registerByteStream", topic=topic)
+
+    async def register_byte_stream_digest(self, topic: str) -> None:
+        """Record each byte stream on ``topic`` as ``ByteStreamDigest`` (``size``, ``sha256``
+        hex, ``chunks``, ``info``, ``elapsed_ms``): the payload itself stays in the page."""
+        await self.call("registerByteStreamDigest", topic=topic)
+
+    async def send_generated_bytes(
+        self,
+        size: int,
+        *,
+        method: str = "sendFile",
+        kind: str = "random",
+        seed: int = 1,
+        topic: str | None = None,
+        name: str | None = None,
+        mime_type: str | None = None,
+        attributes: dict[str, str] | None = None,
+        destinations: Iterable[str] | None = None,
+        compress: bool | None = None,
+        chunk_size: int | None = None,
+        timeout: float = 120.0,  # noqa: ASYNC109 (scaled, reported with context)
+    ) -> dict[str, Any]:
+        """Generate ``size`` bytes in the page (:func:`generated_bytes`) and send them with
+        ``localParticipant.sendFile`` / ``sendBytes`` / ``streamBytes`` (``method``).
+
+        Returns ``{size, sha256, info, elapsed_ms}`` (``sha256`` from ``crypto.subtle``).
+        """
+        if method not in {"sendFile", "sendBytes", "streamBytes"}:
+            raise ValueError(f"unknown method {method!r}")
+        result: dict[str, Any] = await self.call(
+            "sendGeneratedBytes",
+            size=size,
+            method=method,
+            kind=kind,
+            seed=seed,
+            topic=topic,
+            name=name,
+            mime_type=mime_type,
+            attributes=attributes,
+            destinations=list(destinations) if destinations is not None else None,
+            compress=compress,
+            chunk_size=chunk_size,
+            timeout=timeout,
+        )
+        return result
 
     async def register_rpc(
         self,

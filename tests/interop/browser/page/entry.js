@@ -32,6 +32,43 @@ function b64ToBytes(b64) {
   return out;
 }
 
+// Deterministic test bytes, reproducible in Python (tests/interop/browser/harness.py
+// `generated_bytes`): 'random' is xorshift32 (seed != 0) little-endian words, incompressible;
+// 'pattern' is byte i = (i * 7 + (i >>> 11) + seed) & 0xff, highly compressible.
+function generateBytes(size, kind, seed) {
+  const out = new Uint8Array(size);
+  if (kind === 'pattern') {
+    for (let i = 0; i < size; i += 1) out[i] = (i * 7 + (i >>> 11) + seed) & 0xff;
+    return out;
+  }
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < size; i += 4) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    for (let k = 0; k < 4 && i + k < size; k += 1) out[i + k] = (x >>> (8 * k)) & 0xff;
+  }
+  return out;
+}
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return [...digest].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function concatChunks(chunks) {
+  const total = chunks.reduce((n, c) => n + c.length, 0);
+  const all = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return all;
+}
+
 function errorToJson(e) {
   if (e === null || typeof e !== 'object') {
     return { name: 'Error', message: String(e) };
@@ -420,6 +457,84 @@ const ops = {
       });
     });
     return null;
+  },
+
+  // Like registerByteStream, but records 'ByteStreamDigest' {topic, identity, size, sha256,
+  // chunks, info, elapsed_ms} instead of shipping the payload through the JSON pipe.
+  async registerByteStreamDigest({ topic }) {
+    const room = ensureRoom();
+    room.registerByteStreamHandler(topic, async (reader, participantInfo) => {
+      const t0 = performance.now();
+      const chunks = [];
+      for await (const chunk of reader) chunks.push(chunk);
+      const all = concatChunks(chunks);
+      emit('ByteStreamDigest', {
+        topic,
+        identity: participantInfo.identity,
+        size: all.length,
+        sha256: await sha256Hex(all),
+        chunks: chunks.length,
+        info: jsonSafe(reader.info),
+        elapsed_ms: performance.now() - t0,
+      });
+    });
+    return null;
+  },
+
+  // Generates `size` bytes in the page (generateBytes) and sends them with
+  // method 'sendFile' (localParticipant.sendFile(new File(...))), 'sendBytes' or 'streamBytes'
+  // (writer, `chunk_size` bytes per write). Returns {size, sha256, info, elapsed_ms}.
+  async sendGeneratedBytes({
+    size,
+    kind,
+    seed,
+    method,
+    topic,
+    name,
+    mime_type,
+    attributes,
+    destinations,
+    compress,
+    chunk_size,
+  }) {
+    const room = requireRoom();
+    const lp = room.localParticipant;
+    const bytes = generateBytes(size, kind ?? 'random', seed ?? 1);
+    const sha256 = await sha256Hex(bytes);
+    const opts = {};
+    if (topic !== undefined && topic !== null) opts.topic = topic;
+    if (destinations) opts.destinationIdentities = destinations;
+    if (attributes) opts.attributes = attributes;
+    if (mime_type) opts.mimeType = mime_type;
+    if (compress !== undefined && compress !== null) opts.compress = compress;
+    const fileName = name ?? 'generated.bin';
+    const t0 = performance.now();
+    let info;
+    switch (method ?? 'sendFile') {
+      case 'sendFile': {
+        const file = new File([bytes], fileName, {
+          type: mime_type ?? 'application/octet-stream',
+        });
+        info = await lp.sendFile(file, opts);
+        break;
+      }
+      case 'sendBytes':
+        info = await lp.sendBytes(bytes, { ...opts, name: fileName });
+        break;
+      case 'streamBytes': {
+        const writer = await lp.streamBytes({ ...opts, name: fileName, totalSize: size });
+        const step = chunk_size ?? 64 * 1024;
+        for (let off = 0; off < size; off += step) {
+          await writer.write(bytes.subarray(off, Math.min(size, off + step)));
+        }
+        await writer.close();
+        info = writer.info;
+        break;
+      }
+      default:
+        throw new Error(`unknown method ${method}`);
+    }
+    return { size, sha256, info: jsonSafe(info), elapsed_ms: performance.now() - t0 };
   },
 
   // spec: {mode: 'echo'|'fixed'|'rpc_error'|'throw', response, error_code, error_message,

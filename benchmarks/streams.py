@@ -1,0 +1,380 @@
+"""Byte-stream throughput and memory: lkproto against the official SDK (PyPI ``livekit``).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/streams.py [--sizes 1,10,50] [--repeats 3]
+        [--json benchmarks/results/streams.json]
+
+One loopback livekit-server (:class:`lkproto.testing.LocalServer`) serves the whole run. Each SDK
+runs in its **own child process** (this script with ``--child lkproto|official``) that imports
+only that SDK and joins two participants of the same SDK to a fresh room: ``tx`` sends, ``rx``
+receives. So ``lkproto`` is lkproto->lkproto and ``official`` is official->official, and the
+child's resident memory is that SDK's alone (both sides of the transfer, one interpreter).
+
+Per size (sizes are MiB: "1 MB" here is 1 048 576 bytes) and repeat, ``tx`` calls
+``send_file(path, topic=..., compress=False)`` on a temporary file of incompressible
+(``random.randbytes``, fixed seed) bytes; ``rx``'s byte-stream handler iterates the reader and
+feeds a SHA-256 (no copy of the payload is kept). One untimed 1 MiB warm-up stream goes first (the
+first transfer on a fresh connection is several times slower for both SDKs).
+
+What each number measures
+-------------------------
+``MB/s``
+    size / (time the last chunk reached ``rx``'s reader - time ``send_file`` was called),
+    ``time.perf_counter``; the digest must match the file's, or the run fails.
+``MiB per CPU-s``
+    size / CPU time (user + system, all threads) the child used during the transfer, i.e. both
+    sides: less sensitive to other load on the machine than wall-clock MiB/s. ``load 1m`` is the
+    highest 1-minute load average seen after a transfer of that size (other jobs on the host).
+``send s``
+    how long ``await send_file(...)`` took (the sender may return before the receiver is done).
+``peak RSS``
+    the highest ``VmRSS`` of the child sampled every 10 ms by a thread during that transfer
+    (KiB -> MiB), and ``VmHWM`` (the kernel's high-water mark) at the end of the child. ``base
+    RSS`` is ``VmRSS`` after both rooms joined, before the first transfer. The official SDK's
+    figure includes its Rust FFI runtime (WebRTC, threads), so it is context, not a target.
+
+``compress=False`` on both: the payload is random, so deflate would only cost CPU (both SDKs
+advertise ``client_protocol`` 2 + deflate-raw and would otherwise compress); this measures the
+chunked byte-stream path itself.
+
+Targets (from the brief): >= 8 MB/s lkproto->lkproto for 10 MB; peak RSS < 120 MB for 50 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Final
+
+from _common import machine_info, summarize, utc_now, write_json
+
+MIB: Final = 1024 * 1024
+DEFAULT_SIZES: Final = "1,10,50"
+DEFAULT_REPEATS: Final = 3
+DEFAULT_JSON: Final = Path(__file__).parent / "results" / "streams.json"
+SDKS: Final = ("lkproto", "official")
+TOPIC: Final = "bench"
+WARMUP_BYTES: Final = MIB
+TRANSFER_TIMEOUT_S: Final = 300.0
+CONNECT_TIMEOUT_S: Final = 30.0
+TARGET_MBPS_10: Final = 8.0
+TARGET_RSS_MIB_50: Final = 120.0
+
+
+# ---------------------------------------------------------------------------------------------
+# child: one SDK, two participants
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class RssSampler:
+    """Samples VmRSS in a thread; :meth:`reset` starts a new window, :attr:`peak_kib` its max."""
+
+    def __init__(self, period_s: float = 0.01) -> None:
+        self.period_s = period_s
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, _status_kib("VmRSS"))
+            self._stop.wait(self.period_s)
+
+    def reset(self) -> None:
+        self.peak_kib = _status_kib("VmRSS")
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Receiver:
+    """Byte-stream handler that hashes each stream and records when its last chunk arrived."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Queue[tuple[int, str, float]] = asyncio.Queue()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, reader: Any, identity: str) -> None:
+        task = asyncio.ensure_future(self._read(reader))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _read(self, reader: Any) -> None:
+        h = hashlib.sha256()
+        size = 0
+        async for chunk in reader:
+            h.update(chunk)
+            size += len(chunk)
+        await self.done.put((size, h.hexdigest(), time.perf_counter()))
+
+
+async def _connect(sdk: str, url: str, token: str, rx: Receiver | None) -> Any:
+    if sdk == "lkproto":
+        from lkproto import rtc  # each child imports only its SDK
+
+        room: Any = rtc.Room()
+        options: Any = rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"]))
+    else:
+        from livekit import rtc as lrtc
+
+        room = lrtc.Room()
+        options = lrtc.RoomOptions(rtc_config=lrtc.RtcConfiguration(ice_servers=[]))
+    if rx is not None:
+        room.register_byte_stream_handler(TOPIC, rx)
+    await asyncio.wait_for(room.connect(url, token, options), CONNECT_TIMEOUT_S)
+    return room
+
+
+def _write_file(directory: str, size: int, seed: int) -> tuple[str, str]:
+    path = os.path.join(directory, f"payload-{size}.bin")
+    rnd = random.Random(seed)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = rnd.randbytes(min(left, MIB))
+            h.update(block)
+            f.write(block)
+            left -= len(block)
+    return path, h.hexdigest()
+
+
+async def _transfer(tx: Any, rx: Receiver, path: str, size: int, digest: str) -> dict[str, float]:
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    await asyncio.wait_for(tx.local_participant.send_file(path, topic=TOPIC, compress=False), 300)
+    t_sent = time.perf_counter()
+    got_size, got_digest, t_done = await asyncio.wait_for(rx.done.get(), TRANSFER_TIMEOUT_S)
+    if (got_size, got_digest) != (size, digest):
+        raise RuntimeError(f"corrupt transfer: {got_size} bytes {got_digest} != {size} {digest}")
+    return {
+        "seconds": t_done - t0,
+        "send_seconds": t_sent - t0,
+        "cpu_seconds": time.process_time() - c0,
+        "loadavg_1m": os.getloadavg()[0],
+    }
+
+
+async def child_main(
+    sdk: str, url: str, *, tx_token: str, rx_token: str, sizes: list[int], repeats: int
+) -> dict[str, Any]:
+    rx = Receiver()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="lkproto-bench-streams-") as tmp, RssSampler() as rss:
+        files = {size: _write_file(tmp, size, seed=size) for size in {*sizes, WARMUP_BYTES}}
+        rx_room = await _connect(sdk, url, rx_token, rx)
+        tx_room = await _connect(sdk, url, tx_token, None)
+        try:
+            # until tx sees rx (broadcast streams need a recipient)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                while not tx_room.remote_participants:  # noqa: ASYNC110 (SDK state)
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            await _transfer(
+                tx_room, rx, *files[WARMUP_BYTES][:1], WARMUP_BYTES, files[WARMUP_BYTES][1]
+            )
+            base_kib = _status_kib("VmRSS")
+            for size in sizes:
+                path, digest = files[size]
+                for rep in range(repeats):
+                    rss.reset()
+                    sample = await _transfer(tx_room, rx, path, size, digest)
+                    sample.update(size=size, repeat=rep, peak_rss_kib=rss.peak_kib)
+                    results.append(sample)
+                    print(
+                        f"[{sdk}] {size / MIB:g} MiB #{rep}: {size / MIB / sample['seconds']:.2f}"
+                        f" MiB/s, peak RSS {rss.peak_kib / 1024:.1f} MiB",
+                        file=sys.stderr,
+                    )
+        finally:
+            for room in (tx_room, rx_room):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(room.disconnect(), CONNECT_TIMEOUT_S)
+    return {
+        "sdk": sdk,
+        "base_rss_kib": base_kib,
+        "vm_hwm_kib": _status_kib("VmHWM"),
+        "samples": results,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# parent
+
+
+def _run_child(sdk: str, server: Any, sizes: list[int], repeats: int) -> dict[str, Any]:
+    room = f"bench-streams-{sdk}-{uuid.uuid4().hex[:8]}"
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        sdk,
+        "--url",
+        server.url,
+        "--tx-token",
+        server.create_token(f"{sdk}-tx", room),
+        "--rx-token",
+        server.create_token(f"{sdk}-rx", room),
+        "--sizes-bytes",
+        ",".join(map(str, sizes)),
+        "--repeats",
+        str(repeats),
+    ]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, timeout=1800)
+    result: dict[str, Any] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def _aggregate(child: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
+    per_size: dict[str, Any] = {}
+    for size in sizes:
+        samples = [s for s in child["samples"] if s["size"] == size]
+        mbps = summarize([size / MIB / s["seconds"] for s in samples])
+        mb_dec = summarize([size / 1e6 / s["seconds"] for s in samples])
+        send = summarize([s["send_seconds"] for s in samples])
+        cpu = summarize([size / MIB / s["cpu_seconds"] for s in samples])
+        per_size[str(size // MIB)] = {
+            "mib_per_s": mbps.as_dict() if mbps else None,
+            "mb_per_s": mb_dec.as_dict() if mb_dec else None,
+            "send_seconds": send.as_dict() if send else None,
+            "mib_per_cpu_s": cpu.as_dict() if cpu else None,
+            "loadavg_1m_max": max(s["loadavg_1m"] for s in samples),
+            "peak_rss_mib": max(s["peak_rss_kib"] for s in samples) / 1024,
+        }
+    return {
+        "base_rss_mib": child["base_rss_kib"] / 1024,
+        "vm_hwm_mib": child["vm_hwm_kib"] / 1024,
+        "sizes": per_size,
+        "samples": child["samples"],
+    }
+
+
+def _table(results: dict[str, Any], sizes_mib: list[int]) -> str:
+    lines = [
+        "| SDK (sender->receiver) | size | MiB/s median (min-max) | MB/s (10^6) median | "
+        "send_file returned s | MiB per CPU-s | peak RSS MiB | load 1m |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sdk in SDKS:
+        r = results[sdk]
+        for size in sizes_mib:
+            s = r["sizes"][str(size)]
+            m = s["mib_per_s"]
+            lines.append(
+                f"| {sdk}->{sdk} | {size} MiB | {m['median']:.2f} ({m['min']:.2f}-{m['max']:.2f}) "
+                f"| {s['mb_per_s']['median']:.2f} "
+                f"| {s['send_seconds']['median']:.2f} | {s['mib_per_cpu_s']['median']:.2f} "
+                f"| {s['peak_rss_mib']:.1f} | {s['loadavg_1m_max']:.1f} |"
+            )
+    lines.append("")
+    lines.append("| SDK | RSS after join MiB | VmHWM (whole child) MiB |")
+    lines.append("|---|---:|---:|")
+    for sdk in SDKS:
+        r = results[sdk]
+        lines.append(f"| {sdk} | {r['base_rss_mib']:.1f} | {r['vm_hwm_mib']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="MiB, comma-separated")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--child", choices=SDKS, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--tx-token", help=argparse.SUPPRESS)
+    parser.add_argument("--rx-token", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes-bytes", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    if args.child:
+        sizes = [int(x) for x in args.sizes_bytes.split(",")]
+        out = asyncio.run(
+            child_main(
+                args.child,
+                args.url,
+                tx_token=args.tx_token,
+                rx_token=args.rx_token,
+                sizes=sizes,
+                repeats=args.repeats,
+            )
+        )
+        print(json.dumps(out))
+        return 0
+
+    from lkproto.testing import LocalServer
+
+    sizes_mib = [int(x) for x in args.sizes.split(",")]
+    sizes = [m * MIB for m in sizes_mib]
+
+    async def run() -> dict[str, Any]:
+        async with LocalServer(log_level="warn") as server:
+            out: dict[str, Any] = {}
+            for sdk in SDKS:
+                child = await asyncio.to_thread(_run_child, sdk, server, sizes, args.repeats)
+                out[sdk] = _aggregate(child, sizes)
+            return out
+
+    results = asyncio.run(run())
+    table = _table(results, sizes_mib)
+    print(table)
+    lk = results["lkproto"]["sizes"]
+    targets: dict[str, Any] = {}
+    if "10" in lk:
+        v = lk["10"]["mb_per_s"]["median"]
+        targets["lkproto_10mib_mb_per_s>=8"] = {"value": v, "met": v >= TARGET_MBPS_10}
+        v = lk["10"]["mib_per_s"]["median"]
+        targets["lkproto_10mib_mib_per_s>=8"] = {"value": v, "met": v >= TARGET_MBPS_10}
+    if "50" in lk:
+        v = lk["50"]["peak_rss_mib"]
+        targets["lkproto_50mib_peak_rss_mib<120"] = {"value": v, "met": v < TARGET_RSS_MIB_50}
+    print("\ntargets:", json.dumps(targets))
+    path = write_json(
+        args.json,
+        {
+            "benchmark": "streams",
+            "when": utc_now(),
+            "machine": machine_info(),
+            "method": "send_file(compress=False) of random bytes, tx and rx of one SDK in one "
+            "child process per SDK; throughput = size / (last chunk at rx - send_file call); "
+            "peak RSS = max VmRSS sampled every 10 ms during the transfer",
+            "sizes_mib": sizes_mib,
+            "repeats": args.repeats,
+            "results": results,
+            "targets": targets,
+            "table_markdown": table,
+        },
+    )
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
