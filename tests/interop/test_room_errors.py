@@ -178,14 +178,14 @@ async def _assert_reusable(room: rtc.Room, server: LocalServer) -> None:
 async def _connect_fails(
     room: rtc.Room, url: str, token: str, options: rtc.RoomOptions, timeout_s: float
 ) -> LkError:
-    """Connect, expecting one LkError within ``timeout_s`` plus a margin; return it."""
-    start = time.monotonic()
+    """Connect, expecting one LkError within ``timeout_s`` plus a margin; return it.
+
+    Past that bound ``wait_for`` raises TimeoutError, which is no LkError: the test fails.
+    """
     with pytest.raises(LkError) as info:
         await asyncio.wait_for(
             room.connect(url, token, options), timeout_s + scaled(FAILURE_MARGIN_S)
         )
-    elapsed = time.monotonic() - start
-    assert elapsed < timeout_s + scaled(FAILURE_MARGIN_S)
     assert not isinstance(info.value, BaseExceptionGroup)
     _assert_disconnected(room)
     return info.value

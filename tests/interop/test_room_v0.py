@@ -9,7 +9,6 @@ joins the same room directly, and both sides must see each other and exchange da
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -251,13 +250,12 @@ async def test_single_pc_only_does_not_fall_back(livekit_server: LocalServer) ->
     room = rtc.Room()
     token = livekit_server.create_token("alice", _unique("v1-only"))
     async with RelayProxy(livekit_server.port, refuse_v1=True) as proxy:
-        start = time.monotonic()
+        # Bounded: past it wait_for raises TimeoutError (not JoinRejectedError) and the test fails.
         with pytest.raises(JoinRejectedError) as info:
             await asyncio.wait_for(
                 room.connect(proxy.url, token, _options(single_peer_connection=True)),
                 scaled(CONNECT_TIMEOUT_S + FAILURE_MARGIN_S),
             )
-        assert time.monotonic() - start < scaled(CONNECT_TIMEOUT_S + FAILURE_MARGIN_S)
         assert proxy.paths == ["/rtc/v1"]
     err = info.value
     assert type(err) is JoinRejectedError

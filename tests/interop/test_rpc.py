@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -248,12 +247,11 @@ async def test_response_timeout(livekit_server: LocalServer, direction: tuple[st
         callee.local.register_rpc_method("slow", slow)
         callee.local.register_rpc_method("fast", lambda _data: "fast")
         try:
-            started = time.monotonic()
             error = await _call_error(caller, callee, "slow", response_timeout=1.0)
-            elapsed = time.monotonic() - started
+            # The caller's own timer fired while the handler was still running.
             _assert_built_in(error, RpcErrorCode.RESPONSE_TIMEOUT)
             assert invoked.is_set()
-            assert 0.9 <= elapsed <= scaled(5.0), elapsed
+            assert not release.is_set()
         finally:
             release.set()
         await asyncio.sleep(scaled(0.5))
@@ -288,13 +286,11 @@ async def test_recipient_disconnected(
         )
         try:
             await asyncio.wait_for(invoked.wait(), scaled(CALL_TIMEOUT_S))
-            started = time.monotonic()
             await asyncio.wait_for(callee.room.disconnect(), scaled(CALL_TIMEOUT_S))
+            # Bounded well below the call's own (long) response timeout.
             with pytest.raises(caller.rpc_error) as info:
                 await asyncio.wait_for(call, scaled(ROSTER_TIMEOUT_S))
-            elapsed = time.monotonic() - started
             _assert_built_in(info.value, RpcErrorCode.RECIPIENT_DISCONNECTED)
-            assert elapsed < scaled(ROSTER_TIMEOUT_S)
         finally:
             release.set()
             call.cancel()
@@ -323,10 +319,9 @@ async def test_request_payload_too_large_is_refused_up_front(
             "a" * (RPC_MAX_PAYLOAD_BYTES + 1),
             "é" * (RPC_MAX_PAYLOAD_BYTES // 2 + 1),
         ):
-            started = time.monotonic()
             error = await _call_error(caller, callee, "size", too_large)
             _assert_built_in(error, RpcErrorCode.REQUEST_PAYLOAD_TOO_LARGE)
-            assert time.monotonic() - started < scaled(1.0)
+            assert invocations == []  # refused up front: the callee never saw it
         for fits in ("a" * RPC_MAX_PAYLOAD_BYTES, "é" * (RPC_MAX_PAYLOAD_BYTES // 2)):
             assert await _call(caller, callee, "size", fits) == str(RPC_MAX_PAYLOAD_BYTES)
         assert invocations == [RPC_MAX_PAYLOAD_BYTES, RPC_MAX_PAYLOAD_BYTES]
@@ -389,7 +384,6 @@ async def test_nobody_acknowledges_a_call_to_an_unknown_identity(
     """The server drops a packet for an identity not in the room: CONNECTION_TIMEOUT after the
     7 s ack window, as with the official SDK."""
     async with data_room_v1(livekit_server, "rpc-nobody") as room:
-        started = time.monotonic()
         with pytest.raises(rtc.RpcError) as info:
             await asyncio.wait_for(
                 room.lk.local.perform_rpc(
@@ -397,8 +391,8 @@ async def test_nobody_acknowledges_a_call_to_an_unknown_identity(
                 ),
                 scaled(20.0),
             )
+        # The ack timer fired (the response timer, 30 s, would give RESPONSE_TIMEOUT).
         _assert_built_in(info.value, RpcErrorCode.CONNECTION_TIMEOUT)
-        assert 6.5 <= time.monotonic() - started <= scaled(10.0)
 
 
 # -- lkproto as callee of the official SDK: timeouts and exceptions in handlers ------------
@@ -423,11 +417,9 @@ async def test_handler_raising_timeout_error_is_an_application_error(
             raise TimeoutError("upstream took too long")
 
         callee.local.register_rpc_method("fetch", upstream_timed_out)
-        started = time.monotonic()
         error = await _call_error(caller, callee, "fetch", response_timeout=10.0, within=20.0)
-        elapsed = time.monotonic() - started
+        # An answer from the callee (waiting would have ended in the caller's RESPONSE_TIMEOUT).
         _assert_built_in(error, RpcErrorCode.APPLICATION_ERROR)
-        assert elapsed < scaled(3.0)
 
 
 @pytest.mark.parametrize(
@@ -455,11 +447,10 @@ async def test_handler_overrunning_its_deadline_answers_response_timeout(
 
         callee.local.register_rpc_method("hang", hang)
         try:
-            started = time.monotonic()
-            error = await _call_error(caller, callee, "hang", response_timeout=9.0, within=20.0)
-            elapsed = time.monotonic() - started
+            # Bounded below the caller's own 9 s: the callee's RESPONSE_TIMEOUT reply (after the
+            # 2 s it was told) must be what ends the call.
+            error = await _call_error(caller, callee, "hang", response_timeout=9.0, within=6.0)
         finally:
             release.set()
         assert told == [2.0]
         _assert_built_in(error, RpcErrorCode.RESPONSE_TIMEOUT)
-        assert elapsed < scaled(5.0), elapsed
