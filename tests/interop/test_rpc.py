@@ -1,14 +1,13 @@
-"""RPC v1 between lkproto and the official SDK, in both directions (PROTOCOL-MAP §6).
+"""RPC between lkproto and the official SDK, in both directions and both modes (PROTOCOL-MAP §6).
 
-lkproto is told to advertise ``client_protocol`` 0 here (``RoomOptions(client_protocol=0)``; its
-default is 2), so the official SDK talks RPC v1 (data packets) to it both as caller and as
-callee, with the 15 360-byte payload limits of v1.
+Every test runs twice: with lkproto advertising ``client_protocol`` 0
+(``RoomOptions(client_protocol=0)``), where both SDKs talk RPC v1 (data packets, 15 360-byte
+limits), and with its default 2, where both use RPC v2 (text streams); v1-only behaviour is marked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +24,32 @@ from tests.interop._helpers import ROSTER_TIMEOUT_S, wait_for
 if TYPE_CHECKING:
     from lkproto.testing import LocalServer
 
-# These are the RPC v1 tests: lkproto advertises client_protocol 0 here, so both SDKs use v1
-# packets (and its 15 360-byte limits) with it. tests/interop/test_rpc_v2.py covers v2.
-data_room_v1 = functools.partial(data_room, client_protocol=0)
+# Every test runs in both RPC modes: lkproto advertising client_protocol 0 (both SDKs use v1
+# packets with it) and 2 (both use v2 text streams). Tests of v1-only behaviour (the 15 360-byte
+# payload limits, v1 request packets) carry the ``v1_only`` mark and run in v1 mode only.
+# tests/interop/test_rpc_v2.py adds v2-only cases (100 KB payloads).
+_MODES = {"v1": 0, "v2": 2}
+_mode: dict[str, int] = {"client_protocol": 0}
+v1_only = pytest.mark.v1_only
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "rpc_mode" in metafunc.fixturenames:
+        ids = ["v1"] if metafunc.definition.get_closest_marker("v1_only") else list(_MODES)
+        metafunc.parametrize("rpc_mode", ids, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def rpc_mode(request: pytest.FixtureRequest) -> str:
+    mode: str = request.param
+    _mode["client_protocol"] = _MODES[mode]
+    return mode
+
+
+def data_room_v1(*args: Any, **kwargs: Any) -> Any:
+    """``data_room`` with lkproto advertising the current mode's client_protocol."""
+    return data_room(*args, client_protocol=_mode["client_protocol"], **kwargs)
+
 
 pytestmark = pytest.mark.interop
 
@@ -300,6 +322,7 @@ async def test_recipient_disconnected(
         )
 
 
+@v1_only
 @pytest.mark.parametrize("direction", DIRECTIONS)
 async def test_request_payload_too_large_is_refused_up_front(
     livekit_server: LocalServer, direction: tuple[str, str]
@@ -327,6 +350,7 @@ async def test_request_payload_too_large_is_refused_up_front(
         assert invocations == [RPC_MAX_PAYLOAD_BYTES, RPC_MAX_PAYLOAD_BYTES]
 
 
+@v1_only
 @pytest.mark.parametrize("direction", DIRECTIONS)
 async def test_response_payload_too_large(
     livekit_server: LocalServer, direction: tuple[str, str]
@@ -346,6 +370,7 @@ async def test_response_payload_too_large(
         assert await _call(caller, callee, "exact") == "é" * (RPC_MAX_PAYLOAD_BYTES // 2)
 
 
+@v1_only
 async def test_official_caller_sends_v1_requests_to_lkproto(livekit_server: LocalServer) -> None:
     """lkproto advertises client_protocol 0 here, so the official SDK calls it with v1 packets
     (``rpc_request``, no ``lk.rpc_request`` text stream), which is why its v1 size limit applies."""
