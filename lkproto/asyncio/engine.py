@@ -40,6 +40,7 @@ from lkproto.wire import (
     CLIENT_PROTOCOL,
     client_info,
     decode_data_packet,
+    decode_signal_response,
     describe,
     encode_data_packet,
     join_request,
@@ -571,8 +572,6 @@ class Engine:
     def _trace_frame(self, frame: bytes | str, now: float) -> None:
         raw = frame.encode() if isinstance(frame, str) else frame
         try:
-            from lkproto.wire import decode_signal_response
-
             msg: object = decode_signal_response(frame)
             text = describe(msg)  # type: ignore[arg-type]
         except DecodeError as exc:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from lkproto.asyncio.streams import StreamSender, StreamSendError, recipients_form
 from lkproto.core import streams as cs
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
-from lkproto.errors import LocalProtocolError, PublishDataError
+from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
 from lkproto.rtc.data_stream import (
     ByteStreamInfo,
     ByteStreamWriter,
@@ -313,8 +313,6 @@ class LocalParticipant(Participant):
         )
 
     async def _publish(self, packet: pb.DataPacket, *, reliable: bool) -> None:
-        from lkproto.errors import ConnectError
-
         try:
             await self._engine.send_data(packet, reliable=reliable)
         except PublishDataError:
