@@ -198,7 +198,11 @@ class StreamDriver:
         on_internal: called synchronously, instead of ``on_opened``, with each new text stream on
             an internal RPC topic (:data:`INTERNAL_TOPICS`); without it those are dropped.
         max_buffered_bytes: unread bytes one stream may queue (see the module docstring).
-        receiver_options: passed to :class:`~lkproto.core.streams.StreamReceiver`.
+        stream_timeout_s, max_open_streams, max_stream_bytes, max_decompressed_bytes: the
+            receive limits of :class:`~lkproto.core.streams.StreamReceiver` (same defaults).
+
+    Raises:
+        LocalProtocolError: a limit of the wrong type or range.
     """
 
     def __init__(
@@ -209,6 +213,9 @@ class StreamDriver:
         on_internal: Callable[[IncomingStream], None] | None = None,
         max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
         stream_timeout_s: float | None = core.DEFAULT_STREAM_TIMEOUT_S,
+        max_open_streams: int = core.DEFAULT_MAX_OPEN_STREAMS,
+        max_stream_bytes: int = core.DEFAULT_MAX_STREAM_BYTES,
+        max_decompressed_bytes: int = core.DEFAULT_MAX_DECOMPRESSED_BYTES,
     ) -> None:
         if max_buffered_bytes < 1:
             raise LocalProtocolError("max_buffered_bytes must be positive")
@@ -218,7 +225,11 @@ class StreamDriver:
         self._on_internal = on_internal
         self._max_buffered = max_buffered_bytes
         self._receiver = core.StreamReceiver(
-            handler_for=self._wants, stream_timeout_s=stream_timeout_s
+            handler_for=self._wants,
+            stream_timeout_s=stream_timeout_s,
+            max_open_streams=max_open_streams,
+            max_stream_bytes=max_stream_bytes,
+            max_decompressed_bytes=max_decompressed_bytes,
         )
         self._streams: dict[str, IncomingStream] = {}
         self._timer: asyncio.TimerHandle | None = None

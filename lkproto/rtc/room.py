@@ -110,6 +110,28 @@ class RtcConfiguration:
 
 
 @dataclass
+class DataStreamOptions:
+    """Receive limits for text and byte streams (PROTOCOL-MAP §5 receiver rules).
+
+    ``max_payload_byte_length`` is the official SDK's field: a stream whose announced or
+    received payload exceeds it ends with :class:`StreamError` at the reader instead of being
+    delivered (None = 5 GB, the upstream default). The other fields are lkproto extras; None
+    keeps the default named after each.
+    """
+
+    max_payload_byte_length: int | None = None
+    # lkproto extras
+    max_open_streams: int | None = None
+    """Concurrent chunked streams accepted (default 256); headers beyond it are refused."""
+    max_decompressed_bytes: int | None = None
+    """Cap on one inflated DEFLATE_RAW packet (default 16 MiB): a deflate bomb fails its stream."""
+    stream_timeout: float | None = None
+    """Seconds without a packet before an open stream fails (default 120); 0 disables."""
+    max_buffered_bytes: int | None = None
+    """Unread bytes queued per stream before it fails as a slow reader (default 64 MiB)."""
+
+
+@dataclass
 class RoomOptions:
     """Same fields and defaults as ``livekit.rtc.RoomOptions``, plus lkproto extras."""
 
@@ -120,7 +142,7 @@ class RoomOptions:
     rtc_config: RtcConfiguration | None = None
     connect_timeout: float | None = None
     single_peer_connection: bool | None = None
-    data_stream: object | None = None
+    data_stream: DataStreamOptions | None = None
     # lkproto extras
     adaptive_stream: bool = False
     reconnect_policy: rc.ReconnectPolicy | None = None
@@ -279,14 +301,18 @@ class Room(EventEmitter[ev.EventTypes]):
         if self.isconnected() or self._engine is not None:
             raise LocalProtocolError("already connected")
         opts = options or RoomOptions()
+        limits = _stream_limits(opts.data_stream)
         engine = en.Engine(self._on_engine_event)
-        self._engine = engine
-        self._rpc = RpcDriver(engine)
+        rpc = RpcDriver(engine)
+        # Built before the engine is kept, so a bad limit leaves the room unconnected.
         self._streams = StreamDriver(
             handler_for=self._has_stream_handler,
             on_opened=self._on_stream_opened,
-            on_internal=self._rpc.on_stream,
+            on_internal=rpc.on_stream,
+            **limits,
         )
+        self._engine = engine
+        self._rpc = rpc
         self._announce = False
         try:
             join = await engine.connect(url, token, _engine_options(opts))
@@ -723,6 +749,29 @@ def _ice_server(server: _IceServerLike) -> IceServer:
         username=getattr(server, "username", "") or "",
         credential=getattr(server, "password", "") or getattr(server, "credential", "") or "",
     )
+
+
+def _stream_limits(options: DataStreamOptions | None) -> dict[str, Any]:
+    """StreamDriver keyword arguments for the limits set in ``options`` (unset: defaults)."""
+    if options is None:
+        return {}
+    if not isinstance(options, DataStreamOptions):
+        raise LocalProtocolError(
+            f"RoomOptions.data_stream must be a DataStreamOptions, got {type(options).__name__}"
+        )
+    limits: dict[str, Any] = {}
+    pairs = (
+        ("max_stream_bytes", options.max_payload_byte_length),
+        ("max_open_streams", options.max_open_streams),
+        ("max_decompressed_bytes", options.max_decompressed_bytes),
+        ("max_buffered_bytes", options.max_buffered_bytes),
+    )
+    for name, value in pairs:
+        if value is not None:
+            limits[name] = value
+    if options.stream_timeout is not None:
+        limits["stream_timeout_s"] = options.stream_timeout or None
+    return limits
 
 
 def _engine_options(opts: RoomOptions) -> en.EngineOptions:

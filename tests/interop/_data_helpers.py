@@ -178,12 +178,13 @@ async def data_room(
     reconnect_policy: ReconnectPolicy | None = None,
     trace: TraceCallback | None = None,
     client_protocol: int | None = None,
+    data_stream: rtc.DataStreamOptions | None = None,
 ) -> AsyncIterator[Room]:
     """A fresh room with ``lk`` (lkproto) and ``sdk`` (official), and with ``bystander`` also
     ``eve`` (official); yields once everyone sees everyone else ACTIVE, disconnects all after.
 
     ``trace`` is lkproto's wire tap (``RoomOptions.trace``) for ``lk``; ``client_protocol`` is
-    what ``lk`` advertises (None: lkproto's default, 2).
+    what ``lk`` advertises (None: lkproto's default, 2); ``data_stream`` its receive limits.
     """
     name = unique_room(prefix)
     ours = rtc.Room()
@@ -195,7 +196,10 @@ async def data_room(
         peers[EVE] = Peer(lrtc.Room(), EVE, official=True)
     room = Room(name, peers)
     options = dataclasses.replace(
-        our_options(reconnect_policy), trace=trace, client_protocol=client_protocol
+        our_options(reconnect_policy),
+        trace=trace,
+        client_protocol=client_protocol,
+        data_stream=data_stream,
     )
     try:
         await asyncio.wait_for(

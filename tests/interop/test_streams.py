@@ -22,9 +22,11 @@ from livekit import rtc as lrtc
 
 from lkproto import rtc
 from lkproto.core.streams import StreamErrorKind
+from lkproto.errors import LocalProtocolError
 from lkproto.testing import scaled
 from lkproto.wire import pb
 from tests.interop._data_helpers import DIRECTIONS, Peer, data_room
+from tests.interop._helpers import our_options
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -302,3 +304,84 @@ async def test_form_follows_official_peer_capabilities(livekit_server: LocalServ
         else:
             assert kinds[0] == "stream_header"
             assert kinds[-1] == "stream_trailer"
+
+
+# -- receive limits through RoomOptions.data_stream (official DataStreamOptions + extras) -----
+
+
+async def test_max_payload_byte_length_refuses_announced_oversize(
+    livekit_server: LocalServer,
+) -> None:
+    """The official field: a text stream announcing 50 000 bytes fails at once for a 1 000 cap."""
+    limits = rtc.DataStreamOptions(max_payload_byte_length=1_000)
+    async with data_room(livekit_server, "ds-cap", data_stream=limits) as room:
+        got = collect(room.lk, "capped", text=True)
+        small = collect(room.lk, "small", text=True)
+        await room.sdk.local.send_text("x" * 50_000, topic="capped")
+        with pytest.raises(rtc.StreamError) as info:
+            await result(await first(got))
+        assert info.value.kind is StreamErrorKind.TOO_LARGE
+        # The cap is per stream: a payload under it still arrives whole afterwards.
+        await room.sdk.local.send_text("y" * 900, topic="small")
+        assert await result(await first(small)) == "y" * 900
+
+
+async def test_max_payload_byte_length_stops_unannounced_stream(
+    livekit_server: LocalServer,
+) -> None:
+    """A byte stream without total_size is cut off once it passes the cap, not buffered."""
+    limits = rtc.DataStreamOptions(max_payload_byte_length=40_000)
+    async with data_room(livekit_server, "ds-cap-open", data_stream=limits) as room:
+        got = collect(room.lk, "open", text=False)
+        writer = await room.sdk.local.stream_bytes("open.bin", topic="open")
+        for _ in range(5):
+            await writer.write(os.urandom(15_000))
+        await writer.aclose()
+        item = await first(got)
+        assert item.info.size == 0  # no total_length announced (official: size 0)
+        with pytest.raises(rtc.StreamError) as info:
+            await result(item)
+        assert info.value.kind is StreamErrorKind.TOO_LARGE
+
+
+async def test_stream_timeout_fails_a_stalled_official_stream(
+    livekit_server: LocalServer,
+) -> None:
+    """A header and one chunk, then silence: the reader fails with TIMEOUT, the sender's
+    connection is unaffected, and a stream that keeps sending within the timeout completes."""
+    limits = rtc.DataStreamOptions(stream_timeout=scaled(1.5))
+    async with data_room(livekit_server, "ds-stall", data_stream=limits) as room:
+        stalled = collect(room.lk, "stalled", text=False)
+        steady = collect(room.lk, "steady", text=False)
+        writer = await room.sdk.local.stream_bytes("s.bin", total_size=30_000, topic="stalled")
+        await writer.write(b"a" * 15_000)
+        with pytest.raises(rtc.StreamError) as info:
+            await result(await first(stalled))
+        assert info.value.kind is StreamErrorKind.TIMEOUT
+
+        slow = await room.sdk.local.stream_bytes("t.bin", total_size=5 * 1_000, topic="steady")
+        for _ in range(5):
+            await slow.write(b"b" * 1_000)
+            await asyncio.sleep(scaled(0.5))
+        await slow.aclose()
+        assert await result(await first(steady)) == b"b" * 5_000
+        await writer.aclose()
+
+
+async def test_bad_data_stream_options_leave_room_unconnected(
+    livekit_server: LocalServer,
+) -> None:
+    room = rtc.Room()
+    token = livekit_server.create_token("bad-limits", "ds-bad-limits")
+    bad = rtc.RoomOptions(data_stream=rtc.DataStreamOptions(max_open_streams=0))
+    with pytest.raises(LocalProtocolError, match="max_open_streams"):
+        await room.connect(livekit_server.url, token, bad)
+    assert not room.isconnected()
+    # The same Room object can still connect once the options are fixed.
+    await asyncio.wait_for(
+        room.connect(livekit_server.url, token, our_options()), scaled(STREAM_TIMEOUT_S)
+    )
+    try:
+        assert room.isconnected()
+    finally:
+        await room.disconnect()
