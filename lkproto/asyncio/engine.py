@@ -19,7 +19,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions, PeerState
 from lkproto.asyncio.signal import SignalClosed, SignalTransport, is_missing_v1_route
@@ -61,6 +61,10 @@ __all__ = [
     "EngineOptions",
     "EngineReconnected",
     "EngineReconnecting",
+    "LocalInfoUpdated",
+    "LocalTrackRepublished",
+    "MediaTrackEnded",
+    "MediaTrackReceived",
     "SignalMessageEvent",
     "TraceCallback",
 ]
@@ -81,6 +85,8 @@ LOSSY_LABEL: Final = "_lossy"
 RELIABLE_HIGH_WATER_BYTES: Final = 1 << 20
 RELIABLE_LOW_WATER_BYTES: Final = 64 << 10
 LOSSY_HIGH_WATER_BYTES: Final = 256 << 10
+# PROTOCOL-MAP §9 Publishing step 2: JS gives AddTrackRequest 10 s to be answered.
+PUBLISH_TIMEOUT_S: Final = 10.0
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
@@ -149,6 +155,61 @@ class SignalMessageEvent:
     event: sg.SignalEvent
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaTrackReceived:
+    """A downstream media section now carries track ``sid`` (PROTOCOL-MAP §9 Subscribing).
+
+    ``track`` is aiortc's remote track for the section; it is reused if the server later puts
+    another track on the same section (§14), which arrives as ended + received.
+    """
+
+    sid: str
+    mid: str
+    kind: str
+    track: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaTrackEnded:
+    """Track ``sid`` no longer arrives on section ``mid`` (unsubscribed, replaced or torn down)."""
+
+    sid: str
+    mid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalInfoUpdated:
+    """The server sent a newer snapshot of ourselves (it may differ only in track details)."""
+
+    info: pb.ParticipantInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalTrackRepublished:
+    """After a full reconnect a local track was published again under a new SID."""
+
+    cid: str
+    old_sid: str
+    info: pb.TrackInfo
+    media: Any
+
+
+class _Published:
+    """A local track we publish: what to send again after a full reconnect."""
+
+    def __init__(
+        self, request: pb.AddTrackRequest, media: Any, codecs: tuple[str, ...], info: pb.TrackInfo
+    ) -> None:
+        self.request = request
+        self.media = media
+        self.codecs = codecs
+        self.info = info
+        self.transceiver: Any = None
+        self.muted = request.muted
+        self.on_sender: Callable[[Any], None] | None = None
+        self.media_factory: Callable[[], Any] | None = None
+
+
 EngineEvent: TypeAlias = (
     EngineConnected
     | EngineReconnecting
@@ -156,6 +217,10 @@ EngineEvent: TypeAlias = (
     | EngineDisconnected
     | DataReceived
     | SignalMessageEvent
+    | MediaTrackReceived
+    | MediaTrackEnded
+    | LocalTrackRepublished
+    | LocalInfoUpdated
     | ro.RosterEvent
 )
 
@@ -180,6 +245,9 @@ class _Link:
         self.last_remote_offer: pb.SessionDescription | None = None
         self.last_local_answer: pb.SessionDescription | None = None
         self.mid_to_track_id: dict[str, str] = {}
+        # Downstream sections we receive on: mid -> (track SID, aiortc remote track).
+        self.receiving: dict[str, tuple[str, Any]] = {}
+        self.negotiated: list[asyncio.Future[None]] = []
         self.negotiating = False
         self.renegotiate = False
         self.outbox: asyncio.Queue[bytes | None] | None = None
@@ -212,6 +280,8 @@ class Engine:
         self._sender = rl.ReliableSender()
         self._receiver = rl.ReliableReceiver()
         self._connected = asyncio.Event()
+        self._published: dict[str, _Published] = {}
+        self._publishing: dict[str, asyncio.Future[pb.TrackInfo]] = {}
         self.lossy_dropped = 0
         self._leave_reason: DisconnectReasonValue = pb.UNKNOWN_REASON
 
@@ -355,6 +425,180 @@ class Engine:
         link.session.send_simulate(scenario, self._loop.time())
         self._pump(link)
         await self._drain_writer(link)
+
+    # -- media (PROTOCOL-MAP §9, §16) ------------------------------------------------------------
+
+    async def publish_track(
+        self,
+        request: pb.AddTrackRequest,
+        media: Any,
+        *,
+        codecs: tuple[str, ...] = (),
+        on_sender: Callable[[Any], None] | None = None,
+        media_factory: Callable[[], Any] | None = None,
+    ) -> pb.TrackInfo:
+        """Publish ``media`` (an aiortc track whose ``id`` is ``request.cid``).
+
+        AddTrackRequest → TrackPublishedResponse (10 s) → a ``sendonly`` section → re-offer, and
+        returns once the answer covering the new section is applied. ``on_sender`` gets aiortc's
+        ``RTCRtpSender`` before the first frame (also after a full reconnect), e.g. to install an
+        encoder. ``media_factory`` gives a live track again after aiortc stopped ``media``
+        (it stops a sender's track when its connection closes, i.e. on a full reconnect).
+
+        Raises:
+            RequestRejectedError: the server refused (``NOT_ALLOWED`` for a source the token may
+                not publish, ``UNSUPPORTED_TYPE``), or ``TIMEOUT`` without an answer.
+            LocalProtocolError: not connected, or ``request.cid`` is already published.
+            ConnectError: the connection was lost while publishing.
+        """
+        link = self._require_link()
+        cid = request.cid
+        if not cid or cid in self._published or cid in self._publishing:
+            raise LocalProtocolError(f"track {cid!r} is already published (or has no cid)")
+        info = await self._add_track(link, request)
+        published = _Published(request, media, codecs, info)
+        published.on_sender = on_sender
+        published.media_factory = media_factory
+        self._published[cid] = published
+        try:
+            await self._attach_media(link, published)
+        except BaseException:
+            self._published.pop(cid, None)
+            raise
+        return info
+
+    async def unpublish_track(self, cid: str) -> None:
+        """Stop sending ``cid`` and re-offer; the server then ends the publication (§16).
+
+        Raises:
+            LocalProtocolError: ``cid`` is not published.
+        """
+        published = self._published.pop(cid, None)
+        if published is None:
+            raise LocalProtocolError(f"track {cid!r} is not published")
+        link = self._link
+        if link is None or link.publisher is None or published.transceiver is None:
+            return
+        link.publisher.stop_sending(published.transceiver)
+        await self._negotiate(link)
+
+    def set_track_muted(self, cid: str, muted: bool) -> None:
+        """Tell the server (``MuteTrackRequest``) and stop/restart sending media frames.
+
+        Raises:
+            LocalProtocolError: ``cid`` is not published.
+        """
+        published = self._published.get(cid)
+        if published is None:
+            raise LocalProtocolError(f"track {cid!r} is not published")
+        published.muted = muted
+        published.request.muted = muted
+        _set_sender_enabled(published.transceiver, not muted)
+        link = self._link
+        if link is not None:
+            mute = pb.MuteTrackRequest(sid=published.info.sid, muted=muted)
+            link.session.send(pb.SignalRequest(mute=mute), self._loop.time())
+            self._pump(link)
+
+    def published_sender(self, cid: str) -> Any:
+        """aiortc's ``RTCRtpSender`` for a published track (None before negotiation)."""
+        published = self._published.get(cid)
+        if published is None or published.transceiver is None:
+            return None
+        return published.transceiver.sender
+
+    def published_info(self, cid: str) -> pb.TrackInfo | None:
+        published = self._published.get(cid)
+        return published.info if published is not None else None
+
+    def update_subscription(self, track_sids: list[str], subscribe: bool) -> None:
+        """``UpdateSubscription{track_sids, subscribe}`` (PROTOCOL-MAP §9 Subscribing)."""
+        link = self._require_link()
+        update = pb.UpdateSubscription(track_sids=track_sids, subscribe=subscribe)
+        link.session.send(pb.SignalRequest(subscription=update), self._loop.time())
+        self._pump(link)
+
+    def update_track_settings(self, settings: pb.UpdateTrackSettings) -> None:
+        """``UpdateTrackSettings`` (enable/disable, wanted dimensions, fps, quality)."""
+        link = self._require_link()
+        link.session.send(pb.SignalRequest(track_setting=settings), self._loop.time())
+        self._pump(link)
+
+    async def _add_track(self, link: _Link, request: pb.AddTrackRequest) -> pb.TrackInfo:
+        fut: asyncio.Future[pb.TrackInfo] = self._loop.create_future()
+        self._publishing[request.cid] = fut
+        try:
+            link.session.send(pb.SignalRequest(add_track=request), self._loop.time())
+            self._pump(link)
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                    return await fut
+            except TimeoutError as exc:
+                what = f"no track_published for {request.cid!r} within {PUBLISH_TIMEOUT_S} s"
+                raise RequestRejectedError("TIMEOUT", what) from exc
+        finally:
+            self._publishing.pop(request.cid, None)
+
+    async def _attach_media(self, link: _Link, published: _Published) -> None:
+        pc = link.publisher
+        if pc is None:
+            raise ConnectError("no publisher peer connection")
+        published.transceiver = pc.add_send_track(published.media, codecs=published.codecs)
+        if published.on_sender is not None:
+            published.on_sender(published.transceiver.sender)
+        _set_sender_enabled(published.transceiver, not published.muted)
+        await self._negotiate(link)
+
+    async def _republish(self) -> None:
+        """Publish every local track again on the new connection of a full reconnect (the
+        official SDKs do the same and emit ``local_track_republished``)."""
+        link = self._link
+        if link is None:
+            return
+        for cid, published in list(self._published.items()):
+            old_sid = published.info.sid
+            if published.media_factory is not None and published.media.readyState != "live":
+                # A new aiortc track has a new id, which must be the new AddTrack's cid (§9).
+                published.media = published.media_factory()
+                published.request.cid = published.media.id
+                del self._published[cid]
+                self._published[published.request.cid] = published
+            try:
+                published.info = await self._add_track(link, published.request)
+                await self._attach_media(link, published)
+            except LkError as exc:
+                _log.warning("= could not republish %s after a full reconnect: %s", cid, exc)
+                continue
+            self._emit(
+                LocalTrackRepublished(
+                    cid=published.request.cid,
+                    old_sid=old_sid,
+                    info=published.info,
+                    media=published.media,
+                )
+            )
+
+    def _sync_receiving(self, link: _Link, pc: PeerConnection) -> None:
+        """Diff the sections we receive on against the latest mid → track SID mapping (§2) and
+        report subscriptions that started, ended or moved to another section."""
+        mapping = link.mid_to_track_id
+        now: dict[str, tuple[str, Any]] = {}
+        for mid, track in pc.receiving().items():
+            sid = mapping.get(mid)
+            if sid is None:
+                # The first msid of a section names its track (§9); reuse makes it stale, so it
+                # only stands in when the server sent no mapping at all.
+                sid = track.id if not mapping and str(track.id).startswith("TR_") else None
+            if sid:
+                now[mid] = (sid, track)
+        before = link.receiving
+        link.receiving = now
+        for mid, (sid, _) in before.items():
+            if now.get(mid, ("", None))[0] != sid:
+                self._emit(MediaTrackEnded(sid=sid, mid=mid))
+        for mid, (sid, track) in now.items():
+            if before.get(mid, ("", None))[0] != sid:
+                self._emit(MediaTrackReceived(sid=sid, mid=mid, kind=track.kind, track=track))
 
     def force_full_reconnect(self) -> None:
         """Start a full reconnect now (new join, new peer connection), as a LeaveRequest RECONNECT
@@ -514,9 +758,14 @@ class Engine:
         if pc is None:
             return
         if link.negotiating:
+            # The running round re-offers once more; wait until that round is answered.
             link.renegotiate = True
+            done: asyncio.Future[None] = self._loop.create_future()
+            link.negotiated.append(done)
+            await done
             return
         link.negotiating = True
+        error: BaseException | None = None
         try:
             while True:
                 link.renegotiate = False
@@ -530,10 +779,23 @@ class Engine:
                 self._pump(link)
                 answer = await fut
                 await pc.apply_answer(answer)
+                if link.single_pc:
+                    self._sync_receiving(link, pc)
                 if not link.renegotiate:
                     break
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             link.negotiating = False
+            waiters, link.negotiated = link.negotiated, []
+            for w in waiters:
+                if w.done():
+                    continue
+                if error is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(ConnectError(f"renegotiation failed: {error!r}"))
 
     # -- one connection's plumbing ---------------------------------------------------------
 
@@ -647,7 +909,9 @@ class Engine:
             link.last_remote_answer = pb.SessionDescription(
                 type="answer", sdp=event.sdp, id=event.answer_id
             )
-            link.mid_to_track_id = dict(event.mid_to_track_id)
+            if link.single_pc:
+                # Single PC: downstream sections are named in the server's answers (§2).
+                link.mid_to_track_id = dict(event.mid_to_track_id)
             answer = link.answers.pop(event.answer_id, None)
             if answer is not None and not answer.done():
                 answer.set_result(event.sdp)
@@ -669,11 +933,34 @@ class Engine:
                 pc.add_recvonly_transceivers(audio=event.num_audios, video=event.num_videos)
                 self._spawn(link, self._negotiate(link))
         elif isinstance(event, sg.ParticipantsUpdated):
+            local_before = self._roster.local
             for ev in self._roster.apply_participants(event.participants):
                 self._emit(ev)
+            local = self._roster.local
+            if local is not None and local is not local_before:
+                # Our own tracks produce no roster events (their codec, size and mute state
+                # arrive this way), so the room refreshes its local view from here.
+                self._emit(LocalInfoUpdated(info=local))
         elif isinstance(event, sg.RoomUpdated):
             for ev in self._roster.apply_room(event.room):
                 self._emit(ev)
+        elif isinstance(event, sg.MessageReceived) and event.kind == "track_published":
+            published = event.message.track_published
+            waiting = self._publishing.get(published.cid)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(published.track)
+            self._emit(SignalMessageEvent(event=event))
+        elif (
+            isinstance(event, sg.RequestAnswered)
+            and event.message.WhichOneof("request") == "add_track"
+            and event.reason != pb.RequestResponse.OK
+        ):
+            # PROTOCOL-MAP §9 Publishing step 2: NOT_ALLOWED / UNSUPPORTED_TYPE for an AddTrack.
+            cid = event.message.add_track.cid
+            waiting = self._publishing.get(cid)
+            if waiting is not None and not waiting.done():
+                name = pb.RequestResponse.Reason.Name(event.reason)
+                waiting.set_exception(RequestRejectedError(name, event.message_text))
         elif isinstance(event, sg.RequestAnswered):
             fut2 = self._pending_requests.get(event.request_id)
             if fut2 is not None and not fut2.done():
@@ -731,6 +1018,7 @@ class Engine:
         if pc is None:
             return
         answer = await pc.apply_offer(sdp)
+        self._sync_receiving(link, pc)
         link.last_local_answer = pb.SessionDescription(type="answer", sdp=answer, id=offer_id)
         link.session.send_answer(answer, offer_id, self._loop.time())
         self._pump(link)
@@ -817,6 +1105,7 @@ class Engine:
                     async with asyncio.timeout(self._opts.connect_timeout_s):
                         await self._join(full=True)
                     self._resend(self._sender.resume(0))
+                    await self._republish()
             except _ResumeRefused:
                 _log.info("= resume refused; next attempt is a full reconnect")
                 self._recovery_hint = rc.Recovery.FULL_RECONNECT
@@ -895,6 +1184,8 @@ class Engine:
         if link.last_local_offer is not None:
             sync.offer.CopyFrom(link.last_local_offer)
         sync.subscription.subscribe = not self._opts.auto_subscribe
+        for published in self._published.values():
+            sync.publish_tracks.add(cid=published.request.cid, track=published.info)
         pc = link.publisher
         if pc is not None:
             for label, channel_id in pc.channel_ids().items():
@@ -922,6 +1213,11 @@ class Engine:
             if fut is not None and not fut.done():
                 fut.cancel()
         transport, link.transport = link.transport, None
+        receiving, link.receiving = link.receiving, {}
+        for mid, (sid, _) in receiving.items():
+            self._emit(MediaTrackEnded(sid=sid, mid=mid))
+        for published in self._published.values():
+            published.transceiver = None
         current = asyncio.current_task()
         tasks = [t for t in link.tasks if t is not current]
         for t in tasks:
@@ -971,6 +1267,18 @@ class Engine:
     def _trace(self, direction: Direction, channel: str, message: object, raw: bytes) -> None:
         if self._opts.trace is not None:
             self._opts.trace(direction, channel, message, raw, self._loop.time())
+
+
+def _set_sender_enabled(transceiver: Any, enabled: bool) -> None:
+    """Mute by having aiortc's sender drop frames instead of encoding them (aiortc 1.16 reads
+    ``RTCRtpSender._enabled`` for every frame and still drains the track while disabled)."""
+    if transceiver is None:
+        return
+    sender = transceiver.sender
+    if hasattr(sender, "_enabled"):
+        sender._enabled = enabled
+    else:  # pragma: no cover - another aiortc version
+        _log.warning("= aiortc sender has no _enabled flag; muting only tells the server")
 
 
 class _ResumeRefused(ConnectError):

@@ -349,6 +349,65 @@ class PeerConnection:
                 for _ in range(count):
                     self._pc.addTransceiver(kind, direction="recvonly")
 
+    # -- media ---------------------------------------------------------------------------------
+
+    def add_send_track(
+        self, track: aiortc.MediaStreamTrack, *, codecs: tuple[str, ...] = ()
+    ) -> aiortc.RTCRtpTransceiver:
+        """Add a ``sendonly`` transceiver carrying ``track``; it appears in the next offer.
+
+        A new transceiver every time (never ``addTrack``, which would take over a ``recvonly``
+        section the server uses for a subscription, PROTOCOL-MAP §2 MediaSectionsRequirement).
+        The msid track id in the SDP is ``track.id``: pass it as ``AddTrackRequest.cid``
+        (PROTOCOL-MAP §9 Publishing step 1).
+
+        Args:
+            track: an aiortc track (kind ``audio`` or ``video``).
+            codecs: MIME types in order of preference (``"video/VP8"``, ``"video/H264"``); the
+                offer lists only these (plus their RTX); empty keeps aiortc's default order.
+
+        Raises:
+            LocalProtocolError: the connection is closed, or no codec of ``codecs`` is available.
+        """
+        self._require_open()
+        with _mapped("add transceiver", remote=False):
+            transceiver = self._pc.addTransceiver(track, direction="sendonly")
+        if codecs:
+            available = aiortc.RTCRtpSender.getCapabilities(track.kind).codecs
+            wanted = [c for name in codecs for c in available if c.mimeType.lower() == name.lower()]
+            if not wanted:
+                raise LocalProtocolError(f"none of the codecs {codecs} is available in aiortc")
+            rtx = [c for c in available if c.mimeType.lower().endswith("/rtx")]
+            transceiver.setCodecPreferences(wanted + rtx)
+        return transceiver
+
+    def stop_sending(self, transceiver: aiortc.RTCRtpTransceiver) -> None:
+        """Detach the track and make the section ``inactive`` from the next offer on (unpublish,
+        PROTOCOL-MAP §16: there is no unpublish request; the server ends the publication when the
+        section stops sending)."""
+        self._require_open()
+        with _mapped("stop sending", remote=False):
+            transceiver.sender.replaceTrack(None)
+            transceiver.direction = "inactive"
+
+    def receiving(self) -> dict[str, aiortc.MediaStreamTrack]:
+        """The remote track of every section we currently receive on, by mid.
+
+        aiortc creates one ``RemoteStreamTrack`` per transceiver and keeps it when the server later
+        reuses the section for another track (PROTOCOL-MAP §14), so callers map mid → track SID
+        from the latest ``mid_to_track_id`` and treat a changed SID as a new subscription.
+        """
+        out: dict[str, aiortc.MediaStreamTrack] = {}
+        for transceiver in self._pc.getTransceivers():
+            track = transceiver.receiver.track
+            if (
+                transceiver.mid is not None
+                and track is not None
+                and transceiver.currentDirection in ("recvonly", "sendrecv")
+            ):
+                out[transceiver.mid] = track
+        return out
+
     async def create_offer(self) -> str:
         """Create an offer, set it as the local description and return its SDP.
 

@@ -9,6 +9,9 @@ from lkproto.asyncio.rpc import RpcInvocationData
 from lkproto.core.rpc import RpcError
 from lkproto.errors import PublishDataError
 from lkproto.rtc import events
+from lkproto.rtc.audio_frame import AudioFrame
+from lkproto.rtc.audio_source import AudioSource
+from lkproto.rtc.audio_stream import AudioFrameEvent, AudioStream
 from lkproto.rtc.data_stream import (
     ByteStreamHandler,
     ByteStreamInfo,
@@ -25,10 +28,12 @@ from lkproto.rtc.participant import (
     ConnectionQuality,
     DisconnectReason,
     LocalParticipant,
+    LocalTrackPublication,
     Participant,
     ParticipantKind,
     ParticipantState,
     RemoteParticipant,
+    RemoteTrackPublication,
     TrackPublication,
 )
 from lkproto.rtc.room import (
@@ -44,8 +49,32 @@ from lkproto.rtc.room import (
     SipDTMF,
     TranscriptionSegment,
 )
+from lkproto.rtc.track import (
+    AudioEncoding,
+    LocalAudioTrack,
+    LocalTrack,
+    LocalVideoTrack,
+    RemoteAudioTrack,
+    RemoteTrack,
+    RemoteVideoTrack,
+    StreamState,
+    Track,
+    TrackKind,
+    TrackPublishOptions,
+    TrackSource,
+    VideoCodec,
+    VideoEncoding,
+)
+from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
+from lkproto.rtc.video_source import EncodedVideoSource, VideoSource
+from lkproto.rtc.video_stream import VideoFrameEvent, VideoStream
 
 __all__ = [
+    "AudioEncoding",
+    "AudioFrame",
+    "AudioFrameEvent",
+    "AudioSource",
+    "AudioStream",
     "ByteStreamHandler",
     "ByteStreamInfo",
     "ByteStreamReader",
@@ -57,13 +86,22 @@ __all__ = [
     "DataPacketKind",
     "DataStreamOptions",
     "DisconnectReason",
+    "EncodedVideoSource",
     "EventEmitter",
+    "LocalAudioTrack",
     "LocalParticipant",
+    "LocalTrack",
+    "LocalTrackPublication",
+    "LocalVideoTrack",
     "Participant",
     "ParticipantKind",
     "ParticipantState",
     "PublishDataError",
+    "RemoteAudioTrack",
     "RemoteParticipant",
+    "RemoteTrack",
+    "RemoteTrackPublication",
+    "RemoteVideoTrack",
     "Room",
     "RoomOptions",
     "RpcError",
@@ -72,11 +110,24 @@ __all__ = [
     "SimulateScenarioKind",
     "SipDTMF",
     "StreamError",
+    "StreamState",
     "TextStreamHandler",
     "TextStreamInfo",
     "TextStreamReader",
     "TextStreamWriter",
+    "Track",
+    "TrackKind",
     "TrackPublication",
+    "TrackPublishOptions",
+    "TrackSource",
     "TranscriptionSegment",
+    "VideoBufferType",
+    "VideoCodec",
+    "VideoEncoding",
+    "VideoFrame",
+    "VideoFrameEvent",
+    "VideoRotation",
+    "VideoSource",
+    "VideoStream",
     "events",
 ]

@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     from lkproto.rtc.participant import (
         ConnectionQuality,
         DisconnectReason,
+        LocalTrackPublication,
         Participant,
         RemoteParticipant,
+        RemoteTrackPublication,
         TrackPublication,
     )
     from lkproto.rtc.room import (
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
         SipDTMF,
         TranscriptionSegment,
     )
+    from lkproto.rtc.track import LocalTrack, RemoteTrack
     from lkproto.wire import pb
 
 __all__ = [
@@ -36,6 +39,10 @@ __all__ = [
     "DataReceived",
     "Disconnected",
     "EventTypes",
+    "LocalTrackPublished",
+    "LocalTrackRepublished",
+    "LocalTrackSubscribed",
+    "LocalTrackUnpublished",
     "ParticipantActive",
     "ParticipantAttributesChanged",
     "ParticipantConnected",
@@ -52,8 +59,11 @@ __all__ = [
     "TokenRefreshed",
     "TrackMuted",
     "TrackPublished",
+    "TrackSubscribed",
+    "TrackSubscriptionFailed",
     "TrackUnmuted",
     "TrackUnpublished",
+    "TrackUnsubscribed",
     "TranscriptionReceived",
 ]
 
@@ -274,6 +284,85 @@ class TrackUnpublished(RoomEvent):
 
     def args(self) -> tuple[object, ...]:
         return (self.publication, self.participant)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackSubscribed(RoomEvent):
+    """Media of a remote track now arrives: read it with AudioStream / VideoStream."""
+
+    name: ClassVar[str] = "track_subscribed"
+    track: RemoteTrack
+    publication: RemoteTrackPublication
+    participant: RemoteParticipant
+
+    def args(self) -> tuple[object, ...]:
+        return (self.track, self.publication, self.participant)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackUnsubscribed(RoomEvent):
+    name: ClassVar[str] = "track_unsubscribed"
+    track: RemoteTrack
+    publication: RemoteTrackPublication
+    participant: RemoteParticipant
+
+    def args(self) -> tuple[object, ...]:
+        return (self.track, self.publication, self.participant)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackSubscriptionFailed(RoomEvent):
+    """The server could not subscribe us (``SubscriptionResponse.err``, PROTOCOL-MAP §9)."""
+
+    name: ClassVar[str] = "track_subscription_failed"
+    participant: RemoteParticipant | None
+    track_sid: str
+    error: str
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant, self.track_sid, self.error)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalTrackPublished(RoomEvent):
+    name: ClassVar[str] = "local_track_published"
+    publication: LocalTrackPublication
+    track: LocalTrack
+
+    def args(self) -> tuple[object, ...]:
+        return (self.publication, self.track)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalTrackUnpublished(RoomEvent):
+    name: ClassVar[str] = "local_track_unpublished"
+    publication: LocalTrackPublication
+
+    def args(self) -> tuple[object, ...]:
+        return (self.publication,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalTrackSubscribed(RoomEvent):
+    """Some participant subscribed to our track (the server's ``track_subscribed``)."""
+
+    name: ClassVar[str] = "local_track_subscribed"
+    track: LocalTrack
+
+    def args(self) -> tuple[object, ...]:
+        return (self.track,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalTrackRepublished(RoomEvent):
+    """After a full reconnect our track was published again under a new SID."""
+
+    name: ClassVar[str] = "local_track_republished"
+    publication: LocalTrackPublication
+    previous_sid: str
+
+    def args(self) -> tuple[object, ...]:
+        return (self.publication, self.previous_sid)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

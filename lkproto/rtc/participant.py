@@ -10,16 +10,19 @@ import asyncio
 import contextlib
 import datetime
 import enum
+import logging
 import mimetypes
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from lkproto.asyncio.audio import DEFAULT_OPUS_BITRATE, install_opus_encoder
 from lkproto.asyncio.streams import StreamSender, StreamSendError, recipients_form
 from lkproto.core import streams as cs
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
 from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
+from lkproto.rtc import events as ev
 from lkproto.rtc.data_stream import (
     ByteStreamInfo,
     ByteStreamWriter,
@@ -27,6 +30,16 @@ from lkproto.rtc.data_stream import (
     TextStreamInfo,
     TextStreamWriter,
     _now_ms,
+)
+from lkproto.rtc.track import (
+    LocalTrack,
+    LocalVideoTrack,
+    RemoteTrack,
+    TrackKind,
+    TrackPublishOptions,
+    TrackSource,
+    VideoCodec,
+    kind_from_wire,
 )
 from lkproto.wire import pb
 from lkproto.wire.streams import STREAM_CHUNK_SIZE_BYTES
@@ -39,10 +52,12 @@ __all__ = [
     "ConnectionQuality",
     "DisconnectReason",
     "LocalParticipant",
+    "LocalTrackPublication",
     "Participant",
     "ParticipantKind",
     "ParticipantState",
     "RemoteParticipant",
+    "RemoteTrackPublication",
     "TrackPublication",
 ]
 
@@ -138,13 +153,20 @@ class TrackPublication:
         return self._info.name
 
     @property
-    def kind(self) -> int:
-        """``TrackType``-like: 0 unknown... (wire TrackType: AUDIO 0, VIDEO 1, DATA 2)."""
-        return self._info.type
+    def kind(self) -> TrackKind:
+        """Official ``TrackKind`` (KIND_AUDIO 1, KIND_VIDEO 2; the wire's type is ``info.type``)."""
+        return kind_from_wire(self._info.type)
 
     @property
-    def source(self) -> int:
-        return self._info.source
+    def source(self) -> TrackSource | int:
+        try:
+            return TrackSource(self._info.source)
+        except ValueError:
+            return self._info.source
+
+    @property
+    def simulcasted(self) -> bool:
+        return len(self._info.layers) > 1
 
     @property
     def mime_type(self) -> str:
@@ -167,8 +189,83 @@ class TrackPublication:
         """The raw ``TrackInfo`` (for conformance users)."""
         return self._info
 
+    @property
+    def track(self) -> LocalTrack | RemoteTrack | None:
+        return None
+
     def __repr__(self) -> str:
-        return f"<TrackPublication sid={self.sid} name={self.name!r} muted={self.muted}>"
+        return f"<{type(self).__name__} sid={self.sid} name={self.name!r} muted={self.muted}>"
+
+
+class LocalTrackPublication(TrackPublication):
+    """One of our published tracks."""
+
+    def __init__(self, info: pb.TrackInfo, track: LocalTrack | None = None) -> None:
+        super().__init__(info)
+        self._track = track
+        self._subscribed: asyncio.Future[None] | None = None
+
+    @property
+    def track(self) -> LocalTrack | None:
+        return self._track
+
+    async def wait_for_subscription(self) -> None:
+        """Until some participant subscribes (the server's ``track_subscribed``, §9)."""
+        if self._subscribed is None:
+            self._subscribed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._subscribed)
+
+    def _first_subscriber(self) -> None:
+        if self._subscribed is None:
+            self._subscribed = asyncio.get_running_loop().create_future()
+        if not self._subscribed.done():
+            self._subscribed.set_result(None)
+
+
+class RemoteTrackPublication(TrackPublication):
+    """Another participant's track; ``track`` is set while we are subscribed and media flows."""
+
+    def __init__(self, info: pb.TrackInfo, participant: RemoteParticipant | None = None) -> None:
+        super().__init__(info)
+        self._track: RemoteTrack | None = None
+        self._participant = participant
+        self._wanted = True
+
+    @property
+    def track(self) -> RemoteTrack | None:
+        return self._track
+
+    @property
+    def subscribed(self) -> bool:
+        return self._track is not None
+
+    def set_subscribed(self, subscribed: bool) -> None:
+        """Ask the server to (un)subscribe us (``UpdateSubscription``, PROTOCOL-MAP §9); the
+        result arrives as ``track_subscribed`` / ``track_unsubscribed``."""
+        self._wanted = subscribed
+        engine = self._participant._engine if self._participant is not None else None
+        if engine is None:
+            raise LocalProtocolError("the room is not connected")
+        engine.update_subscription([self.sid], subscribed)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Pause/resume delivery without unsubscribing (``UpdateTrackSettings.disabled``)."""
+        self._send_settings(disabled=not enabled)
+
+    def set_video_dimensions(self, width: int, height: int) -> None:
+        """Tell the server the size we render at (it picks the layer; lkproto extra)."""
+        self._send_settings(width=width, height=height)
+
+    def set_video_quality(self, quality: int) -> None:
+        """Ask for a quality (``VideoQuality`` LOW 0, MEDIUM 1, HIGH 2; lkproto extra)."""
+        self._send_settings(quality=quality)
+
+    def _send_settings(self, **fields: int | bool) -> None:
+        engine = self._participant._engine if self._participant is not None else None
+        if engine is None:
+            raise LocalProtocolError("the room is not connected")
+        settings = pb.UpdateTrackSettings(track_sids=[self.sid], **fields)  # type: ignore[arg-type]
+        engine.update_track_settings(settings)
 
 
 class Participant:
@@ -177,6 +274,7 @@ class Participant:
     def __init__(self, info: pb.ParticipantInfo) -> None:
         self._info = info
         self._publications: dict[str, TrackPublication] = {}
+        self._engine: Engine | None = None
         self._connection_quality = ConnectionQuality.QUALITY_UNKNOWN
         self._sync_publications()
 
@@ -192,9 +290,12 @@ class Participant:
         for sid, track in current.items():
             pub = self._publications.get(sid)
             if pub is None:
-                self._publications[sid] = TrackPublication(track)
+                self._publications[sid] = self._new_publication(track)
             else:
                 pub._update(track)
+
+    def _new_publication(self, info: pb.TrackInfo) -> TrackPublication:
+        return TrackPublication(info)
 
     @property
     def sid(self) -> str:
@@ -265,6 +366,17 @@ class Participant:
 class RemoteParticipant(Participant):
     """Another participant in the room."""
 
+    def _new_publication(self, info: pb.TrackInfo) -> TrackPublication:
+        return RemoteTrackPublication(info, self)
+
+    @property
+    def track_publications(self) -> Mapping[str, RemoteTrackPublication]:
+        return {
+            sid: pub
+            for sid, pub in self._publications.items()
+            if isinstance(pub, RemoteTrackPublication)
+        }
+
 
 _F = TypeVar("_F", bound="RpcHandler")
 
@@ -274,8 +386,80 @@ class LocalParticipant(Participant):
 
     def __init__(self, info: pb.ParticipantInfo, engine: Engine, rpc: RpcDriver) -> None:
         super().__init__(info)
-        self._engine = engine
+        self._engine: Engine = engine
         self._rpc = rpc
+        # Set by the room: where local_track_published / _unpublished go.
+        self._emit_event: Callable[[Any], None] = lambda event: None
+
+    def _new_publication(self, info: pb.TrackInfo) -> TrackPublication:
+        return LocalTrackPublication(info)
+
+    def _sync_publications(self) -> None:
+        # Our own publications live from publish_track to unpublish_track: a snapshot that
+        # raced the AddTrack (and so lacks the track) must not drop them.
+        owned = {
+            sid: pub
+            for sid, pub in self._publications.items()
+            if isinstance(pub, LocalTrackPublication) and pub.track is not None
+        }
+        super()._sync_publications()
+        for sid, pub in owned.items():
+            self._publications.setdefault(sid, pub)
+
+    @property
+    def track_publications(self) -> Mapping[str, LocalTrackPublication]:
+        return {
+            sid: pub
+            for sid, pub in self._publications.items()
+            if isinstance(pub, LocalTrackPublication)
+        }
+
+    # -- media (PROTOCOL-MAP §9 Publishing, §16) --------------------------------------------
+
+    async def publish_track(
+        self, track: LocalTrack, options: TrackPublishOptions | None = None
+    ) -> LocalTrackPublication:
+        """Publish a local audio or video track (official shape).
+
+        Opus for audio (mono sources encoded as mono), VP8 or H.264 single layer for video per
+        ``options.video_codec``. The announcement matches what aiortc sends: no simulcast, no
+        RED, no DTX (PROTOCOL-MAP §14).
+
+        Raises:
+            lkproto.errors.RequestRejectedError: the server refused (e.g. ``NOT_ALLOWED`` when
+                the token may not publish this source) or did not answer in 10 s.
+            LocalProtocolError: the track is already published, or an unsupported codec.
+        """
+        opts = options or TrackPublishOptions()
+        if track._engine is not None:
+            raise LocalProtocolError(f"{track!r} is already published")
+        request, codecs = _add_track_request(track, opts)
+        on_sender = _sender_setup(track, opts)
+        info = await self._engine.publish_track(
+            request,
+            track._media,
+            codecs=codecs,
+            on_sender=on_sender,
+            media_factory=track.source._media_track,
+        )
+        track._published(self._engine, info)
+        # A snapshot of ourselves may already name the codec (it raced the negotiation).
+        latest = next((t for t in self._info.tracks if t.sid == info.sid), info)
+        pub = LocalTrackPublication(latest, track)
+        self._publications[info.sid] = pub
+        self._emit_event(ev.LocalTrackPublished(publication=pub, track=track))
+        return pub
+
+    async def unpublish_track(self, track_sid: str) -> None:
+        """Stop publishing (official shape: by track SID)."""
+        pub = self._publications.get(track_sid)
+        if not isinstance(pub, LocalTrackPublication) or pub.track is None:
+            raise LocalProtocolError(f"no local track with SID {track_sid!r}")
+        track = pub.track
+        await self._engine.unpublish_track(track.cid)
+        track._unpublished()
+        self._publications.pop(track_sid, None)
+        self._emit_event(ev.LocalTrackUnpublished(publication=pub))
 
     async def publish_data(
         self,
@@ -707,3 +891,90 @@ def _byte_info(
         attributes=dict(attributes or {}),
         name=name,
     )
+
+
+# -- publishing helpers ----------------------------------------------------------------------
+
+# PROTOCOL-MAP §9 Codecs: the MIME names aiortc knows for the official VideoCodec values.
+_VIDEO_MIME = {VideoCodec.VP8: "video/VP8", VideoCodec.H264: "video/H264"}
+# The official SDKs' default camera bitrate for a single 640x480-ish layer is in this range;
+# aiortc's VP8 encoder starts at 500 kbps and follows REMB. Used only for the announced layer.
+_DEFAULT_VIDEO_BITRATE = 1_700_000
+
+
+def _add_track_request(
+    track: LocalTrack, opts: TrackPublishOptions
+) -> tuple[pb.AddTrackRequest, tuple[str, ...]]:
+    """The AddTrackRequest aiortc can honour, and the codec preference for its section."""
+    is_video = track.kind == TrackKind.KIND_VIDEO
+    request = pb.AddTrackRequest(
+        cid=track.cid,
+        name=track.name,
+        type=pb.VIDEO if is_video else pb.AUDIO,
+        source=int(opts.source),  # type: ignore[arg-type]
+        muted=track.muted,
+        # aiortc sends neither RED nor DTX (PROTOCOL-MAP §14): say so, whatever was asked.
+        disable_red=True,
+        disable_dtx=True,
+    )
+    if opts.stream:
+        request.stream = opts.stream
+    if opts.simulcast or opts.red or opts.dtx:
+        logging.getLogger("lkproto.media").info(
+            "= aiortc has no simulcast/RED/DTX; publishing %s single-layer without them", track
+        )
+    if not is_video:
+        request.audio_features.append(pb.TF_NO_DTX)
+        channels = int(getattr(track.source, "num_channels", 1))
+        if channels == 2:
+            request.audio_features.append(pb.TF_STEREO)
+        if opts.preconnect_buffer:
+            request.audio_features.append(pb.TF_PRECONNECT_BUFFER)
+        return request, ("audio/opus",)
+    encoded = getattr(track.source, "codec", None)
+    if isinstance(encoded, str):
+        # A pre-encoded source decides the codec: the section must negotiate exactly it.
+        mime = f"video/{'VP8' if encoded == 'vp8' else 'H264'}"
+    elif opts.video_codec in (VideoCodec.VP8, VideoCodec.H264):
+        mime = _VIDEO_MIME[VideoCodec(opts.video_codec)]
+    else:
+        mime = None
+    if mime is None:
+        raise LocalProtocolError(
+            f"aiortc can publish VP8 or H264 only, not {VideoCodec(opts.video_codec).name}"
+        )
+    width = int(getattr(track.source, "width", 0))
+    height = int(getattr(track.source, "height", 0))
+    request.width, request.height = width, height
+    bitrate = opts.video_encoding.max_bitrate if opts.video_encoding else 0
+    layer = pb.VideoLayer(
+        quality=pb.HIGH, width=width, height=height, bitrate=bitrate or _DEFAULT_VIDEO_BITRATE
+    )
+    request.layers.append(layer)
+    codec = request.simulcast_codecs.add(codec=mime.split("/")[1].lower(), cid=track.cid)
+    codec.layers.append(layer)
+    return request, (mime,)
+
+
+def _sender_setup(track: LocalTrack, opts: TrackPublishOptions) -> Callable[[object], None] | None:
+    """What to do to aiortc's sender before its first frame: our Opus encoder for audio."""
+    if isinstance(track, LocalVideoTrack):
+
+        def bind(sender: object) -> None:
+            # Pre-encoded sources hear the server's keyframe requests through their sender.
+            bind_sender = getattr(getattr(sender, "track", None), "bind_sender", None)
+            if bind_sender is not None:
+                bind_sender(sender)
+
+        return bind
+    channels = int(getattr(track.source, "num_channels", 1))
+    bitrate = opts.audio_encoding.max_bitrate if opts.audio_encoding else 0
+
+    def setup(sender: object) -> None:
+        install_opus_encoder(
+            sender,  # type: ignore[arg-type]
+            channels=1 if channels == 1 else 2,
+            bitrate=bitrate or DEFAULT_OPUS_BITRATE,
+        )
+
+    return setup

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from lkproto.asyncio import engine as en
+from lkproto.asyncio.fanout import FrameFanout
 from lkproto.asyncio.peer import IceServer
 from lkproto.asyncio.rpc import RpcDriver
 from lkproto.asyncio.streams import INTERNAL_TOPICS, IncomingStream, StreamDriver
@@ -40,10 +41,18 @@ from lkproto.rtc.participant import (
     ConnectionQuality,
     DisconnectReason,
     LocalParticipant,
+    LocalTrackPublication,
     Participant,
     RemoteParticipant,
-    TrackPublication,
+    RemoteTrackPublication,
     disconnect_reason,
+)
+from lkproto.rtc.track import (
+    RemoteAudioTrack,
+    RemoteTrack,
+    RemoteVideoTrack,
+    StreamState,
+    TrackKind,
 )
 from lkproto.wire import pb
 
@@ -216,6 +225,10 @@ class Room(EventEmitter[ev.EventTypes]):
         self._text_stream_handlers: dict[str, TextStreamHandler] = {}
         self._byte_stream_handlers: dict[str, ByteStreamHandler] = {}
         self._handler_tasks: set[asyncio.Task[Any]] = set()
+        # Media (PROTOCOL-MAP §9 Subscribing): one fanout per aiortc remote track (sections are
+        # reused, §14), and media that arrived before its publication was known.
+        self._fanouts: dict[int, FrameFanout] = {}
+        self._early_media: dict[str, en.MediaTrackReceived] = {}
 
     # -- properties (official names) -------------------------------------------------------
 
@@ -482,6 +495,7 @@ class Room(EventEmitter[ev.EventTypes]):
             local = engine.roster.local
             if local is not None and self._rpc is not None:
                 self._local = LocalParticipant(local, engine, self._rpc)
+                self._local._emit_event = self._dispatch
         elif isinstance(event, en.EngineReconnecting):
             self._set_state(ConnectionState.CONN_RECONNECTING)
             self._dispatch(ev.Reconnecting())
@@ -492,6 +506,7 @@ class Room(EventEmitter[ev.EventTypes]):
             self._dispatch(ev.Reconnected())
         elif isinstance(event, en.EngineDisconnected):
             self._engine = None
+            self._close_media()
             if self._rpc is not None:
                 self._rpc.close()
             if self._streams is not None:
@@ -509,10 +524,23 @@ class Room(EventEmitter[ev.EventTypes]):
             self._on_data(event)
         elif isinstance(event, en.SignalMessageEvent):
             self._on_signal_message(event.event)
+        elif isinstance(event, en.MediaTrackReceived):
+            self._on_media_received(event)
+        elif isinstance(event, en.MediaTrackEnded):
+            self._on_media_ended(event.sid)
+        elif isinstance(event, en.LocalTrackRepublished):
+            self._on_republished(event)
+        elif (
+            isinstance(event, en.LocalInfoUpdated)
+            and self._local is not None
+            and self._local.sid == event.info.sid
+        ):
+            self._local._update(event.info)
 
     def _on_roster_event(self, event: ro.RosterEvent) -> None:
         if isinstance(event, ro.ParticipantConnected):
             rp = RemoteParticipant(event.info)
+            rp._engine = self._engine
             self._remotes[event.info.identity] = rp
             self._announce_event(ev.ParticipantConnected(participant=rp))
         elif isinstance(event, ro.ParticipantDisconnected):
@@ -591,23 +619,143 @@ class Room(EventEmitter[ev.EventTypes]):
         track: pb.TrackInfo = getattr(event, "track")  # noqa: B009
         # One publication object per track SID from track_published to track_unpublished.
         if isinstance(event, ro.TrackUnpublished):
-            pub = p._publications.pop(track.sid, None) or TrackPublication(track)
+            pub = p._publications.pop(track.sid, None) or p._new_publication(track)
         else:
             existing = p._publications.get(track.sid)
             if existing is None:
-                pub = p._publications[track.sid] = TrackPublication(track)
+                pub = p._publications[track.sid] = p._new_publication(track)
             else:
                 existing._update(track)
                 pub = existing
-        if isinstance(p, RemoteParticipant):
+        if isinstance(p, RemoteParticipant) and isinstance(pub, RemoteTrackPublication):
             if isinstance(event, ro.TrackPublished):
                 self._announce_event(ev.TrackPublished(publication=pub, participant=p))
+                early = self._early_media.pop(track.sid, None)
+                if early is not None:
+                    self._subscribe_media(early, pub, p)
             elif isinstance(event, ro.TrackUnpublished):
+                # Official order: track_unsubscribed, then track_unpublished.
+                self._unsubscribe_media(pub, p)
                 self._announce_event(ev.TrackUnpublished(publication=pub, participant=p))
+        if pub.track is not None:
+            pub.track._muted = pub.muted
         if isinstance(event, ro.TrackMuted):
             self._announce_event(ev.TrackMuted(participant=p, publication=pub))
         elif isinstance(event, ro.TrackUnmuted):
             self._announce_event(ev.TrackUnmuted(participant=p, publication=pub))
+
+    # -- media -------------------------------------------------------------------------------
+
+    def _remote_publication(
+        self, sid: str
+    ) -> tuple[RemoteTrackPublication, RemoteParticipant] | None:
+        for rp in self._remotes.values():
+            pub = rp._publications.get(sid)
+            if isinstance(pub, RemoteTrackPublication):
+                return pub, rp
+        return None
+
+    def _on_media_received(self, event: en.MediaTrackReceived) -> None:
+        found = self._remote_publication(event.sid)
+        if found is None:
+            # RTP can be mapped before the ParticipantUpdate naming the track (§9): hold it.
+            self._early_media[event.sid] = event
+            self._fanout(event.track)
+            return
+        self._subscribe_media(event, *found)
+
+    def _fanout(self, media: Any) -> FrameFanout:
+        fanout = self._fanouts.get(id(media))
+        if fanout is None or fanout.closed:
+            fanout = self._fanouts[id(media)] = FrameFanout(media)
+        return fanout
+
+    def _subscribe_media(
+        self, event: en.MediaTrackReceived, pub: RemoteTrackPublication, rp: RemoteParticipant
+    ) -> None:
+        if pub.track is not None:
+            self._unsubscribe_media(pub, rp)
+        kind = TrackKind.KIND_VIDEO if event.kind == "video" else TrackKind.KIND_AUDIO
+        cls = RemoteVideoTrack if kind == TrackKind.KIND_VIDEO else RemoteAudioTrack
+        track: RemoteTrack = cls(
+            sid=event.sid, name=pub.name, kind=kind, fanout=self._fanout(event.track)
+        )
+        track._muted = pub.muted
+        pub._track = track
+        self._dispatch(ev.TrackSubscribed(track=track, publication=pub, participant=rp))
+
+    def _unsubscribe_media(self, pub: RemoteTrackPublication, rp: RemoteParticipant) -> None:
+        track, pub._track = pub._track, None
+        if track is not None:
+            self._dispatch(ev.TrackUnsubscribed(track=track, publication=pub, participant=rp))
+
+    def _on_media_ended(self, sid: str) -> None:
+        self._early_media.pop(sid, None)
+        found = self._remote_publication(sid)
+        if found is not None:
+            self._unsubscribe_media(*found)
+
+    def _on_republished(self, event: en.LocalTrackRepublished) -> None:
+        local = self._local
+        if local is None:
+            return
+        old = local._publications.pop(event.old_sid, None)
+        if not isinstance(old, LocalTrackPublication) or old.track is None:
+            return
+        pub = LocalTrackPublication(event.info, old.track)
+        old.track._sid = event.info.sid
+        old.track._media = event.media
+        local._publications[event.info.sid] = pub
+        self._dispatch(ev.LocalTrackRepublished(publication=pub, previous_sid=event.old_sid))
+
+    def _close_media(self) -> None:
+        for rp in self._remotes.values():
+            for pub in rp.track_publications.values():
+                self._unsubscribe_media(pub, rp)
+        fanouts, self._fanouts = self._fanouts, {}
+        self._early_media.clear()
+        for fanout in fanouts.values():
+            fanout.close()
+
+    def _on_track_message(self, event: sg.MessageReceived) -> None:
+        """Server messages about tracks (PROTOCOL-MAP §9)."""
+        message = event.message
+        local = self._local
+        if event.kind == "track_subscribed" and local is not None:
+            pub = local._publications.get(message.track_subscribed.track_sid)
+            if isinstance(pub, LocalTrackPublication) and pub.track is not None:
+                pub._first_subscriber()
+                self._dispatch(ev.LocalTrackSubscribed(track=pub.track))
+        elif event.kind == "subscription_response":
+            response = message.subscription_response
+            if response.err != pb.SE_UNKNOWN or response.track_sid:
+                found = self._remote_publication(response.track_sid)
+                self._dispatch(
+                    ev.TrackSubscriptionFailed(
+                        participant=found[1] if found else None,
+                        track_sid=response.track_sid,
+                        error=pb.SubscriptionError.Name(response.err),
+                    )
+                )
+        elif event.kind == "mute" and local is not None:
+            # The server (an admin) asks us to mute/unmute one of our tracks.
+            pub = local._publications.get(message.mute.sid)
+            if isinstance(pub, LocalTrackPublication) and pub.track is not None:
+                pub.track._set_muted(message.mute.muted)
+        elif event.kind == "track_unpublished" and local is not None:
+            pub = local._publications.pop(message.track_unpublished.track_sid, None)
+            if isinstance(pub, LocalTrackPublication):
+                if pub.track is not None:
+                    pub.track._unpublished()
+                self._dispatch(ev.LocalTrackUnpublished(publication=pub))
+        elif event.kind == "stream_state_update":
+            for state in message.stream_state_update.stream_states:
+                found = self._remote_publication(state.track_sid)
+                if found is not None and found[0].track is not None:
+                    paused = state.state == pb.PAUSED
+                    found[0].track._stream_state = (
+                        StreamState.STATE_PAUSED if paused else StreamState.STATE_ACTIVE
+                    )
 
     def _by_sid(self, sid: str) -> Participant | None:
         if self._local is not None and self._local.sid == sid:
@@ -615,6 +763,8 @@ class Room(EventEmitter[ev.EventTypes]):
         return next((p for p in self._remotes.values() if p.sid == sid), None)
 
     def _on_signal_message(self, event: sg.SignalEvent) -> None:
+        if isinstance(event, sg.MessageReceived):
+            self._on_track_message(event)
         if isinstance(event, sg.SpeakersChanged):
             # Deltas since protocol 3 (PROTOCOL-MAP §9): active ones set their level, others leave.
             for speaker in event.speakers:

@@ -233,7 +233,13 @@ def test_track_publication_properties() -> None:
         height=480,
     )
     pub = TrackPublication(t)
-    assert (pub.sid, pub.name, pub.kind, pub.source) == ("TR_v", "cam", pb.VIDEO, pb.CAMERA)
+    # Official enums: TrackKind.KIND_VIDEO is 2 where the wire's VIDEO is 1 (kind_from_wire).
+    assert (pub.sid, pub.name, pub.kind, pub.source) == (
+        "TR_v",
+        "cam",
+        rtc.TrackKind.KIND_VIDEO,
+        rtc.TrackSource.SOURCE_CAMERA,
+    )
     assert (pub.mime_type, pub.muted, pub.width, pub.height) == ("video/VP8", True, 640, 480)
     assert pub.info is t
     assert repr(pub) == "<TrackPublication sid=TR_v name='cam' muted=True>"

@@ -1,0 +1,545 @@
+"""The aiortc side of published audio: a paced 48 kHz track, and an Opus encoder that can be mono.
+
+Data path of a published :class:`~lkproto.rtc.AudioSource`::
+
+    capture_frame(AudioFrame) ──> PlayoutBuffer ──> AudioSourceTrack.recv() ──> OpusEncoder
+        (any rate; resampled     (bounded, 48 kHz,    (one 20 ms frame each     (mono or stereo
+         to 48 kHz on the way in) back-pressure)       20 ms of wall clock)      Opus packets)
+
+:class:`PlayoutBuffer` holds the PCM waiting to be sent. It is bounded: a producer that gets
+ahead by more than the buffer's capacity waits in :meth:`PlayoutBuffer.put` until playout makes
+room, so memory never grows with the producer's speed.
+
+:class:`AudioSourceTrack` is the ``MediaStreamTrack`` aiortc's ``RTCRtpSender`` reads. It hands
+out exactly one 20 ms frame per 20 ms of ``loop.time()`` and sends silence when nothing is
+queued, as a live microphone would, so the RTP stream and its timeline never stall.
+
+:class:`OpusEncoder` replaces aiortc's encoder, which always encodes stereo at 96 kbps. A mono
+source is encoded as mono Opus, which is legal in an ``opus/48000/2`` RTP stream (RFC 7587 §6.2:
+the SDP always says 2 channels; §3.3: decoders take mono or stereo either way, as each packet's
+TOC byte says, RFC 6716 §3.1). :func:`install_opus_encoder` puts it in place on a sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from fractions import Fraction
+from typing import Final, cast
+
+import av
+from aiortc import RTCRtpSender
+from aiortc.codecs.base import Encoder
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.frame import Frame
+from av.packet import Packet
+from av.stream import Stream
+
+from lkproto.errors import LkError, LocalProtocolError
+
+__all__ = [
+    "DEFAULT_OPUS_BITRATE",
+    "FRAME_DURATION_MS",
+    "MAX_LAG_S",
+    "OPUS_MAX_BITRATE",
+    "OPUS_MIN_BITRATE",
+    "OPUS_SAMPLE_RATE_HZ",
+    "SAMPLES_PER_FRAME",
+    "AudioSourceTrack",
+    "OpusEncoder",
+    "PlayoutBuffer",
+    "install_opus_encoder",
+    "mono_to_stereo",
+]
+
+_log = logging.getLogger("lkproto.media")
+
+OPUS_SAMPLE_RATE_HZ: Final = 48_000
+"""The Opus RTP clock rate, whatever the audio bandwidth (RFC 7587 §4.1)."""
+
+FRAME_DURATION_MS: Final = 20
+"""One RTP packet's worth of audio: the ``ptime`` libwebrtc and aiortc use for Opus."""
+
+SAMPLES_PER_FRAME: Final = OPUS_SAMPLE_RATE_HZ * FRAME_DURATION_MS // 1000
+_FRAME_S: Final = FRAME_DURATION_MS / 1000
+
+MAX_LAG_S: Final = 0.2
+"""How late the sender may read the track before it skips ahead instead of catching up.
+
+Up to this lag, late frames are handed out back to back (a burst the receiver's jitter buffer
+absorbs); beyond it, the missed 20 ms slots are skipped, their queued audio dropped and counted,
+so a stalled event loop costs a gap instead of ever-growing latency.
+"""
+
+DEFAULT_OPUS_BITRATE: Final = 48_000
+"""Bits per second when the publisher asks for none: livekit-client's ``AudioPresets.music``,
+which its ``publishDefaults.audioPreset`` applies to every published audio track, mono or stereo
+(client-sdk-js ``src/room/defaults.ts`` and ``src/room/track/options.ts``, since v2.5.10)."""
+
+OPUS_MIN_BITRATE: Final = 6_000
+OPUS_MAX_BITRATE: Final = 510_000
+"""The range libopus accepts (RFC 7587 §3.1.1: 6 to 510 kbit/s)."""
+
+_SAMPLE_BYTES: Final = 2  # packed signed 16-bit, the only format sources carry
+
+_OPUS_APPLICATIONS: Final = frozenset({"audio", "voip", "lowdelay"})
+"""FFmpeg libopusenc's ``application`` values."""
+
+_ENCODER_ATTR: Final = "_RTCRtpSender__encoder"
+"""aiortc 1.16 ``RTCRtpSender.__encoder`` after name mangling: created on the first frame by
+``_next_encoded_frame`` with ``codecs.get_encoder(codec)`` only if still None."""
+
+
+def _layout_name(num_channels: int) -> str:
+    if num_channels not in (1, 2):
+        raise ValueError(f"num_channels must be 1 or 2, got {num_channels}")
+    return "mono" if num_channels == 1 else "stereo"
+
+
+# A track that has not taken a frame for this long is not reading (real-time reads come every
+# 20 ms); the buffer then drains itself in real time rather than blocking producers.
+_CONSUMER_IDLE_S: Final = 0.1
+
+
+class PlayoutBuffer:
+    """A bounded FIFO of 48 kHz interleaved int16 PCM waiting to be sent.
+
+    Producers :meth:`put` PCM at ``input_rate``; it is resampled to 48 kHz on the way in (with
+    PyAV's ``AudioResampler``, whose filter keeps a few samples, under 1 ms, until the next
+    input). The track takes it out in 20 ms frames with :meth:`take`.
+
+    Args:
+        input_rate: sample rate of the PCM given to :meth:`put`, in Hz.
+        num_channels: 1 or 2, the same in and out.
+        capacity_ms: how much audio may wait, in milliseconds; at least one 20 ms frame is
+            always allowed.
+
+    Raises:
+        ValueError: a non-positive rate or capacity, or a channel count other than 1 or 2.
+    """
+
+    def __init__(self, *, input_rate: int, num_channels: int, capacity_ms: int) -> None:
+        if input_rate <= 0:
+            raise ValueError(f"sample_rate must be > 0, got {input_rate}")
+        if capacity_ms < 0:
+            raise ValueError(f"queue_size_ms must be >= 0, got {capacity_ms}")
+        self.input_rate = input_rate
+        self.num_channels = num_channels
+        self._layout = _layout_name(num_channels)
+        self._frame_bytes = num_channels * _SAMPLE_BYTES
+        capacity = max(capacity_ms * OPUS_SAMPLE_RATE_HZ // 1000, SAMPLES_PER_FRAME)
+        self.capacity_samples = capacity
+        self._capacity_bytes = capacity * self._frame_bytes
+        self._data = bytearray()
+        self._resampler: av.AudioResampler | None = None
+        self._input_samples = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self._put_lock = asyncio.Lock()
+        self._pending_puts = 0
+        self._closed = False
+        self._last_take: float | None = None
+        self.unsent_samples = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued_samples(self) -> int:
+        """Samples per channel waiting, at 48 kHz."""
+        return len(self._data) // self._frame_bytes
+
+    @property
+    def queued_duration(self) -> float:
+        """Seconds of audio waiting."""
+        return self.queued_samples / OPUS_SAMPLE_RATE_HZ
+
+    async def put(self, pcm: bytes | bytearray | memoryview) -> None:
+        """Queue interleaved int16 PCM at ``input_rate``, waiting while the buffer is full.
+
+        Concurrent calls are queued in call order and never interleave. Returns once all of
+        ``pcm`` is in the buffer, or at once (dropping the rest) if the buffer is closed. If the
+        call is cancelled while waiting, the part already queued stays queued.
+        """
+        if self._closed:
+            return
+        data = self._to_output_rate(pcm)
+        self._pending_puts += 1
+        try:
+            async with self._put_lock:
+                offset = 0
+                while offset < len(data) and not self._closed:
+                    room = self._capacity_bytes - len(self._data)
+                    if room <= 0:
+                        await self._make_room()
+                        continue
+                    chunk = data[offset : offset + room]
+                    self._data += chunk
+                    offset += len(chunk)
+        finally:
+            self._pending_puts -= 1
+            self._wake()
+
+    def take(self, samples: int) -> bytes:
+        """Remove and return up to ``samples`` samples per channel (fewer if fewer are queued)."""
+        self._last_take = asyncio.get_running_loop().time()
+        size = min(samples * self._frame_bytes, len(self._data))
+        if not size:
+            return b""
+        out = bytes(self._data[:size])
+        del self._data[:size]
+        self._wake()
+        return out
+
+    def discard(self, samples: int) -> int:
+        """Drop up to ``samples`` samples per channel from the front; returns how many."""
+        size = min(samples * self._frame_bytes, len(self._data))
+        if size:
+            del self._data[:size]
+            self._wake()
+        return size // self._frame_bytes
+
+    def clear(self) -> None:
+        """Drop everything queued (a producer blocked in :meth:`put` continues with the rest)."""
+        self._data.clear()
+        self._wake()
+
+    async def wait_drained(self) -> None:
+        """Wait until every queued sample has been taken and no :meth:`put` is in progress."""
+        while (self._data or self._pending_puts) and not self._closed:
+            await self._changed()
+
+    def close(self) -> None:
+        """Drop everything and release every waiter; later puts are ignored (idempotent)."""
+        self._closed = True
+        self._data.clear()
+        self._wake()
+
+    def _to_output_rate(self, pcm: bytes | bytearray | memoryview) -> memoryview:
+        view = memoryview(pcm).cast("B")
+        if len(view) % self._frame_bytes:
+            raise ValueError(
+                f"PCM length {len(view)} is not a whole number of {self.num_channels}-channel "
+                "int16 samples"
+            )
+        if self.input_rate == OPUS_SAMPLE_RATE_HZ or not view:
+            return view
+        samples = len(view) // self._frame_bytes
+        frame = av.AudioFrame(format="s16", layout=self._layout, samples=samples)
+        frame.sample_rate = self.input_rate
+        frame.planes[0].update(cast("bytes", view))  # PyAV's stub says bytes; any buffer works
+        frame.pts = self._input_samples
+        frame.time_base = Fraction(1, self.input_rate)
+        self._input_samples += samples
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(
+                format="s16", layout=self._layout, rate=OPUS_SAMPLE_RATE_HZ
+            )
+        out = bytearray()
+        for part in self._resampler.resample(frame):
+            out += memoryview(part.planes[0])[: part.samples * self._frame_bytes]
+        return memoryview(out)
+
+    async def _make_room(self) -> None:
+        """Wait for the track to take audio. With no track reading (not published yet, or its
+        sender stopped), the oldest audio is played out into the void at real-time pace instead,
+        as the official SDK's source does, so a producer is paced but never blocked forever."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CONSUMER_IDLE_S):
+                await self._changed()
+            return
+        now = asyncio.get_running_loop().time()
+        if self._last_take is None or now - self._last_take >= _CONSUMER_IDLE_S:
+            played = int(_CONSUMER_IDLE_S * OPUS_SAMPLE_RATE_HZ)
+            self.unsent_samples += self.discard(played)
+
+    async def _changed(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class AudioSourceTrack(MediaStreamTrack):
+    """The aiortc track that plays a :class:`PlayoutBuffer` out in real time.
+
+    Every :meth:`recv` returns one 20 ms, 48 kHz, packed-s16 ``av.AudioFrame`` with the buffer's
+    channel count. Frame *n* is due at ``t0 + n * 20 ms`` of ``loop.time()`` (``t0`` is the first
+    call), so pacing never drifts; ``pts`` counts samples in a ``1/48000`` time base. Frames are
+    filled from the buffer as follows:
+
+    - a full 20 ms is queued: it is sent;
+    - nothing is queued: silence is sent (counted in :attr:`silence_frames`);
+    - less than 20 ms is queued: silence is sent once, giving a real-time producer one more
+      frame's time to catch up (counted as silence); if it is still short on the next frame,
+      what there is is sent, padded with silence, so the tail of a stream always goes out.
+
+    A reader more than :data:`MAX_LAG_S` late skips the missed slots (``pts`` jumps with the
+    wall clock) and drops that much queued audio (counted in :attr:`dropped_frames`).
+    After :meth:`stop`, :meth:`recv` raises aiortc's ``MediaStreamError``.
+    """
+
+    kind = "audio"
+
+    def __init__(self, buffer: PlayoutBuffer) -> None:
+        super().__init__()
+        self.buffer = buffer
+        self.silence_frames = 0
+        """20 ms frames of silence sent because not enough audio was queued."""
+        self.dropped_frames = 0
+        """20 ms slots skipped because the reader fell more than MAX_LAG_S behind."""
+        self.frames_sent = 0
+        self._layout = _layout_name(buffer.num_channels)
+        self._frame_bytes = SAMPLES_PER_FRAME * buffer.num_channels * _SAMPLE_BYTES
+        self._silence = bytes(self._frame_bytes)
+        self._start: float | None = None
+        self._index = 0
+        self._holding = False
+
+    async def recv(self) -> Frame:
+        """The next 20 ms frame, once it is due (see the class docstring)."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._index * _FRAME_S
+        if now < due:
+            await asyncio.sleep(due - now)
+            if self.readyState != "live":
+                raise MediaStreamError
+        elif now - due > MAX_LAG_S:
+            behind = math.floor((now - due) / _FRAME_S)
+            self._index += behind
+            self.dropped_frames += behind
+            self.buffer.discard(behind * SAMPLES_PER_FRAME)
+            self._holding = False
+            _log.debug("= audio track %s behind: skipped %d frames", self.id, behind)
+        frame = av.AudioFrame(format="s16", layout=self._layout, samples=SAMPLES_PER_FRAME)
+        frame.sample_rate = OPUS_SAMPLE_RATE_HZ
+        frame.planes[0].update(self._next_payload())
+        frame.pts = self._index * SAMPLES_PER_FRAME
+        frame.time_base = Fraction(1, OPUS_SAMPLE_RATE_HZ)
+        self._index += 1
+        self.frames_sent += 1
+        return frame
+
+    def stop(self) -> None:
+        """End the track: the sender's next :meth:`recv` raises ``MediaStreamError``."""
+        super().stop()
+
+    def _next_payload(self) -> bytes:
+        queued = self.buffer.queued_samples
+        if queued >= SAMPLES_PER_FRAME:
+            self._holding = False
+            return self.buffer.take(SAMPLES_PER_FRAME)
+        if queued and self._holding:
+            self._holding = False
+            return self.buffer.take(queued).ljust(self._frame_bytes, b"\0")
+        self._holding = bool(queued)
+        self.silence_frames += 1
+        return self._silence
+
+
+class OpusEncoder(Encoder):
+    """An aiortc ``Encoder`` producing mono or stereo 20 ms Opus packets at a chosen bitrate.
+
+    aiortc's own encoder upmixes everything to stereo at 96 kbps. This one encodes
+    ``channels`` channels (input of another layout, rate or sample format is converted) at
+    ``bitrate`` bits per second, in constrained VBR: LiveKit's presets are maxima
+    (``RTCRtpEncodingParameters.maxBitrate``) and plain VBR overshoots them by up to 70 % on
+    tonal input. The default bitrate is :data:`DEFAULT_OPUS_BITRATE` (livekit-client's
+    ``AudioPresets.music``, 48 kbps); its ``musicStereo`` preset, 64 kbps, suits stereo music.
+
+    The libopus application defaults to ``audio`` for mono too, where libwebrtc would pick
+    ``voip``: browsers pair ``voip`` with DTX, which this FFmpeg wrapper cannot do, and without
+    it ``voip`` spends nearly the whole bitrate on digital silence (55 bytes per packet at
+    48 kbps, against 3 bytes in ``audio`` mode), which an idle source sends all the time.
+    libopus still chooses its speech (SILK/hybrid) modes by itself at low bitrates.
+
+    RTP timestamps follow the input frames' ``pts`` (48 kHz ticks from the first packet), so a
+    gap the track skipped shows as a gap on the wire, as it should.
+
+    Args:
+        channels: 1 (mono) or 2 (stereo).
+        bitrate: target bits per second, 6 000 to 510 000.
+        application: libopus tuning, ``"audio"``, ``"voip"`` or ``"lowdelay"``.
+
+    Raises:
+        ValueError: a channel count other than 1 or 2, a bitrate out of range, or an unknown
+            application.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: int = 1,
+        bitrate: int = DEFAULT_OPUS_BITRATE,
+        application: str = "audio",
+    ) -> None:
+        layout = _layout_name(channels)
+        if not OPUS_MIN_BITRATE <= bitrate <= OPUS_MAX_BITRATE:
+            raise ValueError(
+                f"bitrate must be {OPUS_MIN_BITRATE}..{OPUS_MAX_BITRATE} bps, got {bitrate}"
+            )
+        if application not in _OPUS_APPLICATIONS:
+            raise ValueError(f"application must be one of {sorted(_OPUS_APPLICATIONS)}")
+        self.channels = channels
+        self.bitrate = bitrate
+        self.application = application
+        codec = av.CodecContext.create("libopus", "w")
+        codec.bit_rate = bitrate
+        codec.format = "s16"
+        codec.layout = layout
+        codec.sample_rate = OPUS_SAMPLE_RATE_HZ
+        codec.time_base = Fraction(1, OPUS_SAMPLE_RATE_HZ)
+        codec.options = {
+            "application": application,
+            "frame_duration": str(FRAME_DURATION_MS),
+            "vbr": "constrained",
+        }
+        codec.open()
+        # FFmpeg hands back the options it did not recognise: any left means a different libopus
+        # wrapper than the one this encoder was written for.
+        if codec.options:
+            raise LkError(f"libopus did not accept options {codec.options}")
+        self.codec = codec
+        self._layout = layout
+        self._converter: av.AudioResampler | None = None
+        self._upmix = False
+        self._first_pts: int | None = None
+        self._timestamp = 0
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        """Encode one PCM frame; returns the Opus packets completed so far and the RTP
+        timestamp (48 kHz) of the first of them. Opus has no keyframes: ``force_keyframe``
+        is ignored."""
+        if not isinstance(frame, av.AudioFrame):
+            raise TypeError(f"OpusEncoder encodes av.AudioFrame, got {type(frame).__name__}")
+        packets: list[Packet[Stream]] = []
+        for part in self._convert(frame):
+            packets.extend(self.codec.encode(part))
+        if not packets:
+            return [], self._timestamp
+        first = packets[0]
+        if first.pts is None:
+            timestamp = self._timestamp
+        else:
+            if self._first_pts is None:
+                # libopus' pre-skip makes the first pts negative; RTP time starts at 0 here.
+                self._first_pts = first.pts
+            timestamp = first.pts - self._first_pts
+        self._timestamp = timestamp + sum(p.duration or 0 for p in packets)
+        return [bytes(p) for p in packets], timestamp
+
+    def pack(self, packet: Packet[Stream]) -> tuple[list[bytes], int]:
+        """Pass an already-encoded Opus packet through, with its timestamp in 48 kHz ticks."""
+        if packet.pts is None or packet.time_base is None:
+            return [bytes(packet)], self._timestamp
+        ticks = packet.pts * packet.time_base * OPUS_SAMPLE_RATE_HZ
+        return [bytes(packet)], int(ticks)
+
+    def _convert(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        matches = (
+            frame.format.name == "s16"
+            and frame.layout.name == self._layout
+            and frame.sample_rate == OPUS_SAMPLE_RATE_HZ
+        )
+        # Once converted input has been seen, keep using the converter: it may hold samples.
+        if matches and self._converter is None:
+            return [frame]
+        if self._converter is None:
+            self._upmix = frame.layout.nb_channels == 1 and self.channels == 2
+            self._converter = av.AudioResampler(
+                format="s16",
+                layout="mono" if self._upmix else self._layout,
+                rate=OPUS_SAMPLE_RATE_HZ,
+            )
+        parts = self._converter.resample(frame)
+        if not self._upmix:
+            return parts
+        stereo = []
+        for part in parts:
+            out = av.AudioFrame(format="s16", layout="stereo", samples=part.samples)
+            out.sample_rate = OPUS_SAMPLE_RATE_HZ
+            mono = memoryview(part.planes[0])[: part.samples * _SAMPLE_BYTES]
+            out.planes[0].update(cast("bytes", mono_to_stereo(mono)))
+            out.pts, out.time_base = part.pts, part.time_base
+            stereo.append(out)
+        return stereo
+
+
+def mono_to_stereo(pcm: bytes | bytearray | memoryview) -> bytearray:
+    """Interleaved int16 stereo with the mono ``pcm`` on both channels, at the same level.
+
+    FFmpeg's own mono-to-stereo remix lowers each channel by 3 dB; a copied microphone signal
+    should keep its level, as libwebrtc's remixer does.
+    """
+    mono = bytes(pcm)
+    out = bytearray(2 * len(mono))
+    out[0::4] = mono[0::2]
+    out[1::4] = mono[1::2]
+    out[2::4] = mono[0::2]
+    out[3::4] = mono[1::2]
+    return out
+
+
+def install_opus_encoder(sender: RTCRtpSender, *, channels: int, bitrate: int) -> None:
+    """Make ``sender`` encode with :class:`OpusEncoder` instead of aiortc's stereo encoder.
+
+    Call it after ``addTrack`` and before the sender sends its first frame. It relies on aiortc
+    1.16 internals: the private ``RTCRtpSender.__encoder`` attribute, which
+    ``_next_encoded_frame`` fills with ``get_encoder(codec)`` only while it is None; presetting
+    it makes aiortc use ours. It also assumes the negotiated codec is Opus, which is the only
+    audio codec LiveKit and aiortc have in common.
+
+    Args:
+        sender: an audio ``RTCRtpSender`` that has not started sending.
+        channels: 1 or 2.
+        bitrate: bits per second (see :class:`OpusEncoder`).
+
+    Raises:
+        ValueError: ``sender`` is not an audio sender, or bad ``channels``/``bitrate``.
+        LocalProtocolError: the sender already created an encoder (it has started sending).
+        LkError: this aiortc does not have the internals relied on (another aiortc version).
+    """
+    _check_aiortc_internals(sender)
+    if sender.kind != "audio":
+        raise ValueError(f"install_opus_encoder needs an audio sender, not {sender.kind!r}")
+    current = getattr(sender, _ENCODER_ATTR)
+    if current is not None and not isinstance(current, OpusEncoder):
+        raise LocalProtocolError("the sender already has an encoder: it has started sending")
+    setattr(sender, _ENCODER_ATTR, OpusEncoder(channels=channels, bitrate=bitrate))
+
+
+def _check_aiortc_internals(sender: RTCRtpSender) -> None:
+    code = getattr(RTCRtpSender._next_encoded_frame, "__code__", None)
+    names = code.co_names if code is not None else ()
+    if (
+        not hasattr(sender, _ENCODER_ATTR)
+        or "get_encoder" not in names
+        or _ENCODER_ATTR not in names
+    ):
+        raise LkError(
+            f"aiortc {_aiortc_version()} no longer creates its encoder lazily in "
+            f"RTCRtpSender.{_ENCODER_ATTR[len('_RTCRtpSender') :]}; install_opus_encoder was "
+            "written for aiortc 1.16 and needs updating"
+        )
+
+
+def _aiortc_version() -> str:
+    import aiortc
+
+    return str(getattr(aiortc, "__version__", "?"))

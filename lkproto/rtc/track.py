@@ -1,0 +1,239 @@
+"""Tracks and publish options, shaped like the official ``livekit.rtc`` (PROTOCOL-MAP §9).
+
+Local tracks wrap a source (:class:`~lkproto.rtc.audio_source.AudioSource`,
+:class:`~lkproto.rtc.video_source.VideoSource`, or a pre-encoded video source) whose aiortc track
+is what the peer connection sends. Remote tracks wrap the aiortc track of the section they arrive
+on through a :class:`~lkproto.asyncio.fanout.FrameFanout`, so any number of
+:class:`~lkproto.rtc.audio_stream.AudioStream` / :class:`~lkproto.rtc.video_stream.VideoStream`
+readers can share one subscription.
+
+Enum values are the official SDK's (``TrackKind`` differs from the wire ``TrackType``: the
+official ``KIND_AUDIO`` is 1 where the wire's ``AUDIO`` is 0; :func:`kind_from_wire` converts).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lkproto.wire import pb
+
+if TYPE_CHECKING:
+    from lkproto.asyncio.engine import Engine
+    from lkproto.asyncio.fanout import FrameFanout
+
+__all__ = [
+    "AudioEncoding",
+    "LocalAudioTrack",
+    "LocalTrack",
+    "LocalVideoTrack",
+    "RemoteAudioTrack",
+    "RemoteTrack",
+    "RemoteVideoTrack",
+    "StreamState",
+    "Track",
+    "TrackKind",
+    "TrackPublishOptions",
+    "TrackSource",
+    "VideoCodec",
+    "VideoEncoding",
+    "kind_from_wire",
+]
+
+_log = logging.getLogger("lkproto.media")
+
+
+class TrackKind(enum.IntEnum):
+    """Official ``TrackKind`` values."""
+
+    KIND_UNKNOWN = 0
+    KIND_AUDIO = 1
+    KIND_VIDEO = 2
+
+
+class TrackSource(enum.IntEnum):
+    """Official ``TrackSource`` values (the same numbers as the wire's, PROTOCOL-MAP §9)."""
+
+    SOURCE_UNKNOWN = 0
+    SOURCE_CAMERA = 1
+    SOURCE_MICROPHONE = 2
+    SOURCE_SCREENSHARE = 3
+    SOURCE_SCREENSHARE_AUDIO = 4
+
+
+class StreamState(enum.IntEnum):
+    """Official ``StreamState`` values (wire ``StreamState`` ACTIVE 0 / PAUSED 1 maps to 1 / 2)."""
+
+    STATE_UNKNOWN = 0
+    STATE_ACTIVE = 1
+    STATE_PAUSED = 2
+
+
+class VideoCodec(enum.IntEnum):
+    """Official ``VideoCodec`` values; aiortc can send VP8 and H264 only (PROTOCOL-MAP §14)."""
+
+    VP8 = 0
+    H264 = 1
+    AV1 = 2
+    VP9 = 3
+    H265 = 4
+
+
+def kind_from_wire(track_type: int) -> TrackKind:
+    """Wire ``TrackType`` (AUDIO 0, VIDEO 1, DATA 2) → official :class:`TrackKind`."""
+    if track_type == pb.AUDIO:
+        return TrackKind.KIND_AUDIO
+    if track_type == pb.VIDEO:
+        return TrackKind.KIND_VIDEO
+    return TrackKind.KIND_UNKNOWN
+
+
+@dataclass
+class VideoEncoding:
+    """Official ``VideoEncoding``: bits per second and frames per second caps."""
+
+    max_bitrate: int = 0
+    max_framerate: float = 0.0
+
+
+@dataclass
+class AudioEncoding:
+    """Official ``AudioEncoding``: the Opus bitrate in bits per second."""
+
+    max_bitrate: int = 0
+
+
+@dataclass
+class TrackPublishOptions:
+    """Official ``TrackPublishOptions`` fields (keyword arguments) and defaults.
+
+    aiortc has no simulcast, RED or DTX (PROTOCOL-MAP §14), so the announcement always says
+    single layer, ``disable_red`` and ``TF_NO_DTX`` whatever ``simulcast``/``red``/``dtx`` ask
+    for; a request for them is logged once. ``video_codec`` picks VP8 (default) or H264.
+    """
+
+    video_encoding: VideoEncoding | None = None
+    audio_encoding: AudioEncoding | None = None
+    video_codec: int = VideoCodec.VP8
+    dtx: bool = False
+    red: bool = False
+    simulcast: bool = False
+    source: int = TrackSource.SOURCE_UNKNOWN
+    stream: str = ""
+    preconnect_buffer: bool = False
+    frame_metadata_features: list[int] = field(default_factory=list)
+    scalability_mode: str = ""
+
+
+class _MediaSource(Protocol):
+    def _media_track(self) -> Any: ...
+
+
+class Track:
+    """What every track has: SID, name, kind, muted state."""
+
+    def __init__(self, *, sid: str, name: str, kind: TrackKind) -> None:
+        self._sid = sid
+        self._name = name
+        self._kind = kind
+        self._muted = False
+        self._stream_state = StreamState.STATE_ACTIVE
+
+    @property
+    def sid(self) -> str:
+        return self._sid
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> TrackKind:
+        return self._kind
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    @property
+    def stream_state(self) -> StreamState:
+        return self._stream_state
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} sid={self._sid} name={self._name!r} muted={self._muted}>"
+
+
+class LocalTrack(Track):
+    """A track fed by a local source; gets its SID when published."""
+
+    def __init__(self, *, name: str, kind: TrackKind, source: _MediaSource) -> None:
+        super().__init__(sid="", name=name, kind=kind)
+        self.source = source
+        self._media = source._media_track()
+        self._engine: Engine | None = None
+
+    @property
+    def cid(self) -> str:
+        """The client track id: the msid track id in our SDP and ``AddTrackRequest.cid``."""
+        return str(self._media.id)
+
+    def mute(self) -> None:
+        """Stop sending media and tell the server (``MuteTrackRequest``, PROTOCOL-MAP §9)."""
+        self._set_muted(True)
+
+    def unmute(self) -> None:
+        self._set_muted(False)
+
+    def _set_muted(self, muted: bool) -> None:
+        self._muted = muted
+        if self._engine is not None:
+            try:
+                self._engine.set_track_muted(self.cid, muted)
+            except Exception as exc:  # not published any more: keep the local flag only
+                _log.debug("= mute of an unpublished track: %s", exc)
+
+    def _published(self, engine: Engine, info: pb.TrackInfo) -> None:
+        self._engine = engine
+        self._sid = info.sid
+
+    def _unpublished(self) -> None:
+        self._engine = None
+
+
+class LocalAudioTrack(LocalTrack):
+    """Official shape: ``LocalAudioTrack.create_audio_track(name, source)``."""
+
+    @staticmethod
+    def create_audio_track(name: str, source: _MediaSource) -> LocalAudioTrack:
+        return LocalAudioTrack(name=name, kind=TrackKind.KIND_AUDIO, source=source)
+
+
+class LocalVideoTrack(LocalTrack):
+    """Official shape: ``LocalVideoTrack.create_video_track(name, source)``."""
+
+    @staticmethod
+    def create_video_track(name: str, source: _MediaSource) -> LocalVideoTrack:
+        return LocalVideoTrack(name=name, kind=TrackKind.KIND_VIDEO, source=source)
+
+
+class RemoteTrack(Track):
+    """A subscribed track; its decoded frames are read with AudioStream / VideoStream."""
+
+    def __init__(self, *, sid: str, name: str, kind: TrackKind, fanout: FrameFanout) -> None:
+        super().__init__(sid=sid, name=name, kind=kind)
+        self._fanout = fanout
+
+    @property
+    def frames_received(self) -> int:
+        """Decoded frames received on this track's section so far (lkproto extra)."""
+        return self._fanout.received
+
+
+class RemoteAudioTrack(RemoteTrack):
+    pass
+
+
+class RemoteVideoTrack(RemoteTrack):
+    pass

@@ -1,0 +1,257 @@
+"""Video sources to publish, shaped like ``livekit.rtc.video_source``.
+
+:class:`VideoSource` takes raw :class:`~lkproto.rtc.video_frame.VideoFrame` objects, like the
+official one; aiortc encodes them (VP8 or H.264, whichever the publication negotiated).
+:class:`EncodedVideoSource` (an lkproto extra) takes frames that are already VP8 or H.264
+encoded and sends them without re-encoding.
+
+Both are synchronous to feed and safe to feed from another thread; neither blocks or queues
+without bound (see :mod:`lkproto.asyncio.video` for the drop rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final, Literal
+
+from lkproto.asyncio.video import (
+    EncodedVideoFeed,
+    EncodedVideoTrack,
+    VideoFrameFeed,
+    VideoFrameTrack,
+)
+from lkproto.errors import LocalProtocolError
+from lkproto.rtc.video_frame import VideoFrame, VideoRotation, buffer_size
+
+__all__ = ["EncodedVideoCodec", "EncodedVideoSource", "VideoSource"]
+
+EncodedVideoCodec = Literal["vp8", "h264"]
+
+_CODECS: Final[frozenset[str]] = frozenset({"vp8", "h264"})
+
+# Annex-B start codes (ITU-T H.264 Annex B.1); aiortc's H264Encoder.pack splits on them.
+_ANNEX_B_PREFIXES: Final = (b"\x00\x00\x01", b"\x00\x00\x00\x01")
+
+
+def _check_size(width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ValueError(f"width and height must be > 0, got {width}x{height}")
+
+
+class VideoSource:
+    """A raw video source to publish.
+
+    Args:
+        width: the announced width (what the track's publication advertises).
+        height: the announced height.
+        is_screencast: the official hint for screen content. aiortc has no content hint or
+            degradation preference, so lkproto only records it (the publication may use it).
+
+    Frames of another size than announced are sent as they are (aiortc's encoders follow size
+    changes); keeping the announced size up to date is the publication's business.
+
+    ``capture_frame`` keeps at most :data:`~lkproto.asyncio.video.PENDING_VIDEO_FRAMES` frames
+    for the encoder; when it falls behind, older frames are dropped and counted in
+    :attr:`dropped_frames`, so latency never builds up.
+    """
+
+    def __init__(self, width: int, height: int, *, is_screencast: bool = False) -> None:
+        _check_size(width, height)
+        self._width = width
+        self._height = height
+        self._is_screencast = is_screencast
+        self._feed = VideoFrameFeed()
+        self._track: VideoFrameTrack | None = None
+
+    @property
+    def width(self) -> int:
+        """lkproto extra: the announced width."""
+        return self._width
+
+    @property
+    def height(self) -> int:
+        """lkproto extra: the announced height."""
+        return self._height
+
+    @property
+    def is_screencast(self) -> bool:
+        """lkproto extra."""
+        return self._is_screencast
+
+    @property
+    def dropped_frames(self) -> int:
+        """lkproto extra: frames replaced by newer ones before the encoder took them."""
+        return self._feed.dropped
+
+    @property
+    def captured_frames(self) -> int:
+        """lkproto extra: frames accepted by :meth:`capture_frame`."""
+        return self._feed.captured
+
+    def capture_frame(
+        self,
+        frame: VideoFrame,
+        *,
+        timestamp_us: int = 0,
+        rotation: int = VideoRotation.VIDEO_ROTATION_0,
+        metadata: object | None = None,
+    ) -> None:
+        """Queue ``frame`` for sending.
+
+        Args:
+            frame: any :class:`~lkproto.rtc.video_frame.VideoFrame` type; converted to I420
+                for the encoder. A frame over a mutable buffer (``bytearray``, writable
+                ``memoryview``) is copied, so the caller may reuse its buffer at once.
+            timestamp_us: capture time in µs (any origin); 0 stamps the frame with the clock.
+                Timestamps that do not increase are nudged forward.
+            rotation: a :class:`~lkproto.rtc.video_frame.VideoRotation`; validated and recorded
+                but not signalled (aiortc cannot send the video-orientation extension).
+            metadata: accepted for compatibility with the official signature; not sent.
+
+        Raises:
+            TypeError: ``frame`` is not a VideoFrame.
+            ValueError: negative ``timestamp_us`` or unknown ``rotation``.
+            LocalProtocolError: the source was closed.
+        """
+        del metadata
+        if not isinstance(frame, VideoFrame):
+            raise TypeError(f"expected a VideoFrame, got {type(frame).__name__}")
+        if timestamp_us < 0:
+            raise ValueError(f"timestamp_us must be >= 0, got {timestamp_us}")
+        try:
+            rotation = VideoRotation(rotation)
+        except ValueError:
+            raise ValueError(f"unsupported video rotation: {rotation!r}") from None
+        if self._feed.closed:
+            raise LocalProtocolError("video source is closed")
+        if not frame.data.readonly:
+            size = buffer_size(frame.type, frame.width, frame.height)
+            frame = VideoFrame(frame.width, frame.height, frame.type, bytes(frame.data[:size]))
+        self._feed.push(frame, timestamp_us, rotation)
+
+    def _media_track(self) -> VideoFrameTrack:
+        """The aiortc track fed by this source (created on first use, same one while live;
+        after aiortc stopped it, e.g. on unpublish, a new one takes over the feed)."""
+        if self._feed.closed:
+            raise LocalProtocolError("video source is closed")
+        if self._track is None or self._track.readyState != "live":
+            self._track = VideoFrameTrack(self._feed)
+        return self._track
+
+    async def aclose(self) -> None:
+        """Stop the source: its track ends (the sender stops sending) and captures are refused."""
+        self._feed.close()
+        if self._track is not None:
+            self._track.stop()
+
+
+class EncodedVideoSource:
+    """lkproto extra: a source of already encoded VP8 or H.264 frames, sent without re-encoding.
+
+    Args:
+        codec: ``"vp8"`` or ``"h264"`` (case-insensitive); the publication must negotiate this
+            codec. H.264 must be an Annex-B byte stream (start codes, SPS/PPS in band with each
+            keyframe), preferably Constrained Baseline for browser receivers.
+        width: the announced width.
+        height: the announced height.
+
+    One :meth:`capture_encoded` call is one frame (one access unit for H.264), in decoding
+    order, which must also be presentation order: no B-frames (RTP timestamps only move
+    forward here; x264's ``tune=zerolatency`` or Baseline profile guarantees it). Until the first
+    keyframe, and after an overflow of
+    :data:`~lkproto.asyncio.video.ENCODED_PENDING_FRAMES` unsent frames, delta frames are
+    dropped; each time a keyframe becomes necessary :attr:`keyframe_requests` grows and
+    :attr:`on_keyframe_request` is called. Server keyframe requests (RTCP PLI/FIR) arrive the
+    same way once the publication has bound the sender (``_media_track().bind_sender``).
+    """
+
+    def __init__(self, codec: str, width: int, height: int) -> None:
+        normalized = codec.lower()
+        if normalized not in _CODECS:
+            raise ValueError(f"unsupported codec {codec!r}, expected one of {sorted(_CODECS)}")
+        _check_size(width, height)
+        self._codec: EncodedVideoCodec = "vp8" if normalized == "vp8" else "h264"
+        self._width = width
+        self._height = height
+        self._feed = EncodedVideoFeed()
+        self._track: EncodedVideoTrack | None = None
+
+    @property
+    def codec(self) -> EncodedVideoCodec:
+        return self._codec
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    @property
+    def height(self) -> int:
+        return self._height
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames dropped (delta frames without a keyframe before them, overflows)."""
+        return self._feed.dropped
+
+    @property
+    def captured_frames(self) -> int:
+        return self._feed.captured
+
+    @property
+    def keyframe_requests(self) -> int:
+        """How many times a keyframe was asked for (locally or by the server)."""
+        return self._feed.keyframe_requests
+
+    @property
+    def on_keyframe_request(self) -> Callable[[], None] | None:
+        """Called (without arguments) whenever a keyframe is needed: produce one soon.
+
+        Runs on the event loop for server requests and on the capturing thread for local ones;
+        it must not block. Exceptions are logged and ignored.
+        """
+        return self._feed.on_keyframe_request
+
+    @on_keyframe_request.setter
+    def on_keyframe_request(self, callback: Callable[[], None] | None) -> None:
+        self._feed.on_keyframe_request = callback
+
+    def capture_encoded(self, data: bytes, *, timestamp_us: int, keyframe: bool) -> None:
+        """Queue one encoded frame.
+
+        Args:
+            data: the frame (copied).
+            timestamp_us: capture time in µs (any origin; 0 stamps with the clock).
+            keyframe: True for a keyframe (VP8 key frame, H.264 IDR access unit).
+
+        Raises:
+            ValueError: empty data, H.264 data that is not Annex-B, negative timestamp.
+            LocalProtocolError: the source was closed.
+        """
+        if not data:
+            raise ValueError("encoded frame is empty")
+        if timestamp_us < 0:
+            raise ValueError(f"timestamp_us must be >= 0, got {timestamp_us}")
+        if self._codec == "h264" and not bytes(data[:4]).startswith(_ANNEX_B_PREFIXES):
+            raise ValueError("H.264 frames must be an Annex-B byte stream (start codes)")
+        if self._feed.closed:
+            raise LocalProtocolError("video source is closed")
+        self._feed.push(bytes(data), timestamp_us=timestamp_us, keyframe=keyframe)
+
+    def _media_track(self) -> EncodedVideoTrack:
+        """The aiortc track fed by this source (created on first use, same one while live).
+
+        A new track (first publication, or after aiortc stopped the previous one) starts at a
+        keyframe: pending delta frames are dropped and a keyframe is requested.
+        """
+        if self._feed.closed:
+            raise LocalProtocolError("video source is closed")
+        if self._track is None or self._track.readyState != "live":
+            self._track = EncodedVideoTrack(self._feed)
+            self._feed.require_keyframe()
+        return self._track
+
+    async def aclose(self) -> None:
+        """Stop the source: its track ends and captures are refused."""
+        self._feed.close()
+        if self._track is not None:
+            self._track.stop()

@@ -1,0 +1,256 @@
+"""AudioStream over a real FrameFanout fed by a fake decoded-audio source."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from fractions import Fraction
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from lkproto.asyncio.fanout import DEFAULT_QUEUE_FRAMES, FrameFanout
+from lkproto.rtc import audio_stream
+from lkproto.rtc.audio_stream import AudioFrameEvent, AudioStream
+from tests.conftest import scaled
+
+
+class FakeSource:
+    """What aiortc's RemoteStreamTrack looks like to the fanout: ``kind`` and ``recv()``."""
+
+    def __init__(self, kind: str = "audio") -> None:
+        self.kind = kind
+        self._frames: asyncio.Queue[av.AudioFrame | None] = asyncio.Queue()
+
+    def push(self, frame: av.AudioFrame | None) -> None:
+        self._frames.put_nowait(frame)
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await self._frames.get()
+        if frame is None:
+            raise MediaStreamError
+        return frame
+
+
+def decoded_frames(
+    freq: float, seconds: float, rate: int = 48_000, channels: int = 2
+) -> list[av.AudioFrame]:
+    """20 ms s16 frames like aiortc's Opus decoder gives (48 kHz stereo by default)."""
+    per_frame = rate // 50
+    n = round(rate * seconds)
+    wave = (0.3 * 32767 * np.sin(2 * np.pi * freq * np.arange(n) / rate)).astype(np.int16)
+    pcm = np.repeat(wave, channels)
+    frames = []
+    for index in range(n // per_frame):
+        chunk = pcm[index * per_frame * channels : (index + 1) * per_frame * channels]
+        frame = av.AudioFrame.from_ndarray(
+            chunk.reshape(1, -1), format="s16", layout="mono" if channels == 1 else "stereo"
+        )
+        frame.sample_rate = rate
+        frame.pts = index * per_frame
+        frame.time_base = Fraction(1, rate)
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture
+async def fed() -> AsyncIterator[tuple[FakeSource, SimpleNamespace]]:
+    source = FakeSource()
+    fanout = FrameFanout(source)
+    yield source, SimpleNamespace(_fanout=fanout)
+    await fanout.aclose()
+
+
+async def collect(stream: AudioStream) -> list[AudioFrameEvent]:
+    async def run() -> list[AudioFrameEvent]:
+        return [event async for event in stream]
+
+    return await asyncio.wait_for(run(), scaled(10))
+
+
+def peak_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+async def test_resamples_48k_stereo_to_16k_mono(fed: tuple[FakeSource, SimpleNamespace]) -> None:
+    source, track = fed
+    stream = AudioStream(track, sample_rate=16_000, num_channels=1)
+    for frame in decoded_frames(440, 1.0):
+        source.push(frame)
+    source.push(None)
+
+    events = await collect(stream)
+
+    assert all(isinstance(e, AudioFrameEvent) for e in events)
+    assert {(e.frame.sample_rate, e.frame.num_channels) for e in events} == {(16_000, 1)}
+    pcm = np.concatenate([np.frombuffer(e.frame.data, dtype=np.int16) for e in events])
+    assert abs(len(pcm) - 16_000) <= 16  # the resampler is flushed at the end
+    assert peak_hz(pcm, 16_000) == pytest.approx(440, abs=5)
+    level = 20 * np.log10(np.sqrt(np.mean(pcm[800:-800].astype(np.float64) ** 2)))
+    assert level == pytest.approx(20 * np.log10(0.3 * 32767 / np.sqrt(2)), abs=1)
+
+
+async def test_same_format_passes_through_unchanged(
+    fed: tuple[FakeSource, SimpleNamespace],
+) -> None:
+    source, track = fed
+    stream = AudioStream.from_track(track=track, sample_rate=48_000, num_channels=2)
+    frames = decoded_frames(1000, 0.1)
+    for frame in frames:
+        source.push(frame)
+    source.push(None)
+    events = await collect(stream)
+    assert [bytes(e.frame.data) for e in events] == [bytes(f.planes[0]) for f in frames]
+
+
+@pytest.mark.parametrize(("frame_size_ms", "samples"), [(10, 160), (30, 480), (100, 1600)])
+async def test_frame_size_ms_rechunks_to_exact_sizes(
+    fed: tuple[FakeSource, SimpleNamespace], frame_size_ms: int, samples: int
+) -> None:
+    source, track = fed
+    stream = AudioStream(track, sample_rate=16_000, frame_size_ms=frame_size_ms)
+    for frame in decoded_frames(440, 0.5):
+        source.push(frame)
+    source.push(None)
+    events = await collect(stream)
+    assert events
+    assert {e.frame.samples_per_channel for e in events} == {samples}
+    assert {len(e.frame.data) for e in events} == {samples}
+    total = sum(e.frame.samples_per_channel for e in events)
+    assert 8000 - samples < total <= 8000  # only a last partial frame is dropped
+
+
+async def test_input_format_change_mid_stream_is_handled(
+    fed: tuple[FakeSource, SimpleNamespace],
+) -> None:
+    source, track = fed
+    stream = AudioStream(track, sample_rate=48_000, num_channels=1)
+    for frame in decoded_frames(440, 0.1) + decoded_frames(440, 0.1, rate=24_000, channels=1):
+        source.push(frame)
+    source.push(None)
+    events = await collect(stream)
+    total = sum(e.frame.samples_per_channel for e in events)
+    assert abs(total - 9600) <= 48
+
+
+async def test_mono_input_is_upmixed_to_stereo_at_full_level(
+    fed: tuple[FakeSource, SimpleNamespace],
+) -> None:
+    source, track = fed
+    stream = AudioStream(track, sample_rate=24_000, num_channels=2, frame_size_ms=20)
+    for frame in decoded_frames(440, 0.2, channels=1):
+        source.push(frame)
+    source.push(None)
+    events = await collect(stream)
+    assert {(e.frame.num_channels, e.frame.samples_per_channel) for e in events} == {(2, 480)}
+    pcm = np.concatenate([np.frombuffer(e.frame.data, dtype=np.int16) for e in events])
+    left, right = pcm[0::2], pcm[1::2]
+    assert np.array_equal(left, right)
+    assert np.max(np.abs(left)) == pytest.approx(0.3 * 32767, rel=0.05)  # no 3 dB loss
+
+
+async def test_end_of_track_ends_iteration(fed: tuple[FakeSource, SimpleNamespace]) -> None:
+    source, track = fed
+    stream = AudioStream(track)
+    source.push(None)
+    assert await collect(stream) == []
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+
+
+async def test_aclose_unsubscribes_and_stops_iteration(
+    fed: tuple[FakeSource, SimpleNamespace],
+) -> None:
+    source, track = fed
+    stream = AudioStream(track)
+    other = AudioStream(track)
+    assert track._fanout.readers == 2
+    frames = decoded_frames(440, 0.1)
+    source.push(frames[0])
+    first = await asyncio.wait_for(stream.__anext__(), scaled(5))
+    assert first.frame.samples_per_channel == 960
+    waiting = asyncio.create_task(stream.__anext__())  # blocks: nothing more was decoded
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await stream.aclose()
+    await stream.aclose()  # idempotent
+    assert track._fanout.readers == 1
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, scaled(5))
+    # the other reader is unaffected
+    source.push(frames[1])
+    assert (await asyncio.wait_for(other.__anext__(), scaled(5))).frame.samples_per_channel == 960
+    assert (await asyncio.wait_for(other.__anext__(), scaled(5))).frame.samples_per_channel == 960
+    await other.aclose()
+
+
+async def test_slow_reader_drops_oldest_frames_and_counts_them(
+    fed: tuple[FakeSource, SimpleNamespace],
+) -> None:
+    source, track = fed
+    stream = AudioStream(track, capacity=2, num_channels=2)
+    frames = decoded_frames(440, 0.2)
+    for frame in frames:
+        source.push(frame)
+    source.push(None)
+    events = await collect(stream)
+    assert stream.dropped_frames == 8
+    assert [bytes(e.frame.data) for e in events] == [bytes(f.planes[0]) for f in frames[-2:]]
+
+
+async def test_capacity_zero_means_the_default_bound(
+    fed: tuple[FakeSource, SimpleNamespace],
+) -> None:
+    _, track = fed
+    stream = AudioStream(track)
+    assert stream._queue.capacity == DEFAULT_QUEUE_FRAMES
+    assert (stream.sample_rate, stream.num_channels) == (48_000, 1)
+    await stream.aclose()
+
+
+async def test_tracks_without_a_fanout_are_rejected() -> None:
+    with pytest.raises(ValueError, match="local track"):
+        AudioStream(SimpleNamespace())
+    video = FrameFanout(FakeSource(kind="video"))
+    try:
+        with pytest.raises(ValueError, match="audio track"):
+            AudioStream(SimpleNamespace(_fanout=video))
+    finally:
+        await video.aclose()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"sample_rate": 0}, {"num_channels": 0}, {"capacity": -1}, {"frame_size_ms": 0}],
+)
+async def test_bad_arguments_raise_value_error(
+    fed: tuple[FakeSource, SimpleNamespace], kwargs: dict[str, int]
+) -> None:
+    _, track = fed
+    with pytest.raises(ValueError, match="must"):
+        AudioStream(track, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_noise_cancellation_is_ignored_with_one_warning(
+    fed: tuple[FakeSource, SimpleNamespace],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, track = fed
+    monkeypatch.setattr(audio_stream, "_warned_noise_cancellation", False)
+    with caplog.at_level(logging.WARNING, logger="lkproto.media"):
+        first = AudioStream(track, noise_cancellation=object())
+        second = AudioStream.from_track(
+            track=track, noise_cancellation=object(), auto_close_noise_cancellation=True
+        )
+    warnings = [r for r in caplog.records if "noise_cancellation" in r.getMessage()]
+    assert len(warnings) == 1
+    await first.aclose()
+    await second.aclose()
+    with pytest.raises(TypeError, match="sample_rat"):
+        AudioStream(track, sample_rat=16_000)

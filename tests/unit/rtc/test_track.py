@@ -1,0 +1,149 @@
+"""Tracks, publish options → AddTrackRequest, and the engine's mid → SID subscription diff."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from lkproto import rtc
+from lkproto.asyncio import engine as en
+from lkproto.core import signal as sg
+from lkproto.errors import LocalProtocolError
+from lkproto.rtc.participant import _add_track_request
+from lkproto.rtc.track import kind_from_wire
+from lkproto.wire import pb
+
+
+@dataclass
+class FakeMedia:
+    kind: str
+    id: str = "cid-1"
+
+
+class FakeSource:
+    def __init__(self, kind: str, **attrs: int) -> None:
+        self._media = FakeMedia(kind)
+        for k, v in attrs.items():
+            setattr(self, k, v)
+
+    def _media_track(self) -> FakeMedia:
+        return self._media
+
+
+def test_official_enum_values() -> None:
+    assert (rtc.TrackKind.KIND_AUDIO, rtc.TrackKind.KIND_VIDEO) == (1, 2)
+    assert rtc.TrackSource.SOURCE_MICROPHONE == pb.MICROPHONE
+    assert rtc.TrackSource.SOURCE_SCREENSHARE == pb.SCREEN_SHARE
+    assert (rtc.VideoCodec.VP8, rtc.VideoCodec.H264) == (0, 1)
+    assert kind_from_wire(pb.AUDIO) is rtc.TrackKind.KIND_AUDIO
+    assert kind_from_wire(pb.VIDEO) is rtc.TrackKind.KIND_VIDEO
+    assert kind_from_wire(pb.DATA) is rtc.TrackKind.KIND_UNKNOWN
+
+
+def test_local_track_cid_is_the_media_track_id() -> None:
+    track = rtc.LocalAudioTrack.create_audio_track("mic", FakeSource("audio", num_channels=1))
+    assert track.cid == "cid-1"
+    assert (track.sid, track.name, track.kind, track.muted) == (
+        "",
+        "mic",
+        rtc.TrackKind.KIND_AUDIO,
+        False,
+    )
+    track.mute()  # unpublished: only the local flag changes
+    assert track.muted
+
+
+@pytest.mark.parametrize(("channels", "stereo"), [(1, False), (2, True)])
+def test_audio_announcement_matches_what_aiortc_sends(channels: int, stereo: bool) -> None:
+    track = rtc.LocalAudioTrack.create_audio_track(
+        "mic", FakeSource("audio", num_channels=channels)
+    )
+    options = rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_MICROPHONE, red=True, dtx=True, preconnect_buffer=True
+    )
+    request, codecs = _add_track_request(track, options)
+    assert codecs == ("audio/opus",)
+    assert (request.cid, request.name, request.type, request.source) == (
+        "cid-1",
+        "mic",
+        pb.AUDIO,
+        pb.MICROPHONE,
+    )
+    # aiortc has neither RED nor DTX: announced off even when asked for (PROTOCOL-MAP §14).
+    assert request.disable_red
+    assert pb.TF_NO_DTX in request.audio_features
+    assert (pb.TF_STEREO in request.audio_features) is stereo
+    assert pb.TF_PRECONNECT_BUFFER in request.audio_features
+
+
+@pytest.mark.parametrize(("codec", "mime"), [("VP8", "video/VP8"), ("H264", "video/H264")])
+def test_video_announcement_is_one_high_layer(codec: str, mime: str) -> None:
+    track = rtc.LocalVideoTrack.create_video_track(
+        "cam", FakeSource("video", width=640, height=480)
+    )
+    options = rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_CAMERA,
+        video_codec=rtc.VideoCodec[codec],
+        simulcast=True,
+        video_encoding=rtc.VideoEncoding(max_bitrate=900_000, max_framerate=30),
+    )
+    request, codecs = _add_track_request(track, options)
+    assert codecs == (mime,)
+    assert (request.type, request.width, request.height) == (pb.VIDEO, 640, 480)
+    assert [(lay.quality, lay.width, lay.height, lay.bitrate) for lay in request.layers] == [
+        (pb.HIGH, 640, 480, 900_000)
+    ]
+    assert [(c.codec, c.cid) for c in request.simulcast_codecs] == [(codec.lower(), "cid-1")]
+
+
+def test_codecs_aiortc_cannot_send_are_refused() -> None:
+    track = rtc.LocalVideoTrack.create_video_track("cam", FakeSource("video", width=2, height=2))
+    with pytest.raises(LocalProtocolError, match="VP8 or H264"):
+        _add_track_request(track, rtc.TrackPublishOptions(video_codec=rtc.VideoCodec.AV1))
+
+
+class FakePc:
+    def __init__(self) -> None:
+        self.sections: dict[str, Any] = {}
+
+    def receiving(self) -> dict[str, Any]:
+        return dict(self.sections)
+
+
+async def test_subscription_diff_follows_mid_reuse() -> None:
+    """A section reused for another track reads as ended + received (PROTOCOL-MAP §14)."""
+    events: list[Any] = []
+    engine = en.Engine(events.append)
+    link = en._Link(sg.SignalSession(), single_pc=True)
+    pc = FakePc()
+    a, v = FakeMedia("audio", "TR_first"), FakeMedia("video", "whatever")
+    pc.sections = {"1": a, "2": v}
+    link.mid_to_track_id = {"1": "TR_a", "2": "TR_v"}
+    engine._sync_receiving(link, pc)  # type: ignore[arg-type]
+    assert [(type(e).__name__, e.sid, e.mid) for e in events] == [
+        ("MediaTrackReceived", "TR_a", "1"),
+        ("MediaTrackReceived", "TR_v", "2"),
+    ]
+    assert events[0].track is a
+    events.clear()
+    engine._sync_receiving(link, pc)  # type: ignore[arg-type]
+    assert events == []  # same mapping: nothing new
+    link.mid_to_track_id = {"1": "TR_b"}
+    engine._sync_receiving(link, pc)  # type: ignore[arg-type]
+    assert [(type(e).__name__, e.sid, e.mid) for e in events] == [
+        ("MediaTrackEnded", "TR_a", "1"),
+        ("MediaTrackEnded", "TR_v", "2"),
+        ("MediaTrackReceived", "TR_b", "1"),
+    ]
+
+
+async def test_msid_stands_in_only_without_any_mapping() -> None:
+    events: list[Any] = []
+    engine = en.Engine(events.append)
+    link = en._Link(sg.SignalSession(), single_pc=False)
+    pc = FakePc()
+    pc.sections = {"0": FakeMedia("audio", "TR_from_msid"), "1": FakeMedia("audio", "not-a-sid")}
+    engine._sync_receiving(link, pc)  # type: ignore[arg-type]
+    assert [(e.sid, e.mid) for e in events] == [("TR_from_msid", "0")]
