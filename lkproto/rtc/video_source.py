@@ -12,7 +12,7 @@ without bound (see :mod:`lkproto.asyncio.video` for the drop rules).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from lkproto.asyncio.video import (
     EncodedVideoFeed,
@@ -38,7 +38,46 @@ def _check_size(width: int, height: int) -> None:
         raise ValueError(f"width and height must be > 0, got {width}x{height}")
 
 
-class VideoSource:
+class _FeedCounters(Protocol):
+    @property
+    def dropped(self) -> int: ...
+
+    @property
+    def captured(self) -> int: ...
+
+
+class _SizedSource:
+    """What both video sources share: the announced size and the feed's counters."""
+
+    def __init__(self, width: int, height: int, feed: _FeedCounters) -> None:
+        _check_size(width, height)
+        self._width = width
+        self._height = height
+        self._counters = feed
+
+    @property
+    def width(self) -> int:
+        """lkproto extra: the announced width."""
+        return self._width
+
+    @property
+    def height(self) -> int:
+        """lkproto extra: the announced height."""
+        return self._height
+
+    @property
+    def dropped_frames(self) -> int:
+        """lkproto extra: frames dropped before the sender took them (replaced by newer ones;
+        for pre-encoded sources also delta frames without a keyframe before them)."""
+        return self._counters.dropped
+
+    @property
+    def captured_frames(self) -> int:
+        """lkproto extra: frames accepted so far."""
+        return self._counters.captured
+
+
+class VideoSource(_SizedSource):
     """A raw video source to publish.
 
     Args:
@@ -56,37 +95,15 @@ class VideoSource:
     """
 
     def __init__(self, width: int, height: int, *, is_screencast: bool = False) -> None:
-        _check_size(width, height)
-        self._width = width
-        self._height = height
-        self._is_screencast = is_screencast
         self._feed = VideoFrameFeed()
+        super().__init__(width, height, self._feed)
+        self._is_screencast = is_screencast
         self._track: VideoFrameTrack | None = None
-
-    @property
-    def width(self) -> int:
-        """lkproto extra: the announced width."""
-        return self._width
-
-    @property
-    def height(self) -> int:
-        """lkproto extra: the announced height."""
-        return self._height
 
     @property
     def is_screencast(self) -> bool:
         """lkproto extra."""
         return self._is_screencast
-
-    @property
-    def dropped_frames(self) -> int:
-        """lkproto extra: frames replaced by newer ones before the encoder took them."""
-        return self._feed.dropped
-
-    @property
-    def captured_frames(self) -> int:
-        """lkproto extra: frames accepted by :meth:`capture_frame`."""
-        return self._feed.captured
 
     def capture_frame(
         self,
@@ -145,7 +162,7 @@ class VideoSource:
             self._track.stop()
 
 
-class EncodedVideoSource:
+class EncodedVideoSource(_SizedSource):
     """lkproto extra: a source of already encoded VP8 or H.264 frames, sent without re-encoding.
 
     Args:
@@ -169,33 +186,14 @@ class EncodedVideoSource:
         normalized = codec.lower()
         if normalized not in _CODECS:
             raise ValueError(f"unsupported codec {codec!r}, expected one of {sorted(_CODECS)}")
-        _check_size(width, height)
         self._codec: EncodedVideoCodec = "vp8" if normalized == "vp8" else "h264"
-        self._width = width
-        self._height = height
         self._feed = EncodedVideoFeed()
+        super().__init__(width, height, self._feed)
         self._track: EncodedVideoTrack | None = None
 
     @property
     def codec(self) -> EncodedVideoCodec:
         return self._codec
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def height(self) -> int:
-        return self._height
-
-    @property
-    def dropped_frames(self) -> int:
-        """Frames dropped (delta frames without a keyframe before them, overflows)."""
-        return self._feed.dropped
-
-    @property
-    def captured_frames(self) -> int:
-        return self._feed.captured
 
     @property
     def keyframe_requests(self) -> int:

@@ -521,3 +521,26 @@ async def test_media_survives_resume_and_full_reconnect(livekit_server: LocalSer
             assert abs(peak - 440) <= 5, peak
         finally:
             await feeder.stop()
+
+
+async def test_disabling_a_subscription_pauses_delivery(livekit_server: LocalServer) -> None:
+    """``set_enabled(False)`` (UpdateTrackSettings.disabled) makes the server stop forwarding the
+    track while it stays subscribed; ``set_enabled(True)`` brings frames back."""
+    async with pair(livekit_server, "media-disable") as (ours, theirs):
+        feeder = await publish_colours(lrtc, theirs, lrtc.VideoCodec.VP8)
+        try:
+            track = await subscribed_track(ours, "video")
+            pub = ours.remote_participants["sdk"].track_publications[track.sid]
+            await wait_for(lambda: track.frames_received > 10, 10, "frames flowing")
+            pub.set_enabled(False)
+            await asyncio.sleep(scaled(1.5))  # let what was in flight arrive
+            paused_at = track.frames_received
+            await asyncio.sleep(scaled(1.5))
+            assert track.frames_received - paused_at <= 2, "frames kept coming while disabled"
+            assert pub.subscribed
+            pub.set_enabled(True)
+            await wait_for(
+                lambda: track.frames_received > paused_at + 10, 10, "frames flowing again"
+            )
+        finally:
+            await feeder.stop()

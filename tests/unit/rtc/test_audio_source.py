@@ -156,7 +156,7 @@ async def test_capture_without_a_reader_is_paced_not_blocked() -> None:
         asyncio.gather(*(source.capture_frame(frame) for _ in range(4))), scaled(10)
     )
     assert source._buffer.unsent_samples >= 2 * 4_800
-    assert source.queued_duration <= 0.1
+    assert source._buffer.queued_samples <= 4_800  # never more than the queue holds
 
 
 async def test_a_stopped_track_is_replaced_by_a_live_one() -> None:
