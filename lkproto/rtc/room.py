@@ -667,6 +667,8 @@ class Room(EventEmitter[ev.EventTypes]):
     def _fanout(self, media: Any) -> FrameFanout:
         fanout = self._fanouts.get(id(media))
         if fanout is None or fanout.closed:
+            # Tracks of a closed connection end their fanouts: forget those (full reconnects).
+            self._fanouts = {k: f for k, f in self._fanouts.items() if not f.closed}
             fanout = self._fanouts[id(media)] = FrameFanout(media)
         return fanout
 

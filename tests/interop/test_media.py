@@ -544,3 +544,32 @@ async def test_disabling_a_subscription_pauses_delivery(livekit_server: LocalSer
             )
         finally:
             await feeder.stop()
+
+
+async def test_tones_both_ways_over_two_peer_connections(livekit_server: LocalServer) -> None:
+    """The /rtc (v0) path: we publish on the publisher PC and receive on the subscriber PC,
+    whose sections the server offers (PROTOCOL-MAP §2 dual PC, §16 receive tracks dual PC)."""
+    name = unique_room("media-v0")
+    ours = rtc.Room()
+    theirs: lrtc.Room | None = None
+    options = rtc.RoomOptions(
+        single_peer_connection=False,
+        rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"]),
+    )
+    token = livekit_server.create_token("lk", name)
+    mine = theirs_feed = None
+    try:
+        await asyncio.wait_for(ours.connect(livekit_server.url, token, options), scaled(20))
+        theirs = await connect_official(livekit_server, "sdk", name)
+        mine = await publish_tone(rtc, ours, 440)
+        theirs_feed = await publish_tone(lrtc, theirs, 1000)
+        heard_by_them = await tone_of(lrtc, await subscribed_track(theirs, "audio"), 1.0)
+        heard_by_us = await tone_of(rtc, await subscribed_track(ours, "audio"), 1.0)
+        assert abs(heard_by_them[0] - 440) <= 5, heard_by_them
+        assert abs(heard_by_us[0] - 1000) <= 5, heard_by_us
+        assert abs(heard_by_us[1] - sent_level_db()) <= 3, heard_by_us
+    finally:
+        for feeder in (mine, theirs_feed):
+            if feeder is not None:
+                await feeder.stop()
+        await disconnect_all(ours, theirs)
