@@ -332,15 +332,24 @@ class StreamSender:
     Args:
         engine: the room's engine.
         stream: the stream (new).
+        sender_identity: name another participant in every packet (``participant_identity``):
+            an agent publishing a user's transcript on the user's behalf; the server keeps it
+            only for senders of kind AGENT and marks the header ``generated`` (PROTOCOL-MAP §3
+            inbound rules, §8 topics).
     """
 
-    def __init__(self, engine: Engine, stream: core.OutgoingStream) -> None:
+    def __init__(
+        self, engine: Engine, stream: core.OutgoingStream, *, sender_identity: str = ""
+    ) -> None:
         self._engine = engine
         self.stream = stream
         self._lock = asyncio.Lock()
+        self._sender_identity = sender_identity
 
     async def _send(self, packets: Iterable[pb.DataPacket]) -> None:
         for packet in packets:
+            if self._sender_identity:
+                packet.participant_identity = self._sender_identity
             try:
                 await self._engine.send_data(packet, reliable=True)
             except (LocalProtocolError, ConnectError) as exc:

@@ -85,6 +85,9 @@ class BaseStreamInfo:
 @dataclass
 class TextStreamInfo(BaseStreamInfo):
     attachments: list[str]
+    generated: bool = False
+    """lkproto extra: the header's ``generated`` flag, set by the server on text an agent
+    published on another participant's behalf (a user transcript, PROTOCOL-MAP §8)."""
 
 
 @dataclass
@@ -101,6 +104,7 @@ def _text_info(info: core.StreamInfo) -> TextStreamInfo:
         size=info.total_length if info.total_length is not None else 0,
         attributes=dict(info.attributes),
         attachments=list(info.attached_stream_ids),
+        generated=info.generated,
     )
 
 

@@ -650,10 +650,9 @@ class LocalParticipant(Participant):
     ) -> TextStreamWriter:
         """Open a text stream and return its writer (classic chunked form, never compressed).
 
-        ``sender_identity`` is accepted for signature compatibility; the server stamps the
-        packets with this participant's identity.
+        ``sender_identity`` publishes on another participant's behalf (an agent sending a
+        user's transcript); the server honours it for senders of kind AGENT only.
         """
-        del sender_identity
         try:
             stream = cs.OutgoingTextStream(
                 stream_id=stream_id or str(uuid.uuid4()),
@@ -666,7 +665,7 @@ class LocalParticipant(Participant):
             )
         except LocalProtocolError as exc:
             raise StreamError(str(exc)) from exc
-        sender = StreamSender(self._engine, stream)
+        sender = StreamSender(self._engine, stream, sender_identity=sender_identity or "")
         await self._run(sender, "stream_text", _open)
         info = TextStreamInfo(
             stream_id=stream.stream_id,
