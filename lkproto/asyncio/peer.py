@@ -115,11 +115,16 @@ class PeerOptions:
         max_message_bytes: largest message :meth:`PeerConnection.send` accepts. aiortc trusts
             the remote ``a=max-message-size``, which pion sets to ~1 GiB, while the server reads
             each channel with a 65 535-byte buffer (PROTOCOL-MAP §3 Size limits, §14).
+        max_bundle: aiortc's ``MAX_BUNDLE`` policy (every section on one transport from the
+            start), which a LiveKit server needs for several media sections of one kind
+            (see :class:`PeerConnection`). An aiortc *answerer* does not accept a max-bundle
+            offer, so two aiortc peers talking to each other need ``False`` on the offerer.
     """
 
     ice_addresses: tuple[str, ...] | None = None
     ice_servers: tuple[IceServer, ...] = ()
     max_message_bytes: int = DATA_PACKET_MAX_BYTES
+    max_bundle: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,7 +192,20 @@ class PeerConnection:
         self.on_state_change: StateCallback | None = on_state_change
 
         self._pc = aiortc.RTCPeerConnection(
-            aiortc.RTCConfiguration(iceServers=_rtc_ice_servers(self._options.ice_servers))
+            aiortc.RTCConfiguration(
+                iceServers=_rtc_ice_servers(self._options.ice_servers),
+                # LiveKit bundles every section on one transport. With aiortc's default
+                # BALANCED policy a second section of a kind, created before the first answer,
+                # gets the first one's transport and is then skipped by the bundling step: its
+                # receiver never starts and its SSRC lands on the first track (two audio tracks
+                # offered together decoded nothing). MAX_BUNDLE gives every section the one
+                # transport from the start (PROTOCOL-MAP §14).
+                bundlePolicy=(
+                    aiortc.RTCBundlePolicy.MAX_BUNDLE
+                    if self._options.max_bundle
+                    else aiortc.RTCBundlePolicy.BALANCED
+                ),
+            )
         )
         self._pc.on("connectionstatechange", self._on_connection_state_change)
         self._pc.on("datachannel", self._on_datachannel)

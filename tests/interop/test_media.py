@@ -573,3 +573,37 @@ async def test_tones_both_ways_over_two_peer_connections(livekit_server: LocalSe
             if feeder is not None:
                 await feeder.stop()
         await disconnect_all(ours, theirs)
+
+
+@pytest.mark.parametrize("tracks", [2, 5])
+async def test_several_tracks_offered_together_all_decode(
+    livekit_server: LocalServer, tracks: int
+) -> None:
+    """Several audio tracks published at once reach us in one negotiation; each must decode
+    its own tone (aiortc's BALANCED bundle policy once left all but one receiver dead)."""
+    async with pair(livekit_server, f"media-many-{tracks}") as (ours, theirs):
+        freqs = [300 + 150 * i for i in range(tracks)]
+        feeders = await asyncio.gather(
+            *(publish_tone(lrtc, theirs, f, name=f"t{f}") for f in freqs)
+        )
+        try:
+            by_name: dict[str, Any] = {}
+
+            def all_subscribed() -> bool:
+                remote = ours.remote_participants.get("sdk")
+                if remote is None:
+                    return False
+                for pub in remote.track_publications.values():
+                    if pub.track is not None:
+                        by_name[pub.name] = pub.track
+                return len(by_name) == tracks
+
+            await wait_for(all_subscribed, SUBSCRIBE_TIMEOUT_S, f"{tracks} tracks subscribed")
+            heard = await asyncio.gather(
+                *(tone_of(rtc, by_name[f"t{f}"], seconds=1.0) for f in freqs)
+            )
+        finally:
+            for feeder in feeders:
+                await feeder.stop()
+        for freq, (peak, _) in zip(freqs, heard, strict=True):
+            assert abs(peak - freq) <= 5, (freq, peak)

@@ -22,7 +22,8 @@ from lkproto.asyncio.peer import (
 )
 from tests.conftest import scaled
 
-LOOPBACK = PeerOptions(ice_addresses=("127.0.0.1",))
+# Two aiortc peers: an aiortc answerer cannot take a max-bundle offer (PeerOptions.max_bundle).
+LOOPBACK = PeerOptions(ice_addresses=("127.0.0.1",), max_bundle=False)
 
 
 @dataclass
