@@ -1,126 +1,123 @@
 """Command line: ``python -m lkproto <command>`` (also installed as ``lkproto``).
 
-Commands:
-    server          run a loopback livekit-server in the foreground with the demo key.
-    install-server  build (once) the pinned livekit-server and print its path.
+This module is only the registry: :data:`COMMANDS` names, for each command, its one-line help
+and the :mod:`lkproto.cli` module that implements it (``add_<name>_arguments(parser)``,
+``run_<name>(args) -> int`` and ``<NAME>_EPILOG``). Only the module of the command being run is
+imported, so ``import lkproto.__main__`` and ``lkproto --help`` stay cheap.
 
-Each command is a pair of functions registered in :data:`COMMANDS`: one adds its arguments to a
-sub-parser, the other runs it and returns the exit status.
+Errors are one line on stderr (``lkproto <command>: <message>``) and a non-zero status: 1 for
+failures (LkError, OSError), 2 for bad usage, 130 for Ctrl-C. ``LKPROTO_DEBUG=1`` re-raises
+unexpected exceptions with their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
+import importlib
+import os
 import sys
-import threading
-from typing import TYPE_CHECKING, Final
-
-from lkproto.errors import LkError
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from types import FrameType
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
-_SERVER_WATCH_INTERVAL_S: Final = 0.5
-
-
-def _add_server_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=7880, help="HTTP/signalling port (7880)")
-    parser.add_argument("--udp-port", type=int, default=7882, help="ICE UDP port (7882)")
-    parser.add_argument("--room", default="demo", help="room of the printed token (demo)")
-    parser.add_argument("--identity", default="demo-user", help="identity of the token (demo-user)")
-    parser.add_argument("--log-level", default="info", help="server log level (info)")
-    parser.add_argument("--log-dir", default=None, help="keep the server log in this directory")
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
 
 
-def _run_server(args: argparse.Namespace) -> int:
-    from lkproto.testing.server import DEMO_API_KEY, DEMO_API_SECRET, LocalServer
+class Command(NamedTuple):
+    """A registered sub-command."""
 
-    server = LocalServer(
-        api_key=DEMO_API_KEY,
-        api_secret=DEMO_API_SECRET,
-        port=args.port,
-        udp_port=args.udp_port,
-        log_level=args.log_level,
-        log_dir=args.log_dir,
-    )
-    stop_requested = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop_requested.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.start()
-        try:
-            token = server.create_token(args.identity, args.room, name=args.identity)
-            print(f"url:        {server.url}")
-            print(f"api key:    {server.api_key}")
-            print(f"api secret: {server.api_secret}")
-            print(f"room:       {args.room}")
-            print(f"identity:   {args.identity}")
-            print(f"token:      {token}")
-            print(f"log:        {server.log_path}")
-            print("press Ctrl-C to stop", flush=True)
-            while not stop_requested.wait(_SERVER_WATCH_INTERVAL_S):
-                if not server.running:
-                    print(f"livekit-server exited:\n{server.log_tail()}", file=sys.stderr)
-                    return 1
-        finally:
-            server.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    help: str
+    module: str
+    """Module in :mod:`lkproto.cli` holding ``add_<name>_arguments`` and ``run_<name>``."""
 
 
-def _add_install_args(parser: argparse.ArgumentParser) -> None:
-    from lkproto.testing.install import DEFAULT_LIVEKIT_SERVER_VERSION
-
-    parser.add_argument(
-        "--version",
-        dest="server_version",
-        default=DEFAULT_LIVEKIT_SERVER_VERSION,
-        help=f"release tag to build ({DEFAULT_LIVEKIT_SERVER_VERSION})",
-    )
-    parser.add_argument("--cache-dir", default=None, help="cache directory (~/.cache/lkproto)")
-
-
-def _run_install(args: argparse.Namespace) -> int:
-    from lkproto.testing.install import ensure_livekit_server
-
-    print(ensure_livekit_server(args.server_version, args.cache_dir))
-    return 0
-
-
-COMMANDS: Final[
-    dict[
-        str,
-        tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]],
-    ]
-] = {
-    "server": ("run a loopback livekit-server with the demo key", _add_server_args, _run_server),
-    "install-server": ("build the pinned livekit-server", _add_install_args, _run_install),
+COMMANDS: Final[dict[str, Command]] = {
+    "server": Command("run a loopback livekit-server with the demo key", "server"),
+    "install-server": Command("build the pinned livekit-server", "server"),
+    "token": Command("mint an access token with room grants", "token"),
+    "join": Command("join a room and print its events live", "room"),
+    "send": Command("send a data packet, a text stream or a file", "room"),
+    "recv": Command("print data packets and text streams, save files", "room"),
+    "rpc": Command("call an RPC method on another participant", "room"),
+    "tap": Command("pretty-print and filter a JSON Lines wire tap", "tap"),
+    "decode": Command("decode a signal message or data packet (hex/base64) to JSON", "decode"),
+    "conformance": Command("run the protocol conformance suite", "conformance"),
+    "bench": Command("list or run the benchmark scripts", "bench"),
 }
-"""Sub-commands: name -> (help, add-arguments function, run function returning the status)."""
+"""Sub-commands in help order: name -> :class:`Command`."""
+
+_EPILOG: Final = """\
+examples:
+  lkproto server                                   # terminal 1: a local server
+  lkproto join --identity watcher --tap run.jsonl  # terminal 2: watch the room
+  lkproto send --payload hello --topic chat        # terminal 3: say something
+  lkproto tap run.jsonl --type 'DataPacket.*'
+
+`lkproto COMMAND --help` shows each command's options and examples.
+"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with one sub-parser per entry of :data:`COMMANDS`.
+def _attr(name: str) -> str:
+    return name.replace("-", "_")
 
-    Returns:
-        The parser.
+
+def _load(name: str) -> tuple[Callable[[argparse.ArgumentParser], None], object, str]:
+    module = importlib.import_module(f"lkproto.cli.{COMMANDS[name].module}")
+    add = getattr(module, f"add_{_attr(name)}_arguments")
+    run = getattr(module, f"run_{_attr(name)}")
+    epilog = getattr(module, f"{_attr(name).upper()}_EPILOG", None)
+    return add, run, epilog or ""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, one sub-parser per entry of :data:`COMMANDS`.
+
+    Args:
+        only: build the options of this command only (the others are listed by name and help);
+            None builds them all.
     """
-    parser = argparse.ArgumentParser(prog="lkproto", description="lkproto command line")
+    parser = argparse.ArgumentParser(
+        prog="lkproto",
+        description="lkproto: a LiveKit client in pure Python, from the command line.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, add_args, run) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        add_args(command)
-        command.set_defaults(run=run)
+    for name, command in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=command.help, description=command.help)
+            continue
+        add, run, epilog = _load(name)
+        child = sub.add_parser(
+            name,
+            help=command.help,
+            description=command.help,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            add_help=name != "conformance",  # its --help belongs to the runner
+        )
+        add(child)
+        child.set_defaults(run=run)
     return parser
+
+
+def _selected(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if arg in COMMANDS:
+            return arg
+        if not arg.startswith("-"):
+            return None
+    return None
+
+
+def _fail(command: str, message: str, status: int) -> int:
+    print(f"lkproto {command}: {message}", file=sys.stderr)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,15 +127,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name; ``None`` means ``sys.argv[1:]``.
 
     Returns:
-        The exit status (errors from lkproto are printed, not raised).
+        The exit status (errors are printed as one line, not raised).
     """
-    args = build_parser().parse_args(argv)
+    from lkproto.cli._common import CliError
+    from lkproto.errors import LkError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_selected(argv))
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     run: Callable[[argparse.Namespace], int] = args.run
+    command: str = args.command
     try:
         return run(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except CliError as exc:
+        return _fail(command, str(exc), exc.status)
     except LkError as exc:
-        print(f"lkproto {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(command, str(exc) or type(exc).__name__, EXIT_FAILURE)
+    except OSError as exc:
+        text = exc.strerror or str(exc) or type(exc).__name__
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(command, f"{text}{where}", EXIT_FAILURE)
+    except Exception as exc:
+        if os.environ.get("LKPROTO_DEBUG"):
+            raise
+        return _fail(command, f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILURE)
 
 
 if __name__ == "__main__":

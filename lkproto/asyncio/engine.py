@@ -23,6 +23,14 @@ from typing import Any, Final, Literal, TypeAlias
 
 from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions, PeerState
 from lkproto.asyncio.signal import SignalClosed, SignalTransport, is_missing_v1_route
+from lkproto.asyncio.tap import (
+    TAP_RTP_INTERVAL_S,
+    TapCallback,
+    TraceCallback,
+    Tracer,
+    receivers_by_mid,
+    sample_rtp,
+)
 from lkproto.core import reconnect as rc
 from lkproto.core import reliable as rl
 from lkproto.core import roster as ro
@@ -66,6 +74,7 @@ __all__ = [
     "MediaTrackEnded",
     "MediaTrackReceived",
     "SignalMessageEvent",
+    "TapCallback",
     "TraceCallback",
 ]
 
@@ -90,8 +99,6 @@ PUBLISH_TIMEOUT_S: Final = 10.0
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
-TraceCallback: TypeAlias = Callable[[Direction, str, object, bytes, float], None]
-"""``(direction, channel, message, raw_bytes, now)``; channel is ``signal``, ``_reliable``..."""
 
 
 class ConnectionState(enum.IntEnum):
@@ -116,6 +123,11 @@ class EngineOptions:
     """None: the servers from JoinResponse (skipped when ice_addresses are all loopback)."""
     reconnect_policy: rc.ReconnectPolicy = field(default_factory=rc.ReconnectPolicy)
     trace: TraceCallback | None = None
+    tap: TapCallback | None = None
+    """Receives a :class:`lkproto.wire.tap.TapRecord` per signal message, data packet and RTP
+    counter sample."""
+    tap_file: str | None = None
+    """JSON Lines file the records are appended to; None: ``$LKPROTO_TAP`` if set."""
     rng: Callable[[], float] = random.random
     client_protocol: int = CLIENT_PROTOCOL
     """Client-to-client level to advertise (PROTOCOL-MAP §15): 2 = RPC v2 + data streams v2 (with
@@ -284,6 +296,9 @@ class Engine:
         self._publishing: dict[str, asyncio.Future[pb.TrackInfo]] = {}
         self.lossy_dropped = 0
         self._leave_reason: DisconnectReasonValue = pb.UNKNOWN_REASON
+        # None unless someone listens: hot paths then pay one `is None` test (lkproto.asyncio.tap).
+        self._tracer: Tracer | None = None
+        self._rtp_task: asyncio.Task[None] | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -320,11 +335,15 @@ class Engine:
             JoinRejectedError: the server refused the token/room (401, 404, ...).
             ConnectError: unreachable, not LiveKit, no JoinResponse, ICE/DTLS failed, timeout.
             LocalProtocolError: already connected.
+            OSError: the tap file cannot be opened.
 
         Cancelling leaves nothing behind: sockets, peer connections and tasks are closed.
         """
         if self._state != ConnectionState.CONN_DISCONNECTED or self._link is not None:
             raise LocalProtocolError("already connected or connecting")
+        self._tracer = Tracer.create(
+            trace=options.trace, tap=options.tap, tap_file=options.tap_file
+        )
         self._opts, self._url, self._token = options, url, token
         self._closing = False
         try:
@@ -340,6 +359,8 @@ class Engine:
             await self._abandon_connect()
             raise
         self._set_state(ConnectionState.CONN_CONNECTED)
+        if self._tracer is not None and self._tracer.wants_records:
+            self._rtp_task = self._loop.create_task(self._sample_rtp_periodically())
         self._emit(EngineConnected(join=join))
         return join
 
@@ -479,6 +500,15 @@ class Engine:
         link = self._link
         if link is None or link.publisher is None or published.transceiver is None:
             return
+        if (tracer := self._tracer) is not None and tracer.wants_records and published.info.sid:
+            kind = "video" if published.info.type == pb.VIDEO else "audio"
+            endpoint: tuple[Direction, str, str, Any] = (
+                ">",
+                published.info.sid,
+                kind,
+                published.transceiver.sender,
+            )
+            await sample_rtp(tracer, [endpoint], self._loop.time(), final=True)
         link.publisher.stop_sending(published.transceiver)
         await self._negotiate(link)
 
@@ -644,14 +674,16 @@ class Engine:
                 if pc.buffered_amount(label) > LOSSY_HIGH_WATER_BYTES:
                     self.lossy_dropped += 1
                     return
-                self._trace(">", label, packet, data)
+                if (tracer := self._tracer) is not None:
+                    tracer.packet(">", label, packet, data, self._loop.time())
                 pc.send(label, data)
                 return
             if pc.buffered_amount(label) > RELIABLE_HIGH_WATER_BYTES:
                 await pc.wait_buffered_below(label, RELIABLE_LOW_WATER_BYTES)
                 continue  # the connection may have changed while we waited
             data = self._sender.stamp(packet)
-            self._trace(">", label, packet, data)
+            if (tracer := self._tracer) is not None:
+                tracer.packet(">", label, packet, data, self._loop.time())
             if self._sender.suspended:
                 return  # kept in the resend buffer; sent after the resume (PROTOCOL-MAP §10)
             try:
@@ -703,8 +735,6 @@ class Engine:
         self._link = link
         self._attach(link, transport, resume=False)
         join = await link.joined
-        for ev in self._roster.apply_join(join):
-            self._emit(ev)
         await self._start_peers(link, join)
         return join
 
@@ -820,9 +850,9 @@ class Engine:
             while True:
                 frame = await transport.recv()
                 now = self._loop.time()
-                if _log.isEnabledFor(logging.DEBUG) or self._opts.trace is not None:
-                    self._trace_frame(frame, now)
                 link.session.receive_data(frame, now)
+                if self._tracer is not None or _log.isEnabledFor(logging.DEBUG):
+                    self._trace_frame(link, frame, now)
                 self._pump(link)
         except SignalClosed as exc:
             if link.transport is transport:
@@ -831,16 +861,21 @@ class Engine:
                 self._pump(link)
                 self._signal_broke(link, rc.Recovery.RESUME)
 
-    def _trace_frame(self, frame: bytes | str, now: float) -> None:
-        raw = frame.encode() if isinstance(frame, str) else frame
-        try:
-            msg: object = decode_signal_response(frame)
-            text = describe(msg)  # type: ignore[arg-type]
-        except DecodeError as exc:
-            msg, text = exc, f"<malformed {len(raw)} bytes: {exc}>"
-        _log.debug("< %s", text)
-        if self._opts.trace is not None:
-            self._opts.trace("<", "signal", msg, raw, now)
+    def _trace_frame(self, link: _Link, frame: bytes | str, now: float) -> None:
+        """Log and tap an inbound frame, reusing the message the session just decoded."""
+        raw = frame.encode() if isinstance(frame, str) else bytes(frame)
+        msg: pb.SignalResponse | DecodeError | None = link.session.last_received
+        if msg is None:
+            # Undecodable, or ignored before decoding (a socket the session left): rare.
+            try:
+                msg = decode_signal_response(frame)
+            except DecodeError as exc:
+                msg = exc
+        if _log.isEnabledFor(logging.DEBUG):
+            text = describe(msg) if not isinstance(msg, DecodeError) else None
+            _log.debug("< %s", text or f"<malformed {len(raw)} bytes: {msg}>")
+        if (tracer := self._tracer) is not None:
+            tracer.signal("<", msg, raw, now)
 
     async def _writer(
         self, link: _Link, transport: SignalTransport, outbox: asyncio.Queue[bytes | None]
@@ -869,11 +904,12 @@ class Engine:
         """Flush the session's outputs: frames to the writer, events to handlers, the timer."""
         session = link.session
         outbox = link.outbox
+        tracer = self._tracer
         for request, data in session.requests_to_send():
-            now = self._loop.time()
-            _log.debug("> %s", describe(request))
-            if self._opts.trace is not None:
-                self._opts.trace(">", "signal", request, data, now)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("> %s", describe(request))
+            if tracer is not None:
+                tracer.signal(">", request, data, self._loop.time())
             if outbox is not None:
                 outbox.put_nowait(data)
         while (event := session.next_event()) is not None:
@@ -895,6 +931,10 @@ class Engine:
     def _on_signal_event(self, link: _Link, event: sg.SignalEvent) -> None:
         if isinstance(event, sg.Joined):
             if not link.joined.done():
+                # The roster takes the join here, in the reader, so that a participant update
+                # already buffered behind it is never applied before it.
+                for ev in self._roster.apply_join(event.message):
+                    self._emit(ev)
                 link.joined.set_result(event.message)
         elif isinstance(event, sg.Resumed):
             if link.resumed is not None and not link.resumed.done():
@@ -1036,11 +1076,14 @@ class Engine:
             packet = decode_data_packet(data)
         except DecodeError as exc:
             _data_log.warning("= dropping a malformed packet on %s: %s", label, exc)
+            if (tracer := self._tracer) is not None:
+                tracer.packet("<", label, exc, data, self._loop.time())
             return
         reliable = label == RELIABLE_LABEL
         if _data_log.isEnabledFor(logging.DEBUG):
             _data_log.debug("< %s %s", label, describe(packet))
-        self._trace("<", label, packet, data)
+        if (tracer := self._tracer) is not None:
+            tracer.packet("<", label, packet, data, self._loop.time())
         # PROTOCOL-MAP §3: receivers drop reliable packets whose (sender sid, sequence) they saw.
         if reliable and not self._receiver.accept(packet, self._loop.time()):
             return
@@ -1222,6 +1265,8 @@ class Engine:
         tasks = [t for t in link.tasks if t is not current]
         for t in tasks:
             t.cancel()
+        with contextlib.suppress(Exception):
+            await self._sample_rtp(link, final=True)  # last counters before the PCs go
         # Peer connections first: their sockets matter most if this teardown is cut short.
         for pc in (link.publisher, link.subscriber):
             if pc is not None:
@@ -1233,6 +1278,7 @@ class Engine:
 
     async def _teardown(self) -> None:
         await self._teardown_link()
+        self._close_tracer()  # flushes the tap file: every path to disconnected passes here
         for fut in self._pending_requests.values():
             if not fut.done():
                 fut.set_exception(ConnectError("disconnected"))
@@ -1264,9 +1310,41 @@ class Engine:
         except Exception:
             logging.getLogger("lkproto").exception("event handler failed for %r", event)
 
-    def _trace(self, direction: Direction, channel: str, message: object, raw: bytes) -> None:
-        if self._opts.trace is not None:
-            self._opts.trace(direction, channel, message, raw, self._loop.time())
+    # -- wire tap: RTP counters (lkproto.asyncio.tap) ---------------------------------------
+
+    def _rtp_endpoints(self, link: _Link) -> list[tuple[Direction, str, str, Any]]:
+        """(direction, track SID, kind, aiortc sender/receiver) of every track with media."""
+        out: list[tuple[Direction, str, str, Any]] = []
+        for published in self._published.values():
+            if published.transceiver is not None and published.info.sid:
+                kind = "video" if published.info.type == pb.VIDEO else "audio"
+                out.append((">", published.info.sid, kind, published.transceiver.sender))
+        receivers: dict[str, Any] = {}
+        for pc in (link.publisher, link.subscriber):
+            if pc is not None:
+                receivers.update(receivers_by_mid(pc))
+        for mid, (sid, track) in link.receiving.items():
+            if mid in receivers:
+                out.append(("<", sid, str(track.kind), receivers[mid]))
+        return out
+
+    async def _sample_rtp(self, link: _Link | None, *, final: bool = False) -> None:
+        tracer = self._tracer
+        if tracer is None or not tracer.wants_records or link is None:
+            return
+        await sample_rtp(tracer, self._rtp_endpoints(link), self._loop.time(), final=final)
+
+    async def _sample_rtp_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(TAP_RTP_INTERVAL_S)
+            await self._sample_rtp(self._link)
+
+    def _close_tracer(self) -> None:
+        task, self._rtp_task = self._rtp_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        if self._tracer is not None:
+            self._tracer.close()
 
 
 def _set_sender_enabled(transceiver: Any, enabled: bool) -> None:

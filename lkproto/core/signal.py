@@ -577,6 +577,7 @@ class SignalSession:
         self._next_request_id = 1
         self._pending: dict[int, float] = {}
         self._unknown_ignored = 0
+        self._last_received: pb.SignalResponse | None = None
 
     # ---------------------------------------------------------------- state (read-only)
 
@@ -636,6 +637,12 @@ class SignalSession:
     def unknown_messages_ignored(self) -> int:
         """Frames whose oneof member our schema does not know (ignored per PROTOCOL-MAP §1)."""
         return self._unknown_ignored
+
+    @property
+    def last_received(self) -> pb.SignalResponse | None:
+        """The message the latest :meth:`receive_data` decoded; None if that frame did not decode
+        or arrived on a closed session. Lets a wire tap avoid decoding each frame twice."""
+        return self._last_received
 
     # ---------------------------------------------------------------- table machinery
 
@@ -704,6 +711,7 @@ class SignalSession:
         Raises:
             LocalProtocolError: no socket was ever opened (state IDLE).
         """
+        self._last_received = None
         state = self._state
         if state is SignalState.IDLE:
             raise LocalProtocolError("receive_data() before connection_opened()")
@@ -717,6 +725,7 @@ class SignalSession:
         except DecodeError as exc:
             self._events.append(ProtocolViolated(error=exc))
             return
+        self._last_received = response
         kind = response.WhichOneof("message")
         if kind is None:
             # PROTOCOL-MAP §1 Oneof field numbers: unknown cases must be ignored.

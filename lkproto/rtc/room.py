@@ -15,6 +15,7 @@ import datetime
 import enum
 import inspect
 import logging
+import os
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,13 @@ class RoomOptions:
     reconnect_policy: rc.ReconnectPolicy | None = None
     trace: en.TraceCallback | None = None
     """``(direction, channel, message, raw_bytes, now)`` for every signal message and packet."""
+    tap: en.TapCallback | None = None
+    """Wire tap: a :class:`lkproto.wire.tap.TapRecord` (time, direction, channel, type, decoded
+    fields, raw bytes, identity, topic) per signal message and data packet in and out, plus RTP
+    counters per track every 5 s and when it ends. Runs on the event loop: keep it quick."""
+    tap_file: str | os.PathLike[str] | None = None
+    """Append the same records as JSON Lines to this file (flushed on disconnect); None uses
+    ``$LKPROTO_TAP`` when set. Read it with ``lkproto tap FILE``."""
     client_protocol: int | None = None
     """Client-to-client level to advertise; None = 2 (RPC v2, data streams v2 + DEFLATE_RAW).
     0 makes every peer use RPC v1 and classic streams with this client."""
@@ -941,5 +949,7 @@ def _engine_options(opts: RoomOptions) -> en.EngineOptions:
         ice_addresses=tuple(rtc.ice_addresses) if rtc.ice_addresses else None,
         ice_servers=tuple(_ice_server(s) for s in rtc.ice_servers) if rtc.ice_servers else None,
         trace=opts.trace,
+        tap=opts.tap,
+        tap_file=os.fspath(opts.tap_file) if opts.tap_file is not None else None,
         **kwargs,
     )

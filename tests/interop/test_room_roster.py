@@ -547,3 +547,17 @@ async def test_duplicate_identity_replaces_us(livekit_server: LocalServer) -> No
         assert theirs.local_participant.sid != old_sid
     finally:
         await disconnect_all(ours, theirs)
+
+
+async def test_rejoining_at_once_with_the_same_identity(livekit_server: LocalServer) -> None:
+    """A participant update can be queued right behind the JoinResponse (here: the server still
+    announcing the previous session of the same identity); the roster must take the join first."""
+    name = unique_room("roster-rejoin")
+    other = await connect_ours(livekit_server, "watcher", name)
+    try:
+        for _ in range(4):
+            room = await connect_ours(livekit_server, "same", name)
+            assert room.isconnected()
+            await room.disconnect()
+    finally:
+        await disconnect_all(other)
