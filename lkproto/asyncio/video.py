@@ -39,8 +39,13 @@ from typing import Final, Generic, Protocol, TypeVar
 
 import av
 from aiortc import MediaStreamTrack, RTCRtpSender
+from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av.stream import Stream
+
+from lkproto.asyncio.audio import _ENCODER_ATTR, _check_aiortc_internals
+from lkproto.errors import LocalProtocolError
 
 __all__ = [
     "CONVERT_INLINE_MAX_PIXELS",
@@ -54,6 +59,7 @@ __all__ = [
     "PtsStamper",
     "VideoFrameFeed",
     "VideoFrameTrack",
+    "install_video_encoder",
     "run_conversion",
 ]
 
@@ -482,3 +488,29 @@ class EncodedVideoTrack(MediaStreamTrack):
         super().stop()
         self._sender = None
         self._feed.wake()
+
+
+def install_video_encoder(sender: RTCRtpSender, *, mime_type: str, bitrate: int) -> None:
+    """Start ``sender``'s VP8/H.264 encoder at ``bitrate`` (``VideoEncoding.max_bitrate``).
+
+    aiortc starts every encoder at its own default (VP8 500 kbps, H.264 1 Mbps) and only moves it
+    on REMB (against livekit-server v1.13.5 a VP8 publication stayed at ~505 kbps), so without
+    this the publish option would only reach the announcement. aiortc clamps the value to its
+    encoder's range (VP8 250 kbps to 1.5 Mbps, H.264 0.5 to 3 Mbps). Same aiortc-1.16 internals as
+    :func:`lkproto.asyncio.audio.install_opus_encoder`: call it before the first frame.
+
+    Raises:
+        ValueError: not a video sender, or a non-positive bitrate.
+        LocalProtocolError: the sender already created an encoder.
+        LkError: this aiortc lacks the internals relied on.
+    """
+    _check_aiortc_internals(sender)
+    if sender.kind != "video":
+        raise ValueError(f"install_video_encoder needs a video sender, not {sender.kind!r}")
+    if bitrate <= 0:
+        raise ValueError(f"bitrate must be > 0, got {bitrate}")
+    if getattr(sender, _ENCODER_ATTR) is not None:
+        raise LocalProtocolError("the sender already has an encoder: it has started sending")
+    encoder = get_encoder(RTCRtpCodecParameters(mimeType=mime_type, clockRate=VIDEO_CLOCK_RATE_HZ))
+    encoder.target_bitrate = bitrate  # type: ignore[attr-defined]
+    setattr(sender, _ENCODER_ATTR, encoder)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lkproto.asyncio.audio import DEFAULT_OPUS_BITRATE, install_opus_encoder
 from lkproto.asyncio.streams import StreamSender, StreamSendError, recipients_form
+from lkproto.asyncio.video import install_video_encoder
 from lkproto.core import streams as cs
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
 from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
@@ -958,14 +959,23 @@ def _add_track_request(
 def _sender_setup(track: LocalTrack, opts: TrackPublishOptions) -> Callable[[object], None] | None:
     """What to do to aiortc's sender before its first frame: our Opus encoder for audio."""
     if isinstance(track, LocalVideoTrack):
+        max_bitrate = opts.video_encoding.max_bitrate if opts.video_encoding else 0
+        encoded = isinstance(getattr(track.source, "codec", None), str)
+        mime = _VIDEO_MIME.get(VideoCodec(opts.video_codec)) if opts.video_codec in (0, 1) else None
 
-        def bind(sender: object) -> None:
+        def video_setup(sender: object) -> None:
             # Pre-encoded sources hear the server's keyframe requests through their sender.
             bind_sender = getattr(getattr(sender, "track", None), "bind_sender", None)
             if bind_sender is not None:
                 bind_sender(sender)
+            elif max_bitrate and mime is not None and not encoded:
+                install_video_encoder(
+                    sender,  # type: ignore[arg-type]
+                    mime_type=mime,
+                    bitrate=max_bitrate,
+                )
 
-        return bind
+        return video_setup
     channels = int(getattr(track.source, "num_channels", 1))
     bitrate = opts.audio_encoding.max_bitrate if opts.audio_encoding else 0
 

@@ -388,3 +388,33 @@ async def test_encoded_track_stop_and_close() -> None:
     feed.close()
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(pending, scaled(5))
+
+
+async def test_install_video_encoder_presets_the_bitrate() -> None:
+    """``VideoEncoding.max_bitrate`` reaches aiortc's encoder (clamped to its range)."""
+    import aiortc
+    from aiortc.codecs.h264 import H264Encoder
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    from lkproto.asyncio.video import install_video_encoder
+    from lkproto.errors import LocalProtocolError
+
+    pc = aiortc.RTCPeerConnection()
+    try:
+        vp8 = pc.addTransceiver("video", direction="sendonly").sender
+        install_video_encoder(vp8, mime_type="video/VP8", bitrate=1_000_000)
+        encoder = vp8._RTCRtpSender__encoder  # type: ignore[attr-defined]
+        assert isinstance(encoder, Vp8Encoder)
+        assert encoder.target_bitrate == 1_000_000
+        h264 = pc.addTransceiver("video", direction="sendonly").sender
+        install_video_encoder(h264, mime_type="video/H264", bitrate=10_000_000)
+        encoder = h264._RTCRtpSender__encoder  # type: ignore[attr-defined]
+        assert isinstance(encoder, H264Encoder)
+        assert encoder.target_bitrate == 3_000_000  # aiortc's H.264 ceiling
+        with pytest.raises(LocalProtocolError):
+            install_video_encoder(vp8, mime_type="video/VP8", bitrate=500_000)
+        audio = pc.addTransceiver("audio", direction="sendonly").sender
+        with pytest.raises(ValueError, match="video sender"):
+            install_video_encoder(audio, mime_type="video/VP8", bitrate=500_000)
+    finally:
+        await pc.close()
