@@ -29,7 +29,7 @@ from lkproto.asyncio.streams import INTERNAL_TOPICS, IncomingStream, StreamDrive
 from lkproto.core import reconnect as rc
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
-from lkproto.errors import LocalProtocolError
+from lkproto.errors import ConnectError, LocalProtocolError
 from lkproto.rtc import events as ev
 from lkproto.rtc.data_stream import (
     ByteStreamHandler,
@@ -753,9 +753,14 @@ class Room(EventEmitter[ev.EventTypes]):
             if isinstance(pub, LocalTrackPublication) and pub.track is not None:
                 pub.track._set_muted(message.mute.muted)
         elif event.kind == "track_unpublished" and local is not None:
+            # The server ended one of our publications (e.g. publish permission revoked, §9):
+            # stop sending its section too, as if the user had unpublished it.
             pub = local._publications.pop(message.track_unpublished.track_sid, None)
             if isinstance(pub, LocalTrackPublication):
                 if pub.track is not None:
+                    task = asyncio.ensure_future(self._stop_sending(pub.track.cid))
+                    self._handler_tasks.add(task)
+                    task.add_done_callback(self._handler_done)
                     pub.track._unpublished()
                 self._dispatch(ev.LocalTrackUnpublished(publication=pub))
         elif event.kind == "stream_state_update":
@@ -766,6 +771,13 @@ class Room(EventEmitter[ev.EventTypes]):
                     found[0].track._stream_state = (
                         StreamState.STATE_PAUSED if paused else StreamState.STATE_ACTIVE
                     )
+
+    async def _stop_sending(self, cid: str) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        with contextlib.suppress(LocalProtocolError, ConnectError):
+            await engine.unpublish_track(cid)
 
     def _by_sid(self, sid: str) -> Participant | None:
         if self._local is not None and self._local.sid == sid:

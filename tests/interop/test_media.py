@@ -607,3 +607,43 @@ async def test_several_tracks_offered_together_all_decode(
                 await feeder.stop()
         for freq, (peak, _) in zip(freqs, heard, strict=True):
             assert abs(peak - freq) <= 5, (freq, peak)
+
+
+async def test_server_side_unpublish_stops_our_sender(livekit_server: LocalServer) -> None:
+    """Revoking publish permission makes the server unpublish our track (``track_unpublished``,
+    PROTOCOL-MAP §9): we emit ``local_track_unpublished`` and stop sending that section."""
+    from livekit import api as lapi
+
+    async with pair(livekit_server, "media-revoked") as (ours, theirs):
+        room_name = ours.name
+        events: list[Any] = []
+        ours.on("local_track_unpublished", events.append)
+        feeder = await publish_tone(rtc, ours, 440)
+        try:
+            await subscribed_track(theirs, "audio")
+            cid = feeder.track.cid
+            assert ours._engine is not None
+            assert ours._engine.published_sender(cid) is not None
+            http_url = livekit_server.url.replace("ws://", "http://")
+            async with lapi.LiveKitAPI(
+                http_url, livekit_server.api_key, livekit_server.api_secret
+            ) as client:
+                await client.room.update_participant(
+                    lapi.UpdateParticipantRequest(
+                        room=room_name,
+                        identity="lk",
+                        permission=lapi.ParticipantPermission(
+                            can_subscribe=True, can_publish=False, can_publish_data=True
+                        ),
+                    )
+                )
+            await wait_for(lambda: events, 10, "local_track_unpublished")
+            assert events[0].sid == feeder.publication.sid
+            assert not ours.local_participant.track_publications
+            await wait_for(
+                lambda: ours._engine is not None and ours._engine.published_sender(cid) is None,
+                10,
+                "our sender detached",
+            )
+        finally:
+            await feeder.stop()
