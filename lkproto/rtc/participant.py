@@ -435,7 +435,7 @@ class LocalParticipant(Participant):
         if track._engine is not None:
             raise LocalProtocolError(f"{track!r} is already published")
         request, codecs = _add_track_request(track, opts)
-        on_sender = _sender_setup(track, opts)
+        on_sender = _sender_setup(track, opts, codecs[0])
         info = await self._engine.publish_track(
             request,
             track._media,
@@ -956,19 +956,21 @@ def _add_track_request(
     return request, (mime,)
 
 
-def _sender_setup(track: LocalTrack, opts: TrackPublishOptions) -> Callable[[object], None] | None:
-    """What to do to aiortc's sender before its first frame: our Opus encoder for audio."""
+def _sender_setup(
+    track: LocalTrack, opts: TrackPublishOptions, mime: str
+) -> Callable[[object], None]:
+    """What to do to aiortc's sender before its first frame: our Opus encoder for audio; for
+    video the keyframe hook of a pre-encoded source, else the encoder's start bitrate. ``mime``
+    is the codec :func:`_add_track_request` chose for the section."""
     if isinstance(track, LocalVideoTrack):
         max_bitrate = opts.video_encoding.max_bitrate if opts.video_encoding else 0
-        encoded = isinstance(getattr(track.source, "codec", None), str)
-        mime = _VIDEO_MIME.get(VideoCodec(opts.video_codec)) if opts.video_codec in (0, 1) else None
 
         def video_setup(sender: object) -> None:
             # Pre-encoded sources hear the server's keyframe requests through their sender.
             bind_sender = getattr(getattr(sender, "track", None), "bind_sender", None)
             if bind_sender is not None:
                 bind_sender(sender)
-            elif max_bitrate and mime is not None and not encoded:
+            elif max_bitrate:
                 install_video_encoder(
                     sender,  # type: ignore[arg-type]
                     mime_type=mime,
