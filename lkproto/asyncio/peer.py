@@ -426,6 +426,19 @@ class PeerConnection:
                 out[transceiver.mid] = track
         return out
 
+    def receivers(self) -> dict[str, aiortc.RTCRtpReceiver]:
+        """aiortc's ``RTCRtpReceiver`` of every negotiated section, by mid.
+
+        For drivers that read per-section statistics (the wire tap's RTP counters) without
+        reaching into the wrapped ``RTCPeerConnection``. Sections without a mid yet (not in any
+        applied description) are left out.
+        """
+        return {t.mid: t.receiver for t in self._pc.getTransceivers() if t.mid is not None}
+
+    def senders(self) -> dict[str, aiortc.RTCRtpSender]:
+        """aiortc's ``RTCRtpSender`` of every negotiated section, by mid (see :meth:`receivers`)."""
+        return {t.mid: t.sender for t in self._pc.getTransceivers() if t.mid is not None}
+
     async def create_offer(self) -> str:
         """Create an offer, set it as the local description and return its SDP.
 

@@ -270,10 +270,11 @@ class Tracer:
 
 
 def receivers_by_mid(pc: PeerConnection) -> dict[str, Any]:
-    """aiortc's ``RTCRtpReceiver`` of every negotiated section of ``pc``, by mid."""
-    # PeerConnection keeps aiortc private to the driver; the tap is part of that driver.
-    raw = pc._pc
-    return {t.mid: t.receiver for t in raw.getTransceivers() if t.mid is not None}
+    """aiortc's ``RTCRtpReceiver`` of every negotiated section of ``pc``, by mid.
+
+    Kept for callers of the tap; :meth:`PeerConnection.receivers` is the accessor.
+    """
+    return dict(pc.receivers())
 
 
 async def rtp_counters(endpoint: Any, stats_type: str) -> tuple[int, int | None] | None:
