@@ -121,6 +121,8 @@ class EngineOptions:
     ice_addresses: tuple[str, ...] | None = None
     ice_servers: tuple[IceServer, ...] | None = None
     """None: the servers from JoinResponse (skipped when ice_addresses are all loopback)."""
+    relay_only: bool = False
+    """Gather TURN-relayed candidates only (``RtcConfiguration`` ``TRANSPORT_RELAY``)."""
     reconnect_policy: rc.ReconnectPolicy = field(default_factory=rc.ReconnectPolicy)
     trace: TraceCallback | None = None
     tap: TapCallback | None = None
@@ -764,7 +766,9 @@ class Engine:
                 IceServer(urls=tuple(s.urls), username=s.username, credential=s.credential)
                 for s in (join.ice_servers if join else ())
             )
-        return PeerOptions(ice_addresses=opts.ice_addresses, ice_servers=servers)
+        return PeerOptions(
+            ice_addresses=opts.ice_addresses, ice_servers=servers, relay_only=opts.relay_only
+        )
 
     async def _start_peers(self, link: _Link, join: pb.JoinResponse) -> None:
         options = self._peer_options(join)

@@ -119,12 +119,15 @@ class PeerOptions:
             start), which a LiveKit server needs for several media sections of one kind
             (see :class:`PeerConnection`). An aiortc *answerer* does not accept a max-bundle
             offer, so two aiortc peers talking to each other need ``False`` on the offerer.
+        relay_only: aiortc's ``RELAY`` ICE transport policy (only TURN-relayed candidates), the
+            official ``RtcConfiguration(ice_transport_type=TRANSPORT_RELAY)``.
     """
 
     ice_addresses: tuple[str, ...] | None = None
     ice_servers: tuple[IceServer, ...] = ()
     max_message_bytes: int = DATA_PACKET_MAX_BYTES
     max_bundle: bool = True
+    relay_only: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +197,11 @@ class PeerConnection:
         self._pc = aiortc.RTCPeerConnection(
             aiortc.RTCConfiguration(
                 iceServers=_rtc_ice_servers(self._options.ice_servers),
+                iceTransportPolicy=(
+                    aiortc.RTCIceTransportPolicy.RELAY
+                    if self._options.relay_only
+                    else aiortc.RTCIceTransportPolicy.ALL
+                ),
                 # LiveKit bundles every section on one transport. With aiortc's default
                 # BALANCED policy a second section of a kind, created before the first answer,
                 # gets the first one's transport and is then skipped by the bundling step: its
