@@ -6,7 +6,8 @@ the boundary where they occur, so callers only ever need to catch these::
 
     LkError
     ├── LocalProtocolError        you misused the API (raised at once, nothing was sent)
-    │   └── PublishDataError      a data packet that cannot be sent (e.g. over 64 000 bytes)
+    │   ├── PublishDataError      a data packet that cannot be sent (e.g. over 64 000 bytes)
+    │   └── UnsupportedFeatureError  an option the official SDK honours that lkproto cannot (yet)
     ├── RemoteProtocolError       the peer broke the protocol
     │   └── DecodeError           bytes that are not a valid message of the expected type
     ├── TokenError                an access token could not be built or did not verify
@@ -18,7 +19,8 @@ the boundary where they occur, so callers only ever need to catch these::
     │       ├── UnauthorizedError     401: bad/expired token, unknown key, missing grants
     │       ├── RoomNotFoundError     404 "requested room does not exist"
     │       └── ...                   any other status stays a plain JoinRejectedError
-    └── ServerError               a local livekit-server could not be installed or started
+    ├── ServerError               a local livekit-server could not be installed or started
+    └── UnsupportedDependencyError   an installed aiortc/aioice version lkproto was not proven with
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = [
     "ServerError",
     "TokenError",
     "UnauthorizedError",
+    "UnsupportedDependencyError",
+    "UnsupportedFeatureError",
 ]
 
 
@@ -51,6 +55,22 @@ class LocalProtocolError(LkError):
 
 class PublishDataError(LocalProtocolError):
     """A data packet was refused before sending (same name as the official SDK's error)."""
+
+
+class UnsupportedFeatureError(LocalProtocolError):
+    """An option or value the official SDK honours that lkproto does not implement.
+
+    Raised at once (before anything connects or is sent) instead of silently behaving differently.
+
+    Attributes:
+        feature: the option's name as the caller wrote it, e.g. ``"RoomOptions.e2ee"``.
+        reason: why it is refused (what is missing, or what to use instead).
+    """
+
+    def __init__(self, feature: str, reason: str) -> None:
+        super().__init__(f"{feature} is not supported by lkproto: {reason}")
+        self.feature = feature
+        self.reason = reason
 
 
 class RemoteProtocolError(LkError):
@@ -133,6 +153,25 @@ class RoomNotFoundError(JoinRejectedError):
 
 class ServerError(LkError):
     """A local livekit-server could not be installed or started."""
+
+
+class UnsupportedDependencyError(LkError, ImportError):
+    """A third-party package lkproto reaches into (aiortc, aioice) is at an unproven version.
+
+    Attributes:
+        package: the distribution name.
+        installed: the version found.
+        supported: the version range lkproto's suite was run against (a PEP 440 specifier).
+    """
+
+    def __init__(self, package: str, installed: str, supported: str) -> None:
+        super().__init__(
+            f"lkproto supports {package}{supported}, but {package} {installed} is installed; "
+            f"install a supported version (pip install '{package}{supported}')"
+        )
+        self.package = package
+        self.installed = installed
+        self.supported = supported
 
 
 def __getattr__(name: str) -> type[LkError]:
