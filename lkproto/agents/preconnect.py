@@ -50,6 +50,7 @@ from typing import Final
 import av
 
 from lkproto.core.agent import ATTR_PUBLISH_ON_BEHALF, TOPIC_PRECONNECT_AUDIO
+from lkproto.core.durations import positive_seconds
 from lkproto.errors import LkError, LocalProtocolError
 from lkproto.rtc.audio_frame import AudioFrame
 from lkproto.rtc.audio_source import AudioSource
@@ -286,7 +287,8 @@ class PreconnectBuffer:
 
     Raises:
         LocalProtocolError: the track's source is not an :class:`~lkproto.rtc.AudioSource`, it is
-            already being recorded, or ``max_seconds`` is not positive.
+            already being recorded, or ``max_seconds`` / ``agent_timeout_s`` is not a positive
+            number of seconds.
     """
 
     def __init__(
@@ -300,8 +302,8 @@ class PreconnectBuffer:
         source = track.source
         if not isinstance(source, AudioSource):
             raise LocalProtocolError("the pre-connect buffer needs a track made from AudioSource")
-        if not max_seconds > 0:
-            raise LocalProtocolError(f"max_seconds must be positive, got {max_seconds!r}")
+        max_seconds = positive_seconds("max_seconds", max_seconds)
+        agent_timeout_s = positive_seconds("agent_timeout_s", agent_timeout_s)
         if "capture_frame" in vars(source):
             raise LocalProtocolError("this audio source is already being recorded")
         self._room = room

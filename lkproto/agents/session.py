@@ -6,7 +6,8 @@
   deadline). Room facts are fed from the room's events — ``connection_state_changed``,
   ``participant_connected`` / ``_disconnected``, ``participant_attributes_changed``,
   ``local_track_published`` / ``_unpublished`` (a microphone publication) — with the loop's clock
-  as ``now``; the deadline is re-armed with ``loop.call_at`` after every input, and the tracker's
+  as ``now``; its deadline is kept armed by a :class:`~lkproto.asyncio._timer.DeadlineTimer`
+  re-armed after every input, and the tracker's
   events become ``state_changed`` / ``agent_joined`` / ``agent_left`` / ``failed`` emissions. The
   room applies the participants already present at join silently, so on connecting the session
   feeds every remote participant itself.
@@ -26,10 +27,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, assert_never
 
 from lkproto.agents.chat import ChatMessage, listen_text, on_chat, send_chat
 from lkproto.agents.preconnect import PRECONNECT_MAX_S, PreconnectBuffer
+from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.core.agent import (
     DEFAULT_AGENT_CONNECT_TIMEOUT_S,
     TOPIC_TRANSCRIPTION,
@@ -189,7 +191,7 @@ class AgentSession(EventEmitter[AgentSessionEvent]):
         self._tracker = AgentTracker(agent_connect_timeout_s=agent_connect_timeout)
         self._merger = TranscriptMerger()
         self._agent_kinds: set[str] = set()  # identities seen with kind AGENT
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self._loop, self._tracker.get_timer, self._on_timer)
         self._closed = False
         self._preconnect: PreconnectBuffer | None = None
         self._waiters: set[asyncio.Future[None]] = set()
@@ -366,9 +368,7 @@ class AgentSession(EventEmitter[AgentSessionEvent]):
             self._room.off(name, handler)  # type: ignore[arg-type]
         self._detach_transcript()
         self._detach_chat()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.close()
         if self._preconnect is not None:
             await self._preconnect.aclose()
         for waiter in self._waiters:
@@ -439,7 +439,7 @@ class AgentSession(EventEmitter[AgentSessionEvent]):
             return
         while (event := self._tracker.next_event()) is not None:
             self._emit_agent_event(event)
-        self._arm_timer()
+        self._timer.rearm()
 
     def _emit_agent_event(self, event: AnyAgentEvent) -> None:
         if isinstance(event, AgentStateChanged):
@@ -451,20 +451,11 @@ class AgentSession(EventEmitter[AgentSessionEvent]):
             self.emit("agent_left", event.identity, event.expected)
         elif isinstance(event, AgentFailed):
             self.emit("failed", event.reasons)
+        else:
+            assert_never(event)
 
-    def _arm_timer(self) -> None:
-        deadline = self._tracker.get_timer()
-        if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._tracker.handle_timer(self._loop.time())
+    def _on_timer(self, now: float) -> None:
+        self._tracker.handle_timer(now)
         self._flush()
 
     def _drain_transcript(self) -> None:
@@ -473,6 +464,8 @@ class AgentSession(EventEmitter[AgentSessionEvent]):
                 self.emit("transcript_updated", self._segment(event.segment))
             elif isinstance(event, SegmentFinalized | SegmentDropped):
                 pass  # the update before it carried the content
+            else:
+                assert_never(event)
 
     def _segment(self, segment: Segment) -> TranscriptSegment:
         identity = segment.participant_identity

@@ -17,8 +17,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, assert_never
 
+from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.asyncio.streams import IncomingStream, StreamSender
 from lkproto.core import rpc as core
 from lkproto.core import streams as cs
@@ -63,7 +64,7 @@ class RpcDriver:
         self._server = core.RpcServer()
         self._handlers: dict[str, RpcHandler] = {}
         self._calls: dict[str, asyncio.Future[str]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self._loop, self._client.get_timer, self._on_timer)
         self._tasks: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
 
@@ -149,6 +150,8 @@ class RpcDriver:
             while (event := self._server.next_event()) is not None:
                 if isinstance(event, core.RpcInvocationRequested):
                     invocations.append(event)
+                else:
+                    assert_never(event)
             self._spawn(self._answer(replies, invocations))
             return True
         if kind in ("rpc_ack", "rpc_response"):
@@ -186,9 +189,7 @@ class RpcDriver:
         """Fail every pending call and stop running handlers (room disconnected)."""
         self._client.fail_all(core.RpcError.built_in(core.RpcErrorCode.RECIPIENT_DISCONNECTED))
         self._pump()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -326,16 +327,12 @@ class RpcDriver:
                 future.set_result(event.payload)
             elif isinstance(event, core.RpcCallFailed):
                 future.set_exception(event.error)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        deadline = self._client.get_timer()
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            else:
+                assert_never(event)
+        self._timer.rearm()
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._client.handle_timer(self._loop.time())
+    def _on_timer(self, now: float) -> None:
+        self._client.handle_timer(now)
         self._pump()
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:

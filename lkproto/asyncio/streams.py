@@ -35,8 +35,9 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, assert_never
 
+from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.core import streams as core
 from lkproto.errors import ConnectError, LkError, LocalProtocolError
 from lkproto.wire import pb
@@ -232,7 +233,7 @@ class StreamDriver:
             max_decompressed_bytes=max_decompressed_bytes,
         )
         self._streams: dict[str, IncomingStream] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self._loop, self._receiver.get_timer, self._on_timer)
         self._closed = False
 
     @property
@@ -271,17 +272,14 @@ class StreamDriver:
         for stream in list(self._streams.values()):
             stream._end(core.StreamError(core.StreamErrorKind.ABNORMAL_END, stream.info.stream_id))
         self._streams.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.close()
 
     # -- internals -----------------------------------------------------------------------
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _on_timer(self, now: float) -> None:
         if self._closed:
             return
-        self._receiver.handle_timer(self._loop.time())
+        self._receiver.handle_timer(now)
         self._pump()
 
     def _pump(self) -> None:
@@ -307,19 +305,13 @@ class StreamDriver:
                 done = self._streams.pop(event.stream_id, None)
                 if done is not None:
                     done._close(event.attributes)
-            else:
+            elif isinstance(event, core.StreamFailed):
                 failed = self._streams.pop(event.stream_id, None)
                 if failed is not None:
                     failed._end(event.error)
-        self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        deadline = self._receiver.get_timer()
-        if self._timer is not None and (deadline is None or self._timer.when() != deadline):
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None and self._timer is None and not self._closed:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            else:
+                assert_never(event)
+        self._timer.rearm()
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,14 +63,13 @@ Decisions where ``useAgent.ts`` is silent or accidental:
 from __future__ import annotations
 
 import enum
-import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
-from lkproto.errors import LocalProtocolError
+from lkproto.core.durations import positive_seconds
 
 __all__ = [
     "ATTR_AGENT_NAME",
@@ -307,17 +306,7 @@ class AgentTracker:
     """
 
     def __init__(self, *, agent_connect_timeout_s: float = DEFAULT_AGENT_CONNECT_TIMEOUT_S) -> None:
-        if (
-            not isinstance(agent_connect_timeout_s, int | float)
-            or isinstance(agent_connect_timeout_s, bool)
-            or not math.isfinite(agent_connect_timeout_s)
-            or agent_connect_timeout_s <= 0
-        ):
-            raise LocalProtocolError(
-                "agent_connect_timeout_s must be a positive number of seconds, "
-                f"got {agent_connect_timeout_s!r}"
-            )
-        self._timeout_s = float(agent_connect_timeout_s)
+        self._timeout_s = positive_seconds("agent_connect_timeout_s", agent_connect_timeout_s)
         self._room_connected = False
         self._microphone = False
         self._peers: dict[str, _Peer] = {}

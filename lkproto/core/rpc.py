@@ -71,13 +71,13 @@ stay packets. The driver picks v2 per remote participant from its ``client_proto
 from __future__ import annotations
 
 import enum
-import math
 import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final, TypeAlias
 
+from lkproto.core.durations import positive_seconds
 from lkproto.errors import LkError, LocalProtocolError
 from lkproto.wire import pb
 
@@ -373,17 +373,6 @@ AnyRpcEvent: TypeAlias = RpcCallSucceeded | RpcCallFailed | RpcInvocationRequest
 # Caller
 
 
-def _positive_seconds(name: str, value: float) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise LocalProtocolError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
 def _nonempty(name: str, value: str) -> str:
     if not isinstance(value, str) or not value:
         raise LocalProtocolError(f"{name} must be a non-empty str, got {value!r}")
@@ -429,7 +418,7 @@ class RpcClient:
     """
 
     def __init__(self, *, max_round_trip_latency_s: float = RPC_MAX_ROUND_TRIP_LATENCY_S) -> None:
-        self._latency_s = _positive_seconds("max_round_trip_latency_s", max_round_trip_latency_s)
+        self._latency_s = positive_seconds("max_round_trip_latency_s", max_round_trip_latency_s)
         self._calls: dict[str, _Call] = {}
         self._events: deque[AnyRpcClientEvent] = deque()
         self._order = 0
@@ -598,7 +587,7 @@ class RpcClient:
         _nonempty("request_id", request_id)
         if request_id in self._calls:
             raise LocalProtocolError(f"request id {request_id!r} is already pending")
-        timeout_s = _positive_seconds("response_timeout_s", response_timeout_s)
+        timeout_s = positive_seconds("response_timeout_s", response_timeout_s)
         wire_timeout_ms = round(max(timeout_s, self._latency_s + _MIN_TIMEOUT_MARGIN_S) * 1000)
         if wire_timeout_ms > _UINT32_MAX:
             raise LocalProtocolError(f"response_timeout_s {timeout_s} exceeds uint32 milliseconds")

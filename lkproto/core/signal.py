@@ -66,6 +66,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from lkproto.core.durations import positive_seconds
 from lkproto.errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from lkproto.wire import decode_signal_response, encode_signal_request, pb
 
@@ -531,10 +532,8 @@ AnySignalEvent: TypeAlias = (
 # The session
 
 
-def _positive_seconds(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise LocalProtocolError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
+# The one positive-duration rule (STYLE rule 11), under the name this module's callers use.
+_positive_seconds = positive_seconds
 
 
 class SignalSession:

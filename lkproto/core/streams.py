@@ -114,12 +114,12 @@ from __future__ import annotations
 import abc
 import codecs
 import enum
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple, TypeAlias
 
+from lkproto.core.durations import optional_positive_seconds
 from lkproto.errors import LocalProtocolError, RemoteProtocolError
 from lkproto.wire import pb
 from lkproto.wire.streams import (
@@ -1043,17 +1043,7 @@ class StreamReceiver:
         self._max_open = _int_in("max_open_streams", max_open_streams, 1, 2**63)
         self._max_stream = _int_in("max_stream_bytes", max_stream_bytes, 0, _UINT64_MAX)
         self._max_packet = _int_in("max_decompressed_bytes", max_decompressed_bytes, 1, 2**63)
-        if stream_timeout_s is not None and (
-            not isinstance(stream_timeout_s, int | float)
-            or isinstance(stream_timeout_s, bool)
-            or not math.isfinite(stream_timeout_s)
-            or stream_timeout_s <= 0
-        ):
-            raise LocalProtocolError(
-                "stream_timeout_s must be a positive finite number or None, "
-                f"got {stream_timeout_s!r}"
-            )
-        self._timeout_s = None if stream_timeout_s is None else float(stream_timeout_s)
+        self._timeout_s = optional_positive_seconds("stream_timeout_s", stream_timeout_s)
         self._open: dict[str, _Incoming] = {}
         self._events: deque[AnyStreamEvent] = deque()
         self._order = 0
