@@ -1,10 +1,16 @@
 """When to retry a broken session, and how: resume it or join anew (PROTOCOL-MAP §10).
 
-Two pure pieces, no clock and no randomness of their own:
+Three pieces, no clock and no randomness of their own:
 
 * :class:`ReconnectPolicy` says how long to wait before retry number ``attempt`` (0-based), or
   that it is time to give up. Randomness for the jitter is injected.
 * :func:`choose_recovery` says what kind of recovery the current situation calls for.
+* :class:`Recoverer`, a sans-I/O machine, is the one place every trouble of a connected session
+  is reported (:class:`RecoveryCause`: signal lost, peer connection failed, a ``leave`` with any
+  action, a refused resume, a full reconnect asked for). It decides with
+  :func:`choose_recovery`, escalates (a full reconnect, once chosen, is never downgraded to a
+  resume; giving up beats both), schedules the attempts with the policy's delays and gives up
+  when the policy runs out. See its docstring for the theory of operation.
 
 Recovery, in the terms of PROTOCOL-MAP §10:
 
@@ -28,10 +34,11 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, TypeAlias
 
 from lkproto.errors import LocalProtocolError
 from lkproto.wire import pb
@@ -40,10 +47,21 @@ __all__ = [
     "DEFAULT_RECONNECT_DELAYS_S",
     "DEFAULT_RECONNECT_JITTER_FROM_ATTEMPT",
     "DEFAULT_RECONNECT_JITTER_S",
+    "FATAL_JOIN_STATUSES",
     "LEAVE_ACTION_RECOVERY",
+    "AnyRecoveryEvent",
+    "AttemptDue",
+    "GaveUp",
     "ReconnectPolicy",
+    "Recovered",
+    "Recoverer",
     "Recovery",
+    "RecoveryCause",
+    "RecoveryEvent",
+    "RecoveryStarted",
+    "RecoveryState",
     "choose_recovery",
+    "recovery_for",
 ]
 
 # PROTOCOL-MAP §10 Full reconnect: JS DefaultReconnectPolicy waits 0, 300, 1200, 2700, 4800 ms
@@ -193,3 +211,298 @@ class ReconnectPolicy:
         if attempt >= self.jitter_from_attempt:
             delay += random * self.jitter_s
         return delay
+
+
+# -------------------------------------------------------------------------------------------
+# The recovery machine
+
+# PROTOCOL-MAP §1 Rejections: a bad token (401), a grant that no longer allows the room (403) or a
+# room that is gone (404) will not get better by retrying; JS stops on these as well.
+FATAL_JOIN_STATUSES: Final = frozenset({401, 403, 404})
+
+# Escalation order: a stronger recovery replaces a weaker one, never the reverse.
+_STRENGTH: Final[Mapping[Recovery, int]] = MappingProxyType(
+    {Recovery.NONE: 0, Recovery.RESUME: 1, Recovery.FULL_RECONNECT: 2, Recovery.GIVE_UP: 3}
+)
+
+
+class RecoveryCause(enum.Enum):
+    """What went wrong with a connected session."""
+
+    SIGNAL_LOST = "signal_lost"
+    """The signal socket closed or stopped answering pings (the peer connection may be fine)."""
+    PEER_FAILED = "peer_failed"
+    """The peer connection failed."""
+    LEAVE = "leave"
+    """The server sent ``leave``; its action is given alongside."""
+    RESUME_REFUSED = "resume_refused"
+    """A resume was answered with ``leave`` as its first frame (PROTOCOL-MAP §10 step 5)."""
+    FULL_REQUESTED = "full_requested"
+    """The application asked for a full reconnect (``SIMULATE_FULL_RECONNECT``)."""
+
+
+def recovery_for(
+    cause: RecoveryCause, *, leave_action: int | None = None, resume_supported: bool = True
+) -> Recovery:
+    """The recovery one cause calls for, through :func:`choose_recovery`.
+
+    A failed peer connection means a full reconnect: aiortc cannot ICE-restart (PROTOCOL-MAP §14),
+    so the resume's repair step is not available to us. Without resume support (``/rtc`` v0 here)
+    everything that is not giving up is a full reconnect.
+
+    Args:
+        cause: what went wrong.
+        leave_action: ``LeaveRequest.action`` when ``cause`` is LEAVE.
+        resume_supported: the session can be resumed at all.
+    """
+    return choose_recovery(
+        signal_ok=cause not in (RecoveryCause.SIGNAL_LOST, RecoveryCause.LEAVE),
+        peer_ok=cause is not RecoveryCause.PEER_FAILED,
+        leave_action=leave_action if cause is RecoveryCause.LEAVE else None,
+        resume_refused=cause in (RecoveryCause.RESUME_REFUSED, RecoveryCause.FULL_REQUESTED),
+        resume_disabled=not resume_supported,
+        peer_resumable=cause is not RecoveryCause.PEER_FAILED,
+    )
+
+
+class RecoveryState(enum.Enum):
+    """Where a :class:`Recoverer` is."""
+
+    IDLE = "idle"
+    """Nothing to recover."""
+    WAITING = "waiting"
+    """Waiting for the policy's delay before the next attempt."""
+    ATTEMPTING = "attempting"
+    """The driver is running an attempt."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryEvent:
+    """Base class of what a :class:`Recoverer` reports."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryStarted(RecoveryEvent):
+    """A connected session broke: the room is reconnecting.
+
+    Attributes:
+        full: the plan is a full reconnect (else a resume).
+    """
+
+    full: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptDue(RecoveryEvent):
+    """Run attempt ``number`` now; ask :meth:`Recoverer.attempt_kind` which kind.
+
+    Attributes:
+        number: 1-based attempt number.
+    """
+
+    number: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovered(RecoveryEvent):
+    """An attempt succeeded.
+
+    Attributes:
+        full: it was a full reconnect.
+        attempts: how many attempts it took.
+    """
+
+    full: bool
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaveUp(RecoveryEvent):
+    """The session is over: the server said so, a join was refused, or attempts ran out.
+
+    Attributes:
+        reason: a human-readable explanation for logs.
+    """
+
+    reason: str
+
+
+AnyRecoveryEvent: TypeAlias = RecoveryStarted | AttemptDue | Recovered | GaveUp
+
+
+class Recoverer:
+    """Decides, schedules and counts recovery attempts for one room (PROTOCOL-MAP §10).
+
+    Theory of operation: the driver reports every trouble with :meth:`trouble`. In IDLE a trouble
+    that needs recovering starts one (:class:`RecoveryStarted`) and schedules attempt 1 after the
+    policy's first delay; a trouble during a recovery only escalates the plan. When the delay
+    passes, :meth:`handle_timer` emits :class:`AttemptDue`; the driver asks
+    :meth:`attempt_kind` (a resume needs a usable peer connection, else it becomes a full
+    reconnect for good), runs the attempt and reports :meth:`attempt_succeeded` or
+    :meth:`attempt_failed` (which schedules the next one, or gives up when the policy has no more
+    delays or the server refused the join for good). :class:`GaveUp` ends the recovery: the
+    driver disconnects. :meth:`cancel` (the user disconnected) returns to IDLE silently.
+
+    Args:
+        policy: the retry delays.
+        random: a source of uniform samples in ``[0, 1)`` for the jitter.
+        resume_supported: False for sessions that cannot be resumed (every recovery is full).
+    """
+
+    def __init__(
+        self,
+        policy: ReconnectPolicy,
+        *,
+        random: Callable[[], float],
+        resume_supported: bool = True,
+    ) -> None:
+        self._policy = policy
+        self._random = random
+        self.resume_supported = resume_supported
+        """Can the current session be resumed (set by the driver per connection)."""
+        self._state = RecoveryState.IDLE
+        self._plan = Recovery.NONE
+        self._failed = 0
+        self._deadline: float | None = None
+        self._events: deque[AnyRecoveryEvent] = deque()
+
+    @property
+    def state(self) -> RecoveryState:
+        """Where the machine is."""
+        return self._state
+
+    @property
+    def plan(self) -> Recovery:
+        """The recovery planned (NONE when IDLE)."""
+        return self._plan
+
+    # ---------------------------------------------------------------- inputs
+
+    def trouble(
+        self, cause: RecoveryCause, now: float, *, leave_action: int | None = None
+    ) -> Recovery:
+        """Report what went wrong; returns the plan afterwards.
+
+        Args:
+            cause: what went wrong.
+            now: current monotonic time in seconds.
+            leave_action: ``LeaveRequest.action`` when ``cause`` is LEAVE.
+        """
+        wanted = recovery_for(
+            cause, leave_action=leave_action, resume_supported=self.resume_supported
+        )
+        if wanted is Recovery.GIVE_UP:
+            self._give_up(f"the server ended the session ({cause.value})")
+            return Recovery.GIVE_UP
+        if wanted is Recovery.NONE:
+            return self._plan
+        if self._state is RecoveryState.IDLE:
+            self._plan = wanted
+            self._failed = 0
+            self._events.append(RecoveryStarted(full=wanted is Recovery.FULL_RECONNECT))
+            self._schedule(now)
+        else:
+            self._escalate(wanted)
+        return self._plan
+
+    def attempt_kind(self, *, peer_usable: bool) -> Recovery:
+        """RESUME or FULL_RECONNECT for the attempt that is due.
+
+        Args:
+            peer_usable: the peer connection is still connected; a resume keeps it, so without
+                it only a full reconnect can work (JS: transport state ``new``/closed).
+
+        Raises:
+            LocalProtocolError: no attempt is running.
+        """
+        if self._state is not RecoveryState.ATTEMPTING:
+            raise LocalProtocolError(f"no recovery attempt is running ({self._state.value})")
+        if not peer_usable or not self.resume_supported:
+            self._escalate(Recovery.FULL_RECONNECT)
+        return self._plan
+
+    def attempt_succeeded(self, now: float) -> None:
+        """The attempt worked: back to IDLE with :class:`Recovered`.
+
+        Raises:
+            LocalProtocolError: no attempt is running.
+        """
+        del now
+        if self._state is not RecoveryState.ATTEMPTING:
+            raise LocalProtocolError(f"no recovery attempt is running ({self._state.value})")
+        self._events.append(
+            Recovered(full=self._plan is Recovery.FULL_RECONNECT, attempts=self._failed + 1)
+        )
+        self._reset()
+
+    def attempt_failed(
+        self, now: float, *, cause: RecoveryCause | None = None, status: int | None = None
+    ) -> None:
+        """The attempt failed; the next one is scheduled, or the recovery gives up.
+
+        Args:
+            now: current monotonic time in seconds.
+            cause: why, when it calls for a different recovery (RESUME_REFUSED, a LEAVE...).
+            status: the HTTP status when the server refused the join.
+
+        Raises:
+            LocalProtocolError: no attempt is running.
+        """
+        if self._state is not RecoveryState.ATTEMPTING:
+            raise LocalProtocolError(f"no recovery attempt is running ({self._state.value})")
+        if status is not None and status in FATAL_JOIN_STATUSES:
+            self._give_up(f"the server refused the join (HTTP {status})")
+            return
+        self._failed += 1
+        if cause is not None:
+            wanted = recovery_for(cause, resume_supported=self.resume_supported)
+            if wanted is Recovery.GIVE_UP:
+                self._give_up(f"the server ended the session ({cause.value})")
+                return
+            self._escalate(wanted)
+        self._schedule(now)
+
+    def cancel(self) -> None:
+        """Stop recovering without an event (the user disconnected)."""
+        self._reset()
+
+    def handle_timer(self, now: float) -> None:
+        """Start the attempt whose delay has passed at ``now``."""
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
+            self._state = RecoveryState.ATTEMPTING
+            self._events.append(AttemptDue(number=self._failed + 1))
+
+    def get_timer(self) -> float | None:
+        """When the next attempt is due, or None."""
+        return self._deadline
+
+    # ---------------------------------------------------------------- outputs
+
+    def next_event(self) -> AnyRecoveryEvent | None:
+        """The oldest pending event, or None. Drains one event."""
+        return self._events.popleft() if self._events else None
+
+    # ---------------------------------------------------------------- internals
+
+    def _escalate(self, wanted: Recovery) -> None:
+        if _STRENGTH[wanted] > _STRENGTH[self._plan]:
+            self._plan = wanted
+
+    def _schedule(self, now: float) -> None:
+        delay = self._policy.next_delay(self._failed, random=self._random())
+        if delay is None:
+            self._give_up(f"no reconnect attempt succeeded ({self._failed} made)")
+            return
+        self._state = RecoveryState.WAITING
+        self._deadline = now + delay
+
+    def _give_up(self, reason: str) -> None:
+        self._reset()
+        self._events.append(GaveUp(reason=reason))
+
+    def _reset(self) -> None:
+        self._state = RecoveryState.IDLE
+        self._plan = Recovery.NONE
+        self._failed = 0
+        self._deadline = None

@@ -144,3 +144,134 @@ FAILED_PEER = {"signal_ok": True, "peer_ok": False}
 )
 def test_choose_recovery(kwargs: dict[str, object], expected: Recovery) -> None:
     assert choose_recovery(**kwargs) is expected  # type: ignore[arg-type]
+
+
+# -- the recovery machine -------------------------------------------------------------------------
+
+from lkproto.core.reconnect import (  # noqa: E402
+    AnyRecoveryEvent,
+    AttemptDue,
+    GaveUp,
+    Recovered,
+    Recoverer,
+    RecoveryCause,
+    RecoveryStarted,
+    RecoveryState,
+    recovery_for,
+)
+
+
+def _drain(r: Recoverer) -> list[AnyRecoveryEvent]:
+    out = []
+    while (ev := r.next_event()) is not None:
+        out.append(ev)
+    return out
+
+
+def _recoverer(delays: tuple[float, ...] = (0.0, 1.0), **kw: bool) -> Recoverer:
+    return Recoverer(ReconnectPolicy(delays, jitter_s=0), random=lambda: 0.0, **kw)
+
+
+@pytest.mark.parametrize(
+    ("cause", "action", "resume_supported", "expected"),
+    [
+        (RecoveryCause.SIGNAL_LOST, None, True, Recovery.RESUME),
+        (RecoveryCause.SIGNAL_LOST, None, False, Recovery.FULL_RECONNECT),
+        (RecoveryCause.PEER_FAILED, None, True, Recovery.FULL_RECONNECT),
+        (RecoveryCause.LEAVE, pb.LeaveRequest.RESUME, True, Recovery.RESUME),
+        (RecoveryCause.LEAVE, pb.LeaveRequest.RESUME, False, Recovery.FULL_RECONNECT),
+        (RecoveryCause.LEAVE, pb.LeaveRequest.RECONNECT, True, Recovery.FULL_RECONNECT),
+        (RecoveryCause.LEAVE, pb.LeaveRequest.DISCONNECT, True, Recovery.GIVE_UP),
+        (RecoveryCause.LEAVE, 99, True, Recovery.RESUME),
+        (RecoveryCause.RESUME_REFUSED, None, True, Recovery.FULL_RECONNECT),
+        (RecoveryCause.FULL_REQUESTED, None, True, Recovery.FULL_RECONNECT),
+    ],
+)
+def test_every_cause_has_one_recovery(
+    cause: RecoveryCause, action: int | None, resume_supported: bool, expected: Recovery
+) -> None:
+    assert recovery_for(cause, leave_action=action, resume_supported=resume_supported) is expected
+
+
+def test_signal_loss_resumes_after_the_first_delay() -> None:
+    r = _recoverer()
+    assert r.trouble(RecoveryCause.SIGNAL_LOST, 10.0) is Recovery.RESUME
+    assert _drain(r) == [RecoveryStarted(full=False)]
+    assert r.state is RecoveryState.WAITING
+    assert r.get_timer() == 10.0
+    r.handle_timer(10.0)
+    assert _drain(r) == [AttemptDue(number=1)]
+    assert r.attempt_kind(peer_usable=True) is Recovery.RESUME
+    r.attempt_succeeded(10.5)
+    assert _drain(r) == [Recovered(full=False, attempts=1)]
+    assert r.state.value == "idle"
+    assert r.get_timer() is None
+
+
+def test_refused_resume_escalates_to_full_and_never_back() -> None:
+    r = _recoverer((0.0, 1.0, 2.0))
+    r.trouble(RecoveryCause.SIGNAL_LOST, 0.0)
+    r.handle_timer(0.0)
+    r.attempt_failed(0.1, cause=RecoveryCause.RESUME_REFUSED)
+    assert r.plan is Recovery.FULL_RECONNECT
+    assert r.get_timer() == 1.1
+    r.trouble(RecoveryCause.SIGNAL_LOST, 0.2)  # a weaker cause does not downgrade
+    r.handle_timer(1.1)
+    assert r.attempt_kind(peer_usable=True) is Recovery.FULL_RECONNECT
+    r.attempt_succeeded(1.5)
+    assert _drain(r)[-1] == Recovered(full=True, attempts=2)
+
+
+def test_unusable_peer_makes_the_attempt_full() -> None:
+    r = _recoverer()
+    r.trouble(RecoveryCause.LEAVE, 0.0, leave_action=pb.LeaveRequest.RESUME)
+    r.handle_timer(0.0)
+    assert r.attempt_kind(peer_usable=False) is Recovery.FULL_RECONNECT
+
+
+def test_gives_up_when_attempts_run_out_or_join_is_refused_or_server_disconnects() -> None:
+    r = _recoverer((0.0, 1.0))
+    r.trouble(RecoveryCause.PEER_FAILED, 0.0)
+    assert _drain(r) == [RecoveryStarted(full=True)]
+    r.handle_timer(0.0)
+    r.attempt_failed(0.0)
+    r.handle_timer(0.5)
+    assert _drain(r) == [AttemptDue(number=1)]
+    r.handle_timer(1.0)
+    r.attempt_failed(1.0)
+    events = _drain(r)
+    assert events[0] == AttemptDue(number=2)
+    assert isinstance(events[1], GaveUp)
+    assert r.state is RecoveryState.IDLE
+
+    r.trouble(RecoveryCause.SIGNAL_LOST, 5.0)
+    r.handle_timer(5.0)
+    r.attempt_failed(5.0, status=401)
+    assert isinstance(_drain(r)[-1], GaveUp)
+
+    assert r.trouble(RecoveryCause.LEAVE, 6.0, leave_action=pb.LeaveRequest.DISCONNECT) is (
+        Recovery.GIVE_UP
+    )
+    assert [type(e) for e in _drain(r)] == [GaveUp]  # no RecoveryStarted before giving up
+
+
+def test_misuse_raises_and_cancel_is_silent() -> None:
+    r = _recoverer()
+    with pytest.raises(errors.LocalProtocolError):
+        r.attempt_kind(peer_usable=True)
+    with pytest.raises(errors.LocalProtocolError):
+        r.attempt_succeeded(0.0)
+    with pytest.raises(errors.LocalProtocolError):
+        r.attempt_failed(0.0)
+    r.trouble(RecoveryCause.SIGNAL_LOST, 0.0)
+    _drain(r)
+    r.cancel()
+    assert _drain(r) == []
+    assert r.get_timer() is None
+    assert r.state is RecoveryState.IDLE
+
+
+def test_without_resume_support_every_attempt_is_full() -> None:
+    r = _recoverer(resume_supported=False)
+    r.trouble(RecoveryCause.SIGNAL_LOST, 0.0)
+    assert _drain(r) == [RecoveryStarted(full=True)]
