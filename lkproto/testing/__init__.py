@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Final
 
+from lkproto.core.durations import positive_seconds
 from lkproto.errors import LocalProtocolError
 from lkproto.testing.install import (
     DEFAULT_LIVEKIT_SERVER_VERSION,
@@ -62,10 +63,9 @@ def time_scale() -> float:
     try:
         factor = float(raw)
     except ValueError:
-        factor = float("nan")
-    if not factor > 0:
-        raise LocalProtocolError(f"${TIME_SCALE_ENV} must be a positive number, got {raw!r}")
-    return factor
+        raise LocalProtocolError(f"${TIME_SCALE_ENV} must be a number, got {raw!r}") from None
+    # A factor of durations: the same positive, finite rule as every duration.
+    return positive_seconds(f"${TIME_SCALE_ENV}", factor)
 
 
 def scaled(seconds: float) -> float:
