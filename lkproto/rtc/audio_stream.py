@@ -13,8 +13,12 @@ Differences from the official SDK, all deliberate:
   :attr:`AudioStream.dropped_frames`, instead of growing memory without limit;
 - with ``frame_size_ms``, a last piece shorter than one frame at the end of the track is
   dropped, so every frame has exactly the requested size;
-- ``noise_cancellation`` is not supported: it is ignored, with one warning in the log; other
-  unknown keyword arguments raise ``TypeError``.
+- ``noise_cancellation`` is honoured for a frame processor (an object with ``enabled``,
+  ``_process(frame)`` and ``_close()``, as the official ``FrameProcessor[AudioFrame]``): each
+  yielded frame goes through it while it is enabled, and ``auto_close_noise_cancellation``
+  closes it with the stream. ``NoiseCancellationOptions`` (a native FFI audio filter module)
+  raises :class:`~lkproto.errors.UnsupportedFeatureError`; unknown keyword arguments raise
+  ``TypeError``.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import av
 
 from lkproto.asyncio.audio import mono_to_stereo
 from lkproto.asyncio.fanout import DEFAULT_QUEUE_FRAMES, FrameFanout, FrameQueue
+from lkproto.rtc._options import refuse
 from lkproto.rtc.audio_frame import AudioFrame
 
 if TYPE_CHECKING:
@@ -40,8 +45,19 @@ __all__ = ["AudioFrameEvent", "AudioStream"]
 _log = logging.getLogger("lkproto.media")
 
 _SAMPLE_BYTES = 2
-_IGNORED_OPTIONS = frozenset({"noise_cancellation", "auto_close_noise_cancellation"})
-_warned_noise_cancellation = False
+_PROCESSOR_OPTIONS = frozenset({"noise_cancellation", "auto_close_noise_cancellation"})
+
+
+@runtime_checkable
+class FrameProcessor(Protocol):
+    """What ``noise_cancellation`` accepts: the official ``FrameProcessor[AudioFrame]`` shape."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def _process(self, frame: AudioFrame) -> AudioFrame: ...
+
+    def _close(self) -> None: ...
 
 
 @dataclass
@@ -66,13 +82,16 @@ class AudioStream:
         sample_rate: rate of the frames yielded, in Hz.
         num_channels: channel count of the frames yielded (1 downmixes by averaging).
         frame_size_ms: if set, yield frames of exactly this many milliseconds.
-        **kwargs: ``noise_cancellation`` and ``auto_close_noise_cancellation`` are accepted and
-            ignored.
+        **kwargs: ``noise_cancellation``: a :class:`FrameProcessor` every yielded frame goes
+            through while it is ``enabled``; ``auto_close_noise_cancellation`` (default True):
+            close it when the stream closes.
 
     Raises:
         ValueError: ``track`` has no frame fanout (a local track, or not a subscribed remote
             audio track), or a bad rate, channel count, capacity or frame size.
         TypeError: an unknown keyword argument.
+        lkproto.errors.UnsupportedFeatureError: ``noise_cancellation`` is not a frame
+            processor (e.g. the official ``NoiseCancellationOptions``).
     """
 
     def __init__(  # noqa: PLR0917  (the official signature is positional)
@@ -85,7 +104,7 @@ class AudioStream:
         frame_size_ms: int | None = None,
         **kwargs: object,
     ) -> None:
-        _check_options(kwargs)
+        self._processor, self._close_processor = _processor(kwargs)
         fanout = getattr(track, "_fanout", None)
         if not isinstance(fanout, FrameFanout):
             raise ValueError(
@@ -175,7 +194,17 @@ class AudioStream:
                 self._convert(None)
             else:
                 self._convert(frame)
-        return AudioFrameEvent(self._ready.popleft())
+        ready = self._ready.popleft()
+        processor = self._processor
+        if processor is not None and processor.enabled:
+            try:
+                ready = processor._process(ready)
+            except Exception:
+                # As the official stream: a failing processor passes the frame through.
+                _log.warning(
+                    "noise_cancellation processor failed; frame passed through", exc_info=True
+                )
+        return AudioFrameEvent(ready)
 
     async def aclose(self) -> None:
         """Stop reading the track; iteration ends at once (idempotent)."""
@@ -185,6 +214,8 @@ class AudioStream:
         self._fanout.unsubscribe(self._queue)
         self._ready.clear()
         self._pending.clear()
+        if self._processor is not None and self._close_processor:
+            self._processor._close()
 
     def _convert(self, frame: av.AudioFrame | None) -> None:
         """Resample ``frame`` (None: flush) into ready frames."""
@@ -228,11 +259,19 @@ class AudioStream:
         return AudioFrame(data, self._sample_rate, self._num_channels, samples)
 
 
-def _check_options(kwargs: dict[str, object]) -> None:
-    global _warned_noise_cancellation  # noqa: PLW0603  (warn once per process)
-    unknown = sorted(set(kwargs) - _IGNORED_OPTIONS)
+def _processor(kwargs: dict[str, object]) -> tuple[FrameProcessor | None, bool]:
+    """The frame processor and whether to close it with the stream, from the keyword args."""
+    unknown = sorted(set(kwargs) - _PROCESSOR_OPTIONS)
     if unknown:
         raise TypeError(f"AudioStream got unexpected keyword argument(s): {', '.join(unknown)}")
-    if kwargs.get("noise_cancellation") is not None and not _warned_noise_cancellation:
-        _warned_noise_cancellation = True
-        _log.warning("AudioStream: noise_cancellation is not supported by lkproto; ignored")
+    processor = kwargs.get("noise_cancellation")
+    auto_close = bool(kwargs.get("auto_close_noise_cancellation", True))
+    if processor is None:
+        return None, False
+    if not isinstance(processor, FrameProcessor):
+        refuse(
+            "AudioStream.noise_cancellation",
+            f"{type(processor).__name__} needs the official SDK's native audio filter modules; "
+            "pass a frame processor (enabled, _process(frame), _close()) instead",
+        )
+    return processor, auto_close

@@ -29,8 +29,10 @@ from lkproto.asyncio.streams import INTERNAL_TOPICS, IncomingStream, StreamDrive
 from lkproto.core import reconnect as rc
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
+from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.errors import ConnectError, LocalProtocolError
 from lkproto.rtc import events as ev
+from lkproto.rtc._options import refuse, warn_once
 from lkproto.rtc.data_stream import (
     ByteStreamHandler,
     ByteStreamReader,
@@ -60,8 +62,10 @@ from lkproto.wire import pb
 __all__ = [
     "ChatMessage",
     "ConnectionState",
+    "ContinualGatheringPolicy",
     "DataPacket",
     "DataPacketKind",
+    "IceTransportType",
     "Room",
     "RoomOptions",
     "RtcConfiguration",
@@ -103,18 +107,40 @@ class _IceServerLike(Protocol):
     password: str
 
 
+class IceTransportType(enum.IntEnum):
+    """Official ``IceTransportType`` values (``livekit.rtc``; FFI ``room.proto``)."""
+
+    TRANSPORT_RELAY = 0
+    TRANSPORT_NOHOST = 1
+    TRANSPORT_ALL = 2
+
+
+class ContinualGatheringPolicy(enum.IntEnum):
+    """Official ``ContinualGatheringPolicy`` values (``livekit.rtc``; FFI ``room.proto``)."""
+
+    GATHER_ONCE = 0
+    GATHER_CONTINUALLY = 1
+
+
 @dataclass
 class RtcConfiguration:
-    """WebRTC options. ``ice_servers`` empty = use the server's list, as in the official SDK.
+    """WebRTC options, with the official defaults. ``ice_servers`` empty = the server's list.
 
     Attributes:
+        ice_transport_type: ``TRANSPORT_ALL`` (default) or ``TRANSPORT_RELAY`` (TURN-relayed
+            candidates only, aiortc's ``RELAY`` policy). ``TRANSPORT_NOHOST`` raises
+            :class:`~lkproto.errors.UnsupportedFeatureError` at ``connect()``: aioice cannot
+            leave out host candidates while keeping reflexive ones.
+        continual_gathering_policy: ``GATHER_ONCE`` is what aiortc does. The default
+            ``GATHER_CONTINUALLY`` is accepted with one warning: aiortc gathers once per ICE
+            (re)start, and a changed network is recovered by lkproto's reconnection instead.
         ice_servers: STUN/TURN servers (objects with ``urls``, ``username``, ``password``).
         ice_addresses: lkproto extra: the local addresses ICE gathers on (aioice skips 127.0.0.1
             otherwise). When all are loopback, no STUN/TURN server is used at all.
     """
 
-    ice_transport_type: int = 0
-    continual_gathering_policy: int = 0
+    ice_transport_type: int = IceTransportType.TRANSPORT_ALL
+    continual_gathering_policy: int = ContinualGatheringPolicy.GATHER_CONTINUALLY
     ice_servers: list[Any] = field(default_factory=list)
     ice_addresses: list[str] | None = None
 
@@ -143,7 +169,14 @@ class DataStreamOptions:
 
 @dataclass
 class RoomOptions:
-    """Same fields and defaults as ``livekit.rtc.RoomOptions``, plus lkproto extras."""
+    """Same fields and defaults as ``livekit.rtc.RoomOptions``, plus lkproto extras.
+
+    Checked by :meth:`Room.connect` before anything is sent. ``e2ee`` and ``encryption`` raise
+    :class:`~lkproto.errors.UnsupportedFeatureError` (lkproto has no end-to-end encryption, and
+    connecting unencrypted instead would expose what the caller meant to protect).
+    ``dynacast=True`` is accepted with one warning: aiortc publishes one layer per track, so there
+    is no layer to pause. ``connect_timeout`` must be a positive number of seconds when set.
+    """
 
     auto_subscribe: bool = True
     dynacast: bool = False
@@ -322,6 +355,8 @@ class Room(EventEmitter[ev.EventTypes]):
         if self.isconnected() or self._engine is not None:
             raise LocalProtocolError("already connected")
         opts = options or RoomOptions()
+        # Every option is checked (refused or warned about) before anything is created or sent.
+        engine_options = _engine_options(opts)
         limits = _stream_limits(opts.data_stream)
         engine = en.Engine(self._on_engine_event)
         rpc = RpcDriver(engine)
@@ -336,7 +371,7 @@ class Room(EventEmitter[ev.EventTypes]):
         self._rpc = rpc
         self._announce = False
         try:
-            join = await engine.connect(url, token, _engine_options(opts))
+            join = await engine.connect(url, token, engine_options)
         except BaseException:
             self._engine = None
             if self._streams is not None:
@@ -942,12 +977,38 @@ def _stream_limits(options: DataStreamOptions | None) -> dict[str, Any]:
         if value is not None:
             limits[name] = value
     if options.stream_timeout is not None:
-        limits["stream_timeout_s"] = options.stream_timeout or None
+        # 0 disables the timer (lkproto extra); anything else is a duration.
+        limits["stream_timeout_s"] = (
+            None
+            if options.stream_timeout == 0 and not isinstance(options.stream_timeout, bool)
+            else positive_seconds("DataStreamOptions.stream_timeout", options.stream_timeout)
+        )
     return limits
 
 
 def _engine_options(opts: RoomOptions) -> en.EngineOptions:
-    rtc = opts.rtc_config or RtcConfiguration()
+    """The engine's options for ``opts``; refuses or warns about what lkproto cannot apply.
+
+    Raises:
+        lkproto.errors.UnsupportedFeatureError: ``e2ee``/``encryption`` set, or
+            ``TRANSPORT_NOHOST``.
+        LocalProtocolError: a bad ``connect_timeout`` or an unknown enum value.
+    """
+    for name in ("e2ee", "encryption"):
+        if getattr(opts, name) is not None:
+            refuse(
+                f"RoomOptions.{name}",
+                "end-to-end encryption is not implemented; leave it unset to connect unencrypted",
+            )
+    if opts.dynacast:
+        warn_once(
+            "RoomOptions.dynacast",
+            "aiortc publishes a single layer per track, so there is no layer to pause; "
+            "every published track is sent whether watched or not",
+        )
+    rtc = opts.rtc_config if opts.rtc_config is not None else RtcConfiguration()
+    relay_only = _relay_only(rtc) if opts.rtc_config is not None else False
+    connect_timeout = optional_positive_seconds("RoomOptions.connect_timeout", opts.connect_timeout)
     kwargs: dict[str, Any] = {}
     if opts.reconnect_policy is not None:
         kwargs["reconnect_policy"] = opts.reconnect_policy
@@ -956,12 +1017,37 @@ def _engine_options(opts: RoomOptions) -> en.EngineOptions:
     return en.EngineOptions(
         auto_subscribe=opts.auto_subscribe,
         adaptive_stream=opts.adaptive_stream,
-        connect_timeout_s=opts.connect_timeout or en.DEFAULT_CONNECT_TIMEOUT_S,
+        connect_timeout_s=connect_timeout or en.DEFAULT_CONNECT_TIMEOUT_S,
         single_peer_connection=opts.single_peer_connection,
         ice_addresses=tuple(rtc.ice_addresses) if rtc.ice_addresses else None,
         ice_servers=tuple(_ice_server(s) for s in rtc.ice_servers) if rtc.ice_servers else None,
+        relay_only=relay_only,
         trace=opts.trace,
         tap=opts.tap,
         tap_file=os.fspath(opts.tap_file) if opts.tap_file is not None else None,
         **kwargs,
     )
+
+
+def _relay_only(rtc: RtcConfiguration) -> bool:
+    """Whether ``rtc`` asks for relayed candidates only; refuses what aiortc cannot do."""
+    try:
+        transport = IceTransportType(rtc.ice_transport_type)
+        gathering = ContinualGatheringPolicy(rtc.continual_gathering_policy)
+    except ValueError as exc:
+        raise LocalProtocolError(f"RtcConfiguration: {exc}") from exc
+    if transport == IceTransportType.TRANSPORT_NOHOST:
+        refuse(
+            "RtcConfiguration.ice_transport_type",
+            "TRANSPORT_NOHOST: aioice cannot leave out host candidates while keeping reflexive "
+            "ones; use TRANSPORT_ALL or TRANSPORT_RELAY",
+        )
+    if gathering == ContinualGatheringPolicy.GATHER_CONTINUALLY:
+        # libwebrtc keeps gathering as interfaces come and go; aioice gathers once per ICE
+        # (re)start. A changed network is recovered by lkproto's resume/full reconnect.
+        warn_once(
+            "RtcConfiguration.continual_gathering_policy",
+            "GATHER_CONTINUALLY: aiortc gathers candidates once per ICE (re)start; a changed "
+            "network is recovered by reconnecting",
+        )
+    return transport == IceTransportType.TRANSPORT_RELAY

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from lkproto.errors import LocalProtocolError
+from lkproto.rtc._options import refuse, warn_once
 from lkproto.wire import pb
 
 if TYPE_CHECKING:
@@ -90,28 +93,83 @@ def kind_from_wire(track_type: int) -> TrackKind:
     return TrackKind.KIND_UNKNOWN
 
 
+def _check_bitrate(feature: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise LocalProtocolError(f"{feature} must be an int >= 0 (bits per second), got {value!r}")
+
+
 @dataclass
 class VideoEncoding:
-    """Official ``VideoEncoding``: bits per second and frames per second caps."""
+    """Official ``VideoEncoding``: bits per second and frames per second caps.
+
+    ``max_bitrate`` is honoured: it starts aiortc's VP8/H.264 encoder at that rate and is the
+    announced layer's bitrate. ``max_framerate`` is a cap libwebrtc's encoder may apply; lkproto
+    sends every captured frame, so a non-zero value is accepted with one warning (capture at the
+    rate you want instead). Checked on every assignment.
+    """
 
     max_bitrate: int = 0
     max_framerate: float = 0.0
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "max_bitrate":
+            _check_bitrate("VideoEncoding.max_bitrate", value)
+        elif name == "max_framerate":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise LocalProtocolError(
+                    f"VideoEncoding.max_framerate must be a number >= 0, got {value!r}"
+                )
+            if value:
+                warn_once(
+                    "VideoEncoding.max_framerate",
+                    "every frame given to the VideoSource is encoded and sent; "
+                    "capture at the rate you want",
+                )
+        super().__setattr__(name, value)
+
 
 @dataclass
 class AudioEncoding:
-    """Official ``AudioEncoding``: the Opus bitrate in bits per second."""
+    """Official ``AudioEncoding``: the Opus bitrate in bits per second (honoured: it is the rate
+    lkproto's Opus encoder runs at; 0 = the default). Checked on every assignment."""
 
     max_bitrate: int = 0
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "max_bitrate":
+            _check_bitrate("AudioEncoding.max_bitrate", value)
+        super().__setattr__(name, value)
+
+
+# Scalability modes that mean one spatial and one temporal layer: what aiortc sends anyway.
+_SINGLE_LAYER_MODES: Final = frozenset({"", "L1T1"})
 
 
 @dataclass
 class TrackPublishOptions:
-    """Official ``TrackPublishOptions`` fields (keyword arguments) and defaults.
+    """Official ``TrackPublishOptions`` fields (keyword arguments), with lkproto's defaults.
 
-    aiortc has no simulcast, RED or DTX (PROTOCOL-MAP §14), so the announcement always says
-    single layer, ``disable_red`` and ``TF_NO_DTX`` whatever ``simulcast``/``red``/``dtx`` ask
-    for; a request for them is logged once. ``video_codec`` picks VP8 (default) or H264.
+    Each field is checked when it is set (constructor or assignment), so a publication never
+    quietly differs from what was asked:
+
+    - honoured: ``video_encoding``, ``audio_encoding`` (see those classes), ``video_codec`` VP8
+      (default) or H264, ``source``, ``stream``, ``preconnect_buffer`` (announced as
+      ``TF_PRECONNECT_BUFFER``; the buffer itself is :class:`lkproto.agents.PreconnectBuffer`);
+    - refused with :class:`~lkproto.errors.UnsupportedFeatureError`: ``video_codec`` AV1, VP9,
+      H265 (aiortc encodes VP8 and H.264 only), any ``frame_metadata_features`` (no frame
+      metadata trailer), a ``scalability_mode`` other than single-layer ``L1T1``;
+    - hints accepted with one warning each (the official SDK requests them and libwebrtc may
+      not apply them; receivers get the same media either way): ``simulcast``, ``red``, ``dtx``.
+      aiortc has none of them (PROTOCOL-MAP §14), so the announcement always says single layer,
+      ``disable_red`` and ``TF_NO_DTX``.
+
+    The official SDK's unset ``simulcast``/``red``/``dtx`` mean True; here they default to
+    False, which is what is sent.
     """
 
     video_encoding: VideoEncoding | None = None
@@ -125,6 +183,42 @@ class TrackPublishOptions:
     preconnect_buffer: bool = False
     frame_metadata_features: list[int] = field(default_factory=list)
     scalability_mode: str = ""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        _check_publish_option(name, value)
+        super().__setattr__(name, value)
+
+
+def _check_publish_option(name: str, value: object) -> None:
+    feature = f"TrackPublishOptions.{name}"
+    if name == "video_codec":
+        try:
+            codec = VideoCodec(value)  # type: ignore[arg-type]
+        except ValueError:
+            raise LocalProtocolError(f"{feature}: unknown codec {value!r}") from None
+        if codec not in (VideoCodec.VP8, VideoCodec.H264):
+            refuse(feature, f"aiortc can publish VP8 or H264 only, not {codec.name}")
+    elif name == "frame_metadata_features":
+        if value:
+            refuse(feature, "lkproto sends no frame metadata (user timestamp, frame id)")
+    elif name == "scalability_mode":
+        if value not in _SINGLE_LAYER_MODES:
+            refuse(feature, f"aiortc sends a single layer (L1T1), not {value!r}")
+    elif name in ("simulcast", "red", "dtx"):
+        if value:
+            warn_once(feature, _HINTS[name])
+    elif name == "video_encoding":
+        if value is not None and not isinstance(value, VideoEncoding):
+            raise LocalProtocolError(f"{feature} must be a VideoEncoding, got {value!r}")
+    elif name == "audio_encoding" and value is not None and not isinstance(value, AudioEncoding):
+        raise LocalProtocolError(f"{feature} must be an AudioEncoding, got {value!r}")
+
+
+_HINTS: Final = {
+    "simulcast": "aiortc encodes one layer; the track is published single-layer",
+    "red": "aiortc has no RED (redundant audio); announced with disable_red",
+    "dtx": "aiortc's Opus sends continuously; announced with TF_NO_DTX",
+}
 
 
 class _MediaSource(Protocol):

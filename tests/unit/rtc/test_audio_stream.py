@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from fractions import Fraction
 from types import SimpleNamespace
@@ -14,7 +13,8 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from lkproto.asyncio.fanout import DEFAULT_QUEUE_FRAMES, FrameFanout
-from lkproto.rtc import audio_stream
+from lkproto.errors import UnsupportedFeatureError
+from lkproto.rtc.audio_frame import AudioFrame
 from lkproto.rtc.audio_stream import AudioFrameEvent, AudioStream
 from tests.conftest import scaled
 
@@ -236,21 +236,73 @@ async def test_bad_arguments_raise_value_error(
         AudioStream(track, **kwargs)  # type: ignore[arg-type]
 
 
-async def test_noise_cancellation_is_ignored_with_one_warning(
+class Halver:
+    """A frame processor of the official shape: halves every sample while enabled."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.processed = 0
+        self.closed = 0
+
+    def _process(self, frame: AudioFrame) -> AudioFrame:
+        self.processed += 1
+        pcm = np.frombuffer(frame.data, dtype=np.int16) // 2
+        return AudioFrame(
+            pcm.tobytes(), frame.sample_rate, frame.num_channels, frame.samples_per_channel
+        )
+
+    def _close(self) -> None:
+        self.closed += 1
+
+
+async def test_noise_cancellation_processor_runs_on_every_frame_and_closes(
     fed: tuple[FakeSource, SimpleNamespace],
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source, track = fed
+    processor = Halver()
+    stream = AudioStream(track, sample_rate=48_000, num_channels=2, noise_cancellation=processor)
+    frames = decoded_frames(1000, 0.1)
+    for frame in frames:
+        source.push(frame)
+    source.push(None)
+    events = await collect(stream)
+    assert processor.processed == len(events) == len(frames)
+    expected = [np.frombuffer(bytes(f.planes[0]), dtype=np.int16) // 2 for f in frames]
+    assert [bytes(e.frame.data) for e in events] == [e.tobytes() for e in expected]
+    await stream.aclose()
+    assert processor.closed == 1
+
+
+async def test_disabled_processor_passes_frames_and_auto_close_false_keeps_it_open(
+    fed: tuple[FakeSource, SimpleNamespace],
+) -> None:
+    source, track = fed
+    processor = Halver()
+    processor.enabled = False
+    stream = AudioStream.from_track(
+        track=track,
+        sample_rate=48_000,
+        num_channels=2,
+        noise_cancellation=processor,
+        auto_close_noise_cancellation=False,
+    )
+    frames = decoded_frames(1000, 0.06)
+    for frame in frames:
+        source.push(frame)
+    source.push(None)
+    events = await collect(stream)
+    assert processor.processed == 0
+    assert [bytes(e.frame.data) for e in events] == [bytes(f.planes[0]) for f in frames]
+    await stream.aclose()
+    assert processor.closed == 0
+
+
+async def test_native_noise_cancellation_options_are_refused(
+    fed: tuple[FakeSource, SimpleNamespace],
 ) -> None:
     _, track = fed
-    monkeypatch.setattr(audio_stream, "_warned_noise_cancellation", False)
-    with caplog.at_level(logging.WARNING, logger="lkproto.media"):
-        first = AudioStream(track, noise_cancellation=object())
-        second = AudioStream.from_track(
-            track=track, noise_cancellation=object(), auto_close_noise_cancellation=True
-        )
-    warnings = [r for r in caplog.records if "noise_cancellation" in r.getMessage()]
-    assert len(warnings) == 1
-    await first.aclose()
-    await second.aclose()
+    with pytest.raises(UnsupportedFeatureError) as info:
+        AudioStream(track, noise_cancellation=object())
+    assert info.value.feature == "AudioStream.noise_cancellation"
     with pytest.raises(TypeError, match="sample_rat"):
         AudioStream(track, sample_rat=16_000)

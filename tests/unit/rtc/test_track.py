@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from lkproto import rtc
 from lkproto.asyncio import engine as en
 from lkproto.core import signal as sg
-from lkproto.errors import LocalProtocolError
+from lkproto.errors import LocalProtocolError, UnsupportedFeatureError
+from lkproto.rtc import _options, participant
 from lkproto.rtc.participant import _add_track_request
 from lkproto.rtc.track import kind_from_wire
 from lkproto.wire import pb
@@ -147,3 +149,121 @@ async def test_msid_stands_in_only_without_any_mapping() -> None:
     pc.sections = {"0": FakeMedia("audio", "TR_from_msid"), "1": FakeMedia("audio", "not-a-sid")}
     engine._sync_receiving(link, pc)  # type: ignore[arg-type]
     assert [(e.sid, e.mid) for e in events] == [("TR_from_msid", "0")]
+
+
+# -- every TrackPublishOptions / VideoEncoding / AudioEncoding field ------------------------------
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_options, "_warned", set())
+
+
+def warned(caplog: pytest.LogCaptureFixture, feature: str) -> int:
+    return sum(
+        1
+        for r in caplog.records
+        if r.name == "lkproto.rtc" and r.levelno == logging.WARNING and feature in r.getMessage()
+    )
+
+
+def audio_track() -> rtc.LocalAudioTrack:
+    return rtc.LocalAudioTrack.create_audio_track("mic", FakeSource("audio", num_channels=1))
+
+
+def video_track() -> rtc.LocalVideoTrack:
+    return rtc.LocalVideoTrack.create_video_track("cam", FakeSource("video", width=4, height=2))
+
+
+@pytest.mark.parametrize("field", ["simulcast", "red", "dtx"])
+def test_hints_warn_once_on_construction_or_assignment(
+    field: str, fresh_warnings: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    feature = f"TrackPublishOptions.{field}"
+    with caplog.at_level(logging.WARNING, logger="lkproto.rtc"):
+        options = rtc.TrackPublishOptions()
+        assert warned(caplog, feature) == 0
+        setattr(options, field, True)
+        rtc.TrackPublishOptions(**{field: True})  # type: ignore[arg-type]
+    assert warned(caplog, feature) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("video_codec", rtc.VideoCodec.AV1),
+        ("video_codec", rtc.VideoCodec.VP9),
+        ("video_codec", rtc.VideoCodec.H265),
+        ("frame_metadata_features", [0]),
+        ("scalability_mode", "L3T3_KEY"),
+    ],
+)
+def test_unsupported_values_are_refused_at_once(field: str, value: object) -> None:
+    with pytest.raises(UnsupportedFeatureError) as info:
+        rtc.TrackPublishOptions(**{field: value})  # type: ignore[arg-type]
+    assert info.value.feature == f"TrackPublishOptions.{field}"
+    options = rtc.TrackPublishOptions()
+    with pytest.raises(UnsupportedFeatureError):
+        setattr(options, field, value)
+
+
+def test_single_layer_scalability_mode_is_what_is_sent() -> None:
+    options = rtc.TrackPublishOptions(scalability_mode="L1T1")
+    request, _ = _add_track_request(video_track(), options)
+    assert len(request.layers) == 1
+
+
+def test_bad_values_are_local_misuse() -> None:
+    for make in (
+        lambda: rtc.TrackPublishOptions(video_codec=42),
+        lambda: rtc.TrackPublishOptions(video_encoding=rtc.AudioEncoding()),  # type: ignore[arg-type]
+        lambda: rtc.TrackPublishOptions(audio_encoding=rtc.VideoEncoding()),  # type: ignore[arg-type]
+        lambda: rtc.VideoEncoding(max_bitrate=-1),
+        lambda: rtc.VideoEncoding(max_framerate=-1),
+        lambda: rtc.VideoEncoding(max_framerate=float("nan")),
+        lambda: rtc.AudioEncoding(max_bitrate=1.5),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(LocalProtocolError):
+            make()
+
+
+def test_max_framerate_is_a_hint_with_one_warning(
+    fresh_warnings: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="lkproto.rtc"):
+        rtc.VideoEncoding(max_bitrate=1)
+        assert warned(caplog, "VideoEncoding.max_framerate") == 0
+        rtc.VideoEncoding(max_framerate=30)
+        rtc.VideoEncoding(max_framerate=15)
+    assert warned(caplog, "VideoEncoding.max_framerate") == 1
+
+
+def test_source_stream_and_preconnect_buffer_are_announced() -> None:
+    options = rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_MICROPHONE, stream="s1", preconnect_buffer=True
+    )
+    request, _ = _add_track_request(audio_track(), options)
+    assert (request.source, request.stream) == (pb.MICROPHONE, "s1")
+    assert pb.TF_PRECONNECT_BUFFER in request.audio_features
+    plain, _ = _add_track_request(audio_track(), rtc.TrackPublishOptions())
+    assert pb.TF_PRECONNECT_BUFFER not in plain.audio_features
+    assert not plain.stream
+
+
+def test_encodings_reach_the_senders(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        participant,
+        "install_opus_encoder",
+        lambda sender, *, channels, bitrate: seen.append(("audio", bitrate)),
+    )
+    monkeypatch.setattr(
+        participant,
+        "install_video_encoder",
+        lambda sender, *, mime_type, bitrate: seen.append((mime_type, bitrate)),
+    )
+    audio = rtc.TrackPublishOptions(audio_encoding=rtc.AudioEncoding(max_bitrate=24_000))
+    participant._sender_setup(audio_track(), audio, "audio/opus")(object())
+    video = rtc.TrackPublishOptions(video_encoding=rtc.VideoEncoding(max_bitrate=800_000))
+    participant._sender_setup(video_track(), video, "video/VP8")(object())
+    assert seen == [("audio", 24_000), ("video/VP8", 800_000)]
