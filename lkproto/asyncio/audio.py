@@ -37,6 +37,7 @@ from av.frame import Frame
 from av.packet import Packet
 from av.stream import Stream
 
+from lkproto.asyncio._seam import current_encoder, preset_encoder
 from lkproto.errors import LkError, LocalProtocolError
 
 __all__ = [
@@ -86,10 +87,6 @@ _SAMPLE_BYTES: Final = 2  # packed signed 16-bit, the only format sources carry
 
 _OPUS_APPLICATIONS: Final = frozenset({"audio", "voip", "lowdelay"})
 """FFmpeg libopusenc's ``application`` values."""
-
-_ENCODER_ATTR: Final = "_RTCRtpSender__encoder"
-"""aiortc 1.16 ``RTCRtpSender.__encoder`` after name mangling: created on the first frame by
-``_next_encoded_frame`` with ``codecs.get_encoder(codec)`` only if still None."""
 
 
 def _layout_name(num_channels: int) -> str:
@@ -499,11 +496,10 @@ def mono_to_stereo(pcm: bytes | bytearray | memoryview) -> bytearray:
 def install_opus_encoder(sender: RTCRtpSender, *, channels: int, bitrate: int) -> None:
     """Make ``sender`` encode with :class:`OpusEncoder` instead of aiortc's stereo encoder.
 
-    Call it after ``addTrack`` and before the sender sends its first frame. It relies on aiortc
-    1.16 internals: the private ``RTCRtpSender.__encoder`` attribute, which
-    ``_next_encoded_frame`` fills with ``get_encoder(codec)`` only while it is None; presetting
-    it makes aiortc use ours. It also assumes the negotiated codec is Opus, which is the only
-    audio codec LiveKit and aiortc have in common.
+    Call it after ``addTrack`` and before the sender sends its first frame. aiortc has no API
+    for this: :func:`lkproto.asyncio._seam.preset_encoder` presets its lazily created encoder.
+    It assumes the negotiated codec is Opus, which is the only audio codec LiveKit and aiortc
+    have in common.
 
     Args:
         sender: an audio ``RTCRtpSender`` that has not started sending.
@@ -515,31 +511,9 @@ def install_opus_encoder(sender: RTCRtpSender, *, channels: int, bitrate: int) -
         LocalProtocolError: the sender already created an encoder (it has started sending).
         LkError: this aiortc does not have the internals relied on (another aiortc version).
     """
-    _check_aiortc_internals(sender)
+    current = current_encoder(sender)
     if sender.kind != "audio":
         raise ValueError(f"install_opus_encoder needs an audio sender, not {sender.kind!r}")
-    current = getattr(sender, _ENCODER_ATTR)
     if current is not None and not isinstance(current, OpusEncoder):
         raise LocalProtocolError("the sender already has an encoder: it has started sending")
-    setattr(sender, _ENCODER_ATTR, OpusEncoder(channels=channels, bitrate=bitrate))
-
-
-def _check_aiortc_internals(sender: RTCRtpSender) -> None:
-    code = getattr(RTCRtpSender._next_encoded_frame, "__code__", None)
-    names = code.co_names if code is not None else ()
-    if (
-        not hasattr(sender, _ENCODER_ATTR)
-        or "get_encoder" not in names
-        or _ENCODER_ATTR not in names
-    ):
-        raise LkError(
-            f"aiortc {_aiortc_version()} no longer creates its encoder lazily in "
-            f"RTCRtpSender.{_ENCODER_ATTR[len('_RTCRtpSender') :]}; install_opus_encoder was "
-            "written for aiortc 1.16 and needs updating"
-        )
-
-
-def _aiortc_version() -> str:
-    import aiortc
-
-    return str(getattr(aiortc, "__version__", "?"))
+    preset_encoder(sender, OpusEncoder(channels=channels, bitrate=bitrate))

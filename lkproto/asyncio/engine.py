@@ -1352,15 +1352,14 @@ class Engine:
 
 
 def _set_sender_enabled(transceiver: Any, enabled: bool) -> None:
-    """Mute by having aiortc's sender drop frames instead of encoding them (aiortc 1.16 reads
-    ``RTCRtpSender._enabled`` for every frame and still drains the track while disabled)."""
+    """Mute by having aiortc's sender drop frames instead of encoding them (through the seam:
+    :func:`lkproto.asyncio._seam.set_sender_enabled`)."""
+    from lkproto.asyncio._seam import set_sender_enabled
+
     if transceiver is None:
         return
-    sender = transceiver.sender
-    if hasattr(sender, "_enabled"):
-        sender._enabled = enabled
-    else:  # pragma: no cover - another aiortc version
-        _log.warning("= aiortc sender has no _enabled flag; muting only tells the server")
+    if not set_sender_enabled(transceiver.sender, enabled):  # pragma: no cover - other aiortc
+        _log.warning("= aiortc sender has no enabled flag; muting only tells the server")
 
 
 class _ResumeRefused(ConnectError):

@@ -37,7 +37,8 @@ import aiortc
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.sdp import candidate_from_sdp
 
-from lkproto.asyncio._ice import check_addresses, ice_addresses
+from lkproto.asyncio import _seam
+from lkproto.asyncio._ice import check_addresses
 from lkproto.errors import ConnectError, LocalProtocolError, RemoteProtocolError
 from lkproto.wire.codec import DATA_PACKET_MAX_BYTES
 
@@ -187,8 +188,11 @@ class PeerConnection:
         on_state_change: StateCallback | None = None,
     ) -> None:
         self._options = options if options is not None else PeerOptions()
-        if self._options.ice_addresses is not None:
-            check_addresses(self._options.ice_addresses)
+        self._ice_addresses = (
+            None
+            if self._options.ice_addresses is None
+            else check_addresses(self._options.ice_addresses)
+        )
         if self._options.max_message_bytes <= 0:
             raise LocalProtocolError("max_message_bytes must be positive")
         self.on_data: DataCallback | None = on_data
@@ -276,26 +280,22 @@ class PeerConnection:
     def ice_role(self) -> IceRole | None:
         """``controlling`` or ``controlled`` once a description fixed it, else None."""
         transport = self._ice_transport()
-        if transport is None or not transport._role_set:
-            return None
-        return "controlling" if transport.role == "controlling" else "controlled"
+        return None if transport is None else _seam.ice_role(transport)
 
     def selected_candidate_pair(self) -> CandidatePair | None:
         """The nominated ICE pair of the data transport, or None before ICE completes."""
         transport = self._ice_transport()
         if transport is None:
             return None
-        # aiortc exposes no selected pair; aioice keeps it per component in `_nominated`.
-        nominated = transport._connection._nominated
-        pair = nominated.get(1) or next(iter(nominated.values()), None)
+        pair = _seam.nominated_pair(transport)
         if pair is None:
             return None
         return CandidatePair(
-            local_address=pair.local_candidate.host,
-            local_port=pair.local_candidate.port,
-            remote_address=pair.remote_candidate.host,
-            remote_port=pair.remote_candidate.port,
-            protocol=pair.local_candidate.transport,
+            local_address=pair.local.host,
+            local_port=pair.local.port,
+            remote_address=pair.remote.host,
+            remote_port=pair.remote.port,
+            protocol=pair.local.transport,
         )
 
     async def wait_connected(self, timeout: float) -> None:  # noqa: ASYNC109
@@ -459,8 +459,8 @@ class PeerConnection:
         self._require_open()
         with _mapped("create offer", remote=False):
             offer = await self._pc.createOffer()
-            with ice_addresses(self._options.ice_addresses):
-                await self._pc.setLocalDescription(offer)
+            self._scope_ice()
+            await self._pc.setLocalDescription(offer)
         sdp = self._local_sdp()
         if self.debug:
             logger.debug("= local offer\n%s", sdp)
@@ -491,8 +491,8 @@ class PeerConnection:
         await self._set_remote(sdp, "offer")
         with _mapped("create answer", remote=False):
             answer = await self._pc.createAnswer()
-            with ice_addresses(self._options.ice_addresses):
-                await self._pc.setLocalDescription(answer)
+            self._scope_ice()
+            await self._pc.setLocalDescription(answer)
         answer_sdp = self._local_sdp()
         if self.debug:
             logger.debug("= local answer\n%s", answer_sdp)
@@ -738,6 +738,22 @@ class PeerConnection:
     def _is_open(self, label: str) -> bool:
         channel = self._channels.get(label)
         return channel is not None and channel.readyState == "open"
+
+    def _scope_ice(self) -> None:
+        """Fit every ICE transport of this connection before it gathers (in
+        ``setLocalDescription``): our host addresses and aioice's consent-task fix, applied to
+        our own aioice connections only (see :func:`lkproto.asyncio._seam.scope_ice_connection`).
+        aiortc creates transports in ``addTransceiver``/``createDataChannel`` and
+        ``setRemoteDescription``, all of which run before our ``setLocalDescription``."""
+        transports: dict[int, aiortc.RTCIceTransport] = {}
+        sctp = self._pc.sctp
+        if sctp is not None:
+            transports[id(sctp.transport.transport)] = sctp.transport.transport
+        for transceiver in self._pc.getTransceivers():
+            for dtls in (transceiver.receiver.transport, transceiver.sender.transport):
+                transports[id(dtls.transport)] = dtls.transport
+        for transport in transports.values():
+            _seam.scope_ice_connection(transport, self._ice_addresses)
 
     def _ice_transport(self) -> aiortc.RTCIceTransport | None:
         sctp = self._pc.sctp

@@ -17,11 +17,12 @@ Pre-encoded video takes the other branch of ``_next_encoded_frame``: when ``recv
 breaks decoding until the next keyframe, so on overflow every pending frame goes, delta frames
 are refused until a keyframe arrives, and the producer is asked for one.
 
-Keyframe requests. On RTCP PLI/FIR aiortc's sender only sets a private flag
-(``RTCRtpSender._send_keyframe``) that its encode path reads and its pack path ignores. An
-:class:`EncodedVideoTrack` that was given its sender (:meth:`EncodedVideoTrack.bind_sender`) polls
-and clears that flag, so the producer hears about server keyframe requests; without the binding
-(or if a future aiortc renames the flag) only locally detected needs are reported.
+Keyframe requests. On RTCP PLI/FIR aiortc's sender only sets a private flag that its encode path
+reads and its pack path ignores. An :class:`EncodedVideoTrack` that was given its sender
+(:meth:`EncodedVideoTrack.bind_sender`) polls and clears that flag through
+:func:`lkproto.asyncio._seam.take_force_keyframe`, so the producer hears about server keyframe
+requests; without the binding (or if a future aiortc renames the flag) only locally detected
+needs are reported.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av.stream import Stream
 
-from lkproto.asyncio.audio import _ENCODER_ATTR, _check_aiortc_internals
+from lkproto.asyncio._seam import current_encoder, preset_encoder, take_force_keyframe
 from lkproto.errors import LocalProtocolError
 
 __all__ = [
@@ -86,10 +87,6 @@ price for the loop (``sws_scale`` releases the GIL, so the work really runs in p
 
 KEYFRAME_POLL_INTERVAL_S: Final = 0.1
 """How often an idle :class:`EncodedVideoTrack` with a bound sender checks for PLI/FIR."""
-
-# Set by RTCRtpSender._send_keyframe on RTCP PSFB PLI/FIR; only its encode path clears it
-# (aiortc/rtcrtpsender.py, aiortc 1.16). Name-mangled private attribute: read defensively.
-_SENDER_KEYFRAME_FLAG: Final = "_RTCRtpSender__force_keyframe"
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -443,15 +440,14 @@ class EncodedVideoTrack(MediaStreamTrack):
         sender = self._sender
         if sender is None:
             return False
-        flag = getattr(sender, _SENDER_KEYFRAME_FLAG, None)
-        if flag is None:
+        taken = take_force_keyframe(sender)
+        if taken is None:
             if not self._flag_missing_logged:
                 self._flag_missing_logged = True
                 _log.warning("= aiortc sender has no keyframe flag; PLI/FIR will not be forwarded")
             return False
-        if not flag:
+        if not taken:
             return False
-        setattr(sender, _SENDER_KEYFRAME_FLAG, False)
         _log.debug("< keyframe request (PLI/FIR)")
         self._feed.request_keyframe()
         return True
@@ -496,7 +492,8 @@ def install_video_encoder(sender: RTCRtpSender, *, mime_type: str, bitrate: int)
     aiortc starts every encoder at its own default (VP8 500 kbps, H.264 1 Mbps) and only moves it
     on REMB (against livekit-server v1.13.5 a VP8 publication stayed at ~505 kbps), so without
     this the publish option would only reach the announcement. aiortc clamps the value to its
-    encoder's range (VP8 250 kbps to 1.5 Mbps, H.264 0.5 to 3 Mbps). Same aiortc-1.16 internals as
+    encoder's range (VP8 250 kbps to 1.5 Mbps, H.264 0.5 to 3 Mbps). The encoder is preset with
+    :func:`lkproto.asyncio._seam.preset_encoder`, like
     :func:`lkproto.asyncio.audio.install_opus_encoder`: call it before the first frame.
 
     Raises:
@@ -504,13 +501,13 @@ def install_video_encoder(sender: RTCRtpSender, *, mime_type: str, bitrate: int)
         LocalProtocolError: the sender already created an encoder.
         LkError: this aiortc lacks the internals relied on.
     """
-    _check_aiortc_internals(sender)
+    current = current_encoder(sender)
     if sender.kind != "video":
         raise ValueError(f"install_video_encoder needs a video sender, not {sender.kind!r}")
     if bitrate <= 0:
         raise ValueError(f"bitrate must be > 0, got {bitrate}")
-    if getattr(sender, _ENCODER_ATTR) is not None:
+    if current is not None:
         raise LocalProtocolError("the sender already has an encoder: it has started sending")
     encoder = get_encoder(RTCRtpCodecParameters(mimeType=mime_type, clockRate=VIDEO_CLOCK_RATE_HZ))
     encoder.target_bitrate = bitrate  # type: ignore[attr-defined]
-    setattr(sender, _ENCODER_ATTR, encoder)
+    preset_encoder(sender, encoder)

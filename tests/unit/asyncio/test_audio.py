@@ -18,6 +18,7 @@ from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 
 from lkproto.asyncio import audio
+from lkproto.asyncio._seam import current_encoder, preset_encoder
 from lkproto.asyncio.audio import (
     DEFAULT_OPUS_BITRATE,
     SAMPLES_PER_FRAME,
@@ -411,11 +412,12 @@ async def test_install_opus_encoder_presets_a_real_sender() -> None:
     try:
         sender = pc.addTrack(AudioStreamTrack())
         install_opus_encoder(sender, channels=1, bitrate=32_000)
-        encoder = sender._RTCRtpSender__encoder
+        encoder = current_encoder(sender)
         assert isinstance(encoder, OpusEncoder)
         assert (encoder.channels, encoder.bitrate) == (1, 32_000)
         install_opus_encoder(sender, channels=2, bitrate=64_000)  # ours may be replaced
-        assert sender._RTCRtpSender__encoder.channels == 2
+        assert isinstance(encoder := current_encoder(sender), OpusEncoder)
+        assert encoder.channels == 2
 
         video = pc.addTrack(VideoStreamTrack())
         with pytest.raises(ValueError, match="audio sender"):
@@ -428,7 +430,7 @@ async def test_install_refuses_a_sender_that_already_encodes() -> None:
     pc = aiortc.RTCPeerConnection()
     try:
         sender = pc.addTrack(AudioStreamTrack())
-        sender._RTCRtpSender__encoder = AiortcOpusEncoder()
+        preset_encoder(sender, AiortcOpusEncoder())
         with pytest.raises(LocalProtocolError, match="started"):
             install_opus_encoder(sender, channels=1, bitrate=32_000)
     finally:
@@ -446,7 +448,7 @@ async def test_install_fails_clearly_when_aiortc_internals_change(
             return None
 
         monkeypatch.setattr(aiortc.RTCRtpSender, "_next_encoded_frame", eager)
-        with pytest.raises(LkError, match=r"aiortc .* install_opus_encoder"):
+        with pytest.raises(LkError, match=r"aiortc .*RTCRtpSender.__encoder.*_seam.py"):
             install_opus_encoder(sender, channels=1, bitrate=32_000)
     finally:
         await pc.close()

@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import aiortc
 import pytest
 
 from lkproto import errors
@@ -249,6 +250,19 @@ async def test_recvonly_transceivers_appear_in_the_offer() -> None:
         await a.wait_channels_open(scaled(10))
         with pytest.raises(errors.LocalProtocolError):
             a.add_recvonly_transceivers(audio=-1, video=0)
+
+
+async def test_receivers_and_senders_by_mid() -> None:
+    async with PeerConnection(LOOPBACK) as a, PeerConnection(LOOPBACK) as b:
+        a.add_recvonly_transceivers(audio=1, video=1)
+        assert a.receivers() == {} == a.senders()  # no mid before a description
+        offer = await a.create_offer()
+        mids = re.findall(r"^a=mid:(\S+)", offer, re.MULTILINE)
+        assert sorted(a.receivers()) == sorted(mids) == sorted(a.senders())
+        assert all(isinstance(r, aiortc.RTCRtpReceiver) for r in a.receivers().values())
+        assert all(isinstance(s, aiortc.RTCRtpSender) for s in a.senders().values())
+        await a.apply_answer(await b.apply_offer(offer))
+        assert sorted(b.receivers()) == sorted(mids)
 
 
 async def test_misuse_raises_local_protocol_error() -> None:

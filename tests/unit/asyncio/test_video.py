@@ -396,6 +396,7 @@ async def test_install_video_encoder_presets_the_bitrate() -> None:
     from aiortc.codecs.h264 import H264Encoder
     from aiortc.codecs.vpx import Vp8Encoder
 
+    from lkproto.asyncio._seam import current_encoder
     from lkproto.asyncio.video import install_video_encoder
     from lkproto.errors import LocalProtocolError
 
@@ -403,12 +404,12 @@ async def test_install_video_encoder_presets_the_bitrate() -> None:
     try:
         vp8 = pc.addTransceiver("video", direction="sendonly").sender
         install_video_encoder(vp8, mime_type="video/VP8", bitrate=1_000_000)
-        encoder = vp8._RTCRtpSender__encoder  # type: ignore[attr-defined]
+        encoder = current_encoder(vp8)
         assert isinstance(encoder, Vp8Encoder)
         assert encoder.target_bitrate == 1_000_000
         h264 = pc.addTransceiver("video", direction="sendonly").sender
         install_video_encoder(h264, mime_type="video/H264", bitrate=10_000_000)
-        encoder = h264._RTCRtpSender__encoder  # type: ignore[attr-defined]
+        encoder = current_encoder(h264)
         assert isinstance(encoder, H264Encoder)
         assert encoder.target_bitrate == 3_000_000  # aiortc's H.264 ceiling
         with pytest.raises(LocalProtocolError):

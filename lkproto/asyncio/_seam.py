@@ -1,0 +1,421 @@
+"""The one seam between lkproto and the internals of aiortc and aioice.
+
+aiortc is the edge lkproto wraps (STYLE.md rule 10). A few things LiveKit needs have no public
+aiortc/aioice API: choosing the encoder a sender starts with, muting a sender without detaching
+its track, hearing PLI/FIR for pre-encoded video, knowing the ICE role and the selected pair,
+gathering on loopback, and a consent-check task aioice can leave behind. Each of those is one
+small function here, and this is the only module of lkproto that names a private attribute of
+aiortc or aioice or replaces one of their functions (``tests/unit/asyncio/test_seam.py`` greps the
+source tree to keep it so).
+
+Rules every function here follows:
+
+- Its docstring names the internal it relies on, the versions it was read in, and why no public
+  API serves.
+- It checks the internal before using it and fails with :class:`~lkproto.errors.LkError` naming
+  the internal if it is gone, rather than silently doing nothing.
+- It changes nothing for other code in the process: patches are made on lkproto's own objects
+  (a sender lkproto created, an aioice ``Connection`` of lkproto's own peer connection), and
+  the one replaced module function (:func:`aioice.ice.get_host_addresses`) behaves exactly as the
+  original unless called from inside the gathering of one of lkproto's own connections.
+- ``tests/unit/asyncio/test_seam.py`` has a test per function that runs the real internal, so a
+  release that changes one fails the suite instead of a user.
+
+Supported versions are :data:`SUPPORTED_VERSIONS` (the same ranges as the ``rtc`` extra in
+``pyproject.toml``); importing this module runs :func:`check_versions`, which raises
+:class:`~lkproto.errors.UnsupportedDependencyError` for anything else.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import importlib.metadata
+import ipaddress
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Final, Literal
+
+import aioice.ice
+from aioice import Candidate
+from aiortc import RTCIceTransport, RTCRtpSender
+from aiortc.codecs.base import Encoder
+
+from lkproto.errors import LkError, UnsupportedDependencyError
+
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "NominatedPair",
+    "check_versions",
+    "compatible_release",
+    "current_encoder",
+    "ice_role",
+    "nominated_pair",
+    "preset_encoder",
+    "scope_ice_connection",
+    "set_sender_enabled",
+    "take_force_keyframe",
+]
+
+SUPPORTED_VERSIONS: Final[Mapping[str, str]] = MappingProxyType(
+    {"aiortc": "~=1.16.0", "aioice": "~=0.13.0"}
+)
+"""The aiortc/aioice releases the whole suite (unit and interop) was run with, as PEP 440
+compatible-release specifiers. Widen a range only after running the suite with that release."""
+
+_VERSION: Final = re.compile(r"^\s*v?(\d+(?:\.\d+)*)(.*)$", re.IGNORECASE)
+_PRE_RELEASE: Final = re.compile(r"^[-_.]?(a|b|c|rc|alpha|beta|pre|preview|dev)", re.IGNORECASE)
+
+
+def compatible_release(installed: str, spec: str) -> bool:
+    """Whether the version ``installed`` satisfies the compatible-release specifier ``spec``.
+
+    Only ``~=X.Y[.Z...]`` is understood (PEP 440 "Compatible release"): at least ``X.Y.Z`` and
+    the same release with its last component dropped, e.g. ``~=1.16.0`` is ``>=1.16.0, ==1.16.*``.
+    A pre-release or development release of the lower bound (``1.16.0rc1``) is below it; a
+    post-release or local version (``1.16.0.post1``, ``1.16.0+deb``) is in range. Written here
+    because ``packaging`` is not a dependency.
+
+    Raises:
+        ValueError: ``spec`` is not a ``~=`` specifier with at least two components.
+    """
+    if not spec.startswith("~="):
+        raise ValueError(f"not a compatible-release specifier: {spec!r}")
+    lower_match = _VERSION.match(spec[2:])
+    if lower_match is None or lower_match.group(2).strip():
+        raise ValueError(f"not a compatible-release specifier: {spec!r}")
+    lower = tuple(int(part) for part in lower_match.group(1).split("."))
+    if len(lower) < 2:
+        raise ValueError(f"~= needs at least two release components: {spec!r}")
+    match = _VERSION.match(installed)
+    if match is None:
+        return False
+    release = tuple(int(part) for part in match.group(1).split("."))
+    width = max(len(release), len(lower))
+    padded = release + (0,) * (width - len(release))
+    floor = lower + (0,) * (width - len(lower))
+    if padded < floor:
+        return False
+    if padded == floor and _PRE_RELEASE.match(match.group(2)):
+        return False
+    return padded[: len(lower) - 1] == lower[:-1]
+
+
+def check_versions(version_of: Callable[[str], str] = importlib.metadata.version) -> None:
+    """Refuse aiortc/aioice releases outside :data:`SUPPORTED_VERSIONS`.
+
+    Runs once when this module is imported (one metadata lookup per package). Everything in
+    this module was read in, and tested against, exactly those releases; a newer aiortc may
+    rename an internal and break publishing or muting in ways only a real call shows.
+
+    Args:
+        version_of: the installed version of a distribution (``importlib.metadata.version``;
+            injectable for tests).
+
+    Raises:
+        UnsupportedDependencyError: a package is missing from the distribution metadata or
+            installed at a version outside its supported range.
+    """
+    for package, spec in SUPPORTED_VERSIONS.items():
+        try:
+            installed = version_of(package)
+        except importlib.metadata.PackageNotFoundError:
+            raise UnsupportedDependencyError(package, "(no distribution metadata)", spec) from None
+        if not compatible_release(installed, spec):
+            raise UnsupportedDependencyError(package, installed, spec)
+
+
+def _internal_gone(package: str, what: str) -> LkError:
+    try:
+        installed = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        installed = "(unknown version)"
+    return LkError(
+        f"{package} {installed} no longer has {what}, which lkproto relies on "
+        f"(written for {package}{SUPPORTED_VERSIONS[package]}); lkproto/asyncio/_seam.py "
+        "needs updating"
+    )
+
+
+def _code_names(function: object) -> tuple[str, ...]:
+    code = getattr(function, "__code__", None)
+    return tuple(code.co_names) if code is not None else ()
+
+
+# -- RTCRtpSender: encoder, keyframe flag, enabled flag -------------------------------------------
+
+# Name-mangled private attributes of aiortc/rtcrtpsender.py (RTCRtpSender.__init__), 1.16.0.
+_SENDER_ENCODER: Final = "_RTCRtpSender__encoder"
+_SENDER_FORCE_KEYFRAME: Final = "_RTCRtpSender__force_keyframe"
+_SENDER_ENABLED: Final = "_enabled"
+
+
+def _require_lazy_encoder(sender: RTCRtpSender) -> None:
+    names = _code_names(RTCRtpSender._next_encoded_frame)
+    if (
+        not hasattr(sender, _SENDER_ENCODER)
+        or "get_encoder" not in names
+        or _SENDER_ENCODER not in names
+    ):
+        raise _internal_gone(
+            "aiortc", "a lazily created RTCRtpSender.__encoder (set in _next_encoded_frame)"
+        )
+
+
+def current_encoder(sender: RTCRtpSender) -> Encoder | None:
+    """The encoder ``sender`` encodes with, or None while it has not sent a frame.
+
+    Relies on aiortc 1.16's private ``RTCRtpSender.__encoder`` (see :func:`preset_encoder`).
+
+    Raises:
+        LkError: this aiortc does not create its encoder lazily in that attribute.
+    """
+    _require_lazy_encoder(sender)
+    encoder: Encoder | None = getattr(sender, _SENDER_ENCODER)
+    return encoder
+
+
+def preset_encoder(sender: RTCRtpSender, encoder: Encoder) -> None:
+    """Make ``sender`` encode with ``encoder`` instead of the one aiortc would create.
+
+    aiortc has no API to choose or configure a sender's encoder: it always starts Opus as
+    96 kbps stereo and VP8/H.264 at a fixed bitrate. In aiortc 1.16.0
+    ``RTCRtpSender._next_encoded_frame`` creates ``self.__encoder`` with
+    ``codecs.get_encoder(codec)`` on the first frame, only while it is None, and then only calls
+    ``encode``/``pack`` on it (``_handle_rtcp_packet`` adjusts ``target_bitrate`` on REMB, which
+    lkproto's encoders accept). Setting the attribute before the first frame therefore makes
+    aiortc use ours for the life of the sender (``_run_rtp`` resets it to None when it stops).
+
+    Call it before the sender has sent its first frame; the caller decides whether replacing an
+    existing encoder is allowed (see :func:`current_encoder`).
+
+    Raises:
+        LkError: this aiortc does not create its encoder lazily in that attribute.
+    """
+    _require_lazy_encoder(sender)
+    setattr(sender, _SENDER_ENCODER, encoder)
+
+
+def take_force_keyframe(sender: RTCRtpSender) -> bool | None:
+    """Read and clear ``sender``'s pending keyframe request (RTCP PLI or FIR).
+
+    aiortc 1.16.0 handles PLI/FIR in ``RTCRtpSender._handle_rtcp_packet`` by calling
+    ``_send_keyframe``, which only sets the private ``__force_keyframe``; its encode path reads
+    and clears it, its pack path (pre-encoded ``av.Packet`` frames) ignores it, and no event is
+    emitted. A pre-encoded track polls it here to forward the request to its producer.
+
+    Returns:
+        True if a request was pending (it is now cleared), False if not, None if this aiortc
+        has no such flag (the caller then only knows about locally detected needs).
+    """
+    flag = getattr(sender, _SENDER_FORCE_KEYFRAME, None)
+    if flag is None:
+        return None
+    if not flag:
+        return False
+    setattr(sender, _SENDER_FORCE_KEYFRAME, False)
+    return True
+
+
+def set_sender_enabled(sender: RTCRtpSender, enabled: bool) -> bool:
+    """Mute (``enabled=False``) or unmute ``sender`` without detaching its track.
+
+    aiortc 1.16.0's ``RTCRtpSender._next_encoded_frame`` reads the private ``_enabled`` flag for
+    every frame: while it is False the frame is read from the track (so nothing piles up) and
+    dropped before encoding. ``replaceTrack(None)`` would stop the sender's loop instead, and a
+    muted LiveKit track keeps its sender and stream.
+
+    Returns:
+        True if the flag was set; False if this aiortc has no such flag (muting then only
+        reaches the server, media keeps flowing).
+    """
+    if not hasattr(sender, _SENDER_ENABLED) or _SENDER_ENABLED not in _code_names(
+        RTCRtpSender._next_encoded_frame
+    ):
+        return False
+    setattr(sender, _SENDER_ENABLED, enabled)
+    return True
+
+
+# -- RTCIceTransport: role and nominated pair ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NominatedPair:
+    """The candidate pair aioice nominated for a component.
+
+    Attributes:
+        local: our candidate.
+        remote: the peer's candidate.
+    """
+
+    local: Candidate
+    remote: Candidate
+
+
+def ice_role(transport: RTCIceTransport) -> Literal["controlling", "controlled"] | None:
+    """``transport``'s ICE role once a description fixed it, else None.
+
+    aiortc 1.16.0's public ``RTCIceTransport.role`` answers ``controlled`` before anything set it;
+    the private ``_role_set`` (set in ``RTCPeerConnection.setLocalDescription`` and
+    ``setRemoteDescription``) tells whether the answer is final.
+
+    Raises:
+        LkError: this aiortc has no ``_role_set``.
+    """
+    role_set = getattr(transport, "_role_set", None)
+    if not isinstance(role_set, bool):
+        raise _internal_gone("aiortc", "RTCIceTransport._role_set")
+    if not role_set:
+        return None
+    return "controlling" if transport.role == "controlling" else "controlled"
+
+
+def nominated_pair(transport: RTCIceTransport) -> NominatedPair | None:
+    """The pair ICE nominated on ``transport`` (component 1, RTP/data), or None before that.
+
+    Neither aiortc nor aioice 0.13.0 exposes the selected pair (there is no
+    ``getSelectedCandidatePair``); aioice keeps nominated pairs by component in the private
+    ``Connection._nominated``, which aiortc 1.16.0's ``RTCIceTransport`` holds as the private
+    ``_connection``. Both are read, never written.
+
+    Raises:
+        LkError: the transport or its connection lacks those attributes.
+    """
+    connection = getattr(transport, "_connection", None)
+    nominated = getattr(connection, "_nominated", None)
+    if not isinstance(nominated, dict):
+        raise _internal_gone("aioice", "RTCIceTransport._connection._nominated")
+    pair = nominated.get(1) or next(iter(nominated.values()), None)
+    if pair is None:
+        return None
+    return NominatedPair(local=pair.local_candidate, remote=pair.remote_candidate)
+
+
+# -- aioice Connection: host addresses and the consent-task leak, per lkproto connection ---------
+
+_HostAddresses = Callable[[bool, bool], list[str]]
+
+# Set only while one of lkproto's own connections runs aioice's gather_candidates (see
+# scope_ice_connection); None everywhere else, where the wrapper defers to aioice.
+_CHOSEN: Final[contextvars.ContextVar[tuple[str, ...] | None]] = contextvars.ContextVar(
+    "lkproto_ice_addresses", default=None
+)
+_MARK: Final = "__lkproto_seam__"
+_install_lock = threading.Lock()
+
+
+def _wrap_host_addresses() -> None:
+    """Wrap ``aioice.ice.get_host_addresses`` so it answers :data:`_CHOSEN` when that is set.
+
+    Outside an lkproto gather the wrapper returns exactly what the function it wraps returns, so
+    other code gathers as with stock aioice. Re-run before each gather: if someone else replaced
+    the function since, theirs is wrapped in turn (and still answers outside our gathers).
+    """
+    with _install_lock:
+        current = aioice.ice.get_host_addresses
+        if getattr(current, _MARK, False):
+            return
+
+        def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+            chosen = _CHOSEN.get()
+            if chosen is None:
+                return current(use_ipv4, use_ipv6)
+            return [a for a in chosen if _family_allowed(a, use_ipv4=use_ipv4, use_ipv6=use_ipv6)]
+
+        setattr(get_host_addresses, _MARK, True)
+        get_host_addresses.__wrapped__ = current  # type: ignore[attr-defined]
+        setattr(aioice.ice, "get_host_addresses", get_host_addresses)  # noqa: B010
+
+
+def _family_allowed(address: str, *, use_ipv4: bool, use_ipv6: bool) -> bool:
+    version = ipaddress.ip_address(address).version
+    return use_ipv4 if version == 4 else use_ipv6
+
+
+def _require_connection_internals(connection: aioice.ice.Connection) -> None:
+    gather_names = _code_names(aioice.ice.Connection.gather_candidates)
+    connect_names = _code_names(aioice.ice.Connection.connect)
+    if "get_host_addresses" not in gather_names:
+        raise _internal_gone(
+            "aioice", "Connection.gather_candidates calling the module's get_host_addresses"
+        )
+    if (
+        "_query_consent_task" not in connect_names
+        or not hasattr(connection, "_query_consent_task")
+        or not isinstance(getattr(connection, "_closing", None), bool)
+    ):
+        raise _internal_gone("aioice", "Connection._query_consent_task and Connection._closing")
+
+
+def scope_ice_connection(transport: RTCIceTransport, addresses: Sequence[str] | None) -> None:
+    """Fit the aioice connection under ``transport`` (one of lkproto's own) for LiveKit.
+
+    Idempotent; call it before the transport gathers (before ``setLocalDescription``). Only
+    this one ``aioice.ice.Connection`` instance is changed, through two instance attributes that
+    shadow its class's methods; other connections in the process are untouched.
+
+    1. Host addresses (when ``addresses`` is not None). aioice 0.13.0 gathers host candidates on
+       every interface address except ``127.0.0.1``/``::1`` (``aioice/ice.py``
+       ``get_host_addresses``) and has no option to choose, so a loopback-only livekit-server
+       is unreachable from a machine with eth0 up (PROTOCOL-MAP §17 "ICE on loopback"). This
+       connection's ``gather_candidates`` is shadowed by one that sets a context variable and
+       runs aioice's own; aioice's calls ``get_host_addresses`` as a module global, before its
+       first ``await``, and the module function is wrapped (once per process) to answer the
+       variable when set and to defer to aioice otherwise. The variable is set only inside that
+       call (and in the short-lived tasks aioice creates to gather), never in the task that
+       called ``setLocalDescription`` nor in aiortc's connect task, so code that lkproto's
+       callbacks run keeps stock gathering.
+    2. Consent-task leak (always). aioice 0.13.0's ``Connection.connect`` paces checks with
+       ``sleep(0.02)``; when ``close()`` runs during that sleep after the check list completed,
+       ``connect`` resumes and starts ``query_consent`` anyway, a task that then never ends.
+       This connection's ``connect`` is shadowed by one that cancels that task when the
+       connection is closing (private ``_query_consent_task`` and ``_closing``).
+
+    Both rely on aiortc 1.16.0 calling ``self._connection.gather_candidates()`` and
+    ``self._connection.connect()`` on the instance (``RTCIceGatherer.gather``,
+    ``RTCIceTransport.start``) and on ``RTCIceGatherer._connection`` (private).
+
+    Args:
+        transport: an ICE transport of an ``RTCPeerConnection`` lkproto created.
+        addresses: IP address literals to gather host candidates on (still filtered by aioice's
+            IPv4/IPv6 switches; validated by the caller), or None for aioice's own choice.
+
+    Raises:
+        LkError: the internals above are gone.
+    """
+    gatherer = transport.iceGatherer
+    connection = getattr(gatherer, "_connection", None)
+    if not isinstance(connection, aioice.ice.Connection):
+        raise _internal_gone("aiortc", "RTCIceGatherer._connection")
+    _require_connection_internals(connection)
+    if getattr(connection, _MARK, False):
+        return
+    setattr(connection, _MARK, True)
+    cls = type(connection)
+    if addresses is not None:
+        chosen = tuple(addresses)
+
+        async def gather_candidates() -> None:
+            _wrap_host_addresses()
+            token = _CHOSEN.set(chosen)
+            try:
+                await cls.gather_candidates(connection)
+            finally:
+                _CHOSEN.reset(token)
+
+        setattr(connection, "gather_candidates", gather_candidates)  # noqa: B010
+
+    async def connect() -> None:
+        await cls.connect(connection)
+        task = connection._query_consent_task
+        if connection._closing and task is not None and not task.done():
+            task.cancel()
+            connection._query_consent_task = None
+
+    setattr(connection, "connect", connect)  # noqa: B010
+
+
+check_versions()
