@@ -240,6 +240,16 @@ class RemoteTrackPublication(TrackPublication):
     def subscribed(self) -> bool:
         return self._track is not None
 
+    def _attach(self, track: RemoteTrack) -> None:
+        """Media for this publication arrived (the room's subscription bookkeeping)."""
+        track._apply_muted(self.muted)
+        self._track = track
+
+    def _detach(self) -> RemoteTrack | None:
+        """Forget the subscribed track; returns it (None when there was none)."""
+        track, self._track = self._track, None
+        return track
+
     def set_subscribed(self, subscribed: bool) -> None:
         """Ask the server to (un)subscribe us (``UpdateSubscription``, PROTOCOL-MAP §9); the
         result arrives as ``track_subscribed`` / ``track_unsubscribed``."""
@@ -282,6 +292,36 @@ class Participant:
     def _update(self, info: pb.ParticipantInfo) -> None:
         self._info = info
         self._sync_publications()
+
+    def _replace_info(self, info: pb.ParticipantInfo) -> None:
+        """Take a newer snapshot without touching the publications (the room applies the track
+        event that came with it itself, keeping one publication object per track SID)."""
+        self._info = info
+
+    def _set_connection_quality(self, quality: ConnectionQuality) -> None:
+        self._connection_quality = quality
+
+    def _publication(self, sid: str) -> TrackPublication | None:
+        return self._publications.get(sid)
+
+    def _add_publication(self, pub: TrackPublication) -> None:
+        self._publications[pub.sid] = pub
+
+    def _remove_publication(self, sid: str) -> TrackPublication | None:
+        return self._publications.pop(sid, None)
+
+    def _track_published(self, info: pb.TrackInfo) -> TrackPublication:
+        """The publication for ``info`` (created on first sight, else updated in place)."""
+        pub = self._publications.get(info.sid)
+        if pub is None:
+            pub = self._publications[info.sid] = self._new_publication(info)
+        else:
+            pub._update(info)
+        return pub
+
+    def _track_unpublished(self, info: pb.TrackInfo) -> TrackPublication:
+        """Remove and return the publication of ``info`` (a fresh one if it was never seen)."""
+        return self._publications.pop(info.sid, None) or self._new_publication(info)
 
     def _sync_publications(self) -> None:
         current = {t.sid: t for t in self._info.tracks}
@@ -367,6 +407,10 @@ class Participant:
 class RemoteParticipant(Participant):
     """Another participant in the room."""
 
+    def _bind(self, engine: Engine | None) -> None:
+        """The engine its publications send subscription requests through."""
+        self._engine = engine
+
     def _new_publication(self, info: pb.TrackInfo) -> TrackPublication:
         return RemoteTrackPublication(info, self)
 
@@ -389,8 +433,11 @@ class LocalParticipant(Participant):
         super().__init__(info)
         self._engine: Engine = engine
         self._rpc = rpc
-        # Set by the room: where local_track_published / _unpublished go.
+        # Set by the room (_set_event_sink): where local_track_published / _unpublished go.
         self._emit_event: Callable[[Any], None] = lambda event: None
+
+    def _set_event_sink(self, emit: Callable[[Any], None]) -> None:
+        self._emit_event = emit
 
     def _new_publication(self, info: pb.TrackInfo) -> TrackPublication:
         return LocalTrackPublication(info)

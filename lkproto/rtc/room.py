@@ -538,7 +538,7 @@ class Room(EventEmitter[ev.EventTypes]):
             local = engine.roster.local
             if local is not None and self._rpc is not None:
                 self._local = LocalParticipant(local, engine, self._rpc)
-                self._local._emit_event = self._dispatch
+                self._local._set_event_sink(self._dispatch)
         elif isinstance(event, en.EngineReconnecting):
             self._set_state(ConnectionState.CONN_RECONNECTING)
             self._dispatch(ev.Reconnecting())
@@ -583,7 +583,7 @@ class Room(EventEmitter[ev.EventTypes]):
     def _on_roster_event(self, event: ro.RosterEvent) -> None:
         if isinstance(event, ro.ParticipantConnected):
             rp = RemoteParticipant(event.info)
-            rp._engine = self._engine
+            rp._bind(self._engine)
             self._remotes[event.info.identity] = rp
             self._announce_event(ev.ParticipantConnected(participant=rp))
         elif isinstance(event, ro.ParticipantDisconnected):
@@ -628,7 +628,7 @@ class Room(EventEmitter[ev.EventTypes]):
             if roster is not None:
                 latest = roster.local if local else roster.remotes.get(identity)
             if latest is not None:
-                p._info = latest
+                p._replace_info(latest)
         if isinstance(event, ro.ParticipantMetadataChanged):
             self._announce_event(
                 ev.ParticipantMetadataChanged(
@@ -662,14 +662,9 @@ class Room(EventEmitter[ev.EventTypes]):
         track: pb.TrackInfo = getattr(event, "track")  # noqa: B009
         # One publication object per track SID from track_published to track_unpublished.
         if isinstance(event, ro.TrackUnpublished):
-            pub = p._publications.pop(track.sid, None) or p._new_publication(track)
+            pub = p._track_unpublished(track)
         else:
-            existing = p._publications.get(track.sid)
-            if existing is None:
-                pub = p._publications[track.sid] = p._new_publication(track)
-            else:
-                existing._update(track)
-                pub = existing
+            pub = p._track_published(track)
         if isinstance(p, RemoteParticipant) and isinstance(pub, RemoteTrackPublication):
             if isinstance(event, ro.TrackPublished):
                 self._announce_event(ev.TrackPublished(publication=pub, participant=p))
@@ -681,7 +676,7 @@ class Room(EventEmitter[ev.EventTypes]):
                 self._unsubscribe_media(pub, p)
                 self._announce_event(ev.TrackUnpublished(publication=pub, participant=p))
         if pub.track is not None:
-            pub.track._muted = pub.muted
+            pub.track._apply_muted(pub.muted)
         if isinstance(event, ro.TrackMuted):
             self._announce_event(ev.TrackMuted(participant=p, publication=pub))
         elif isinstance(event, ro.TrackUnmuted):
@@ -693,7 +688,7 @@ class Room(EventEmitter[ev.EventTypes]):
         self, sid: str
     ) -> tuple[RemoteTrackPublication, RemoteParticipant] | None:
         for rp in self._remotes.values():
-            pub = rp._publications.get(sid)
+            pub = rp._publication(sid)
             if isinstance(pub, RemoteTrackPublication):
                 return pub, rp
         return None
@@ -725,12 +720,11 @@ class Room(EventEmitter[ev.EventTypes]):
         track: RemoteTrack = cls(
             sid=event.sid, name=pub.name, kind=kind, fanout=self._fanout(event.track)
         )
-        track._muted = pub.muted
-        pub._track = track
+        pub._attach(track)
         self._dispatch(ev.TrackSubscribed(track=track, publication=pub, participant=rp))
 
     def _unsubscribe_media(self, pub: RemoteTrackPublication, rp: RemoteParticipant) -> None:
-        track, pub._track = pub._track, None
+        track = pub._detach()
         if track is not None:
             self._dispatch(ev.TrackUnsubscribed(track=track, publication=pub, participant=rp))
 
@@ -744,13 +738,12 @@ class Room(EventEmitter[ev.EventTypes]):
         local = self._local
         if local is None:
             return
-        old = local._publications.pop(event.old_sid, None)
+        old = local._remove_publication(event.old_sid)
         if not isinstance(old, LocalTrackPublication) or old.track is None:
             return
         pub = LocalTrackPublication(event.info, old.track)
-        old.track._sid = event.info.sid
-        old.track._media = event.media
-        local._publications[event.info.sid] = pub
+        old.track._republished(event.info, event.media)
+        local._add_publication(pub)
         self._dispatch(ev.LocalTrackRepublished(publication=pub, previous_sid=event.old_sid))
 
     def _close_media(self) -> None:
@@ -767,7 +760,7 @@ class Room(EventEmitter[ev.EventTypes]):
         message = event.message
         local = self._local
         if event.kind == "track_subscribed" and local is not None:
-            pub = local._publications.get(message.track_subscribed.track_sid)
+            pub = local._publication(message.track_subscribed.track_sid)
             if isinstance(pub, LocalTrackPublication) and pub.track is not None:
                 pub._first_subscriber()
                 self._dispatch(ev.LocalTrackSubscribed(track=pub.track))
@@ -784,13 +777,13 @@ class Room(EventEmitter[ev.EventTypes]):
                 )
         elif event.kind == "mute" and local is not None:
             # The server (an admin) asks us to mute/unmute one of our tracks.
-            pub = local._publications.get(message.mute.sid)
+            pub = local._publication(message.mute.sid)
             if isinstance(pub, LocalTrackPublication) and pub.track is not None:
                 pub.track._set_muted(message.mute.muted)
         elif event.kind == "track_unpublished" and local is not None:
             # The server ended one of our publications (e.g. publish permission revoked, §9):
             # stop sending its section too, as if the user had unpublished it.
-            pub = local._publications.pop(message.track_unpublished.track_sid, None)
+            pub = local._remove_publication(message.track_unpublished.track_sid)
             if isinstance(pub, LocalTrackPublication):
                 if pub.track is not None:
                     task = asyncio.ensure_future(self._stop_sending(pub.track.cid))
@@ -803,7 +796,7 @@ class Room(EventEmitter[ev.EventTypes]):
                 found = self._remote_publication(state.track_sid)
                 if found is not None and found[0].track is not None:
                     paused = state.state == pb.PAUSED
-                    found[0].track._stream_state = (
+                    found[0].track._apply_stream_state(
                         StreamState.STATE_PAUSED if paused else StreamState.STATE_ACTIVE
                     )
 
@@ -841,7 +834,7 @@ class Room(EventEmitter[ev.EventTypes]):
                         if update.quality in range(4)
                         else (ConnectionQuality.QUALITY_POOR)
                     )
-                    p._connection_quality = quality
+                    p._set_connection_quality(quality)
                     self._announce_event(
                         ev.ConnectionQualityChanged(participant=p, quality=quality)
                     )

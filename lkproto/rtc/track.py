@@ -255,6 +255,13 @@ class Track:
     def stream_state(self) -> StreamState:
         return self._stream_state
 
+    def _apply_muted(self, muted: bool) -> None:
+        """Record the publication's muted state (the server's word, nothing is sent)."""
+        self._muted = muted
+
+    def _apply_stream_state(self, state: StreamState) -> None:
+        self._stream_state = state
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} sid={self._sid} name={self._name!r} muted={self._muted}>"
 
@@ -294,6 +301,11 @@ class LocalTrack(Track):
 
     def _unpublished(self) -> None:
         self._engine = None
+
+    def _republished(self, info: pb.TrackInfo, media: Any) -> None:
+        """A full reconnect published this track again under a new SID and aiortc track."""
+        self._sid = info.sid
+        self._media = media
 
 
 class LocalAudioTrack(LocalTrack):
