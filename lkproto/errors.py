@@ -7,7 +7,8 @@ the boundary where they occur, so callers only ever need to catch these::
     LkError
     ├── LocalProtocolError        you misused the API (raised at once, nothing was sent)
     │   ├── PublishDataError      a data packet that cannot be sent (e.g. over 64 000 bytes)
-    │   └── UnsupportedFeatureError  an option the official SDK honours that lkproto cannot (yet)
+    │   ├── UnsupportedFeatureError  an option the official SDK honours that lkproto cannot (yet)
+    │   └── EventQueueOverflowError  a room.events() reader fell max_queue events behind
     ├── RemoteProtocolError       the peer broke the protocol
     │   └── DecodeError           bytes that are not a valid message of the expected type
     ├── TokenError                an access token could not be built or did not verify
@@ -29,6 +30,7 @@ __all__ = [
     "ApiError",
     "ConnectError",
     "DecodeError",
+    "EventQueueOverflowError",
     "JoinRejectedError",
     "LkError",
     "LocalProtocolError",
@@ -172,6 +174,25 @@ class UnsupportedDependencyError(LkError, ImportError):
         self.package = package
         self.installed = installed
         self.supported = supported
+
+
+class EventQueueOverflowError(LocalProtocolError):
+    """A ``Room.events()`` iterator fell ``max_queue`` events behind and was ended.
+
+    Raised by the iterator after it has yielded every event it held; the events after those were
+    not kept. The room's own state (participants, publications) stays correct: read it, then
+    iterate a new ``room.events()``.
+
+    Attributes:
+        max_queue: the bound that was exceeded.
+    """
+
+    def __init__(self, max_queue: int) -> None:
+        super().__init__(
+            f"room.events() reader fell {max_queue} events behind; the stream was ended "
+            "(consume faster, or pass a larger max_queue)"
+        )
+        self.max_queue = max_queue
 
 
 def __getattr__(name: str) -> type[LkError]:

@@ -17,9 +17,10 @@ import inspect
 import logging
 import os
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, TypeAlias, assert_never, cast
 
 from lkproto.asyncio import engine as en
 from lkproto.asyncio.fanout import FrameFanout
@@ -30,7 +31,7 @@ from lkproto.core import reconnect as rc
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
-from lkproto.errors import ConnectError, LocalProtocolError
+from lkproto.errors import ConnectError, EventQueueOverflowError, LocalProtocolError
 from lkproto.rtc import events as ev
 from lkproto.rtc._options import refuse, warn_once
 from lkproto.rtc.data_stream import (
@@ -60,6 +61,7 @@ from lkproto.rtc.track import (
 from lkproto.wire import pb
 
 __all__ = [
+    "DEFAULT_EVENTS_MAX_QUEUE",
     "ChatMessage",
     "ConnectionState",
     "ContinualGatheringPolicy",
@@ -78,6 +80,10 @@ ConnectionState = en.ConnectionState
 
 _log = logging.getLogger("lkproto.rtc")
 _STREAM_PACKETS = frozenset({"stream_header", "stream_chunk", "stream_trailer"})
+
+DEFAULT_EVENTS_MAX_QUEUE: Final = 1024
+"""Events a ``room.events()`` reader may fall behind before it is ended (lkproto's own bound; the
+official SDK has no typed stream)."""
 
 
 class DataPacketKind(enum.IntEnum):
@@ -258,7 +264,7 @@ class Room(EventEmitter[ev.EventTypes]):
         self._remotes: dict[str, RemoteParticipant] = {}
         self._state = ConnectionState.CONN_DISCONNECTED
         self._announce = False  # roster events are applied silently until connected
-        self._subscribers: list[asyncio.Queue[ev.RoomEvent | None]] = []
+        self._subscribers: list[_EventQueue] = []
         self._sid_future: asyncio.Future[str] | None = None
         self._speakers: dict[str, float] = {}
         self._rpc: RpcDriver | None = None
@@ -478,12 +484,29 @@ class Room(EventEmitter[ev.EventTypes]):
 
     # -- typed events ------------------------------------------------------------------------
 
-    def events(self) -> AsyncIterator[ev.RoomEvent]:
+    def events(
+        self, *, max_queue: int | None = DEFAULT_EVENTS_MAX_QUEUE
+    ) -> AsyncIterator[ev.RoomEvent]:
         """Every room event from now on, typed, in order; the stream ends after ``Disconnected``.
 
         Subscribes at once (not at the first iteration), so nothing emitted in between is lost.
+
+        Args:
+            max_queue: events this reader may fall behind (default
+                :data:`DEFAULT_EVENTS_MAX_QUEUE`); ``None`` = unbounded. A reader further behind
+                is unsubscribed at that moment: it still yields the ``max_queue`` events it
+                held, then raises :class:`~lkproto.errors.EventQueueOverflowError` (one warning
+                is logged when it happens). Dropping events silently would leave the reader's
+                view of the room wrong; ``room.on(...)`` callbacks are unaffected.
+
+        Raises:
+            LocalProtocolError: ``max_queue`` is not a positive int or None.
         """
-        queue: asyncio.Queue[ev.RoomEvent | None] = asyncio.Queue()
+        if max_queue is not None and (
+            isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1
+        ):
+            raise LocalProtocolError(f"max_queue must be a positive int or None, got {max_queue!r}")
+        queue = _EventQueue(max_queue)
         subscribers = self._subscribers
         subscribers.append(queue)
 
@@ -507,8 +530,15 @@ class Room(EventEmitter[ev.EventTypes]):
     # -- engine events -> room model + events --------------------------------------------------
 
     def _dispatch(self, event: ev.RoomEvent) -> None:
-        for q in self._subscribers:
-            q.put_nowait(event)
+        for queue in list(self._subscribers):
+            if not queue.put(event):
+                # That reader is max_queue behind: it ends with EventQueueOverflowError.
+                _discard(self._subscribers, queue)
+                _log.warning(
+                    "room.events() reader fell %d events behind; its stream ends with "
+                    "EventQueueOverflowError",
+                    queue.max_queue,
+                )
         self.emit(event.name, *event.args())  # type: ignore[arg-type]
 
     def _announce_event(self, event: ev.RoomEvent) -> None:
@@ -532,7 +562,9 @@ class Room(EventEmitter[ev.EventTypes]):
     def _on_engine_event(self, event: en.EngineEvent) -> None:
         engine = self._engine
         if isinstance(event, ro.RosterEvent):
-            self._on_roster_event(event)
+            # The engine's union names the roster's base class; the roster emits only the
+            # concrete members of ro.AnyRosterEvent (lkproto.core.roster).
+            self._on_roster_event(cast("ro.AnyRosterEvent", event))
         elif isinstance(event, en.EngineConnected):
             assert engine is not None
             local = engine.roster.local
@@ -561,8 +593,8 @@ class Room(EventEmitter[ev.EventTypes]):
                     LocalProtocolError("room disconnected before its SID was known")
                 )
             self._dispatch(ev.Disconnected(reason=disconnect_reason(event.reason)))
-            for q in self._subscribers:
-                q.put_nowait(None)
+            for queue in self._subscribers:
+                queue.end()
         elif isinstance(event, en.DataReceived):
             self._on_data(event)
         elif isinstance(event, en.SignalMessageEvent):
@@ -573,14 +605,13 @@ class Room(EventEmitter[ev.EventTypes]):
             self._on_media_ended(event.sid)
         elif isinstance(event, en.LocalTrackRepublished):
             self._on_republished(event)
-        elif (
-            isinstance(event, en.LocalInfoUpdated)
-            and self._local is not None
-            and self._local.sid == event.info.sid
-        ):
-            self._local._update(event.info)
+        elif isinstance(event, en.LocalInfoUpdated):
+            if self._local is not None and self._local.sid == event.info.sid:
+                self._local._update(event.info)
+        else:
+            assert_never(event)
 
-    def _on_roster_event(self, event: ro.RosterEvent) -> None:
+    def _on_roster_event(self, event: ro.AnyRosterEvent) -> None:
         if isinstance(event, ro.ParticipantConnected):
             rp = RemoteParticipant(event.info)
             rp._bind(self._engine)
@@ -605,30 +636,44 @@ class Room(EventEmitter[ev.EventTypes]):
         elif isinstance(event, ro.RoomMetadataChanged):
             self._set_room(event.room)
             self._announce_event(ev.RoomMetadataChanged(old_metadata=event.old, metadata=event.new))
+        elif isinstance(event, ro.RoomRecordingStatusChanged):
+            # The official SDK has no event for it (is_recording reads the room description);
+            # RoomUpdated follows with the same room.
+            self._set_room(event.room)
         elif isinstance(event, ro.RoomUpdated):
             self._set_room(event.room)
             self._announce_event(ev.RoomUpdated(room=event.room))
-        else:
+        elif isinstance(
+            event,
+            ro.ParticipantMetadataChanged
+            | ro.ParticipantNameChanged
+            | ro.ParticipantAttributesChanged
+            | ro.ParticipantPermissionsChanged
+            | ro.ParticipantActivated,
+        ):
             self._on_participant_change(event)
+        elif isinstance(
+            event, ro.TrackPublished | ro.TrackUnpublished | ro.TrackMuted | ro.TrackUnmuted
+        ):
+            # Track events are reported for remote publishers (our own publications are kept
+            # by LocalParticipant) and carry no snapshot: take the roster's latest.
+            publisher = self._remotes.get(event.identity)
+            if publisher is None:
+                return
+            engine = self._engine
+            latest = engine.roster.remotes.get(event.identity) if engine is not None else None
+            if latest is not None:
+                publisher._replace_info(latest)
+            self._on_track_change(event, publisher)
+        else:
+            assert_never(event)
 
-    def _on_participant_change(self, event: ro.RosterEvent) -> None:
-        identity = getattr(event, "identity", "")
-        local = bool(getattr(event, "local", False))
-        info: pb.ParticipantInfo | None = getattr(event, "info", None)
-        p = self._participant(identity, local)
+    def _on_participant_change(self, event: _ParticipantChange) -> None:
+        local = not isinstance(event, ro.ParticipantActivated) and event.local
+        p = self._participant(event.identity, local)
         if p is None:
             return
-        if info is not None:
-            p._update(info)
-        else:
-            # Track events carry no snapshot: take the roster's latest for this participant.
-            engine = self._engine
-            roster = engine.roster if engine is not None else None
-            latest = None
-            if roster is not None:
-                latest = roster.local if local else roster.remotes.get(identity)
-            if latest is not None:
-                p._replace_info(latest)
+        p._update(event.info)
         if isinstance(event, ro.ParticipantMetadataChanged):
             self._announce_event(
                 ev.ParticipantMetadataChanged(
@@ -653,19 +698,17 @@ class Room(EventEmitter[ev.EventTypes]):
             )
         elif isinstance(event, ro.ParticipantActivated):
             self._announce_event(ev.ParticipantActive(participant=p))
-        elif isinstance(
-            event, ro.TrackPublished | ro.TrackUnpublished | ro.TrackMuted | ro.TrackUnmuted
-        ):
-            self._on_track_change(event, p)
+        else:
+            assert_never(event)
 
-    def _on_track_change(self, event: ro.RosterEvent, p: Participant) -> None:
-        track: pb.TrackInfo = getattr(event, "track")  # noqa: B009
+    def _on_track_change(self, event: _TrackChange, p: RemoteParticipant) -> None:
+        track = event.track
         # One publication object per track SID from track_published to track_unpublished.
         if isinstance(event, ro.TrackUnpublished):
             pub = p._track_unpublished(track)
         else:
             pub = p._track_published(track)
-        if isinstance(p, RemoteParticipant) and isinstance(pub, RemoteTrackPublication):
+        if isinstance(pub, RemoteTrackPublication):
             if isinstance(event, ro.TrackPublished):
                 self._announce_event(ev.TrackPublished(publication=pub, participant=p))
                 early = self._early_media.pop(track.sid, None)
@@ -812,10 +855,13 @@ class Room(EventEmitter[ev.EventTypes]):
             return self._local
         return next((p for p in self._remotes.values() if p.sid == sid), None)
 
-    def _on_signal_message(self, event: sg.SignalEvent) -> None:
+    def _on_signal_message(self, signal_event: sg.SignalEvent) -> None:
+        # The engine passes the session's events through as the base class; the session emits
+        # only the concrete members of sg.AnySignalEvent (lkproto.core.signal).
+        event = cast("sg.AnySignalEvent", signal_event)
         if isinstance(event, sg.MessageReceived):
             self._on_track_message(event)
-        if isinstance(event, sg.SpeakersChanged):
+        elif isinstance(event, sg.SpeakersChanged):
             # Deltas since protocol 3 (PROTOCOL-MAP §9): active ones set their level, others leave.
             for speaker in event.speakers:
                 if speaker.active:
@@ -840,6 +886,10 @@ class Room(EventEmitter[ev.EventTypes]):
                     )
         elif isinstance(event, sg.TokenRefreshed):
             self._announce_event(ev.TokenRefreshed(token=event.token))
+        elif isinstance(event, _ENGINE_SIGNAL_EVENTS):
+            pass  # the engine acts on these (session, negotiation, roster); nothing for the room
+        else:
+            assert_never(event)
 
     def _on_data(self, event: en.DataReceived) -> None:
         packet = event.packet
@@ -938,9 +988,91 @@ _SERVER_SCENARIOS: dict[SimulateScenarioKind, pb.SimulateScenario] = {
 }
 
 
-def _discard(subscribers: list[asyncio.Queue[ev.RoomEvent | None]], queue: object) -> None:
+class _EventQueue:
+    """One ``room.events()`` reader's bounded queue, ended by ``None`` or by overflowing."""
+
+    __slots__ = ("_ended", "_items", "_overflowed", "_waiter", "max_queue")
+
+    def __init__(self, max_queue: int | None) -> None:
+        self.max_queue = max_queue
+        self._items: deque[ev.RoomEvent] = deque()
+        self._ended = False
+        self._overflowed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, event: ev.RoomEvent) -> bool:
+        """Queue ``event``; False (and the queue is ended by overflow) when it is full."""
+        if self._ended:
+            return True
+        if self.max_queue is not None and len(self._items) >= self.max_queue:
+            self._overflowed = self._ended = True
+        else:
+            self._items.append(event)
+        self._wake()
+        return not self._overflowed
+
+    def end(self) -> None:
+        """No more events: the reader finishes after those it holds."""
+        self._ended = True
+        self._wake()
+
+    async def get(self) -> ev.RoomEvent | None:
+        """The next event; None at the end.
+
+        Raises:
+            EventQueueOverflowError: the queue overflowed and its held events are all read.
+        """
+        while not self._items:
+            if self._overflowed:
+                assert self.max_queue is not None
+                raise EventQueueOverflowError(self.max_queue)
+            if self._ended:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+_ParticipantChange: TypeAlias = (
+    ro.ParticipantMetadataChanged
+    | ro.ParticipantNameChanged
+    | ro.ParticipantAttributesChanged
+    | ro.ParticipantPermissionsChanged
+    | ro.ParticipantActivated
+)
+_TrackChange: TypeAlias = ro.TrackPublished | ro.TrackUnpublished | ro.TrackMuted | ro.TrackUnmuted
+
+# Signal events the engine consumes itself; listed so the room's match stays exhaustive.
+_ENGINE_SIGNAL_EVENTS = (
+    sg.Joined,
+    sg.Resumed,
+    sg.JoinTimedOut,
+    sg.SignalLost,
+    sg.LeaveReceived,
+    sg.PongReceived,
+    sg.RequestAnswered,
+    sg.RequestTimedOut,
+    sg.RequestDropped,
+    sg.OfferReceived,
+    sg.AnswerReceived,
+    sg.TrickleReceived,
+    sg.ParticipantsUpdated,
+    sg.RoomUpdated,
+    sg.MediaSectionsRequired,
+    sg.ProtocolViolated,
+)
+
+
+def _discard(subscribers: list[_EventQueue], queue: _EventQueue) -> None:
     with contextlib.suppress(ValueError):
-        subscribers.remove(queue)  # type: ignore[arg-type]
+        subscribers.remove(queue)
 
 
 def _ice_server(server: _IceServerLike) -> IceServer:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, cast, get_args
 
@@ -21,7 +22,7 @@ import pytest
 from lkproto.asyncio import engine as en
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
-from lkproto.errors import ConnectError, LocalProtocolError
+from lkproto.errors import ConnectError, EventQueueOverflowError, LocalProtocolError
 from lkproto.rtc import (
     ConnectionQuality,
     ConnectionState,
@@ -35,6 +36,7 @@ from lkproto.rtc import (
     RtcConfiguration,
 )
 from lkproto.rtc import events as ev
+from lkproto.rtc.room import DEFAULT_EVENTS_MAX_QUEUE
 from lkproto.testing import scaled
 from lkproto.wire import pb
 
@@ -828,6 +830,71 @@ async def test_stream_subscribes_when_created(
     engine.participants(person("bob"))
     first = await asyncio.wait_for(anext(stream), scaled(0.2))
     assert isinstance(first, ev.ParticipantConnected)
+
+
+async def test_a_lagging_reader_gets_what_it_held_then_an_overflow_error(
+    connected: tuple[Room, FakeEngine, Recorder], caplog: pytest.LogCaptureFixture
+) -> None:
+    room, engine, rec = connected
+    lagging = room.events(max_queue=3)
+    keeping_up: list[ev.RoomEvent] = []
+    unbounded = room.events(max_queue=None)
+    with caplog.at_level(logging.WARNING, logger="lkproto.rtc"):
+        for n in range(10):
+            engine.signal(sg.TokenRefreshed(token=f"t{n}"))
+            # Another reader (the recorder) keeps up; it is not affected.
+            await rec.settle()
+    warnings = [r for r in caplog.records if "fell 3 events behind" in r.getMessage()]
+    assert len(warnings) == 1
+    held = [await asyncio.wait_for(anext(lagging), scaled(1)) for _ in range(3)]
+    assert [cast("ev.TokenRefreshed", e).token for e in held] == ["t0", "t1", "t2"]
+    with pytest.raises(EventQueueOverflowError) as info:
+        await asyncio.wait_for(anext(lagging), scaled(1))
+    assert info.value.max_queue == 3
+    assert isinstance(info.value, LocalProtocolError)
+    # The callbacks and the other readers saw all ten.
+    assert [e.token for e in rec.take_typed() if isinstance(e, ev.TokenRefreshed)] == [
+        f"t{n}" for n in range(10)
+    ]
+    await room.disconnect()
+    async for event in unbounded:
+        keeping_up.append(event)
+    tokens = [e.token for e in keeping_up if isinstance(e, ev.TokenRefreshed)]
+    assert tokens == [f"t{n}" for n in range(10)]
+    assert type(keeping_up[-1]) is ev.Disconnected
+
+
+async def test_default_bound_and_its_validation(
+    connected: tuple[Room, FakeEngine, Recorder],
+) -> None:
+    room, engine, _ = connected
+    stream = room.events()
+    for n in range(DEFAULT_EVENTS_MAX_QUEUE + 1):
+        engine.signal(sg.TokenRefreshed(token=str(n)))
+    for _ in range(DEFAULT_EVENTS_MAX_QUEUE):
+        await anext(stream)
+    with pytest.raises(EventQueueOverflowError):
+        await anext(stream)
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(LocalProtocolError, match="max_queue"):
+            room.events(max_queue=bad)  # type: ignore[arg-type]
+
+
+async def test_the_end_marker_is_not_counted_against_the_bound(
+    connected: tuple[Room, FakeEngine, Recorder],
+) -> None:
+    room, engine, _ = connected
+    stream = room.events(max_queue=5)
+    engine.signal(sg.TokenRefreshed(token="a"))
+    await room.disconnect()  # exactly 5 events (alice's track and alice go), then the end
+    got = [event async for event in stream]
+    assert [type(e) for e in got] == [
+        ev.TokenRefreshed,
+        ev.TrackUnpublished,
+        ev.ParticipantDisconnected,
+        ev.ConnectionStateChanged,
+        ev.Disconnected,
+    ]
 
 
 def test_typed_events_are_frozen_slotted_kw_only() -> None:
