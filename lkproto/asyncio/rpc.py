@@ -227,6 +227,8 @@ class RpcDriver:
         while (event := self._server.next_event()) is not None:
             if isinstance(event, core.RpcInvocationRequested):
                 await self._invoke(event)
+            else:
+                assert_never(event)
 
     async def _read_response(self, stream: IncomingStream, sender: str, request_id: str) -> None:
         try:

@@ -358,6 +358,18 @@ class StreamSender:
             await self._send([packet])
             return True
 
+    async def send_whole(self, payload: bytes | str, form: core.StreamForm) -> None:
+        """Send a payload known in full: the one inline-or-chunked rule (PROTOCOL-MAP §5).
+
+        A single packet (data streams v2) when ``form`` allows it for every recipient and the
+        payload fits in the header; otherwise the classic header, chunks and trailer.
+        """
+        if form.inline_allowed and await self.send_single(payload):
+            return
+        await self.open()
+        await self.write(payload)
+        await self.close()
+
     async def open(self) -> None:
         """Send the header."""
         async with self._lock:

@@ -668,11 +668,7 @@ class LocalParticipant(Participant):
         sender = StreamSender(self._engine, stream)
 
         async def send(s: StreamSender) -> None:
-            if form.inline_allowed and await s.send_single(data):
-                return
-            await s.open()
-            await s.write(data)
-            await s.close()
+            await s.send_whole(data, form)
 
         await self._run(sender, "send_text", send)
         return TextStreamInfo(
@@ -798,11 +794,7 @@ class LocalParticipant(Participant):
         )
 
         async def send(s: StreamSender) -> None:
-            if form.inline_allowed and await s.send_single(payload):
-                return
-            await s.open()
-            await s.write(payload)
-            await s.close()
+            await s.send_whole(payload, form)
 
         await self._run(StreamSender(self._engine, stream), "send_bytes", send)
         return _byte_info(
@@ -851,14 +843,11 @@ class LocalParticipant(Participant):
 
         async def send(s: StreamSender) -> None:
             if form.inline_allowed and size <= STREAM_CHUNK_SIZE_BYTES:
+                # Small enough to be one packet: read it whole and let the one rule choose.
                 small = await asyncio.to_thread(handle.read, size + 1)
                 if len(small) != size:
                     raise LocalProtocolError(f"{file_path} changed size while being sent")
-                if await s.send_single(small):
-                    return
-                await s.open()
-                await s.write(small)
-                await s.close()
+                await s.send_whole(small, form)
                 return
             await s.open()
             while True:
