@@ -1,40 +1,63 @@
 """One engine per room: drives the sans-I/O machines over a WebSocket and aiortc.
 
-The engine makes no protocol decisions of its own. It feeds frames and timer ticks into
-:class:`lkproto.core.signal.SignalSession`, writes out what the session wants sent, hands
-participant snapshots to :class:`lkproto.core.roster.Roster`, applies SDP and ICE to
-:class:`lkproto.asyncio.peer.PeerConnection`, and asks :mod:`lkproto.core.reconnect` what to do
-when something breaks. What comes out is a stream of :data:`EngineEvent` for ``lkproto.rtc``.
+The engine makes no protocol decisions of its own. It is a driver for four sans-I/O machines:
 
-Tasks per connection: a reader (frames in, also the timer) and a writer (frames out). A
-supervisor task runs only while a recovery (resume or full reconnect) is in progress.
+* :class:`lkproto.core.signal.SignalSession` (one per connection): frames and timer ticks in,
+  frames to write and :data:`~lkproto.core.signal.AnySignalEvent` out;
+* :class:`lkproto.core.negotiation.Negotiator` (one per connection): offer ids, overlapping
+  renegotiations merged, answers matched, the descriptions ``SyncState`` needs;
+* :class:`lkproto.core.publish.PublishTracker` (one per room): AddTrackRequests by cid, their
+  deadline, the published set for ``SyncState`` and republishing;
+* :class:`lkproto.core.reconnect.Recoverer` (one per room): what every trouble calls for (resume,
+  full reconnect, give up) and when the next attempt is due.
+
+For each machine the driver feeds inputs, flushes outputs and keeps its one deadline armed with
+:class:`lkproto.asyncio._timer.DeadlineTimer`. It hands participant snapshots to
+:class:`lkproto.core.roster.Roster` and applies SDP and ICE to
+:class:`lkproto.asyncio.peer.PeerConnection`. What comes out is a stream of
+:data:`EngineEvent` for ``lkproto.rtc``.
+
+Tasks per connection: a reader (frames in) and a writer (frames out); SDP work (creating an offer,
+applying an answer or a server offer) runs in short tasks of the connection. A recovery attempt
+runs in a task of its own when the :class:`~lkproto.core.reconnect.Recoverer` says it is due.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, assert_never
 
+from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions, PeerState
-from lkproto.asyncio.signal import SignalClosed, SignalTransport, is_missing_v1_route
+from lkproto.asyncio.publish import prepare_sender
+from lkproto.asyncio.signal import (
+    SignalClosed,
+    Transport,
+    TransportFactory,
+    is_missing_v1_route,
+    open_transport,
+)
 from lkproto.asyncio.tap import (
     TAP_RTP_INTERVAL_S,
     TapCallback,
     TraceCallback,
     Tracer,
-    receivers_by_mid,
     sample_rtp,
 )
+from lkproto.core import negotiation as ng
+from lkproto.core import publish as pu
 from lkproto.core import reconnect as rc
 from lkproto.core import reliable as rl
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
+from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.errors import (
     ConnectError,
     DecodeError,
@@ -94,8 +117,8 @@ LOSSY_LABEL: Final = "_lossy"
 RELIABLE_HIGH_WATER_BYTES: Final = 1 << 20
 RELIABLE_LOW_WATER_BYTES: Final = 64 << 10
 LOSSY_HIGH_WATER_BYTES: Final = 256 << 10
-# PROTOCOL-MAP §9 Publishing step 2: JS gives AddTrackRequest 10 s to be answered.
-PUBLISH_TIMEOUT_S: Final = 10.0
+# PROTOCOL-MAP §9 Publishing step 2 (the rule lives in lkproto.core.publish).
+PUBLISH_TIMEOUT_S: Final = pu.PUBLISH_TIMEOUT_S
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
@@ -134,6 +157,13 @@ class EngineOptions:
     client_protocol: int = CLIENT_PROTOCOL
     """Client-to-client level to advertise (PROTOCOL-MAP §15): 2 = RPC v2 + data streams v2 (with
     the DEFLATE_RAW capability); 0 makes peers use RPC v1 and classic streams with us."""
+    publish_timeout_s: float = PUBLISH_TIMEOUT_S
+    """How long an AddTrackRequest waits for TrackPublishedResponse (PROTOCOL-MAP §9)."""
+    negotiation_timeout_s: float | None = ng.NEGOTIATION_TIMEOUT_S
+    """How long an offer waits for its answer before the renegotiation fails; None: no limit."""
+    transport_factory: TransportFactory | None = None
+    """Opens the signalling connection; None: a WebSocket (:func:`lkproto.asyncio.signal.
+    open_transport`). Tests pass :meth:`lkproto.testing.SignalPeer.connect`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,20 +238,16 @@ class LocalTrackRepublished:
     media: Any
 
 
-class _Published:
-    """A local track we publish: what to send again after a full reconnect."""
+class _Media:
+    """The media side of a local track (its announcement is in the PublishTracker)."""
 
     def __init__(
-        self, request: pb.AddTrackRequest, media: Any, codecs: tuple[str, ...], info: pb.TrackInfo
+        self, description: pu.TrackDescription, media: Any, factory: Callable[[], Any] | None
     ) -> None:
-        self.request = request
+        self.description = description
         self.media = media
-        self.codecs = codecs
-        self.info = info
+        self.factory = factory
         self.transceiver: Any = None
-        self.muted = request.muted
-        self.on_sender: Callable[[Any], None] | None = None
-        self.media_factory: Callable[[], Any] | None = None
 
 
 EngineEvent: TypeAlias = (
@@ -242,33 +268,48 @@ EngineEvent: TypeAlias = (
 class _Link:
     """Everything that belongs to one signalling connection + its peer connection(s)."""
 
-    def __init__(self, session: sg.SignalSession, single_pc: bool) -> None:
+    def __init__(
+        self,
+        session: sg.SignalSession,
+        single_pc: bool,
+        negotiator: ng.Negotiator | None = None,
+        on_signal_due: Callable[[_Link, float], None] | None = None,
+        on_negotiation_due: Callable[[_Link, float], None] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
         self.session = session
+        self.negotiator = negotiator if negotiator is not None else ng.Negotiator()
         self.single_pc = single_pc
-        self.transport: SignalTransport | None = None
+        self.transport: Transport | None = None
         self.publisher: PeerConnection | None = None
         self.subscriber: PeerConnection | None = None  # v0 only
         self.tasks: set[asyncio.Task[None]] = set()
-        self.timer: asyncio.TimerHandle | None = None
-        self.joined: asyncio.Future[pb.JoinResponse] = asyncio.get_running_loop().create_future()
+        signal_due = on_signal_due or _nothing_due
+        negotiation_due = on_negotiation_due or _nothing_due
+        self.signal_timer = DeadlineTimer(
+            loop, session.get_timer, lambda now: signal_due(self, now)
+        )
+        self.negotiation_timer = DeadlineTimer(
+            loop, self.negotiator.get_timer, lambda now: negotiation_due(self, now)
+        )
+        self.joined: asyncio.Future[pb.JoinResponse] = loop.create_future()
         self.resumed: asyncio.Future[pb.ReconnectResponse] | None = None
-        self.answers: dict[int, asyncio.Future[str]] = {}
-        self.offer_id = 0
-        self.last_local_offer: pb.SessionDescription | None = None
-        self.last_remote_answer: pb.SessionDescription | None = None
-        self.last_remote_offer: pb.SessionDescription | None = None
-        self.last_local_answer: pb.SessionDescription | None = None
+        # Negotiation tickets (lkproto.core.negotiation) -> callers waiting for them.
+        self.negotiated: dict[int, list[asyncio.Future[None]]] = {}
+        # An offer was dropped while the signal was down: offer again once resumed.
+        self.offer_dropped = False
         self.mid_to_track_id: dict[str, str] = {}
         # Downstream sections we receive on: mid -> (track SID, aiortc remote track).
         self.receiving: dict[str, tuple[str, Any]] = {}
-        self.negotiated: list[asyncio.Future[None]] = []
-        self.negotiating = False
-        self.renegotiate = False
         self.outbox: asyncio.Queue[bytes | None] | None = None
 
     @property
     def primary(self) -> PeerConnection | None:
         return self.publisher if self.single_pc else self.subscriber
+
+
+def _nothing_due(link: _Link, now: float) -> None:
+    """Timer callback of a link built without a driver (tests of the subscription diff)."""
 
 
 class Engine:
@@ -290,12 +331,19 @@ class Engine:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._pending_requests: dict[int, asyncio.Future[None]] = {}
-        self._recovery_hint: rc.Recovery | None = None
         self._sender = rl.ReliableSender()
         self._receiver = rl.ReliableReceiver()
         self._connected = asyncio.Event()
-        self._published: dict[str, _Published] = {}
+        self._media: dict[str, _Media] = {}
         self._publishing: dict[str, asyncio.Future[pb.TrackInfo]] = {}
+        self._tracker = pu.PublishTracker()
+        self._publish_timer = DeadlineTimer(
+            self._loop, self._tracker.get_timer, self._on_publish_due
+        )
+        self._recoverer = rc.Recoverer(rc.ReconnectPolicy(), random=random.random)
+        self._recovery_timer = DeadlineTimer(
+            self._loop, self._recoverer.get_timer, self._on_recovery_due
+        )
         self.lossy_dropped = 0
         self._leave_reason: DisconnectReasonValue = pb.UNKNOWN_REASON
         # None unless someone listens: hot paths then pay one `is None` test (lkproto.asyncio.tap).
@@ -343,6 +391,18 @@ class Engine:
         """
         if self._state != ConnectionState.CONN_DISCONNECTED or self._link is not None:
             raise LocalProtocolError("already connected or connecting")
+        positive_seconds("publish_timeout_s", options.publish_timeout_s)
+        optional_positive_seconds("negotiation_timeout_s", options.negotiation_timeout_s)
+        self._publish_timer.close()
+        self._recovery_timer.close()
+        self._tracker = pu.PublishTracker(timeout_s=options.publish_timeout_s)
+        self._publish_timer = DeadlineTimer(
+            self._loop, self._tracker.get_timer, self._on_publish_due
+        )
+        self._recoverer = rc.Recoverer(options.reconnect_policy, random=options.rng)
+        self._recovery_timer = DeadlineTimer(
+            self._loop, self._recoverer.get_timer, self._on_recovery_due
+        )
         self._tracer = Tracer.create(
             trace=options.trace, tap=options.tap, tap_file=options.tap_file
         )
@@ -400,6 +460,8 @@ class Engine:
         if self._closing and self._link is None:
             return
         self._closing = True
+        self._recoverer.cancel()
+        self._recovery_timer.rearm()
         if self._supervisor is not None and self._supervisor is not asyncio.current_task():
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError, LkError):
@@ -453,40 +515,37 @@ class Engine:
 
     async def publish_track(
         self,
-        request: pb.AddTrackRequest,
+        description: pu.TrackDescription,
         media: Any,
         *,
-        codecs: tuple[str, ...] = (),
-        on_sender: Callable[[Any], None] | None = None,
         media_factory: Callable[[], Any] | None = None,
     ) -> pb.TrackInfo:
-        """Publish ``media`` (an aiortc track whose ``id`` is ``request.cid``).
+        """Publish ``media`` (an aiortc track whose ``id`` is ``description.cid``).
 
-        AddTrackRequest → TrackPublishedResponse (10 s) → a ``sendonly`` section → re-offer, and
-        returns once the answer covering the new section is applied. ``on_sender`` gets aiortc's
-        ``RTCRtpSender`` before the first frame (also after a full reconnect), e.g. to install an
-        encoder. ``media_factory`` gives a live track again after aiortc stopped ``media``
-        (it stops a sender's track when its connection closes, i.e. on a full reconnect).
+        AddTrackRequest → TrackPublishedResponse (within ``publish_timeout_s``) → a ``sendonly``
+        section whose sender is prepared by :func:`lkproto.asyncio.publish.prepare_sender` →
+        re-offer; returns once the answer covering the new section is applied.
+        ``media_factory`` gives a live track again after aiortc stopped ``media`` (it stops a
+        sender's track when its connection closes, i.e. on a full reconnect).
 
         Raises:
             RequestRejectedError: the server refused (``NOT_ALLOWED`` for a source the token may
                 not publish, ``UNSUPPORTED_TYPE``), or ``TIMEOUT`` without an answer.
-            LocalProtocolError: not connected, or ``request.cid`` is already published.
+            LocalProtocolError: not connected, ``description.cid`` is already published, or the
+                description cannot be announced.
             ConnectError: the connection was lost while publishing.
         """
         link = self._require_link()
-        cid = request.cid
-        if not cid or cid in self._published or cid in self._publishing:
-            raise LocalProtocolError(f"track {cid!r} is already published (or has no cid)")
-        info = await self._add_track(link, request)
-        published = _Published(request, media, codecs, info)
-        published.on_sender = on_sender
-        published.media_factory = media_factory
-        self._published[cid] = published
+        cid = description.cid
+        if cid in self._media:
+            raise LocalProtocolError(f"track {cid!r} is already published")
+        info = await self._add_track(link, description)
+        self._media[cid] = _Media(description, media, media_factory)
         try:
-            await self._attach_media(link, published)
+            await self._attach_media(link, cid)
         except BaseException:
-            self._published.pop(cid, None)
+            self._media.pop(cid, None)
+            self._tracker.remove(cid)
             raise
         return info
 
@@ -496,22 +555,24 @@ class Engine:
         Raises:
             LocalProtocolError: ``cid`` is not published.
         """
-        published = self._published.pop(cid, None)
-        if published is None:
+        media = self._media.pop(cid, None)
+        if media is None:
             raise LocalProtocolError(f"track {cid!r} is not published")
+        published = self._tracker.remove(cid)
         link = self._link
-        if link is None or link.publisher is None or published.transceiver is None:
+        if link is None or link.publisher is None or media.transceiver is None:
             return
-        if (tracer := self._tracer) is not None and tracer.wants_records and published.info.sid:
+        tracer = self._tracer
+        if tracer is not None and tracer.wants_records and published and published.info.sid:
             kind = "video" if published.info.type == pb.VIDEO else "audio"
             endpoint: tuple[Direction, str, str, Any] = (
                 ">",
                 published.info.sid,
                 kind,
-                published.transceiver.sender,
+                media.transceiver.sender,
             )
             await sample_rtp(tracer, [endpoint], self._loop.time(), final=True)
-        link.publisher.stop_sending(published.transceiver)
+        link.publisher.stop_sending(media.transceiver)
         await self._negotiate(link)
 
     def set_track_muted(self, cid: str, muted: bool) -> None:
@@ -520,12 +581,15 @@ class Engine:
         Raises:
             LocalProtocolError: ``cid`` is not published.
         """
-        published = self._published.get(cid)
-        if published is None:
+        media = self._media.get(cid)
+        if media is None:
             raise LocalProtocolError(f"track {cid!r} is not published")
-        published.muted = muted
-        published.request.muted = muted
-        _set_sender_enabled(published.transceiver, not muted)
+        media.description = dataclasses.replace(media.description, muted=muted)
+        _set_sender_enabled(media.transceiver, not muted)
+        published = self._tracker.published.get(cid)
+        if published is None:
+            return  # a republish that failed: nothing to tell the server about
+        self._tracker.set_muted(cid, muted)
         link = self._link
         if link is not None:
             mute = pb.MuteTrackRequest(sid=published.info.sid, muted=muted)
@@ -534,13 +598,14 @@ class Engine:
 
     def published_sender(self, cid: str) -> Any:
         """aiortc's ``RTCRtpSender`` for a published track (None before negotiation)."""
-        published = self._published.get(cid)
-        if published is None or published.transceiver is None:
+        media = self._media.get(cid)
+        if media is None or media.transceiver is None:
             return None
-        return published.transceiver.sender
+        return media.transceiver.sender
 
     def published_info(self, cid: str) -> pb.TrackInfo | None:
-        published = self._published.get(cid)
+        """The server's TrackInfo of a published track, or None."""
+        published = self._tracker.published.get(cid)
         return published.info if published is not None else None
 
     def update_subscription(self, track_sids: list[str], subscribe: bool) -> None:
@@ -556,29 +621,54 @@ class Engine:
         link.session.send(pb.SignalRequest(track_setting=settings), self._loop.time())
         self._pump(link)
 
-    async def _add_track(self, link: _Link, request: pb.AddTrackRequest) -> pb.TrackInfo:
+    async def _add_track(self, link: _Link, description: pu.TrackDescription) -> pb.TrackInfo:
+        """Send the AddTrackRequest and wait for the tracker's verdict (its deadline included)."""
+        request = self._tracker.request(description, self._loop.time())
         fut: asyncio.Future[pb.TrackInfo] = self._loop.create_future()
-        self._publishing[request.cid] = fut
+        self._publishing[description.cid] = fut
         try:
             link.session.send(pb.SignalRequest(add_track=request), self._loop.time())
             self._pump(link)
-            try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                    return await fut
-            except TimeoutError as exc:
-                what = f"no track_published for {request.cid!r} within {PUBLISH_TIMEOUT_S} s"
-                raise RequestRejectedError("TIMEOUT", what) from exc
+            self._flush_publish()
+            return await fut
         finally:
-            self._publishing.pop(request.cid, None)
+            self._publishing.pop(description.cid, None)
+            if not fut.done():  # the caller was cancelled: a late answer must not publish it
+                self._tracker.cancel(description.cid)
+                self._publish_timer.rearm()
 
-    async def _attach_media(self, link: _Link, published: _Published) -> None:
+    def _flush_publish(self) -> None:
+        """Settle publish waiters from the tracker's events and re-arm its deadline."""
+        while (event := self._tracker.next_event()) is not None:
+            waiting = self._publishing.get(event.cid)
+            match event:
+                case pu.TrackPublished(info=info):
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(info)
+                case pu.PublishRefused(reason=reason, message=message):
+                    # PROTOCOL-MAP §9 Publishing step 2: NOT_ALLOWED / UNSUPPORTED_TYPE.
+                    if waiting is not None and not waiting.done():
+                        waiting.set_exception(RequestRejectedError(reason, message))
+                case pu.PublishTimedOut(cid=cid, timeout_s=timeout_s):
+                    if waiting is not None and not waiting.done():
+                        what = f"no track_published for {cid!r} within {timeout_s} s"
+                        waiting.set_exception(RequestRejectedError("TIMEOUT", what))
+                case _:
+                    assert_never(event)
+        self._publish_timer.rearm()
+
+    def _on_publish_due(self, now: float) -> None:
+        self._tracker.handle_timer(now)
+        self._flush_publish()
+
+    async def _attach_media(self, link: _Link, cid: str) -> None:
+        media = self._media[cid]
         pc = link.publisher
         if pc is None:
             raise ConnectError("no publisher peer connection")
-        published.transceiver = pc.add_send_track(published.media, codecs=published.codecs)
-        if published.on_sender is not None:
-            published.on_sender(published.transceiver.sender)
-        _set_sender_enabled(published.transceiver, not published.muted)
+        media.transceiver = pc.add_send_track(media.media, codecs=(media.description.mime_type,))
+        prepare_sender(media.transceiver.sender, media.description)
+        _set_sender_enabled(media.transceiver, not media.description.muted)
         await self._negotiate(link)
 
     async def _republish(self) -> None:
@@ -587,27 +677,26 @@ class Engine:
         link = self._link
         if link is None:
             return
-        for cid, published in list(self._published.items()):
-            old_sid = published.info.sid
-            if published.media_factory is not None and published.media.readyState != "live":
+        for old in self._tracker.take_for_republish():
+            cid = old.description.cid
+            media = self._media.get(cid)
+            if media is None:
+                continue
+            if media.factory is not None and media.media.readyState != "live":
                 # A new aiortc track has a new id, which must be the new AddTrack's cid (§9).
-                published.media = published.media_factory()
-                published.request.cid = published.media.id
-                del self._published[cid]
-                self._published[published.request.cid] = published
+                media.media = media.factory()
+                del self._media[cid]
+                cid = media.media.id
+                self._media[cid] = media
+            media.description = dataclasses.replace(old.description, cid=cid)
             try:
-                published.info = await self._add_track(link, published.request)
-                await self._attach_media(link, published)
+                info = await self._add_track(link, media.description)
+                await self._attach_media(link, cid)
             except LkError as exc:
                 _log.warning("= could not republish %s after a full reconnect: %s", cid, exc)
                 continue
             self._emit(
-                LocalTrackRepublished(
-                    cid=published.request.cid,
-                    old_sid=old_sid,
-                    info=published.info,
-                    media=published.media,
-                )
+                LocalTrackRepublished(cid=cid, old_sid=old.info.sid, info=info, media=media.media)
             )
 
     def _sync_receiving(self, link: _Link, pc: PeerConnection) -> None:
@@ -636,8 +725,7 @@ class Engine:
         """Start a full reconnect now (new join, new peer connection), as a LeaveRequest RECONNECT
         would; used for ``SIMULATE_FULL_RECONNECT``, which v1.13.5 does not handle server-side."""
         link = self._require_link()
-        self._recovery_hint = rc.Recovery.FULL_RECONNECT
-        self._signal_broke(link, rc.Recovery.FULL_RECONNECT)
+        self._trouble(link, rc.RecoveryCause.FULL_REQUESTED)
 
     async def close_signal(self) -> None:
         """Close the signalling socket cleanly (WebSocket close), keeping the peer connection.
@@ -715,7 +803,8 @@ class Engine:
         opts = self._opts
         token = self.refresh_token if full else self._token
         single = opts.single_peer_connection is not False
-        transport: SignalTransport | None = None
+        opener = opts.transport_factory or open_transport
+        transport: Transport | None = None
         request = join_request(
             info=self._client_info(),
             auto_subscribe=opts.auto_subscribe,
@@ -724,7 +813,7 @@ class Engine:
         if single:
             url = signal_url_v1(self._url, wrap_join_request(request))
             try:
-                transport = await SignalTransport.open(url, token, timeout=opts.connect_timeout_s)
+                transport = await opener(url, token, opts.connect_timeout_s)
             except JoinRejectedError as exc:
                 if opts.single_peer_connection is True or not is_missing_v1_route(exc, url):
                     raise
@@ -732,8 +821,14 @@ class Engine:
                 single = False
         if transport is None:
             url = signal_url_v0(self._url, auto_subscribe=opts.auto_subscribe)
-            transport = await SignalTransport.open(url, token, timeout=opts.connect_timeout_s)
-        link = _Link(sg.SignalSession(join_timeout_s=opts.connect_timeout_s), single)
+            transport = await opener(url, token, opts.connect_timeout_s)
+        link = _Link(
+            sg.SignalSession(join_timeout_s=opts.connect_timeout_s),
+            single,
+            ng.Negotiator(answer_timeout_s=opts.negotiation_timeout_s),
+            self._on_signal_due,
+            self._on_negotiation_due,
+        )
         self._link = link
         self._attach(link, transport, resume=False)
         join = await link.joined
@@ -787,53 +882,87 @@ class Engine:
             await pub.wait_connected(self._opts.connect_timeout_s)
 
     async def _negotiate(self, link: _Link) -> None:
-        """Offer on the publisher (the single PC) and apply the matching answer (§2 offer ids)."""
-        pc = link.publisher
-        if pc is None:
+        """Offer on the publisher (the single PC) and wait until an answer covering everything
+        added so far is applied (PROTOCOL-MAP §2 offer ids; merging in lkproto.core.negotiation).
+
+        Raises:
+            ConnectError: the round failed (no answer in time, SDP error, connection replaced).
+        """
+        if link.publisher is None:
             return
-        if link.negotiating:
-            # The running round re-offers once more; wait until that round is answered.
-            link.renegotiate = True
-            done: asyncio.Future[None] = self._loop.create_future()
-            link.negotiated.append(done)
-            await done
-            return
-        link.negotiating = True
-        error: BaseException | None = None
-        try:
-            while True:
-                link.renegotiate = False
-                link.offer_id += 1
-                offer_id = link.offer_id
-                sdp = await pc.create_offer()
-                fut: asyncio.Future[str] = self._loop.create_future()
-                link.answers[offer_id] = fut
-                link.last_local_offer = pb.SessionDescription(type="offer", sdp=sdp, id=offer_id)
-                link.session.send_offer(sdp, offer_id, self._loop.time())
-                self._pump(link)
-                answer = await fut
-                await pc.apply_answer(answer)
-                if link.single_pc:
-                    self._sync_receiving(link, pc)
-                if not link.renegotiate:
-                    break
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            link.negotiating = False
-            waiters, link.negotiated = link.negotiated, []
-            for w in waiters:
-                if w.done():
+        ticket = link.negotiator.request(self._loop.time())
+        done: asyncio.Future[None] = self._loop.create_future()
+        link.negotiated.setdefault(ticket, []).append(done)
+        self._flush_negotiation(link)
+        await done
+
+    def _flush_negotiation(self, link: _Link) -> None:
+        """Act on the negotiator's events and re-arm its deadline."""
+        negotiator = link.negotiator
+        while (event := negotiator.next_event()) is not None:
+            match event:
+                case ng.OfferWanted():
+                    self._spawn(link, self._make_offer(link))
+                case ng.NegotiationCompleted(round=done_round):
+                    self._settle_negotiated(link, done_round, None)
+                case ng.NegotiationFailed(round=failed_round, reason=reason):
+                    _log.info("= renegotiation failed: %s", reason)
+                    error = ConnectError(f"renegotiation failed: {reason}")
+                    self._settle_negotiated(link, failed_round, error)
+                case ng.AnswerIgnored(answer_id=answer_id, awaited_id=awaited_id):
+                    _log.debug("= ignoring answer %d (awaiting %s)", answer_id, awaited_id)
+                case _:
+                    assert_never(event)
+        if link is self._link:
+            link.negotiation_timer.rearm()
+
+    def _settle_negotiated(self, link: _Link, up_to: int, error: BaseException | None) -> None:
+        for ticket in sorted(t for t in link.negotiated if t <= up_to):
+            for waiter in link.negotiated.pop(ticket):
+                if waiter.done():
                     continue
                 if error is None:
-                    w.set_result(None)
+                    waiter.set_result(None)
                 else:
-                    w.set_exception(ConnectError(f"renegotiation failed: {error!r}"))
+                    waiter.set_exception(error)
+
+    def _on_negotiation_due(self, link: _Link, now: float) -> None:
+        link.negotiator.handle_timer(now)
+        self._flush_negotiation(link)
+
+    async def _make_offer(self, link: _Link) -> None:
+        pc = link.publisher
+        try:
+            if pc is None:
+                raise ConnectError("no publisher peer connection")
+            sdp = await pc.create_offer()
+        except LkError as exc:
+            link.negotiator.failed(f"cannot create an offer: {exc}", self._loop.time())
+            self._flush_negotiation(link)
+            return
+        offer_id = link.negotiator.offer_created(sdp, self._loop.time())
+        link.session.send_offer(sdp, offer_id, self._loop.time())
+        self._pump(link)
+        self._flush_negotiation(link)
+
+    async def _apply_answer(self, link: _Link, sdp: str) -> None:
+        pc = link.publisher
+        try:
+            if pc is None:
+                raise ConnectError("no publisher peer connection")
+            await pc.apply_answer(sdp)
+        except LkError as exc:
+            link.negotiator.failed(f"cannot apply the answer: {exc}", self._loop.time())
+            self._flush_negotiation(link)
+            return
+        if link.single_pc:
+            self._sync_receiving(link, pc)
+        link.negotiator.answer_applied(self._loop.time())
+        self._flush_negotiation(link)
 
     # -- one connection's plumbing ---------------------------------------------------------
 
-    def _attach(self, link: _Link, transport: SignalTransport, *, resume: bool) -> None:
+    def _attach(self, link: _Link, transport: Transport, *, resume: bool) -> None:
         link.transport = transport
         link.session.connection_opened(self._loop.time(), resume=resume)
         outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -849,7 +978,7 @@ class Engine:
         link.tasks.add(task)
         task.add_done_callback(link.tasks.discard)
 
-    async def _reader(self, link: _Link, transport: SignalTransport) -> None:
+    async def _reader(self, link: _Link, transport: Transport) -> None:
         try:
             while True:
                 frame = await transport.recv()
@@ -863,7 +992,7 @@ class Engine:
                 link.transport = None
                 link.session.connection_lost(self._loop.time(), str(exc))
                 self._pump(link)
-                self._signal_broke(link, rc.Recovery.RESUME)
+                self._trouble(link, rc.RecoveryCause.SIGNAL_LOST)
 
     def _trace_frame(self, link: _Link, frame: bytes | str, now: float) -> None:
         """Log and tap an inbound frame, reusing the message the session just decoded."""
@@ -882,7 +1011,7 @@ class Engine:
             tracer.signal("<", msg, raw, now)
 
     async def _writer(
-        self, link: _Link, transport: SignalTransport, outbox: asyncio.Queue[bytes | None]
+        self, link: _Link, transport: Transport, outbox: asyncio.Queue[bytes | None]
     ) -> None:
         while True:
             data = await outbox.get()
@@ -918,114 +1047,117 @@ class Engine:
                 outbox.put_nowait(data)
         while (event := session.next_event()) is not None:
             self._on_signal_event(link, event)
-        deadline = session.get_timer()
-        if link.timer is not None:
-            link.timer.cancel()
-            link.timer = None
-        if deadline is not None and link is self._link:
-            link.timer = self._loop.call_at(deadline, self._on_timer, link)
+        if link is self._link:
+            link.signal_timer.rearm()
 
-    def _on_timer(self, link: _Link) -> None:
-        link.timer = None
-        link.session.handle_timer(self._loop.time())
+    def _on_signal_due(self, link: _Link, now: float) -> None:
+        link.session.handle_timer(now)
         self._pump(link)
 
     # -- signal events -----------------------------------------------------------------------
 
-    def _on_signal_event(self, link: _Link, event: sg.SignalEvent) -> None:
-        if isinstance(event, sg.Joined):
-            if not link.joined.done():
-                # The roster takes the join here, in the reader, so that a participant update
-                # already buffered behind it is never applied before it.
-                for ev in self._roster.apply_join(event.message):
+    def _on_signal_event(self, link: _Link, event: sg.AnySignalEvent) -> None:
+        now = self._loop.time()
+        match event:
+            case sg.Joined(message=join):
+                if not link.joined.done():
+                    # The roster takes the join here, in the reader, so that a participant update
+                    # already buffered behind it is never applied before it.
+                    for ev in self._roster.apply_join(join):
+                        self._emit(ev)
+                    link.joined.set_result(join)
+            case sg.Resumed(message=reconnect):
+                if link.resumed is not None and not link.resumed.done():
+                    link.resumed.set_result(reconnect)
+            case sg.JoinTimedOut():
+                err = ConnectError("the server sent no JoinResponse in time")
+                if not link.joined.done():
+                    link.joined.set_exception(err)
+                if link.resumed is not None and not link.resumed.done():
+                    link.resumed.set_exception(err)
+            case sg.AnswerReceived(sdp=sdp, answer_id=answer_id, mid_to_track_id=mapping):
+                if link.negotiator.answer_received(sdp, answer_id, now):
+                    if link.single_pc:
+                        # Single PC: downstream sections are named in the server's answers (§2).
+                        link.mid_to_track_id = dict(mapping)
+                    self._spawn(link, self._apply_answer(link, sdp))
+                self._flush_negotiation(link)
+            case sg.OfferReceived(sdp=sdp, offer_id=offer_id, mid_to_track_id=mapping):
+                link.mid_to_track_id = dict(mapping)
+                link.negotiator.remote_offer_received(sdp, offer_id)
+                self._spawn(link, self._answer_offer(link, sdp, offer_id))
+            case sg.TrickleReceived(candidate_init=candidate, target=target, final=final):
+                pc = link.publisher
+                if not link.single_pc and target == pb.SUBSCRIBER:
+                    pc = link.subscriber
+                if pc is not None:
+                    self._spawn(link, self._add_candidate(pc, candidate, final))
+            case sg.MediaSectionsRequired(num_audios=audios, num_videos=videos):
+                pc = link.publisher
+                if pc is not None:
+                    pc.add_recvonly_transceivers(audio=audios, video=videos)
+                    self._spawn(link, self._negotiate_quietly(link))
+            case sg.ParticipantsUpdated(participants=participants):
+                local_before = self._roster.local
+                for ev in self._roster.apply_participants(participants):
                     self._emit(ev)
-                link.joined.set_result(event.message)
-        elif isinstance(event, sg.Resumed):
-            if link.resumed is not None and not link.resumed.done():
-                link.resumed.set_result(event.message)
-        elif isinstance(event, sg.JoinTimedOut):
-            err = ConnectError("the server sent no JoinResponse in time")
-            if not link.joined.done():
-                link.joined.set_exception(err)
-            if link.resumed is not None and not link.resumed.done():
-                link.resumed.set_exception(err)
-        elif isinstance(event, sg.AnswerReceived):
-            link.last_remote_answer = pb.SessionDescription(
-                type="answer", sdp=event.sdp, id=event.answer_id
-            )
-            if link.single_pc:
-                # Single PC: downstream sections are named in the server's answers (§2).
-                link.mid_to_track_id = dict(event.mid_to_track_id)
-            answer = link.answers.pop(event.answer_id, None)
-            if answer is not None and not answer.done():
-                answer.set_result(event.sdp)
-        elif isinstance(event, sg.OfferReceived):
-            link.mid_to_track_id = dict(event.mid_to_track_id)
-            link.last_remote_offer = pb.SessionDescription(
-                type="offer", sdp=event.sdp, id=event.offer_id
-            )
-            self._spawn(link, self._answer_offer(link, event.sdp, event.offer_id))
-        elif isinstance(event, sg.TrickleReceived):
-            target = link.publisher
-            if not link.single_pc and event.target == pb.SUBSCRIBER:
-                target = link.subscriber
-            if target is not None:
-                self._spawn(link, self._add_candidate(target, event.candidate_init, event.final))
-        elif isinstance(event, sg.MediaSectionsRequired):
-            pc = link.publisher
-            if pc is not None:
-                pc.add_recvonly_transceivers(audio=event.num_audios, video=event.num_videos)
-                self._spawn(link, self._negotiate(link))
-        elif isinstance(event, sg.ParticipantsUpdated):
-            local_before = self._roster.local
-            for ev in self._roster.apply_participants(event.participants):
-                self._emit(ev)
-            local = self._roster.local
-            if local is not None and local is not local_before:
-                # Our own tracks produce no roster events (their codec, size and mute state
-                # arrive this way), so the room refreshes its local view from here.
-                self._emit(LocalInfoUpdated(info=local))
-        elif isinstance(event, sg.RoomUpdated):
-            for ev in self._roster.apply_room(event.room):
-                self._emit(ev)
-        elif isinstance(event, sg.MessageReceived) and event.kind == "track_published":
-            published = event.message.track_published
-            waiting = self._publishing.get(published.cid)
-            if waiting is not None and not waiting.done():
-                waiting.set_result(published.track)
-            self._emit(SignalMessageEvent(event=event))
-        elif (
-            isinstance(event, sg.RequestAnswered)
-            and event.message.WhichOneof("request") == "add_track"
-            and event.reason != pb.RequestResponse.OK
-        ):
-            # PROTOCOL-MAP §9 Publishing step 2: NOT_ALLOWED / UNSUPPORTED_TYPE for an AddTrack.
-            cid = event.message.add_track.cid
-            waiting = self._publishing.get(cid)
-            if waiting is not None and not waiting.done():
-                name = pb.RequestResponse.Reason.Name(event.reason)
-                waiting.set_exception(RequestRejectedError(name, event.message_text))
-        elif isinstance(event, sg.RequestAnswered):
-            fut2 = self._pending_requests.get(event.request_id)
-            if fut2 is not None and not fut2.done():
-                if event.reason == pb.RequestResponse.OK:
-                    fut2.set_result(None)
-                else:
-                    name = pb.RequestResponse.Reason.Name(event.reason)
-                    fut2.set_exception(RequestRejectedError(name, event.message_text))
-        elif isinstance(event, sg.RequestTimedOut):
-            fut2 = self._pending_requests.get(event.request_id)
-            if fut2 is not None and not fut2.done():
-                fut2.set_exception(RequestRejectedError("TIMEOUT", "no answer from the server"))
-        elif isinstance(event, sg.LeaveReceived):
-            self._on_leave(link, event)
-        elif isinstance(event, sg.SignalLost):
-            if link.transport is not None:
-                link.transport.abort()
-        elif isinstance(event, sg.ProtocolViolated):
-            _log.warning("= ignoring a malformed signal frame: %s", event.error)
-        else:
-            self._emit(SignalMessageEvent(event=event))
+                local = self._roster.local
+                if local is not None and local is not local_before:
+                    # Our own tracks produce no roster events (their codec, size and mute state
+                    # arrive this way), so the room refreshes its local view from here.
+                    self._emit(LocalInfoUpdated(info=local))
+            case sg.RoomUpdated(room=room):
+                for ev in self._roster.apply_room(room):
+                    self._emit(ev)
+            case sg.MessageReceived(kind="track_published", message=message):
+                self._tracker.track_published(message.track_published, now)
+                self._flush_publish()
+                self._emit(SignalMessageEvent(event=event))
+            case sg.RequestAnswered(request_id=request_id, reason=reason, message=rr):
+                name = pb.RequestResponse.Reason.Name(reason)
+                if rr.WhichOneof("request") == "add_track" and reason != pb.RequestResponse.OK:
+                    # PROTOCOL-MAP §9 Publishing step 2: NOT_ALLOWED / UNSUPPORTED_TYPE.
+                    self._tracker.request_refused(rr.add_track.cid, name, event.message_text, now)
+                    self._flush_publish()
+                    return
+                waiting = self._pending_requests.get(request_id)
+                if waiting is not None and not waiting.done():
+                    if reason == pb.RequestResponse.OK:
+                        waiting.set_result(None)
+                    else:
+                        waiting.set_exception(RequestRejectedError(name, event.message_text))
+            case sg.RequestTimedOut(request_id=request_id):
+                waiting = self._pending_requests.get(request_id)
+                if waiting is not None and not waiting.done():
+                    waiting.set_exception(
+                        RequestRejectedError("TIMEOUT", "no answer from the server")
+                    )
+            case sg.RequestDropped(kind=kind):
+                if kind == "offer":
+                    # The socket went down between creating and sending the offer: its answer
+                    # will never come. Fail the round now instead of at its deadline, and offer
+                    # again once the session is back (see _resume).
+                    link.offer_dropped = True
+                    link.negotiator.failed("the signal connection was down", now)
+                    self._flush_negotiation(link)
+                self._emit(SignalMessageEvent(event=event))
+            case sg.LeaveReceived():
+                self._on_leave(link, event)
+            case sg.SignalLost():
+                if link.transport is not None:
+                    link.transport.abort()  # the reader sees the socket end and reports it
+            case sg.ProtocolViolated(error=error):
+                _log.warning("= ignoring a malformed signal frame: %s", error)
+            case (
+                sg.PongReceived()
+                | sg.TokenRefreshed()
+                | sg.SpeakersChanged()
+                | sg.ConnectionQualityChanged()
+                | sg.MessageReceived()
+            ):
+                self._emit(SignalMessageEvent(event=event))
+            case _:
+                assert_never(event)
 
     def _on_leave(self, link: _Link, event: sg.LeaveReceived) -> None:
         self._leave_reason = event.reason
@@ -1040,22 +1172,14 @@ class Engine:
                 )
             )
             return
-        recovery = rc.choose_recovery(
-            signal_ok=False,
-            peer_ok=True,
-            leave_action=event.action,
-            resume_refused=False,
-            resume_disabled=not link.single_pc,
-        )
-        if recovery == rc.Recovery.GIVE_UP:
-            self._spawn_supervisor(self._disconnect_from_server(event.reason))
-        else:
-            self._signal_broke(link, recovery)
+        self._trouble(link, rc.RecoveryCause.LEAVE, leave_action=event.action)
 
-    async def _disconnect_from_server(self, reason: DisconnectReasonValue) -> None:
-        self._closing = True
-        await self._teardown()
-        self._finish(reason)
+    async def _negotiate_quietly(self, link: _Link) -> None:
+        """A renegotiation nobody waits for (the server asked for sections): log a failure."""
+        try:
+            await self._negotiate(link)
+        except ConnectError as exc:
+            _log.info("= renegotiation for the server's media sections failed: %s", exc)
 
     async def _answer_offer(self, link: _Link, sdp: str, offer_id: int) -> None:
         pc = link.subscriber if not link.single_pc else link.publisher
@@ -1063,7 +1187,7 @@ class Engine:
             return
         answer = await pc.apply_offer(sdp)
         self._sync_receiving(link, pc)
-        link.last_local_answer = pb.SessionDescription(type="answer", sdp=answer, id=offer_id)
+        link.negotiator.local_answer_sent(answer, offer_id)
         link.session.send_answer(answer, offer_id, self._loop.time())
         self._pump(link)
 
@@ -1098,90 +1222,112 @@ class Engine:
         if link is None or self._closing:
             return
         if state == PeerState.FAILED and self._state == ConnectionState.CONN_CONNECTED:
-            # aiortc cannot ICE-restart (PROTOCOL-MAP §14): a failed PC means a full reconnect.
-            self._signal_broke(link, rc.Recovery.FULL_RECONNECT)
+            self._trouble(link, rc.RecoveryCause.PEER_FAILED)
 
-    # -- recovery ----------------------------------------------------------------------------
+    # -- recovery (decisions in lkproto.core.reconnect.Recoverer) -------------------------------
 
-    def _signal_broke(self, link: _Link, hint: rc.Recovery) -> None:
-        if (
-            self._closing
-            or link is not self._link
-            or self._state == ConnectionState.CONN_DISCONNECTED
-        ):
-            return
-        if self._recovery_hint != rc.Recovery.FULL_RECONNECT:
-            self._recovery_hint = hint
-        if self._supervisor is None or self._supervisor.done():
-            self._spawn_supervisor(self._recover())
+    def _trouble(
+        self, link: _Link, cause: rc.RecoveryCause, *, leave_action: int | None = None
+    ) -> None:
+        """Report a trouble of the current connection to the recoverer."""
+        if self._closing or link is not self._link:
+            return  # a connection being replaced or closed reports nothing any more
+        wanted = rc.recovery_for(cause, leave_action=leave_action)
+        if self._state == ConnectionState.CONN_DISCONNECTED and wanted is not rc.Recovery.GIVE_UP:
+            return  # still joining: connect() fails or times out by itself
+        self._recoverer.resume_supported = link.single_pc
+        self._recoverer.trouble(cause, self._loop.time(), leave_action=leave_action)
+        self._flush_recovery()
 
-    def _spawn_supervisor(self, coro: object) -> None:
-        self._supervisor = self._loop.create_task(coro)  # type: ignore[arg-type]
-
-    async def _recover(self) -> None:
-        policy = self._opts.reconnect_policy
-        self._set_state(ConnectionState.CONN_RECONNECTING)
-        self._sender.suspend()
-        self._emit(EngineReconnecting(full=self._recovery_hint == rc.Recovery.FULL_RECONNECT))
-        attempt = 0
-        while not self._closing:
-            delay = policy.next_delay(attempt, random=self._opts.rng())
-            if delay is None:
-                break
-            await asyncio.sleep(delay)
-            attempt += 1
-            link = self._link
-            single = link.single_pc if link is not None else True
-            peer_ok = (
-                link is not None
-                and link.primary is not None
-                and link.primary.connection_state == PeerState.CONNECTED
-            )
-            hint = self._recovery_hint or rc.Recovery.RESUME
-            want_full = hint == rc.Recovery.FULL_RECONNECT or not peer_ok or not single
-            try:
-                if not want_full and link is not None:
-                    async with asyncio.timeout(self._opts.connect_timeout_s):
-                        await self._resume(link)
-                else:
-                    self._recovery_hint = rc.Recovery.FULL_RECONNECT
-                    await self._teardown_link()
-                    # A new session numbers from 1 again; what was in flight is gone (as in JS).
-                    self._sender.reset()
+    def _flush_recovery(self) -> None:
+        """Act on the recoverer's events and re-arm its deadline."""
+        while (event := self._recoverer.next_event()) is not None:
+            match event:
+                case rc.RecoveryStarted(full=full):
+                    self._set_state(ConnectionState.CONN_RECONNECTING)
                     self._sender.suspend()
-                    async with asyncio.timeout(self._opts.connect_timeout_s):
-                        await self._join(full=True)
-                    self._resend(self._sender.resume(0))
-                    await self._republish()
-            except _ResumeRefused:
-                _log.info("= resume refused; next attempt is a full reconnect")
-                self._recovery_hint = rc.Recovery.FULL_RECONNECT
-                continue
-            except (LkError, TimeoutError, OSError) as exc:
-                _log.info("= reconnect attempt %d failed: %s", attempt, exc)
-                if isinstance(exc, JoinRejectedError) and exc.status in (401, 403, 404):
-                    break
-                continue
-            current = self._link
-            if (
-                current is None
-                or current.transport is None
-                or (current.session.state != sg.SignalState.CONNECTED)
-            ):
-                # The signal dropped again while we were finishing (e.g. the server closed the
-                # socket right after the reconnect response): that attempt did not succeed.
-                _log.info("= signal lost again during reconnect attempt %d", attempt)
-                continue
-            full = self._recovery_hint == rc.Recovery.FULL_RECONNECT
-            self._recovery_hint = None
-            self._set_state(ConnectionState.CONN_CONNECTED)
-            self._emit(EngineReconnected(full=full))
+                    self._emit(EngineReconnecting(full=full))
+                case rc.AttemptDue(number=number):
+                    self._supervisor = self._loop.create_task(self._attempt(number))
+                case rc.Recovered(full=full):
+                    self._set_state(ConnectionState.CONN_CONNECTED)
+                    self._emit(EngineReconnected(full=full))
+                case rc.GaveUp(reason=why):
+                    _log.info("= giving up: %s", why)
+                    # From here on the session is over: later troubles (the socket closing
+                    # after the server's leave) must not start a recovery.
+                    self._closing = True
+                    previous = self._supervisor
+                    self._supervisor = self._loop.create_task(self._give_up(previous))
+                case _:
+                    assert_never(event)
+        self._recovery_timer.rearm()
+
+    def _on_recovery_due(self, now: float) -> None:
+        if self._closing:
             return
-        if not self._closing:
-            self._closing = True
-            await self._teardown()
-            reason = self._leave_reason or pb.CONNECTION_TIMEOUT
-            self._finish(reason)
+        self._recoverer.handle_timer(now)
+        self._flush_recovery()
+
+    async def _attempt(self, number: int) -> None:
+        """Run one recovery attempt of the kind the recoverer chooses and report the outcome."""
+        link = self._link
+        peer_usable = (
+            link is not None
+            and link.primary is not None
+            and link.primary.connection_state == PeerState.CONNECTED
+        )
+        kind = self._recoverer.attempt_kind(peer_usable=peer_usable)
+        cause: rc.RecoveryCause | None = None
+        status: int | None = None
+        ok = False
+        try:
+            if kind is rc.Recovery.RESUME and link is not None:
+                async with asyncio.timeout(self._opts.connect_timeout_s):
+                    await self._resume(link)
+            else:
+                await self._teardown_link()
+                # A new session numbers from 1 again; what was in flight is gone (as in JS).
+                self._sender.reset()
+                self._sender.suspend()
+                async with asyncio.timeout(self._opts.connect_timeout_s):
+                    await self._join(full=True)
+                self._resend(self._sender.resume(0))
+                await self._republish()
+            current = self._link
+            # The signal may have dropped again while we were finishing (e.g. the server closed
+            # the socket right after the reconnect response): that attempt did not succeed.
+            ok = (
+                current is not None
+                and current.transport is not None
+                and current.session.state == sg.SignalState.CONNECTED
+            )
+            if not ok:
+                _log.info("= signal lost again during reconnect attempt %d", number)
+        except _ResumeRefused:
+            _log.info("= resume refused; next attempt is a full reconnect")
+            cause = rc.RecoveryCause.RESUME_REFUSED
+        except (LkError, TimeoutError, OSError) as exc:
+            _log.info("= reconnect attempt %d failed: %s", number, exc)
+            if isinstance(exc, JoinRejectedError):
+                status = exc.status
+        if self._closing or self._recoverer.state is not rc.RecoveryState.ATTEMPTING:
+            return  # disconnected meanwhile, or the server ended the session
+        now = self._loop.time()
+        if ok:
+            self._recoverer.attempt_succeeded(now)
+        else:
+            self._recoverer.attempt_failed(now, cause=cause, status=status)
+        self._flush_recovery()
+
+    async def _give_up(self, attempt: asyncio.Task[None] | None) -> None:
+        self._closing = True
+        if attempt is not None and attempt is not asyncio.current_task():
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LkError):
+                await attempt
+        await self._teardown()
+        self._finish(self._leave_reason or pb.CONNECTION_TIMEOUT)
 
     async def _resume(self, link: _Link) -> None:
         """Signal-only resume on /rtc/v1 keeping the peer connection (PROTOCOL-MAP §10, §16)."""
@@ -1195,9 +1341,8 @@ class Engine:
             participant_sid=session.participant_sid or "",
         )
         url = signal_url_v1(self._url, wrap_join_request(request))
-        transport = await SignalTransport.open(
-            url, self.refresh_token, timeout=self._opts.connect_timeout_s
-        )
+        opener = self._opts.transport_factory or open_transport
+        transport = await opener(url, self.refresh_token, self._opts.connect_timeout_s)
         link.resumed = self._loop.create_future()
         self._attach(link, transport, resume=True)
         try:
@@ -1215,6 +1360,9 @@ class Engine:
         # Resend reliable packets the server did not get, before anything new (PROTOCOL-MAP §10).
         last = resumed.last_message_seq if resumed is not None else 0
         self._resend(self._sender.resume(last))
+        if link.offer_dropped:
+            link.offer_dropped = False
+            self._spawn(link, self._negotiate_quietly(link))
 
     def _resend(self, packets: list[bytes]) -> None:
         link = self._link
@@ -1226,13 +1374,14 @@ class Engine:
 
     def _sync_state(self, link: _Link) -> pb.SyncState:
         sync = pb.SyncState()
-        if link.last_remote_answer is not None:
-            sync.answer.CopyFrom(link.last_remote_answer)
-        if link.last_local_offer is not None:
-            sync.offer.CopyFrom(link.last_local_offer)
+        # PROTOCOL-MAP §10 Resume step 3 (single PC): the last answer applied and our last offer.
+        negotiator = link.negotiator
+        if negotiator.last_remote_answer is not None:
+            sync.answer.CopyFrom(negotiator.last_remote_answer)
+        if negotiator.last_local_offer is not None:
+            sync.offer.CopyFrom(negotiator.last_local_offer)
         sync.subscription.subscribe = not self._opts.auto_subscribe
-        for published in self._published.values():
-            sync.publish_tracks.add(cid=published.request.cid, track=published.info)
+        sync.publish_tracks.extend(self._tracker.sync_tracks())
         pc = link.publisher
         if pc is not None:
             for label, channel_id in pc.channel_ids().items():
@@ -1251,20 +1400,24 @@ class Engine:
         for pending in self._pending_requests.values():
             if not pending.done():
                 pending.set_exception(ConnectError("the connection was replaced before the answer"))
-        if link.timer is not None:
-            link.timer.cancel()
+        link.signal_timer.close()
+        link.negotiation_timer.close()
         outbox, link.outbox = link.outbox, None
         if outbox is not None:
             outbox.put_nowait(None)
-        for fut in (link.joined, link.resumed, *link.answers.values()):
+        for fut in (link.joined, link.resumed):
             if fut is not None and not fut.done():
                 fut.cancel()
+        # Renegotiations of this connection can no longer complete.
+        self._settle_negotiated(
+            link, max(link.negotiated, default=0), ConnectError("the connection was replaced")
+        )
         transport, link.transport = link.transport, None
         receiving, link.receiving = link.receiving, {}
         for mid, (sid, _) in receiving.items():
             self._emit(MediaTrackEnded(sid=sid, mid=mid))
-        for published in self._published.values():
-            published.transceiver = None
+        for media in self._media.values():
+            media.transceiver = None
         current = asyncio.current_task()
         tasks = [t for t in link.tasks if t is not current]
         for t in tasks:
@@ -1282,6 +1435,8 @@ class Engine:
 
     async def _teardown(self) -> None:
         await self._teardown_link()
+        self._recoverer.cancel()
+        self._recovery_timer.rearm()
         self._close_tracer()  # flushes the tap file: every path to disconnected passes here
         for fut in self._pending_requests.values():
             if not fut.done():
@@ -1319,14 +1474,16 @@ class Engine:
     def _rtp_endpoints(self, link: _Link) -> list[tuple[Direction, str, str, Any]]:
         """(direction, track SID, kind, aiortc sender/receiver) of every track with media."""
         out: list[tuple[Direction, str, str, Any]] = []
-        for published in self._published.values():
-            if published.transceiver is not None and published.info.sid:
-                kind = "video" if published.info.type == pb.VIDEO else "audio"
-                out.append((">", published.info.sid, kind, published.transceiver.sender))
+        for cid, media in self._media.items():
+            published = self._tracker.published.get(cid)
+            if media.transceiver is not None and published is not None and published.info.sid:
+                out.append(
+                    (">", published.info.sid, media.description.kind, media.transceiver.sender)
+                )
         receivers: dict[str, Any] = {}
         for pc in (link.publisher, link.subscriber):
             if pc is not None:
-                receivers.update(receivers_by_mid(pc))
+                receivers.update(pc.receivers())
         for mid, (sid, track) in link.receiving.items():
             if mid in receivers:
                 out.append(("<", sid, str(track.kind), receivers[mid]))

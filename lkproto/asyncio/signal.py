@@ -3,12 +3,17 @@
 No protocol decisions live here (those are in :mod:`lkproto.core.signal`); this module only moves
 frames. The token goes in an ``Authorization: Bearer`` header, as the Rust SDK sends it
 (PROTOCOL-MAP §1 URLs and routes), so it never appears in URLs that end up in logs.
+
+The engine sees a socket only through the :class:`Transport` protocol and obtains one from a
+:data:`TransportFactory` (:func:`open_transport` by default), so tests can put an in-memory signal
+peer (:mod:`lkproto.testing.signal_peer`) in place of the network.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, Protocol, TypeAlias
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
@@ -22,7 +27,15 @@ from lkproto import __version__
 from lkproto.errors import ConnectError, JoinRejectedError
 from lkproto.wire import rejection_error
 
-__all__ = ["DEFAULT_OPEN_TIMEOUT_S", "SignalClosed", "SignalTransport", "is_missing_v1_route"]
+__all__ = [
+    "DEFAULT_OPEN_TIMEOUT_S",
+    "SignalClosed",
+    "SignalTransport",
+    "Transport",
+    "TransportFactory",
+    "is_missing_v1_route",
+    "open_transport",
+]
 
 # JS waits 15 s for the whole WebSocket connect (PROTOCOL-MAP §1 Framing).
 DEFAULT_OPEN_TIMEOUT_S: Final = 15.0
@@ -42,6 +55,33 @@ def is_missing_v1_route(error: JoinRejectedError, url: str) -> bool:
     "requested room does not exist".
     """
     return error.status == 404 and "/rtc/v1" in url and "room does not exist" not in error.body
+
+
+class Transport(Protocol):
+    """What the engine needs from one open signalling connection."""
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary frame; raises :class:`SignalClosed` once the connection is gone."""
+
+    async def recv(self) -> bytes | str:
+        """Receive one frame; raises :class:`SignalClosed` once the connection is gone."""
+
+    async def close(self) -> None:
+        """Close cleanly (idempotent, never raises, bounded in time)."""
+
+    def abort(self) -> None:
+        """Drop the connection at once, as a network failure would."""
+
+
+TransportFactory: TypeAlias = Callable[[str, str, float], Awaitable[Transport]]
+"""``(url, token, timeout_s) -> Transport``: opens one signalling connection.
+
+Raises the errors :meth:`SignalTransport.open` documents (JoinRejectedError, ConnectError)."""
+
+
+async def open_transport(url: str, token: str, timeout: float) -> Transport:  # noqa: ASYNC109
+    """The default :data:`TransportFactory`: a WebSocket through :meth:`SignalTransport.open`."""
+    return await SignalTransport.open(url, token, timeout=timeout)
 
 
 class SignalTransport:

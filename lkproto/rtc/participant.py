@@ -17,10 +17,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lkproto.asyncio.audio import DEFAULT_OPUS_BITRATE, install_opus_encoder
 from lkproto.asyncio.streams import StreamSender, StreamSendError, recipients_form
-from lkproto.asyncio.video import install_video_encoder
 from lkproto.core import streams as cs
+from lkproto.core.publish import TrackDescription
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
 from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
 from lkproto.rtc import events as ev
@@ -34,7 +33,6 @@ from lkproto.rtc.data_stream import (
 )
 from lkproto.rtc.track import (
     LocalTrack,
-    LocalVideoTrack,
     RemoteTrack,
     TrackKind,
     TrackPublishOptions,
@@ -481,14 +479,9 @@ class LocalParticipant(Participant):
         opts = options or TrackPublishOptions()
         if track._engine is not None:
             raise LocalProtocolError(f"{track!r} is already published")
-        request, codecs = _add_track_request(track, opts)
-        on_sender = _sender_setup(track, opts, codecs[0])
+        description = _track_description(track, opts)
         info = await self._engine.publish_track(
-            request,
-            track._media,
-            codecs=codecs,
-            on_sender=on_sender,
-            media_factory=track.source._media_track,
+            description, track._media, media_factory=track.source._media_track
         )
         track._published(self._engine, info)
         # A snapshot of ourselves may already name the codec (it raced the negotiation).
@@ -933,40 +926,29 @@ def _byte_info(
 
 # PROTOCOL-MAP §9 Codecs: the MIME names aiortc knows for the official VideoCodec values.
 _VIDEO_MIME = {VideoCodec.VP8: "video/VP8", VideoCodec.H264: "video/H264"}
-# The official SDKs' default camera bitrate for a single 640x480-ish layer is in this range;
-# aiortc's VP8 encoder starts at 500 kbps and follows REMB. Used only for the announced layer.
-_DEFAULT_VIDEO_BITRATE = 1_700_000
 
 
-def _add_track_request(
-    track: LocalTrack, opts: TrackPublishOptions
-) -> tuple[pb.AddTrackRequest, tuple[str, ...]]:
-    """The AddTrackRequest aiortc can honour, and the codec preference for its section."""
-    is_video = track.kind == TrackKind.KIND_VIDEO
-    request = pb.AddTrackRequest(
-        cid=track.cid,
-        name=track.name,
-        type=pb.VIDEO if is_video else pb.AUDIO,
-        source=int(opts.source),  # type: ignore[arg-type]
-        muted=track.muted,
-        # aiortc sends neither RED nor DTX (PROTOCOL-MAP §14): say so, whatever was asked.
-        disable_red=True,
-        disable_dtx=True,
-    )
-    if opts.stream:
-        request.stream = opts.stream
+def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDescription:
+    """The public publish options as the plain description lkproto.core.publish announces (and
+    lkproto.asyncio.publish prepares the sender from)."""
     if opts.simulcast or opts.red or opts.dtx:
         logging.getLogger("lkproto.media").info(
             "= aiortc has no simulcast/RED/DTX; publishing %s single-layer without them", track
         )
-    if not is_video:
-        request.audio_features.append(pb.TF_NO_DTX)
+    if track.kind != TrackKind.KIND_VIDEO:
         channels = int(getattr(track.source, "num_channels", 1))
-        if channels == 2:
-            request.audio_features.append(pb.TF_STEREO)
-        if opts.preconnect_buffer:
-            request.audio_features.append(pb.TF_PRECONNECT_BUFFER)
-        return request, ("audio/opus",)
+        return TrackDescription(
+            cid=track.cid,
+            name=track.name,
+            kind="audio",
+            source=int(opts.source),
+            mime_type="audio/opus",
+            muted=track.muted,
+            stream=opts.stream or "",
+            max_bitrate_bps=opts.audio_encoding.max_bitrate if opts.audio_encoding else 0,
+            stereo=channels == 2,
+            preconnect_buffer=bool(opts.preconnect_buffer),
+        )
     encoded = getattr(track.source, "codec", None)
     if isinstance(encoded, str):
         # A pre-encoded source decides the codec: the section must negotiate exactly it.
@@ -974,54 +956,18 @@ def _add_track_request(
     elif opts.video_codec in (VideoCodec.VP8, VideoCodec.H264):
         mime = _VIDEO_MIME[VideoCodec(opts.video_codec)]
     else:
-        mime = None
-    if mime is None:
         raise LocalProtocolError(
             f"aiortc can publish VP8 or H264 only, not {VideoCodec(opts.video_codec).name}"
         )
-    width = int(getattr(track.source, "width", 0))
-    height = int(getattr(track.source, "height", 0))
-    request.width, request.height = width, height
-    bitrate = opts.video_encoding.max_bitrate if opts.video_encoding else 0
-    layer = pb.VideoLayer(
-        quality=pb.HIGH, width=width, height=height, bitrate=bitrate or _DEFAULT_VIDEO_BITRATE
+    return TrackDescription(
+        cid=track.cid,
+        name=track.name,
+        kind="video",
+        source=int(opts.source),
+        mime_type=mime,
+        muted=track.muted,
+        stream=opts.stream or "",
+        width=int(getattr(track.source, "width", 0)),
+        height=int(getattr(track.source, "height", 0)),
+        max_bitrate_bps=opts.video_encoding.max_bitrate if opts.video_encoding else 0,
     )
-    request.layers.append(layer)
-    codec = request.simulcast_codecs.add(codec=mime.split("/")[1].lower(), cid=track.cid)
-    codec.layers.append(layer)
-    return request, (mime,)
-
-
-def _sender_setup(
-    track: LocalTrack, opts: TrackPublishOptions, mime: str
-) -> Callable[[object], None]:
-    """What to do to aiortc's sender before its first frame: our Opus encoder for audio; for
-    video the keyframe hook of a pre-encoded source, else the encoder's start bitrate. ``mime``
-    is the codec :func:`_add_track_request` chose for the section."""
-    if isinstance(track, LocalVideoTrack):
-        max_bitrate = opts.video_encoding.max_bitrate if opts.video_encoding else 0
-
-        def video_setup(sender: object) -> None:
-            # Pre-encoded sources hear the server's keyframe requests through their sender.
-            bind_sender = getattr(getattr(sender, "track", None), "bind_sender", None)
-            if bind_sender is not None:
-                bind_sender(sender)
-            elif max_bitrate:
-                install_video_encoder(
-                    sender,  # type: ignore[arg-type]
-                    mime_type=mime,
-                    bitrate=max_bitrate,
-                )
-
-        return video_setup
-    channels = int(getattr(track.source, "num_channels", 1))
-    bitrate = opts.audio_encoding.max_bitrate if opts.audio_encoding else 0
-
-    def setup(sender: object) -> None:
-        install_opus_encoder(
-            sender,  # type: ignore[arg-type]
-            channels=1 if channels == 1 else 2,
-            bitrate=bitrate or DEFAULT_OPUS_BITRATE,
-        )
-
-    return setup

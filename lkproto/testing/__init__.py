@@ -5,12 +5,15 @@ Everything here needs only the standard library, so it imports without the ``rtc
 - :class:`LocalServer` starts a pinned livekit-server bound to 127.0.0.1.
 - :func:`ensure_livekit_server` builds and caches that server with ``go install``.
 - :func:`scaled` stretches test timings by ``$LKPROTO_TEST_TIME_SCALE``.
+- :class:`SignalPeer` (needs the ``rtc`` extra, imported on first use) is an in-memory signal
+  server an Engine or a Room can connect to without a network
+  (:mod:`lkproto.testing.signal_peer`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from lkproto.core.durations import positive_seconds
 from lkproto.errors import LocalProtocolError
@@ -30,12 +33,17 @@ from lkproto.testing.server import (
     server_config,
 )
 
+if TYPE_CHECKING:
+    from lkproto.testing.signal_peer import SignalConnection, SignalPeer
+
 __all__ = [
     "DEFAULT_LIVEKIT_SERVER_VERSION",
     "DEMO_API_KEY",
     "DEMO_API_SECRET",
     "TIME_SCALE_ENV",
     "LocalServer",
+    "SignalConnection",
+    "SignalPeer",
     "binary_path",
     "deep_merge",
     "default_cache_dir",
@@ -78,3 +86,12 @@ def scaled(seconds: float) -> float:
         ``seconds * time_scale()``.
     """
     return seconds * time_scale()
+
+
+def __getattr__(name: str) -> Any:
+    # The signal peer needs aiortc (the rtc extra); the rest of the kit only the standard library.
+    if name in ("SignalPeer", "SignalConnection"):
+        from lkproto.testing import signal_peer
+
+        return getattr(signal_peer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

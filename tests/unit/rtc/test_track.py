@@ -10,12 +10,22 @@ import pytest
 
 from lkproto import rtc
 from lkproto.asyncio import engine as en
+from lkproto.asyncio import publish as asyncio_publish
 from lkproto.core import signal as sg
+from lkproto.core.publish import build_add_track_request
 from lkproto.errors import LocalProtocolError, UnsupportedFeatureError
-from lkproto.rtc import _options, participant
-from lkproto.rtc.participant import _add_track_request
+from lkproto.rtc import _options
+from lkproto.rtc.participant import _track_description
 from lkproto.rtc.track import kind_from_wire
 from lkproto.wire import pb
+
+
+def _add_track_request(
+    track: rtc.LocalTrack, options: rtc.TrackPublishOptions
+) -> tuple[pb.AddTrackRequest, tuple[str, ...]]:
+    """What publish_track announces for ``track`` (rtc describes it, core builds the request)."""
+    description = _track_description(track, options)
+    return build_add_track_request(description), (description.mime_type,)
 
 
 @dataclass
@@ -253,17 +263,17 @@ def test_source_stream_and_preconnect_buffer_are_announced() -> None:
 def test_encodings_reach_the_senders(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[str, int]] = []
     monkeypatch.setattr(
-        participant,
+        asyncio_publish,
         "install_opus_encoder",
         lambda sender, *, channels, bitrate: seen.append(("audio", bitrate)),
     )
     monkeypatch.setattr(
-        participant,
+        asyncio_publish,
         "install_video_encoder",
         lambda sender, *, mime_type, bitrate: seen.append((mime_type, bitrate)),
     )
     audio = rtc.TrackPublishOptions(audio_encoding=rtc.AudioEncoding(max_bitrate=24_000))
-    participant._sender_setup(audio_track(), audio, "audio/opus")(object())
+    asyncio_publish.prepare_sender(object(), _track_description(audio_track(), audio))
     video = rtc.TrackPublishOptions(video_encoding=rtc.VideoEncoding(max_bitrate=800_000))
-    participant._sender_setup(video_track(), video, "video/VP8")(object())
+    asyncio_publish.prepare_sender(object(), _track_description(video_track(), video))
     assert seen == [("audio", 24_000), ("video/VP8", 800_000)]
