@@ -4,7 +4,8 @@ PROTOCOL-MAP §8 "Topics and stream attributes": typed user input to agents, and
 text streams on ``lk.chat`` (``AG:livekit-agents/livekit/agents/types.py (TOPIC_CHAT)``; the
 framework's ``RoomIO._on_chat_text_stream`` reads each stream whole and takes the sender identity
 from the stream). A :class:`ChatMessage` is one such stream: its id is the stream id, its time the
-header timestamp, as components-js shows it.
+header timestamp, as components-js shows it. :class:`ChatMessage` is ``lkproto.rtc.ChatMessage``
+(one type for chat packets and chat streams), re-exported here.
 
 A room takes one text handler per topic (registering a second raises ``ValueError``, PROTOCOL-MAP
 §5 Receiver rules), but an :class:`~lkproto.agents.AgentSession`, :func:`on_chat` and an
@@ -21,33 +22,15 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from lkproto.core.agent import TOPIC_CHAT
 from lkproto.rtc.data_stream import StreamError, TextStreamInfo, TextStreamReader
-from lkproto.rtc.room import Room
+from lkproto.rtc.room import ChatMessage, Room
 
 __all__ = ["ChatMessage", "TextListener", "listen_text", "on_chat", "send_chat"]
 
 _log = logging.getLogger("lkproto.agents")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChatMessage:
-    """One chat message: a whole ``lk.chat`` text stream.
-
-    Attributes:
-        id: the stream id.
-        text: the stream's text.
-        sender_identity: the header's sender identity.
-        timestamp_ms: the header's timestamp (sender's clock, ms since the epoch).
-    """
-
-    id: str
-    text: str
-    sender_identity: str
-    timestamp_ms: int
 
 
 class TextListener(Protocol):
@@ -176,9 +159,9 @@ class _ChatCollector:
         self._handler(
             ChatMessage(
                 id=stream_id,
-                text="".join(parts),
+                message="".join(parts),
                 sender_identity=sender,
-                timestamp_ms=info.timestamp,
+                timestamp=info.timestamp,
             )
         )
 
@@ -219,7 +202,7 @@ async def send_chat(
     )
     return ChatMessage(
         id=info.stream_id,
-        text=text,
+        message=text,
         sender_identity=room.local_participant.identity,
-        timestamp_ms=info.timestamp,
+        timestamp=info.timestamp,
     )

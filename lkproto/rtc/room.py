@@ -230,13 +230,28 @@ class TranscriptionSegment:
     final: bool
 
 
-@dataclass
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChatMessage:
-    """A legacy ``ChatMessage`` packet (text streams on ``lk.chat`` replace it)."""
+    """One chat message, the one type for both ways chat travels (lkproto's; JS ``ChatMessage``).
+
+    A ``chat_message`` packet (legacy, ``RoomEvent.ChatMessage`` in JS) fills every field; an
+    ``lk.chat`` text stream (:mod:`lkproto.agents.chat`, PROTOCOL-MAP §8) is one message whose
+    id is the stream id and whose timestamp is the header's.
+
+    Attributes:
+        id: the message id (the stream id for ``lk.chat``).
+        timestamp: sender's clock, ms since the epoch.
+        message: the text.
+        sender_identity: who sent it ("" when unknown, e.g. a server-sent packet).
+        edit_timestamp: when it was last edited (packets only).
+        deleted: the sender deleted it (packets only).
+        generated: produced by an agent rather than typed (packets only).
+    """
 
     id: str
     timestamp: int
     message: str
+    sender_identity: str = ""
     edit_timestamp: int | None = None
     deleted: bool = False
     generated: bool = False
@@ -921,6 +936,7 @@ class Room(EventEmitter[ev.EventTypes]):
                         id=msg.id,
                         timestamp=msg.timestamp,
                         message=msg.message,
+                        sender_identity=packet.participant_identity,
                         edit_timestamp=msg.edit_timestamp
                         if msg.HasField("edit_timestamp")
                         else None,

@@ -153,7 +153,7 @@ async def test_frontend_follows_an_official_agent(livekit_server: LocalServer) -
         assert sent.sender_identity == "user"
         await agent.local_participant.send_text("hello user", topic=agents.TOPIC_CHAT)
         await wait_for(lambda: chats, STATE_TIMEOUT_S, "chat at the frontend")
-        assert (chats[0].text, chats[0].sender_identity) == ("hello user", "agent-1")
+        assert (chats[0].message, chats[0].sender_identity) == ("hello user", "agent-1")
     finally:
         await session.aclose()
         await disconnect_all(room, agent)
@@ -219,7 +219,7 @@ async def test_official_frontend_sees_an_lkproto_agent(livekit_server: LocalServ
 
         await frontend.local_participant.send_text("typed input", topic=agents.TOPIC_CHAT)
         await wait_for(lambda: chats, STATE_TIMEOUT_S, "chat at the agent")
-        assert (chats[0].text, chats[0].sender_identity) == ("typed input", "user")
+        assert (chats[0].message, chats[0].sender_identity) == ("typed input", "user")
         await agents.send_chat(room, "reply")
         await wait_for(lambda: replies.streams, STATE_TIMEOUT_S, "chat at the frontend")
         assert replies.streams[0][0::2] == ("agent-2", "reply")

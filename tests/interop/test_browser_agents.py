@@ -477,7 +477,7 @@ async def test_chat_both_ways(livekit_server: LocalServer, browser: BrowserPeer)
         await browser.register_text_stream(agents.TOPIC_CHAT)
         sent = await browser.send_text("hello agent 👋", topic=agents.TOPIC_CHAT)
         await _until(lambda: chats, "chat at the agent", STREAM_TIMEOUT_S)
-        assert (chats[0].text, chats[0].sender_identity) == ("hello agent 👋", WEB), chats
+        assert (chats[0].message, chats[0].sender_identity) == ("hello agent 👋", WEB), chats
         assert chats[0].id == sent["id"], (chats, sent)
 
         reply = await agents.send_chat(room, "hello web ✓")

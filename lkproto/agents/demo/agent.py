@@ -410,7 +410,7 @@ class MoonAgent:
     def _on_chat(self, message: agents.ChatMessage) -> None:
         if message.sender_identity == self._room.local_participant.identity:
             return
-        self._say(f"chat from {message.sender_identity}: {message.text!r}")
+        self._say(f"chat from {message.sender_identity}: {message.message!r}")
         self._spawn(self._answer_chat(), "chat")
 
     async def _answer_chat(self) -> None:

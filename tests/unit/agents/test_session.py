@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from lkproto import agents
+from lkproto import agents, rtc
 from lkproto.core.agent import REASON_AGENT_DID_NOT_JOIN, REASON_AGENT_LEFT
 from lkproto.rtc import ConnectionState, TrackSource
 from tests.conftest import scaled
@@ -193,12 +193,13 @@ async def test_chat_both_ways_and_shared_topic_handlers() -> None:
     assert (
         received
         == also
-        == [agents.ChatMessage(id="c1", text="hi you", sender_identity="agent", timestamp_ms=1234)]
+        == [agents.ChatMessage(id="c1", message="hi you", sender_identity="agent", timestamp=1234)]
     )
     sent = await session.send_chat("hello")
     assert sent == agents.ChatMessage(
-        id="ST_sent", text="hello", sender_identity="me", timestamp_ms=99
+        id="ST_sent", message="hello", sender_identity="me", timestamp=99
     )
+    assert agents.ChatMessage is rtc.ChatMessage  # one public type
     assert room.local_participant.sent == [(agents.TOPIC_CHAT, "hello")]
     await session.aclose()
     assert agents.TOPIC_CHAT in room.text_handlers  # on_chat still listens

@@ -24,6 +24,7 @@ from lkproto.core import roster as ro
 from lkproto.core import signal as sg
 from lkproto.errors import ConnectError, EventQueueOverflowError, LocalProtocolError
 from lkproto.rtc import (
+    ChatMessage,
     ConnectionQuality,
     ConnectionState,
     DataPacket,
@@ -704,6 +705,26 @@ async def test_user_packets_become_data_received(
         ("data_received", (DataPacket(b"hi", DataPacketKind.KIND_RELIABLE, alice, "t"),)),
         ("data_received", (DataPacket(b"lo", DataPacketKind.KIND_LOSSY, None, ""),)),
     ]
+
+
+async def test_legacy_chat_packet_is_the_one_chat_message_type(
+    connected: tuple[Room, FakeEngine, Recorder],
+) -> None:
+    room, engine, rec = connected
+    alice = room.remote_participants["alice"]
+    chat = pb.ChatMessage(id="m1", timestamp=5, message="hey", generated=True)
+    chat.edit_timestamp = 7
+    engine.data(pb.DataPacket(participant_identity="alice", chat_message=chat), reliable=True)
+    await rec.settle()
+    message = ChatMessage(
+        id="m1",
+        timestamp=5,
+        message="hey",
+        sender_identity="alice",
+        edit_timestamp=7,
+        generated=True,
+    )
+    assert rec.take() == [("chat_message", (message, alice))]
 
 
 # -- reconnection and disconnection ---------------------------------------------------------------
