@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import aioice.ice
+import aiortc
 import pytest
 from livekit import rtc
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from lkproto import rtc as lkrtc
 from lkproto.asyncio.peer import (
     RELIABLE_LABEL,
     PeerConnection,
@@ -51,6 +55,7 @@ PING_INTERVAL_S = 5.0  # JoinResponse.ping_interval (PROTOCOL-MAP §1)
 OFFER_ID = 1
 
 _CANDIDATE_ADDRESS = re.compile(r"^a=candidate:\S+ \d+ \w+ \d+ (\S+) \d+ typ", re.MULTILINE)
+_HOST_ADDRESS = re.compile(r"^a=candidate:\S+ \d+ \w+ \d+ (\S+) \d+ typ host", re.MULTILINE)
 
 
 @dataclass
@@ -243,3 +248,73 @@ async def test_peer_connects_and_exchanges_data_with_official_sdk(
         await signal.close()
         await pc.close()
     assert pc.connection_state is PeerState.CLOSED
+
+
+async def _plain_aiortc_hosts() -> set[str]:
+    """Host candidates a plain aiortc peer (not lkproto's) puts in its offer."""
+    pc = aiortc.RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
+    try:
+        pc.createDataChannel("bystander")
+        await pc.setLocalDescription(await pc.createOffer())
+        assert pc.localDescription is not None
+        sdp = pc.localDescription.sdp
+        return set(_HOST_ADDRESS.findall(sdp))
+    finally:
+        await pc.close()
+
+
+@pytest.mark.parametrize("single_pc", [True, False], ids=["v1", "v0"])
+async def test_plain_aiortc_peer_beside_a_room_gathers_as_stock_aioice(
+    livekit_server: LocalServer, single_pc: bool
+) -> None:
+    """lkproto's loopback-only ICE choice stays on lkproto's own connections: an aiortc peer
+    created by someone else, from a room event handler and after the room connected, gathers
+    what stock aioice gathers (lkproto/asyncio/_seam.py scope_ice_connection)."""
+    stock = set(inspect.unwrap(aioice.ice.get_host_addresses)(True, True))
+    assert stock
+    assert "127.0.0.1" not in stock  # so a leaked loopback-only choice would show
+    room_name = f"peer-bystander-{uuid.uuid4().hex[:8]}"
+    from_handler: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def gather_from_handler() -> None:
+        hosts = await _plain_aiortc_hosts()
+        if not from_handler.done():
+            from_handler.set_result(hosts)
+
+    ours = lkrtc.Room()
+    ours.on("data_received", lambda _: tasks.add(asyncio.create_task(gather_from_handler())))
+    sdk = rtc.Room()
+    try:
+        await asyncio.wait_for(
+            ours.connect(
+                livekit_server.url,
+                livekit_server.create_token("ours", room_name),
+                lkrtc.RoomOptions(
+                    rtc_config=lkrtc.RtcConfiguration(ice_addresses=["127.0.0.1"]),
+                    single_peer_connection=single_pc,
+                ),
+            ),
+            scaled(CONNECT_TIMEOUT_S),
+        )
+        await asyncio.wait_for(
+            sdk.connect(
+                livekit_server.url,
+                livekit_server.create_token("sdk", room_name),
+                rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_servers=[])),
+            ),
+            scaled(CONNECT_TIMEOUT_S),
+        )
+
+        async def send_until_received() -> None:
+            while not from_handler.done():
+                await sdk.local_participant.publish_data(b"gather", reliable=True)
+                await asyncio.sleep(0.5)
+
+        await asyncio.wait_for(send_until_received(), scaled(ROSTER_TIMEOUT_S))
+        assert from_handler.result() == stock
+        assert await asyncio.wait_for(_plain_aiortc_hosts(), scaled(10)) == stock
+    finally:
+        await asyncio.wait_for(sdk.disconnect(), scaled(CONNECT_TIMEOUT_S))
+        await asyncio.wait_for(ours.disconnect(), scaled(CONNECT_TIMEOUT_S))
+        await asyncio.gather(*tasks, return_exceptions=True)
