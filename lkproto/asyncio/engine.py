@@ -396,6 +396,7 @@ class Engine:
         self._publish_timer.close()
         self._recovery_timer.close()
         self._tracker = pu.PublishTracker(timeout_s=options.publish_timeout_s)
+        self._media.clear()  # a new session publishes nothing yet
         self._publish_timer = DeadlineTimer(
             self._loop, self._tracker.get_timer, self._on_publish_due
         )
@@ -1271,6 +1272,8 @@ class Engine:
 
     async def _attempt(self, number: int) -> None:
         """Run one recovery attempt of the kind the recoverer chooses and report the outcome."""
+        if self._closing or self._recoverer.state is not rc.RecoveryState.ATTEMPTING:
+            return  # disconnected between the timer and this task
         link = self._link
         peer_usable = (
             link is not None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lkproto import errors
 from lkproto.core.reconnect import (
@@ -275,3 +278,52 @@ def test_without_resume_support_every_attempt_is_full() -> None:
     r = _recoverer(resume_supported=False)
     r.trouble(RecoveryCause.SIGNAL_LOST, 0.0)
     assert _drain(r) == [RecoveryStarted(full=True)]
+
+
+_STRENGTH = {Recovery.NONE: 0, Recovery.RESUME: 1, Recovery.FULL_RECONNECT: 2}
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("trouble"), st.sampled_from(list(RecoveryCause)), st.integers(0, 3)),
+            st.tuples(st.just("tick"), st.none(), st.none()),
+            st.tuples(st.just("ok"), st.none(), st.none()),
+            st.tuples(st.just("fail"), st.sampled_from([None, *RecoveryCause]), st.none()),
+            st.tuples(st.just("kind"), st.booleans(), st.none()),
+        ),
+        max_size=50,
+    )
+)
+def test_any_sequence_escalates_only_and_bounds_attempts(steps: list[tuple[Any, Any, Any]]) -> None:
+    policy = ReconnectPolicy((0.0, 0.5, 1.0), jitter_s=0)
+    r = Recoverer(policy, random=lambda: 0.0)
+    now = 0.0
+    attempts = 0
+    for action, arg, extra in steps:
+        now += 0.3
+        before = r.plan
+        try:
+            if action == "trouble":
+                r.trouble(arg, now, leave_action=extra)
+            elif action == "tick":
+                r.handle_timer(now)
+            elif action == "ok":
+                r.attempt_succeeded(now)
+            elif action == "fail":
+                r.attempt_failed(now, cause=arg)
+            else:
+                r.attempt_kind(peer_usable=arg)
+        except errors.LocalProtocolError:
+            assert r.state is not RecoveryState.ATTEMPTING
+        for event in _drain(r):
+            if isinstance(event, RecoveryStarted):
+                attempts = 0
+            elif isinstance(event, AttemptDue):
+                attempts += 1
+                assert event.number == attempts <= policy.attempts
+        if r.state is not RecoveryState.IDLE and before is not Recovery.NONE:
+            assert _STRENGTH[r.plan] >= _STRENGTH[before]  # never downgraded mid-recovery
+        if r.state is RecoveryState.IDLE:
+            assert r.plan is Recovery.NONE
+            assert r.get_timer() is None
