@@ -353,21 +353,22 @@ def _require_connection_internals(connection: aioice.ice.Connection) -> None:
 def scope_ice_connection(transport: RTCIceTransport, addresses: Sequence[str] | None) -> None:
     """Fit the aioice connection under ``transport`` (one of lkproto's own) for LiveKit.
 
-    Idempotent; call it before the transport gathers (before ``setLocalDescription``). Only
-    this one ``aioice.ice.Connection`` instance is changed, through two instance attributes that
-    shadow its class's methods; other connections in the process are untouched.
+    Call it before the transport gathers (before ``setLocalDescription``); later calls for the
+    same transport change nothing (the first call's ``addresses`` stay). Only this one
+    ``aioice.ice.Connection`` instance is changed, through two instance attributes that shadow
+    its class's methods; other connections in the process are untouched.
 
     1. Host addresses (when ``addresses`` is not None). aioice 0.13.0 gathers host candidates on
        every interface address except ``127.0.0.1``/``::1`` (``aioice/ice.py``
        ``get_host_addresses``) and has no option to choose, so a loopback-only livekit-server
        is unreachable from a machine with eth0 up (PROTOCOL-MAP §17 "ICE on loopback"). This
        connection's ``gather_candidates`` is shadowed by one that sets a context variable and
-       runs aioice's own; aioice's calls ``get_host_addresses`` as a module global, before its
-       first ``await``, and the module function is wrapped (once per process) to answer the
+       runs the class's own, which calls ``get_host_addresses`` as a module global before its
+       first ``await``; the module function is wrapped (once per process) to answer the
        variable when set and to defer to aioice otherwise. The variable is set only inside that
-       call (and in the short-lived tasks aioice creates to gather), never in the task that
-       called ``setLocalDescription`` nor in aiortc's connect task, so code that lkproto's
-       callbacks run keeps stock gathering.
+       call (and in the tasks aioice creates while gathering, which run only aioice's code),
+       never in the task that called ``setLocalDescription`` nor in aiortc's connect task, so
+       code that lkproto's callbacks run keeps stock gathering.
     2. Consent-task leak (always). aioice 0.13.0's ``Connection.connect`` paces checks with
        ``sleep(0.02)``; when ``close()`` runs during that sleep after the check list completed,
        ``connect`` resumes and starts ``query_consent`` anyway, a task that then never ends.

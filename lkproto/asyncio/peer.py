@@ -1,4 +1,4 @@
-"""One WebRTC peer connection, the only place lkproto touches aiortc.
+"""One WebRTC peer connection: lkproto's wrapper of aiortc's ``RTCPeerConnection``.
 
 :class:`PeerConnection` wraps an ``aiortc.RTCPeerConnection`` behind a small typed surface:
 SDP goes in and out as strings, ICE candidates as the W3C ``RTCIceCandidateInit`` JSON the
@@ -19,7 +19,8 @@ Theory of operation (PROTOCOL-MAP §0):
   :meth:`~PeerConnection.end_of_candidates`.
 
 No protocol decisions are taken here: offer ids, DataPacket framing and sequencing belong to the
-layers above.
+layers above. What aiortc/aioice offer no public API for (ICE role, selected pair, gathering on
+chosen addresses) goes through :mod:`lkproto.asyncio._seam`.
 """
 
 from __future__ import annotations
