@@ -8,7 +8,8 @@ the boundary where they occur, so callers only ever need to catch these::
     ├── LocalProtocolError        you misused the API (raised at once, nothing was sent)
     │   ├── PublishDataError      a data packet that cannot be sent (e.g. over 64 000 bytes)
     │   ├── UnsupportedFeatureError  an option the official SDK honours that lkproto cannot (yet)
-    │   └── EventQueueOverflowError  a room.events() reader fell max_queue events behind
+    │   ├── EventQueueOverflowError  a room.events() reader fell max_queue events behind
+    │   └── StreamClosedError     a stream writer used after it was closed (also a RuntimeError)
     ├── RemoteProtocolError       the peer broke the protocol
     │   └── DecodeError           bytes that are not a valid message of the expected type
     ├── TokenError                an access token could not be built or did not verify
@@ -40,6 +41,7 @@ __all__ = [
     "RoomNotFoundError",
     "RpcError",  # noqa: F822  (provided lazily by __getattr__)
     "ServerError",
+    "StreamClosedError",
     "TokenError",
     "UnauthorizedError",
     "UnsupportedDependencyError",
@@ -193,6 +195,14 @@ class EventQueueOverflowError(LocalProtocolError):
             "(consume faster, or pass a larger max_queue)"
         )
         self.max_queue = max_queue
+
+
+class StreamClosedError(LocalProtocolError, RuntimeError):
+    """A data-stream writer was written to or closed after it was closed.
+
+    Local misuse, so a :class:`LocalProtocolError`; also a ``RuntimeError``, which is what the
+    official SDK's writers raise, so code written for it still catches it.
+    """
 
 
 def __getattr__(name: str) -> type[LkError]:

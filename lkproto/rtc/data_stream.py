@@ -21,7 +21,7 @@ from typing import Generic, Self, TypeVar
 
 from lkproto.asyncio.streams import IncomingStream, StreamSender, StreamSendError
 from lkproto.core import streams as core
-from lkproto.errors import LocalProtocolError
+from lkproto.errors import StreamClosedError
 
 __all__ = [
     "STREAM_CHUNK_SIZE",
@@ -231,24 +231,33 @@ class _Writer(Generic[_I, _T]):
         return self._sender.stream.progress
 
     async def write(self, data: _T) -> None:
+        """Send ``data`` (split into chunks of at most 15 000 bytes).
+
+        Raises:
+            lkproto.errors.StreamClosedError: the writer was closed (a ``RuntimeError`` too).
+            LocalProtocolError: more bytes than the announced total.
+            StreamError: sending failed (not connected, packet refused).
+        """
         if self._closed:
-            raise RuntimeError("Cannot write after stream is closed")
+            raise StreamClosedError("Cannot write after stream is closed")
         try:
             await self._sender.write(data)
-        except LocalProtocolError as exc:
-            raise StreamError(str(exc), stream_id=self._info.stream_id) from exc
         except StreamSendError as exc:
             raise StreamError(str(exc), stream_id=self._info.stream_id) from exc
 
     async def aclose(self, *, reason: str = "", attributes: dict[str, str] | None = None) -> None:
-        """End the stream; a non-empty ``reason`` tells receivers it was aborted."""
+        """End the stream; a non-empty ``reason`` tells receivers it was aborted.
+
+        Raises:
+            lkproto.errors.StreamClosedError: already closed (a ``RuntimeError`` too).
+            LocalProtocolError: fewer bytes than the announced total, or bad attributes.
+            StreamError: sending failed.
+        """
         if self._closed:
-            raise RuntimeError("Stream already closed")
+            raise StreamClosedError("Stream already closed")
         self._closed = True
         try:
             await self._sender.close(reason, attributes)
-        except LocalProtocolError as exc:
-            raise StreamError(str(exc), stream_id=self._info.stream_id) from exc
         except StreamSendError as exc:
             raise StreamError(str(exc), stream_id=self._info.stream_id) from exc
 

@@ -618,7 +618,9 @@ class LocalParticipant(Participant):
                 await asyncio.shield(
                     asyncio.wait_for(sender.abort(f"{type(exc).__name__}"), _ABORT_TIMEOUT_S)
                 )
-            if isinstance(exc, StreamSendError | LocalProtocolError):
+            # Local misuse (bad arguments, a header too large, more bytes than announced)
+            # stays a LocalProtocolError; StreamError is for the stream failing (§5).
+            if isinstance(exc, StreamSendError):
                 raise StreamError(
                     f"{coro_label}: {exc}", stream_id=sender.stream.stream_id
                 ) from exc
@@ -640,24 +642,22 @@ class LocalParticipant(Participant):
         supports it, PROTOCOL-MAP §5 data streams v2).
 
         Raises:
-            StreamError: not connected, the header is too large, or sending failed.
+            LocalProtocolError: bad arguments (e.g. attributes making the header too large).
+            StreamError: not connected, or sending failed.
         """
         data = text.encode("utf-8")
         form = self._form(destination_identities, compress)
-        try:
-            stream = cs.OutgoingTextStream(
-                stream_id=stream_id or str(uuid.uuid4()),
-                timestamp_ms=(ts := _now_ms()),
-                topic=topic,
-                total_length=len(data),
-                attributes=attributes,
-                destination_identities=destination_identities or (),
-                compression=form.compression_allowed,
-                reply_to_stream_id=reply_to_id or "",
-                attached_stream_ids=attachments,
-            )
-        except LocalProtocolError as exc:
-            raise StreamError(str(exc)) from exc
+        stream = cs.OutgoingTextStream(
+            stream_id=stream_id or str(uuid.uuid4()),
+            timestamp_ms=(ts := _now_ms()),
+            topic=topic,
+            total_length=len(data),
+            attributes=attributes,
+            destination_identities=destination_identities or (),
+            compression=form.compression_allowed,
+            reply_to_stream_id=reply_to_id or "",
+            attached_stream_ids=attachments,
+        )
         sender = StreamSender(self._engine, stream)
 
         async def send(s: StreamSender) -> None:
@@ -689,19 +689,20 @@ class LocalParticipant(Participant):
 
         ``sender_identity`` publishes on another participant's behalf (an agent sending a
         user's transcript); the server honours it for senders of kind AGENT only.
+
+        Raises:
+            LocalProtocolError: bad arguments (e.g. attributes making the header too large).
+            StreamError: not connected, or sending the header failed.
         """
-        try:
-            stream = cs.OutgoingTextStream(
-                stream_id=stream_id or str(uuid.uuid4()),
-                timestamp_ms=(ts := _now_ms()),
-                topic=topic,
-                total_length=total_size,
-                attributes=attributes,
-                destination_identities=destination_identities or (),
-                reply_to_stream_id=reply_to_id or "",
-            )
-        except LocalProtocolError as exc:
-            raise StreamError(str(exc)) from exc
+        stream = cs.OutgoingTextStream(
+            stream_id=stream_id or str(uuid.uuid4()),
+            timestamp_ms=(ts := _now_ms()),
+            topic=topic,
+            total_length=total_size,
+            attributes=attributes,
+            destination_identities=destination_identities or (),
+            reply_to_stream_id=reply_to_id or "",
+        )
         sender = StreamSender(self._engine, stream, sender_identity=sender_identity or "")
         await self._run(sender, "stream_text", _open)
         info = TextStreamInfo(
@@ -814,6 +815,7 @@ class LocalParticipant(Participant):
 
         Raises:
             OSError: the file cannot be read.
+            LocalProtocolError: bad arguments, or the file changed size while being sent.
             StreamError: sending failed (receivers then see the stream aborted).
         """
         name = os.path.basename(file_path) if name is None else name
@@ -873,20 +875,17 @@ class LocalParticipant(Participant):
         compression: bool,
         timestamp_ms: int,
     ) -> cs.OutgoingByteStream:
-        try:
-            return cs.OutgoingByteStream(
-                stream_id=stream_id or str(uuid.uuid4()),
-                timestamp_ms=timestamp_ms,
-                topic=topic,
-                mime_type=mime_type,
-                name=name,
-                total_length=total_size,
-                attributes=attributes,
-                destination_identities=destination_identities or (),
-                compression=compression,
-            )
-        except LocalProtocolError as exc:
-            raise StreamError(str(exc)) from exc
+        return cs.OutgoingByteStream(
+            stream_id=stream_id or str(uuid.uuid4()),
+            timestamp_ms=timestamp_ms,
+            topic=topic,
+            mime_type=mime_type,
+            name=name,
+            total_length=total_size,
+            attributes=attributes,
+            destination_identities=destination_identities or (),
+            compression=compression,
+        )
 
 
 _ABORT_TIMEOUT_S = 5.0

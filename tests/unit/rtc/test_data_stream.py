@@ -17,6 +17,7 @@ from lkproto import rtc
 from lkproto.asyncio import engine as en
 from lkproto.asyncio.streams import IncomingStream, StreamDriver, recipients_form
 from lkproto.core import streams as cs
+from lkproto.errors import LocalProtocolError, StreamClosedError
 from lkproto.rtc.participant import LocalParticipant
 from lkproto.wire import pb
 
@@ -454,8 +455,23 @@ async def test_send_failure_raises_stream_error() -> None:
     assert "not connected" in info.value.description
 
 
-async def test_header_too_large_is_stream_error() -> None:
+async def test_local_misuse_is_local_protocol_error_not_stream_error() -> None:
     engine = FakeEngine()
-    with pytest.raises(rtc.StreamError):
-        await local(engine).send_text("x", attributes={"k": "v" * 20_000})
+    participant = local(engine)
+    with pytest.raises(LocalProtocolError) as info:
+        await participant.send_text("x", attributes={"k": "v" * 20_000})
+    assert not isinstance(info.value, rtc.StreamError)
+    with pytest.raises(LocalProtocolError):
+        await participant.send_bytes(b"x", topic=7)  # type: ignore[arg-type]
     assert engine.sent == []
+    writer = await participant.stream_bytes("n", total_size=2, topic="t")
+    with pytest.raises(LocalProtocolError, match="exceeds total_length"):
+        await writer.write(b"abc")
+    await writer.write(b"ab")
+    await writer.aclose()
+    # A closed writer: lkproto's local-misuse error, and the official SDK's RuntimeError.
+    for call in (writer.write(b"z"), writer.aclose()):
+        with pytest.raises(StreamClosedError) as closed:
+            await call
+        assert isinstance(closed.value, LocalProtocolError)
+        assert isinstance(closed.value, RuntimeError)
