@@ -46,10 +46,10 @@ accepted from the same SID. The state per SID expires 30 s after its last accept
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict, deque
 from typing import Final
 
+from lkproto.core.durations import positive_seconds
 from lkproto.errors import LocalProtocolError
 from lkproto.wire import DATA_PACKET_MAX_BYTES, encode_data_packet, pb
 
@@ -279,14 +279,7 @@ class ReliableSender:
 
 
 def _check_ttl(value: float) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise LocalProtocolError(f"state_ttl_s must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return positive_seconds("state_ttl_s", value)
 
 
 class ReliableReceiver:

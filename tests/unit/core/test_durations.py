@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lkproto.core import agent, rpc, signal, streams
+from lkproto.core import agent, reliable, rpc, signal, streams
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.errors import LocalProtocolError
 
@@ -45,6 +45,7 @@ def test_every_machine_applies_the_same_rule(value: float) -> None:
         lambda: rpc.RpcClient(max_round_trip_latency_s=value),
         lambda: streams.StreamReceiver(handler_for=lambda t, x: True, stream_timeout_s=value),
         lambda: agent.AgentTracker(agent_connect_timeout_s=value),
+        lambda: reliable.ReliableReceiver(state_ttl_s=value),
     ]
     for make in makers:
         with pytest.raises(LocalProtocolError, match="must be a positive number of seconds"):
