@@ -486,7 +486,7 @@ async def test_consent_task_started_while_closing_is_cancelled(
         monkeypatch.setattr(aioice.ice.Connection, "connect", racing_connect)
         await ours.connect()
         assert ours._query_consent_task is None
-        await asyncio.sleep(0)
+        await asyncio.wait(forever[:1], timeout=scaled(5))
         assert forever[0].cancelled()
         await plain.connect()  # not lkproto's: untouched
         assert plain._query_consent_task is forever[1]
