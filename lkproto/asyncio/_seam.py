@@ -12,8 +12,9 @@ Rules every function here follows:
 
 - Its docstring names the internal it relies on, the versions it was read in, and why no public
   API serves.
-- It checks the internal before using it and fails with :class:`~lkproto.errors.LkError` naming
-  the internal if it is gone, rather than silently doing nothing.
+- It checks the internal before using it and, if it is gone, never silently does nothing: it
+  raises :class:`~lkproto.errors.LkError` naming the internal, or, where lkproto can go on
+  without it (muting, PLI/FIR forwarding), tells the caller so that it logs a warning.
 - It changes nothing for other code in the process: patches are made on lkproto's own objects
   (a sender lkproto created, an aioice ``Connection`` of lkproto's own peer connection), and
   the one replaced module function (:func:`aioice.ice.get_host_addresses`) behaves exactly as the
