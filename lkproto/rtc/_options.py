@@ -9,12 +9,13 @@ so every refusal and every hint reads and logs the same way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import NoReturn
 
 from lkproto.errors import UnsupportedFeatureError
 
-__all__ = ["refuse", "warn_once"]
+__all__ = ["check_loop", "refuse", "warn_once"]
 
 _log = logging.getLogger("lkproto.rtc")
 
@@ -31,6 +32,23 @@ def refuse(feature: str, reason: str) -> NoReturn:
         reason: what is missing, or what to use instead.
     """
     raise UnsupportedFeatureError(feature, reason)
+
+
+def check_loop(feature: str, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Honour an official ``loop`` argument: lkproto runs on the loop that calls it, so a given
+    loop must be that one (checked when a loop is running; None always passes).
+
+    Raises:
+        lkproto.errors.UnsupportedFeatureError: ``loop`` is not the running loop.
+    """
+    if loop is None:
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # constructed outside a loop: it is the one it will run on
+    if loop is not running:
+        refuse(feature, "lkproto delivers on the event loop it runs on; pass that loop or None")
 
 
 def warn_once(feature: str, behaviour: str) -> bool:

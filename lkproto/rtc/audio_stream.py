@@ -34,7 +34,7 @@ import av
 
 from lkproto.asyncio.audio import mono_to_stereo
 from lkproto.asyncio.fanout import DEFAULT_QUEUE_FRAMES, FrameFanout, FrameQueue
-from lkproto.rtc._options import refuse
+from lkproto.rtc._options import check_loop, refuse
 from lkproto.rtc.audio_frame import AudioFrame
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ class AudioStream:
 
     Args:
         track: a remote audio track (one with a frame fanout; local tracks have none).
-        loop: accepted for compatibility; the running loop is always used.
+        loop: the running loop or None (another loop raises
+            :class:`~lkproto.errors.UnsupportedFeatureError`).
         capacity: decoded frames this reader may fall behind before the oldest are dropped;
             0 means :data:`~lkproto.asyncio.fanout.DEFAULT_QUEUE_FRAMES`.
         sample_rate: rate of the frames yielded, in Hz.
@@ -105,6 +106,7 @@ class AudioStream:
         **kwargs: object,
     ) -> None:
         self._processor, self._close_processor = _processor(kwargs)
+        check_loop("AudioStream.loop", loop)
         fanout = getattr(track, "_fanout", None)
         if not isinstance(fanout, FrameFanout):
             raise ValueError(

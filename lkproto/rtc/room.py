@@ -33,7 +33,7 @@ from lkproto.core import signal as sg
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.errors import ConnectError, EventQueueOverflowError, LocalProtocolError
 from lkproto.rtc import events as ev
-from lkproto.rtc._options import refuse, warn_once
+from lkproto.rtc._options import check_loop, refuse, warn_once
 from lkproto.rtc.data_stream import (
     ByteStreamHandler,
     ByteStreamReader,
@@ -375,6 +375,7 @@ class Room(EventEmitter[ev.EventTypes]):
         """
         if self.isconnected() or self._engine is not None:
             raise LocalProtocolError("already connected")
+        check_loop("Room(loop=...)", self._loop)
         opts = options or RoomOptions()
         # Every option is checked (refused or warned about) before anything is created or sent.
         engine_options = _engine_options(opts)

@@ -17,6 +17,7 @@ import av
 
 from lkproto.asyncio.fanout import FrameFanout, FrameQueue
 from lkproto.asyncio.video import run_conversion
+from lkproto.rtc._options import check_loop
 from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
 
 __all__ = ["DEFAULT_VIDEO_STREAM_CAPACITY", "VideoFrameEvent", "VideoStream"]
@@ -53,7 +54,8 @@ class VideoStream:
 
     Args:
         track: a subscribed remote video track (it reads the track's received media).
-        loop: unused; accepted for compatibility (the running loop is used).
+        loop: the running loop or None (another loop raises
+            :class:`~lkproto.errors.UnsupportedFeatureError`).
         capacity: frames kept for a slow reader, oldest dropped first; 0 means
             :data:`DEFAULT_VIDEO_STREAM_CAPACITY`.
         format: the :class:`~lkproto.rtc.video_frame.VideoBufferType` frames are converted to
@@ -77,6 +79,7 @@ class VideoStream:
     ) -> None:
         if kwargs:
             raise TypeError(f"VideoStream got unexpected arguments: {', '.join(sorted(kwargs))}")
+        check_loop("VideoStream.loop", loop)
         fanout = getattr(track, "_fanout", None)
         if not isinstance(fanout, FrameFanout):
             raise ValueError(

@@ -306,3 +306,18 @@ async def test_native_noise_cancellation_options_are_refused(
     assert info.value.feature == "AudioStream.noise_cancellation"
     with pytest.raises(TypeError, match="sample_rat"):
         AudioStream(track, sample_rat=16_000)
+
+
+async def test_loop_is_honoured_as_the_running_loop_and_another_is_refused(
+    fed: tuple[FakeSource, SimpleNamespace],
+) -> None:
+    _, track = fed
+    running = AudioStream(track, loop=asyncio.get_running_loop())
+    await running.aclose()
+    other = asyncio.new_event_loop()
+    try:
+        with pytest.raises(UnsupportedFeatureError) as info:
+            AudioStream(track, loop=other)
+        assert info.value.feature == "AudioStream.loop"
+    finally:
+        other.close()

@@ -4,6 +4,7 @@ engine or the stream driver), refused with UnsupportedFeatureError, or warned ab
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import SimpleNamespace
 from typing import Any
@@ -235,3 +236,18 @@ def test_data_stream_timeout_uses_the_duration_rule() -> None:
     for value in (-1, float("inf"), True):
         with pytest.raises(LocalProtocolError, match=r"DataStreamOptions\.stream_timeout"):
             _stream_limits(rtc.DataStreamOptions(stream_timeout=value))
+
+
+async def test_room_loop_must_be_the_running_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(en, "Engine", NoEngine)
+    other = asyncio.new_event_loop()
+    try:
+        room = rtc.Room(loop=other)
+        with pytest.raises(UnsupportedFeatureError) as info:
+            await room.connect("ws://127.0.0.1:1", "token")
+        assert info.value.feature == "Room(loop=...)"
+    finally:
+        other.close()
+    # The running loop is accepted (the engine is then created: NoEngine says so).
+    with pytest.raises(AssertionError, match="engine was created"):
+        await rtc.Room(loop=asyncio.get_running_loop()).connect("ws://127.0.0.1:1", "token")

@@ -14,6 +14,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from lkproto.asyncio.fanout import FrameFanout
+from lkproto.errors import UnsupportedFeatureError
 from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
 from lkproto.rtc.video_stream import DEFAULT_VIDEO_STREAM_CAPACITY, VideoFrameEvent, VideoStream
 from tests.conftest import scaled
@@ -212,3 +213,17 @@ async def test_closed_fanout_gives_an_ended_stream(fanout: FrameFanout) -> None:
     stream = VideoStream(track_of(fanout))
     with pytest.raises(StopAsyncIteration):
         await next_event(stream)
+
+
+async def test_loop_is_honoured_as_the_running_loop_and_another_is_refused(
+    fanout: FrameFanout,
+) -> None:
+    running = VideoStream(track_of(fanout), loop=asyncio.get_running_loop())
+    await running.aclose()
+    other = asyncio.new_event_loop()
+    try:
+        with pytest.raises(UnsupportedFeatureError) as info:
+            VideoStream(track_of(fanout), loop=other)
+        assert info.value.feature == "VideoStream.loop"
+    finally:
+        other.close()
