@@ -574,7 +574,13 @@ class Engine:
             )
             await sample_rtp(tracer, [endpoint], self._loop.time(), final=True)
         link.publisher.stop_sending(media.transceiver)
-        await self._negotiate(link)
+        try:
+            await self._negotiate(link)
+        except ConnectError as exc:
+            # The track is detached here already; the section goes inactive with the next offer
+            # that gets through (the one after a resume, see _resume), or the publication ends
+            # with the session on a full reconnect. Nothing is left for the caller to undo.
+            _log.info("= unpublish of %s not negotiated yet: %s", cid, exc)
 
     def set_track_muted(self, cid: str, muted: bool) -> None:
         """Tell the server (``MuteTrackRequest``) and stop/restart sending media frames.

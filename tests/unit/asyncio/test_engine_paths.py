@@ -346,3 +346,28 @@ async def test_pass_through_signal_events_reach_the_room(harness: Harness) -> No
     harness.peer.current.send(pb.SignalResponse(speakers_changed=speakers))
     event = await harness.recorder.next(en.SignalMessageEvent)
     assert isinstance(event.event, sg.SpeakersChanged)
+
+
+async def test_an_offer_dropped_during_an_outage_is_made_again_after_the_resume() -> None:
+    peer = SignalPeer()
+    recorder = Recorder()
+    engine = en.Engine(recorder)
+    try:
+        # The first attempt waits, so the unpublish below happens while the signal is down.
+        policy = ReconnectPolicy((0.3,), jitter_s=0)
+        await engine.connect(URL, "token", options(peer, reconnect_policy=policy))
+        media = AudioStreamTrack()
+        await bounded(engine.publish_track(audio_description(media), media))
+        offers_before = len(peer.requests("offer"))
+        peer.current.drop()
+        await recorder.next(en.EngineReconnecting)
+        # Its offer is dropped (no socket): the call returns instead of waiting forever.
+        await bounded(engine.unpublish_track(media.id))
+        await recorder.next(en.EngineReconnected)
+        offer = await bounded(peer.wait_for_request("offer", offers_before + 1))
+        assert offer.offer.id == offers_before + 2  # the dropped offer used an id too
+        assert "a=inactive" in offer.offer.sdp
+        assert engine.published_info(media.id) is None
+    finally:
+        await engine.disconnect()
+        await peer.close()
