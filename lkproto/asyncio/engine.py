@@ -162,8 +162,9 @@ class EngineOptions:
     negotiation_timeout_s: float | None = ng.NEGOTIATION_TIMEOUT_S
     """How long an offer waits for its answer before the renegotiation fails; None: no limit."""
     transport_factory: TransportFactory | None = None
-    """Opens the signalling connection; None: a WebSocket (:func:`lkproto.asyncio.signal.
-    open_transport`). Tests pass :meth:`lkproto.testing.SignalPeer.connect`."""
+    """Opens the signalling connection; None: a WebSocket
+    (:func:`lkproto.asyncio.signal.open_transport`). Tests pass
+    :meth:`lkproto.testing.SignalPeer.connect`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
