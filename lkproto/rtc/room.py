@@ -724,22 +724,27 @@ class Room(EventEmitter[ev.EventTypes]):
             pub = p._track_unpublished(track)
         else:
             pub = p._track_published(track)
-        if isinstance(pub, RemoteTrackPublication):
-            if isinstance(event, ro.TrackPublished):
-                self._announce_event(ev.TrackPublished(publication=pub, participant=p))
-                early = self._early_media.pop(track.sid, None)
-                if early is not None:
-                    self._subscribe_media(early, pub, p)
-            elif isinstance(event, ro.TrackUnpublished):
-                # Official order: track_unsubscribed, then track_unpublished.
-                self._unsubscribe_media(pub, p)
-                self._announce_event(ev.TrackUnpublished(publication=pub, participant=p))
-        if pub.track is not None:
-            pub.track._apply_muted(pub.muted)
-        if isinstance(event, ro.TrackMuted):
+        if not isinstance(pub, RemoteTrackPublication):
+            return  # a remote participant only makes remote publications
+        if isinstance(event, ro.TrackPublished):
+            self._announce_event(ev.TrackPublished(publication=pub, participant=p))
+            early = self._early_media.pop(track.sid, None)
+            if early is not None:
+                self._subscribe_media(early, pub, p)
+        elif isinstance(event, ro.TrackUnpublished):
+            # Official order: track_unsubscribed, then track_unpublished.
+            self._unsubscribe_media(pub, p)
+            self._announce_event(ev.TrackUnpublished(publication=pub, participant=p))
+        elif isinstance(event, ro.TrackMuted):
+            if pub.track is not None:
+                pub.track._apply_muted(pub.muted)
             self._announce_event(ev.TrackMuted(participant=p, publication=pub))
         elif isinstance(event, ro.TrackUnmuted):
+            if pub.track is not None:
+                pub.track._apply_muted(pub.muted)
             self._announce_event(ev.TrackUnmuted(participant=p, publication=pub))
+        else:
+            assert_never(event)
 
     # -- media -------------------------------------------------------------------------------
 
