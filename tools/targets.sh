@@ -11,39 +11,51 @@
 # suites (pytest tests/unit tests/property tests/fuzz), smoke (tools/targets/smoke_host.py),
 # record (tools/targets/results/TARGET.json). Everything heavy runs under `nice -n 15` and
 # under `timeout`. Caches live in ~/.cache/lkproto/targets/TARGET/ (never committed).
+# LKPROTO_INSTALL_TIMEOUT bounds the pip install (s, default 7200: armhf builds from sdist).
 # LKPROTO_REF picks the commit to test (default HEAD of this checkout; uncommitted edits are
 # never tested, so a measurement always names a commit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
-declare -A ARCH=([bookworm-arm64]=arm64 [bookworm-armhf]=armhf [trixie-amd64]=amd64
-  [sid-amd64]=amd64 [trixie-amd64-nogil]=amd64)
-declare -A SUITE=([bookworm-arm64]=bookworm [bookworm-armhf]=bookworm [trixie-amd64]=trixie
-  [sid-amd64]=sid [trixie-amd64-nogil]=trixie)
-# Debian packages the target needs besides the base system. armhf has no PyPI wheels for av
-# (nor for some other native dependencies), so pip builds them there: compilers, FFmpeg's
-# development packages, a Rust toolchain and pkg-config come from Debian.
-declare -A EXTRA=([bookworm-arm64]="" [bookworm-armhf]="build-essential pkg-config cargo rustc \
-libavformat-dev libavcodec-dev libavdevice-dev libavutil-dev libswscale-dev libswresample-dev \
-libavfilter-dev libopus-dev libvpx-dev libsrtp2-dev libffi-dev libssl-dev python3-dev"
-  [trixie-amd64]="" [sid-amd64]="" [trixie-amd64-nogil]="python3.13-nogil")
+declare -A ARCH=([bookworm-arm64]=arm64 [trixie-armhf]=armhf [trixie-amd64]=amd64
+  [sid-amd64]=amd64 [trixie-amd64-ft]=amd64 [trixie-amd64-musl]=amd64)
+declare -A SUITE=([bookworm-arm64]=bookworm [trixie-armhf]=trixie [trixie-amd64]=trixie
+  [sid-amd64]=sid [trixie-amd64-ft]=trixie [trixie-amd64-musl]=trixie)
+# Debian packages the target needs besides the base system. PyPI has no armv7 wheels for av,
+# cryptography, cffi, pylibsrtp, websockets or numpy: Debian's python3-av (14.2.0, our floor;
+# bookworm's 10.0 and FFmpeg 5.1 are too old for av>=14, hence trixie) and python3-numpy (tests
+# only) are used through --system-site-packages, and pip builds the rest from sdist with
+# Debian's compilers, Rust toolchain and development packages.
+declare -A EXTRA=([bookworm-arm64]="" [trixie-armhf]="python3-av python3-numpy build-essential \
+pkg-config python3-dev libffi-dev libssl-dev libsrtp2-dev cargo rustc"
+  [trixie-amd64]="" [sid-amd64]="" [trixie-amd64-ft]="" [trixie-amd64-musl]="")
+declare -A VENV_OPTS=([trixie-armhf]=--system-site-packages)
+# Interpreters Debian does not ship are built from Debian's source packages in the userland
+# (stage build): a free-threaded CPython (--disable-gil; no python3.x-nogil package exists in
+# trixie or sid) and a musl-linked one (musl-tools; no Alpine mirror is reachable).
+declare -A BUILD=([trixie-amd64-ft]="build_python.sh 3.13 /opt/python3.13t --disable-gil"
+  [trixie-amd64-musl]="build_musl_python.sh 3.13 /opt/python3.13-musl")
 # The interpreter the venv is made with (the suite's default python3 unless said otherwise).
-declare -A PYTHON=([trixie-amd64-nogil]=python3.13t)
+declare -A PYTHON=([trixie-amd64-ft]=/opt/python3.13t/bin/python3.13t
+  [trixie-amd64-musl]=/opt/python3.13-musl/bin/python3.13)
+# The free-threaded row runs with the GIL off even where an extension asks for it back.
+declare -A GIL=([trixie-amd64-ft]=0)
 # qemu-user runs foreign targets several times slower: stretch every smoke wait.
-declare -A SCALE=([bookworm-arm64]=4 [bookworm-armhf]=6)
+declare -A SCALE=([bookworm-arm64]=4 [trixie-armhf]=6)
 
 MIRROR=${LKPROTO_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 TARGET=${1:-}
 if [ -z "$TARGET" ] || [ "$TARGET" = list ] || [ -z "${ARCH[$TARGET]:-}" ]; then
-  echo "usage: bash tools/targets.sh TARGET [userland|install|suites|smoke|record ...]" >&2
+  echo "usage: bash tools/targets.sh TARGET [userland|build|install|suites|smoke|record ...]" >&2
   echo "targets: ${!ARCH[*]}" >&2
   [ "$TARGET" = list ] && exit 0
   exit 2
 fi
 shift
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(userland install suites smoke record)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(userland build install suites smoke record)
+export PYTHON_GIL=${GIL[$TARGET]:-${PYTHON_GIL:-}}
 
 CACHE=${LKPROTO_TARGETS_CACHE:-$HOME/.cache/lkproto/targets}/$TARGET
 ROOT=$CACHE/root
@@ -95,6 +107,7 @@ enable_binfmt() {
   case ${ARCH[$TARGET]} in
     arm64) update-binfmts --enable qemu-aarch64 ;;
     armhf) update-binfmts --enable qemu-arm ;;
+    *) ;;
   esac
 }
 
@@ -122,12 +135,30 @@ stage_userland() {
     t0=$(now)
     log "apt-get install ${EXTRA[$TARGET]}"
     echo "deb $MIRROR ${SUITE[$TARGET]} main" >"$ROOT/etc/apt/sources.list"
-    in_target timeout 3600 nice -n 15 sh -c "apt-get update -q && \
+    # A mirror's unstable/testing index may be past its Valid-Until: accept it (no upgrade).
+    in_target timeout 3600 nice -n 15 sh -c "apt-get -o Acquire::Check-Valid-Until=false update -q && \
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${EXTRA[$TARGET]}" \
       >"$CACHE/apt.log" 2>&1
     echo "{\"apt_seconds\": $(secs "$t0" "$(now)")}" >"$OUT/apt.json"
     touch "$CACHE/extra.done"
   fi
+}
+
+stage_build() {
+  [ -n "${BUILD[$TARGET]:-}" ] || return 0
+  [ -e "$CACHE/build.done" ] && return 0
+  mount_all
+  local script=${BUILD[$TARGET]%% *} t0 rc=0
+  cp "$REPO/tools/targets/$script" "$ROOT/opt/$script"
+  log "build: ${BUILD[$TARGET]} (tens of minutes)"
+  t0=$(now)
+  # shellcheck disable=SC2086  # the build arguments are a word list
+  in_target timeout 3600 nice -n 15 sh "/opt/$script" ${BUILD[$TARGET]#* } \
+    >"$CACHE/build.log" 2>&1 || rc=$?
+  echo "{\"build\": \"${BUILD[$TARGET]}\", \"build_seconds\": $(secs "$t0" "$(now)"), \"exit\": $rc}" \
+    >"$OUT/build.json"
+  [ $rc -eq 0 ] && touch "$CACHE/build.done"
+  return $rc
 }
 
 stage_install() {
@@ -138,15 +169,16 @@ stage_install() {
   git -C "$ROOT/opt/lkproto-src" checkout -q "$REF"
   local py=${PYTHON[$TARGET]:-python3}
   rm -rf "$ROOT/opt/lkproto-venv"
-  in_target "$py" -m venv /opt/lkproto-venv
+  # shellcheck disable=SC2086  # VENV_OPTS is a word list
+  in_target "$py" -m venv ${VENV_OPTS[$TARGET]:-} /opt/lkproto-venv
   local pip=(/opt/lkproto-venv/bin/python -m pip)
   # pip >= 25.1 reads dependency groups (--group).
   in_target timeout 900 nice -n 15 "${pip[@]}" install -q 'pip>=25.1'
   log "pip install /opt/lkproto-src[rtc] (cold: --no-cache-dir)"
   local t0 t1 rc=0
   t0=$(now)
-  in_target timeout 7200 nice -n 15 "${pip[@]}" install --no-cache-dir '/opt/lkproto-src[rtc]' \
-    >"$CACHE/pip-install.log" 2>&1 || rc=$?
+  in_target timeout "${LKPROTO_INSTALL_TIMEOUT:-7200}" nice -n 15 "${pip[@]}" install \
+    --no-cache-dir '/opt/lkproto-src[rtc]' >"$CACHE/pip-install.log" 2>&1 || rc=$?
   t1=$(now)
   # Test dependencies: the dev group minus linters/type checkers and the official SDK (the SDK
   # peer runs on the host; the few unit tests comparing with it skip themselves without it).
@@ -224,11 +256,16 @@ stage_record() {
     --result "$REPO/tools/targets/results/$TARGET.json"
 }
 
-status=0
-for stage in "${STAGES[@]}"; do
-  case $stage in
-    userland | install | suites | smoke | record) "stage_$stage" || status=1 ;;
-    *) log "unknown stage $stage"; exit 2 ;;
-  esac
-done
-exit $status
+main() {
+  local status=0 stage
+  for stage in "${STAGES[@]}"; do
+    case $stage in
+      userland | build | install | suites | smoke | record) "stage_$stage" || status=1 ;;
+      *) log "unknown stage $stage"; return 2 ;;
+    esac
+  done
+  return $status
+}
+
+# One line, read whole before it runs: editing this file during a (long) run cannot derail it.
+main; exit $?

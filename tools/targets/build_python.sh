@@ -21,7 +21,11 @@ apt-get install -y -q --no-install-recommends dpkg-dev build-essential pkg-confi
   libmpdec-dev xz-utils
 mkdir -p /opt/build && cd /opt/build
 rm -rf "python$VERSION"* && mkdir "python$VERSION-src" && cd "python$VERSION-src"
-apt-get source -q --download-only "python$VERSION"
+# The mirror can lag behind its own index (a listed source file answering 404): try each
+# version the index lists, newest first.
+for v in $(apt-cache showsrc "python$VERSION" | awk '/^Version:/ {print $2}' | sort -rV); do
+  apt-get source -q --download-only "python$VERSION=$v" && break
+done
 tar xf python"$VERSION"_*.orig.tar.*z
 cd Python-*/
 # --with-ensurepip gives the interpreter its own pip, as a user's build would have.

@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["main"]
 
-STAGES = ("userland", "apt", "install", "python", "suites", "smoke")
+STAGES = ("userland", "apt", "build", "install", "python", "suites", "smoke")
 
 
 def load(path: Path) -> Any:

@@ -1,0 +1,46 @@
+#!/bin/sh
+# Build a musl-linked CPython inside a Debian userland, for the musl (Alpine-like) row of
+# tools/targets.sh. No Alpine mirror is reachable, so everything comes from Debian: musl-tools
+# (musl-gcc), and the source packages of zlib, OpenSSL and CPython, built statically into one
+# prefix. The interpreter's ELF interpreter is musl's loader, so pip sees a musllinux platform and
+# installs PyPI's musllinux wheels.
+#
+#   sh build_musl_python.sh VERSION PREFIX      # e.g. 3.13 /opt/python3.13-musl
+set -eu
+VERSION=$1
+PREFIX=$2
+DEPS=/opt/musl-deps
+export DEBIAN_FRONTEND=noninteractive
+if ! grep -q '^deb-src' /etc/apt/sources.list; then
+  sed -n 's/^deb /deb-src /p' /etc/apt/sources.list >>/etc/apt/sources.list
+fi
+apt-get -o Acquire::Check-Valid-Until=false update -q
+apt-get install -y -q --no-install-recommends dpkg-dev build-essential musl-tools musl-dev \
+  linux-libc-dev perl xz-utils
+# Alpine names its libc libc.musl-<arch>.so.1; musllinux wheels link that name.
+arch=$(uname -m)
+ln -sf "/usr/lib/$arch-linux-musl/libc.so" "/lib/libc.musl-$arch.so.1"
+mkdir -p /opt/build/musl && cd /opt/build/musl
+src() {  # fetch and unpack the upstream tarball of a Debian source package
+  rm -rf "$1" && mkdir "$1" && cd "$1"
+  apt-get source -q --download-only "$1" >/dev/null
+  tar xf "$1"_*.orig.tar.*
+  cd "$(find . -mindepth 1 -maxdepth 1 -type d | head -n 1)"
+}
+# musl-gcc sees only musl's headers; OpenSSL and CPython include a few kernel headers.
+KHDR=/opt/build/musl/khdr
+mkdir -p "$KHDR"
+for d in linux asm-generic mtd; do ln -sfn "/usr/include/$d" "$KHDR/$d"; done
+ln -sfn "/usr/include/$arch-linux-gnu/asm" "$KHDR/asm"
+export CC="musl-gcc -I$KHDR"
+
+(src zlib && ./configure --static --prefix="$DEPS" >/dev/null && make -j"$(nproc)" >/dev/null &&
+  make install >/dev/null)
+(src openssl && ./Configure "linux-$arch" no-shared no-tests no-afalgeng no-async no-docs \
+  --prefix="$DEPS" --libdir=lib >/dev/null && make -j"$(nproc)" >make.log 2>&1 &&
+  make install_sw >/dev/null)
+(src "python$VERSION" &&
+  ./configure --prefix="$PREFIX" --with-ensurepip=install --with-openssl="$DEPS" \
+    CPPFLAGS="-I$DEPS/include" LDFLAGS="-L$DEPS/lib" >configure.log 2>&1 &&
+  make -j"$(nproc)" >make.log 2>&1 && make install >install.log 2>&1)
+"$PREFIX/bin/python$VERSION" -c 'import platform, ssl, zlib; print(platform.libc_ver(), ssl.OPENSSL_VERSION)'
