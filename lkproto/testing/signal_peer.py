@@ -168,6 +168,8 @@ class SignalPeer:
         """How AddTrackRequests are answered."""
         self.hold_answers = False
         """Keep offers unanswered until :meth:`release_answers`."""
+        self.answer_pings = True
+        """Answer ``ping_req`` with ``pong_resp`` (False: let the client's ping deadline pass)."""
         self.held_offers: list[pb.SessionDescription] = []
         """Offers received while :attr:`hold_answers` was set, oldest first."""
         self.data_packets: list[tuple[str, pb.DataPacket]] = []
@@ -347,7 +349,7 @@ class SignalPeer:
         elif kind == "update_metadata":
             rr = pb.RequestResponse(request_id=request.update_metadata.request_id)
             connection.send(pb.SignalResponse(request_response=rr))
-        elif kind == "ping_req":
+        elif kind == "ping_req" and self.answer_pings:
             pong = pb.Pong(last_ping_timestamp=request.ping_req.timestamp)
             connection.send(pb.SignalResponse(pong_resp=pong))
         elif kind == "leave":

@@ -19,7 +19,7 @@ from lkproto.asyncio import engine as en
 from lkproto.core import signal as sg
 from lkproto.core.publish import TrackDescription
 from lkproto.core.reconnect import ReconnectPolicy
-from lkproto.errors import ConnectError, RequestRejectedError
+from lkproto.errors import ConnectError, JoinRejectedError, RequestRejectedError
 from lkproto.testing import SignalPeer, scaled
 from lkproto.wire import pb
 
@@ -371,3 +371,33 @@ async def test_an_offer_dropped_during_an_outage_is_made_again_after_the_resume(
     finally:
         await engine.disconnect()
         await peer.close()
+
+
+async def test_unanswered_pings_count_as_signal_loss_and_resume() -> None:
+    # PROTOCOL-MAP §1 Ping/Pong: no frame within ping_timeout is a lost signal connection.
+    peer = SignalPeer(ping_interval_s=1, ping_timeout_s=1)
+    recorder = Recorder()
+    engine = en.Engine(recorder)
+    try:
+        await engine.connect(URL, "token", options(peer))
+        peer.answer_pings = False
+        assert (await recorder.next(en.EngineReconnecting)).full is False
+        assert (await recorder.next(en.EngineReconnected)).full is False
+        assert peer.connections[0].closed  # the engine dropped the silent socket
+        assert peer.current.resume
+    finally:
+        await engine.disconnect()
+        await peer.close()
+
+
+async def test_a_server_without_rtc_v1_is_tried_on_rtc_v0() -> None:
+    peer = SignalPeer()
+    peer.reject_next_join(404, "404 page not found")  # what a server without /rtc/v1 answers
+    engine = en.Engine(Recorder())
+    # The peer itself speaks v1 only, so the v0 attempt is refused in turn: its 404 shows it ran.
+    with pytest.raises(JoinRejectedError, match="speaks /rtc/v1 only"):
+        await engine.connect(URL, "token", options(peer))
+    peer.reject_next_join(404, "404 page not found")
+    with pytest.raises(JoinRejectedError, match="page not found"):
+        await engine.connect(URL, "token", options(peer, single_peer_connection=True))
+    await peer.close()
