@@ -80,6 +80,7 @@ from lkproto.wire import (
     signal_url_v1,
     wrap_join_request,
 )
+from lkproto.wire.channels import LOSSY_LABEL, RELIABLE_LABEL
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -107,10 +108,6 @@ _data_log = logging.getLogger("lkproto.data")
 # The official Python SDK's default per signal attempt is 5 s; joining also waits for ICE, DTLS
 # and both data channels, so the whole connect gets more.
 DEFAULT_CONNECT_TIMEOUT_S: Final = 15.0
-# PROTOCOL-MAP §3: both labels must be open on the primary PC before the server delivers sequenced
-# reliable packets to us.
-RELIABLE_LABEL: Final = "_reliable"
-LOSSY_LABEL: Final = "_lossy"
 # PROTOCOL-MAP §3 Buffered-amount thresholds (JS values): a reliable send waits while more than
 # the high-water mark is queued, until the queue is below the low-water mark; lossy packets are
 # dropped when their channel's queue is full.
