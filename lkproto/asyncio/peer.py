@@ -41,6 +41,7 @@ from aiortc.sdp import candidate_from_sdp
 from lkproto.asyncio import _seam
 from lkproto.asyncio._ice import check_addresses
 from lkproto.errors import ConnectError, LocalProtocolError, RemoteProtocolError
+from lkproto.wire.channels import DATA_TRACK_LABEL, LOSSY_LABEL, RELIABLE_LABEL
 from lkproto.wire.codec import DATA_PACKET_MAX_BYTES
 
 if TYPE_CHECKING:
@@ -63,12 +64,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# PROTOCOL-MAP §3 Labels and options: both must exist (and be open on the primary PC) before the
-# server sends sequenced reliable packets.
-RELIABLE_LABEL: Final = "_reliable"
-LOSSY_LABEL: Final = "_lossy"
-# PROTOCOL-MAP §12: raw data-track packets, unordered and never retransmitted, like _lossy.
-DATA_TRACK_LABEL: Final = "_data_track"
+# PROTOCOL-MAP §3 Labels and options: _reliable and _lossy must exist (and be open on the primary
+# PC) before the server sends sequenced reliable packets; §12 _data_track is unordered and never
+# retransmitted, like _lossy. The labels themselves are defined once, in lkproto.wire.channels.
 
 _CANDIDATE_PREFIX: Final = "candidate:"
 

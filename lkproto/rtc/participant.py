@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import datetime
 import enum
-import logging
 import mimetypes
 import os
 import uuid
@@ -929,11 +928,8 @@ _VIDEO_MIME = {VideoCodec.VP8: "video/VP8", VideoCodec.H264: "video/H264"}
 
 def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDescription:
     """The public publish options as the plain description lkproto.core.publish announces (and
-    lkproto.asyncio.publish prepares the sender from)."""
-    if opts.simulcast or opts.red or opts.dtx:
-        logging.getLogger("lkproto.media").info(
-            "= aiortc has no simulcast/RED/DTX; publishing %s single-layer without them", track
-        )
+    lkproto.asyncio.publish prepares the sender from). ``simulcast``/``red``/``dtx`` were
+    already warned about once when the options were set (lkproto.rtc.track)."""
     if track.kind != TrackKind.KIND_VIDEO:
         channels = int(getattr(track.source, "num_channels", 1))
         return TrackDescription(

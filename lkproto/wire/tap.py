@@ -34,6 +34,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from lkproto.errors import DecodeError
 from lkproto.wire import pb
+from lkproto.wire.channels import DATA_TRACK_LABEL
 from lkproto.wire.codec import decode
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 CHANNEL_SIGNAL: Final = "signal"
-CHANNEL_DATA_TRACK: Final = "_data_track"
+CHANNEL_DATA_TRACK: Final = DATA_TRACK_LABEL
 CHANNEL_RTP: Final = "rtp"
 
 # The three top-level messages that travel on their own (signal frames both ways, data-channel
