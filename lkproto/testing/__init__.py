@@ -5,6 +5,8 @@ Everything here needs only the standard library, so it imports without the ``rtc
 - :class:`LocalServer` starts a pinned livekit-server bound to 127.0.0.1.
 - :func:`ensure_livekit_server` builds and caches that server with ``go install``.
 - :func:`scaled` stretches test timings by ``$LKPROTO_TEST_TIME_SCALE``.
+- :class:`FaultLab` runs the server and client workers in a network namespace and impairs the
+  traffic there (loss, outages, rate limits, server kills); see :mod:`lkproto.testing.faults`.
 - :class:`SignalPeer` (needs the ``rtc`` extra, imported on first use) is an in-memory signal
   server an Engine or a Room can connect to without a network
   (:mod:`lkproto.testing.signal_peer`).
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lkproto.core.durations import positive_seconds
 from lkproto.errors import LocalProtocolError
+from lkproto.testing.faults import FaultLab, Impairment
 from lkproto.testing.install import (
     DEFAULT_LIVEKIT_SERVER_VERSION,
     binary_path,
@@ -41,6 +44,8 @@ __all__ = [
     "DEMO_API_KEY",
     "DEMO_API_SECRET",
     "TIME_SCALE_ENV",
+    "FaultLab",
+    "Impairment",
     "LocalServer",
     "SignalConnection",
     "SignalPeer",
