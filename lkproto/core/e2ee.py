@@ -1,0 +1,695 @@
+"""End-to-end encryption, sans-I/O: key rings, the ratchet, and the frame and data cryptors.
+
+Theory of operation (PROTOCOL-MAP §11; facts checked against ciphertext the official Python SDK
+1.2.1 sent, see ``tests/unit/core/test_e2ee.py``):
+
+* **Key material → AES key.** A key is set as *material* (the caller's bytes). The AES-128-GCM
+  key is derived from it with the configured function and the ratchet salt (default
+  ``LKFrameEncryptionKey``): PBKDF2-HMAC-SHA-256 with 100 000 iterations, or HKDF-SHA-256 with 128
+  zero bytes of info.
+* **Ratchet.** Ratcheting replaces the material with 256 bits derived from it by the same function
+  and salt. Sender and receivers that ratchet the same material arrive at the same key, so a key
+  can be rotated without distributing it again.
+* **Key ring.** Every participant (or, in shared-key mode, the room) has ``key_ring_size`` slots;
+  a frame's trailer and an ``EncryptedPacket`` name the slot. A sender encrypts with the slot it
+  set last.
+* **Receiving.** When a frame does not decrypt with its slot's key, the receiver tries the next
+  ``ratchet_window_size`` ratchets of that key (the sender may have ratcheted first) and keeps the
+  one that works (state ``KEY_RATCHETED``). Each failure counts against ``failure_tolerance``
+  (negative: unlimited); past it the slot is treated as missing until a key is set or ratcheted.
+  The ratcheted keys are derived once per material and cached: with the official default window of
+  16 every undecryptable frame would otherwise cost 32 key derivations of 100 000 iterations.
+* **Server-injected frames.** Frames the SFU synthesises end with the room's ``sif_trailer``
+  (``JoinResponse.sif_trailer``); they pass through with the trailer removed.
+
+Nothing here does I/O or reads a clock. AES and the key derivations are an injected
+:class:`Crypto` (the default, :func:`default_crypto`, imports ``cryptography`` when first asked
+for, so this module imports with only ``protobuf`` installed); IVs are passed in by the caller.
+State changes are pulled with :meth:`KeyProvider.next_event`.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Protocol
+
+from lkproto.errors import DecodeError, LocalProtocolError, UnsupportedFeatureError
+from lkproto.wire import pb
+from lkproto.wire.codec import decode
+from lkproto.wire.e2ee import (
+    IV_LENGTH,
+    TAG_LENGTH,
+    FrameCodec,
+    clear_header_size,
+    escape_rbsp,
+    move_into_payload,
+    move_out_of_payload,
+    parse_frame_trailer,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "DEFAULT_FAILURE_TOLERANCE",
+    "DEFAULT_KEY_RING_SIZE",
+    "DEFAULT_RATCHET_SALT",
+    "DEFAULT_RATCHET_WINDOW_SIZE",
+    "HKDF_INFO",
+    "PBKDF2_ITERATIONS",
+    "Crypto",
+    "DataDecrypted",
+    "DataNotDecrypted",
+    "EncryptionState",
+    "EncryptionStateChanged",
+    "FrameCryptor",
+    "KeyDerivationFunction",
+    "KeyHandler",
+    "KeyOptions",
+    "KeyProvider",
+    "data_iv",
+    "default_crypto",
+    "derive_aes_key",
+    "frame_iv",
+    "ratchet_material",
+]
+
+DEFAULT_RATCHET_SALT: Final = b"LKFrameEncryptionKey"
+"""Salt of every derivation unless configured (``JS:src/e2ee/constants.ts``, official Python)."""
+
+DEFAULT_RATCHET_WINDOW_SIZE: Final = 16
+"""Ratchets a receiver tries after a failure (official Python ``KeyProviderOptions`` default)."""
+
+DEFAULT_FAILURE_TOLERANCE: Final = -1
+"""Failures before a key counts as missing; negative = never (official Python default)."""
+
+DEFAULT_KEY_RING_SIZE: Final = 16
+"""Key slots per participant; the trailer's key index is one byte (official Python default)."""
+
+PBKDF2_ITERATIONS: Final = 100_000
+"""PBKDF2-HMAC-SHA-256 iterations of key derivation and ratchet (PROTOCOL-MAP §11)."""
+
+HKDF_INFO: Final = bytes(128)
+"""HKDF info: 128 zero bytes (``JS:src/e2ee/utils.ts (getAlgoOptions)``, same in Rust)."""
+
+_AES_KEY_BYTES: Final = 16
+_RATCHET_BYTES: Final = 32
+
+
+class KeyDerivationFunction(enum.IntEnum):
+    """How key material becomes a key (same values as the official ``KeyDerivationFunction``)."""
+
+    PBKDF2 = 0
+    HKDF = 1
+
+
+class EncryptionState(enum.IntEnum):
+    """A cryptor's last outcome (same names and values as the official ``EncryptionState``)."""
+
+    NEW = 0
+    OK = 1
+    ENCRYPTION_FAILED = 2
+    DECRYPTION_FAILED = 3
+    MISSING_KEY = 4
+    KEY_RATCHETED = 5
+    INTERNAL_ERROR = 6
+
+
+class Crypto(Protocol):
+    """The primitives the cryptors need; inject a fake in tests or another backend."""
+
+    def pbkdf2_sha256(self, material: bytes, salt: bytes, iterations: int, length: int) -> bytes:
+        """PBKDF2-HMAC-SHA-256 of ``material``."""
+        ...
+
+    def hkdf_sha256(self, material: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+        """HKDF-SHA-256 (extract and expand) of ``material``."""
+        ...
+
+    def aes_gcm_encrypt(self, key: bytes, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """Ciphertext with the 16-byte tag appended."""
+        ...
+
+    def aes_gcm_decrypt(self, key: bytes, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes | None:
+        """The plaintext, or None when the tag does not verify."""
+        ...
+
+
+class _CryptographyBackend:
+    """:class:`Crypto` on the ``cryptography`` package (OpenSSL)."""
+
+    def __init__(self) -> None:
+        try:
+            from cryptography.exceptions import InvalidTag
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+            from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+        except ImportError as exc:
+            raise UnsupportedFeatureError(
+                "RoomOptions.encryption",
+                "end-to-end encryption needs the 'cryptography' package "
+                "(pip install 'lkproto[rtc]')",
+            ) from exc
+        self._invalid_tag = InvalidTag
+        self._sha256 = hashes.SHA256
+        self._aesgcm = AESGCM
+        self._hkdf = HKDF
+        self._pbkdf2 = PBKDF2HMAC
+        self._ciphers: dict[bytes, AESGCM] = {}
+
+    def pbkdf2_sha256(self, material: bytes, salt: bytes, iterations: int, length: int) -> bytes:
+        return self._pbkdf2(self._sha256(), length, salt, iterations).derive(material)
+
+    def hkdf_sha256(self, material: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+        return self._hkdf(self._sha256(), length, salt, info).derive(material)
+
+    def _cipher(self, key: bytes) -> AESGCM:
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            if len(self._ciphers) >= 64:  # keys of one room: a handful; bound it anyway
+                self._ciphers.clear()
+            cipher = self._ciphers[key] = self._aesgcm(key)
+        return cipher
+
+    def aes_gcm_encrypt(self, key: bytes, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        return self._cipher(key).encrypt(iv, plaintext, aad or None)
+
+    def aes_gcm_decrypt(self, key: bytes, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes | None:
+        try:
+            return self._cipher(key).decrypt(iv, ciphertext, aad or None)
+        except self._invalid_tag:
+            return None
+
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_default: _CryptographyBackend | None = None
+
+
+def default_crypto() -> Crypto:
+    """The ``cryptography``-backed primitives (imported on the first call).
+
+    Raises:
+        lkproto.errors.UnsupportedFeatureError: ``cryptography`` is not installed.
+    """
+    global _default  # noqa: PLW0603 - one backend (and its cipher cache) per process
+    if _default is None:
+        _default = _CryptographyBackend()
+    return _default
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyOptions:
+    """The key provider's settings (the official ``KeyProviderOptions`` without the key).
+
+    Attributes:
+        ratchet_salt: salt of every derivation.
+        ratchet_window_size: ratchets a receiver tries after a failure (0: none).
+        failure_tolerance: failures before a key counts as missing; negative = never.
+        key_ring_size: key slots per participant, 1..256.
+        key_derivation_function: PBKDF2 or HKDF.
+    """
+
+    ratchet_salt: bytes = DEFAULT_RATCHET_SALT
+    ratchet_window_size: int = DEFAULT_RATCHET_WINDOW_SIZE
+    failure_tolerance: int = DEFAULT_FAILURE_TOLERANCE
+    key_ring_size: int = DEFAULT_KEY_RING_SIZE
+    key_derivation_function: KeyDerivationFunction = KeyDerivationFunction.PBKDF2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ratchet_salt, bytes):
+            raise LocalProtocolError("ratchet_salt must be bytes")
+        if isinstance(self.ratchet_window_size, bool) or not 0 <= self.ratchet_window_size <= 256:
+            raise LocalProtocolError("ratchet_window_size must be an int in 0..256")
+        if isinstance(self.failure_tolerance, bool) or not isinstance(self.failure_tolerance, int):
+            raise LocalProtocolError("failure_tolerance must be an int (negative: unlimited)")
+        # The key index travels in one byte (PROTOCOL-MAP §11).
+        if isinstance(self.key_ring_size, bool) or not 1 <= self.key_ring_size <= 256:
+            raise LocalProtocolError("key_ring_size must be an int in 1..256")
+        try:
+            object.__setattr__(
+                self, "key_derivation_function", KeyDerivationFunction(self.key_derivation_function)
+            )
+        except ValueError:
+            raise LocalProtocolError(
+                f"unknown key_derivation_function {self.key_derivation_function!r}"
+            ) from None
+
+
+def derive_aes_key(crypto: Crypto, material: bytes, options: KeyOptions) -> bytes:
+    """The AES-128 key of ``material`` (PROTOCOL-MAP §11 Keys)."""
+    return _derive(crypto, material, options, _AES_KEY_BYTES)
+
+
+def ratchet_material(crypto: Crypto, material: bytes, options: KeyOptions) -> bytes:
+    """The material one ratchet after ``material`` (256 bits by the same function and salt)."""
+    return _derive(crypto, material, options, _RATCHET_BYTES)
+
+
+def _derive(crypto: Crypto, material: bytes, options: KeyOptions, length: int) -> bytes:
+    if options.key_derivation_function is KeyDerivationFunction.HKDF:
+        return crypto.hkdf_sha256(material, options.ratchet_salt, HKDF_INFO, length)
+    return crypto.pbkdf2_sha256(material, options.ratchet_salt, PBKDF2_ITERATIONS, length)
+
+
+def frame_iv(ssrc: int, rtp_timestamp: int, send_count: int) -> bytes:
+    """A media frame IV as the SDKs build it: SSRC, timestamp, timestamp - (count mod 0xFFFF).
+
+    Uniqueness per key is what matters to AES-GCM; the layout only keeps lkproto's IVs shaped like
+    everyone else's (PROTOCOL-MAP §11). ``send_count`` starts at a random value per SSRC.
+    """
+    low = (rtp_timestamp - send_count % 0xFFFF) & 0xFFFFFFFF
+    return struct.pack(">III", ssrc & 0xFFFFFFFF, rtp_timestamp & 0xFFFFFFFF, low)
+
+
+def data_iv(random_bytes: Callable[[int], bytes], counter: int) -> bytes:
+    """A data packet IV: 8 random bytes then a 32-bit counter, so no two IVs of a sender repeat.
+
+    Receivers only read the transmitted IV (PROTOCOL-MAP §11 Data packets), so the layout is ours.
+    """
+    return random_bytes(8) + struct.pack(">I", counter & 0xFFFFFFFF)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncryptionStateChanged:
+    """A cryptor's state changed (official ``e2ee_state_changed``).
+
+    Attributes:
+        participant_identity: whose frames or packets (the local identity for sending).
+        track_sid: the track, or "" for data packets.
+        state: the new state.
+    """
+
+    participant_identity: str
+    track_sid: str
+    state: EncryptionState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataDecrypted:
+    """An ``EncryptedPacket`` opened: ``packet`` holds the original value."""
+
+    packet: pb.DataPacket
+    key_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataNotDecrypted:
+    """An ``EncryptedPacket`` that could not be opened; nothing of it may reach the application.
+
+    Attributes:
+        state: ``MISSING_KEY`` (no key for the slot) or ``DECRYPTION_FAILED``.
+        reason: for logs.
+    """
+
+    state: EncryptionState
+    reason: str
+
+
+@dataclass(slots=True)
+class _Slot:
+    material: bytes
+    key: bytes
+    # The next ratchets of ``material``: (material, key) pairs, derived on first need.
+    ratchets: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class KeyHandler:
+    """One key ring: a participant's, or the room's shared one."""
+
+    def __init__(self, options: KeyOptions, crypto: Crypto) -> None:
+        """Create an empty ring with ``options.key_ring_size`` slots."""
+        self._options = options
+        self._crypto = crypto
+        self._slots: list[_Slot | None] = [None] * options.key_ring_size
+        self._failures = 0
+        self.current_index = 0
+        """The slot set (or ratcheted) last: what a sender encrypts with."""
+
+    @property
+    def has_valid_key(self) -> bool:
+        """False once failures passed the tolerance, until a key is set or ratcheted."""
+        tolerance = self._options.failure_tolerance
+        return tolerance < 0 or self._failures <= tolerance
+
+    def _index(self, key_index: int) -> int:
+        if isinstance(key_index, bool) or not 0 <= key_index < self._options.key_ring_size:
+            raise LocalProtocolError(
+                f"key_index must be in 0..{self._options.key_ring_size - 1}, not {key_index!r}"
+            )
+        return key_index
+
+    def set_key(self, material: bytes, key_index: int) -> None:
+        """Put ``material`` in slot ``key_index`` and make it the current slot.
+
+        Raises:
+            LocalProtocolError: empty material or an index outside the ring.
+        """
+        index = self._index(key_index)
+        if not isinstance(material, bytes) or not material:
+            raise LocalProtocolError("key material must be non-empty bytes")
+        self._slots[index] = _Slot(material, derive_aes_key(self._crypto, material, self._options))
+        self.current_index = index
+        self._failures = 0
+
+    def export_key(self, key_index: int) -> bytes:
+        """The material in slot ``key_index`` (b"" when empty, as the official SDK returns)."""
+        slot = self._slots[self._index(key_index)]
+        return b"" if slot is None else slot.material
+
+    def ratchet_key(self, key_index: int) -> bytes:
+        """Ratchet slot ``key_index`` once and return the new material (b"" when empty)."""
+        index = self._index(key_index)
+        slot = self._slots[index]
+        if slot is None:
+            return b""
+        self._slots[index] = self._advance(slot, 1)
+        self._failures = 0
+        return self.export_key(index)
+
+    def key(self, key_index: int) -> bytes | None:
+        """The AES key of a slot, None when empty or outside the ring."""
+        if not 0 <= key_index < len(self._slots):
+            return None
+        slot = self._slots[key_index]
+        return None if slot is None else slot.key
+
+    def _ratchets(self, slot: _Slot, count: int) -> list[tuple[bytes, bytes]]:
+        while len(slot.ratchets) < count:
+            previous = slot.ratchets[-1][0] if slot.ratchets else slot.material
+            material = ratchet_material(self._crypto, previous, self._options)
+            slot.ratchets.append((material, derive_aes_key(self._crypto, material, self._options)))
+        return slot.ratchets[:count]
+
+    def _advance(self, slot: _Slot, steps: int) -> _Slot:
+        material, key = self._ratchets(slot, steps)[steps - 1]
+        return _Slot(material, key, slot.ratchets[steps:])
+
+    def open(
+        self, key_index: int, attempt: Callable[[bytes], bytes | None]
+    ) -> tuple[bytes | None, EncryptionState]:
+        """Run ``attempt(key)`` with the slot's key, then with its next ratchets.
+
+        Returns:
+            The plaintext (or None) and the state: ``OK``, ``KEY_RATCHETED`` (the slot moved
+            forward), ``MISSING_KEY`` or ``DECRYPTION_FAILED`` (counted against the tolerance).
+        """
+        slot = self._slots[key_index] if 0 <= key_index < len(self._slots) else None
+        if slot is None or not self.has_valid_key:
+            return None, EncryptionState.MISSING_KEY
+        plain = attempt(slot.key)
+        if plain is not None:
+            return plain, EncryptionState.OK
+        for steps, (_, key) in enumerate(
+            self._ratchets(slot, self._options.ratchet_window_size), start=1
+        ):
+            plain = attempt(key)
+            if plain is not None:
+                self._slots[key_index] = self._advance(slot, steps)
+                self._failures = 0
+                return plain, EncryptionState.KEY_RATCHETED
+        self._failures += 1
+        return None, EncryptionState.DECRYPTION_FAILED
+
+
+class KeyProvider:
+    """The keys of a room: a shared ring, or one ring per participant (official ``KeyProvider``).
+
+    In shared-key mode (``shared_key`` given, or :meth:`set_shared_key` called) every participant,
+    the local one included, uses the shared ring; per-participant keys are then kept but unused.
+    """
+
+    def __init__(
+        self,
+        options: KeyOptions | None = None,
+        *,
+        shared_key: bytes | None = None,
+        crypto: Crypto | None = None,
+    ) -> None:
+        """Create the provider; ``shared_key`` goes into slot 0 of the shared ring.
+
+        Raises:
+            LocalProtocolError: bad options or an empty shared key.
+            lkproto.errors.UnsupportedFeatureError: no ``crypto`` given and ``cryptography``
+                is not installed.
+        """
+        self.options = options if options is not None else KeyOptions()
+        self._crypto = crypto if crypto is not None else default_crypto()
+        self._shared: KeyHandler | None = None
+        self._participants: dict[str, KeyHandler] = {}
+        self._events: collections.deque[EncryptionStateChanged] = collections.deque()
+        self._states: dict[tuple[str, str], EncryptionState] = {}
+        self.sif_trailer = b""
+        """Trailer of server-injected frames (``JoinResponse.sif_trailer``); passed through."""
+        if shared_key is not None:
+            self.set_shared_key(shared_key, 0)
+
+    @property
+    def crypto(self) -> Crypto:
+        """The primitives in use."""
+        return self._crypto
+
+    @property
+    def shared(self) -> bool:
+        """Shared-key mode."""
+        return self._shared is not None
+
+    def set_shared_key(self, key: bytes, key_index: int = 0) -> None:
+        """Set the shared key material in slot ``key_index`` (switches to shared-key mode)."""
+        if self._shared is None:
+            self._shared = KeyHandler(self.options, self._crypto)
+        self._shared.set_key(key, key_index)
+
+    def export_shared_key(self, key_index: int = 0) -> bytes:
+        """The shared material in slot ``key_index`` (b"" when unset)."""
+        return b"" if self._shared is None else self._shared.export_key(key_index)
+
+    def ratchet_shared_key(self, key_index: int = 0) -> bytes:
+        """Ratchet the shared slot ``key_index``; returns the new material (b"" when unset)."""
+        return b"" if self._shared is None else self._shared.ratchet_key(key_index)
+
+    def set_key(self, participant_identity: str, key: bytes, key_index: int = 0) -> None:
+        """Set ``participant_identity``'s key material in slot ``key_index``."""
+        handler = self._participants.get(participant_identity)
+        if handler is None:
+            handler = self._participants[participant_identity] = KeyHandler(
+                self.options, self._crypto
+            )
+        handler.set_key(key, key_index)
+
+    def export_key(self, participant_identity: str, key_index: int = 0) -> bytes:
+        """``participant_identity``'s material in slot ``key_index`` (b"" when unset)."""
+        handler = self._participants.get(participant_identity)
+        return b"" if handler is None else handler.export_key(key_index)
+
+    def ratchet_key(self, participant_identity: str, key_index: int = 0) -> bytes:
+        """Ratchet ``participant_identity``'s slot ``key_index``; returns the new material."""
+        handler = self._participants.get(participant_identity)
+        return b"" if handler is None else handler.ratchet_key(key_index)
+
+    def handler_for(self, participant_identity: str) -> KeyHandler | None:
+        """The ring that encrypts or decrypts ``participant_identity``'s frames and packets."""
+        if self._shared is not None:
+            return self._shared
+        return self._participants.get(participant_identity)
+
+    # -- state events ---------------------------------------------------------------------------
+
+    def report(self, participant_identity: str, track_sid: str, state: EncryptionState) -> None:
+        """Record a cryptor's outcome; a change becomes an :class:`EncryptionStateChanged`."""
+        key = (participant_identity, track_sid)
+        if self._states.get(key, EncryptionState.NEW) is state:
+            return
+        self._states[key] = state
+        self._events.append(
+            EncryptionStateChanged(
+                participant_identity=participant_identity, track_sid=track_sid, state=state
+            )
+        )
+
+    def state(self, participant_identity: str, track_sid: str = "") -> EncryptionState:
+        """The last state reported for a participant's track (or its data packets)."""
+        return self._states.get((participant_identity, track_sid), EncryptionState.NEW)
+
+    def next_event(self) -> EncryptionStateChanged | None:
+        """The oldest state change not yet pulled, or None."""
+        return self._events.popleft() if self._events else None
+
+    # -- data packets (PROTOCOL-MAP §11 Data packets) ------------------------------------------
+
+    def encrypt_packet(self, packet: pb.DataPacket, identity: str, iv: bytes) -> pb.DataPacket:
+        """``packet`` with its value moved into an ``EncryptedPacket``, or ``packet`` itself.
+
+        Values that travel in clear text (DTMF, metrics, ...) come back unchanged.
+
+        Raises:
+            LocalProtocolError: no key to encrypt with (nothing may go out in clear text).
+        """
+        payload = move_into_payload(packet)
+        if payload is None:
+            return packet
+        handler = self.handler_for(identity)
+        key = None if handler is None else handler.key(handler.current_index)
+        if handler is None or key is None:
+            self.report(identity, "", EncryptionState.MISSING_KEY)
+            raise LocalProtocolError("no end-to-end encryption key set to encrypt data with")
+        if len(iv) != IV_LENGTH:
+            raise LocalProtocolError(f"IV must be {IV_LENGTH} bytes")
+        sealed = pb.DataPacket()
+        sealed.CopyFrom(packet)
+        sealed.ClearField(packet.WhichOneof("value"))  # type: ignore[arg-type]
+        encrypted = sealed.encrypted_packet
+        # Rust sets GCM, JS leaves NONE; receivers go by the field's presence (PROTOCOL-MAP §11).
+        encrypted.encryption_type = pb.Encryption.GCM
+        encrypted.iv = iv
+        encrypted.key_index = handler.current_index
+        encrypted.encrypted_value = self._crypto.aes_gcm_encrypt(
+            key, iv, payload.SerializeToString(), b""
+        )
+        self.report(identity, "", EncryptionState.OK)
+        return sealed
+
+    def decrypt_packet(self, packet: pb.DataPacket) -> DataDecrypted | DataNotDecrypted:
+        """Open a received packet holding ``encrypted_packet`` (never raises on remote input)."""
+        identity = packet.participant_identity
+        encrypted = packet.encrypted_packet
+        handler = self.handler_for(identity)
+        if handler is None:
+            result: DataDecrypted | DataNotDecrypted = DataNotDecrypted(
+                state=EncryptionState.MISSING_KEY, reason=f"no key for {identity!r}"
+            )
+        elif len(encrypted.iv) != IV_LENGTH or len(encrypted.encrypted_value) < TAG_LENGTH:
+            result = DataNotDecrypted(
+                state=EncryptionState.DECRYPTION_FAILED, reason="IV or ciphertext too short"
+            )
+        else:
+            iv, value = bytes(encrypted.iv), bytes(encrypted.encrypted_value)
+            plain, state = handler.open(
+                encrypted.key_index,
+                lambda key: self._crypto.aes_gcm_decrypt(key, iv, value, b""),
+            )
+            result = self._unwrap(packet, plain, state, encrypted.key_index)
+        self.report(
+            identity,
+            "",
+            result.state if isinstance(result, DataNotDecrypted) else EncryptionState.OK,
+        )
+        return result
+
+    @staticmethod
+    def _unwrap(
+        packet: pb.DataPacket, plain: bytes | None, state: EncryptionState, key_index: int
+    ) -> DataDecrypted | DataNotDecrypted:
+        if plain is None:
+            return DataNotDecrypted(state=state, reason=f"key index {key_index}: {state.name}")
+        try:
+            payload = decode(pb.EncryptedPacketPayload, plain)
+            return DataDecrypted(packet=move_out_of_payload(packet, payload), key_index=key_index)
+        except DecodeError as exc:
+            return DataNotDecrypted(
+                state=EncryptionState.DECRYPTION_FAILED, reason=f"decrypted payload: {exc}"
+            )
+
+
+class FrameCryptor:
+    """Encrypts one local track's frames or decrypts one remote track's (official ``FrameCryptor``).
+
+    The driver calls :meth:`encrypt` between encoder and packetiser and :meth:`decrypt` between
+    depacketiser and decoder; outcomes go to the provider's state events.
+    """
+
+    def __init__(
+        self,
+        provider: KeyProvider,
+        *,
+        participant_identity: str,
+        track_sid: str,
+        codec: FrameCodec,
+        key_index: int = 0,
+        enabled: bool = True,
+    ) -> None:
+        """Bind a track to the provider's keys of ``participant_identity``."""
+        self._provider = provider
+        self.participant_identity = participant_identity
+        self.track_sid = track_sid
+        self.codec = codec
+        self.key_index = key_index
+        """Slot this cryptor encrypts with (:meth:`set_key_index`)."""
+        self.enabled = enabled
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Enable or disable (frames then pass unchanged, as in the official SDK)."""
+        self.enabled = enabled
+
+    def set_key_index(self, key_index: int) -> None:
+        """Encrypt with slot ``key_index`` from now on.
+
+        Raises:
+            LocalProtocolError: outside the ring.
+        """
+        if isinstance(key_index, bool) or not 0 <= key_index < self._provider.options.key_ring_size:
+            raise LocalProtocolError(f"key_index {key_index!r} is outside the key ring")
+        self.key_index = key_index
+
+    def _report(self, state: EncryptionState) -> None:
+        self._provider.report(self.participant_identity, self.track_sid, state)
+
+    def encrypt(self, frame: bytes, iv: bytes) -> bytes | None:
+        """The encrypted frame, or None when it must be dropped (no key: never sent in clear).
+
+        Raises:
+            LocalProtocolError: an IV that is not 12 bytes (a caller bug).
+        """
+        if not self.enabled or not frame:
+            return frame
+        if len(iv) != IV_LENGTH:
+            raise LocalProtocolError(f"IV must be {IV_LENGTH} bytes")
+        handler = self._provider.handler_for(self.participant_identity)
+        key = None if handler is None else handler.key(self.key_index)
+        if key is None:
+            self._report(EncryptionState.MISSING_KEY)
+            return None
+        size = clear_header_size(self.codec, frame)
+        if size > len(frame):
+            # Shorter than its codec's clear header (e.g. a 5-byte "VP8 key frame"): a receiver
+            # would take part of the ciphertext for the header, so it is not sent at all.
+            self._report(EncryptionState.ENCRYPTION_FAILED)
+            return None
+        header = frame[:size]
+        sealed = self._provider.crypto.aes_gcm_encrypt(key, iv, frame[size:], header)
+        body = sealed + iv + bytes((IV_LENGTH, self.key_index))
+        if self.codec is FrameCodec.H264:
+            body = escape_rbsp(body)
+        self._report(EncryptionState.OK)
+        return header + body
+
+    def decrypt(self, frame: bytes) -> bytes | None:
+        """The clear frame, or None when it cannot be decrypted (never raises on remote input)."""
+        if not self.enabled or not frame:
+            return frame
+        sif = self._provider.sif_trailer
+        if sif and frame.endswith(sif):
+            return frame[: -len(sif)]
+        try:
+            parts = parse_frame_trailer(self.codec, frame)
+        except DecodeError:
+            self._report(EncryptionState.DECRYPTION_FAILED)
+            return None
+        handler = self._provider.handler_for(self.participant_identity)
+        if handler is None:
+            self._report(EncryptionState.MISSING_KEY)
+            return None
+        crypto = self._provider.crypto
+        plain, state = handler.open(
+            parts.key_index,
+            lambda key: crypto.aes_gcm_decrypt(key, parts.iv, parts.ciphertext, parts.header),
+        )
+        self._report(state)
+        if plain is None:
+            return None
+        return parts.header + plain
