@@ -12,6 +12,7 @@
 # record (tools/targets/results/TARGET.json). Everything heavy runs under `nice -n 15` and
 # under `timeout`. Caches live in ~/.cache/lkproto/targets/TARGET/ (never committed).
 # LKPROTO_INSTALL_TIMEOUT bounds the pip install (s, default 7200: armhf builds from sdist).
+# LKPROTO_PYTEST_ARGS adds pytest arguments to the suites stage (recorded in the result).
 # LKPROTO_REF picks the commit to test (default HEAD of this checkout; uncommitted edits are
 # never tested, so a measurement always names a commit).
 set -euo pipefail
@@ -29,7 +30,10 @@ declare -A SUITE=([bookworm-arm64]=bookworm [trixie-armhf]=trixie [trixie-amd64]
 # Debian's compilers, Rust toolchain and development packages.
 declare -A EXTRA=([bookworm-arm64]="" [trixie-armhf]="python3-av python3-numpy build-essential \
 pkg-config python3-dev libffi-dev libssl-dev libsrtp2-dev cargo rustc"
-  [trixie-amd64]="" [sid-amd64]="" [trixie-amd64-ft]="" [trixie-amd64-musl]="")
+  [trixie-amd64]="" [sid-amd64]="" [trixie-amd64-musl]=""
+  [trixie-amd64-ft]="pkg-config libavformat-dev libavcodec-dev libavdevice-dev libavutil-dev \
+libavfilter-dev libswscale-dev libswresample-dev libsrtp2-dev libffi-dev libssl-dev cargo rustc")
+# (free-threaded: PyPI has no cp313t wheel of av, pylibsrtp and others, so pip builds them.)
 declare -A VENV_OPTS=([trixie-armhf]=--system-site-packages)
 # Interpreters Debian does not ship are built from Debian's source packages in the userland
 # (stage build): a free-threaded CPython (--disable-gil; no python3.x-nogil package exists in
@@ -223,13 +227,15 @@ stage_suites() {
   # From the checkout (the freshness and layer tests read its files); imports of lkproto resolve
   # to the same pure-Python files, every compiled dependency comes from the target's venv.
   in_target sh -c "cd /opt/lkproto-src && timeout 5400 nice -n 15 /opt/lkproto-venv/bin/python \
-    -m pytest tests/unit tests/property tests/fuzz -q -p no:cacheprovider -o timeout=1200" \
+    -m pytest tests/unit tests/property tests/fuzz -q -p no:cacheprovider -o timeout=1200 \
+    ${LKPROTO_PYTEST_ARGS:-}" \
     >"$CACHE/suites.log" 2>&1 || rc=$?
   t1=$(now)
   local summary
   summary=$(grep -E "(passed|failed|error)" "$CACHE/suites.log" | tail -n 1 | sed 's/"/\\"/g')
   cat >"$OUT/suites.json" <<EOF
-{"exit": $rc, "seconds": $(secs "$t0" "$t1"), "summary": "$summary"}
+{"exit": $rc, "seconds": $(secs "$t0" "$t1"), "summary": "$summary",
+ "pytest_extra_args": "${LKPROTO_PYTEST_ARGS:-}"}
 EOF
   log "suites: exit $rc: $summary"
   return $rc

@@ -32,4 +32,4 @@ cd Python-*/
 ./configure --prefix="$PREFIX" --with-ensurepip=install "$@" >configure.log 2>&1
 make -j"$(nproc)" >make.log 2>&1
 make install >install.log 2>&1
-"$PREFIX/bin/python$VERSION"* -VV
+"$PREFIX/bin/python3" -VV
