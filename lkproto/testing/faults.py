@@ -75,12 +75,22 @@ from lkproto.testing.server import LocalServer, free_tcp_port, free_udp_port
 
 __all__ = [
     "CLIENT_VETH_ADDRESS",
+    "SDKS",
     "SERVER_VETH_ADDRESS",
+    "Fault",
     "FaultLab",
     "Impairment",
     "Netns",
+    "TransferPlan",
+    "TransferResult",
     "Worker",
     "missing_requirements",
+    "nft_ruleset",
+    "outage_fault",
+    "percentile",
+    "restart_fault",
+    "run_transfer",
+    "summarise",
 ]
 
 SERVER_VETH_ADDRESS: Final = "10.99.0.1"
@@ -938,6 +948,44 @@ def summarise(
 Fault = Callable[[FaultLab], float | None]
 """A fault schedule run while the senders send: it applies faults (sleeping as it needs) and
 returns the monotonic time it restored the network/server, or ``None``."""
+
+
+def outage_fault(kind: str, *, after_s: float, for_s: float) -> Fault:
+    """A schedule: wait ``after_s``, block ``kind`` (``"udp"`` or ``"signal"``) for ``for_s``.
+
+    Returns:
+        The schedule; it returns the moment the block was lifted.
+    """
+    if kind not in ("udp", "signal"):
+        raise LocalProtocolError(f"outage kind must be 'udp' or 'signal', got {kind!r}")
+    positive_seconds("for_s", for_s)
+
+    def schedule(lab: FaultLab) -> float:
+        time.sleep(after_s)
+        outage = lab.udp_outage() if kind == "udp" else lab.signal_outage()
+        with outage:
+            time.sleep(for_s)
+        return time.monotonic()
+
+    return schedule
+
+
+def restart_fault(*, after_s: float, down_s: float = 0.0) -> Fault:
+    """A schedule: wait ``after_s``, SIGKILL the server, wait ``down_s``, restart it.
+
+    Returns:
+        The schedule; it returns the moment the restarted server was ready.
+    """
+
+    def schedule(lab: FaultLab) -> float:
+        time.sleep(after_s)
+        lab.kill_server()
+        if down_s > 0:
+            time.sleep(down_s)
+        lab.restart_server()
+        return time.monotonic()
+
+    return schedule
 
 
 def run_transfer(

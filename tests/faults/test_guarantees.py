@@ -1,0 +1,155 @@
+"""Issue 15 floor guarantees, measured for lkproto next to the official SDK in the same run.
+
+Each test runs one sender/receiver pair per SDK, each pair in its own room on the same server in the
+same namespace, under one fault schedule (:func:`lkproto.testing.faults.run_transfer`), so both
+SDKs meet the same fault at the same moment. The assertions are lkproto's guarantees; the official
+SDK's figures are recorded beside them (``record_property`` and the failure message) as the
+reference, not asserted.
+
+The floor for every fault (issue 15 "Guarantees"): a reliable packet whose ``publish_data``
+returned is delivered exactly once and in order, or its failure is reported; a dead transport
+ends in a resume, a full reconnect or ``disconnected``, never in a room that says CONNECTED while
+nothing moves. Where lkproto does not meet it yet, the test asserts the required behaviour and is a
+strict xfail, so it turns into a failure (to be un-marked) the moment the engine is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from lkproto.testing import scaled
+from lkproto.testing.faults import (
+    FaultLab,
+    Impairment,
+    TransferPlan,
+    TransferResult,
+    outage_fault,
+    restart_fault,
+    run_transfer,
+)
+
+RecordProperty = Callable[[str, object], None]
+"""pytest's ``record_property`` fixture."""
+
+# Bounds on how long recovery may take after the fault ends; generous, the figures are recorded.
+_RESUME_BOUND_S = 10.0
+
+
+def _record(record_property: RecordProperty, results: dict[str, TransferResult]) -> str:
+    text = json.dumps({sdk: r.as_dict() for sdk, r in results.items()}, indent=1)
+    for sdk, result in results.items():
+        record_property(f"faults_{sdk}", json.dumps(result.as_dict()))
+    return text
+
+
+def _floor_violations(result: TransferResult) -> list[str]:
+    """What breaks the floor: silent loss, duplication, reordering, corruption."""
+    problems = []
+    if result.lost:
+        problems.append(f"{result.lost} accepted packets never delivered")
+    if result.duplicates:
+        problems.append(f"{result.duplicates} packets delivered twice")
+    if result.reordered:
+        problems.append(f"{result.reordered} packets out of order")
+    if result.corrupt:
+        problems.append(f"{result.corrupt} corrupted payloads")
+    return problems
+
+
+def test_ten_percent_loss_reliable_packets(lab: FaultLab, record_property: RecordProperty) -> None:
+    lab.set_impairment(Impairment(loss_up=0.1, loss_down=0.1))
+    plan = TransferPlan(packets=800, size=1024, interval_s=0.01, drain_s=scaled(20))
+    results = run_transfer(lab, plan)
+    detail = _record(record_property, results)
+    ours = results["lkproto"]
+    assert _floor_violations(ours) == [], detail
+    assert ours.accepted == plan.packets, detail
+    assert ours.final_state == "CONN_CONNECTED", detail
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,  # a harness error is not the expected failure
+    reason="issue 15: RPC under 10 % loss - lkproto p50 ~1 s vs the official SDK's ~5 ms "
+    "(aiortc SCTP retransmission: RTO floor 1 s, no fast retransmit tuning through the seam), "
+    "and an occasional RpcError",
+)
+def test_ten_percent_loss_rpc_latency_within_twice_official(
+    lab: FaultLab, record_property: RecordProperty
+) -> None:
+    lab.set_impairment(Impairment(loss_up=0.1, loss_down=0.1))
+    plan = TransferPlan(packets=0, rpcs=40, rpc_timeout_s=10.0, drain_s=1.0)
+    results = run_transfer(lab, plan)
+    detail = _record(record_property, results)
+    ours, theirs = results["lkproto"], results["livekit"]
+    assert ours.rpc_outcomes == {"ok": plan.rpcs}, detail
+    assert ours.rpc_p50_ms is not None, detail
+    assert theirs.rpc_p50_ms is not None, detail
+    assert ours.rpc_p50_ms <= 2 * max(theirs.rpc_p50_ms, 5.0), detail
+
+
+def test_five_second_udp_outage(lab: FaultLab, record_property: RecordProperty) -> None:
+    plan = TransferPlan(packets=500, interval_s=0.02, drain_s=scaled(20))
+    results = run_transfer(lab, plan, outage_fault("udp", after_s=2.0, for_s=5.0))
+    detail = _record(record_property, results)
+    ours = results["lkproto"]
+    assert _floor_violations(ours) == [], detail
+    assert ours.accepted == plan.packets, detail
+    assert ours.resumed_after_s is not None, detail
+    assert ours.resumed_after_s <= scaled(_RESUME_BOUND_S), detail
+    assert ours.final_state == "CONN_CONNECTED", detail
+
+
+def test_five_second_signal_outage(lab: FaultLab, record_property: RecordProperty) -> None:
+    plan = TransferPlan(packets=500, interval_s=0.02, drain_s=scaled(20))
+    results = run_transfer(lab, plan, outage_fault("signal", after_s=2.0, for_s=5.0))
+    detail = _record(record_property, results)
+    ours = results["lkproto"]
+    assert _floor_violations(ours) == [], detail
+    assert ours.accepted == plan.packets, detail
+    assert ours.final_state == "CONN_CONNECTED", detail
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,  # a harness error is not the expected failure
+    reason="issue 15: server SIGKILL + restart - lkproto's full reconnect drops the reliable "
+    "packets accepted since the last delivery (~120 of 600 here) without telling the caller, "
+    "and recovers in ~2.4 s vs the official SDK's ~0.1 s",
+)
+def test_server_kill_and_restart(lab: FaultLab, record_property: RecordProperty) -> None:
+    plan = TransferPlan(packets=500, interval_s=0.02, drain_s=scaled(10))
+    results = run_transfer(lab, plan, restart_fault(after_s=3.0))
+    detail = _record(record_property, results)
+    ours, theirs = results["lkproto"], results["livekit"]
+    # Accepted packets: delivered, or failed with an error the caller saw - never silently lost.
+    assert _floor_violations(ours) == [], detail
+    assert ours.final_state == "CONN_CONNECTED", detail
+    assert ours.resumed_after_s is not None, detail
+    assert theirs.resumed_after_s is not None, detail
+    # Recovery within 2x the official SDK's (issue 15), with a floor for scheduling noise.
+    assert ours.resumed_after_s <= 2 * max(theirs.resumed_after_s, 0.5), detail
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,  # a harness error is not the expected failure
+    reason="issue 15: 20 s UDP outage - the signal resumes while UDP is down, the SCTP "
+    "association then dies after the restore with no event: the room stays CONNECTED, "
+    "publish_data returned for packets never delivered and then raises PublishDataError forever",
+)
+def test_twenty_second_udp_outage(lab: FaultLab, record_property: RecordProperty) -> None:
+    plan = TransferPlan(packets=700, interval_s=0.05, publish_timeout_s=20.0, drain_s=scaled(10))
+    results = run_transfer(lab, plan, outage_fault("udp", after_s=3.0, for_s=20.0))
+    detail = _record(record_property, results)
+    ours = results["lkproto"]
+    # Nothing accepted and then dropped without the caller hearing of it.
+    assert _floor_violations(ours) == [], detail
+    # Never CONNECTED while nothing moves: a room that ends CONNECTED delivers again after the
+    # restore and accepts what is sent then.
+    if ours.final_state == "CONN_CONNECTED":
+        assert ours.resumed_after_s is not None, detail
+        assert ours.failures_after_restore == 0, detail
