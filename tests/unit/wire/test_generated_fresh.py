@@ -29,4 +29,4 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
 def test_every_proto_file_is_generated() -> None:
     protos = sorted(p.stem for p in (ROOT / "proto" / "lkproto" / "_pb").glob("*.proto"))
     modules = sorted(p.name[: -len("_pb2.py")] for p in (ROOT / "lkproto" / "_pb").glob("*_pb2.py"))
-    assert protos == modules == ["data", "models", "signal"]
+    assert protos == modules == ["api", "data", "models", "signal"]
