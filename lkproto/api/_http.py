@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Final
 
-from lkproto.errors import ApiError
+from lkproto.api._errors import ServerError
 
 __all__ = ["UNAVAILABLE", "USER_AGENT", "post_json", "twirp_error"]
 
@@ -40,16 +40,16 @@ _STATUS_TO_CODE: Final = {
 _OPENER: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def twirp_error(status: int, body: bytes) -> ApiError:
-    """Build the :class:`ApiError` for a non-200 Twirp answer.
+def twirp_error(status: int, body: bytes) -> ServerError:
+    """Build the :class:`ServerError` (an ``ApiError``) for a non-200 Twirp answer.
 
     Args:
         status: the HTTP status.
         body: the response body, normally ``{"code": ..., "msg": ..., "meta": ...}``.
 
     Returns:
-        The error carrying the Twirp code and message, or a code derived from the status when
-        the body is not a Twirp error (e.g. it came from a proxy).
+        The error carrying the Twirp code, message and ``meta``, or a code derived from the
+        status when the body is not a Twirp error (e.g. it came from a proxy).
     """
     try:
         decoded = json.loads(body.decode("utf-8"))
@@ -57,32 +57,51 @@ def twirp_error(status: int, body: bytes) -> ApiError:
         decoded = None
     if isinstance(decoded, dict) and isinstance(decoded.get("code"), str):
         msg = decoded.get("msg")
-        return ApiError(status, decoded["code"], msg if isinstance(msg, str) else "")
+        meta = decoded.get("meta")
+        metadata = (
+            {str(k): str(v) for k, v in meta.items() if isinstance(v, str)}
+            if isinstance(meta, dict)
+            else {}
+        )
+        return ServerError(
+            decoded["code"],
+            msg if isinstance(msg, str) else "",
+            status=status,
+            metadata=metadata,
+        )
     code = "internal" if 300 <= status < 400 else _STATUS_TO_CODE.get(status, "unknown")
-    return ApiError(status, code, body[:200].decode("utf-8", "replace"))
+    return ServerError(code, body[:200].decode("utf-8", "replace"), status=status)
 
 
-def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
-    """POST ``body`` as JSON and return ``(status, response body)`` for any HTTP answer.
+def post_json(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    *,
+    content_type: str = "application/json",
+) -> tuple[int, bytes]:
+    """POST ``body`` and return ``(status, response body)`` for any HTTP answer.
 
     Args:
         url: absolute ``http://`` or ``https://`` URL.
-        body: the JSON request.
+        body: the request, JSON unless ``content_type`` says otherwise.
         headers: extra request headers (``Authorization``).
         timeout: seconds allowed for connecting and for each blocking read.
+        content_type: ``application/json`` or, for Twirp's binary form, ``application/protobuf``.
 
     Returns:
         The HTTP status and the full response body, also for error statuses.
 
     Raises:
-        ApiError: status 0, code ``unavailable``, when no HTTP answer arrived (connection
+        ServerError: status 0, code ``unavailable``, when no HTTP answer arrived (connection
             refused, DNS failure, TLS failure, timeout, connection dropped mid-answer).
     """
     request = urllib.request.Request(
         url,
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers},
+        headers={"Content-Type": content_type, "User-Agent": USER_AGENT, **headers},
     )
     try:
         with _OPENER.open(request, timeout=timeout) as response:
@@ -97,7 +116,7 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) ->
             exc.close()
         return exc.code, error_body
     except urllib.error.URLError as exc:
-        raise ApiError(0, UNAVAILABLE, f"cannot reach {url}: {exc.reason}") from exc
+        raise ServerError(UNAVAILABLE, f"cannot reach {url}: {exc.reason}", status=0) from exc
     except (OSError, http.client.HTTPException) as exc:
         # TimeoutError, ConnectionResetError, IncompleteRead, RemoteDisconnected, ...
-        raise ApiError(0, UNAVAILABLE, f"request to {url} failed: {exc!r}") from exc
+        raise ServerError(UNAVAILABLE, f"request to {url} failed: {exc!r}", status=0) from exc

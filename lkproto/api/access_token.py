@@ -36,15 +36,23 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from lkproto.errors import TokenError
+
+if TYPE_CHECKING:
+    from lkproto.wire.api import RoomConfiguration
 
 __all__ = [
     "DEFAULT_LEEWAY",
     "DEFAULT_TTL",
     "AccessToken",
+    "AgentEndpointGrants",
+    "AgentGrants",
+    "AgentThreadGrants",
     "Claims",
+    "InferenceGrants",
+    "ObservabilityGrants",
     "SIPGrants",
     "TokenVerifier",
     "VideoGrants",
@@ -130,6 +138,85 @@ class SIPGrants:
 
 
 @dataclass
+class InferenceGrants:
+    """LiveKit Cloud inference permissions (``inference`` claim).
+
+    Attributes:
+        perform: may call the inference gateway.
+    """
+
+    perform: bool = False
+
+
+@dataclass
+class ObservabilityGrants:
+    """LiveKit Cloud observability permissions (``observability`` claim).
+
+    Attributes:
+        write: may write observability data.
+    """
+
+    write: bool = False
+
+
+@dataclass
+class AgentGrants:
+    """Agent management permissions (``agent`` claim).
+
+    Attributes:
+        admin: may manage agents.
+        simulation_admin: may manage agent simulations.
+        database_admin: may manage agent databases.
+        dispatch_admin: may manage agent dispatches.
+    """
+
+    admin: bool = False
+    simulation_admin: bool = False
+    database_admin: bool = False
+    dispatch_admin: bool = False
+
+
+@dataclass
+class AgentEndpointGrants:
+    """Permission to call one agent endpoint (``agentEndpoint`` claim).
+
+    Attributes:
+        call: may call the endpoint.
+        agent_name: the agent the grant is for.
+        deployment: the agent deployment; empty means production.
+    """
+
+    call: bool = False
+    agent_name: str = ""
+    deployment: str = ""
+
+
+@dataclass
+class AgentThreadGrants:
+    """Permissions on agent conversation threads (``agentThread`` claim).
+
+    Attributes:
+        all: applies to every thread.
+        scope: the scope the thread ids live in.
+        thread_ids: the threads the grant applies to.
+        list: may list threads.
+        create: may create threads.
+        write: may write to threads.
+        read: may read threads.
+        delete: may delete threads.
+    """
+
+    all: bool = False
+    scope: str = ""
+    thread_ids: list[str] | None = None
+    list: bool = False
+    create: bool = False
+    write: bool = False
+    read: bool = False
+    delete: bool = False
+
+
+@dataclass
 class Claims:
     """The LiveKit claims of a token, as minted or as found by :meth:`TokenVerifier.verify`.
 
@@ -143,6 +230,14 @@ class Claims:
         sip: SIP grants, or ``None`` if the token has no ``sip`` claim.
         attributes: participant attributes (empty if absent).
         sha256: hash of the request body (webhooks); empty if absent.
+        inference: inference grants, or ``None``.
+        observability: observability grants, or ``None``.
+        agent: agent management grants, or ``None``.
+        agent_endpoint: agent endpoint grants, or ``None``.
+        agent_thread: agent thread grants, or ``None``.
+        room_preset: name of a room preset the server applies when the token creates the room.
+        room_config: room configuration (``roomConfig`` claim) applied when the token creates
+            the room, e.g. the agents to dispatch; ``None`` if absent.
     """
 
     identity: str = ""
@@ -153,13 +248,42 @@ class Claims:
     sip: SIPGrants | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     sha256: str = ""
+    inference: InferenceGrants | None = None
+    observability: ObservabilityGrants | None = None
+    agent: AgentGrants | None = None
+    agent_endpoint: AgentEndpointGrants | None = None
+    agent_thread: AgentThreadGrants | None = None
+    room_preset: str = ""
+    room_config: RoomConfiguration | None = None
 
 
-_GrantsT = TypeVar("_GrantsT", VideoGrants, SIPGrants)
+_Grants = (
+    VideoGrants
+    | SIPGrants
+    | InferenceGrants
+    | ObservabilityGrants
+    | AgentGrants
+    | AgentEndpointGrants
+    | AgentThreadGrants
+)
+_GrantsT = TypeVar("_GrantsT", bound=_Grants)
 
 # Which JSON type each grant field has on the wire; every field not listed here is a bool.
-_GRANT_STR_FIELDS: Final = frozenset({"room", "destination_room"})
-_GRANT_STR_LIST_FIELDS: Final = frozenset({"can_publish_sources"})
+_GRANT_STR_FIELDS: Final = frozenset(
+    {"room", "destination_room", "agent_name", "deployment", "scope"}
+)
+_GRANT_STR_LIST_FIELDS: Final = frozenset({"can_publish_sources", "thread_ids"})
+
+# The grant claims besides ``video``: (Claims attribute, JSON claim name, grants class). The
+# claim names are the JSON tags of ``P:auth/grants.go (ClaimGrants)``.
+_EXTRA_GRANT_CLAIMS: Final[tuple[tuple[str, str, type[_Grants]], ...]] = (
+    ("sip", "sip", SIPGrants),
+    ("inference", "inference", InferenceGrants),
+    ("observability", "observability", ObservabilityGrants),
+    ("agent", "agent", AgentGrants),
+    ("agent_endpoint", "agentEndpoint", AgentEndpointGrants),
+    ("agent_thread", "agentThread", AgentThreadGrants),
+)
 
 
 def _json_name(field_name: str) -> str:
@@ -168,7 +292,7 @@ def _json_name(field_name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
-def _grants_to_json(grants: VideoGrants | SIPGrants) -> dict[str, object]:
+def _grants_to_json(grants: _Grants) -> dict[str, object]:
     # livekit-api leaves out None and "" so the server's defaults apply (PROTOCOL-MAP §13:
     # canPublishData defaults to canPublish, canUpdateOwnMetadata to false, ...).
     out: dict[str, object] = {}
@@ -298,12 +422,25 @@ class AccessToken:
         self.claims.attributes = dict(attributes)
         return self
 
-    def with_kind(self, kind: str) -> AccessToken:
+    def with_kind(self, kind: str | int) -> AccessToken:
         """Set the participant kind, lower case: ``standard``, ``agent``, ``sip``, ...
 
         The server upper-cases it and looks it up in ``ParticipantInfo.Kind`` (PROTOCOL-MAP §13).
+        A ``ParticipantInfo.Kind`` value (``api.ParticipantKind.AGENT`` in livekit-api's
+        spelling, an int) is accepted too and written as its lower-case name, the only form the
+        server reads.
+
+        Raises:
+            TokenError: ``kind`` is an int that is no ``ParticipantInfo.Kind`` value.
         """
-        self.claims.kind = kind
+        if isinstance(kind, int) and not isinstance(kind, bool):
+            from lkproto.wire import pb
+
+            try:
+                kind = pb.ParticipantInfo.Kind.Name(kind).lower()  # type: ignore[arg-type]
+            except ValueError as exc:
+                raise TokenError(f"{kind} is not a ParticipantInfo.Kind value") from exc
+        self.claims.kind = str(kind)
         return self
 
     def with_grants(self, grants: VideoGrants) -> AccessToken:
@@ -324,6 +461,53 @@ class AccessToken:
     def with_sha256(self, sha256: str) -> AccessToken:
         """Set the ``sha256`` claim (hash of a request body, used by webhooks)."""
         self.claims.sha256 = sha256
+        return self
+
+    def with_inference_grants(self, grants: InferenceGrants) -> AccessToken:
+        """Set the inference permissions (``inference`` claim)."""
+        self.claims.inference = grants
+        return self
+
+    def with_observability_grants(self, grants: ObservabilityGrants) -> AccessToken:
+        """Set the observability permissions (``observability`` claim)."""
+        self.claims.observability = grants
+        return self
+
+    def with_agent_grants(self, grants: AgentGrants) -> AccessToken:
+        """Set the agent management permissions (``agent`` claim)."""
+        self.claims.agent = grants
+        return self
+
+    def with_agent_endpoint_grants(self, grants: AgentEndpointGrants) -> AccessToken:
+        """Set the agent endpoint permissions (``agentEndpoint`` claim)."""
+        self.claims.agent_endpoint = grants
+        return self
+
+    def with_agent_thread_grants(self, grants: AgentThreadGrants) -> AccessToken:
+        """Set the agent thread permissions (``agentThread`` claim)."""
+        self.claims.agent_thread = grants
+        return self
+
+    def with_room_preset(self, preset: str) -> AccessToken:
+        """Name a room preset the server applies when this token creates the room."""
+        self.claims.room_preset = preset
+        return self
+
+    def with_room_config(self, config: RoomConfiguration) -> AccessToken:
+        """Set the room configuration applied when this token's join creates the room.
+
+        The usual use is agent dispatch from a token server::
+
+            token.with_room_config(
+                api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="helper")])
+            )
+
+        Args:
+            config: a :class:`lkproto.api.RoomConfiguration` (a copy is kept).
+        """
+        copy = type(config)()
+        copy.CopyFrom(config)
+        self.claims.room_config = copy
         return self
 
     def to_jwt(self, *, now: float | None = None) -> str:
@@ -355,12 +539,18 @@ class AccessToken:
                 payload[key] = value
         if c.video is not None:
             payload["video"] = _grants_to_json(c.video)
-        if c.sip is not None:
-            payload["sip"] = _grants_to_json(c.sip)
+        for attr, claim, _cls in _EXTRA_GRANT_CLAIMS:
+            grants = getattr(c, attr)
+            if grants is not None:
+                payload[claim] = _grants_to_json(grants)
         if c.attributes:
             payload["attributes"] = dict(c.attributes)
         if c.sha256:
             payload["sha256"] = c.sha256
+        if c.room_preset:
+            payload["roomPreset"] = c.room_preset
+        if c.room_config is not None:
+            payload["roomConfig"] = _room_config_to_json(c.room_config)
         payload["sub"] = c.identity
         payload["iss"] = self.api_key
         payload["nbf"] = issued
@@ -507,7 +697,11 @@ def _claims_from_payload(payload: dict[str, object]) -> Claims:
             raise TokenError("claim 'attributes' must map strings to strings")
         attributes = dict(attributes_raw)
     video_raw = payload.get("video")
-    sip_raw = payload.get("sip")
+    extra: dict[str, object] = {}
+    for attr, claim, cls in _EXTRA_GRANT_CLAIMS:
+        raw = payload.get(claim)
+        extra[attr] = None if raw is None else _grants_from_json(cls, raw, claim)
+    room_config_raw = payload.get("roomConfig")
     return Claims(
         # PROTOCOL-MAP §13: the server takes the identity from jti when sub is empty.
         identity=_str_claim(payload, "sub") or _str_claim(payload, "jti"),
@@ -515,7 +709,32 @@ def _claims_from_payload(payload: dict[str, object]) -> Claims:
         kind=_str_claim(payload, "kind"),
         metadata=_str_claim(payload, "metadata"),
         video=None if video_raw is None else _grants_from_json(VideoGrants, video_raw, "video"),
-        sip=None if sip_raw is None else _grants_from_json(SIPGrants, sip_raw, "sip"),
         attributes=attributes,
         sha256=_str_claim(payload, "sha256"),
+        room_preset=_str_claim(payload, "roomPreset"),
+        room_config=None if room_config_raw is None else _room_config_from_json(room_config_raw),
+        **extra,  # type: ignore[arg-type]
     )
+
+
+def _room_config_to_json(config: RoomConfiguration) -> dict[str, object]:
+    # protobuf is imported only when a token carries a room configuration, so minting plain
+    # tokens needs the standard library alone. protojson with lowerCamel names, as the server
+    # reads the claim (P:auth/grants.go, ClaimGrants.RoomConfig) and livekit-api writes it.
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(config)
+
+
+def _room_config_from_json(raw: object) -> RoomConfiguration:
+    from google.protobuf import json_format
+
+    from lkproto.wire.api import RoomConfiguration
+
+    if not isinstance(raw, dict):
+        raise TokenError("claim 'roomConfig' must be a JSON object")
+    try:
+        # A newer server's fields are skipped rather than refused, as for the grant claims.
+        return json_format.ParseDict(raw, RoomConfiguration(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise TokenError(f"claim 'roomConfig' is not a RoomConfiguration: {exc}") from exc

@@ -1,4 +1,9 @@
-"""A small asyncio client for the server's RoomService (Twirp over JSON).
+"""The server's RoomService: :class:`RoomService` (livekit-api's) and :class:`RoomServiceClient`.
+
+:class:`RoomService` is what ``LiveKitAPI().room`` returns: its methods take and return the same
+protobuf messages as livekit-api's (``api.CreateRoomRequest(name=...)`` and so on, from
+:mod:`lkproto.wire.api`), sent as Twirp protobuf. :class:`RoomServiceClient`, described below, is
+lkproto's older convenience client with plain arguments (Twirp over JSON).
 
 Each call POSTs protojson to ``/twirp/livekit.RoomService/<Method>`` with a freshly minted,
 short-lived bearer token that carries exactly the grant the method needs (PROTOCOL-MAP §17,
@@ -27,7 +32,6 @@ import asyncio
 import base64
 import json
 import os
-import urllib.parse
 from collections.abc import Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -37,11 +41,14 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from lkproto.api._http import post_json, twirp_error
+from lkproto.api._service import Service
 from lkproto.api.access_token import AccessToken, VideoGrants
+from lkproto.api.twirp_client import TwirpClient, http_base_url
 from lkproto.errors import DecodeError, LocalProtocolError
+from lkproto.wire import api as apipb
 from lkproto.wire import pb
 
-__all__ = ["API_TOKEN_TTL", "DEFAULT_TIMEOUT_S", "RoomServiceClient"]
+__all__ = ["API_TOKEN_TTL", "DEFAULT_TIMEOUT_S", "SVC", "RoomService", "RoomServiceClient"]
 
 DEFAULT_TIMEOUT_S: Final = 10.0
 """Default per-request timeout in seconds."""
@@ -49,22 +56,15 @@ DEFAULT_TIMEOUT_S: Final = 10.0
 API_TOKEN_TTL: Final = timedelta(minutes=10)
 """Validity of the bearer token minted for each call; it is used once, right away."""
 
+SVC: Final = "RoomService"
+"""Twirp service name (``/twirp/livekit.RoomService/<Method>``)."""
+
 _SERVICE_PATH: Final = "/twirp/livekit.RoomService/"
 # PROTOCOL-MAP §17 (RoomService, SendData): the nonce is absent or 16 bytes; the server uses it
 # to drop duplicate requests.
 _NONCE_BYTES: Final = 16
-_SCHEMES: Final = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 
 _MessageT = TypeVar("_MessageT", bound=Message)
-
-
-def _http_base_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    scheme = _SCHEMES.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise LocalProtocolError(f"expected a ws://, wss://, http:// or https:// URL, got {url!r}")
-    # A path is kept: the server may sit behind a reverse proxy under a prefix.
-    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def _parse(message: _MessageT, raw: object) -> _MessageT:
@@ -111,7 +111,7 @@ class RoomServiceClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self._base_url = _http_base_url(url)
+        self._base_url = http_base_url(url)
         # Resolves the environment fallback and fails now rather than on the first call.
         probe = AccessToken(api_key, api_secret)
         self._api_key = probe.api_key
@@ -349,6 +349,140 @@ class RoomServiceClient:
         return answer
 
 
-def _admin(room: str) -> VideoGrants:
-    # PROTOCOL-MAP §17 grants table: admin(room) = roomAdmin together with the same room name.
-    return VideoGrants(room_admin=True, room=room)
+def _admin(room: str, destination_room: str | None = None) -> VideoGrants:
+    # PROTOCOL-MAP §17 grants table: admin(room) = roomAdmin together with the same room name;
+    # moving or forwarding also needs the destination named on the token.
+    return VideoGrants(room_admin=True, room=room, destination_room=destination_room)
+
+
+class RoomService(Service):
+    """Rooms and participants (``LiveKitAPI().room``), livekit-api's ``RoomService``.
+
+    Every method takes the request message livekit-api's method takes and returns the same
+    response message. Each call is signed with a token carrying the grant the server checks
+    (PROTOCOL-MAP §17 grants table): ``roomCreate``, ``roomList`` or ``roomAdmin`` on the request's
+    room (plus ``destinationRoom`` for moves and forwards).
+
+    Raises (every method):
+        ServerError: the server's Twirp error (``not_found``, ``permission_denied``, ...), or
+            ``unavailable`` with status 0 when it could not be reached.
+    """
+
+    def __init__(
+        self, client: TwirpClient, api_key: str, api_secret: str, token: str | None = None
+    ) -> None:
+        super().__init__(client, SVC, api_key, api_secret, token)
+
+    async def create_room(self, create: apipb.CreateRoomRequest) -> pb.Room:
+        """Create a room, or return it if it exists; agents listed in it are dispatched."""
+        return await self._call("CreateRoom", create, pb.Room, VideoGrants(room_create=True))
+
+    async def list_rooms(self, list: apipb.ListRoomsRequest) -> apipb.ListRoomsResponse:
+        """List active rooms (all, or those named in the request)."""
+        return await self._call(
+            "ListRooms", list, apipb.ListRoomsResponse, VideoGrants(room_list=True)
+        )
+
+    async def delete_room(self, delete: apipb.DeleteRoomRequest) -> apipb.DeleteRoomResponse:
+        """Close a room and disconnect everyone in it."""
+        return await self._call(
+            "DeleteRoom", delete, apipb.DeleteRoomResponse, VideoGrants(room_create=True)
+        )
+
+    async def update_room_metadata(self, update: apipb.UpdateRoomMetadataRequest) -> pb.Room:
+        """Replace a room's metadata; participants get a room update."""
+        return await self._call("UpdateRoomMetadata", update, pb.Room, _admin(update.room))
+
+    async def list_participants(
+        self,
+        list: apipb.ListParticipantsRequest,
+    ) -> apipb.ListParticipantsResponse:
+        """List the participants of a room."""
+        return await self._call(
+            "ListParticipants", list, apipb.ListParticipantsResponse, _admin(list.room)
+        )
+
+    async def get_participant(self, get: apipb.RoomParticipantIdentity) -> pb.ParticipantInfo:
+        """Look up one participant by identity."""
+        return await self._call("GetParticipant", get, pb.ParticipantInfo, _admin(get.room))
+
+    async def remove_participant(
+        self, remove: apipb.RoomParticipantIdentity
+    ) -> apipb.RemoveParticipantResponse:
+        """Disconnect a participant from a room."""
+        return await self._call(
+            "RemoveParticipant", remove, apipb.RemoveParticipantResponse, _admin(remove.room)
+        )
+
+    async def forward_participant(self, forward: apipb.ForwardParticipantRequest) -> None:
+        """Forward a participant and its tracks into another room as well (LiveKit Cloud only).
+
+        A self-hosted server answers with its own error, raised as :class:`ServerError`.
+        """
+        await self._call(
+            "ForwardParticipant",
+            forward,
+            apipb.ForwardParticipantResponse,
+            _admin(forward.room, forward.destination_room),
+        )
+
+    async def move_participant(self, move: apipb.MoveParticipantRequest) -> None:
+        """Move a participant and its tracks to another room (LiveKit Cloud only).
+
+        A self-hosted server answers with its own error, raised as :class:`ServerError`.
+        """
+        await self._call(
+            "MoveParticipant",
+            move,
+            apipb.MoveParticipantResponse,
+            _admin(move.room, move.destination_room),
+        )
+
+    async def mute_published_track(
+        self, update: apipb.MuteRoomTrackRequest
+    ) -> apipb.MuteRoomTrackResponse:
+        """Mute or unmute a participant's published track.
+
+        Unmuting is refused (``failed_precondition``) unless the server enables remote unmute.
+        """
+        return await self._call(
+            "MutePublishedTrack", update, apipb.MuteRoomTrackResponse, _admin(update.room)
+        )
+
+    async def update_participant(
+        self, update: apipb.UpdateParticipantRequest
+    ) -> pb.ParticipantInfo:
+        """Change a participant's metadata, name, attributes or permissions."""
+        return await self._call(
+            "UpdateParticipant", update, pb.ParticipantInfo, _admin(update.room)
+        )
+
+    async def update_subscriptions(
+        self, update: apipb.UpdateSubscriptionsRequest
+    ) -> apipb.UpdateSubscriptionsResponse:
+        """Subscribe a participant to tracks, or unsubscribe it from them."""
+        return await self._call(
+            "UpdateSubscriptions", update, apipb.UpdateSubscriptionsResponse, _admin(update.room)
+        )
+
+    async def send_data(self, send: apipb.SendDataRequest) -> apipb.SendDataResponse:
+        """Send a user data packet to the room or to some of its participants.
+
+        As livekit-api does, a request without a nonce gets 16 random bytes so the server can
+        drop duplicates of it (PROTOCOL-MAP §17, SendData); the caller's message is not changed.
+        """
+        if not send.nonce:
+            copy = apipb.SendDataRequest()
+            copy.CopyFrom(send)
+            copy.nonce = os.urandom(_NONCE_BYTES)
+            send = copy
+        return await self._call("SendData", send, apipb.SendDataResponse, _admin(send.room))
+
+    async def perform_rpc(self, request: apipb.PerformRpcRequest) -> apipb.PerformRpcResponse:
+        """Call an RPC method registered by a participant and return its answer.
+
+        Not in livekit-api 1.2.2; the server (v1.9+) has the route, so it is offered here.
+        """
+        return await self._call(
+            "PerformRpc", request, apipb.PerformRpcResponse, _admin(request.room)
+        )
