@@ -343,6 +343,9 @@ class Engine:
             self._loop, self._recoverer.get_timer, self._on_recovery_due
         )
         self.lossy_dropped = 0
+        self.data_sealer: Callable[[pb.DataPacket], pb.DataPacket] | None = None
+        """Set by an encrypted room: every outgoing packet passes through it first, so the resend
+        buffer and the wire only hold what it returns (lkproto.asyncio.e2ee, PROTOCOL-MAP §11)."""
         self._leave_reason: DisconnectReasonValue = pb.UNKNOWN_REASON
         # None unless someone listens: hot paths then pay one `is None` test (lkproto.asyncio.tap).
         self._tracer: Tracer | None = None
@@ -761,6 +764,8 @@ class Engine:
             LocalProtocolError: the serialized packet exceeds 64 000 bytes (nothing is sent).
             ConnectError: the room is (or becomes) disconnected.
         """
+        if self.data_sealer is not None:
+            packet = self.data_sealer(packet)
         while True:
             pc = await self._connected_publisher()
             label = RELIABLE_LABEL if reliable else LOSSY_LABEL

@@ -23,6 +23,16 @@ from lkproto.rtc.data_stream import (
     TextStreamReader,
     TextStreamWriter,
 )
+from lkproto.rtc.e2ee import (
+    E2EEManager,
+    E2EEOptions,
+    EncryptionState,
+    EncryptionType,
+    FrameCryptor,
+    KeyDerivationFunction,
+    KeyProvider,
+    KeyProviderOptions,
+)
 from lkproto.rtc.event_emitter import EventEmitter
 from lkproto.rtc.participant import (
     ConnectionQuality,
@@ -89,9 +99,17 @@ __all__ = [
     "DataPacketKind",
     "DataStreamOptions",
     "DisconnectReason",
+    "E2EEManager",
+    "E2EEOptions",
     "EncodedVideoSource",
+    "EncryptionState",
+    "EncryptionType",
     "EventEmitter",
+    "FrameCryptor",
     "IceTransportType",
+    "KeyDerivationFunction",
+    "KeyProvider",
+    "KeyProviderOptions",
     "LocalAudioTrack",
     "LocalParticipant",
     "LocalTrack",

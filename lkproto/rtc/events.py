@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
+    from lkproto.rtc.e2ee import EncryptionState
     from lkproto.rtc.participant import (
         ConnectionQuality,
         DisconnectReason,
@@ -38,6 +39,7 @@ __all__ = [
     "ConnectionStateChanged",
     "DataReceived",
     "Disconnected",
+    "E2eeStateChanged",
     "EventTypes",
     "LocalTrackPublished",
     "LocalTrackRepublished",
@@ -47,6 +49,7 @@ __all__ = [
     "ParticipantAttributesChanged",
     "ParticipantConnected",
     "ParticipantDisconnected",
+    "ParticipantEncryptionStatusChanged",
     "ParticipantMetadataChanged",
     "ParticipantNameChanged",
     "ParticipantPermissionsChanged",
@@ -100,10 +103,10 @@ EventTypes = Literal[
     "token_refreshed",
     # lkproto extra: legacy ChatMessage packets (JS emits RoomEvent.ChatMessage)
     "chat_message",
-    # listed for drop-in typing; lkproto does not emit these yet
-    "local_track_republished",
     "participant_encryption_status_changed",
     "e2ee_state_changed",
+    # listed for drop-in typing; lkproto does not emit these yet
+    "local_track_republished",
     "moved",
     "data_track_published",
     "data_track_unpublished",
@@ -422,3 +425,31 @@ class ChatMessageReceived(RoomEvent):
 
     def args(self) -> tuple[object, ...]:
         return (self.message, self.participant)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class E2eeStateChanged(RoomEvent):
+    """A participant's encryption state changed (official ``e2ee_state_changed``).
+
+    For the local participant it is the state of sending; for a remote one, of what arrives from
+    it (``MISSING_KEY``, ``DECRYPTION_FAILED``, ``OK`` again once the right key is set).
+    """
+
+    name: ClassVar[str] = "e2ee_state_changed"
+    participant: Participant
+    state: EncryptionState
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant, self.state)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantEncryptionStatusChanged(RoomEvent):
+    """Whether a participant's published tracks are all encrypted changed (official event)."""
+
+    name: ClassVar[str] = "participant_encryption_status_changed"
+    participant: Participant
+    is_encrypted: bool
+
+    def args(self) -> tuple[object, ...]:
+        return (self.participant, self.is_encrypted)

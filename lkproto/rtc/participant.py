@@ -22,6 +22,7 @@ from lkproto.core.publish import TrackDescription
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
 from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
 from lkproto.rtc import events as ev
+from lkproto.rtc._options import refuse
 from lkproto.rtc.data_stream import (
     ByteStreamInfo,
     ByteStreamWriter,
@@ -426,6 +427,13 @@ _F = TypeVar("_F", bound="RpcHandler")
 class LocalParticipant(Participant):
     """This client's participant."""
 
+    _e2ee_refusal: str | None = None
+    """Why ``publish_track`` is refused in this room (set by an encrypted room)."""
+
+    def _refuse_publishing(self, reason: str) -> None:
+        """Make ``publish_track`` raise UnsupportedFeatureError with ``reason``."""
+        self._e2ee_refusal = reason
+
     def __init__(self, info: pb.ParticipantInfo, engine: Engine, rpc: RpcDriver) -> None:
         super().__init__(info)
         self._engine: Engine = engine
@@ -474,8 +482,12 @@ class LocalParticipant(Participant):
             lkproto.errors.RequestRejectedError: the server refused (e.g. ``NOT_ALLOWED`` when
                 the token may not publish this source) or did not answer in 10 s.
             LocalProtocolError: the track is already published, or an unsupported codec.
+            lkproto.errors.UnsupportedFeatureError: the room is end-to-end encrypted (media
+                encryption is not implemented yet).
         """
         opts = options or TrackPublishOptions()
+        if self._e2ee_refusal is not None:
+            refuse("LocalParticipant.publish_track", self._e2ee_refusal)
         if track._engine is not None:
             raise LocalProtocolError(f"{track!r} is already published")
         description = _track_description(track, opts)

@@ -16,6 +16,7 @@ import enum
 import inspect
 import logging
 import os
+import warnings
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeAlias, assert_never, cast
 
 from lkproto.asyncio import engine as en
+from lkproto.asyncio.e2ee import E2eeDriver
 from lkproto.asyncio.fanout import FrameFanout
 from lkproto.asyncio.peer import IceServer
 from lkproto.asyncio.rpc import RpcDriver
@@ -31,6 +33,7 @@ from lkproto.core import reconnect as rc
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
+from lkproto.core.e2ee import EncryptionStateChanged
 from lkproto.errors import ConnectError, EventQueueOverflowError, LocalProtocolError
 from lkproto.rtc import events as ev
 from lkproto.rtc._options import check_loop, refuse, warn_once
@@ -40,6 +43,7 @@ from lkproto.rtc.data_stream import (
     TextStreamHandler,
     TextStreamReader,
 )
+from lkproto.rtc.e2ee import E2EEManager, E2EEOptions, EncryptionState, EncryptionType
 from lkproto.rtc.event_emitter import EventEmitter
 from lkproto.rtc.participant import (
     ConnectionQuality,
@@ -177,17 +181,20 @@ class DataStreamOptions:
 class RoomOptions:
     """Same fields and defaults as ``livekit.rtc.RoomOptions``, plus lkproto extras.
 
-    Checked by :meth:`Room.connect` before anything is sent. ``e2ee`` and ``encryption`` raise
-    :class:`~lkproto.errors.UnsupportedFeatureError` (lkproto has no end-to-end encryption, and
-    connecting unencrypted instead would expose what the caller meant to protect).
+    Checked by :meth:`Room.connect` before anything is sent. ``encryption`` (or the deprecated
+    ``e2ee``) encrypts data packets, streams and RPC end to end (:mod:`lkproto.rtc.e2ee`); media
+    encryption is not implemented, so publishing a track in such a room raises
+    :class:`~lkproto.errors.UnsupportedFeatureError` rather than sending it in clear text.
     ``dynacast=True`` is accepted with one warning: aiortc publishes one layer per track, so there
     is no layer to pause. ``connect_timeout`` must be a positive number of seconds when set.
     """
 
     auto_subscribe: bool = True
     dynacast: bool = False
-    e2ee: object | None = None
-    encryption: object | None = None
+    e2ee: E2EEOptions | None = None
+    """Deprecated, use ``encryption`` (as in the official SDK)."""
+    encryption: E2EEOptions | None = None
+    """End-to-end encryption (data packets, streams, RPC; see :mod:`lkproto.rtc.e2ee`)."""
     rtc_config: RtcConfiguration | None = None
     connect_timeout: float | None = None
     single_peer_connection: bool | None = None
@@ -291,6 +298,7 @@ class Room(EventEmitter[ev.EventTypes]):
         # reused, §14), and media that arrived before its publication was known.
         self._fanouts: dict[int, FrameFanout] = {}
         self._early_media: dict[str, en.MediaTrackReceived] = {}
+        self._e2ee_manager = E2EEManager(None)
 
     # -- properties (official names) -------------------------------------------------------
 
@@ -359,6 +367,11 @@ class Room(EventEmitter[ev.EventTypes]):
         return self._engine.rtt_ms if self._engine else None
 
     @property
+    def e2ee_manager(self) -> E2EEManager:
+        """End-to-end encryption: keys, on/off (official name; keys only with ``encryption``)."""
+        return self._e2ee_manager
+
+    @property
     def engine(self) -> en.Engine | None:
         """The engine behind this room (lkproto extra, for tests and taps)."""
         return self._engine
@@ -380,7 +393,18 @@ class Room(EventEmitter[ev.EventTypes]):
         # Every option is checked (refused or warned about) before anything is created or sent.
         engine_options = _engine_options(opts)
         limits = _stream_limits(opts.data_stream)
+        manager = E2EEManager(_e2ee_options(opts))
         engine = en.Engine(self._on_engine_event)
+        self._e2ee_manager = manager
+        provider = manager._provider
+        if provider is not None:
+            driver = E2eeDriver(
+                provider,
+                local_identity=lambda: self._local.identity if self._local is not None else "",
+                on_state=self._on_e2ee_state,
+            )
+            manager._bind(driver)
+            engine.data_sealer = driver.seal
         rpc = RpcDriver(engine)
         # Built before the engine is kept, so a bad limit leaves the room unconnected.
         self._streams = StreamDriver(
@@ -400,6 +424,9 @@ class Room(EventEmitter[ev.EventTypes]):
                 self._streams.close()
             raise
         self._set_room(join.room)
+        if provider is not None:
+            # Frames the SFU injects end with these bytes and are not encrypted (§11).
+            provider.sif_trailer = bytes(join.sif_trailer)
         self._announce = True
         self._set_state(ConnectionState.CONN_CONNECTED)
         self._dispatch(ev.Connected())
@@ -586,6 +613,11 @@ class Room(EventEmitter[ev.EventTypes]):
             local = engine.roster.local
             if local is not None and self._rpc is not None:
                 self._local = LocalParticipant(local, engine, self._rpc)
+                if self._e2ee_manager.options is not None:
+                    self._local._refuse_publishing(
+                        "encrypting media frames is not implemented yet; in a room connected "
+                        "with RoomOptions.encryption the track would go out in clear text"
+                    )
                 self._local._set_event_sink(self._dispatch)
         elif isinstance(event, en.EngineReconnecting):
             self._set_state(ConnectionState.CONN_RECONNECTING)
@@ -779,6 +811,20 @@ class Room(EventEmitter[ev.EventTypes]):
     ) -> None:
         if pub.track is not None:
             self._unsubscribe_media(pub, rp)
+        if pub._info.encryption != pb.Encryption.NONE:
+            # lkproto cannot decrypt media frames yet (issue 16): ciphertext is not handed to
+            # the decoder as if it were media; the failure is reported instead.
+            self._dispatch(
+                ev.TrackSubscriptionFailed(
+                    participant=rp,
+                    track_sid=event.sid,
+                    error="end-to-end encrypted media is not supported by lkproto yet",
+                )
+            )
+            self._announce_event(
+                ev.E2eeStateChanged(participant=rp, state=EncryptionState.INTERNAL_ERROR)
+            )
+            return
         kind = TrackKind.KIND_VIDEO if event.kind == "video" else TrackKind.KIND_AUDIO
         cls = RemoteVideoTrack if kind == TrackKind.KIND_VIDEO else RemoteAudioTrack
         track: RemoteTrack = cls(
@@ -915,11 +961,18 @@ class Room(EventEmitter[ev.EventTypes]):
     def _on_data(self, event: en.DataReceived) -> None:
         packet = event.packet
         kind = packet.WhichOneof("value")
+        encrypted = kind == "encrypted_packet"
+        if encrypted:
+            opened = self._open_encrypted(packet)
+            if opened is None:
+                return
+            packet = opened
+            kind = packet.WhichOneof("value")
         if self._rpc is not None and self._rpc.on_packet(packet):
             return
         if kind in _STREAM_PACKETS:
             if self._streams is not None:
-                self._streams.receive(packet)
+                self._streams.receive(packet, encrypted=encrypted)
             return
         sender = self._remotes.get(packet.participant_identity)
         if kind == "sip_dtmf":
@@ -954,7 +1007,7 @@ class Room(EventEmitter[ev.EventTypes]):
             )
             return
         if kind != "user":
-            # metrics, encrypted packets without E2EE, unknown: not for apps
+            # metrics, unknown: not for apps
             return
         user = packet.user
         self._announce_event(
@@ -970,6 +1023,30 @@ class Room(EventEmitter[ev.EventTypes]):
                 )
             )
         )
+
+    def _open_encrypted(self, packet: pb.DataPacket) -> pb.DataPacket | None:
+        """The decrypted packet, or None (reported) when it cannot or may not be opened."""
+        driver = self._e2ee_manager._driver
+        if driver is None:
+            # Never handed on as garbage; the official SDK without E2EE drops these too.
+            warn_once(
+                "encrypted data",
+                f"{packet.participant_identity!r} sends end-to-end encrypted data; connect with "
+                "RoomOptions(encryption=...) and its key to read it",
+            )
+            return None
+        return driver.open(packet)
+
+    def _on_e2ee_state(self, event: EncryptionStateChanged) -> None:
+        identity = event.participant_identity
+        local = self._local
+        participant: Participant | None = (
+            local
+            if local is not None and identity == local.identity
+            else self._remotes.get(identity)
+        )
+        if participant is not None:
+            self._announce_event(ev.E2eeStateChanged(participant=participant, state=event.state))
 
     def _on_transcription(self, transcription: pb.Transcription) -> None:
         identity = transcription.transcribed_participant_identity
@@ -1133,20 +1210,40 @@ def _stream_limits(options: DataStreamOptions | None) -> dict[str, Any]:
     return limits
 
 
+def _e2ee_options(opts: RoomOptions) -> E2EEOptions | None:
+    """The encryption to use (``encryption`` wins over the deprecated ``e2ee``, as official).
+
+    Raises:
+        lkproto.errors.UnsupportedFeatureError: an encryption type other than GCM.
+        LocalProtocolError: not an ``E2EEOptions``.
+    """
+    if opts.e2ee is not None:
+        warnings.warn(
+            "RoomOptions.e2ee is deprecated, use RoomOptions.encryption instead",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+    chosen = opts.encryption or opts.e2ee
+    if chosen is None:
+        return None
+    if not isinstance(chosen, E2EEOptions):
+        raise LocalProtocolError("RoomOptions.encryption must be an rtc.E2EEOptions")
+    if chosen.encryption_type != EncryptionType.GCM:
+        refuse(
+            "E2EEOptions.encryption_type",
+            "only GCM is implemented (the type every LiveKit SDK uses); CUSTOM has no "
+            "specification and NONE would connect unencrypted",
+        )
+    return chosen
+
+
 def _engine_options(opts: RoomOptions) -> en.EngineOptions:
     """The engine's options for ``opts``; refuses or warns about what lkproto cannot apply.
 
     Raises:
-        lkproto.errors.UnsupportedFeatureError: ``e2ee``/``encryption`` set, or
-            ``TRANSPORT_NOHOST``.
+        lkproto.errors.UnsupportedFeatureError: ``TRANSPORT_NOHOST``.
         LocalProtocolError: a bad ``connect_timeout`` or an unknown enum value.
     """
-    for name in ("e2ee", "encryption"):
-        if getattr(opts, name) is not None:
-            refuse(
-                f"RoomOptions.{name}",
-                "end-to-end encryption is not implemented; leave it unset to connect unencrypted",
-            )
     if opts.dynacast:
         warn_once(
             "RoomOptions.dynacast",

@@ -968,6 +968,8 @@ OFFICIAL_ARITY = {
     "token_refreshed": 0,
     "sip_dtmf_received": 1,
     "transcription_received": 3,
+    "e2ee_state_changed": 2,
+    "participant_encryption_status_changed": 2,
     # lkproto extra (JS RoomEvent.ChatMessage(message, participant)); not in livekit.rtc
     "chat_message": 2,
 }

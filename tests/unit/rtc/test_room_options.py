@@ -78,18 +78,31 @@ class NoEngine:
         raise AssertionError("the engine was created although the options were refused")
 
 
-@pytest.mark.parametrize("field", ["e2ee", "encryption"])
-async def test_encryption_is_refused_before_anything_connects(
-    field: str, monkeypatch: pytest.MonkeyPatch
+async def test_encryption_other_than_gcm_is_refused_before_anything_connects(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(en, "Engine", NoEngine)
     room = rtc.Room()
-    options = rtc.RoomOptions(**{field: object()})  # type: ignore[arg-type]
+    e2ee = rtc.E2EEOptions(encryption_type=rtc.EncryptionType.CUSTOM)
     with pytest.raises(UnsupportedFeatureError) as info:
-        await room.connect("ws://127.0.0.1:1", "token", options)
-    assert info.value.feature == f"RoomOptions.{field}"
+        await room.connect("ws://127.0.0.1:1", "token", rtc.RoomOptions(encryption=e2ee))
+    assert info.value.feature == "E2EEOptions.encryption_type"
     assert isinstance(info.value, LocalProtocolError)
     assert not room.isconnected()
+    assert room.engine is None
+
+
+async def test_deprecated_e2ee_warns_and_bad_key_options_refuse_before_connecting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(en, "Engine", NoEngine)
+    room = rtc.Room()
+    bad = rtc.E2EEOptions(key_provider_options=rtc.KeyProviderOptions(key_ring_size=0))
+    with (
+        pytest.warns(DeprecationWarning, match="use RoomOptions.encryption"),
+        pytest.raises(LocalProtocolError, match="key_ring_size"),
+    ):
+        await room.connect("ws://127.0.0.1:1", "token", rtc.RoomOptions(e2ee=bad))
     assert room.engine is None
 
 
