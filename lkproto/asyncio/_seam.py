@@ -33,6 +33,7 @@ import contextvars
 import dataclasses
 import importlib.metadata
 import ipaddress
+import queue
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -40,8 +41,9 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 import aioice.ice
+import aiortc.rtcrtpreceiver
 from aioice import Candidate
-from aiortc import RTCIceTransport, RTCRtpSender
+from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Encoder
 
 from lkproto.errors import LkError, UnsupportedDependencyError
@@ -58,6 +60,7 @@ __all__ = [
     "scope_ice_connection",
     "set_sender_enabled",
     "take_force_keyframe",
+    "transform_decoder_input",
 ]
 
 SUPPORTED_VERSIONS: Final[Mapping[str, str]] = MappingProxyType(
@@ -238,6 +241,51 @@ def set_sender_enabled(sender: RTCRtpSender, enabled: bool) -> bool:
         return False
     setattr(sender, _SENDER_ENABLED, enabled)
     return True
+
+
+# -- RTCRtpReceiver: encoded frames on their way to the decoder ----------------------------------
+
+# Name-mangled private attribute of aiortc/rtcrtpreceiver.py (RTCRtpReceiver.__init__), 1.16.0.
+_RECEIVER_DECODER_QUEUE: Final = "_RTCRtpReceiver__decoder_queue"
+
+
+def transform_decoder_input(
+    receiver: RTCRtpReceiver, transform: Callable[[bytes], bytes | None]
+) -> None:
+    """Pass every encoded frame ``receiver`` decodes through ``transform`` first.
+
+    aiortc has no insertable-streams API. In aiortc 1.16.0 ``RTCRtpReceiver`` depacketises RTP
+    into ``JitterFrame`` objects and hands ``(codec, frame)`` to its decoder thread through the
+    private ``queue.Queue`` ``__decoder_queue``; ``decoder_worker`` takes them with ``get()`` and
+    decodes ``frame.data``. The queue object is created in ``__init__`` and given to the thread as
+    an argument, so it cannot be replaced; instead its ``get`` is shadowed on this one instance
+    (lkproto's own receiver; other receivers keep the class's ``get``). ``transform`` therefore
+    runs on the decoder thread, off the event loop, with the frame's bytes: it returns the bytes
+    to decode, or None to drop the frame (the worker then waits for the next one). The end-of-
+    track ``None`` passes through. Calling it again replaces the transform (sections are reused
+    by later tracks, PROTOCOL-MAP §14).
+
+    Raises:
+        LkError: this aiortc does not feed its decoder thread through that queue.
+    """
+    input_q = getattr(receiver, _RECEIVER_DECODER_QUEUE, None)
+    names = _code_names(aiortc.rtcrtpreceiver.decoder_worker)
+    if not isinstance(input_q, queue.Queue) or "get" not in names or "decode" not in names:
+        raise _internal_gone("aiortc", "RTCRtpReceiver.__decoder_queue feeding decoder_worker")
+    original = type(input_q).get.__get__(input_q)
+
+    def get(block: bool = True, timeout: float | None = None) -> object:
+        while True:
+            item = original(block, timeout)
+            if item is None:
+                return item
+            _codec, frame = item
+            data = transform(bytes(frame.data))
+            if data is not None:
+                frame.data = data
+                return item
+
+    input_q.get = get  # type: ignore[method-assign]
 
 
 # -- RTCIceTransport: role and nominated pair ---------------------------------------------------

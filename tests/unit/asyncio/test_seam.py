@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import tomllib
 from collections.abc import Iterator
 from fractions import Fraction
@@ -24,9 +25,12 @@ from typing import Any
 import aioice
 import aioice.ice
 import aiortc
+import aiortc.codecs
+import aiortc.rtcrtpreceiver
 import av
 import pytest
 from aiortc.codecs.base import Encoder
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -265,6 +269,69 @@ async def test_enabled_flag_missing_is_reported(
 
     monkeypatch.setattr(aiortc.RTCRtpSender, "_next_encoded_frame", unaware)
     assert not _seam.set_sender_enabled(sender, False)
+
+
+# -- RTCRtpReceiver: the decoder thread's input ------------------------------------------------
+
+
+def _opus_frame() -> bytes:
+    """One real 20 ms Opus frame (aiortc's own encoder, so the decoder accepts it)."""
+    encoder = aiortc.codecs.get_encoder(OPUS)
+    frame = av.AudioFrame(format="s16", layout="stereo", samples=960)
+    for plane in frame.planes:
+        plane.update(bytes(plane.buffer_size))
+    frame.sample_rate = 48_000
+    frame.pts = 0
+    frame.time_base = Fraction(1, 48_000)
+    payloads, _ = encoder.encode(frame)
+    return bytes(payloads[0])
+
+
+async def test_decoder_input_is_transformed_on_the_real_decoder_thread() -> None:
+    """aiortc's own decoder_worker, fed through the receiver's own queue, decodes what the
+    transform returns and skips what it drops; other receivers keep the plain queue."""
+    pc = aiortc.RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("audio").receiver
+        other = pc.addTransceiver("audio").receiver
+        seen: list[tuple[bytes, str]] = []
+
+        def transform(data: bytes) -> bytes | None:
+            seen.append((data[:1], threading.current_thread().name))
+            return data[1:] if data[:1] == b"K" else None
+
+        _seam.transform_decoder_input(receiver, transform)
+        input_q = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        other_q = other._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        assert "get" in vars(input_q)
+        assert "get" not in vars(other_q)
+        loop = asyncio.get_running_loop()
+        output_q: asyncio.Queue[Any] = asyncio.Queue()
+        worker = threading.Thread(
+            target=aiortc.rtcrtpreceiver.decoder_worker,
+            args=(loop, input_q, output_q, threading.Event()),
+            name="audio-decoder-test",
+        )
+        worker.start()
+        opus = _opus_frame()
+        input_q.put((OPUS, JitterFrame(b"D" + opus, 0)))  # dropped by the transform
+        input_q.put((OPUS, JitterFrame(b"K" + opus, 960)))  # decoded without the marker
+        input_q.put(None)
+        first = await asyncio.wait_for(output_q.get(), scaled(5))
+        end = await asyncio.wait_for(output_q.get(), scaled(5))
+        worker.join(scaled(5))
+        assert isinstance(first, av.AudioFrame)
+        assert end is None
+        assert seen == [(b"D", "audio-decoder-test"), (b"K", "audio-decoder-test")]
+    finally:
+        await pc.close()
+
+
+def test_decoder_input_fails_clearly_without_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = aiortc.RTCPeerConnection().addTransceiver("audio").receiver
+    monkeypatch.delattr(receiver, "_RTCRtpReceiver__decoder_queue")
+    with pytest.raises(LkError, match="no longer has"):
+        _seam.transform_decoder_input(receiver, lambda data: data)
 
 
 # -- RTCIceTransport internals and per-connection ICE fitting --------------------------------------
