@@ -8,7 +8,9 @@ import dataclasses
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -423,9 +425,17 @@ _claim_names = st.sampled_from(
     [
         *("sub", "jti", "iss", "exp", "nbf", "iat"),
         *("name", "kind", "metadata", "sha256", "video", "sip", "attributes"),
+        *("inference", "observability", "agent", "agentEndpoint", "agentThread"),
+        *("roomPreset", "roomConfig"),
     ]
 )
-_grant_dicts = st.dictionaries(st.sampled_from([*VIDEO_JSON_NAMES.values(), "admin"]), _json)
+_room_config_keys = ["name", "emptyTimeout", "agents", "agentName", "metadata", "tags"]
+_grant_dicts = st.dictionaries(
+    st.sampled_from(
+        [*VIDEO_JSON_NAMES.values(), "admin", "threadIds", "scope", *_room_config_keys]
+    ),
+    _json,
+)
 
 
 @given(st.dictionaries(_claim_names, _json | _grant_dicts))
@@ -436,3 +446,122 @@ def test_signed_arbitrary_claims_verify_or_raise_token_error(claims: dict[str, o
     except TokenError:
         return
     assert isinstance(result, Claims)
+
+
+# --- livekit-api's other claims: grant kinds, room preset, room configuration -----------------
+
+
+def _official_payload(configure: Callable[[Any], object]) -> dict[str, object]:
+    from livekit import api as official
+
+    token = official.AccessToken(KEY, SECRET).with_identity("id")
+    configure(token)
+    _, payload = segments(token.to_jwt())
+    return {k: v for k, v in payload.items() if k not in {"nbf", "exp"}}
+
+
+def _our_payload(configure: Callable[[Any], object]) -> dict[str, object]:
+    token = AccessToken(KEY, SECRET).with_identity("id")
+    configure(token)
+    _, payload = segments(token.to_jwt(now=NOW))
+    return {k: v for k, v in payload.items() if k not in {"nbf", "exp"}}
+
+
+def _room_config(module: Any) -> Any:
+    return module.RoomConfiguration(
+        name="lobby",
+        empty_timeout=30,
+        max_participants=4,
+        metadata="m",
+        agents=[
+            module.RoomAgentDispatch(agent_name="helper", metadata='{"a":1}'),
+            module.RoomAgentDispatch(agent_name="second", restart_policy=module.JRP_NEVER),
+        ],
+        tags={"t": "v"},
+    )
+
+
+def test_room_config_claim_as_livekit_api_writes_it() -> None:
+    from livekit import api as official
+
+    from lkproto import api
+
+    theirs = _official_payload(lambda t: t.with_room_config(_room_config(official)))
+    ours = _our_payload(lambda t: t.with_room_config(_room_config(api)))
+    assert ours == theirs
+    assert ours["roomConfig"]["agents"][0] == {"agentName": "helper", "metadata": '{"a":1}'}
+
+
+def test_room_config_round_trips_both_ways() -> None:
+    from livekit import api as official
+
+    from lkproto import api
+
+    ours = AccessToken(KEY, SECRET).with_room_config(_room_config(api)).with_room_preset("p")
+    claims = verifier().verify(ours.to_jwt(now=NOW), now=NOW)
+    assert claims.room_config == _room_config(api)
+    assert claims.room_preset == "p"
+    theirs = official.TokenVerifier(KEY, SECRET).verify(ours.to_jwt())
+    assert theirs.room_config == _room_config(official)
+    assert theirs.room_preset == "p"
+
+    official_token = official.AccessToken(KEY, SECRET).with_room_config(_room_config(official))
+    assert verifier().verify(official_token.to_jwt()).room_config == _room_config(api)
+
+
+def test_with_room_config_keeps_a_copy() -> None:
+    from lkproto import api
+
+    config = api.RoomConfiguration(name="a")
+    token = AccessToken(KEY, SECRET).with_room_config(config)
+    config.name = "b"
+    assert token.claims.room_config is not None
+    assert token.claims.room_config.name == "a"
+
+
+def test_malformed_room_config_is_token_error() -> None:
+    for bad in ([], {"emptyTimeout": "many"}, {"agents": {"x": 1}}):
+        with pytest.raises(TokenError, match="roomConfig"):
+            verifier().verify(forge(valid_payload(roomConfig=bad)), now=NOW)
+
+
+def test_other_grant_kinds_as_livekit_api_writes_them() -> None:
+    from livekit import api as official
+
+    from lkproto import api
+
+    def configure(module: Any) -> Callable[[Any], object]:
+        def apply(token: Any) -> None:
+            token.with_inference_grants(module.InferenceGrants(perform=True))
+            token.with_observability_grants(module.ObservabilityGrants(write=True))
+            token.with_agent_grants(module.AgentGrants(admin=True, dispatch_admin=True))
+            token.with_agent_endpoint_grants(
+                module.AgentEndpointGrants(call=True, agent_name="a", deployment="d")
+            )
+            token.with_agent_thread_grants(
+                module.AgentThreadGrants(scope="s", thread_ids=["t1"], read=True)
+            )
+            token.with_sip_grants(module.SIPGrants(admin=True))
+
+        return apply
+
+    theirs = _official_payload(configure(official))
+    ours = _our_payload(configure(api))
+    assert ours == theirs
+    claims = verifier().verify(AccessToken(KEY, SECRET).with_identity("id").to_jwt(), now=None)
+    assert claims.agent is None
+    token = AccessToken(KEY, SECRET)
+    configure(api)(token)
+    back = verifier().verify(token.to_jwt(now=NOW), now=NOW)
+    assert back.agent_thread == api.AgentThreadGrants(scope="s", thread_ids=["t1"], read=True)
+    assert back.agent_endpoint == api.AgentEndpointGrants(call=True, agent_name="a", deployment="d")
+    assert back.inference == api.InferenceGrants(perform=True)
+
+
+def test_with_kind_accepts_participant_kind_values() -> None:
+    from lkproto import api
+
+    token = AccessToken(KEY, SECRET).with_kind(api.ParticipantInfo.Kind.AGENT)
+    assert segments(token.to_jwt(now=NOW))[1]["kind"] == "agent"
+    with pytest.raises(TokenError):
+        AccessToken(KEY, SECRET).with_kind(999)
