@@ -21,8 +21,7 @@ SVC: Final = "Egress"
 """Twirp service name (``/twirp/livekit.Egress/<Method>``)."""
 
 _NO_OUTPUTS: Final = (
-    "lkproto's schema does not define egress outputs (file, segment, stream, image, storage); "
-    "use livekit-api for starting egress"
+    "lkproto's schema lacks the egress outputs (file, segments, stream, images, storage)"
 )
 
 

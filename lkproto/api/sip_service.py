@@ -24,8 +24,7 @@ SVC: Final = "SIP"
 """Twirp service name (``/twirp/livekit.SIP/<Method>``)."""
 
 _NO_SCHEMA: Final = (
-    "lkproto's schema does not define the SIP trunk, dispatch rule and call settings this "
-    "request carries; use livekit-api for it"
+    "lkproto's schema lacks the nested SIP trunk, rule and call settings of this request"
 )
 
 
