@@ -23,8 +23,9 @@ _ResponseT = TypeVar("_ResponseT", bound=Message)
 class Service:
     """Signs each call with a fresh token carrying exactly the grants the method needs.
 
-    The grants per method are the server's (PROTOCOL-MAP §17 grants table), the same livekit-api
-    mints. With a pre-signed ``token`` that token is sent as is and must carry the grants.
+    The grants per method are the server's (PROTOCOL-MAP §17, "RoomService over Twirp", Grants;
+    S:pkg/service/auth.go, ``Ensure*Permission``), the same livekit-api mints. With a pre-signed
+    ``token`` that token is sent as is and must carry the grants.
 
     Args:
         client: the shared Twirp client.

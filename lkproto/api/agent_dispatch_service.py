@@ -20,8 +20,9 @@ SVC: Final = "AgentDispatchService"
 
 
 def _admin(room: str) -> VideoGrants:
-    # The server checks roomAdmin on the dispatch's room for every AgentDispatchService call
-    # (P:pkg/service/agent_dispatch_service.go), as for RoomService participant calls.
+    # admin(room) on the dispatch's room, the grant livekit-api mints for every
+    # AgentDispatchService call (checked in S:pkg/service/agent_dispatch_service.go), as for
+    # RoomService participant calls (PROTOCOL-MAP §17, "RoomService over Twirp", Grants).
     return VideoGrants(room_admin=True, room=room)
 
 

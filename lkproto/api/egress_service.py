@@ -26,7 +26,7 @@ _NO_OUTPUTS: Final = (
 
 
 def _record() -> VideoGrants:
-    # Every Egress call needs roomRecord (PROTOCOL-MAP §17 grants table).
+    # Every Egress call needs video.roomRecord (S:pkg/service/auth.go, EnsureRecordPermission).
     return VideoGrants(room_record=True)
 
 

@@ -21,7 +21,8 @@ SVC: Final = "Ingress"
 
 
 def _ingress_admin() -> VideoGrants:
-    # Every Ingress call needs ingressAdmin (PROTOCOL-MAP §17 grants table).
+    # Every Ingress call needs video.ingressAdmin
+    # (S:pkg/service/auth.go, EnsureIngressAdminPermission).
     return VideoGrants(ingress_admin=True)
 
 

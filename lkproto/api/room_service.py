@@ -350,8 +350,8 @@ class RoomServiceClient:
 
 
 def _admin(room: str, destination_room: str | None = None) -> VideoGrants:
-    # PROTOCOL-MAP §17 grants table: admin(room) = roomAdmin together with the same room name;
-    # moving or forwarding also needs the destination named on the token.
+    # PROTOCOL-MAP §17 ("RoomService over Twirp", Grants): admin(room) = roomAdmin together with
+    # the same room name; moving or forwarding also needs the destination named on the token.
     return VideoGrants(room_admin=True, room=room, destination_room=destination_room)
 
 
@@ -360,8 +360,8 @@ class RoomService(Service):
 
     Every method takes the request message livekit-api's method takes and returns the same
     response message. Each call is signed with a token carrying the grant the server checks
-    (PROTOCOL-MAP §17 grants table): ``roomCreate``, ``roomList`` or ``roomAdmin`` on the request's
-    room (plus ``destinationRoom`` for moves and forwards).
+    (PROTOCOL-MAP §17, "RoomService over Twirp", Grants): ``roomCreate``, ``roomList`` or
+    ``roomAdmin`` on the request's room (plus ``destinationRoom`` for moves and forwards).
 
     Raises (every method):
         ServerError: the server's Twirp error (``not_found``, ``permission_denied``, ...), or

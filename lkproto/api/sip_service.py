@@ -35,9 +35,9 @@ def _refuse(name: str) -> Callable[..., Awaitable[NoReturn]]:
 class SipService(Service):
     """List and delete SIP trunks and dispatch rules (``LiveKitAPI().sip``).
 
-    Every call is signed with the ``sip.admin`` grant, as the server requires for managing
-    SIP configuration. The ``*_sip_*`` spellings are livekit-api's deprecated aliases;
-    they warn as there.
+    Every call is signed with the ``sip.admin`` grant, which the server requires for managing
+    SIP configuration (S:pkg/service/auth.go, EnsureSIPAdminPermission). The ``*_sip_*``
+    spellings are livekit-api's deprecated aliases; they warn as there.
 
     Raises (every method):
         ServerError: the server's Twirp error, or ``unavailable`` with status 0.
