@@ -1,10 +1,23 @@
-"""Drives :mod:`lkproto.core.e2ee` for a room: seals outgoing data packets, opens incoming ones.
+"""Drives :mod:`lkproto.core.e2ee` for a room: data packets, and Opus frames through aiortc.
 
-The engine calls :meth:`E2eeDriver.seal` on every ``DataPacket`` before it is sequenced and sent
-(so the resend buffer and the wire hold ciphertext), and the room calls :meth:`E2eeDriver.open`
-on every received packet holding ``encrypted_packet`` before it is dispatched. This module owns
-what the sans-I/O core must not: the randomness of data IVs (``os.urandom`` plus a counter), the
-logs, and handing the core's state changes to the room.
+Data: the engine calls :meth:`E2eeDriver.seal` on every ``DataPacket`` before it is sequenced and
+sent (so the resend buffer and the wire hold ciphertext), and the room calls
+:meth:`E2eeDriver.open` on every received packet holding ``encrypted_packet`` before it is
+dispatched.
+
+Media: aiortc has no insertable streams. On send, :meth:`E2eeDriver.prepare_sender` wraps the
+encoder lkproto already presets on each sender (:func:`lkproto.asyncio._seam.preset_encoder`) in
+an :class:`EncryptingEncoder`, which encrypts each encoded Opus frame before aiortc packetises it
+(one Opus frame is one RTP payload). On receive, :meth:`E2eeDriver.attach_receiver` puts a frame
+cryptor between aiortc's depacketiser and its decoder
+(:func:`lkproto.asyncio._seam.transform_decoder_input`). Both run on aiortc's worker threads
+(its encoder executor and decoder thread), so a slow ratchet search never blocks the event loop;
+state changes found there are handed to the loop with ``call_soon_threadsafe``. Video frames are
+not encrypted yet: aiortc's VP8/H.264 encoders packetise inside ``encode``, so the hook would
+have to sit inside aiortc's packetiser.
+
+This module owns what the sans-I/O core must not: the randomness of IVs (``os.urandom`` plus a
+counter), the logs, the threads, and handing the core's state changes to the room.
 
 What arrives encrypted and cannot be opened (no key, wrong key, damaged) is logged, reported as an
 :class:`~lkproto.core.e2ee.EncryptionStateChanged` and dropped: it never reaches a stream, an RPC
@@ -13,18 +26,34 @@ or a ``data_received`` handler as garbage (issue 16 item 3).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from lkproto.core.e2ee import DataDecrypted, EncryptionStateChanged, KeyProvider, data_iv
+from aiortc.codecs.base import Encoder
+
+from lkproto.asyncio._seam import current_encoder, preset_encoder, transform_decoder_input
+from lkproto.core.e2ee import (
+    DataDecrypted,
+    EncryptionStateChanged,
+    FrameCryptor,
+    KeyProvider,
+    data_iv,
+    frame_iv,
+)
+from lkproto.errors import LocalProtocolError
+from lkproto.wire.e2ee import FrameCodec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from aiortc import RTCRtpReceiver, RTCRtpSender
+
+    from lkproto.core.publish import TrackDescription
     from lkproto.wire import pb
 
-__all__ = ["E2eeDriver"]
+__all__ = ["E2eeDriver", "EncryptingEncoder"]
 
 _log = logging.getLogger("lkproto.e2ee")
 
@@ -55,6 +84,9 @@ class E2eeDriver:
         self._on_state = on_state
         self._random_bytes = random_bytes
         self._counter = int.from_bytes(random_bytes(4), "big")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.cryptors: dict[tuple[str, str], FrameCryptor] = {}
+        """Frame cryptors by (participant identity, track sid or local cid)."""
 
     def seal(self, packet: pb.DataPacket) -> pb.DataPacket:
         """``packet`` as it goes on the wire: its value encrypted unless it travels clear.
@@ -87,6 +119,141 @@ class E2eeDriver:
         return None
 
     def flush(self) -> None:
-        """Hand the provider's pending state changes to the room."""
+        """Hand the provider's pending state changes to the room (on the event loop)."""
         while (event := self.provider.next_event()) is not None:
             self._on_state(event)
+
+    def _flush_soon(self) -> None:
+        """From a worker thread: have the loop flush, if anything changed."""
+        loop = self._loop
+        if self.provider.has_events and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.flush)
+
+    # -- media ------------------------------------------------------------------------------------
+
+    def prepare_sender(self, sender: RTCRtpSender, description: TrackDescription) -> None:
+        """Encrypt the frames of a freshly prepared sender (the engine's ``sender_hook``).
+
+        Raises:
+            LocalProtocolError: a video sender (not encrypted yet; the room refuses those first).
+        """
+        if description.kind != "audio":
+            raise LocalProtocolError("video frames are not end-to-end encrypted yet")
+        self._loop = asyncio.get_running_loop()
+        inner = current_encoder(sender)
+        if isinstance(inner, EncryptingEncoder):
+            return
+        if inner is None:
+            raise LocalProtocolError("the sender has no preset Opus encoder to wrap")
+        cryptor = FrameCryptor(
+            self.provider,
+            participant_identity=self._local_identity(),
+            track_sid=description.cid,
+            codec=FrameCodec.OPUS,
+        )
+        cryptor.enabled = self.enabled
+        self.cryptors[(cryptor.participant_identity, description.cid)] = cryptor
+        preset_encoder(
+            sender,
+            EncryptingEncoder(inner, cryptor, self._random_bytes, on_frame=self._flush_soon),
+        )
+
+    def attach_receiver(
+        self,
+        receiver: RTCRtpReceiver,
+        *,
+        identity: str,
+        track_sid: str,
+        mime_type: str,
+        encrypted: bool = True,
+    ) -> None:
+        """Decrypt what ``receiver`` decodes as ``identity``'s track ``track_sid``.
+
+        With ``encrypted`` False (a track published in clear text) frames pass unchanged; the
+        call still replaces the cryptor of an earlier track on the same reused section.
+
+        Raises:
+            ValueError: a codec the SDKs do not encrypt (AV1, H.265).
+        """
+        self._loop = asyncio.get_running_loop()
+        if not encrypted:
+            transform_decoder_input(receiver, lambda frame: frame)
+            return
+        cryptor = FrameCryptor(
+            self.provider,
+            participant_identity=identity,
+            track_sid=track_sid,
+            codec=FrameCodec.from_mime_type(mime_type),
+        )
+        cryptor.enabled = self.enabled
+        self.cryptors[(identity, track_sid)] = cryptor
+
+        def decrypt(frame: bytes) -> bytes | None:
+            try:
+                return cryptor.decrypt(frame)
+            finally:
+                self._flush_soon()
+
+        transform_decoder_input(receiver, decrypt)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Turn encryption of data and frames on or off."""
+        self.enabled = enabled
+        for cryptor in self.cryptors.values():
+            cryptor.set_enabled(enabled)
+
+
+class EncryptingEncoder(Encoder):
+    """An aiortc ``Encoder`` that encrypts what the encoder it wraps produces (Opus: one frame).
+
+    Runs where aiortc runs encoders (``encode`` in its executor, ``pack`` on the loop). A frame
+    with no key to encrypt it is dropped, never sent in clear text.
+    """
+
+    def __init__(
+        self,
+        inner: Encoder,
+        cryptor: FrameCryptor,
+        random_bytes: Callable[[int], bytes],
+        *,
+        on_frame: Callable[[], None],
+    ) -> None:
+        """Wrap ``inner``; ``on_frame`` runs after each frame (to hand state changes on)."""
+        self.inner = inner
+        self.cryptor = cryptor
+        self._on_frame = on_frame
+        # The IV's first word is the SSRC for the SDKs; any per-track random value keeps IVs
+        # unique per key, which is what AES-GCM needs (receivers only read the IV).
+        self._iv_prefix = int.from_bytes(random_bytes(4), "big")
+        self._count = int.from_bytes(random_bytes(2), "big")
+
+    def _seal(self, payloads: list[bytes], timestamp: int) -> tuple[list[bytes], int]:
+        sealed = []
+        for payload in payloads:
+            self._count += 1
+            out = self.cryptor.encrypt(
+                bytes(payload), frame_iv(self._iv_prefix, timestamp, self._count)
+            )
+            if out is not None:
+                sealed.append(out)
+        self._on_frame()
+        return sealed, timestamp
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        """Encode with the wrapped encoder, then encrypt."""
+        payloads, timestamp = self.inner.encode(frame, force_keyframe)
+        return self._seal(payloads, timestamp)
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        """Pack a pre-encoded frame with the wrapped encoder, then encrypt."""
+        payloads, timestamp = self.inner.pack(packet)
+        return self._seal(payloads, timestamp)
+
+    @property
+    def target_bitrate(self) -> int:
+        """The wrapped encoder's bitrate (aiortc sets it on REMB)."""
+        return int(getattr(self.inner, "target_bitrate", 0))
+
+    @target_bitrate.setter
+    def target_bitrate(self, value: int) -> None:
+        self.inner.target_bitrate = value  # type: ignore[attr-defined]

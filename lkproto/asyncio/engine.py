@@ -202,13 +202,15 @@ class MediaTrackReceived:
     """A downstream media section now carries track ``sid`` (PROTOCOL-MAP §9 Subscribing).
 
     ``track`` is aiortc's remote track for the section; it is reused if the server later puts
-    another track on the same section (§14), which arrives as ended + received.
+    another track on the same section (§14), which arrives as ended + received. ``pc`` is the
+    connection it arrives on (``pc.receivers()[mid]`` is its aiortc receiver).
     """
 
     sid: str
     mid: str
     kind: str
     track: Any
+    pc: PeerConnection | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -346,6 +348,8 @@ class Engine:
         self.data_sealer: Callable[[pb.DataPacket], pb.DataPacket] | None = None
         """Set by an encrypted room: every outgoing packet passes through it first, so the resend
         buffer and the wire only hold what it returns (lkproto.asyncio.e2ee, PROTOCOL-MAP §11)."""
+        self.sender_hook: Callable[[Any, pu.TrackDescription], None] | None = None
+        """Called with each aiortc sender once it is prepared, before its first frame (E2EE)."""
         self._leave_reason: DisconnectReasonValue = pb.UNKNOWN_REASON
         # None unless someone listens: hot paths then pay one `is None` test (lkproto.asyncio.tap).
         self._tracer: Tracer | None = None
@@ -676,6 +680,8 @@ class Engine:
             raise ConnectError("no publisher peer connection")
         media.transceiver = pc.add_send_track(media.media, codecs=(media.description.mime_type,))
         prepare_sender(media.transceiver.sender, media.description)
+        if self.sender_hook is not None:
+            self.sender_hook(media.transceiver.sender, media.description)
         _set_sender_enabled(media.transceiver, not media.description.muted)
         await self._negotiate(link)
 
@@ -727,7 +733,9 @@ class Engine:
                 self._emit(MediaTrackEnded(sid=sid, mid=mid))
         for mid, (sid, track) in now.items():
             if before.get(mid, ("", None))[0] != sid:
-                self._emit(MediaTrackReceived(sid=sid, mid=mid, kind=track.kind, track=track))
+                self._emit(
+                    MediaTrackReceived(sid=sid, mid=mid, kind=track.kind, track=track, pc=pc)
+                )
 
     def force_full_reconnect(self) -> None:
         """Start a full reconnect now (new join, new peer connection), as a LeaveRequest RECONNECT

@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import enum
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -328,6 +329,9 @@ class KeyHandler:
         self._crypto = crypto
         self._slots: list[_Slot | None] = [None] * options.key_ring_size
         self._failures = 0
+        # Frames are decrypted on decoder threads while keys change on the event loop: one
+        # ring's slots and ratchet cache change under this lock only.
+        self._lock = threading.RLock()
         self.current_index = 0
         """The slot set (or ratcheted) last: what a sender encrypts with."""
 
@@ -353,9 +357,11 @@ class KeyHandler:
         index = self._index(key_index)
         if not isinstance(material, bytes) or not material:
             raise LocalProtocolError("key material must be non-empty bytes")
-        self._slots[index] = _Slot(material, derive_aes_key(self._crypto, material, self._options))
-        self.current_index = index
-        self._failures = 0
+        slot = _Slot(material, derive_aes_key(self._crypto, material, self._options))
+        with self._lock:
+            self._slots[index] = slot
+            self.current_index = index
+            self._failures = 0
 
     def export_key(self, key_index: int) -> bytes:
         """The material in slot ``key_index`` (b"" when empty, as the official SDK returns)."""
@@ -365,12 +371,13 @@ class KeyHandler:
     def ratchet_key(self, key_index: int) -> bytes:
         """Ratchet slot ``key_index`` once and return the new material (b"" when empty)."""
         index = self._index(key_index)
-        slot = self._slots[index]
-        if slot is None:
-            return b""
-        self._slots[index] = self._advance(slot, 1)
-        self._failures = 0
-        return self.export_key(index)
+        with self._lock:
+            slot = self._slots[index]
+            if slot is None:
+                return b""
+            self._slots[index] = self._advance(slot, 1)
+            self._failures = 0
+            return self.export_key(index)
 
     def key(self, key_index: int) -> bytes | None:
         """The AES key of a slot, None when empty or outside the ring."""
@@ -405,15 +412,19 @@ class KeyHandler:
         plain = attempt(slot.key)
         if plain is not None:
             return plain, EncryptionState.OK
-        for steps, (_, key) in enumerate(
-            self._ratchets(slot, self._options.ratchet_window_size), start=1
-        ):
-            plain = attempt(key)
-            if plain is not None:
-                self._slots[key_index] = self._advance(slot, steps)
-                self._failures = 0
-                return plain, EncryptionState.KEY_RATCHETED
-        self._failures += 1
+        with self._lock:
+            if self._slots[key_index] is not slot:
+                # Another thread moved this slot meanwhile: try its key first.
+                return self.open(key_index, attempt)
+            for steps, (_, key) in enumerate(
+                self._ratchets(slot, self._options.ratchet_window_size), start=1
+            ):
+                plain = attempt(key)
+                if plain is not None:
+                    self._slots[key_index] = self._advance(slot, steps)
+                    self._failures = 0
+                    return plain, EncryptionState.KEY_RATCHETED
+            self._failures += 1
         return None, EncryptionState.DECRYPTION_FAILED
 
 
@@ -515,6 +526,11 @@ class KeyProvider:
     def state(self, participant_identity: str, track_sid: str = "") -> EncryptionState:
         """The last state reported for a participant's track (or its data packets)."""
         return self._states.get((participant_identity, track_sid), EncryptionState.NEW)
+
+    @property
+    def has_events(self) -> bool:
+        """State changes are waiting to be pulled (cheap to poll from any thread)."""
+        return bool(self._events)
 
     def next_event(self) -> EncryptionStateChanged | None:
         """The oldest state change not yet pulled, or None."""

@@ -78,6 +78,7 @@ class TrackDescription:
         max_bitrate_bps: video: the announced layer's bitrate (0: the default).
         stereo: audio: two channels (``TF_STEREO``).
         preconnect_buffer: audio: the pre-connect buffer is sent (``TF_PRECONNECT_BUFFER``).
+        encryption: ``pb.Encryption.Type`` of the frames (GCM when end-to-end encrypted, §11).
     """
 
     cid: str
@@ -92,6 +93,7 @@ class TrackDescription:
     max_bitrate_bps: int = 0
     stereo: bool = False
     preconnect_buffer: bool = False
+    encryption: int = 0
 
 
 def build_add_track_request(description: TrackDescription) -> pb.AddTrackRequest:
@@ -124,6 +126,7 @@ def build_add_track_request(description: TrackDescription) -> pb.AddTrackRequest
             disable_red=True,
             disable_dtx=True,
             stream=d.stream,
+            encryption=d.encryption,  # type: ignore[arg-type]
         )
     except (ValueError, TypeError) as exc:
         raise LocalProtocolError(f"cannot build AddTrackRequest: {exc}") from exc

@@ -5,10 +5,11 @@ turns it on; ``room.e2ee_manager.key_provider`` sets, exports and ratchets keys 
 Keys, derivation, the ratchet and the cryptors are :mod:`lkproto.core.e2ee` (PROTOCOL-MAP §11).
 
 What lkproto encrypts today: every data packet the official SDK encrypts (user packets, chat,
-RPC, text and byte streams) both ways. Media frames are not encrypted yet: publishing a track in
-an encrypted room raises :class:`~lkproto.errors.UnsupportedFeatureError` rather than sending it
-in clear text, and a remote encrypted track is reported (``e2ee_state_changed`` with
-``INTERNAL_ERROR``) instead of being decoded as garbage.
+RPC, text and byte streams), and Opus audio frames; it decrypts received Opus, VP8, VP9 and H.264
+frames. Video frames are not encrypted yet: publishing a video track in an encrypted room raises
+:class:`~lkproto.errors.UnsupportedFeatureError` rather than sending it in clear text. A remote
+encrypted track lkproto cannot decrypt is reported (``track_subscription_failed`` and
+``e2ee_state_changed`` with ``INTERNAL_ERROR``) instead of being decoded as garbage.
 """
 
 from __future__ import annotations
@@ -209,7 +210,6 @@ class E2EEManager:
         self._enabled = options is not None
         self._key_provider: KeyProvider | None = None
         self._core: core.KeyProvider | None = None
-        self._cryptors: list[core.FrameCryptor] = []
         self._driver: E2eeDriver | None = None
         if options is not None:
             self._core = _core_provider(options.key_provider_options)
@@ -235,18 +235,18 @@ class E2EEManager:
             raise LocalProtocolError("the room connected without RoomOptions.encryption")
         self._enabled = enabled
         if self._driver is not None:
-            self._driver.enabled = enabled
-        for cryptor in self._cryptors:
-            cryptor.set_enabled(enabled)
+            self._driver.set_enabled(enabled)
 
     def frame_cryptors(self) -> list[FrameCryptor]:
-        """The cryptors of the room's encrypted tracks (none until media encryption exists)."""
-        return [FrameCryptor(c) for c in self._cryptors]
+        """The cryptors of the room's encrypted tracks (published and subscribed)."""
+        if self._driver is None:
+            return []
+        return [FrameCryptor(c) for c in self._driver.cryptors.values()]
 
     def _bind(self, driver: E2eeDriver) -> None:
         """Attach the room's driver (at connect)."""
         self._driver = driver
-        driver.enabled = self._enabled
+        driver.set_enabled(self._enabled)
         if self._key_provider is not None:
             self._key_provider._driver = driver
 

@@ -34,7 +34,7 @@ from lkproto.core import roster as ro
 from lkproto.core import signal as sg
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.core.e2ee import EncryptionStateChanged
-from lkproto.errors import ConnectError, EventQueueOverflowError, LocalProtocolError
+from lkproto.errors import ConnectError, EventQueueOverflowError, LkError, LocalProtocolError
 from lkproto.rtc import events as ev
 from lkproto.rtc._options import check_loop, refuse, warn_once
 from lkproto.rtc.data_stream import (
@@ -405,6 +405,7 @@ class Room(EventEmitter[ev.EventTypes]):
             )
             manager._bind(driver)
             engine.data_sealer = driver.seal
+            engine.sender_hook = driver.prepare_sender
         rpc = RpcDriver(engine)
         # Built before the engine is kept, so a bad limit leaves the room unconnected.
         self._streams = StreamDriver(
@@ -614,9 +615,11 @@ class Room(EventEmitter[ev.EventTypes]):
             if local is not None and self._rpc is not None:
                 self._local = LocalParticipant(local, engine, self._rpc)
                 if self._e2ee_manager.options is not None:
-                    self._local._refuse_publishing(
-                        "encrypting media frames is not implemented yet; in a room connected "
-                        "with RoomOptions.encryption the track would go out in clear text"
+                    self._local._set_encryption(
+                        pb.Encryption.GCM,
+                        "lkproto encrypts Opus audio frames but not video frames yet; in a room "
+                        "connected with RoomOptions.encryption the video would go out in clear "
+                        "text",
                     )
                 self._local._set_event_sink(self._dispatch)
         elif isinstance(event, en.EngineReconnecting):
@@ -811,14 +814,16 @@ class Room(EventEmitter[ev.EventTypes]):
     ) -> None:
         if pub.track is not None:
             self._unsubscribe_media(pub, rp)
-        if pub._info.encryption != pb.Encryption.NONE:
-            # lkproto cannot decrypt media frames yet (issue 16): ciphertext is not handed to
-            # the decoder as if it were media; the failure is reported instead.
+        encrypted = pub._info.encryption != pb.Encryption.NONE
+        if not self._attach_decryption(event, pub, rp, encrypted) and encrypted:
+            # Ciphertext is not handed to the decoder as if it were media: the failure is
+            # reported instead (no key in this room, or a codec lkproto cannot decrypt).
             self._dispatch(
                 ev.TrackSubscriptionFailed(
                     participant=rp,
                     track_sid=event.sid,
-                    error="end-to-end encrypted media is not supported by lkproto yet",
+                    error="end-to-end encrypted media lkproto cannot decrypt (connect with "
+                    "RoomOptions.encryption; VP8, VP9, H.264 or Opus)",
                 )
             )
             self._announce_event(
@@ -832,6 +837,31 @@ class Room(EventEmitter[ev.EventTypes]):
         )
         pub._attach(track)
         self._dispatch(ev.TrackSubscribed(track=track, publication=pub, participant=rp))
+
+    def _attach_decryption(
+        self,
+        event: en.MediaTrackReceived,
+        pub: RemoteTrackPublication,
+        rp: RemoteParticipant,
+        encrypted: bool,
+    ) -> bool:
+        """Put the E2EE frame cryptor before the track's decoder; False if it cannot be."""
+        driver = self._e2ee_manager._driver
+        receiver = event.pc.receivers().get(event.mid) if event.pc is not None else None
+        if driver is None or receiver is None:
+            return False
+        try:
+            driver.attach_receiver(
+                receiver,
+                identity=rp.identity,
+                track_sid=event.sid,
+                mime_type=pub.mime_type or f"{event.kind}/opus",
+                encrypted=encrypted,
+            )
+        except (ValueError, LkError) as exc:
+            _log.warning("= cannot decrypt track %s: %s", event.sid, exc)
+            return False
+        return True
 
     def _unsubscribe_media(self, pub: RemoteTrackPublication, rp: RemoteParticipant) -> None:
         track = pub._detach()
