@@ -6,15 +6,17 @@ sent (so the resend buffer and the wire hold ciphertext), and the room calls
 dispatched.
 
 Media: aiortc has no insertable streams. On send, :meth:`E2eeDriver.prepare_sender` wraps the
-encoder lkproto already presets on each sender (:func:`lkproto.asyncio._seam.preset_encoder`) in
-an :class:`EncryptingEncoder`, which encrypts each encoded Opus frame before aiortc packetises it
-(one Opus frame is one RTP payload). On receive, :meth:`E2eeDriver.attach_receiver` puts a frame
+encoder of each sender (:func:`lkproto.asyncio._seam.preset_encoder`) in an
+:class:`EncryptingEncoder`. One Opus frame is one RTP payload, encrypted as it is. aiortc's VP8
+encoder packetises inside ``encode``, so the wrapper takes its payloads apart again (public
+``vp8_depayload``), encrypts the whole frame and packetises it anew with the same VP8 payload
+descriptor (picture id), as aiortc would have: receivers and the SFU still read the descriptor
+and the clear 10/3-byte VP8 header. On receive, :meth:`E2eeDriver.attach_receiver` puts a frame
 cryptor between aiortc's depacketiser and its decoder
 (:func:`lkproto.asyncio._seam.transform_decoder_input`). Both run on aiortc's worker threads
 (its encoder executor and decoder thread), so a slow ratchet search never blocks the event loop;
-state changes found there are handed to the loop with ``call_soon_threadsafe``. Video frames are
-not encrypted yet: aiortc's VP8/H.264 encoders packetise inside ``encode``, so the hook would
-have to sit inside aiortc's packetiser.
+state changes found there are handed to the loop with ``call_soon_threadsafe``. H.264 frames are
+not encrypted on send yet (re-packetising FU-A/STAP-A would need aiortc's private packetiser).
 
 This module owns what the sans-I/O core must not: the randomness of IVs (``os.urandom`` plus a
 counter), the logs, the threads, and handing the core's state changes to the room.
@@ -31,7 +33,10 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from aiortc.codecs import get_encoder
 from aiortc.codecs.base import Encoder
+from aiortc.codecs.vpx import PACKET_MAX, VpxPayloadDescriptor, vp8_depayload
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from lkproto.asyncio._seam import current_encoder, preset_encoder, transform_decoder_input
 from lkproto.core.e2ee import (
@@ -137,19 +142,24 @@ class E2eeDriver:
         Raises:
             LocalProtocolError: a video sender (not encrypted yet; the room refuses those first).
         """
-        if description.kind != "audio":
-            raise LocalProtocolError("video frames are not end-to-end encrypted yet")
+        codec = FrameCodec.from_mime_type(description.mime_type)
+        if codec not in (FrameCodec.OPUS, FrameCodec.VP8):
+            raise LocalProtocolError(f"{description.mime_type} frames are not encrypted yet")
         self._loop = asyncio.get_running_loop()
         inner = current_encoder(sender)
         if isinstance(inner, EncryptingEncoder):
             return
         if inner is None:
-            raise LocalProtocolError("the sender has no preset Opus encoder to wrap")
+            # No encoder preset (video at aiortc's default bitrate, or a pre-encoded source):
+            # the one aiortc would create lazily, created now so that it can be wrapped.
+            inner = get_encoder(
+                RTCRtpCodecParameters(mimeType=description.mime_type, clockRate=90_000)
+            )
         cryptor = FrameCryptor(
             self.provider,
             participant_identity=self._local_identity(),
             track_sid=description.cid,
-            codec=FrameCodec.OPUS,
+            codec=codec,
         )
         cryptor.enabled = self.enabled
         self.cryptors[(cryptor.participant_identity, description.cid)] = cryptor
@@ -228,16 +238,37 @@ class EncryptingEncoder(Encoder):
         self._count = int.from_bytes(random_bytes(2), "big")
 
     def _seal(self, payloads: list[bytes], timestamp: int) -> tuple[list[bytes], int]:
-        sealed = []
-        for payload in payloads:
-            self._count += 1
-            out = self.cryptor.encrypt(
-                bytes(payload), frame_iv(self._iv_prefix, timestamp, self._count)
-            )
-            if out is not None:
-                sealed.append(out)
-        self._on_frame()
-        return sealed, timestamp
+        try:
+            if self.cryptor.codec is FrameCodec.VP8:
+                return self._seal_vp8(payloads, timestamp), timestamp
+            sealed = []
+            for payload in payloads:
+                out = self.cryptor.encrypt(bytes(payload), self._next_iv(timestamp))
+                if out is not None:
+                    sealed.append(out)
+            return sealed, timestamp
+        finally:
+            self._on_frame()
+
+    def _next_iv(self, timestamp: int) -> bytes:
+        self._count += 1
+        return frame_iv(self._iv_prefix, timestamp, self._count)
+
+    def _seal_vp8(self, payloads: list[bytes], timestamp: int) -> list[bytes]:
+        if not payloads or not self.cryptor.enabled:
+            return payloads
+        descriptor, _ = VpxPayloadDescriptor.parse(payloads[0])
+        frame = b"".join(vp8_depayload(p) for p in payloads)
+        sealed = self.cryptor.encrypt(frame, self._next_iv(timestamp))
+        if sealed is None:
+            return []
+        out = []
+        descriptor.partition_start = 1
+        for pos in range(0, len(sealed), PACKET_MAX - len(bytes(descriptor))):
+            head = bytes(descriptor)
+            out.append(head + sealed[pos : pos + PACKET_MAX - len(head)])
+            descriptor.partition_start = 0
+        return out
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         """Encode with the wrapped encoder, then encrypt."""

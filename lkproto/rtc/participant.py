@@ -429,12 +429,12 @@ class LocalParticipant(Participant):
     """This client's participant."""
 
     _e2ee_refusal: str | None = None
-    """Why ``publish_track`` refuses video in this room (set by an encrypted room)."""
+    """Why ``publish_track`` refuses H.264 in this room (set by an encrypted room)."""
     _encryption: int = pb.Encryption.NONE
     """What the frames of published tracks are encrypted with (GCM in an encrypted room)."""
 
     def _set_encryption(self, encryption: int, video_refusal: str | None) -> None:
-        """Announce tracks as ``encryption``; refuse video with ``video_refusal`` when set."""
+        """Announce tracks as ``encryption``; refuse H.264 with ``video_refusal`` when set."""
         self._encryption = encryption
         self._e2ee_refusal = video_refusal
 
@@ -486,17 +486,17 @@ class LocalParticipant(Participant):
             lkproto.errors.RequestRejectedError: the server refused (e.g. ``NOT_ALLOWED`` when
                 the token may not publish this source) or did not answer in 10 s.
             LocalProtocolError: the track is already published, or an unsupported codec.
-            lkproto.errors.UnsupportedFeatureError: a video track in an end-to-end encrypted
-                room (only Opus audio frames are encrypted so far).
+            lkproto.errors.UnsupportedFeatureError: an H.264 track in an end-to-end encrypted
+                room (only Opus and VP8 frames are encrypted so far).
         """
         opts = options or TrackPublishOptions()
-        if self._e2ee_refusal is not None and track.kind == TrackKind.KIND_VIDEO:
-            refuse("LocalParticipant.publish_track", self._e2ee_refusal)
         if track._engine is not None:
             raise LocalProtocolError(f"{track!r} is already published")
         description = dataclasses.replace(
             _track_description(track, opts), encryption=self._encryption
         )
+        if self._e2ee_refusal is not None and description.mime_type == "video/H264":
+            refuse("LocalParticipant.publish_track", self._e2ee_refusal)
         info = await self._engine.publish_track(
             description, track._media, media_factory=track.source._media_track
         )

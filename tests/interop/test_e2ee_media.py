@@ -27,7 +27,14 @@ from tests.interop._helpers import (
     unique_room,
     wait_for,
 )
-from tests.interop.test_media import publish_tone, subscribed_track, tone_of
+from tests.interop.test_media import (
+    assert_in_order,
+    colour_sequence,
+    publish_colours,
+    publish_tone,
+    subscribed_track,
+    tone_of,
+)
 
 if TYPE_CHECKING:
     from lkproto.testing import LocalServer
@@ -155,9 +162,41 @@ async def test_wrong_key_fails_then_recovers_when_the_right_key_is_set(
             await feeder.stop()
 
 
-async def test_video_is_refused_in_an_encrypted_room(livekit_server: LocalServer) -> None:
+async def test_lkproto_encrypted_vp8_reaches_the_official_sdk_with_the_key_only(
+    livekit_server: LocalServer,
+) -> None:
+    async with _room(
+        livekit_server, ("lk", "lk", KEY), ("sdk", "sdk", KEY), ("eve", "sdk", None)
+    ) as rooms:
+        feeder = await publish_colours(rtc, rooms["lk"], rtc.VideoCodec.VP8)
+        try:
+            track = await subscribed_track(rooms["sdk"], "video")
+            assert_in_order(await colour_sequence(lrtc, track, changes=4))
+            # Without the key: ciphertext does not decode into the colours.
+            eve_track = await subscribed_track(rooms["eve"], "video")
+            try:
+                seen = await colour_sequence(lrtc, eve_track, changes=2)
+            except (TimeoutError, AssertionError):
+                seen = []
+            assert len(seen) <= 1, seen
+        finally:
+            await feeder.stop()
+
+
+async def test_official_encrypted_vp8_reaches_lkproto(livekit_server: LocalServer) -> None:
+    async with _room(livekit_server, ("lk", "lk", KEY), ("sdk", "sdk", KEY)) as rooms:
+        feeder = await publish_colours(lrtc, rooms["sdk"], lrtc.VideoCodec.VP8)
+        try:
+            track = await subscribed_track(rooms["lk"], "video")
+            assert_in_order(await colour_sequence(rtc, track, changes=4))
+        finally:
+            await feeder.stop()
+
+
+async def test_h264_is_refused_in_an_encrypted_room(livekit_server: LocalServer) -> None:
     async with _room(livekit_server, ("lk", "lk", KEY)) as rooms:
         source = rtc.VideoSource(64, 64)
         track = rtc.LocalVideoTrack.create_video_track("cam", source)
+        options = rtc.TrackPublishOptions(video_codec=rtc.VideoCodec.H264)
         with pytest.raises(UnsupportedFeatureError):
-            await rooms["lk"].local_participant.publish_track(track)
+            await rooms["lk"].local_participant.publish_track(track, options)
