@@ -1,0 +1,212 @@
+"""lkproto.asyncio.e2ee: data packets through the driver, and frames through aiortc's encoders
+and decoder queue (real aiortc objects; the key derivation is the real one, window 0)."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from typing import Any
+
+import aiortc
+import av
+import pytest
+from aiortc.codecs.vpx import PACKET_MAX, VpxPayloadDescriptor, vp8_depayload
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+from lkproto.asyncio import _seam
+from lkproto.asyncio.audio import install_opus_encoder
+from lkproto.asyncio.e2ee import E2eeDriver, EncryptingEncoder
+from lkproto.core.e2ee import (
+    EncryptionState,
+    EncryptionStateChanged,
+    FrameCryptor,
+    KeyOptions,
+    KeyProvider,
+)
+from lkproto.core.publish import TrackDescription
+from lkproto.errors import LocalProtocolError
+from lkproto.wire import pb
+from lkproto.wire.e2ee import FrameCodec
+
+KEY = b"driver-key"
+
+
+def _counter_bytes() -> Any:
+    state = {"n": 0}
+
+    def random_bytes(n: int) -> bytes:
+        state["n"] += 1
+        return state["n"].to_bytes(n, "big")
+
+    return random_bytes
+
+
+def _driver(key: bytes | None = KEY, identity: str = "me") -> tuple[E2eeDriver, list[Any]]:
+    provider = KeyProvider(KeyOptions(ratchet_window_size=0), shared_key=key)
+    states: list[EncryptionStateChanged] = []
+    driver = E2eeDriver(
+        provider,
+        local_identity=lambda: identity,
+        on_state=states.append,
+        random_bytes=_counter_bytes(),
+    )
+    return driver, states
+
+
+def _user(payload: bytes) -> pb.DataPacket:
+    packet = pb.DataPacket()
+    packet.user.payload = payload
+    return packet
+
+
+def test_seal_then_open_and_ivs_differ() -> None:
+    sender, states = _driver()
+    receiver, _ = _driver(identity="other")
+    a, b = sender.seal(_user(b"one")), sender.seal(_user(b"two"))
+    assert a.encrypted_packet.iv != b.encrypted_packet.iv
+    a.participant_identity = "me"
+    opened = receiver.open(a)
+    assert opened is not None
+    assert opened.user.payload == b"one"
+    assert states == [
+        EncryptionStateChanged(participant_identity="me", track_sid="", state=EncryptionState.OK)
+    ]
+
+
+def test_disabled_sends_clear_and_missing_key_refuses() -> None:
+    driver, _ = _driver()
+    driver.set_enabled(False)
+    assert driver.seal(_user(b"x")).WhichOneof("value") == "user"
+    keyless, states = _driver(key=None)
+    with pytest.raises(LocalProtocolError):
+        keyless.seal(_user(b"x"))
+    assert states[-1].state is EncryptionState.MISSING_KEY
+
+
+def test_unopenable_packet_is_dropped_logged_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sender, _ = _driver(key=b"theirs")
+    receiver, states = _driver(key=b"ours")
+    sealed = sender.seal(_user(b"secret"))
+    sealed.participant_identity = "them"
+    with caplog.at_level(logging.WARNING, "lkproto.e2ee"):
+        assert receiver.open(sealed) is None
+    assert "dropping an encrypted packet from 'them'" in caplog.text
+    assert states[-1].state is EncryptionState.DECRYPTION_FAILED
+
+
+# -- frames through aiortc ----------------------------------------------------------------------
+
+
+def _audio_frame() -> av.AudioFrame:
+    frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+    frame.planes[0].update(bytes(frame.planes[0].buffer_size))
+    frame.sample_rate = 48_000
+    frame.pts = 0
+    frame.time_base = Fraction(1, 48_000)
+    return frame
+
+
+def _video_frame() -> av.VideoFrame:
+    frame = av.VideoFrame(320, 240, "yuv420p")
+    for plane in frame.planes:
+        plane.update(bytes([128]) * plane.buffer_size)
+    frame.pts = 0
+    frame.time_base = Fraction(1, 90_000)
+    return frame
+
+
+def _description(kind: str, mime: str) -> TrackDescription:
+    return TrackDescription(cid="TR_cid", name="t", kind=kind, source=0, mime_type=mime)  # type: ignore[arg-type]
+
+
+def _receiving_cryptor(codec: FrameCodec) -> FrameCryptor:
+    provider = KeyProvider(KeyOptions(ratchet_window_size=0), shared_key=KEY)
+    return FrameCryptor(provider, participant_identity="me", track_sid="T", codec=codec)
+
+
+async def test_opus_sender_is_wrapped_and_frames_decrypt() -> None:
+    driver, _ = _driver()
+    pc = aiortc.RTCPeerConnection()
+    try:
+        sender = pc.addTrack(AudioStreamTrack())
+        install_opus_encoder(sender, channels=1, bitrate=32_000)
+        inner = _seam.current_encoder(sender)
+        driver.prepare_sender(sender, _description("audio", "audio/opus"))
+        wrapper = _seam.current_encoder(sender)
+        assert isinstance(wrapper, EncryptingEncoder)
+        assert wrapper.inner is inner
+        driver.prepare_sender(sender, _description("audio", "audio/opus"))
+        assert _seam.current_encoder(sender) is wrapper  # not wrapped twice
+        payloads, _ = wrapper.encode(_audio_frame())
+        assert len(payloads) == 1
+        clear = _receiving_cryptor(FrameCodec.OPUS).decrypt(payloads[0])
+        assert clear is not None
+        assert clear[0] == payloads[0][0]  # the TOC byte travels in clear
+        assert list(driver.cryptors) == [("me", "TR_cid")]
+    finally:
+        await pc.close()
+
+
+async def test_vp8_frames_are_encrypted_whole_and_packetised_anew() -> None:
+    driver, _ = _driver()
+    pc = aiortc.RTCPeerConnection()
+    try:
+        sender = pc.addTrack(VideoStreamTrack())
+        driver.prepare_sender(sender, _description("video", "video/VP8"))
+        wrapper = _seam.current_encoder(sender)
+        assert isinstance(wrapper, EncryptingEncoder)
+        plain_payloads, _ = wrapper.inner.encode(_video_frame(), True)
+        plain = b"".join(vp8_depayload(p) for p in plain_payloads)
+        payloads, _ = wrapper.encode(_video_frame(), True)
+        assert all(len(p) <= PACKET_MAX for p in payloads)
+        descriptors = [VpxPayloadDescriptor.parse(p)[0] for p in payloads]
+        assert [d.partition_start for d in descriptors] == [1] + [0] * (len(payloads) - 1)
+        assert len({d.picture_id for d in descriptors}) == 1
+        sealed = b"".join(vp8_depayload(p) for p in payloads)
+        assert sealed[:10] == plain[:10]  # key frame: 10 clear bytes
+        clear = _receiving_cryptor(FrameCodec.VP8).decrypt(sealed)
+        assert clear is not None
+        assert len(clear) == len(plain)
+        assert clear[:10] == plain[:10]
+    finally:
+        await pc.close()
+
+
+async def test_h264_sender_is_refused() -> None:
+    driver, _ = _driver()
+    pc = aiortc.RTCPeerConnection()
+    try:
+        sender = pc.addTrack(VideoStreamTrack())
+        with pytest.raises(LocalProtocolError, match="H264"):
+            driver.prepare_sender(sender, _description("video", "video/H264"))
+    finally:
+        await pc.close()
+
+
+async def test_receiver_decrypts_and_clear_tracks_pass() -> None:
+    driver, _ = _driver()
+    pc = aiortc.RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("audio").receiver
+        queue = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        sender_side = FrameCryptor(
+            driver.provider, participant_identity="them", track_sid="T", codec=FrameCodec.OPUS
+        )
+        sealed = sender_side.encrypt(b"\xfc" + bytes(40), bytes(12))
+        assert sealed is not None
+        driver.attach_receiver(receiver, identity="them", track_sid="T", mime_type="audio/opus")
+        queue.put(("codec", JitterFrame(b"\xfc" + bytes(40) + bytes(30), 0)))  # not decryptable
+        queue.put(("codec", JitterFrame(sealed, 960)))
+        _codec, frame = queue.get()
+        assert frame.data == b"\xfc" + bytes(40)
+        assert ("them", "T") in driver.cryptors
+        driver.attach_receiver(
+            receiver, identity="them", track_sid="T2", mime_type="audio/opus", encrypted=False
+        )
+        queue.put(("codec", JitterFrame(b"clear", 0)))
+        assert queue.get()[1].data == b"clear"
+    finally:
+        await pc.close()
