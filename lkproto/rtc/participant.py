@@ -169,6 +169,11 @@ class TrackPublication:
         return len(self._info.layers) > 1
 
     @property
+    def encryption_type(self) -> int:
+        """How the track's frames are encrypted (``EncryptionType`` value; official name)."""
+        return int(self._info.encryption)
+
+    @property
     def mime_type(self) -> str:
         return self._info.mime_type
 

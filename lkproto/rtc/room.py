@@ -299,6 +299,7 @@ class Room(EventEmitter[ev.EventTypes]):
         self._fanouts: dict[int, FrameFanout] = {}
         self._early_media: dict[str, en.MediaTrackReceived] = {}
         self._e2ee_manager = E2EEManager(None)
+        self._encrypted_participants: set[str] = set()
 
     # -- properties (official names) -------------------------------------------------------
 
@@ -760,6 +761,8 @@ class Room(EventEmitter[ev.EventTypes]):
             pub = p._track_published(track)
         if not isinstance(pub, RemoteTrackPublication):
             return  # a remote participant only makes remote publications
+        if isinstance(event, ro.TrackPublished | ro.TrackUnpublished):
+            self._check_encryption_status(p)
         if isinstance(event, ro.TrackPublished):
             self._announce_event(ev.TrackPublished(publication=pub, participant=p))
             early = self._early_media.pop(track.sid, None)
@@ -779,6 +782,21 @@ class Room(EventEmitter[ev.EventTypes]):
             self._announce_event(ev.TrackUnmuted(participant=p, publication=pub))
         else:
             assert_never(event)
+
+    def _check_encryption_status(self, p: RemoteParticipant) -> None:
+        """Emit ``participant_encryption_status_changed`` when "every published track of ``p``
+        is end-to-end encrypted" flips (the official rule: no tracks counts as not encrypted)."""
+        pubs = list(p.track_publications.values())
+        encrypted = bool(pubs) and all(pub.encryption_type != EncryptionType.NONE for pub in pubs)
+        if encrypted == (p.identity in self._encrypted_participants):
+            return
+        if encrypted:
+            self._encrypted_participants.add(p.identity)
+        else:
+            self._encrypted_participants.discard(p.identity)
+        self._announce_event(
+            ev.ParticipantEncryptionStatusChanged(participant=p, is_encrypted=encrypted)
+        )
 
     # -- media -------------------------------------------------------------------------------
 

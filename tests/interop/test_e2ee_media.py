@@ -124,12 +124,18 @@ async def test_official_encrypted_tone_reaches_lkproto_with_the_key_only(
         rooms["eve"].on("track_subscription_failed", lambda p, sid, error: failed.append(error))
         states: list[int] = []
         rooms["lk"].on("e2ee_state_changed", lambda p, state: states.append(int(state)))
+        status: list[tuple[str, bool]] = []
+        rooms["lk"].on(
+            "participant_encryption_status_changed",
+            lambda p, encrypted: status.append((p.identity, encrypted)),
+        )
         feeder = await publish_tone(lrtc, rooms["sdk"], 1000)
         try:
             track = await subscribed_track(rooms["lk"], "audio")
             peak, _ = await tone_of(rtc, track)
             assert abs(peak - 1000) <= 5, peak
             assert int(rtc.EncryptionState.OK) in states
+            assert status == [("sdk", True)]
             cryptors = rooms["lk"].e2ee_manager.frame_cryptors()
             assert any(c.participant_identity == "sdk" for c in cryptors)
             # Without the key lkproto reports the track instead of decoding ciphertext.
