@@ -104,8 +104,13 @@ async def test_room_lifecycle(lkapi: api.LiveKitAPI) -> None:
         api.UpdateRoomMetadataRequest(room=name, metadata="v2")
     )
     assert (updated.sid, updated.metadata) == (room.sid, "v2")
-    listed = await lkapi.room.list_rooms(api.ListRoomsRequest(names=[name]))
-    assert listed.rooms[0].metadata == "v2"
+
+    # ListRooms reads the room store, which the room node updates right after answering.
+    async def stored() -> bool:
+        listed = await lkapi.room.list_rooms(api.ListRoomsRequest(names=[name]))
+        return listed.rooms[0].metadata == "v2"
+
+    await _eventually(stored, "ListRooms to show the new metadata")
 
     assert (
         list(
