@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python benchmarks/media.py [--window 10] [--warmup 3] [--tracks 5,10,20,30]
-        [--sections cpu,tracks,rss] [--sdks lkproto,official] [--pin separate|same|none]
+        [--sections cpu,tracks,rss,e2ee] [--sdks lkproto,official] [--pin separate|same|none]
         [--json benchmarks/results/media.json]
 
 One loopback livekit-server (:class:`lkproto.testing.LocalServer`) serves the whole run. Every
@@ -38,6 +38,10 @@ Sections (``--sections``)
 ``rss``
     two processes, each publishing one Opus track and subscribing to the other's (shorter window:
     ``--rss-window``).
+``e2ee``
+    the two ``cpu`` scenarios again with end-to-end encryption (``RoomOptions(encryption=...)``,
+    the same shared key on both sides): compare with ``cpu`` for the cost of encrypting (publish)
+    and decrypting (subscribe) one Opus and one 640x480 VP8 track.
 
 Pinning (``--pin``): ``separate`` (default) pins the publisher (and the rss scenario's first
 process) to the first usable CPU and the subscriber to the second with ``os.sched_setaffinity``
@@ -112,7 +116,9 @@ DEFAULT_RSS_WINDOW_S: Final = 5.0
 DEFAULT_TRACKS: Final = "5,10,20,30"
 DEFAULT_SECTIONS: Final = "cpu,tracks,rss"
 DEFAULT_JSON: Final = Path(__file__).parent / "results" / "media.json"
-SECTIONS: Final = ("cpu", "tracks", "rss")
+SECTIONS: Final = ("cpu", "tracks", "rss", "e2ee")
+E2EE_KEY: Final = "benchmark-shared-key"
+"""Shared key of the ``e2ee`` section (both SDKs: PBKDF2, AES-GCM, issue 16)."""
 SDKS: Final = ("lkproto", "official")
 PIN_MODES: Final = ("separate", "same", "none")
 _THIS_FILE: Final = str(Path(__file__).resolve())
@@ -209,6 +215,7 @@ class ChildSpec:
     publish_video: bool = False
     expect_audio: int = 0
     expect_video: int = 0
+    e2ee_key: str = ""
     cpu: int | None = None
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
 
@@ -306,6 +313,10 @@ class Client:
             )
         else:
             options = rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_servers=[]))
+        if self.spec.e2ee_key:
+            options.encryption = rtc.E2EEOptions(
+                key_provider_options=rtc.KeyProviderOptions(shared_key=self.spec.e2ee_key.encode())
+            )
         await asyncio.wait_for(
             self.room.connect(self.spec.url, self.spec.token, options), CONNECT_TIMEOUT_S
         )
@@ -786,6 +797,7 @@ class Scenario:
     audio_tracks: int = 0
     video: bool = False
     duplex: bool = False
+    e2ee: bool = False
 
 
 def _cpus(pin: str) -> tuple[int | None, int | None]:
@@ -803,6 +815,7 @@ def _specs(sc: Scenario, server: Any, room: str, pin: str, ready_s: float) -> li
         "sdk": sc.sdk,
         "url": server.url,
         "ready_timeout_s": ready_s,
+        "e2ee_key": E2EE_KEY if sc.e2ee else "",
     }
     if sc.duplex:
         return [
@@ -962,10 +975,11 @@ def summarize_results(runs: Sequence[Mapping[str, Any]], window: float) -> dict[
             continue
         pub, sub = procs["pub"], procs["sub"]
         wall = sub["window_s"]
+        suffix = "_e2ee" if run["section"] == "e2ee" else ""
         if run["video"]:
             vt = [t for t in sub["tracks"] if t["kind"] == "video"]
             sent = pub["rtp"]
-            cpu.setdefault(sdk, {})["video"] = {
+            cpu.setdefault(sdk, {})["video" + suffix] = {
                 "publish_cpu_per_s": pub["cpu_per_s"],
                 "subscribe_cpu_per_s": sub["cpu_per_s"],
                 "server_cpu_per_s": run["server_cpu_per_s"],
@@ -997,6 +1011,9 @@ def summarize_results(runs: Sequence[Mapping[str, Any]], window: float) -> dict[
             **audio,
         }
         row["realtime"] = _realtime(audio, pub, n)
+        if run["section"] == "e2ee":
+            cpu.setdefault(sdk, {})["audio_e2ee"] = row
+            continue
         tracks.append(row)
         if n == 1 and run["section"] == "cpu":
             cpu.setdefault(sdk, {})["audio"] = row
@@ -1047,6 +1064,10 @@ def markdown_tables(summary: Mapping[str, Any]) -> str:
             ("subscribe 1 Opus track (AudioStream 48 kHz mono)", "audio", "sub", audio_detail),
             ("publish 1 VP8 640x480 30 fps", "video", "pub", video_detail),
             ("subscribe 1 VP8 640x480 (VideoStream I420)", "video", "sub", video_detail),
+            ("publish 1 Opus track, E2EE", "audio_e2ee", "pub", audio_detail),
+            ("subscribe 1 Opus track, E2EE", "audio_e2ee", "sub", audio_detail),
+            ("publish 1 VP8 640x480 30 fps, E2EE", "video_e2ee", "pub", video_detail),
+            ("subscribe 1 VP8 640x480, E2EE", "video_e2ee", "sub", video_detail),
         ]
         for title, key, role, detail in items:
             metric = "publish_cpu_per_s" if role == "pub" else "subscribe_cpu_per_s"
@@ -1138,9 +1159,15 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
     for section in SECTIONS:
         if section not in sections:
             continue
-        if section == "cpu":
+        if section in ("cpu", "e2ee"):
+            e2ee = section == "e2ee"
             for name, audio, video in (("audio-1", 1, False), ("video", 0, True)):
-                out += [Scenario(name, section, sdk, audio, video) for sdk in sdks]
+                out += [
+                    Scenario(
+                        f"{name}-e2ee" if e2ee else name, section, sdk, audio, video, e2ee=e2ee
+                    )
+                    for sdk in sdks
+                ]
         elif section == "tracks":
             for n in counts:
                 out += [Scenario(f"audio-{n}", section, sdk, n) for sdk in sdks]
@@ -1216,7 +1243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=DEFAULT_WARMUP_S, help="s before it")
     parser.add_argument("--rss-window", type=float, default=DEFAULT_RSS_WINDOW_S)
     parser.add_argument("--tracks", default=DEFAULT_TRACKS, help="Opus track counts, e.g. 5,10")
-    parser.add_argument("--sections", default=DEFAULT_SECTIONS, help="cpu,tracks,rss")
+    parser.add_argument("--sections", default=DEFAULT_SECTIONS, help="cpu,tracks,rss,e2ee")
     parser.add_argument("--sdks", default=",".join(SDKS), help="lkproto,official")
     parser.add_argument("--pin", choices=PIN_MODES, default="separate")
     parser.add_argument("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S)
