@@ -35,7 +35,7 @@ NOTES: Final[dict[str, str]] = {
         "differs: `session=` is refused (`UnsupportedFeatureError`: requests use the standard "
         "library in a worker thread, no aiohttp); `timeout` takes seconds or anything with a "
         "`.total` (an `aiohttp.ClientTimeout`); `failover` is accepted but lkproto never fails "
-        "over to other LiveKit Cloud regions; no `.connector`"
+        "over to other LiveKit Cloud regions; `.connector` raises `UnsupportedFeatureError`"
     ),
     "AccessToken": (
         "same, plus `with_kind` also takes a `ParticipantInfo.Kind` value (written as its "
@@ -47,8 +47,9 @@ NOTES: Final[dict[str, str]] = {
         "`receive` also takes the body as bytes and a `Bearer ` prefix on the token"
     ),
     "ServerError": (
-        "differs: also an `lkproto.errors.ApiError`; no answer at all raises it with status 0 "
-        "and code `unavailable` instead of an aiohttp exception"
+        "differs: also an `lkproto.errors.ApiError` (so `str()` reads `code (status): "
+        "message`); no answer at all raises it with status 0 and code `unavailable` instead of "
+        "an aiohttp exception"
     ),
     "TwirpError": "differs: alias of `ServerError`, as there (see that row)",
     "SipCallError": (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from lkproto.api.agent_dispatch_service import AgentDispatchService
 from lkproto.api.egress_service import EgressService
@@ -134,6 +134,19 @@ class LiveKitAPI:
     def sip(self) -> SipService:
         """SIP trunks and dispatch rules."""
         return self._sip
+
+    @property
+    def connector(self) -> NoReturn:
+        """Not supported: livekit-api's WhatsApp/Twilio connector service (LiveKit Cloud).
+
+        Raises:
+            UnsupportedFeatureError: always, naming the reason, rather than an AttributeError.
+        """
+        raise UnsupportedFeatureError(
+            "LiveKitAPI.connector",
+            "the WhatsApp/Twilio connectors are LiveKit Cloud services whose messages are not "
+            "in lkproto's schema",
+        )
 
     async def aclose(self) -> None:
         """Close the client; later calls raise :class:`~lkproto.errors.LocalProtocolError`."""

@@ -492,6 +492,13 @@ def test_missing_url_or_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         api.LiveKitAPI("ws://h", KEY)
 
 
+def test_connector_is_refused() -> None:
+    lkapi = api.LiveKitAPI("ws://h", KEY, SECRET)
+    with pytest.raises(UnsupportedFeatureError) as info:
+        _ = lkapi.connector
+    assert info.value.feature == "LiveKitAPI.connector"
+
+
 def test_session_is_refused() -> None:
     with pytest.raises(UnsupportedFeatureError) as info:
         api.LiveKitAPI("ws://h", KEY, SECRET, session=object())
