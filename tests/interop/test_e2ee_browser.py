@@ -1,4 +1,9 @@
-"""End-to-end encrypted data between lkproto and livekit-client 2.23.0 in headless Chromium.
+"""End-to-end encryption between lkproto and livekit-client 2.23.0 in headless Chromium.
+
+Data (user packets, text streams) both ways, and media both ways: Chromium's E2EE worker
+encrypts a WebAudio 1 kHz tone and a canvas VP8 video that lkproto decrypts and decodes, and it
+decrypts lkproto's 440 Hz tone and VP8 colour (the media JS and helpers of
+``test_browser_media.py``).
 
 livekit-client encrypts data packets and streams when its Room has ``encryption`` (not the
 deprecated ``e2ee``) options; its key provider derives a string key with PBKDF2 as lkproto does
@@ -20,6 +25,17 @@ from lkproto import rtc
 from lkproto.testing import scaled
 from lkproto.wire import pb
 from tests.interop.browser.harness import BrowserPeer, check_browser_setup
+from tests.interop.test_browser_media import (
+    ATTACH_JS,
+    PIXEL_JS,
+    PUBLISH_JS,
+    SPECTRUM_JS,
+    centre_pixels,
+    near,
+    peak_of,
+    publish_colour,
+    publish_tone,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -152,4 +168,83 @@ async def test_data_and_text_streams_both_ways_with_livekit_client(
         assert "encrypted_packet" in kinds
         assert not kinds & {"user", "stream_header", "stream_chunk", "stream_trailer"}, wire
     finally:
+        await ours.disconnect()
+
+
+def _options(trace: Any = None) -> rtc.RoomOptions:
+    return rtc.RoomOptions(
+        rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"]),
+        trace=trace,
+        encryption=rtc.E2EEOptions(
+            key_provider_options=rtc.KeyProviderOptions(shared_key=KEY.encode())
+        ),
+    )
+
+
+async def _join(livekit_server: LocalServer, browser: BrowserPeer, ours: rtc.Room) -> None:
+    room_name = f"lk-web-e2ee-media-{uuid.uuid4().hex[:10]}"
+    await ours.connect(livekit_server.url, livekit_server.create_token("lk", room_name), _options())
+    assert await browser.eval(_SETUP_JS, WORKER.read_text(encoding="utf-8"), KEY)
+    await browser.connect(livekit_server.url, livekit_server.create_token("web", room_name))
+    await _until(lambda: "web" in ours.remote_participants, "lkproto sees web")
+
+
+async def test_lkproto_decrypts_chromium_audio_and_vp8(
+    livekit_server: LocalServer, browser: BrowserPeer
+) -> None:
+    ours = rtc.Room()
+    subscribed: dict[str, Any] = {}
+    ours.on("track_subscribed", lambda track, pub, p: subscribed.__setitem__(pub.sid, track))
+    try:
+        await _join(livekit_server, browser, ours)
+        published = await browser.eval(
+            PUBLISH_JS, {"freq": 1000.0, "width": 320, "height": 240, "colour": [70, 130, 200]}
+        )
+        sids = {published["audio_sid"], published["video_sid"]}
+        await _until(lambda: sids <= set(subscribed), "both browser tracks subscribed")
+        (peak, facts), pixels = await asyncio.gather(
+            peak_of(subscribed[published["audio_sid"]]),
+            centre_pixels(subscribed[published["video_sid"]]),
+        )
+        assert abs(peak - 1000.0) <= 5, (peak, facts)
+        assert all(near(rgb, (70, 130, 200)) for _, _, rgb in pixels), pixels
+        pubs = ours.remote_participants["web"].track_publications
+        assert {pubs[sid].encryption_type for sid in sids} == {int(rtc.EncryptionType.GCM)}
+    finally:
+        await ours.disconnect()
+
+
+async def test_chromium_decrypts_lkproto_audio_and_vp8(
+    livekit_server: LocalServer, browser: BrowserPeer
+) -> None:
+    ours = rtc.Room()
+    feeders = []
+    try:
+        await _join(livekit_server, browser, ours)
+        feeders.append(await publish_tone(ours, 440.0))
+        feeders.append(await publish_colour(ours, (200, 40, 120), 640, 480))
+        audio_sid = feeders[0].publication.sid
+        video_sid = feeders[1].publication.sid
+
+        async def attached() -> Any:
+            out = await browser.eval(
+                "const p = room.remoteParticipants.get('lk');"
+                "return p ? [...p.trackPublications.values()].filter((t) => t.track).length : 0;"
+            )
+            return out == 2
+
+        await _until_async(attached, "browser subscribed to both tracks")
+        await browser.eval(ATTACH_JS, "lk")
+
+        async def pixel() -> Any:
+            got = await browser.eval(PIXEL_JS, video_sid)
+            return got if got is not None and near(got["rgb"], (200, 40, 120)) else None
+
+        seen = await _until_async(pixel, "the browser renders lkproto's colour")
+        assert (seen["width"], seen["height"]) == (640, 480), seen
+        spectrum = await browser.eval(SPECTRUM_JS, audio_sid)
+        assert abs(spectrum["peak_hz"] - 440.0) <= 5, spectrum
+    finally:
+        for feeder in feeders:
+            await feeder.stop()
         await ours.disconnect()
