@@ -45,6 +45,7 @@ import aiortc.rtcrtpreceiver
 from aioice import Candidate
 from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Encoder
+from aiortc.codecs.h264 import H264Encoder
 
 from lkproto.errors import LkError, UnsupportedDependencyError
 
@@ -54,6 +55,7 @@ __all__ = [
     "check_versions",
     "compatible_release",
     "current_encoder",
+    "h264_packetize",
     "ice_role",
     "nominated_pair",
     "preset_encoder",
@@ -241,6 +243,28 @@ def set_sender_enabled(sender: RTCRtpSender, enabled: bool) -> bool:
         return False
     setattr(sender, _SENDER_ENABLED, enabled)
     return True
+
+
+# -- H.264 packetiser ----------------------------------------------------------------------------
+
+
+def h264_packetize(nal_units: Sequence[bytes]) -> list[bytes]:
+    """RTP payloads (single NAL, STAP-A, FU-A) of one access unit, as aiortc sends them.
+
+    aiortc 1.16.0's ``H264Encoder.encode`` packetises inside the call with the private
+    classmethod ``H264Encoder._packetize`` (NAL units without start codes in, payloads out) and
+    has no public packetiser. End-to-end encryption must change the frame between encoding and
+    packetising, so the encrypted access unit is packetised here with the same function, and the
+    payloads stay what aiortc's own encoder would produce for it.
+
+    Raises:
+        LkError: this aiortc has no such packetiser.
+    """
+    packetize = getattr(H264Encoder, "_packetize", None)
+    if not callable(packetize):
+        raise _internal_gone("aiortc", "H264Encoder._packetize")
+    payloads: list[bytes] = packetize(nal_units)
+    return payloads
 
 
 # -- RTCRtpReceiver: encoded frames on their way to the decoder ----------------------------------

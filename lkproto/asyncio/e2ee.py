@@ -15,8 +15,11 @@ and the clear 10/3-byte VP8 header. On receive, :meth:`E2eeDriver.attach_receive
 cryptor between aiortc's depacketiser and its decoder
 (:func:`lkproto.asyncio._seam.transform_decoder_input`). Both run on aiortc's worker threads
 (its encoder executor and decoder thread), so a slow ratchet search never blocks the event loop;
-state changes found there are handed to the loop with ``call_soon_threadsafe``. H.264 frames are
-not encrypted on send yet (re-packetising FU-A/STAP-A would need aiortc's private packetiser).
+state changes found there are handed to the loop with ``call_soon_threadsafe``. H.264 goes the
+same way as VP8: the payloads are depacketised (public ``h264_depayload``: Annex B, 4-byte start
+codes, as libwebrtc's depacketiser hands frames to its decryptor), the access unit is encrypted
+(clear up to the first slice header, the rest escaped), and aiortc's packetiser
+(:func:`lkproto.asyncio._seam.h264_packetize`) makes the payloads anew.
 
 This module owns what the sans-I/O core must not: the randomness of IVs (``os.urandom`` plus a
 counter), the logs, the threads, and handing the core's state changes to the room.
@@ -31,14 +34,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiortc.codecs import get_encoder
 from aiortc.codecs.base import Encoder
+from aiortc.codecs.h264 import h264_depayload
 from aiortc.codecs.vpx import PACKET_MAX, VpxPayloadDescriptor, vp8_depayload
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from lkproto.asyncio._seam import current_encoder, preset_encoder, transform_decoder_input
+from lkproto.asyncio._seam import (
+    current_encoder,
+    h264_packetize,
+    preset_encoder,
+    transform_decoder_input,
+)
 from lkproto.core.e2ee import (
     DataDecrypted,
     EncryptionStateChanged,
@@ -59,6 +68,8 @@ if TYPE_CHECKING:
     from lkproto.wire import pb
 
 __all__ = ["E2eeDriver", "EncryptingEncoder"]
+
+_START_CODE: Final = b"\x00\x00\x00\x01"
 
 _log = logging.getLogger("lkproto.e2ee")
 
@@ -143,7 +154,7 @@ class E2eeDriver:
             LocalProtocolError: a video sender (not encrypted yet; the room refuses those first).
         """
         codec = FrameCodec.from_mime_type(description.mime_type)
-        if codec not in (FrameCodec.OPUS, FrameCodec.VP8):
+        if codec not in (FrameCodec.OPUS, FrameCodec.VP8, FrameCodec.H264):
             raise LocalProtocolError(f"{description.mime_type} frames are not encrypted yet")
         self._loop = asyncio.get_running_loop()
         inner = current_encoder(sender)
@@ -241,6 +252,8 @@ class EncryptingEncoder(Encoder):
         try:
             if self.cryptor.codec is FrameCodec.VP8:
                 return self._seal_vp8(payloads, timestamp), timestamp
+            if self.cryptor.codec is FrameCodec.H264:
+                return self._seal_h264(payloads, timestamp), timestamp
             sealed = []
             for payload in payloads:
                 out = self.cryptor.encrypt(bytes(payload), self._next_iv(timestamp))
@@ -269,6 +282,17 @@ class EncryptingEncoder(Encoder):
             out.append(head + sealed[pos : pos + PACKET_MAX - len(head)])
             descriptor.partition_start = 0
         return out
+
+    def _seal_h264(self, payloads: list[bytes], timestamp: int) -> list[bytes]:
+        if not payloads or not self.cryptor.enabled:
+            return payloads
+        frame = b"".join(h264_depayload(p) for p in payloads)
+        sealed = self.cryptor.encrypt(frame, self._next_iv(timestamp))
+        if sealed is None:
+            return []
+        # Every start code is the 4-byte one h264_depayload wrote, and the escaped ciphertext
+        # holds no 00 00 0x (x <= 3), so splitting on it gives back the NAL units.
+        return h264_packetize([nal for nal in sealed.split(_START_CODE) if nal])
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         """Encode with the wrapped encoder, then encrypt."""

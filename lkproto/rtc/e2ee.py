@@ -4,11 +4,9 @@
 turns it on; ``room.e2ee_manager.key_provider`` sets, exports and ratchets keys while connected.
 Keys, derivation, the ratchet and the cryptors are :mod:`lkproto.core.e2ee` (PROTOCOL-MAP §11).
 
-What lkproto encrypts today: every data packet the official SDK encrypts (user packets, chat,
-RPC, text and byte streams), and Opus and VP8 frames; it decrypts received Opus, VP8, VP9 and
-H.264 frames. H.264 frames are not encrypted on send yet: publishing an H.264 track in an
-encrypted room raises :class:`~lkproto.errors.UnsupportedFeatureError` rather than sending it in
-clear text. A remote
+What lkproto encrypts: every data packet the official SDK encrypts (user packets, chat, RPC,
+text and byte streams), and Opus, VP8 and H.264 frames (everything lkproto publishes); it
+decrypts received Opus, VP8, VP9 and H.264 frames. A remote
 encrypted track lkproto cannot decrypt is reported (``track_subscription_failed`` and
 ``e2ee_state_changed`` with ``INTERNAL_ERROR``) instead of being decoded as garbage.
 """

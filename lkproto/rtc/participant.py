@@ -23,7 +23,6 @@ from lkproto.core.publish import TrackDescription
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
 from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
 from lkproto.rtc import events as ev
-from lkproto.rtc._options import refuse
 from lkproto.rtc.data_stream import (
     ByteStreamInfo,
     ByteStreamWriter,
@@ -433,15 +432,12 @@ _F = TypeVar("_F", bound="RpcHandler")
 class LocalParticipant(Participant):
     """This client's participant."""
 
-    _e2ee_refusal: str | None = None
-    """Why ``publish_track`` refuses H.264 in this room (set by an encrypted room)."""
     _encryption: int = pb.Encryption.NONE
     """What the frames of published tracks are encrypted with (GCM in an encrypted room)."""
 
-    def _set_encryption(self, encryption: int, video_refusal: str | None) -> None:
-        """Announce tracks as ``encryption``; refuse H.264 with ``video_refusal`` when set."""
+    def _set_encryption(self, encryption: int) -> None:
+        """Announce published tracks as encrypted with ``encryption``."""
         self._encryption = encryption
-        self._e2ee_refusal = video_refusal
 
     def __init__(self, info: pb.ParticipantInfo, engine: Engine, rpc: RpcDriver) -> None:
         super().__init__(info)
@@ -491,8 +487,6 @@ class LocalParticipant(Participant):
             lkproto.errors.RequestRejectedError: the server refused (e.g. ``NOT_ALLOWED`` when
                 the token may not publish this source) or did not answer in 10 s.
             LocalProtocolError: the track is already published, or an unsupported codec.
-            lkproto.errors.UnsupportedFeatureError: an H.264 track in an end-to-end encrypted
-                room (only Opus and VP8 frames are encrypted so far).
         """
         opts = options or TrackPublishOptions()
         if track._engine is not None:
@@ -500,8 +494,6 @@ class LocalParticipant(Participant):
         description = dataclasses.replace(
             _track_description(track, opts), encryption=self._encryption
         )
-        if self._e2ee_refusal is not None and description.mime_type == "video/H264":
-            refuse("LocalParticipant.publish_track", self._e2ee_refusal)
         info = await self._engine.publish_track(
             description, track._media, media_factory=track.source._media_track
         )

@@ -182,9 +182,8 @@ class RoomOptions:
     """Same fields and defaults as ``livekit.rtc.RoomOptions``, plus lkproto extras.
 
     Checked by :meth:`Room.connect` before anything is sent. ``encryption`` (or the deprecated
-    ``e2ee``) encrypts data packets, streams, RPC, Opus and VP8 frames end to end
-    (:mod:`lkproto.rtc.e2ee`); publishing H.264 in such a room raises
-    :class:`~lkproto.errors.UnsupportedFeatureError` rather than sending it in clear text.
+    ``e2ee``) encrypts data packets, streams, RPC and media frames end to end
+    (:mod:`lkproto.rtc.e2ee`).
     ``dynacast=True`` is accepted with one warning: aiortc publishes one layer per track, so there
     is no layer to pause. ``connect_timeout`` must be a positive number of seconds when set.
     """
@@ -194,7 +193,7 @@ class RoomOptions:
     e2ee: E2EEOptions | None = None
     """Deprecated, use ``encryption`` (as in the official SDK)."""
     encryption: E2EEOptions | None = None
-    """End-to-end encryption (data, streams, RPC, Opus/VP8; see :mod:`lkproto.rtc.e2ee`)."""
+    """End-to-end encryption (data, streams, RPC, media; see :mod:`lkproto.rtc.e2ee`)."""
     rtc_config: RtcConfiguration | None = None
     connect_timeout: float | None = None
     single_peer_connection: bool | None = None
@@ -616,11 +615,7 @@ class Room(EventEmitter[ev.EventTypes]):
             if local is not None and self._rpc is not None:
                 self._local = LocalParticipant(local, engine, self._rpc)
                 if self._e2ee_manager.options is not None:
-                    self._local._set_encryption(
-                        pb.Encryption.GCM,
-                        "lkproto encrypts Opus and VP8 frames but not H.264 yet; in a room "
-                        "connected with RoomOptions.encryption it would go out in clear text",
-                    )
+                    self._local._set_encryption(pb.Encryption.GCM)
                 self._local._set_event_sink(self._dispatch)
         elif isinstance(event, en.EngineReconnecting):
             self._set_state(ConnectionState.CONN_RECONNECTING)

@@ -16,7 +16,6 @@ import pytest
 from livekit import rtc as lrtc
 
 from lkproto import rtc
-from lkproto.errors import UnsupportedFeatureError
 from lkproto.testing import scaled
 from tests.interop._helpers import (
     CONNECT_TIMEOUT_S,
@@ -199,10 +198,28 @@ async def test_official_encrypted_vp8_reaches_lkproto(livekit_server: LocalServe
             await feeder.stop()
 
 
-async def test_h264_is_refused_in_an_encrypted_room(livekit_server: LocalServer) -> None:
-    async with _room(livekit_server, ("lk", "lk", KEY)) as rooms:
-        source = rtc.VideoSource(64, 64)
-        track = rtc.LocalVideoTrack.create_video_track("cam", source)
-        options = rtc.TrackPublishOptions(video_codec=rtc.VideoCodec.H264)
-        with pytest.raises(UnsupportedFeatureError):
-            await rooms["lk"].local_participant.publish_track(track, options)
+async def test_encrypted_h264_both_ways_with_the_official_sdk(
+    livekit_server: LocalServer,
+) -> None:
+    async with _room(
+        livekit_server, ("lk", "lk", KEY), ("sdk", "sdk", KEY), ("eve", "sdk", None)
+    ) as rooms:
+        ours = await publish_colours(rtc, rooms["lk"], rtc.VideoCodec.H264, name="lk-h264")
+        theirs = await publish_colours(lrtc, rooms["sdk"], lrtc.VideoCodec.H264, name="sdk-h264")
+        try:
+            track = await subscribed_track(rooms["sdk"], "video")
+            assert_in_order(await colour_sequence(lrtc, track, changes=4))
+            track = await subscribed_track(rooms["lk"], "video")
+            assert_in_order(await colour_sequence(rtc, track, changes=4))
+            mine = rooms["sdk"].remote_participants["lk"].track_publications[ours.publication.sid]
+            assert mine.mime_type.lower() == "video/h264"
+            assert mine.encryption_type == lrtc.EncryptionType.GCM
+            eve_track = await subscribed_track(rooms["eve"], "video")
+            try:
+                seen = await colour_sequence(lrtc, eve_track, changes=2)
+            except (TimeoutError, AssertionError):
+                seen = []
+            assert len(seen) <= 1, seen
+        finally:
+            await ours.stop()
+            await theirs.stop()

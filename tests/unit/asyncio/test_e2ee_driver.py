@@ -10,6 +10,7 @@ from typing import Any
 import aiortc
 import av
 import pytest
+from aiortc.codecs.h264 import h264_depayload
 from aiortc.codecs.vpx import PACKET_MAX, VpxPayloadDescriptor, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
@@ -27,7 +28,7 @@ from lkproto.core.e2ee import (
 from lkproto.core.publish import TrackDescription
 from lkproto.errors import LocalProtocolError
 from lkproto.wire import pb
-from lkproto.wire.e2ee import FrameCodec
+from lkproto.wire.e2ee import FrameCodec, clear_header_size
 
 KEY = b"driver-key"
 
@@ -175,13 +176,40 @@ async def test_vp8_frames_are_encrypted_whole_and_packetised_anew() -> None:
         await pc.close()
 
 
-async def test_h264_sender_is_refused() -> None:
+async def test_h264_access_units_are_encrypted_and_packetised_anew() -> None:
     driver, _ = _driver()
     pc = aiortc.RTCPeerConnection()
     try:
         sender = pc.addTrack(VideoStreamTrack())
-        with pytest.raises(LocalProtocolError, match="H264"):
-            driver.prepare_sender(sender, _description("video", "video/H264"))
+        driver.prepare_sender(sender, _description("video", "video/H264"))
+        wrapper = _seam.current_encoder(sender)
+        assert isinstance(wrapper, EncryptingEncoder)
+        captured: list[tuple[list[bytes], int]] = []
+        real_encode = wrapper.inner.encode
+
+        def recording(frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+            captured.append(real_encode(frame, force_keyframe))
+            return captured[-1]
+
+        wrapper.inner.encode = recording  # type: ignore[method-assign]
+        payloads, _ = wrapper.encode(_video_frame(), True)
+        plain = b"".join(h264_depayload(p) for p in captured[0][0])
+        sealed = b"".join(h264_depayload(p) for p in payloads)
+        header = clear_header_size(FrameCodec.H264, sealed)
+        assert sealed[:header] == plain[:header]
+        assert b"\x00\x00\x01" not in sealed[header:]
+        assert _receiving_cryptor(FrameCodec.H264).decrypt(sealed) == plain
+    finally:
+        await pc.close()
+
+
+async def test_vp9_sender_is_refused() -> None:
+    driver, _ = _driver()
+    pc = aiortc.RTCPeerConnection()
+    try:
+        sender = pc.addTrack(VideoStreamTrack())
+        with pytest.raises(LocalProtocolError, match="VP9"):
+            driver.prepare_sender(sender, _description("video", "video/VP9"))
     finally:
         await pc.close()
 

@@ -26,6 +26,7 @@ import aioice
 import aioice.ice
 import aiortc
 import aiortc.codecs
+import aiortc.codecs.h264
 import aiortc.rtcrtpreceiver
 import av
 import pytest
@@ -325,6 +326,27 @@ async def test_decoder_input_is_transformed_on_the_real_decoder_thread() -> None
         assert seen == [(b"D", "audio-decoder-test"), (b"K", "audio-decoder-test")]
     finally:
         await pc.close()
+
+
+def test_h264_packetize_is_what_aiortc_encode_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real x264 access unit: aiortc's encode payloads, depacketised into NAL units and
+    packetised again by the seam, are the same payloads (single NAL/STAP-A and FU-A)."""
+    encoder = aiortc.codecs.h264.H264Encoder()
+    frame = av.VideoFrame(640, 480, "yuv420p")
+    for plane in frame.planes:
+        plane.update(
+            bytes(range(256)) * (plane.buffer_size // 256) + bytes(plane.buffer_size % 256)
+        )
+    frame.pts = 0
+    frame.time_base = Fraction(1, 90_000)
+    payloads, _ = encoder.encode(frame, True)
+    assert len(payloads) > 2  # parameter sets and a fragmented slice
+    annex_b = b"".join(aiortc.codecs.h264.h264_depayload(p) for p in payloads)
+    nal_units = [nal for nal in annex_b.split(b"\x00\x00\x00\x01") if nal]
+    assert _seam.h264_packetize(nal_units) == payloads
+    monkeypatch.delattr(aiortc.codecs.h264.H264Encoder, "_packetize")
+    with pytest.raises(LkError, match="no longer has"):
+        _seam.h264_packetize(nal_units)
 
 
 def test_decoder_input_fails_clearly_without_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
