@@ -196,12 +196,16 @@ EOF
 )
   # numpy: some unit tests use it as a helper; on the host it arrives with the official SDK.
   deps="$deps numpy"
-  local rc_dev=0 rc_codegen=0
-  in_target timeout 3600 nice -n 15 "${pip[@]}" install -q $deps >>"$CACHE/pip-install.log" 2>&1 ||
-    rc_dev=$?
-  # The freshness test of the generated code needs the codegen group (grpcio-tools).
-  in_target timeout 3600 nice -n 15 "${pip[@]}" install -q --group \
-    /opt/lkproto-src/pyproject.toml:codegen >>"$CACHE/pip-install.log" 2>&1 || rc_codegen=$?
+  local rc_dev=skipped rc_codegen=skipped
+  if [ $rc -eq 0 ]; then  # no point building test dependencies for a failed install
+    rc_dev=0 rc_codegen=0
+    # shellcheck disable=SC2086  # deps is a word list
+    in_target timeout 3600 nice -n 15 "${pip[@]}" install -q $deps >>"$CACHE/pip-install.log" \
+      2>&1 || rc_dev=$?
+    # The freshness test of the generated code needs the codegen group (grpcio-tools).
+    in_target timeout 3600 nice -n 15 "${pip[@]}" install -q --group \
+      /opt/lkproto-src/pyproject.toml:codegen >>"$CACHE/pip-install.log" 2>&1 || rc_codegen=$?
+  fi
   in_target /opt/lkproto-venv/bin/python -m pip list --format=json >"$OUT/pip-list.json" || true
   in_target /opt/lkproto-venv/bin/python -c 'import json, platform, sys, sysconfig
 print(json.dumps({"version": sys.version, "implementation": platform.python_implementation(),
@@ -212,7 +216,7 @@ print(json.dumps({"version": sys.version, "implementation": platform.python_impl
     >"$OUT/pip-install-summary.txt" || true
   cat >"$OUT/install.json" <<EOF
 {"commit": "$REF", "python_for_venv": "$py", "pip_install_rtc_seconds": $(secs "$t0" "$t1"),
- "pip_install_rtc_exit": $rc, "test_deps_exit": $rc_dev, "codegen_group_exit": $rc_codegen,
+ "pip_install_rtc_exit": $rc, "test_deps_exit": "$rc_dev", "codegen_group_exit": "$rc_codegen",
  "built_from_sdist": $(grep -oE "Building wheel for [^ ]+" "$CACHE/pip-install.log" | awk '{print $4}' |
    sort -u | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().split()))')}
 EOF
@@ -232,11 +236,11 @@ stage_suites() {
     >"$CACHE/suites.log" 2>&1 || rc=$?
   t1=$(now)
   local summary
-  summary=$(grep -E "(passed|failed|error)" "$CACHE/suites.log" | tail -n 1 | sed 's/"/\\"/g')
-  cat >"$OUT/suites.json" <<EOF
-{"exit": $rc, "seconds": $(secs "$t0" "$t1"), "summary": "$summary",
- "pytest_extra_args": "${LKPROTO_PYTEST_ARGS:-}"}
-EOF
+  summary=$(grep -E "(passed|failed|error)" "$CACHE/suites.log" | tail -n 1)
+  python3 -c 'import json, sys
+print(json.dumps({"exit": int(sys.argv[1]), "seconds": float(sys.argv[2]), "summary": sys.argv[3],
+                  "pytest_extra_args": sys.argv[4]}))' \
+    "$rc" "$(secs "$t0" "$t1")" "$summary" "${LKPROTO_PYTEST_ARGS:-}" >"$OUT/suites.json"
   log "suites: exit $rc: $summary"
   return $rc
 }

@@ -23,8 +23,13 @@ ln -sf "/usr/lib/$arch-linux-musl/libc.so" "/lib/libc.musl-$arch.so.1"
 mkdir -p /opt/build/musl && cd /opt/build/musl
 src() {  # fetch and unpack the upstream tarball of a Debian source package
   rm -rf "$1" && mkdir "$1" && cd "$1"
-  apt-get source -q --download-only "$1" >/dev/null
-  tar xf "$1"_*.orig.tar.*
+  # The mirror can lag behind its own index (listed files answering 404): try each listed
+  # version, newest first, until its upstream tarball arrived (the Debian patches are not used).
+  for v in $(apt-cache showsrc "$1" | awk '/^Version:/ {print $2}' | sort -rV); do
+    apt-get source -q --download-only "$1=$v" >/dev/null 2>&1 || true
+    ls "$1"_*.orig.tar.* >/dev/null 2>&1 && break
+  done
+  tar xf "$(ls "$1"_*.orig.tar.* | grep -v '\.asc$' | head -n 1)"
   cd "$(find . -mindepth 1 -maxdepth 1 -type d | head -n 1)"
 }
 # musl-gcc sees only musl's headers; OpenSSL and CPython include a few kernel headers.
