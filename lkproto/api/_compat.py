@@ -74,18 +74,9 @@ NOTES: Final[dict[str, str]] = {
     "RoomService.move_participant": (
         "same; LiveKit Cloud only: livekit-server v1.13.5 answers 500 `not implemented`"
     ),
-    "EgressService.list_egress": (
-        "differs: `EgressInfo` has no request/result descriptions and the request no page "
-        "token (they stay unknown fields of the answer)"
-    ),
-    "EgressService.stop_egress": "differs: `EgressInfo` without request/result descriptions",
-    "EgressService.update_layout": "differs: `EgressInfo` without request/result descriptions",
-    "EgressService.update_stream": (
-        "differs: no `add_destinations`; `EgressInfo` without request/result descriptions"
-    ),
     "IngressService.create_ingress": "differs: no `audio`/`video` encoding options",
     "IngressService.update_ingress": "differs: no `audio`/`video` encoding options",
-    "IngressService.list_ingress": "differs: no page token; no `audio`/`video` options",
+    "IngressService.list_ingress": "differs: `IngressInfo` without `audio`/`video` options",
     "IngressService.delete_ingress": "differs: `IngressInfo` without `audio`/`video` options",
     "SipService.list_inbound_trunk": _SIP_INFO,
     "SipService.list_outbound_trunk": _SIP_INFO,
@@ -170,8 +161,8 @@ def _message_row(official: ModuleType, ours: ModuleType) -> tuple[str, str]:
         f"differs: {have_messages} of {len(messages)} messages and {have_enums} of "
         f"{len(enums)} enums: those the supported calls, tokens and webhooks take or return "
         "(checked field by field against livekit-protocol, listed omissions aside, by "
-        "tests/unit/api/test_api_schema.py); the rest (egress outputs, SIP rules and calls, "
-        "agent worker protocol, analytics, ...) are not in lkproto's schema",
+        "tests/unit/api/test_api_schema.py); the rest (ingress encoding options, SIP rules "
+        "and calls, agent worker protocol, analytics, ...) are not in lkproto's schema",
     )
 
 

@@ -1,16 +1,16 @@
-"""EgressService: the management calls of recording/streaming egress (livekit-api's shape).
+"""EgressService: recording and streaming rooms, participants, tracks and web pages.
 
-The server forwards egress calls to an egress worker over its message bus; a server without one
-answers with its own error, raised as :class:`~lkproto.api.ServerError`. The ``start_*`` calls
-are refused: their requests carry the output descriptions (files, segments, streams, images,
-storage back ends), which lkproto's schema does not define.
+livekit-api's method set and messages (the whole Egress schema is in ``api.proto``). The server
+forwards egress calls to an egress worker over its message bus; a server without one answers
+with its own error (``egress not connected (redis required)``), raised as
+:class:`~lkproto.api.ServerError`.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from lkproto.api._service import Service, unsupported_method
+from lkproto.api._service import Service
 from lkproto.api.access_token import VideoGrants
 from lkproto.api.twirp_client import TwirpClient
 from lkproto.wire import api as apipb
@@ -20,10 +20,6 @@ __all__ = ["SVC", "EgressService"]
 SVC: Final = "Egress"
 """Twirp service name (``/twirp/livekit.Egress/<Method>``)."""
 
-_NO_OUTPUTS: Final = (
-    "lkproto's schema lacks the egress outputs (file, segments, stream, images, storage)"
-)
-
 
 def _record() -> VideoGrants:
     # Every Egress call needs video.roomRecord (S:pkg/service/auth.go, EnsureRecordPermission).
@@ -31,7 +27,7 @@ def _record() -> VideoGrants:
 
 
 class EgressService(Service):
-    """List, update and stop egress (``LiveKitAPI().egress``).
+    """Start, list, update and stop egress (``LiveKitAPI().egress``).
 
     Raises (every method):
         ServerError: the server's Twirp error, or ``unavailable`` with status 0.
@@ -42,18 +38,35 @@ class EgressService(Service):
     ) -> None:
         super().__init__(client, SVC, api_key, api_secret, token)
 
-    start_room_composite_egress = unsupported_method(
-        "EgressService.start_room_composite_egress", _NO_OUTPUTS
-    )
-    start_web_egress = unsupported_method("EgressService.start_web_egress", _NO_OUTPUTS)
-    start_participant_egress = unsupported_method(
-        "EgressService.start_participant_egress", _NO_OUTPUTS
-    )
-    start_track_composite_egress = unsupported_method(
-        "EgressService.start_track_composite_egress", _NO_OUTPUTS
-    )
-    start_track_egress = unsupported_method("EgressService.start_track_egress", _NO_OUTPUTS)
-    start_egress = unsupported_method("EgressService.start_egress", _NO_OUTPUTS)
+    async def start_room_composite_egress(
+        self, start: apipb.RoomCompositeEgressRequest
+    ) -> apipb.EgressInfo:
+        """Record or stream a whole room through a web layout."""
+        return await self._call("StartRoomCompositeEgress", start, apipb.EgressInfo, _record())
+
+    async def start_web_egress(self, start: apipb.WebEgressRequest) -> apipb.EgressInfo:
+        """Record or stream any web page."""
+        return await self._call("StartWebEgress", start, apipb.EgressInfo, _record())
+
+    async def start_participant_egress(
+        self, start: apipb.ParticipantEgressRequest
+    ) -> apipb.EgressInfo:
+        """Record or stream one participant's camera (or screen share) and microphone."""
+        return await self._call("StartParticipantEgress", start, apipb.EgressInfo, _record())
+
+    async def start_track_composite_egress(
+        self, start: apipb.TrackCompositeEgressRequest
+    ) -> apipb.EgressInfo:
+        """Record or stream one audio and one video track together."""
+        return await self._call("StartTrackCompositeEgress", start, apipb.EgressInfo, _record())
+
+    async def start_track_egress(self, start: apipb.TrackEgressRequest) -> apipb.EgressInfo:
+        """Export one track without transcoding, to a file or a WebSocket."""
+        return await self._call("StartTrackEgress", start, apipb.EgressInfo, _record())
+
+    async def start_egress(self, start: apipb.StartEgressRequest) -> apipb.EgressInfo:
+        """Start an egress described by source, encoding and outputs (the unified request)."""
+        return await self._call("StartEgress", start, apipb.EgressInfo, _record())
 
     async def update_layout(self, update: apipb.UpdateLayoutRequest) -> apipb.EgressInfo:
         """Change the layout of a running room composite egress."""

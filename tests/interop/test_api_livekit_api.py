@@ -352,8 +352,47 @@ async def test_token_room_config_dispatches_agent(
         await disconnect_all(user)
 
 
-def _unconfigured_service_calls(lkapi: api.LiveKitAPI) -> list[tuple[str, Awaitable[object]]]:
+def _unconfigured_service_calls(
+    lkapi: api.LiveKitAPI, room: str
+) -> list[tuple[str, Awaitable[object]]]:
     return [
+        (
+            "start_room_composite_egress",
+            lkapi.egress.start_room_composite_egress(
+                api.RoomCompositeEgressRequest(
+                    room_name=room,
+                    file_outputs=[api.EncodedFileOutput(file_type=api.MP4, filepath="r.mp4")],
+                )
+            ),
+        ),
+        (
+            "start_web_egress",
+            lkapi.egress.start_web_egress(api.WebEgressRequest(url="http://127.0.0.1:9/")),
+        ),
+        (
+            "start_participant_egress",
+            lkapi.egress.start_participant_egress(
+                api.ParticipantEgressRequest(room_name=room, identity="a")
+            ),
+        ),
+        (
+            "start_track_composite_egress",
+            lkapi.egress.start_track_composite_egress(
+                api.TrackCompositeEgressRequest(room_name=room, audio_track_id="TR_a")
+            ),
+        ),
+        (
+            "start_track_egress",
+            lkapi.egress.start_track_egress(
+                api.TrackEgressRequest(room_name=room, track_id="TR_a", websocket_url="ws://h/")
+            ),
+        ),
+        (
+            "start_egress",
+            lkapi.egress.start_egress(
+                api.StartEgressRequest(room_name=room, template=api.TemplateSource(layout="grid"))
+            ),
+        ),
         ("list_egress", lkapi.egress.list_egress(api.ListEgressRequest())),
         ("stop_egress", lkapi.egress.stop_egress(api.StopEgressRequest(egress_id="EG_x"))),
         ("update_layout", lkapi.egress.update_layout(api.UpdateLayoutRequest(egress_id="EG_x"))),
@@ -381,19 +420,63 @@ def _unconfigured_service_calls(lkapi: api.LiveKitAPI) -> list[tuple[str, Awaita
     ]
 
 
-async def test_egress_ingress_sip_get_the_servers_error(lkapi: api.LiveKitAPI) -> None:
-    errors: dict[str, api.ServerError] = {}
-    for name, call in _unconfigured_service_calls(lkapi):
-        with pytest.raises(api.ServerError) as info:
-            await call
-        errors[name] = info.value
+# What livekit-server v1.13.5 without Redis (so without egress, ingress and SIP services)
+# answers; each is the server's own Twirp error, none a transport failure.
+_NOT_CONNECTED = {
+    "list_egress": "egress",
+    "stop_egress": "egress",
+    "update_layout": "egress",
+    "update_stream": "egress",
+    "create_ingress": "ingress",
+    "list_ingress": "ingress",
+    "list_inbound_trunk": "sip",
+    "list_outbound_trunk": "sip",
+    "list_dispatch_rule": "sip",
+    "delete_trunk": "sip",
+    "delete_dispatch_rule": "sip",
+}
+_ROOM_BASED_STARTS = {
+    "start_room_composite_egress",
+    "start_participant_egress",
+    "start_track_composite_egress",
+    "start_track_egress",
+    "start_egress",
+}
+# Web egress needs no room: the server asks for an egress worker over its bus and gives up
+# after about 20 s.
+_WEB_EGRESS_TIMEOUT_S = 60.0
+
+
+async def test_egress_ingress_sip_get_the_servers_error(livekit_server: LocalServer) -> None:
+    room = unique_room("api-no-such-room")
+    async with api.LiveKitAPI(
+        livekit_server.url,
+        livekit_server.api_key,
+        livekit_server.api_secret,
+        timeout=scaled(_WEB_EGRESS_TIMEOUT_S),
+    ) as lkapi:
+        calls = _unconfigured_service_calls(lkapi, room)
+        results = await asyncio.gather(*(call for _, call in calls), return_exceptions=True)
+    errors = dict(zip((name for name, _ in calls), results, strict=True))
     for name, err in errors.items():
-        # The server's own answer (HTTP 500, Twirp "internal"), not a transport failure.
+        assert isinstance(err, api.ServerError), (name, err)
+        assert err.status != 0, (name, err)  # an answer from the server, not from transport
+    for name, service in _NOT_CONNECTED.items():
+        err = errors[name]
+        assert isinstance(err, api.ServerError)
         assert (err.status, err.code) == (500, api.TwirpErrorCode.INTERNAL), name
-    # Where the server says why, it names the missing service.
-    for name, service in [
-        ("list_egress", "egress"),
-        ("create_ingress", "ingress"),
-        ("list_inbound_trunk", "sip"),
-    ]:
-        assert f"{service} not connected" in errors[name].message, errors[name]
+        assert f"{service} not connected (redis required)" in err.message, name
+    for name in ("update_ingress", "delete_ingress"):
+        err = errors[name]
+        assert isinstance(err, api.ServerError)
+        # v1.13.5 dereferences the missing ingress client here (Twirp "Internal service panic").
+        assert (err.status, err.code) == (500, api.TwirpErrorCode.INTERNAL), name
+    for name in _ROOM_BASED_STARTS:
+        err = errors[name]
+        assert isinstance(err, api.ServerError)
+        assert (err.status, err.code) == (404, api.TwirpErrorCode.NOT_FOUND), name
+        assert "room does not exist" in err.message, name
+    web = errors["start_web_egress"]
+    assert isinstance(web, api.ServerError)
+    assert (web.status, web.code) == (503, api.TwirpErrorCode.UNAVAILABLE)
+    assert "no response from servers" in web.message

@@ -34,40 +34,15 @@ from tests.unit.wire.test_schema_compat import _rel, _shape
 API_FILE = apipb.CreateRoomRequest.DESCRIPTOR.file
 
 # Fields of livekit-protocol's messages that api.proto leaves out, and why: each refers to a
-# nested egress/ingress/SIP description lkproto's schema does not carry (the services refuse
-# the calls that need them), or to pagination the list calls do not offer.
+# nested ingress/SIP description lkproto's schema does not carry (the services refuse the calls
+# that need them).
 OMITTED: dict[str, set[str]] = {
-    # RoomEgress -> egress output descriptions.
-    "CreateRoomRequest": {"egress"},
-    "RoomConfiguration": {"egress"},
     # JobStateReason is an agent-worker detail not reported by the API.
     "JobState": {"reason"},
-    "EgressInfo": {
-        "source_type",
-        "egress",
-        "replay",
-        "room_composite",
-        "web",
-        "participant",
-        "track_composite",
-        "track",
-        "stream_results",
-        "file_results",
-        "segment_results",
-        "image_results",
-        "stream",
-        "file",
-        "segments",
-    },
-    "ListEgressRequest": {"page_token"},
-    "ListEgressResponse": {"next_page_token"},
-    "UpdateStreamRequest": {"add_destinations"},
     "IngressState": {"video", "audio"},
     "IngressInfo": {"audio", "video"},
     "CreateIngressRequest": {"audio", "video"},
     "UpdateIngressRequest": {"audio", "video"},
-    "ListIngressRequest": {"page_token"},
-    "ListIngressResponse": {"next_page_token"},
     "SIPTrunkInfo": {"transport"},
     "SIPInboundTrunkInfo": {
         "include_headers",

@@ -101,7 +101,20 @@ ROOM = api.Room(sid="RM_1", name="r", metadata="m", num_participants=2)
 PARTICIPANT = api.ParticipantInfo(sid="PA_1", identity="a", attributes={"k": "v"})
 TRACK = api.TrackInfo(sid="TR_1", muted=True)
 DISPATCH = api.AgentDispatch(id="AD_1", agent_name="helper", room="r", metadata="x")
-EGRESS = api.EgressInfo(egress_id="EG_1", room_name="r", status=api.EGRESS_ACTIVE)
+EGRESS = api.EgressInfo(
+    egress_id="EG_1",
+    room_name="r",
+    status=api.EGRESS_ACTIVE,
+    room_composite=api.RoomCompositeEgressRequest(room_name="r", layout="grid"),
+    file_results=[api.FileInfo(filename="r.mp4", size=1234)],
+    stream_results=[api.StreamInfo(url="rtmp://x", status=api.StreamInfo.Status.ACTIVE)],
+)
+
+
+def _s3(m: Any) -> Any:
+    return m.S3Upload(access_key="a", secret="s", bucket="b", metadata={"k": "v"})
+
+
 INGRESS = api.IngressInfo(ingress_id="IN_1", name="n", room_name="r")
 
 CASES = [
@@ -230,6 +243,84 @@ CASES = [
         DISPATCH,
     ),
     _case(
+        "start_room_composite_egress",
+        lambda a, m: a.egress.start_room_composite_egress(
+            m.RoomCompositeEgressRequest(
+                room_name="r",
+                layout="speaker",
+                preset=m.H264_1080P_30,
+                file_outputs=[m.EncodedFileOutput(file_type=m.MP4, filepath="r.mp4", s3=_s3(m))],
+                segment_outputs=[
+                    m.SegmentedFileOutput(
+                        protocol=m.HLS_PROTOCOL, filename_prefix="seg", segment_duration=4
+                    )
+                ],
+                webhooks=[m.WebhookConfig(url="http://h/hook", signing_key="k")],
+            )
+        ),
+        "Egress/StartRoomCompositeEgress",
+        EGRESS,
+    ),
+    _case(
+        "start_web_egress",
+        lambda a, m: a.egress.start_web_egress(
+            m.WebEgressRequest(
+                url="https://example.invalid",
+                stream_outputs=[m.StreamOutput(protocol=m.RTMP, urls=["rtmp://x/y"])],
+                advanced=m.EncodingOptions(width=640, height=360, video_codec=m.H264_MAIN),
+            )
+        ),
+        "Egress/StartWebEgress",
+        EGRESS,
+    ),
+    _case(
+        "start_participant_egress",
+        lambda a, m: a.egress.start_participant_egress(
+            m.ParticipantEgressRequest(
+                room_name="r",
+                identity="a",
+                screen_share=True,
+                image_outputs=[m.ImageOutput(capture_interval=5, image_codec=m.IC_JPEG)],
+            )
+        ),
+        "Egress/StartParticipantEgress",
+        EGRESS,
+    ),
+    _case(
+        "start_track_composite_egress",
+        lambda a, m: a.egress.start_track_composite_egress(
+            m.TrackCompositeEgressRequest(
+                room_name="r",
+                audio_track_id="TR_a",
+                video_track_id="TR_v",
+                file_outputs=[m.EncodedFileOutput(filepath="x.mp4", gcp=m.GCPUpload(bucket="b"))],
+            )
+        ),
+        "Egress/StartTrackCompositeEgress",
+        EGRESS,
+    ),
+    _case(
+        "start_track_egress",
+        lambda a, m: a.egress.start_track_egress(
+            m.TrackEgressRequest(room_name="r", track_id="TR_a", websocket_url="wss://h/ws")
+        ),
+        "Egress/StartTrackEgress",
+        EGRESS,
+    ),
+    _case(
+        "start_egress",
+        lambda a, m: a.egress.start_egress(
+            m.StartEgressRequest(
+                room_name="r",
+                template=m.TemplateSource(layout="grid"),
+                outputs=[m.Output(file=m.FileOutput(file_type=m.OGG, filepath="a.ogg"))],
+                storage=m.StorageConfig(azure=m.AzureBlobUpload(account_name="n")),
+            )
+        ),
+        "Egress/StartEgress",
+        EGRESS,
+    ),
+    _case(
         "list_egress",
         lambda a, m: a.egress.list_egress(m.ListEgressRequest(room_name="r", active=True)),
         "Egress/ListEgress",
@@ -250,7 +341,11 @@ CASES = [
     _case(
         "update_stream",
         lambda a, m: a.egress.update_stream(
-            m.UpdateStreamRequest(egress_id="EG_1", add_output_urls=["rtmp://x"])
+            m.UpdateStreamRequest(
+                egress_id="EG_1",
+                add_output_urls=["rtmp://x"],
+                add_destinations=[m.StreamDestination(id="d", url="rtmp://y")],
+            )
         ),
         "Egress/UpdateStream",
         EGRESS,
@@ -515,8 +610,6 @@ def test_timeout_accepts_client_timeout_shape() -> None:
 
 
 REFUSED = [
-    ("egress", "start_room_composite_egress"),
-    ("egress", "start_track_egress"),
     ("sip", "create_sip_inbound_trunk"),
     ("sip", "create_sip_participant"),
     ("sip", "transfer_sip_participant"),
