@@ -74,10 +74,6 @@ NOTES: Final[dict[str, str]] = {
     "RoomService.move_participant": (
         "same; LiveKit Cloud only: livekit-server v1.13.5 answers 500 `not implemented`"
     ),
-    "IngressService.create_ingress": "differs: no `audio`/`video` encoding options",
-    "IngressService.update_ingress": "differs: no `audio`/`video` encoding options",
-    "IngressService.list_ingress": "differs: `IngressInfo` without `audio`/`video` options",
-    "IngressService.delete_ingress": "differs: `IngressInfo` without `audio`/`video` options",
     "SipService.list_inbound_trunk": _SIP_INFO,
     "SipService.list_outbound_trunk": _SIP_INFO,
     "SipService.list_dispatch_rule": _SIP_INFO,
@@ -161,8 +157,8 @@ def _message_row(official: ModuleType, ours: ModuleType) -> tuple[str, str]:
         f"differs: {have_messages} of {len(messages)} messages and {have_enums} of "
         f"{len(enums)} enums: those the supported calls, tokens and webhooks take or return "
         "(checked field by field against livekit-protocol, listed omissions aside, by "
-        "tests/unit/api/test_api_schema.py); the rest (ingress encoding options, SIP rules "
-        "and calls, agent worker protocol, analytics, ...) are not in lkproto's schema",
+        "tests/unit/api/test_api_schema.py); the rest (SIP rules and calls, connectors, "
+        "agent worker protocol, analytics, ...) are not in lkproto's schema",
     )
 
 

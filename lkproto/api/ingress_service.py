@@ -1,8 +1,8 @@
-"""IngressService: RTMP/WHIP/URL ingress endpoints (livekit-api's shape).
+"""IngressService: RTMP/WHIP/URL ingress endpoints (livekit-api's method set and messages).
 
 The server forwards ingress calls to an ingress service; a server configured without one
-answers with its own error, raised as :class:`~lkproto.api.ServerError`. The requests carry the
-top-level fields of livekit-api's; the audio/video encoding options are not in lkproto's schema.
+answers with its own error (``ingress not connected (redis required)``), raised as
+:class:`~lkproto.api.ServerError`.
 """
 
 from __future__ import annotations

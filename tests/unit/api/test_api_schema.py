@@ -34,15 +34,11 @@ from tests.unit.wire.test_schema_compat import _rel, _shape
 API_FILE = apipb.CreateRoomRequest.DESCRIPTOR.file
 
 # Fields of livekit-protocol's messages that api.proto leaves out, and why: each refers to a
-# nested ingress/SIP description lkproto's schema does not carry (the services refuse the calls
+# nested SIP description lkproto's schema does not carry (the services refuse the calls
 # that need them).
 OMITTED: dict[str, set[str]] = {
     # JobStateReason is an agent-worker detail not reported by the API.
     "JobState": {"reason"},
-    "IngressState": {"video", "audio"},
-    "IngressInfo": {"audio", "video"},
-    "CreateIngressRequest": {"audio", "video"},
-    "UpdateIngressRequest": {"audio", "video"},
     "SIPTrunkInfo": {"transport"},
     "SIPInboundTrunkInfo": {
         "include_headers",

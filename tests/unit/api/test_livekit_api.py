@@ -115,7 +115,15 @@ def _s3(m: Any) -> Any:
     return m.S3Upload(access_key="a", secret="s", bucket="b", metadata={"k": "v"})
 
 
-INGRESS = api.IngressInfo(ingress_id="IN_1", name="n", room_name="r")
+INGRESS = api.IngressInfo(
+    ingress_id="IN_1",
+    name="n",
+    room_name="r",
+    state=api.IngressState(
+        status=api.IngressState.Status.ENDPOINT_PUBLISHING,
+        video=api.InputVideoState(mime_type="video/h264", width=1280, height=720),
+    ),
+)
 
 CASES = [
     _case(
@@ -353,7 +361,22 @@ CASES = [
     _case(
         "create_ingress",
         lambda a, m: a.ingress.create_ingress(
-            m.CreateIngressRequest(input_type=m.WHIP_INPUT, name="n", room_name="r")
+            m.CreateIngressRequest(
+                input_type=m.WHIP_INPUT,
+                name="n",
+                room_name="r",
+                enable_transcoding=True,
+                audio=m.IngressAudioOptions(
+                    source=m.TrackSource.MICROPHONE, preset=m.OPUS_MONO_64KBS
+                ),
+                video=m.IngressVideoOptions(
+                    options=m.IngressVideoEncodingOptions(
+                        video_codec=m.H264_BASELINE,
+                        frame_rate=30.0,
+                        layers=[m.VideoLayer(quality=m.VideoQuality.HIGH, width=1280, height=720)],
+                    )
+                ),
+            )
         ),
         "Ingress/CreateIngress",
         INGRESS,
