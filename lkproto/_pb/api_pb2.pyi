@@ -86,6 +86,27 @@ JS_FAILED: JobStatus.ValueType  # 3
 JS_CANCELLED: JobStatus.ValueType  # 4
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
+class _JobStateReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobStateReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStateReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JSR_UNSPECIFIED: _JobStateReason.ValueType  # 0
+    JSR_NO_CAPACITY: _JobStateReason.ValueType  # 1
+    JSR_ROOM_CLOSED: _JobStateReason.ValueType  # 2
+    JSR_DISPATCH_DELETED: _JobStateReason.ValueType  # 3
+    JSR_RETRYING: _JobStateReason.ValueType  # 4
+
+class JobStateReason(_JobStateReason, metaclass=_JobStateReasonEnumTypeWrapper): ...
+
+JSR_UNSPECIFIED: JobStateReason.ValueType  # 0
+JSR_NO_CAPACITY: JobStateReason.ValueType  # 1
+JSR_ROOM_CLOSED: JobStateReason.ValueType  # 2
+JSR_DISPATCH_DELETED: JobStateReason.ValueType  # 3
+JSR_RETRYING: JobStateReason.ValueType  # 4
+Global___JobStateReason: _TypeAlias = JobStateReason  # noqa: Y015
+
 class _AudioCodec:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -586,6 +607,7 @@ class JobState(_message.Message):
     PARTICIPANT_IDENTITY_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     status: Global___JobStatus.ValueType
     error: _builtins.str
     started_at: _builtins.int
@@ -595,6 +617,7 @@ class JobState(_message.Message):
     participant_identity: _builtins.str
     worker_id: _builtins.str
     agent_id: _builtins.str
+    reason: Global___JobStateReason.ValueType
     def __init__(
         self,
         *,
@@ -606,10 +629,11 @@ class JobState(_message.Message):
         participant_identity: _builtins.str = ...,
         worker_id: _builtins.str = ...,
         agent_id: _builtins.str = ...,
+        reason: Global___JobStateReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "ended_at", b"ended_at", "error", b"error", "participant_identity", b"participant_identity", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "ended_at", b"ended_at", "error", b"error", "participant_identity", b"participant_identity", "reason", b"reason", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

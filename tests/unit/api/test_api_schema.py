@@ -37,8 +37,6 @@ API_FILE = apipb.CreateRoomRequest.DESCRIPTOR.file
 # nested SIP description lkproto's schema does not carry (the services refuse the calls
 # that need them).
 OMITTED: dict[str, set[str]] = {
-    # JobStateReason is an agent-worker detail not reported by the API.
-    "JobState": {"reason"},
     "SIPTrunkInfo": {"transport"},
     "SIPInboundTrunkInfo": {
         "include_headers",
