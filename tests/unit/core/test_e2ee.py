@@ -1,10 +1,12 @@
 """lkproto.core.e2ee: key derivation, ratchet, key ring, data and frame cryptors.
 
-The vectors are ``DataPacket`` bytes the official Python SDK 1.2.1 (livekit-ffi) sent on
-``_reliable`` through livekit-server v1.13.5 with ``shared_key=b"secret-key"``, captured by an
-lkproto room's trace (2026-12-06): with PBKDF2 (the default) and with HKDF, each time a user
-packet, an inline text stream header, and a user packet after ``ratchet_shared_key(0)``. The
-ratchet outputs are what that SDK's ``ratchet_shared_key`` returned.
+The vectors were sent by the official Python SDK 1.2.1 (livekit-ffi) through livekit-server
+v1.13.5 with ``shared_key=b"secret-key"`` and captured by an lkproto room (2026-12-06):
+``DataPacket`` bytes from its trace, with PBKDF2 (the default) and with HKDF, each time a user
+packet, an inline text stream header, and a user packet after ``ratchet_shared_key(0)``; the
+ratchet outputs are what that SDK's ``ratchet_shared_key`` returned; and media frames as they
+reached lkproto's decoder hook (an Opus frame of a 440 Hz tone, a VP8 delta frame of a solid
+colour), encrypted by the SDK's libwebrtc frame cryptor.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ PBKDF2_PACKETS = (
     "1b1a6154243b",
     "220373646b8001038a010f50415f577a78416e456145536737429201360801120cae8dbd1d00211e8c0020e83b"
     "2224df5ab07993fa7892d5650ee66f2f5b5bbe436389fbcaba5e8552df237222daf7a5b3ab34",
+)
+OFFICIAL_OPUS_FRAME = (
+    "f8b3d4856e0f98a5d60b3c28ec427f946fd320fe1921116b24ef03e0ad3d89e0cd1c4211986fd16ee7749a7f6c8d"
+    "b56657f2a120202e65cf16e3d8d4c9393c7a4c7d648da60c67cef0594303741b75453c7cdf074059d61d207e6a"
+    "331866ac34c1636b7bb714201ceb2e3918ed25025a6beffad437688d9d49e34c5d14a8c9ce54ab88d4fe048aa2cc"
+    "1a2a623e56b6735256b6734d0c00"
+)
+OFFICIAL_VP8_DELTA_FRAME = (
+    "510300f7d106ef902b56642616999a4db071425f01d80a3911fc5c4c85be8cb27a85927443092841ab47376415"
+    "9203ecce4e666a02a4666a02820c00"
 )
 HKDF_RATCHET = "bdf35d251b491dc7b2b2128a568f0de0aa8dbde2eb442aad9b7e6516043266f6"
 HKDF_PACKETS = (
@@ -136,6 +148,26 @@ def test_official_packets_decrypt(
     after = provider.decrypt_packet(_packet(packets[2]))
     assert isinstance(after, DataDecrypted)
     assert after.packet.user.payload == b"after ratchet"
+
+
+@pytest.mark.parametrize(
+    ("codec", "hexed", "clear"),
+    [(FrameCodec.OPUS, OFFICIAL_OPUS_FRAME, 1), (FrameCodec.VP8, OFFICIAL_VP8_DELTA_FRAME, 3)],
+)
+def test_official_media_frames_decrypt(codec: FrameCodec, hexed: str, clear: int) -> None:
+    frame = bytes.fromhex(hexed)
+    provider = KeyProvider(KeyOptions(ratchet_window_size=0), shared_key=SECRET)
+    cryptor = FrameCryptor(provider, participant_identity="sdk", track_sid="TR", codec=codec)
+    plain = cryptor.decrypt(frame)
+    assert plain is not None  # the GCM tag verified: same key, AAD (clear header) and layout
+    assert plain[:clear] == frame[:clear]
+    assert len(plain) == len(frame) - 16 - 14
+    assert frame[-2:] == bytes((12, 0))  # IV length, key index
+    if codec is FrameCodec.VP8:
+        assert plain[0] & 1 == 1  # a delta frame: 3 clear bytes is the rule that matched
+    # a wrong clear header (AAD) fails the tag
+    tampered = bytes([frame[0] ^ 0x04]) + frame[1:]
+    assert cryptor.decrypt(tampered) is None
 
 
 def test_receiver_that_did_not_ratchet_follows_within_the_window() -> None:
