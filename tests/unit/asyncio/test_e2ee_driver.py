@@ -238,3 +238,24 @@ async def test_receiver_decrypts_and_clear_tracks_pass() -> None:
         assert queue.get()[1].data == b"clear"
     finally:
         await pc.close()
+
+
+async def test_pre_encoded_frames_are_encrypted_too() -> None:
+    """A pre-encoded source goes through the encoder's pack(): the wrapper encrypts it too."""
+    driver, _ = _driver()
+    pc = aiortc.RTCPeerConnection()
+    try:
+        sender = pc.addTrack(VideoStreamTrack())
+        driver.prepare_sender(sender, _description("video", "video/VP8"))
+        wrapper = _seam.current_encoder(sender)
+        assert isinstance(wrapper, EncryptingEncoder)
+        frame = b"\x31\x02\x00" + bytes(range(200)) * 10
+        packet = av.Packet(frame)
+        packet.pts = 0
+        packet.time_base = Fraction(1, 90_000)
+        payloads, _ = wrapper.pack(packet)
+        sealed = b"".join(vp8_depayload(p) for p in payloads)
+        assert sealed != frame
+        assert _receiving_cryptor(FrameCodec.VP8).decrypt(sealed) == frame
+    finally:
+        await pc.close()
