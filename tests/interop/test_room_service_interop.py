@@ -11,6 +11,7 @@ from livekit import rtc
 
 from lkproto.api import RoomServiceClient
 from lkproto.errors import ApiError
+from lkproto.testing import scaled
 from lkproto.testing.server import free_tcp_port
 from lkproto.wire import pb
 
@@ -51,8 +52,15 @@ async def test_room_lifecycle(client: RoomServiceClient) -> None:
 
     updated = await client.update_room_metadata(name, "v2")
     assert (updated.sid, updated.metadata) == (room.sid, "v2")
-    (listed,) = await client.list_rooms([name])
-    assert listed.metadata == "v2"
+    # ListRooms reads the room store, which the room's own goroutine updates a moment after
+    # UpdateRoomMetadata answers: poll (bounded) instead of reading once.
+    deadline = asyncio.get_running_loop().time() + scaled(10.0)
+    while True:
+        (listed,) = await client.list_rooms([name])
+        if listed.metadata == "v2":
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"still {listed.metadata!r}"
+        await asyncio.sleep(0.1)
 
     assert await client.list_participants(name) == []
 
@@ -123,8 +131,17 @@ async def test_participant_calls_with_official_sdk(
     room.on("data_received", on_data)
     await room.connect(livekit_server.url, livekit_server.create_token("alice", name))
     try:
-        (alice,) = await client.list_participants(name)
-        assert (alice.identity, alice.state) == ("alice", pb.ParticipantInfo.ACTIVE)
+        # The official SDK's connect() returns when its engine is connected; the server marks the
+        # participant ACTIVE once its own side of the peer connection is up, which under load
+        # can come a little later (JOINED until then).
+        deadline = asyncio.get_running_loop().time() + scaled(10.0)
+        while True:
+            (alice,) = await client.list_participants(name)
+            if alice.state == pb.ParticipantInfo.ACTIVE:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"still {alice.state}"
+            await asyncio.sleep(0.1)
+        assert alice.identity == "alice"
         got = await client.get_participant(name, "alice")
         assert got.sid == alice.sid == room.local_participant.sid
 
