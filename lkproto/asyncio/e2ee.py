@@ -134,6 +134,16 @@ class E2eeDriver:
         )
         return None
 
+    def peek(self, direction: str, packet: pb.DataPacket) -> pb.DataPacket | None:
+        """What a packet on the wire decrypts to, for the tap (no key state changes).
+
+        A packet we send carries no identity yet: our own keys open it.
+        """
+        identity = packet.participant_identity
+        if direction == ">" or not identity:
+            identity = self._local_identity()
+        return self.provider.peek_packet(packet, identity)
+
     def flush(self) -> None:
         """Hand the provider's pending state changes to the room (on the event loop)."""
         while (event := self.provider.next_event()) is not None:

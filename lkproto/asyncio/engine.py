@@ -349,6 +349,8 @@ class Engine:
         """Set by an encrypted room: every outgoing packet passes through it first, so the resend
         buffer and the wire only hold what it returns (lkproto.asyncio.e2ee, PROTOCOL-MAP §11)."""
         self.sender_hook: Callable[[Any, pu.TrackDescription], None] | None = None
+        self.data_peeker: Callable[[str, pb.DataPacket], pb.DataPacket | None] | None = None
+        """Given to the wire tap so that it can show what encrypted packets decrypt to."""
         """Called with each aiortc sender once it is prepared, before its first frame (E2EE)."""
         self._leave_reason: DisconnectReasonValue = pb.UNKNOWN_REASON
         # None unless someone listens: hot paths then pay one `is None` test (lkproto.asyncio.tap).
@@ -412,6 +414,8 @@ class Engine:
         self._tracer = Tracer.create(
             trace=options.trace, tap=options.tap, tap_file=options.tap_file
         )
+        if self._tracer is not None:
+            self._tracer.opener = self.data_peeker
         self._opts, self._url, self._token = options, url, token
         self._closing = False
         try:

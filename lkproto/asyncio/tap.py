@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -25,7 +26,14 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from lkproto.errors import DecodeError
 from lkproto.wire import pb
-from lkproto.wire.tap import TapDirection, TapRecord, packet_record, rtp_record, signal_record
+from lkproto.wire.tap import (
+    TapDirection,
+    TapRecord,
+    message_fields,
+    packet_record,
+    rtp_record,
+    signal_record,
+)
 
 if TYPE_CHECKING:
     from lkproto.asyncio.peer import PeerConnection
@@ -165,6 +173,9 @@ class Tracer:
         self._clock = clock
         self.wants_records = tap is not None or writer is not None
         """True when records are built (a tap callback or a file); the RTP sampler needs this."""
+        self.opener: Callable[[TapDirection, pb.DataPacket], pb.DataPacket | None] | None = None
+        """Set by an end-to-end encrypted room: what an encrypted packet decrypts to, without
+        changing any key state; the record then carries it as ``decrypted`` (issue 16)."""
 
     @classmethod
     def create(
@@ -218,9 +229,17 @@ class Tracer:
         if self._trace is not None:
             self._trace(direction, channel, message, raw, now)
         if self.wants_records:
-            self._emit(
-                packet_record(direction, channel, message, raw, mono=now, wall=self._clock())
-            )
+            record = packet_record(direction, channel, message, raw, mono=now, wall=self._clock())
+            opener = self.opener
+            if (
+                opener is not None
+                and isinstance(message, pb.DataPacket)
+                and message.HasField("encrypted_packet")
+            ):
+                opened = opener(direction, message)
+                if opened is not None:
+                    record = dataclasses.replace(record, decrypted=message_fields(opened))
+            self._emit(record)
 
     def rtp(
         self,

@@ -397,6 +397,18 @@ class KeyHandler:
         material, key = self._ratchets(slot, steps)[steps - 1]
         return _Slot(material, key, slot.ratchets[steps:])
 
+    def peek(self, key_index: int, attempt: Callable[[bytes], bytes | None]) -> bytes | None:
+        """Like :meth:`open`, without changing anything: the slot's key, then the ratchets
+        already derived for it (none are derived here, no failure is counted)."""
+        slot = self._slots[key_index] if 0 <= key_index < len(self._slots) else None
+        if slot is None:
+            return None
+        for key in (slot.key, *(k for _, k in list(slot.ratchets))):
+            plain = attempt(key)
+            if plain is not None:
+                return plain
+        return None
+
     def open(
         self, key_index: int, attempt: Callable[[bytes], bytes | None]
     ) -> tuple[bytes | None, EncryptionState]:
@@ -596,6 +608,22 @@ class KeyProvider:
             result.state if isinstance(result, DataNotDecrypted) else EncryptionState.OK,
         )
         return result
+
+    def peek_packet(self, packet: pb.DataPacket, identity: str) -> pb.DataPacket | None:
+        """What ``packet``'s ``encrypted_packet`` decrypts to with ``identity``'s keys, or None.
+
+        For observers (the wire tap): no state changes, no events, no ratchet derivation.
+        """
+        handler = self.handler_for(identity)
+        encrypted = packet.encrypted_packet
+        if handler is None or len(encrypted.iv) != IV_LENGTH:
+            return None
+        iv, value = bytes(encrypted.iv), bytes(encrypted.encrypted_value)
+        plain = handler.peek(
+            encrypted.key_index, lambda key: self._crypto.aes_gcm_decrypt(key, iv, value, b"")
+        )
+        result = self._unwrap(packet, plain, EncryptionState.OK, encrypted.key_index)
+        return result.packet if isinstance(result, DataDecrypted) else None
 
     @staticmethod
     def _unwrap(

@@ -406,6 +406,7 @@ class Room(EventEmitter[ev.EventTypes]):
             manager._bind(driver)
             engine.data_sealer = driver.seal
             engine.sender_hook = driver.prepare_sender
+            engine.data_peeker = driver.peek
         rpc = RpcDriver(engine)
         # Built before the engine is kept, so a bad limit leaves the room unconnected.
         self._streams = StreamDriver(

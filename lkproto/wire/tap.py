@@ -92,6 +92,8 @@ class TapRecord:
             own identity in ``SignalResponse.join``).
         topic: the topic of user packets and data streams.
         error: why the bytes did not decode, else None.
+        decrypted: for an end-to-end encrypted data packet the tap owner holds the key of, the
+            packet it decrypts to (JSON, as ``fields``); None otherwise (PROTOCOL-MAP §11).
     """
 
     time: str
@@ -104,6 +106,7 @@ class TapRecord:
     participant: str | None = None
     topic: str | None = None
     error: str | None = None
+    decrypted: dict[str, JsonValue] | None = None
 
     @property
     def decoded(self) -> bool:
@@ -112,7 +115,7 @@ class TapRecord:
 
     def to_json(self) -> dict[str, JsonValue]:
         """The record as one JSON object (the format of a tap file line)."""
-        return {
+        out: dict[str, JsonValue] = {
             "time": self.time,
             "mono": self.mono,
             "direction": self.direction,
@@ -124,6 +127,9 @@ class TapRecord:
             "raw": base64.b64encode(self.raw).decode("ascii"),
             "error": self.error,
         }
+        if self.decrypted is not None:
+            out["decrypted"] = self.decrypted
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, object]) -> TapRecord:
@@ -137,10 +143,13 @@ class TapRecord:
             if direction not in ("<", ">"):
                 raise DecodeError("TapRecord", f"bad direction {direction!r}")
             fields = obj.get("fields")
+            decrypted = obj.get("decrypted")
             raw = obj.get("raw") or ""
             mono = obj["mono"]
             if not isinstance(fields, dict | None) or not isinstance(raw, str):
                 raise DecodeError("TapRecord", "fields must be an object, raw a string")
+            if not isinstance(decrypted, dict | None):
+                raise DecodeError("TapRecord", "decrypted must be an object")
             if not isinstance(mono, int | float):
                 raise DecodeError("TapRecord", "mono must be a number")
             return cls(
@@ -154,6 +163,7 @@ class TapRecord:
                 participant=_opt_str(obj.get("participant")),
                 topic=_opt_str(obj.get("topic")),
                 error=_opt_str(obj.get("error")),
+                decrypted=decrypted,
             )
         except KeyError as exc:
             raise DecodeError("TapRecord", f"missing key {exc}") from exc

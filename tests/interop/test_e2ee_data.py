@@ -9,8 +9,10 @@ lkproto's trace shows every user/stream/RPC packet in and out as an ``encrypted_
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from livekit import rtc as lrtc
 from lkproto import rtc
 from lkproto.testing import scaled
 from lkproto.wire import pb
+from lkproto.wire.tap import TapRecord
 from tests.interop._helpers import (
     CONNECT_TIMEOUT_S,
     disconnect_all,
@@ -52,6 +55,10 @@ class Wire:
 
     sent: list[str] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
+    records: list[TapRecord] = field(default_factory=list)
+
+    def tap(self, record: TapRecord) -> None:
+        self.records.append(record)
 
     def __call__(self, direction: str, channel: str, message: Any, raw: bytes, now: float) -> None:
         if isinstance(message, pb.DataPacket):
@@ -67,6 +74,7 @@ def _ours(key: bytes | None, wire: Wire, **provider: Any) -> rtc.RoomOptions:
     """Encrypted with ``key`` (None: per-participant keys, set later)."""
     options = our_options()
     options.trace = wire
+    options.tap = wire.tap
     options.encryption = rtc.E2EEOptions(
         key_provider_options=rtc.KeyProviderOptions(shared_key=key, **provider)
     )
@@ -158,6 +166,17 @@ async def test_user_packets_both_ways_are_ciphertext_on_the_wire(
         assert "encrypted_packet" in p.wire.received
         assert p.wire.clear_payloads() == []
         assert ("sdk", int(rtc.EncryptionState.OK)) in p.lk_states
+        # The tap shows ciphertext on the wire and, since it holds the key, what it decrypts to.
+        shown = {
+            (r.direction, json.dumps(r.decrypted))
+            for r in p.wire.records
+            if r.type == "DataPacket.encrypted_packet" and r.decrypted
+        }
+        shown = {(d, text) for d, text in shown if '"user"' in text}
+        mine = base64.b64encode(b"from lkproto").decode()
+        theirs = base64.b64encode(b"from the official SDK").decode()
+        assert any(d == ">" and mine in text for d, text in shown), shown
+        assert any(d == "<" and theirs in text for d, text in shown), shown
 
 
 async def test_text_and_1mb_byte_streams_both_ways(livekit_server: LocalServer) -> None:

@@ -537,3 +537,21 @@ def test_real_backend_round_trips_a_frame() -> None:
     assert sealed is not None
     assert len(sealed) == len(VP8_KEY) + 16 + 14
     assert cryptor.decrypt(sealed) == VP8_KEY
+
+
+def test_peek_decrypts_without_touching_state() -> None:
+    sender = _provider()
+    sender.set_shared_key(SECRET)
+    receiver = _provider(ratchet_window_size=4)
+    receiver.set_shared_key(SECRET)
+    sealed = _sealed(sender)
+    opened = receiver.peek_packet(sealed, "a")
+    assert opened is not None
+    assert opened.user.payload == b"payload"
+    assert receiver.next_event() is None  # nothing reported
+    sender.ratchet_shared_key(0)
+    # a ratchet ahead is not found by peeking (nothing derived), nor does peeking move the key
+    assert receiver.peek_packet(_sealed(sender), "a") is None
+    assert receiver.export_shared_key(0) == SECRET
+    assert receiver.peek_packet(sealed, "nobody-in-shared-mode-is-still-shared") is not None
+    assert _provider().peek_packet(sealed, "a") is None  # no keys at all

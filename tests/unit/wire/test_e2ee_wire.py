@@ -16,6 +16,7 @@ from lkproto.wire.e2ee import (
     parse_frame_trailer,
     unescape_rbsp,
 )
+from lkproto.wire.tap import TapRecord
 
 
 @pytest.mark.parametrize(
@@ -117,3 +118,20 @@ def test_clear_values_and_empty_payloads() -> None:
 def test_encryptable_values_match_the_payload_message() -> None:
     fields = {f.name for f in pb.EncryptedPacketPayload.DESCRIPTOR.fields}
     assert fields == ENCRYPTABLE_PACKET_VALUES
+
+
+def test_tap_record_carries_the_decrypted_packet() -> None:
+    plain = TapRecord(time="t", mono=1.0, direction="<", channel="_reliable", type="x", fields={})
+    assert "decrypted" not in plain.to_json()  # the file format is unchanged without a key
+    record = TapRecord(
+        time="t",
+        mono=1.0,
+        direction="<",
+        channel="_reliable",
+        type="DataPacket.encrypted_packet",
+        fields={},
+        decrypted={"user": {"payload": "aGk="}},
+    )
+    assert TapRecord.from_json(record.to_json()) == record
+    with pytest.raises(DecodeError):
+        TapRecord.from_json({**record.to_json(), "decrypted": "not an object"})
