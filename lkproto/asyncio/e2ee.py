@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, assert_never
 
 from aiortc.codecs import get_encoder
 from aiortc.codecs.base import Encoder
@@ -50,6 +50,7 @@ from lkproto.asyncio._seam import (
 )
 from lkproto.core.e2ee import (
     DataDecrypted,
+    DataNotDecrypted,
     EncryptionStateChanged,
     FrameCryptor,
     KeyProvider,
@@ -125,14 +126,18 @@ class E2eeDriver:
         """The decrypted packet, or None when it cannot be opened (logged and reported)."""
         result = self.provider.decrypt_packet(packet)
         self.flush()
-        if isinstance(result, DataDecrypted):
-            return result.packet
-        _log.warning(
-            "= dropping an encrypted packet from %r: %s",
-            packet.participant_identity,
-            result.reason,
-        )
-        return None
+        match result:
+            case DataDecrypted(packet=opened):
+                return opened
+            case DataNotDecrypted(reason=reason):
+                _log.warning(
+                    "= dropping an encrypted packet from %r: %s",
+                    packet.participant_identity,
+                    reason,
+                )
+                return None
+            case _:
+                assert_never(result)
 
     def peek(self, direction: str, packet: pb.DataPacket) -> pb.DataPacket | None:
         """What a packet on the wire decrypts to, for the tap (no key state changes).

@@ -35,7 +35,7 @@ import enum
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, assert_never
 
 from lkproto.errors import DecodeError, LocalProtocolError, UnsupportedFeatureError
 from lkproto.wire import pb
@@ -53,6 +53,8 @@ from lkproto.wire.e2ee import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "DEFAULT_FAILURE_TOLERANCE",
@@ -185,9 +187,6 @@ class _CryptographyBackend:
         except self._invalid_tag:
             return None
 
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _default: _CryptographyBackend | None = None
 
@@ -602,11 +601,13 @@ class KeyProvider:
                 lambda key: self._crypto.aes_gcm_decrypt(key, iv, value, b""),
             )
             result = self._unwrap(packet, plain, state, encrypted.key_index)
-        self.report(
-            identity,
-            "",
-            result.state if isinstance(result, DataNotDecrypted) else EncryptionState.OK,
-        )
+        match result:
+            case DataDecrypted():
+                self.report(identity, "", EncryptionState.OK)
+            case DataNotDecrypted(state=state):
+                self.report(identity, "", state)
+            case _:
+                assert_never(result)
         return result
 
     def peek_packet(self, packet: pb.DataPacket, identity: str) -> pb.DataPacket | None:
