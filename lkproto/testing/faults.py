@@ -67,7 +67,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 from lkproto.core.durations import positive_seconds
 from lkproto.errors import LocalProtocolError, ServerError
@@ -80,6 +80,7 @@ __all__ = [
     "Fault",
     "FaultLab",
     "Impairment",
+    "LoadResult",
     "Netns",
     "TransferPlan",
     "TransferResult",
@@ -89,6 +90,7 @@ __all__ = [
     "outage_fault",
     "percentile",
     "restart_fault",
+    "run_load",
     "run_transfer",
     "summarise",
 ]
@@ -714,9 +716,10 @@ class FaultLab:
 
     # -- clients -----------------------------------------------------------------------------
 
-    def token(self, identity: str, room: str) -> str:
-        """A join token for ``room`` signed with this lab's key."""
-        return self.server.create_token(identity, room)
+    def token(self, identity: str, room: str, **grants: object) -> str:
+        """A join token for ``room`` signed with this lab's key (``grants`` as in
+        :meth:`~lkproto.testing.LocalServer.create_token`)."""
+        return self.server.create_token(identity, room, **grants)  # type: ignore[arg-type]
 
     def spawn(self, argv: Sequence[str], *, label: str) -> Worker:
         """Start a process in the namespace with JSON-line stdin/stdout (see :class:`Worker`).
@@ -789,6 +792,7 @@ class TransferPlan:
         rpc_timeout_s: ``response_timeout`` of each RPC.
         drain_s: after the sender is done, how long to wait for the receiver to catch up.
         run_timeout_s: bound on the whole sending phase.
+        log_level: when set, the workers log their SDK at this level into their log files.
     """
 
     packets: int = 200
@@ -799,6 +803,7 @@ class TransferPlan:
     rpc_timeout_s: float = 15.0
     drain_s: float = 30.0
     run_timeout_s: float = 300.0
+    log_level: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -1019,7 +1024,9 @@ def run_transfer(
     pairs: dict[str, tuple[Worker, Worker]] = {}
     for sdk in sdks:
         room = f"{sdk}-{secrets.token_hex(4)}"
-        common = {"sdk": sdk, "size": plan.size}
+        common: dict[str, object] = {"sdk": sdk, "size": plan.size}
+        if plan.log_level is not None:
+            common["log_level"] = plan.log_level
         rx = lab.spawn_worker(
             {**common, "role": "receiver", "token": lab.token("rx", room)}, label=f"{sdk}-rx"
         )
@@ -1092,3 +1099,178 @@ def _drain(rx: Worker, accepted: set[object], drain_s: float) -> dict[str, objec
             return report
         time.sleep(_REPORT_POLL_S)
     return report
+
+
+# -- load: many lkproto participants over a few processes ---------------------------------------
+
+_LOAD_SETTLE_S: Final = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LoadResult:
+    """What :func:`run_load` measured.
+
+    Attributes:
+        participants: participants asked for.
+        processes: worker processes they were spread over.
+        duration_s: sending time.
+        joined: participants whose ``connect()`` returned.
+        join_failures: identity -> error.
+        join_p50_s, join_p90_s, join_max_s: ``connect()`` wall times.
+        sent: reliable packets sent in all.
+        expected: deliveries expected (each packet to every other joined participant).
+        delivered: distinct deliveries.
+        lost: ``expected - delivered``.
+        duplicates: deliveries of a packet already received.
+        settle_s: how long after the senders stopped the last packet arrived (or the bound).
+        attributes: attribute changes made in all.
+        cpu_per_participant: CPU seconds per second of sending, per participant (1.0 = a core).
+        rss_kib_per_participant: the workers' resident memory divided by the participants.
+    """
+
+    participants: int
+    processes: int
+    duration_s: float
+    joined: int
+    join_failures: dict[str, str]
+    join_p50_s: float | None
+    join_p90_s: float | None
+    join_max_s: float | None
+    sent: int
+    expected: int
+    delivered: int
+    lost: int
+    duplicates: int
+    settle_s: float
+    attributes: int
+    cpu_per_participant: float
+    rss_kib_per_participant: float
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready copy."""
+        return dataclasses.asdict(self)
+
+
+def _load_counts(
+    reports: Sequence[dict[str, object]], joined: Mapping[str, float]
+) -> tuple[int, int, int, dict[str, int], dict[str, dict[str, object]]]:
+    """Expected and distinct deliveries, duplicates, packets per sender, records per identity."""
+    records: dict[str, dict[str, object]] = {}
+    for report in reports:
+        records.update(cast("dict[str, dict[str, object]]", report["participants"]))
+    sent_by = {n: cast(int, r["sent"]) for n, r in records.items()}
+    expected = delivered = duplicates = 0
+    for receiver, record in records.items():
+        if receiver not in joined:
+            continue
+        recv = cast("dict[str, list[int]]", record["recv"])
+        for sender, count in sent_by.items():
+            if sender == receiver or sender not in joined:
+                continue
+            expected += count
+            distinct, dups = recv.get(sender, [0, 0])
+            delivered += min(distinct, count)
+            duplicates += dups
+    return expected, delivered, duplicates, sent_by, records
+
+
+def run_load(
+    lab: FaultLab,
+    *,
+    participants: int,
+    processes: int,
+    duration_s: float,
+    packet_interval_s: float = 1.0,
+    attribute_interval_s: float = 10.0,
+    join_gap_s: float = 0.1,
+    join_timeout_s: float = 300.0,
+    log_level: str | None = None,
+    settle_s: float = 20.0,
+) -> LoadResult:
+    """Put ``participants`` lkproto participants in one room, spread over ``processes`` workers.
+
+    Every participant broadcasts one reliable packet every ``packet_interval_s`` and changes an
+    attribute every ``attribute_interval_s`` for ``duration_s``; then every receiver's record is
+    compared with every sender's count (:mod:`lkproto.testing.loadworker`).
+
+    Raises:
+        TimeoutError: a worker did not join or report in time.
+    """
+    if participants < 2 or not 1 <= processes <= participants:
+        raise LocalProtocolError("need >= 2 participants and 1..participants processes")
+    positive_seconds("duration_s", duration_s)
+    room = f"load-{secrets.token_hex(4)}"
+    names = [f"p{i:03d}" for i in range(participants)]
+    workers: list[Worker] = []
+    for w in range(processes):
+        mine = names[w::processes]
+        config = {
+            "url": lab.url,
+            "participants": [[n, lab.token(n, room, can_update_own_metadata=True)] for n in mine],
+            "room_size": participants,
+            "log_level": log_level,
+            "packet_interval_s": packet_interval_s,
+            "attribute_interval_s": attribute_interval_s,
+            "join_gap_s": join_gap_s * processes,
+        }
+        argv = [sys.executable, "-m", "lkproto.testing.loadworker", json.dumps(config)]
+        workers.append(lab.spawn(argv, label=f"load-{w}"))
+    joined: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    for worker in workers:
+        message = worker.wait_event("joined", join_timeout_s)
+        joined.update(cast("dict[str, float]", message["join_s"]))
+        failures.update(cast("dict[str, str]", message["failed"]))
+
+    def snapshot() -> list[dict[str, object]]:
+        reports = []
+        for worker in workers:
+            index = len(worker.events("report"))
+            worker.send({"cmd": "report"})
+            reports.append(worker.wait_nth("report", index, 60.0))
+        return reports
+
+    before = snapshot()
+    for worker in workers:
+        worker.send({"cmd": "go"})
+    time.sleep(duration_s)
+    for worker in workers:
+        worker.send({"cmd": "halt"})
+    halted = time.monotonic()
+    # Late deliveries are not losses: poll until every packet arrived or the settle bound passed.
+    for _ in range(int(settle_s / _LOAD_SETTLE_S) + 1):
+        time.sleep(_LOAD_SETTLE_S)
+        after = snapshot()
+        counts = _load_counts(after, joined)
+        if counts[1] >= counts[0] or time.monotonic() - halted >= settle_s:
+            break
+    settled = time.monotonic() - halted
+    for worker in workers:
+        worker.send({"cmd": "stop"})
+    expected, delivered, duplicates, sent_by, records = counts
+    cpu = sum(
+        cast(float, a["cpu_s"]) - cast(float, b["cpu_s"])
+        for a, b in zip(after, before, strict=True)
+    )
+    rss = sum(int(a["rss_kib"] or 0) for a in after)  # type: ignore[call-overload]
+    busy_s = duration_s + settled
+    times = list(joined.values())
+    return LoadResult(
+        participants=participants,
+        processes=processes,
+        duration_s=duration_s,
+        joined=len(joined),
+        join_failures=failures,
+        join_p50_s=percentile(times, 0.5),
+        join_p90_s=percentile(times, 0.9),
+        join_max_s=max(times, default=None),
+        sent=sum(sent_by.values()),
+        expected=expected,
+        delivered=delivered,
+        lost=expected - delivered,
+        duplicates=duplicates,
+        settle_s=settled,
+        attributes=sum(int(r["attributes"]) for r in records.values()),  # type: ignore[call-overload]
+        cpu_per_participant=cpu / busy_s / participants,
+        rss_kib_per_participant=rss / participants,
+    )

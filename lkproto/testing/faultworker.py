@@ -19,6 +19,8 @@ Configuration (one JSON object, the only argument):
     the other participant's identity (the sender waits until it is in the room).
 ``publish_timeout_s``, ``rpc_timeout_s``
     bounds on one ``publish_data`` and one ``perform_rpc`` call.
+``log_level``
+    optional: log the SDK at this level (``"INFO"``, ``"DEBUG"``) to stderr (the worker's log).
 
 Lines printed (each a JSON object with ``ev`` and ``t`` = ``time.monotonic()``, which is the
 system-wide monotonic clock, comparable with the harness's): ``ready``, ``state`` (``state``: the
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 from typing import Any, Final
@@ -283,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the worker with the JSON configuration in ``argv[0]``; return the exit status."""
     args = sys.argv[1:] if argv is None else argv
     config = json.loads(args[0])
+    if config.get("log_level"):
+        logging.basicConfig(
+            level=str(config["log_level"]).upper(),
+            stream=sys.stderr,
+            format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        )
     try:
         asyncio.run(_serve(config))
     except Exception as exc:
