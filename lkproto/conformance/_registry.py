@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -64,16 +64,55 @@ class Result:
     result: Outcome
     reason: str
     seconds: float
+    server: str = ""
+    """The server release the run was against (``"v1.13.5"``); empty when unknown."""
+    started: float | None = None
+    """Seconds from the start of the whole run to the start of this one (lane wall times)."""
 
     def to_json(self) -> dict[str, object]:
-        """The report object ``{"scenario", "client", "result", "reason", "seconds"}``."""
-        return {
+        """The report object ``{"scenario", "client", "result", "reason", "seconds"}``, plus
+        ``"server"`` and ``"started"`` when known (readers of the five keys are unaffected)."""
+        row: dict[str, object] = {
             "scenario": self.scenario,
             "client": self.client,
             "result": self.result,
             "reason": self.reason,
             "seconds": round(self.seconds, 2),
         }
+        if self.server:
+            row["server"] = self.server
+        if self.started is not None:
+            row["started"] = round(self.started, 2)
+        return row
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, object]) -> Result:
+        """Read one row written by :meth:`to_json` (or by a runner without the optional keys).
+
+        Raises:
+            ValueError: a required key is missing or has the wrong type.
+        """
+        try:
+            outcome = row["result"]
+            if outcome not in ("pass", "fail", "unsupported"):
+                raise ValueError(f"unknown result {outcome!r}")
+            seconds = row["seconds"]
+            started = row.get("started")
+            if not isinstance(seconds, int | float) or not (
+                started is None or isinstance(started, int | float)
+            ):
+                raise ValueError("seconds/started must be numbers")
+            return cls(
+                scenario=str(row["scenario"]),
+                client=str(row["client"]),
+                result=outcome,
+                reason=str(row.get("reason", "")),
+                seconds=float(seconds),
+                server=str(row.get("server", "")),
+                started=None if started is None else float(started),
+            )
+        except KeyError as exc:
+            raise ValueError(f"report row lacks {exc.args[0]!r}: {row!r}") from None
 
 
 REGISTRY: dict[str, Scenario] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -79,6 +80,7 @@ async def run_catalogue(
     parallel: int = DEFAULT_PARALLEL,
     no_autocreate: ServerTarget | None = None,
     on_result: Callable[[Result], None] | None = None,
+    server_version: str = "",
 ) -> list[Result]:
     """Run every scenario for every client; results in catalogue order, then client order.
 
@@ -89,6 +91,7 @@ async def run_catalogue(
         parallel: runs at once.
         no_autocreate: a server with ``room.auto_create: false`` (for ``join.reject.*``).
         on_result: called with each result as it is produced (progress output).
+        server_version: the server release, recorded in every result (``Result.server``).
 
     Raises:
         ValueError: an unknown client name.
@@ -100,15 +103,18 @@ async def run_catalogue(
     factories = {name: ADAPTERS[name](pool) for name in clients}
     gate = asyncio.Semaphore(max(1, parallel))
     serial = {name: asyncio.Semaphore(1) for name in clients if name in SERIAL_ADAPTERS}
+    origin = time.monotonic()
 
     async def job(scenario: Scenario, client: str) -> Result:
         async with contextlib.AsyncExitStack() as stack:
             # A serial adapter adds one run at a time, beside the shared gate, so that it
             # progresses while the others run instead of queueing behind all of them.
             await stack.enter_async_context(serial.get(client) or gate)
+            started = time.monotonic() - origin
             result = await run_one(
                 scenario, client, factories[client], server, no_autocreate=no_autocreate
             )
+        result = dataclasses.replace(result, server=server_version, started=started)
         _log.info("%s %s: %s %s", scenario.name, client, result.result, result.reason)
         if on_result is not None:
             on_result(result)
