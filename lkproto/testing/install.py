@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "BUILD_NICENESS",
     "CACHE_DIR_ENV",
     "DEFAULT_LIVEKIT_SERVER_VERSION",
     "LIVEKIT_SERVER_MODULE",
@@ -54,6 +55,10 @@ GO_INSTALL_TIMEOUT_S: Final = 1800.0
 """Upper bound for one ``go install``: a cold build takes minutes on two cores."""
 
 VERSION_TIMEOUT_S: Final = 30.0
+
+BUILD_NICENESS: Final = 15
+"""``nice`` increment of a build: compiling the server takes both cores for minutes, and test
+runs (or other builds) on the same machine should keep their share."""
 
 _TAG_RE: Final = re.compile(r"v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?")
 # urfave/cli prints "<Command.Name> version <Version>" for --version (PROTOCOL-MAP §17 "Install").
@@ -199,6 +204,9 @@ def _build(version: str, target: Path) -> None:
     env = dict(os.environ)
     env.update({"GOBIN": str(gobin), "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"})
     command = [go, "install", f"{LIVEKIT_SERVER_MODULE}@{version}"]
+    nice = shutil.which("nice")
+    if nice is not None:
+        command = [nice, "-n", str(BUILD_NICENESS), *command]
     try:
         with log_path.open("wb") as log:
             try:
