@@ -230,7 +230,9 @@ stage_suites() {
   t0=$(now)
   # From the checkout (the freshness and layer tests read its files); imports of lkproto resolve
   # to the same pure-Python files, every compiled dependency comes from the target's venv.
-  in_target sh -c "cd /opt/lkproto-src && timeout 5400 nice -n 15 /opt/lkproto-venv/bin/python \
+  # LKPROTO_TEST_TIME_SCALE stretches the suites' bounded waits like the smoke's (emulation).
+  in_target sh -c "cd /opt/lkproto-src && LKPROTO_TEST_TIME_SCALE=${SCALE[$TARGET]:-1} \
+    timeout 5400 nice -n 15 /opt/lkproto-venv/bin/python \
     -m pytest tests/unit tests/property tests/fuzz -q -p no:cacheprovider -o timeout=1200 \
     ${LKPROTO_PYTEST_ARGS:-}" \
     >"$CACHE/suites.log" 2>&1 || rc=$?

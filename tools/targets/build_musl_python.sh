@@ -37,11 +37,20 @@ KHDR=/opt/build/musl/khdr
 mkdir -p "$KHDR"
 for d in linux asm-generic mtd; do ln -sfn "/usr/include/$d" "$KHDR/$d"; done
 ln -sfn "/usr/include/$arch-linux-gnu/asm" "$KHDR/asm"
-export CC="musl-gcc -I$KHDR"
+# CPython's configure compares the compiler's --print-multiarch (gcc's: x86_64-linux-gnu) with
+# the triplet it derives from the C library (x86_64-linux-musl) and stops on a mismatch; a
+# wrapper that answers nothing to --print-multiarch, as a native musl compiler does.
+cat >/opt/build/musl/musl-cc <<EOF
+#!/bin/sh
+[ "\$1" = --print-multiarch ] && exit 0
+exec musl-gcc -I$KHDR "\$@"
+EOF
+chmod +x /opt/build/musl/musl-cc
+export CC=/opt/build/musl/musl-cc
 
-(src zlib && ./configure --static --prefix="$DEPS" >/dev/null && make -j"$(nproc)" >/dev/null &&
+[ -e "$DEPS/lib/libz.a" ] || (src zlib && CFLAGS=-fPIC ./configure --static --prefix="$DEPS" >/dev/null && make -j"$(nproc)" >/dev/null &&
   make install >/dev/null)
-(src openssl && ./Configure "linux-$arch" no-shared no-tests no-afalgeng no-async no-docs \
+[ -e "$DEPS/lib/libssl.a" ] || (src openssl && ./Configure "linux-$arch" no-shared no-tests no-afalgeng no-async no-docs \
   --prefix="$DEPS" --libdir=lib >/dev/null && make -j"$(nproc)" >make.log 2>&1 &&
   make install_sw >/dev/null)
 (src "python$VERSION" &&
