@@ -43,12 +43,14 @@ class RpcInvocationData:
         caller_identity: who called (for a server-initiated call, the request UUID).
         payload: the request payload.
         response_timeout: seconds the caller waits for the response.
+        method: the invoked method's name (official field, so one handler can serve several).
     """
 
     request_id: str
     caller_identity: str
     payload: str
     response_timeout: float
+    method: str = ""
 
 
 RpcHandler: TypeAlias = Callable[[RpcInvocationData], Awaitable[str] | str]
@@ -250,6 +252,7 @@ class RpcDriver:
             caller_identity=invocation.caller_identity,
             payload=invocation.payload,
             response_timeout=invocation.response_timeout_s,
+            method=invocation.method,
         )
         deadline: asyncio.Timeout | None = None
         try:

@@ -245,10 +245,15 @@ class RpcError(LkError):
 
     MAX_MESSAGE_BYTES: ClassVar[int] = 256
     MAX_DATA_BYTES: ClassVar[int] = RPC_MAX_PAYLOAD_BYTES
+    # The official SDK's spellings (livekit.rtc rpc.py RpcError.ErrorCode / ErrorMessage).
+    ErrorCode: ClassVar[type[RpcErrorCode]] = RpcErrorCode
+    ErrorMessage: ClassVar[Mapping[RpcErrorCode, str]] = RPC_ERROR_MESSAGES
 
-    def __init__(self, code: int, message: str, data: str = "") -> None:
+    def __init__(self, code: int, message: str, data: str | None = "") -> None:
         if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= _UINT32_MAX:
             raise LocalProtocolError(f"RpcError code must be a uint32, got {code!r}")
+        # The official constructor takes data=None for "no data"; on the wire both are "".
+        data = "" if data is None else data
         if not isinstance(message, str) or not isinstance(data, str):
             raise LocalProtocolError("RpcError message and data must be str")
         self.code = int(code)

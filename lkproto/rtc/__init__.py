@@ -5,9 +5,10 @@ Requires the ``rtc`` extra (aiortc, PyAV, websockets).
 
 from __future__ import annotations
 
+from lkproto import __version__
 from lkproto.asyncio.rpc import RpcInvocationData
 from lkproto.core.rpc import RpcError
-from lkproto.errors import PublishDataError
+from lkproto.errors import ConnectError, PublishDataError
 from lkproto.rtc import events
 from lkproto.rtc.audio_frame import AudioFrame
 from lkproto.rtc.audio_source import AudioSource
@@ -34,6 +35,7 @@ from lkproto.rtc.e2ee import (
     KeyProviderOptions,
 )
 from lkproto.rtc.event_emitter import EventEmitter
+from lkproto.rtc.native import AudioFilter, AudioProcessingModule, MediaDevices, PlatformAudio
 from lkproto.rtc.participant import (
     ConnectionQuality,
     DisconnectReason,
@@ -41,10 +43,12 @@ from lkproto.rtc.participant import (
     LocalTrackPublication,
     Participant,
     ParticipantKind,
+    ParticipantKindDetail,
     ParticipantState,
     RemoteParticipant,
     RemoteTrackPublication,
     TrackPublication,
+    VideoQuality,
 )
 from lkproto.rtc.room import (
     ChatMessage,
@@ -53,6 +57,7 @@ from lkproto.rtc.room import (
     DataPacket,
     DataPacketKind,
     DataStreamOptions,
+    IceServer,
     IceTransportType,
     Room,
     RoomOptions,
@@ -63,6 +68,7 @@ from lkproto.rtc.room import (
 )
 from lkproto.rtc.track import (
     AudioEncoding,
+    AudioTrack,
     LocalAudioTrack,
     LocalTrack,
     LocalVideoTrack,
@@ -76,22 +82,29 @@ from lkproto.rtc.track import (
     TrackSource,
     VideoCodec,
     VideoEncoding,
+    VideoTrack,
 )
+from lkproto.rtc.transcription import Transcription
+from lkproto.rtc.utils import combine_audio_frames
 from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
 from lkproto.rtc.video_source import EncodedVideoSource, VideoSource
 from lkproto.rtc.video_stream import VideoFrameEvent, VideoStream
 
 __all__ = [
     "AudioEncoding",
+    "AudioFilter",
     "AudioFrame",
     "AudioFrameEvent",
+    "AudioProcessingModule",
     "AudioSource",
     "AudioStream",
+    "AudioTrack",
     "ByteStreamHandler",
     "ByteStreamInfo",
     "ByteStreamReader",
     "ByteStreamWriter",
     "ChatMessage",
+    "ConnectError",
     "ConnectionQuality",
     "ConnectionState",
     "ContinualGatheringPolicy",
@@ -106,6 +119,7 @@ __all__ = [
     "EncryptionType",
     "EventEmitter",
     "FrameCryptor",
+    "IceServer",
     "IceTransportType",
     "KeyDerivationFunction",
     "KeyProvider",
@@ -115,9 +129,12 @@ __all__ = [
     "LocalTrack",
     "LocalTrackPublication",
     "LocalVideoTrack",
+    "MediaDevices",
     "Participant",
     "ParticipantKind",
+    "ParticipantKindDetail",
     "ParticipantState",
+    "PlatformAudio",
     "PublishDataError",
     "RemoteAudioTrack",
     "RemoteParticipant",
@@ -142,14 +159,19 @@ __all__ = [
     "TrackPublication",
     "TrackPublishOptions",
     "TrackSource",
+    "Transcription",
     "TranscriptionSegment",
     "VideoBufferType",
     "VideoCodec",
     "VideoEncoding",
     "VideoFrame",
     "VideoFrameEvent",
+    "VideoQuality",
     "VideoRotation",
     "VideoSource",
     "VideoStream",
+    "VideoTrack",
+    "__version__",
+    "combine_audio_frames",
     "events",
 ]

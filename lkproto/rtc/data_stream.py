@@ -284,6 +284,11 @@ class _Writer(Generic[_I, _T]):
 class TextStreamWriter(_Writer[TextStreamInfo, str]):
     """An outgoing text stream from ``stream_text``: ``await write(text)``, ``await aclose()``."""
 
+    async def write(self, text: str) -> None:
+        """Send ``text``; the parameter is called ``text`` as in the official writer, so
+        ``write(text=...)`` works. Same behaviour and errors as the byte writer's ``write``."""
+        await super().write(text)
+
 
 class ByteStreamWriter(_Writer[ByteStreamInfo, bytes]):
     """An outgoing byte stream from ``stream_bytes``: ``await write(data)``, ``await aclose()``."""

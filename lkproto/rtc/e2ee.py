@@ -13,13 +13,13 @@ encrypted track lkproto cannot decrypt is reported (``track_subscription_failed`
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lkproto.core import e2ee as core
 from lkproto.core.e2ee import EncryptionState, KeyDerivationFunction
 from lkproto.errors import LocalProtocolError
+from lkproto.rtc._enum import ProtoEnum
 
 if TYPE_CHECKING:
     from lkproto.asyncio.e2ee import E2eeDriver
@@ -45,7 +45,7 @@ DEFAULT_FAILURE_TOLERANCE = core.DEFAULT_FAILURE_TOLERANCE
 DEFAULT_KEY_RING_SIZE = core.DEFAULT_KEY_RING_SIZE
 
 
-class EncryptionType(enum.IntEnum):
+class EncryptionType(ProtoEnum):
     """Same names and values as the official ``EncryptionType`` (and ``Encryption.Type``)."""
 
     NONE = 0

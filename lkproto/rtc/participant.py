@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
-import enum
 import mimetypes
 import os
 import uuid
@@ -23,6 +22,7 @@ from lkproto.core.publish import TrackDescription
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
 from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
 from lkproto.rtc import events as ev
+from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc.data_stream import (
     ByteStreamInfo,
     ByteStreamWriter,
@@ -46,6 +46,7 @@ from lkproto.wire.streams import STREAM_CHUNK_SIZE_BYTES
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import Engine
     from lkproto.asyncio.rpc import RpcDriver, RpcHandler
+    from lkproto.rtc.transcription import Transcription
 
 __all__ = [
     "ConnectionQuality",
@@ -54,14 +55,16 @@ __all__ = [
     "LocalTrackPublication",
     "Participant",
     "ParticipantKind",
+    "ParticipantKindDetail",
     "ParticipantState",
     "RemoteParticipant",
     "RemoteTrackPublication",
     "TrackPublication",
+    "VideoQuality",
 ]
 
 
-class ParticipantKind(enum.IntEnum):
+class ParticipantKind(ProtoEnum):
     """The official SDK's numbering (differs from the wire's for CONNECTOR and BRIDGE)."""
 
     PARTICIPANT_KIND_STANDARD = 0
@@ -85,7 +88,28 @@ _KIND_FROM_WIRE: Mapping[int, ParticipantKind] = {
 }
 
 
-class ParticipantState(enum.IntEnum):
+class ParticipantKindDetail(ProtoEnum):
+    """Official ``ParticipantKindDetail``; the wire's ``ParticipantInfo.KindDetail`` uses the same
+    numbers (PROTOCOL-MAP §7), so ``Participant.kind_details`` holds these values."""
+
+    PARTICIPANT_KIND_DETAIL_CLOUD_AGENT = 0
+    PARTICIPANT_KIND_DETAIL_FORWARDED = 1
+    PARTICIPANT_KIND_DETAIL_CONNECTOR_WHATSAPP = 2
+    PARTICIPANT_KIND_DETAIL_CONNECTOR_TWILIO = 3
+    PARTICIPANT_KIND_DETAIL_BRIDGE_RTSP = 4
+    PARTICIPANT_KIND_DETAIL_SIMULATION = 5
+
+
+class VideoQuality(ProtoEnum):
+    """Official ``VideoQuality``; the same numbers as the wire's ``VideoQuality`` that
+    ``UpdateTrackSettings.quality`` carries (PROTOCOL-MAP §9)."""
+
+    VIDEO_QUALITY_LOW = 0
+    VIDEO_QUALITY_MEDIUM = 1
+    VIDEO_QUALITY_HIGH = 2
+
+
+class ParticipantState(ProtoEnum):
     """``ParticipantInfo.State`` (same numbers in the official SDK)."""
 
     PARTICIPANT_STATE_JOINING = 0
@@ -94,7 +118,7 @@ class ParticipantState(enum.IntEnum):
     PARTICIPANT_STATE_DISCONNECTED = 3
 
 
-class DisconnectReason(enum.IntEnum):
+class DisconnectReason(ProtoEnum):
     """Why a participant left (wire ``DisconnectReason``, same numbers in the official SDK)."""
 
     UNKNOWN_REASON = 0
@@ -116,7 +140,7 @@ class DisconnectReason(enum.IntEnum):
     AGENT_ERROR = 16
 
 
-class ConnectionQuality(enum.IntEnum):
+class ConnectionQuality(ProtoEnum):
     """Official ``ConnectionQuality`` values (QUALITY_*), same order as the wire's."""
 
     QUALITY_UNKNOWN = -1
@@ -270,9 +294,20 @@ class RemoteTrackPublication(TrackPublication):
         """Tell the server the size we render at (it picks the layer; lkproto extra)."""
         self._send_settings(width=width, height=height)
 
-    def set_video_quality(self, quality: int) -> None:
-        """Ask for a quality (``VideoQuality`` LOW 0, MEDIUM 1, HIGH 2; lkproto extra)."""
-        self._send_settings(quality=quality)
+    def set_video_quality(self, quality: VideoQuality | int) -> None:
+        """Ask the server for a simulcast layer (``UpdateTrackSettings.quality``).
+
+        Args:
+            quality: a :class:`VideoQuality` (or its number: LOW 0, MEDIUM 1, HIGH 2).
+
+        Raises:
+            LocalProtocolError: not a ``VideoQuality`` number, or the room is not connected.
+        """
+        try:
+            value = VideoQuality(quality)
+        except ValueError:
+            raise LocalProtocolError(f"not a VideoQuality: {quality!r}") from None
+        self._send_settings(quality=int(value))
 
     def _send_settings(self, **fields: int | bool) -> None:
         engine = self._participant._engine if self._participant is not None else None
@@ -550,6 +585,33 @@ class LocalParticipant(Participant):
         await self._publish(
             pb.DataPacket(sip_dtmf=pb.SipDTMF(code=code, digit=digit)), reliable=True
         )
+
+    async def publish_transcription(self, transcription: Transcription) -> None:
+        """Send a legacy transcription packet (reliable ``DataPacket.transcription``).
+
+        Receivers get it as ``transcription_received``, as the official SDK sends it. Newer
+        agents send transcriptions as text streams on ``lk.transcription`` instead.
+
+        Raises:
+            PublishDataError: the room is not connected, or the packet is too large.
+        """
+        segments = [
+            pb.TranscriptionSegment(
+                id=s.id,
+                text=s.text,
+                start_time=s.start_time,
+                end_time=s.end_time,
+                final=s.final,
+                language=s.language,
+            )
+            for s in transcription.segments
+        ]
+        message = pb.Transcription(
+            transcribed_participant_identity=transcription.participant_identity,
+            track_id=transcription.track_sid,
+            segments=segments,
+        )
+        await self._publish(pb.DataPacket(transcription=message), reliable=True)
 
     async def _publish(self, packet: pb.DataPacket, *, reliable: bool) -> None:
         try:

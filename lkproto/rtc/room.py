@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import enum
 import inspect
 import logging
 import os
@@ -26,7 +25,7 @@ from typing import Any, Final, Protocol, TypeAlias, assert_never, cast
 from lkproto.asyncio import engine as en
 from lkproto.asyncio.e2ee import E2eeDriver
 from lkproto.asyncio.fanout import FrameFanout
-from lkproto.asyncio.peer import IceServer
+from lkproto.asyncio.peer import IceServer as _PeerIceServer
 from lkproto.asyncio.rpc import RpcDriver
 from lkproto.asyncio.streams import INTERNAL_TOPICS, IncomingStream, StreamDriver
 from lkproto.core import reconnect as rc
@@ -36,6 +35,7 @@ from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.core.e2ee import EncryptionStateChanged
 from lkproto.errors import ConnectError, EventQueueOverflowError, LkError, LocalProtocolError
 from lkproto.rtc import events as ev
+from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import check_loop, refuse, warn_once
 from lkproto.rtc.data_stream import (
     ByteStreamHandler,
@@ -71,6 +71,7 @@ __all__ = [
     "ContinualGatheringPolicy",
     "DataPacket",
     "DataPacketKind",
+    "IceServer",
     "IceTransportType",
     "Room",
     "RoomOptions",
@@ -90,14 +91,14 @@ DEFAULT_EVENTS_MAX_QUEUE: Final = 1024
 official SDK has no typed stream)."""
 
 
-class DataPacketKind(enum.IntEnum):
+class DataPacketKind(ProtoEnum):
     """Official ``DataPacketKind`` values."""
 
     KIND_LOSSY = 0
     KIND_RELIABLE = 1
 
 
-class SimulateScenarioKind(enum.IntEnum):
+class SimulateScenarioKind(ProtoEnum):
     """Official ``SimulateScenarioKind`` values (PROTOCOL-MAP §10 SimulateScenario)."""
 
     SIMULATE_SIGNAL_RECONNECT = 0
@@ -117,7 +118,19 @@ class _IceServerLike(Protocol):
     password: str
 
 
-class IceTransportType(enum.IntEnum):
+@dataclass
+class IceServer:
+    """Official ``IceServer``: a STUN/TURN server for :attr:`RtcConfiguration.ice_servers`.
+
+    Mutable like the official protobuf message (``server.urls.append(...)`` works).
+    """
+
+    urls: list[str] = field(default_factory=list)
+    username: str = ""
+    password: str = ""
+
+
+class IceTransportType(ProtoEnum):
     """Official ``IceTransportType`` values (``livekit.rtc``; FFI ``room.proto``)."""
 
     TRANSPORT_RELAY = 0
@@ -125,7 +138,7 @@ class IceTransportType(enum.IntEnum):
     TRANSPORT_ALL = 2
 
 
-class ContinualGatheringPolicy(enum.IntEnum):
+class ContinualGatheringPolicy(ProtoEnum):
     """Official ``ContinualGatheringPolicy`` values (``livekit.rtc``; FFI ``room.proto``)."""
 
     GATHER_ONCE = 0
@@ -1217,8 +1230,8 @@ def _discard(subscribers: list[_EventQueue], queue: _EventQueue) -> None:
         subscribers.remove(queue)
 
 
-def _ice_server(server: _IceServerLike) -> IceServer:
-    return IceServer(
+def _ice_server(server: _IceServerLike) -> _PeerIceServer:
+    return _PeerIceServer(
         urls=tuple(server.urls),
         username=getattr(server, "username", "") or "",
         credential=getattr(server, "password", "") or getattr(server, "credential", "") or "",

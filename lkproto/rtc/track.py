@@ -13,13 +13,13 @@ official ``KIND_AUDIO`` is 1 where the wire's ``AUDIO`` is 0; :func:`kind_from_w
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 
 from lkproto.errors import LocalProtocolError
+from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import refuse, warn_once
 from lkproto.wire import pb
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AudioEncoding",
+    "AudioTrack",
     "LocalAudioTrack",
     "LocalTrack",
     "LocalVideoTrack",
@@ -42,13 +43,14 @@ __all__ = [
     "TrackSource",
     "VideoCodec",
     "VideoEncoding",
+    "VideoTrack",
     "kind_from_wire",
 ]
 
 _log = logging.getLogger("lkproto.media")
 
 
-class TrackKind(enum.IntEnum):
+class TrackKind(ProtoEnum):
     """Official ``TrackKind`` values."""
 
     KIND_UNKNOWN = 0
@@ -56,7 +58,7 @@ class TrackKind(enum.IntEnum):
     KIND_VIDEO = 2
 
 
-class TrackSource(enum.IntEnum):
+class TrackSource(ProtoEnum):
     """Official ``TrackSource`` values (the same numbers as the wire's, PROTOCOL-MAP §9)."""
 
     SOURCE_UNKNOWN = 0
@@ -66,7 +68,7 @@ class TrackSource(enum.IntEnum):
     SOURCE_SCREENSHARE_AUDIO = 4
 
 
-class StreamState(enum.IntEnum):
+class StreamState(ProtoEnum):
     """Official ``StreamState`` values (wire ``StreamState`` ACTIVE 0 / PAUSED 1 maps to 1 / 2)."""
 
     STATE_UNKNOWN = 0
@@ -74,7 +76,7 @@ class StreamState(enum.IntEnum):
     STATE_PAUSED = 2
 
 
-class VideoCodec(enum.IntEnum):
+class VideoCodec(ProtoEnum):
     """Official ``VideoCodec`` values; aiortc can send VP8 and H264 only (PROTOCOL-MAP §14)."""
 
     VP8 = 0
@@ -343,3 +345,9 @@ class RemoteAudioTrack(RemoteTrack):
 
 class RemoteVideoTrack(RemoteTrack):
     pass
+
+
+AudioTrack: TypeAlias = LocalAudioTrack | RemoteAudioTrack
+"""Official alias: any audio track, local or remote."""
+VideoTrack: TypeAlias = LocalVideoTrack | RemoteVideoTrack
+"""Official alias: any video track, local or remote."""

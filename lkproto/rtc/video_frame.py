@@ -24,15 +24,16 @@ NV12                       Y ``w x h``, interleaved UV ``2cw x ch``     nv12
 
 from __future__ import annotations
 
-import enum
 from typing import Final
 
 import av
 
+from lkproto.rtc._enum import ProtoEnum
+
 __all__ = ["VideoBufferType", "VideoFrame", "VideoRotation", "buffer_size", "plane_layout"]
 
 
-class VideoBufferType(enum.IntEnum):
+class VideoBufferType(ProtoEnum):
     """Pixel layouts; values are the official ``VideoBufferType`` protobuf numbers."""
 
     RGBA = 0
@@ -48,7 +49,7 @@ class VideoBufferType(enum.IntEnum):
     NV12 = 10
 
 
-class VideoRotation(enum.IntEnum):
+class VideoRotation(ProtoEnum):
     """Clockwise rotation a receiver should apply; values are the official protobuf numbers."""
 
     VIDEO_ROTATION_0 = 0

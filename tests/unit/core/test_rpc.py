@@ -225,7 +225,14 @@ def test_rpc_error_bad_text() -> None:
     with pytest.raises(LocalProtocolError):
         RpcError(1, None)  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
-        RpcError(1, "", None)  # type: ignore[arg-type]
+        RpcError(1, "", b"data")  # type: ignore[arg-type]
+
+
+def test_rpc_error_none_data_is_empty_and_official_names() -> None:
+    # livekit.rtc's RpcError(code, message, None) means "no data"; the wire carries "".
+    error = RpcError(RpcError.ErrorCode.RESPONSE_TIMEOUT, "late", None)
+    assert (error.code, error.message, error.data) == (1502, "late", "")
+    assert RpcError.ErrorMessage[RpcError.ErrorCode.RESPONSE_TIMEOUT] == "Response timeout"
 
 
 # -------------------------------------------------------------------------------- client
