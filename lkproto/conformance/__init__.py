@@ -8,10 +8,20 @@ Run it::
 
 (``python -m lkproto.conformance`` takes the same arguments.) ``--local`` starts a loopback
 livekit-server (built once by :func:`lkproto.testing.ensure_livekit_server`) plus a second one with
-``room.auto_create: false`` for ``join.reject.room_not_found``. The output is a Markdown table,
-scenario x client, each cell ``pass``, ``FAIL: reason`` or ``unsupported``; ``--json`` writes a list
-of ``{"scenario", "client", "result": "pass" | "fail" | "unsupported", "reason", "seconds"}``. The
-exit status is 0 only if nothing failed.
+``room.auto_create: false`` for ``join.reject.room_not_found``; ``--server-versions
+v1.13.5,v1.11.0`` (or repeated ``--server-version``) builds each release once and runs against
+each in turn. The
+output is a Markdown table, scenario x client, each cell ``pass``, ``FAIL: reason`` or
+``unsupported``; ``--json`` writes a list of ``{"scenario", "client", "result": "pass" | "fail" |
+"unsupported", "reason", "seconds"}`` plus ``"server"`` and ``"started"`` (seconds into the run)
+when known; ``--markdown``/``--html`` write readable reports (:mod:`lkproto.conformance.report`),
+``--render RUN.json`` writes them from a saved run and ``--compare OLD.json NEW.json`` prints what
+changed, new failures first. The exit status is 0 only if nothing failed (for ``--compare``: if
+nothing newly failed).
+
+Runs go concurrently, each scenario in its own room and with its own clients: ``--parallel`` runs
+of the in-process adapters at once, and beside them ``--browsers`` runs of ``livekit-js`` (one
+Chromium page each).
 
 How a scenario works
 --------------------

@@ -666,38 +666,76 @@ def livekit_js_unavailable() -> str | None:
 
 
 class BrowserPool:
-    """One livekit-client page shared by the scenarios (run one at a time), reset between them."""
+    """Up to ``size`` livekit-client pages (one Chromium each); a scenario borrows one page for
+    its whole run and the page is reset before the next borrower.
 
-    def __init__(self) -> None:
-        self._peer: Any = None
+    A page is one client, so two runs never share one; several pages let the browser lane run
+    that many scenarios at once (each in its own room).
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        self.size = max(1, size)
+        self._idle: list[Any] = []
+        self._live: list[Any] = []
         self._error: str | None = None
-        self.lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(self.size)
 
-    async def get(self) -> Any:
+    async def acquire(self) -> Any:
+        """Borrow a started page (starting one if none is idle); give it back with :meth:`release`.
+
+        Raises:
+            Unsupported: the harness is missing or Chromium did not start (remembered, so the
+                other scenarios report it at once).
+        """
         if self._error is not None:
             raise Unsupported(self._error)
-        peer = self._peer
-        if peer is not None and peer.driver_pid is not None and not peer._dead:
-            return peer
+        await self._slots.acquire()
+        try:
+            while self._idle:
+                peer = self._idle.pop()
+                if peer.driver_pid is not None and not peer._dead:
+                    return peer
+                await self._discard(peer)
+            return await self._start()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, peer: Any) -> None:
+        """Give back a page borrowed with :meth:`acquire`."""
+        self._idle.append(peer)
+        self._slots.release()
+
+    async def _start(self) -> Any:
+        if self._error is not None:
+            raise Unsupported(self._error)
         try:
             harness = _load_harness()
         except Unsupported as exc:
             self._error = str(exc)
             raise
-        peer = harness.BrowserPeer(name="conformance-js")
+        peer = harness.BrowserPeer(name=f"conformance-js-{len(self._live)}")
         try:
             await peer.start()
         except Exception as exc:
             self._error = f"Chromium/livekit-client did not start: {exc}"
+            with contextlib.suppress(Exception):
+                await peer.close()
             raise Unsupported(self._error) from exc
-        self._peer = peer
+        self._live.append(peer)
         return peer
 
+    async def _discard(self, peer: Any) -> None:
+        if peer in self._live:
+            self._live.remove(peer)
+        with contextlib.suppress(Exception):
+            await peer.close()
+
     async def close(self) -> None:
-        if self._peer is not None:
-            with contextlib.suppress(Exception):
-                await self._peer.close()
-            self._peer = None
+        """Close every page."""
+        for peer in list(self._live):
+            await self._discard(peer)
+        self._idle.clear()
 
 
 _JS_WATCH: Final = r"""
@@ -805,7 +843,7 @@ _JS_SIMULATIONS: Final = {
 
 
 class BrowserClient(Client):
-    """livekit-client in Chromium (one shared page, see :class:`BrowserPool`)."""
+    """livekit-client in Chromium (a page borrowed from the :class:`BrowserPool`)."""
 
     adapter = "livekit-js"
     capabilities = frozenset(CAPABILITIES)
@@ -816,26 +854,25 @@ class BrowserClient(Client):
         self._peer: Any = None
         self._since = 0
         self._seen = 0
-        self._held = False
+        self._lease: Any = None
 
     async def _browser(self) -> Any:
         if self._peer is None:
-            await self._pool.lock.acquire()
-            self._held = True
+            self._lease = await self._pool.acquire()
             try:
-                self._peer = await self._pool.get()
-                await self._peer.call("reset")
+                await self._lease.call("reset")
             except BaseException:
                 self._release()
                 raise
+            self._peer = self._lease
             self._since = self._peer.last_seq
             self._seen = self._since
         return self._peer
 
     def _release(self) -> None:
-        if self._held:
-            self._held = False
-            self._pool.lock.release()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            self._pool.release(lease)
 
     async def connect(self, url: str, token: str, *, single_pc: bool | None = None) -> None:
         peer = await self._browser()
@@ -1081,4 +1118,5 @@ ADAPTERS: Final = _adapters()
 """Adapter name -> factory maker (given the shared :class:`BrowserPool`)."""
 
 SERIAL_ADAPTERS: Final = frozenset({"livekit-js"})
-"""Adapters whose scenarios must run one at a time (one shared browser page)."""
+"""Adapters with their own lane beside the shared gate: as many runs at once as the
+:class:`BrowserPool` has pages."""

@@ -31,7 +31,12 @@ from lkproto.conformance.report import (
     load_results,
     markdown_report,
 )
-from lkproto.conformance.runner import DEFAULT_PARALLEL, markdown_table, run_catalogue
+from lkproto.conformance.runner import (
+    DEFAULT_BROWSERS,
+    DEFAULT_PARALLEL,
+    markdown_table,
+    run_catalogue,
+)
 from lkproto.errors import LkError
 
 __all__ = ["add_arguments", "main", "run"]
@@ -89,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--parallel", type=int, default=DEFAULT_PARALLEL, help="runs at once (%(default)s)"
+    )
+    parser.add_argument(
+        "--browsers",
+        type=int,
+        default=DEFAULT_BROWSERS,
+        help="Chromium pages for livekit-js, i.e. its runs at once (%(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-result progress lines")
 
@@ -213,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
                         scenarios,
                         clients,
                         parallel=args.parallel,
+                        browsers=args.browsers,
                         no_autocreate=closed,
                         on_result=progress,
                         server_version=label,

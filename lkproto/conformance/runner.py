@@ -15,10 +15,13 @@ from lkproto.conformance._registry import Result, Scenario, Unsupported
 from lkproto.conformance.adapters import ADAPTERS, SERIAL_ADAPTERS, BrowserPool, ClientFactory
 from lkproto.testing import scaled
 
-__all__ = ["DEFAULT_PARALLEL", "markdown_table", "run_catalogue", "run_one"]
+__all__ = ["DEFAULT_BROWSERS", "DEFAULT_PARALLEL", "markdown_table", "run_catalogue", "run_one"]
 
 DEFAULT_PARALLEL: Final = 4
-"""Scenario runs at once (each in its own room), plus one for the browser adapter (serial)."""
+"""Scenario runs at once (each in its own room) for the in-process adapters."""
+
+DEFAULT_BROWSERS: Final = 1
+"""Chromium pages of the browser adapter, i.e. its runs at once (a lane beside the gate)."""
 
 _REASON_CELL_CHARS: Final = 90
 
@@ -78,6 +81,7 @@ async def run_catalogue(
     clients: Sequence[str],
     *,
     parallel: int = DEFAULT_PARALLEL,
+    browsers: int = DEFAULT_BROWSERS,
     no_autocreate: ServerTarget | None = None,
     on_result: Callable[[Result], None] | None = None,
     server_version: str = "",
@@ -88,7 +92,8 @@ async def run_catalogue(
         server: the server every scenario joins (each run gets a fresh room).
         scenarios: what to run.
         clients: adapter names (keys of :data:`~lkproto.conformance.adapters.ADAPTERS`).
-        parallel: runs at once.
+        parallel: runs at once of the in-process adapters (lkproto, livekit-python).
+        browsers: Chromium pages for ``livekit-js``, i.e. its runs at once, beside ``parallel``.
         no_autocreate: a server with ``room.auto_create: false`` (for ``join.reject.*``).
         on_result: called with each result as it is produced (progress output).
         server_version: the server release, recorded in every result (``Result.server``).
@@ -99,16 +104,16 @@ async def run_catalogue(
     unknown = [c for c in clients if c not in ADAPTERS]
     if unknown:
         raise ValueError(f"unknown client(s) {unknown}; known: {sorted(ADAPTERS)}")
-    pool = BrowserPool()
+    pool = BrowserPool(browsers)
     factories = {name: ADAPTERS[name](pool) for name in clients}
     gate = asyncio.Semaphore(max(1, parallel))
-    serial = {name: asyncio.Semaphore(1) for name in clients if name in SERIAL_ADAPTERS}
+    serial = {name: asyncio.Semaphore(pool.size) for name in clients if name in SERIAL_ADAPTERS}
     origin = time.monotonic()
 
     async def job(scenario: Scenario, client: str) -> Result:
         async with contextlib.AsyncExitStack() as stack:
-            # A serial adapter adds one run at a time, beside the shared gate, so that it
-            # progresses while the others run instead of queueing behind all of them.
+            # The browser adapter has its own lane (one run per page) beside the shared gate,
+            # so that it progresses while the others run instead of queueing behind them.
             await stack.enter_async_context(serial.get(client) or gate)
             started = time.monotonic() - origin
             result = await run_one(
