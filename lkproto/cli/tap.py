@@ -1,10 +1,16 @@
-"""``lkproto tap FILE``: pretty-print and filter a JSON Lines wire tap."""
+"""``lkproto tap FILE``: pretty-print and filter a JSON Lines wire tap, or draw it as a page.
+
+``--html`` renders the matching records with :func:`lkproto.wire.explorer.render_html` into one
+self-contained HTML file (``-o``, default stdout): a sequence diagram with the decoded fields and
+raw bytes of each message on click.
+"""
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -27,10 +33,13 @@ examples:
   lkproto tap session.jsonl --type SignalRequest.offer --type SignalResponse.answer -v
   lkproto tap session.jsonl --participant alice --topic chat --follow
   lkproto tap session.jsonl --channel rtp --json       # matching records as JSON Lines
+  lkproto tap session.jsonl --html -o session.html     # the wire explorer page
 
 Record a tap with `lkproto join --tap FILE`, RoomOptions(tap_file=FILE) or LKPROTO_TAP=FILE.
 --type takes shell patterns (SignalResponse.*, *.user) or a bare prefix (DataPacket).
 """
+
+_EXIT_USAGE: Final = 2  # argparse's status for a usage error, as for unknown options
 
 _DIRECTIONS: Final = {"in": "<", "<": "<", "out": ">", ">": ">"}
 
@@ -56,6 +65,21 @@ def add_tap_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="print the decoded fields in full"
+    )
+    parser.add_argument(
+        "--html",
+        action="store_true",
+        help="write the matching records as one self-contained explorer page (sequence diagram)",
+    )
+    parser.add_argument(
+        "--output", "-o", default="-", metavar="PAGE", help="where --html writes ('-': stdout)"
+    )
+    parser.add_argument(
+        "--max-records",
+        type=int,
+        default=None,
+        metavar="N",
+        help="records drawn by --html (default 5000; the page notes any left out)",
     )
 
 
@@ -115,6 +139,20 @@ def _lines(stream: IO[str], follow: bool) -> Iterator[str]:
 
 
 def run_tap(args: argparse.Namespace) -> int:
+    if args.html:
+        return _run_html(args)
+    if args.max_records is not None or args.output != "-":
+        raise CliError("--max-records and --output go with --html", _EXIT_USAGE)
+    for line, record in _records(args):
+        if args.json:
+            print(line.rstrip("\n"), flush=args.follow)
+        else:
+            print(format_record(record, verbose=args.verbose), flush=args.follow)
+    return 0
+
+
+def _records(args: argparse.Namespace) -> Iterator[tuple[str, TapRecord]]:
+    """``(line, record)`` of every record in ``args.file`` that passes the filters."""
     from lkproto.errors import DecodeError
     from lkproto.wire.tap import TapRecord
 
@@ -130,13 +168,38 @@ def run_tap(args: argparse.Namespace) -> int:
                 record = TapRecord.from_json(obj)
             except (ValueError, DecodeError) as exc:
                 raise CliError(f"{args.file}:{number}: not a tap record: {exc}") from exc
-            if not matches(record, args):
-                continue
-            if args.json:
-                print(line.rstrip("\n"), flush=args.follow)
-            else:
-                print(format_record(record, verbose=args.verbose), flush=args.follow)
+            if matches(record, args):
+                yield line, record
     finally:
         if stream is not sys.stdin:
             stream.close()
+
+
+def _run_html(args: argparse.Namespace) -> int:
+    from lkproto.errors import LocalProtocolError
+    from lkproto.wire.explorer import ExplorerLimits, render_html
+
+    if args.follow:
+        raise CliError(
+            "--follow cannot be used with --html (the page is written once)", _EXIT_USAGE
+        )
+    if args.json:
+        raise CliError("--json cannot be used with --html", _EXIT_USAGE)
+    try:
+        limits = (
+            ExplorerLimits()
+            if args.max_records is None
+            else ExplorerLimits(max_records=args.max_records)
+        )
+    except LocalProtocolError as exc:
+        raise CliError(str(exc), _EXIT_USAGE) from exc
+    title = "stdin" if args.file == "-" else os.path.basename(args.file)
+    page = render_html(
+        (record for _, record in _records(args)), title=f"{title} · lkproto", limits=limits
+    )
+    if args.output == "-":
+        sys.stdout.write(page)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(page)
     return 0
