@@ -62,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     target.add_argument(
         "--server-versions",
+        action="append",
         type=_version_list,
         dest="server_version_lists",
         metavar="vA,vB,...",

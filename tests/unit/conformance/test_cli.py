@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import TYPE_CHECKING
 
 import pytest
 
 from lkproto.conformance import Result
-from lkproto.conformance.cli import main
+from lkproto.conformance.cli import _versions, add_arguments, main
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -67,3 +68,13 @@ def test_server_versions_need_local(capsys: pytest.CaptureFixture[str]) -> None:
     assert "needs --local" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--local", "--server-versions", " , "])
+
+
+def test_server_versions_in_order_without_repeats() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--server-version", "v1.13.5", "--server-versions", "v1.11.0, v1.9.11,v1.13.5"]
+    )
+    assert _versions(args) == ["v1.13.5", "v1.11.0", "v1.9.11"]
+    assert _versions(parser.parse_args([])) == []
