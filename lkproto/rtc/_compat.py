@@ -89,9 +89,7 @@ NOTES: Final[dict[str, str]] = {
     "PlatformAudio": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
     "MediaDevices": f"unsupported: {NATIVE_REASONS['MediaDevices']}",
     "EncodedVideoSource": _ENCODED,
-    "LocalParticipant": (
-        "differs: RPC interceptors, data tracks and subscription permissions are not built yet"
-    ),
+    "LocalParticipant": "differs: RPC interceptors and data tracks are not built yet",
 }
 """Official name -> how lkproto's differs (or a remark on a name that is the same)."""
 
@@ -119,7 +117,6 @@ MISSING: Final[dict[str, str]] = {
     ),
     "FrameMetadataFeature": _FRAME_METADATA,
     "FrameMetadata": _FRAME_METADATA,
-    "ParticipantTrackPermission": "not yet: track subscription permissions are not built",
     "NoiseCancellationOptions": (
         f"unsupported: {NATIVE_REASONS['AudioFilter']}; `AudioStream(noise_cancellation=...)` "
         "is not accepted"

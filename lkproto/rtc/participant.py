@@ -57,6 +57,7 @@ __all__ = [
     "ParticipantKind",
     "ParticipantKindDetail",
     "ParticipantState",
+    "ParticipantTrackPermission",
     "RemoteParticipant",
     "RemoteTrackPublication",
     "TrackPublication",
@@ -464,6 +465,21 @@ class RemoteParticipant(Participant):
 _F = TypeVar("_F", bound="RpcHandler")
 
 
+@dataclasses.dataclass
+class ParticipantTrackPermission:
+    """Official ``ParticipantTrackPermission``: which of our tracks one participant may subscribe.
+
+    Attributes:
+        participant_identity: the participant it applies to.
+        allow_all: may subscribe to all our tracks (then ``allowed_track_sids`` is ignored).
+        allowed_track_sids: the tracks it may subscribe to otherwise.
+    """
+
+    participant_identity: str = ""
+    allow_all: bool = False
+    allowed_track_sids: list[str] = dataclasses.field(default_factory=list)
+
+
 class LocalParticipant(Participant):
     """This client's participant."""
 
@@ -589,8 +605,10 @@ class LocalParticipant(Participant):
     async def publish_transcription(self, transcription: Transcription) -> None:
         """Send a legacy transcription packet (reliable ``DataPacket.transcription``).
 
-        Receivers get it as ``transcription_received``, as the official SDK sends it. Newer
-        agents send transcriptions as text streams on ``lk.transcription`` instead.
+        Receivers get it as ``transcription_received``, as the official SDK sends it.
+        livekit-server forwards these packets only from agent participants (PROTOCOL-MAP §3);
+        from others they are dropped there, for both SDKs. Newer agents send transcriptions as
+        text streams on ``lk.transcription`` instead.
 
         Raises:
             PublishDataError: the room is not connected, or the packet is too large.
@@ -612,6 +630,46 @@ class LocalParticipant(Participant):
             segments=segments,
         )
         await self._publish(pb.DataPacket(transcription=message), reliable=True)
+
+    def set_track_subscription_permissions(
+        self,
+        *,
+        allow_all_participants: bool,
+        participant_permissions: Sequence[ParticipantTrackPermission] | None = None,
+    ) -> None:
+        """Restrict who may subscribe to our tracks (``SubscriptionPermission``, PROTOCOL-MAP §9).
+
+        The server enforces it: a participant not allowed a track is not subscribed (it is told
+        so with ``SubscriptionPermissionUpdate{allowed=false}``) and is subscribed as soon as a
+        later call allows it.
+
+        Args:
+            allow_all_participants: everyone may subscribe (the default state); the list is then
+                sent but the server ignores it, as with the official SDK.
+            participant_permissions: per-participant grants, by identity.
+
+        Raises:
+            LocalProtocolError: the room is not connected, or an entry is not a
+                :class:`ParticipantTrackPermission`.
+        """
+        permissions = list(participant_permissions or ())
+        for entry in permissions:
+            if not isinstance(entry, ParticipantTrackPermission):
+                raise LocalProtocolError(
+                    f"participant_permissions takes ParticipantTrackPermission, got {entry!r}"
+                )
+        message = pb.SubscriptionPermission(
+            all_participants=allow_all_participants,
+            track_permissions=[
+                pb.TrackPermission(
+                    participant_identity=entry.participant_identity,
+                    all_tracks=entry.allow_all,
+                    track_sids=list(entry.allowed_track_sids),
+                )
+                for entry in permissions
+            ],
+        )
+        self._engine.send_signal(pb.SignalRequest(subscription_permission=message))
 
     async def _publish(self, packet: pb.DataPacket, *, reliable: bool) -> None:
         try:

@@ -11,6 +11,7 @@ import pytest
 from lkproto import rtc
 from lkproto.asyncio.engine import Engine
 from lkproto.asyncio.rpc import RpcDriver
+from lkproto.errors import LocalProtocolError
 from lkproto.rtc.participant import (
     ConnectionQuality,
     DisconnectReason,
@@ -275,3 +276,97 @@ def test_class_hierarchy() -> None:
     assert issubclass(RemoteParticipant, Participant)
     assert issubclass(LocalParticipant, Participant)
     assert rtc.RemoteParticipant is RemoteParticipant
+
+
+class _SignalEngine:
+    def __init__(self) -> None:
+        self.signals: list[pb.SignalRequest] = []
+        self.packets: list[tuple[pb.DataPacket, bool]] = []
+        self.settings: list[pb.UpdateTrackSettings] = []
+
+    def send_signal(self, request: pb.SignalRequest) -> None:
+        self.signals.append(request)
+
+    async def send_data(self, packet: pb.DataPacket, *, reliable: bool) -> None:
+        self.packets.append((packet, reliable))
+
+    def update_track_settings(self, settings: pb.UpdateTrackSettings) -> None:
+        self.settings.append(settings)
+
+
+def _local(engine: _SignalEngine) -> LocalParticipant:
+    return LocalParticipant(info("me"), cast("Engine", engine), cast("RpcDriver", None))
+
+
+def test_set_track_subscription_permissions_sends_the_official_request() -> None:
+    engine = _SignalEngine()
+    _local(engine).set_track_subscription_permissions(
+        allow_all_participants=False,
+        participant_permissions=[
+            rtc.ParticipantTrackPermission(participant_identity="ann", allow_all=True),
+            rtc.ParticipantTrackPermission(participant_identity="bob", allowed_track_sids=["TR_1"]),
+        ],
+    )
+    assert engine.signals == [
+        pb.SignalRequest(
+            subscription_permission=pb.SubscriptionPermission(
+                all_participants=False,
+                track_permissions=[
+                    pb.TrackPermission(participant_identity="ann", all_tracks=True),
+                    pb.TrackPermission(participant_identity="bob", track_sids=["TR_1"]),
+                ],
+            )
+        )
+    ]
+
+
+def test_set_track_subscription_permissions_refuses_other_entries() -> None:
+    engine = _SignalEngine()
+    with pytest.raises(LocalProtocolError, match="ParticipantTrackPermission"):
+        _local(engine).set_track_subscription_permissions(
+            allow_all_participants=False,
+            participant_permissions=[{"participant_identity": "ann"}],  # type: ignore[list-item]
+        )
+    assert engine.signals == []
+
+
+async def test_publish_transcription_sends_a_reliable_legacy_packet() -> None:
+    engine = _SignalEngine()
+    segment = rtc.TranscriptionSegment(
+        id="s1", text="hello", start_time=10, end_time=20, language="en", final=True
+    )
+    await _local(engine).publish_transcription(
+        rtc.Transcription(participant_identity="me", track_sid="TR_A", segments=[segment])
+    )
+    assert engine.packets == [
+        (
+            pb.DataPacket(
+                transcription=pb.Transcription(
+                    transcribed_participant_identity="me",
+                    track_id="TR_A",
+                    segments=[
+                        pb.TranscriptionSegment(
+                            id="s1",
+                            text="hello",
+                            start_time=10,
+                            end_time=20,
+                            final=True,
+                            language="en",
+                        )
+                    ],
+                )
+            ),
+            True,
+        )
+    ]
+
+
+def test_set_video_quality_takes_video_quality_and_checks_it() -> None:
+    engine = _SignalEngine()
+    owner = RemoteParticipant(info("bob"))
+    owner._bind(cast("Engine", engine))
+    publication = rtc.RemoteTrackPublication(track("TR_V"), owner)
+    publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_LOW)
+    assert engine.settings == [pb.UpdateTrackSettings(track_sids=["TR_V"], quality=pb.LOW)]
+    with pytest.raises(LocalProtocolError, match="not a VideoQuality"):
+        publication.set_video_quality(7)
