@@ -22,12 +22,13 @@ sheet (``explorer_assets/``), so the page needs nothing from the network. Every 
 remote input: the JSON is escaped so no ``<``, ``>``, ``&`` or line separator survives literally,
 the script only ever writes record text with ``textContent``, and the title is HTML-escaped.
 
-Limits (:class:`ExplorerLimits`) keep a page the browser can open: the first
-:data:`EXPLORER_MAX_RECORDS` records (the page says how many were left out; filter the tap with
-``lkproto tap --type/--participant/--topic`` to look at others), at most
+Limits (:class:`ExplorerLimits`) keep a page the browser can open: records are drawn from the
+first one on until :data:`EXPLORER_MAX_RECORDS` records or :data:`EXPLORER_MAX_DATA_BYTES` of
+embedded data, whichever comes first (the page says how many were left out; filter the tap with
+``lkproto tap --type/--participant/--topic`` to look at others); each record keeps at most
 :data:`EXPLORER_MAX_RAW_BYTES` raw bytes and :data:`EXPLORER_MAX_STRING_CHARS` characters per
-string field per record (the detail pane says when something was cut), and at most
-:data:`EXPLORER_MAX_PEER_LANES` participant lanes (the rest share an ``others`` lane).
+string field (the detail pane says when something was cut); at most
+:data:`EXPLORER_MAX_PEER_LANES` participant lanes are drawn (the rest share an ``others`` lane).
 
 No I/O besides reading the two assets from the installed package, no clock.
 """
@@ -46,6 +47,7 @@ from lkproto.errors import LocalProtocolError
 from lkproto.wire.tap import CHANNEL_RTP, CHANNEL_SIGNAL, JsonValue, TapRecord
 
 __all__ = [
+    "EXPLORER_MAX_DATA_BYTES",
     "EXPLORER_MAX_PEER_LANES",
     "EXPLORER_MAX_RAW_BYTES",
     "EXPLORER_MAX_RECORDS",
@@ -64,7 +66,9 @@ __all__ = [
 ]
 
 EXPLORER_MAX_RECORDS: Final = 5000
-"""Records drawn per page: a few MB of page at most, which Chromium opens in about a second."""
+"""Records drawn per page (one DOM row each)."""
+EXPLORER_MAX_DATA_BYTES: Final = 8 << 20
+"""Embedded record data per page; a session of stream chunks reaches it before the record limit."""
 EXPLORER_MAX_RAW_BYTES: Final = 4096
 """Raw bytes kept per record for the hex dump (a stream chunk carries up to 15 000)."""
 EXPLORER_MAX_STRING_CHARS: Final = 4096
@@ -109,12 +113,19 @@ class ExplorerLimits:
     """
 
     max_records: int = EXPLORER_MAX_RECORDS
+    max_data_bytes: int = EXPLORER_MAX_DATA_BYTES
     max_raw_bytes: int = EXPLORER_MAX_RAW_BYTES
     max_string_chars: int = EXPLORER_MAX_STRING_CHARS
     max_peer_lanes: int = EXPLORER_MAX_PEER_LANES
 
     def __post_init__(self) -> None:
-        for name in ("max_records", "max_raw_bytes", "max_string_chars", "max_peer_lanes"):
+        for name in (
+            "max_records",
+            "max_data_bytes",
+            "max_raw_bytes",
+            "max_string_chars",
+            "max_peer_lanes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise LocalProtocolError(f"{name} must be a positive integer, got {value!r}")
@@ -125,7 +136,7 @@ class Row:
     """One record as the page draws it.
 
     Attributes:
-        index: position in the tap (0-based, counting records left out by the limit too).
+        index: position in the tap (0-based), and in ``ExplorerModel.rows``: rows are a prefix.
         t: seconds since the first record (monotonic clock).
         source: lane the arrow starts from.
         target: lane the arrow points to.
@@ -136,6 +147,7 @@ class Row:
         rpc_role: ``request``, ``ack`` or ``response`` (v2 stream chunks too).
         marker: a turning point drawn across all lanes (``resume``, ``full reconnect``...).
         clipped: raw bytes or a string field were cut to the limits.
+        data: the row as the page's JSON (record values already cut to the limits).
     """
 
     index: int
@@ -150,6 +162,7 @@ class Row:
     rpc_role: str | None = None
     marker: str | None = None
     clipped: bool = False
+    data: dict[str, JsonValue] = field(default_factory=dict)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -188,7 +201,7 @@ class ExplorerModel:
     streams: dict[str, StreamSummary]
     rpcs: dict[str, RpcSummary]
     total: int
-    """Records in the tap, including those beyond ``max_records``."""
+    """Records in the tap, including those left out by the limits."""
     identity: str | None
 
     @property
@@ -240,7 +253,7 @@ class _Builder:
             rpc = self.rpcs[request_id] = RpcSummary(request_id=request_id)
         return rpc
 
-    def add(self, index: int, record: TapRecord) -> None:
+    def add(self, index: int, record: TapRecord) -> Row:
         if self.t0 is None:
             self.t0 = record.mono
         label = record.type.split(".", 1)[-1] if "." in record.type else record.type
@@ -252,13 +265,15 @@ class _Builder:
             target=LANE_SERVER,
             label=label,
         )
+        self.rows.append(row)
         if record.channel == CHANNEL_SIGNAL:
             self._signal(row)
         elif record.channel != CHANNEL_RTP:
             self._packet(row)
         if record.direction == "<":
             row.source, row.target = row.target, row.source
-        self.rows.append(row)
+        row.data = _row_json(row, self.limits)
+        return row
 
     def _signal(self, row: Row) -> None:
         record = row.record
@@ -314,7 +329,7 @@ class _Builder:
         stream = self.streams.get(stream_id)
         if stream is None:
             stream = self.streams[stream_id] = StreamSummary(stream_id=stream_id)
-        stream.rows.append(len(self.rows))
+        stream.rows.append(row.index)
         if member == "stream_header":
             stream.topic = _str(body.get("topic"))
             stream.kind = (
@@ -351,7 +366,7 @@ class _Builder:
                 if row.rpc_role == "request"
                 else self.rpc(stream.rpc_id).response
             )
-            role_rows.append(len(self.rows))
+            role_rows.append(row.index)
 
     def _rpc_packet(self, row: Row, member: str | None, body: dict[str, JsonValue]) -> None:
         key = "id" if member == "rpc_request" else "request_id"
@@ -360,7 +375,7 @@ class _Builder:
             return
         rpc = self.rpc(request_id)
         row.rpc_id = request_id
-        position = len(self.rows)
+        position = row.index
         if member == "rpc_request":
             row.rpc_role = "request"
             rpc.request.append(position)
@@ -395,10 +410,16 @@ def build_model(
     limits = limits or ExplorerLimits()
     builder = _Builder(limits)
     total = 0
+    used_bytes = 0
+    full = False
     for index, record in enumerate(records):
         total += 1
-        if index < limits.max_records:
-            builder.add(index, record)
+        if full:
+            continue
+        row = builder.add(index, record)
+        used_bytes += len(embed_json(row.data))
+        if len(builder.rows) >= limits.max_records or used_bytes >= limits.max_data_bytes:
+            full = True
     client_label = f"client ({builder.identity})" if builder.identity else "client"
     lanes = [(LANE_CLIENT, client_label), (LANE_SERVER, "server (SFU)")]
     lanes += [(f"peer:{peer}", peer) for peer in builder.peers]
@@ -490,13 +511,14 @@ def _model_json(model: ExplorerModel, limits: ExplorerLimits) -> dict[str, JsonV
     ]
     return {
         "lanes": [{"id": lane, "label": label} for lane, label in model.lanes],
-        "rows": [_row_json(row, limits) for row in model.rows],
+        "rows": [row.data for row in model.rows],
         "streams": streams,
         "rpcs": rpcs,
         "total": model.total,
         "omitted": model.omitted,
         "limits": {
             "max_records": limits.max_records,
+            "max_data_bytes": limits.max_data_bytes,
             "max_raw_bytes": limits.max_raw_bytes,
             "max_string_chars": limits.max_string_chars,
         },

@@ -51,8 +51,10 @@
     document.querySelector('header').append(el('p', {
       class: 'omitted', id: 'omitted',
       text: `Showing the first ${rows.length} of ${model.total} records ` +
-        `(${model.omitted} left out, limit ${model.limits.max_records}). Filter the tap with ` +
-        "'lkproto tap --type/--participant/--topic ... --json' or raise --max-records to see others.",
+        `(${model.omitted} left out; a page holds at most ${model.limits.max_records} records ` +
+        `and ${Math.round(model.limits.max_data_bytes / 1048576)} MiB of record data). ` +
+        "Filter the tap with 'lkproto tap --type/--participant/--topic ... --html' or raise " +
+        '--max-records to see others.',
     }));
   }
   const distinct = (key) => [...new Set(rows.map((r) => r[key]).filter((v) => v))].sort();
@@ -232,7 +234,7 @@
     if (row.stream && streams.has(row.stream)) {
       const s = streams.get(row.stream);
       parts.push(el('h3', { text: `Stream ${s.id}` }), el('p', { text:
-        `${s.kind || '?'} stream on ${s.topic || '(no topic)'}, ${s.chunks} chunks` +
+        `${s.kind ? `${s.kind} stream` : 'stream'} on ${s.topic || '(no topic)'}, ${s.chunks} chunks` +
         `${s.closed ? ', closed' : ', not closed'}` }), groupButton(s.id, 'stream'),
       el('ol', { class: 'group' }, ...s.rows.map(rowLink)));
     }

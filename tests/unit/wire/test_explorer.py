@@ -322,6 +322,27 @@ def test_record_limit_and_note() -> None:
     assert (len(data["rows"]), data["total"], data["omitted"]) == (4, 10, 6)  # type: ignore[arg-type]
 
 
+def test_data_budget_stops_the_page_before_the_record_limit() -> None:
+    chunks = [
+        _pkt(
+            ">",
+            pb.DataPacket(
+                stream_chunk=pb.DataStream.Chunk(stream_id="S", chunk_index=i, content=b"z" * 900)
+            ),
+        )
+        for i in range(50)
+    ]
+    limits = ExplorerLimits(max_data_bytes=10_000)
+    model = build_model(chunks, limits)
+    # Each row embeds ~2.5 kB (900 raw bytes and the same content in the fields, both base64).
+    assert 3 <= len(model.rows) <= 5
+    assert model.total == 50
+    assert model.streams["S"].rows == list(range(len(model.rows)))
+    data = _page_data(render_html(chunks, limits=limits))
+    assert len(embed_json(data["rows"])) < 10_000 + 3_000  # type: ignore[arg-type]
+    assert data["omitted"] == 50 - len(model.rows)
+
+
 def test_raw_bytes_and_long_strings_are_cut() -> None:
     big = pb.DataPacket(user=pb.UserPacket(payload=b"\xab" * 300, topic="t" * 50))
     small = pb.DataPacket(user=pb.UserPacket(payload=b"ok"))
@@ -342,6 +363,7 @@ def test_raw_bytes_and_long_strings_are_cut() -> None:
     "kwargs",
     [
         {"max_records": 0},
+        {"max_data_bytes": 0},
         {"max_raw_bytes": -1},
         {"max_string_chars": True},
         {"max_peer_lanes": 1.5},
