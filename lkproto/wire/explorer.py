@@ -545,11 +545,8 @@ def embed_json(value: JsonValue) -> str:
 
 
 def _asset(name: str) -> str:
-    text = resources.files(__package__ or "lkproto.wire").joinpath(_ASSETS, name).read_text("utf-8")
-    # The assets are ours, but a literal closing tag in them would end the inline element early.
-    if "</" in text:
-        raise LocalProtocolError(f"explorer asset {name} must not contain '</'")
-    return text
+    # The assets hold no "</" (a unit test checks), so inlining them cannot end their element.
+    return resources.files(__package__ or "lkproto.wire").joinpath(_ASSETS, name).read_text("utf-8")
 
 
 def render_html(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 
 import pytest
 
@@ -405,6 +406,13 @@ def test_embed_json_round_trips() -> None:
     text = embed_json(value)  # type: ignore[arg-type]
     assert not set("<>&\u2028\u2029") & set(text)
     assert json.loads(text) == value
+
+
+@pytest.mark.parametrize("name", ["explorer.js", "explorer.css"])
+def test_assets_can_be_inlined(name: str) -> None:
+    text = resources.files("lkproto.wire").joinpath("explorer_assets", name).read_text("utf-8")
+    assert "</" not in text
+    assert text in render_html([])
 
 
 def test_page_is_self_contained() -> None:
