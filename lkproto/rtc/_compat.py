@@ -58,7 +58,8 @@ NOTES: Final[dict[str, str]] = {
     "TrackPublishOptions": (
         "differs: a checked dataclass (a protobuf message there): `simulcast`, `red`, `dtx` "
         "default to False and are hints; codecs other than VP8/H264, non-L1T1 scalability and "
-        "frame metadata are refused (`UnsupportedFeatureError`)"
+        "frame metadata are refused (`UnsupportedFeatureError`); the official mutation style "
+        "`opts.video_encoding.max_bitrate = N` works and is checked"
     ),
     "VideoCodec": (
         f"{_ENUM_NOTE}; publishing AV1, VP9 or H265 raises `UnsupportedFeatureError` (aiortc "

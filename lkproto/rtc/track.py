@@ -171,11 +171,15 @@ class TrackPublishOptions:
       ``disable_red`` and ``TF_NO_DTX``.
 
     The official SDK's unset ``simulcast``/``red``/``dtx`` mean True; here they default to
-    False, which is what is sent.
+    False, which is what is sent. ``video_encoding`` and ``audio_encoding`` start as zero
+    encodings (the default rates), so ``opts.video_encoding.max_bitrate = N`` works as with the
+    official protobuf message.
     """
 
-    video_encoding: VideoEncoding | None = None
-    audio_encoding: AudioEncoding | None = None
+    # Present by default (zero = the encoder's default rate) so that the official protobuf
+    # mutation style, ``opts.video_encoding.max_bitrate = N``, works and is checked on assignment.
+    video_encoding: VideoEncoding | None = field(default_factory=VideoEncoding)
+    audio_encoding: AudioEncoding | None = field(default_factory=AudioEncoding)
     video_codec: int = VideoCodec.VP8
     dtx: bool = False
     red: bool = False

@@ -277,3 +277,34 @@ def test_encodings_reach_the_senders(monkeypatch: pytest.MonkeyPatch) -> None:
     video = rtc.TrackPublishOptions(video_encoding=rtc.VideoEncoding(max_bitrate=800_000))
     asyncio_publish.prepare_sender(object(), _track_description(video_track(), video))
     assert seen == [("audio", 24_000), ("video/VP8", 800_000)]
+
+
+def test_publish_options_take_the_official_mutation_style(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        asyncio_publish,
+        "install_video_encoder",
+        lambda sender, *, mime_type, bitrate: seen.append((mime_type, bitrate)),
+    )
+    monkeypatch.setattr(
+        asyncio_publish,
+        "install_opus_encoder",
+        lambda sender, *, channels, bitrate: seen.append(("audio", bitrate)),
+    )
+    # The zero encoding a default TrackPublishOptions carries installs no video encoder (the
+    # aiortc default rate), as None did.
+    defaults = rtc.TrackPublishOptions()
+    asyncio_publish.prepare_sender(object(), _track_description(video_track(), defaults))
+    assert seen == []
+    options = rtc.TrackPublishOptions()
+    assert options.video_encoding is not None
+    assert options.audio_encoding is not None
+    options.video_encoding.max_bitrate = 700_000
+    options.audio_encoding.max_bitrate = 32_000
+    asyncio_publish.prepare_sender(object(), _track_description(video_track(), options))
+    asyncio_publish.prepare_sender(object(), _track_description(audio_track(), options))
+    assert seen == [("video/VP8", 700_000), ("audio", 32_000)]
+    with pytest.raises(LocalProtocolError, match="max_bitrate"):
+        options.video_encoding.max_bitrate = -1
