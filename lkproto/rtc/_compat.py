@@ -87,6 +87,14 @@ NOTES: Final[dict[str, str]] = {
     "RemoteTrack": "differs: a base class, not a `Union` alias (`isinstance` works for both)",
     "AudioProcessingModule": f"unsupported: {NATIVE_REASONS['AudioProcessingModule']}",
     "AudioFilter": f"unsupported: {NATIVE_REASONS['AudioFilter']}",
+    "AudioResampler": (
+        "differs: FFmpeg's libswresample through PyAV instead of libsoxr: same interface, output "
+        "lengths within a few samples of the official ones"
+    ),
+    "AudioResamplerQuality": (
+        "differs: same names and values (a `StrEnum`); they choose libswresample filter lengths, "
+        "not libsoxr recipes"
+    ),
     "PlatformAudio": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
     "MediaDevices": f"unsupported: {NATIVE_REASONS['MediaDevices']}",
     "EncodedVideoSource": _ENCODED,
@@ -127,8 +135,6 @@ MISSING: Final[dict[str, str]] = {
         "frames you iterate"
     ),
     "AudioMixer": "not yet",
-    "AudioResampler": "not yet (PyAV's `av.AudioResampler` resamples `AudioFrame` data)",
-    "AudioResamplerQuality": "not yet (with `AudioResampler`)",
     "AVSynchronizer": "not yet",
     "RpcCallInfo": "not yet: RPC interceptors are not built",
     "RpcInterceptor": "not yet: RPC interceptors are not built",
