@@ -73,7 +73,12 @@ class RpcDriver:
     # -- caller --------------------------------------------------------------------------------
 
     async def perform(
-        self, destination_identity: str, method: str, payload: str, response_timeout_s: float
+        self,
+        destination_identity: str,
+        method: str,
+        payload: str,
+        response_timeout_s: float,
+        max_round_trip_latency_s: float | None = None,
     ) -> str:
         """Call ``method`` on ``destination_identity`` and return its response payload.
 
@@ -93,6 +98,7 @@ class RpcDriver:
                 request_id=request_id,
                 response_timeout_s=response_timeout_s,
                 server_version=version,
+                max_round_trip_latency_s=max_round_trip_latency_s,
             )
         else:
             request = self._client.perform(
@@ -103,6 +109,7 @@ class RpcDriver:
                 request_id=request_id,
                 response_timeout_s=response_timeout_s,
                 server_version=version,
+                max_round_trip_latency_s=max_round_trip_latency_s,
             )
         future: asyncio.Future[str] = self._loop.create_future()
         self._calls[request_id] = future

@@ -458,6 +458,7 @@ class RpcClient:
         request_id: str,
         response_timeout_s: float = RPC_DEFAULT_RESPONSE_TIMEOUT_S,
         server_version: str | None = None,
+        max_round_trip_latency_s: float | None = None,
     ) -> pb.DataPacket:
         """Start a call and return its request packet (send it on ``_reliable``).
 
@@ -469,6 +470,8 @@ class RpcClient:
             request_id: a fresh unique id (the SDKs use a random UUID v4 string).
             response_timeout_s: how long to wait for the response, from now.
             server_version: ``JoinResponse.server_info.version``, if known; RPC needs 1.8.0.
+            max_round_trip_latency_s: this call's ack deadline (the official
+                ``perform_rpc(max_round_trip_latency=)``); None: the client's.
 
         Returns:
             ``DataPacket(destination_identities=[destination], rpc_request=...)``.
@@ -486,6 +489,7 @@ class RpcClient:
             response_timeout_s=response_timeout_s,
             server_version=server_version,
             size_limit=True,
+            latency_s=max_round_trip_latency_s,
         )
         try:
             packet = pb.DataPacket(
@@ -500,7 +504,9 @@ class RpcClient:
             )
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise LocalProtocolError(f"cannot build RpcRequest: {exc}") from exc
-        self._register(destination_identity, request_id, now, response_timeout_s)
+        self._register(
+            destination_identity, request_id, now, response_timeout_s, max_round_trip_latency_s
+        )
         return packet
 
     def perform_stream(
@@ -513,6 +519,7 @@ class RpcClient:
         request_id: str,
         response_timeout_s: float = RPC_DEFAULT_RESPONSE_TIMEOUT_S,
         server_version: str | None = None,
+        max_round_trip_latency_s: float | None = None,
     ) -> RpcStreamMessage:
         """Start a v2 call (callee ``client_protocol >= 1``); send the result as a text stream.
 
@@ -534,6 +541,7 @@ class RpcClient:
             response_timeout_s=response_timeout_s,
             server_version=server_version,
             size_limit=False,
+            latency_s=max_round_trip_latency_s,
         )
         message = RpcStreamMessage(
             destination_identity=destination_identity,
@@ -546,7 +554,9 @@ class RpcClient:
             },
             payload=payload,
         )
-        self._register(destination_identity, request_id, now, response_timeout_s)
+        self._register(
+            destination_identity, request_id, now, response_timeout_s, max_round_trip_latency_s
+        )
         return message
 
     def expects_response_stream(self, sender_identity: str, request_id: str) -> bool:
@@ -587,13 +597,17 @@ class RpcClient:
         response_timeout_s: float,
         server_version: str | None,
         size_limit: bool,
+        latency_s: float | None,
     ) -> int:
         _nonempty("destination_identity", destination_identity)
         _nonempty("request_id", request_id)
         if request_id in self._calls:
             raise LocalProtocolError(f"request id {request_id!r} is already pending")
         timeout_s = positive_seconds("response_timeout_s", response_timeout_s)
-        wire_timeout_ms = round(max(timeout_s, self._latency_s + _MIN_TIMEOUT_MARGIN_S) * 1000)
+        latency = self._latency_s
+        if latency_s is not None:
+            latency = positive_seconds("max_round_trip_latency_s", latency_s)
+        wire_timeout_ms = round(max(timeout_s, latency + _MIN_TIMEOUT_MARGIN_S) * 1000)
         if wire_timeout_ms > _UINT32_MAX:
             raise LocalProtocolError(f"response_timeout_s {timeout_s} exceeds uint32 milliseconds")
         # JS checks the size (v1 only) before the server version.
@@ -607,13 +621,18 @@ class RpcClient:
         return wire_timeout_ms
 
     def _register(
-        self, destination_identity: str, request_id: str, now: float, response_timeout_s: float
+        self,
+        destination_identity: str,
+        request_id: str,
+        now: float,
+        response_timeout_s: float,
+        latency_s: float | None,
     ) -> None:
         self._order += 1
         self._calls[request_id] = _Call(
             destination=destination_identity,
             order=self._order,
-            ack_deadline=now + self._latency_s,
+            ack_deadline=now + (self._latency_s if latency_s is None else float(latency_s)),
             response_deadline=now + float(response_timeout_s),
         )
 

@@ -688,14 +688,26 @@ class LocalParticipant(Participant):
         method: str,
         payload: str,
         response_timeout: float | None = None,
+        max_round_trip_latency: float | None = None,
     ) -> str:
         """Call ``method`` on another participant and return its response (RPC v1).
 
+        Args:
+            destination_identity: the callee.
+            method: the method name.
+            payload: the request payload.
+            response_timeout: seconds to wait for the response (default 15).
+            max_round_trip_latency: seconds to wait for the callee's ack (default 7, as the
+                official SDK); the callee is told ``max(response_timeout, this + 1 s)``.
+
         Raises:
             RpcError: with the built-in codes (1400-1505) or the callee's own error.
+            LocalProtocolError: a timeout that is not a positive number.
         """
         timeout = RPC_DEFAULT_RESPONSE_TIMEOUT_S if response_timeout is None else response_timeout
-        return await self._rpc.perform(destination_identity, method, payload, timeout)
+        return await self._rpc.perform(
+            destination_identity, method, payload, timeout, max_round_trip_latency
+        )
 
     def register_rpc_method(
         self, method_name: str, handler: RpcHandler | None = None

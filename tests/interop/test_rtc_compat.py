@@ -159,3 +159,28 @@ async def test_publish_transcription_reaches_the_official_sdk(
         if feeder is not None:
             await feeder.stop()
         await disconnect_all(ours, theirs)
+
+
+async def test_perform_rpc_max_round_trip_latency_bounds_the_ack_wait(
+    livekit_server: LocalServer,
+) -> None:
+    """A call to an identity that is not in the room is never acked (the server drops it):
+    it fails with CONNECTION_TIMEOUT after ``max_round_trip_latency``, well before the default
+    7 s ack deadline and the 30 s response timeout."""
+    room_name = unique_room("rpc-latency")
+    ours = None
+    try:
+        ours = await connect_ours(livekit_server, "caller", room_name)
+        call = ours.local_participant.perform_rpc(
+            destination_identity="nobody-here",
+            method="m",
+            payload="",
+            response_timeout=30.0,
+            max_round_trip_latency=0.5,
+        )
+        with pytest.raises(rtc.RpcError) as info:
+            # Below the default 7 s ack deadline, so the default could not pass.
+            await asyncio.wait_for(call, 6.0)
+        assert info.value.code == rtc.RpcError.ErrorCode.CONNECTION_TIMEOUT
+    finally:
+        await disconnect_all(ours)

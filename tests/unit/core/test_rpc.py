@@ -10,6 +10,7 @@ import pickle
 import pytest
 
 from lkproto.core.rpc import (
+    RPC_ATTR_RESPONSE_TIMEOUT_MS,
     RPC_DEFAULT_RESPONSE_TIMEOUT_S,
     RPC_ERROR_MESSAGES,
     RPC_MAX_PAYLOAD_BYTES,
@@ -268,6 +269,27 @@ def test_wire_timeout_floor_follows_the_configured_latency() -> None:
     packet = client.perform(CALLEE, "m", "", T0, request_id="r", response_timeout_s=5)
     assert packet.rpc_request.response_timeout_ms == 21_000
     assert client.get_timer() == T0 + 5
+
+
+def test_per_call_latency_sets_that_call_s_ack_deadline_and_wire_floor() -> None:
+    client = RpcClient()
+    packet = client.perform(
+        CALLEE, "m", "", T0, request_id="r", response_timeout_s=5, max_round_trip_latency_s=2
+    )
+    stream = client.perform_stream(
+        CALLEE, "m", "", T0, request_id="s", response_timeout_s=5, max_round_trip_latency_s=30
+    )
+    assert packet.rpc_request.response_timeout_ms == 5_000
+    assert stream.attributes[RPC_ATTR_RESPONSE_TIMEOUT_MS] == "31000"
+    assert client.get_timer() == T0 + 2
+    client.handle_timer(T0 + 2)
+    assert failed_code(client) == [("r", RpcErrorCode.CONNECTION_TIMEOUT)]
+    # The other call keeps its own (longer) ack deadline: its response deadline comes first.
+    client.handle_timer(T0 + 5)
+    assert failed_code(client) == [("s", RpcErrorCode.RESPONSE_TIMEOUT)]
+    with pytest.raises(LocalProtocolError, match="max_round_trip_latency_s"):
+        client.perform(CALLEE, "m", "", T0, request_id="x", max_round_trip_latency_s=0)
+    assert client.pending_request_ids == set()
 
 
 def test_payload_limit_exactly_at_and_over_with_multibyte() -> None:
