@@ -9,11 +9,12 @@ address; lkproto keeps gathering on ``127.0.0.1``. Both addresses are local to t
 the kernel routes every packet through the namespace's ``lo`` and nothing leaves it (issue 15,
 "Harness facts learnt").
 
-Processes are put in the namespace without ``ip netns exec``: a fresh helper thread enters the
-namespace with ``setns(2)`` (a thread's network namespace is its own) and starts them from there,
+The server is put in the namespace without ``ip netns exec``: a fresh helper thread enters the
+namespace with ``setns(2)`` (a thread's network namespace is its own) and starts it from there,
 since a child inherits the namespace of the thread that forked it. That way
 :class:`~lkproto.testing.LocalServer` runs unchanged inside the namespace, its port choice and
-readiness probe included, and restarts on the same ports and keys.
+readiness probe included, and restarts on the same ports and keys. Client workers are started with
+``ip netns exec`` (:meth:`FaultLab.spawn`), which also gives them the namespace's own ``/sys``.
 
 Impairments are applied inside the namespace only:
 
