@@ -11,6 +11,7 @@ from lkproto.core.rpc import RpcError
 from lkproto.errors import ConnectError, PublishDataError
 from lkproto.rtc import events
 from lkproto.rtc.audio_frame import AudioFrame
+from lkproto.rtc.audio_mixer import AudioMixer
 from lkproto.rtc.audio_resampler import AudioResampler, AudioResamplerQuality
 from lkproto.rtc.audio_source import AudioSource
 from lkproto.rtc.audio_stream import AudioFrameEvent, AudioStream
@@ -97,6 +98,7 @@ __all__ = [
     "AudioFilter",
     "AudioFrame",
     "AudioFrameEvent",
+    "AudioMixer",
     "AudioProcessingModule",
     "AudioResampler",
     "AudioResamplerQuality",

@@ -87,6 +87,11 @@ NOTES: Final[dict[str, str]] = {
     "RemoteTrack": "differs: a base class, not a `Union` alias (`isinstance` works for both)",
     "AudioProcessingModule": f"unsupported: {NATIVE_REASONS['AudioProcessingModule']}",
     "AudioFilter": f"unsupported: {NATIVE_REASONS['AudioFilter']}",
+    "AudioMixer": (
+        "differs: `add_stream` after `end_input()`/`aclose()` raises "
+        "`LocalProtocolError`, and frames of another rate or channel count are skipped with a "
+        "warning"
+    ),
     "AudioResampler": (
         "differs: FFmpeg's libswresample through PyAV instead of libsoxr: same interface, output "
         "lengths within a few samples of the official ones"
@@ -134,7 +139,6 @@ MISSING: Final[dict[str, str]] = {
         "not yet: frame processors on `AudioStream`/`VideoStream` are not built; process the "
         "frames you iterate"
     ),
-    "AudioMixer": "not yet",
     "AVSynchronizer": "not yet",
     "RpcCallInfo": "not yet: RPC interceptors are not built",
     "RpcInterceptor": "not yet: RPC interceptors are not built",
