@@ -198,6 +198,18 @@ class TrackPublication:
         return int(self._info.encryption)
 
     @property
+    def audio_features(self) -> list[int]:
+        """The publisher's announced ``AudioTrackFeature`` values (``TrackInfo.audio_features``;
+        the official enum has the same numbers: TF_STEREO 0 ... TF_PRECONNECT_BUFFER 6)."""
+        return list(self._info.audio_features)
+
+    @property
+    def frame_metadata_features(self) -> list[int]:
+        """The publisher's announced frame metadata (``TrackInfo.packet_trailer_features``; the
+        official ``FrameMetadataFeature`` has the same numbers). lkproto reads no trailer."""
+        return list(self._info.packet_trailer_features)
+
+    @property
     def mime_type(self) -> str:
         return self._info.mime_type
 

@@ -370,3 +370,27 @@ def test_set_video_quality_takes_video_quality_and_checks_it() -> None:
     assert engine.settings == [pb.UpdateTrackSettings(track_sids=["TR_V"], quality=pb.LOW)]
     with pytest.raises(LocalProtocolError, match="not a VideoQuality"):
         publication.set_video_quality(7)
+
+
+def test_publication_features_are_the_announced_ones() -> None:
+    publication = TrackPublication(
+        track(
+            "TR_F",
+            audio_features=[pb.TF_STEREO, pb.TF_PRECONNECT_BUFFER],
+            packet_trailer_features=[pb.PTF_FRAME_ID],
+        )
+    )
+    assert publication.audio_features == [0, 6]
+    assert publication.frame_metadata_features == [1]
+    publication.audio_features.append(3)  # a copy
+    assert publication.audio_features == [0, 6]
+
+
+def test_frame_metadata_numbers_are_the_official_ones() -> None:
+    from livekit import rtc as official
+
+    theirs = {name: int(number) for name, number in official.FrameMetadataFeature.items()}
+    assert theirs == {
+        name.replace("PTF_", "FMF_"): int(number)
+        for name, number in pb.PacketTrailerFeature.items()
+    }
