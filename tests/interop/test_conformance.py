@@ -1,9 +1,11 @@
 """The conformance runner (``lkproto.conformance``) against the session's livekit-server.
 
-Runs the whole catalogue in-process for lkproto and the official Python SDK (and, when Chromium
-and the browser bundle are set up, for livekit-client), checks that every scenario produced a
-result for every client and that lkproto itself fails nothing, and writes the JSON report (to
-``$LKPROTO_CONFORMANCE_REPORT`` when set, else into the test's temporary directory).
+Runs the whole catalogue once, in one concurrent run, for lkproto, the official Python SDK and,
+when Chromium and the browser bundle are set up, livekit-client (its serial lane overlaps the
+others instead of running after them). One test checks that every scenario produced a result
+for every client and that lkproto fails nothing; the other checks the browser lane. The JSON,
+Markdown and HTML reports go to ``$LKPROTO_CONFORMANCE_REPORT`` (``X.json`` gives ``X.json``,
+``X.md``, ``X.html``) when set, else into a temporary directory.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lkproto.conformance import REGISTRY, Result, ServerTarget, markdown_table, run_catalogue
+from lkproto.conformance import REGISTRY, Result, ServerTarget, run_catalogue
 from lkproto.conformance.adapters import livekit_js_unavailable
-from lkproto.testing import LocalServer
+from lkproto.conformance.report import html_report, lanes, markdown_report
+from lkproto.testing import LocalServer, server_version
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,8 +29,6 @@ pytestmark = pytest.mark.interop
 
 REPORT_ENV = "LKPROTO_CONFORMANCE_REPORT"
 
-# lkproto failures found by the runner and reported to the lead (not fixed here). They are
-# allowed, not required, to fail: the first is a race.
 KNOWN_LKPROTO_FAILURES: dict[str, str] = {}
 """Scenarios lkproto may fail, with why; empty: every lkproto failure fails this test."""
 
@@ -50,58 +51,65 @@ def _target(server: LocalServer) -> ServerTarget:
     return ServerTarget(server.url, server.api_key, server.api_secret)
 
 
-def _report(results: list[Result], tmp_path: Path, name: str) -> Path:
+def _write_reports(results: list[Result], directory: Path) -> Path:
     base = os.environ.get(REPORT_ENV)
-    path = Path(base).with_name(f"{Path(base).stem}-{name}.json") if base else tmp_path / name
+    path = Path(base) if base else directory / "conformance.json"
     path.write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown_report(results, title="lkproto conformance"))
+    path.with_suffix(".html").write_text(html_report(results, title="lkproto conformance"))
     return path
 
 
-def _check_complete(results: list[Result], clients: list[str]) -> None:
-    produced = {(r.scenario, r.client) for r in results}
-    expected = {(name, client) for name in REGISTRY for client in clients}
-    assert produced == expected, sorted(expected ^ produced)
-    assert len(REGISTRY) >= 40
-
-
-async def test_catalogue_lkproto_and_official_sdk(
-    livekit_server: LocalServer, closed_server: LocalServer, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+async def catalogue(
+    livekit_server: LocalServer,
+    livekit_server_binary: Path,
+    closed_server: LocalServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> list[Result]:
+    """Every scenario for every available client, in one concurrent run."""
     clients = ["lkproto", "livekit-python"]
+    if livekit_js_unavailable() is None:
+        clients.append("livekit-js")
+    version = server_version(livekit_server_binary)
     results = await run_catalogue(
         _target(livekit_server),
         list(REGISTRY.values()),
         clients,
         no_autocreate=_target(closed_server),
+        server_version=f"v{version}" if version else "",
     )
-    table = markdown_table(results, clients)
-    path = _report(results, tmp_path, "conformance.json")
-    print(f"\n{table}\nreport: {path}")
-    _check_complete(results, clients)
+    path = _write_reports(results, tmp_path_factory.mktemp("conformance"))
+    timings = "\n".join(
+        f"lane {lane.label}: wall {lane.wall_s or 0:.0f} s, sum {lane.busy_s:.0f} s"
+        for lane in lanes(results)
+    )
+    print(f"\n{timings}\nreports: {path} (.md, .html)")
+    return results
+
+
+def _check_complete(results: list[Result], client: str) -> None:
+    produced = {r.scenario for r in results if r.client == client}
+    assert produced == set(REGISTRY), sorted(set(REGISTRY) ^ produced)
+    assert len(REGISTRY) >= 40
+
+
+def test_catalogue_lkproto_and_official_sdk(catalogue: list[Result]) -> None:
+    for client in ("lkproto", "livekit-python"):
+        _check_complete(catalogue, client)
     unexpected = [
         f"{r.scenario}: {r.reason}"
-        for r in results
+        for r in catalogue
         if r.client == "lkproto" and r.result != "pass" and r.scenario not in KNOWN_LKPROTO_FAILURES
     ]
     assert not unexpected, "\n".join(unexpected)
 
 
-async def test_catalogue_livekit_js(
-    livekit_server: LocalServer, closed_server: LocalServer, tmp_path: Path
-) -> None:
+def test_catalogue_livekit_js(catalogue: list[Result]) -> None:
     why = livekit_js_unavailable()
     if why is not None:
         pytest.skip(f"livekit-js adapter unavailable: {why}")
-    clients = ["livekit-js"]
-    results = await run_catalogue(
-        _target(livekit_server),
-        list(REGISTRY.values()),
-        clients,
-        no_autocreate=_target(closed_server),
-    )
-    path = _report(results, tmp_path, "conformance-js.json")
-    print(f"\n{markdown_table(results, clients)}\nreport: {path}")
-    _check_complete(results, clients)
+    _check_complete(catalogue, "livekit-js")
     # A broken harness would make everything unsupported: at least the basics must pass.
-    passed = {r.scenario for r in results if r.result == "pass"}
+    passed = {r.scenario for r in catalogue if r.client == "livekit-js" and r.result == "pass"}
     assert {"join.v1.single_pc", "data.reliable.send", "rpc.v1.call"} <= passed, passed

@@ -11,7 +11,14 @@ from lkproto.wire import pb
 if TYPE_CHECKING:
     from lkproto.conformance.adapters import PeerClient
 
-__all__ = ["WireTap", "advertised", "check", "require_level"]
+__all__ = [
+    "WireTap",
+    "advertised",
+    "capability_reason",
+    "check",
+    "level_reason",
+    "require_level",
+]
 
 
 def check(condition: object, message: str) -> None:
@@ -48,11 +55,32 @@ def advertised(peer: PeerClient, identity: str) -> tuple[int, set[int]]:
     return int(info.client_protocol), {int(c) for c in info.capabilities}
 
 
+def level_reason(got: int, level: int) -> str:
+    """Why a scenario needing ``client_protocol >= level`` is unsupported.
+
+    The peer only knows what the server mirrors into ``ParticipantInfo`` (§1): releases before
+    ``client_protocol`` (field 20) or ``capabilities`` (field 21) existed announce 0 / none
+    whatever the client sent (seen on v1.9.11 for both, on v1.11.0 for capabilities).
+    """
+    return (
+        f"server announces client_protocol={got} for the client (< {level}): the client does "
+        "not advertise it, or this server release does not relay ParticipantInfo.client_protocol"
+    )
+
+
+def capability_reason(name: str) -> str:
+    """Why a scenario needing capability ``name`` is unsupported (see :func:`level_reason`)."""
+    return (
+        f"server announces no {name} for the client: the client does not advertise it, or "
+        "this server release does not relay ParticipantInfo.capabilities"
+    )
+
+
 def require_level(peer: PeerClient, identity: str, level: int, capability: int = 0) -> None:
     """:class:`Unsupported` unless ``identity`` advertises ``client_protocol >= level`` (and
     ``capability`` when non-zero)."""
     got, caps = advertised(peer, identity)
     if got < level:
-        raise Unsupported(f"client advertises client_protocol={got} (< {level})")
+        raise Unsupported(level_reason(got, level))
     if capability and capability not in caps:
-        raise Unsupported(f"client does not advertise capability {capability}")
+        raise Unsupported(capability_reason(f"capability {capability}"))

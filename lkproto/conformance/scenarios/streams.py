@@ -10,7 +10,14 @@ import uuid
 from lkproto.conformance._context import Context
 from lkproto.conformance._registry import Unsupported, scenario
 from lkproto.conformance.adapters import Client, PeerClient, StreamMsg
-from lkproto.conformance.scenarios._util import WireTap, advertised, check, require_level
+from lkproto.conformance.scenarios._util import (
+    WireTap,
+    advertised,
+    capability_reason,
+    check,
+    level_reason,
+    require_level,
+)
 from lkproto.wire import pb
 
 __all__: list[str] = []
@@ -166,9 +173,9 @@ async def _send(ctx: Context, kind: str, form: str) -> None:
     client, peer = await ctx.pair(peer_args={"trace": tap, "client_protocol": level})
     got_level, caps = advertised(peer, "client")
     if form == "single_packet" and got_level < 2:
-        raise Unsupported(f"client advertises client_protocol={got_level}: it may not inline")
+        raise Unsupported(level_reason(got_level, 2) + "; it may not inline")
     if form == "compressed" and _DEFLATE_CAP not in caps:
-        raise Unsupported("client does not advertise CAP_COMPRESSION_DEFLATE_RAW")
+        raise Unsupported(capability_reason("CAP_COMPRESSION_DEFLATE_RAW"))
     topic = f"{kind}-{form}"
     await (peer.watch_text(topic) if kind == "text" else peer.watch_bytes(topic))
     payload: bytes
