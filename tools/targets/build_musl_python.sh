@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build a musl-linked CPython inside a Debian userland, for the musl (Alpine-like) row of
 # tools/targets.sh. No Alpine mirror is reachable, so everything comes from Debian: musl-tools
-# (musl-gcc), and the source packages of zlib, OpenSSL and CPython, built statically into one
+# (musl-gcc), and the source packages of zlib, OpenSSL, libffi and CPython, built into one
 # prefix. The interpreter's ELF interpreter is musl's loader, so pip sees a musllinux platform and
 # installs PyPI's musllinux wheels.
 #
@@ -16,7 +16,10 @@ if ! grep -q '^deb-src' /etc/apt/sources.list; then
 fi
 apt-get -o Acquire::Check-Valid-Until=false update -q
 apt-get install -y -q --no-install-recommends dpkg-dev build-essential musl-tools musl-dev \
-  linux-libc-dev perl xz-utils
+  linux-libc-dev perl xz-utils autoconf automake libtool libltdl-dev
+# musl's loader searches only this list when the file exists (not glibc's ld.so.conf dirs, so
+# glibc programs of the userland never see these libraries).
+printf '%s\n' "$DEPS/lib" /lib /usr/local/lib /usr/lib >"/etc/ld-musl-$(uname -m).path"
 # Alpine names its libc libc.musl-<arch>.so.1; musllinux wheels link that name.
 arch=$(uname -m)
 ln -sf "/usr/lib/$arch-linux-musl/libc.so" "/lib/libc.musl-$arch.so.1"
@@ -48,13 +51,22 @@ EOF
 chmod +x /opt/build/musl/musl-cc
 export CC=/opt/build/musl/musl-cc
 
-[ -e "$DEPS/lib/libz.a" ] || (src zlib && CFLAGS=-fPIC ./configure --static --prefix="$DEPS" >/dev/null && make -j"$(nproc)" >/dev/null &&
+# zlib: static for CPython, and shared because PyPI's musllinux av wheel links libz.so.1 from the
+# system (every Alpine has it: apk-tools needs it).
+[ -e "$DEPS/lib/libz.so.1" ] || (src zlib && CFLAGS=-fPIC ./configure --prefix="$DEPS" >/dev/null && make -j"$(nproc)" >/dev/null &&
   make install >/dev/null)
 [ -e "$DEPS/lib/libssl.a" ] || (src openssl && ./Configure "linux-$arch" no-shared no-tests no-afalgeng no-async no-docs \
   --prefix="$DEPS" --libdir=lib >/dev/null && make -j"$(nproc)" >make.log 2>&1 &&
   make install_sw >/dev/null)
+# libffi for ctypes (lkproto.testing uses it), static and position-independent like zlib.
+# (Debian's libffi tarball is a git snapshot without configure: autogen.sh makes it.)
+[ -e "$DEPS/lib/libffi.a" ] || (src libffi && { [ -x configure ] || ./autogen.sh >/dev/null; } &&
+  ./configure --prefix="$DEPS" --libdir="$DEPS/lib" \
+  --disable-shared --with-pic --disable-docs >/dev/null && make -j"$(nproc)" >/dev/null &&
+  make install >/dev/null)
 (src "python$VERSION" &&
   ./configure --prefix="$PREFIX" --with-ensurepip=install --with-openssl="$DEPS" \
-    CPPFLAGS="-I$DEPS/include" LDFLAGS="-L$DEPS/lib" >configure.log 2>&1 &&
+    CPPFLAGS="-I$DEPS/include" LDFLAGS="-L$DEPS/lib" LIBFFI_CFLAGS="-I$DEPS/include" \
+    LIBFFI_LIBS="-L$DEPS/lib -lffi" >configure.log 2>&1 &&
   make -j"$(nproc)" >make.log 2>&1 && make install >install.log 2>&1)
-"$PREFIX/bin/python$VERSION" -c 'import platform, ssl, zlib; print(platform.libc_ver(), ssl.OPENSSL_VERSION)'
+"$PREFIX/bin/python$VERSION" -c 'import ctypes, ssl, sys, zlib; print(sys.version, ssl.OPENSSL_VERSION)'
