@@ -36,14 +36,15 @@ import ipaddress
 import queue
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final, Literal
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
+import aiortc.rtcsctptransport
 from aioice import Candidate
-from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender, RTCSctpTransport
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder
 
@@ -58,6 +59,7 @@ __all__ = [
     "h264_packetize",
     "ice_role",
     "nominated_pair",
+    "order_inbound_by_ssn",
     "preset_encoder",
     "scope_ice_connection",
     "set_sender_enabled",
@@ -490,6 +492,107 @@ def scope_ice_connection(transport: RTCIceTransport, addresses: Sequence[str] | 
             connection._query_consent_task = None
 
     setattr(connection, "connect", connect)  # noqa: B010
+
+
+# SCTP DATA chunk flags (RFC 4960 §3.3.1): B = first fragment, E = last, U = unordered.
+_FIRST_FRAG: Final = 0x02
+_LAST_FRAG: Final = 0x01
+_UNORDERED: Final = 0x04
+_SSN_MARK: Final = "_lkproto_ssn_ordered"
+
+
+def _ssn_after(a: int, b: int) -> bool:
+    """Whether 16-bit SSN ``a`` comes after ``b`` in serial-number arithmetic (RFC 1982)."""
+    return a != b and (a - b) % 0x10000 < 0x8000
+
+
+class _SsnOrderedInboundStream(aiortc.rtcsctptransport.InboundStream):
+    """aiortc's per-stream reassembly, delivering ordered messages by SSN whatever their TSNs.
+
+    aiortc 1.16.0 ``InboundStream.pop_messages`` walks the reassembly list in TSN order and stops
+    at the first ordered message whose SSN is not the next expected one. RFC 4960 §6.6 orders
+    delivery by SSN alone, and a sender may give an earlier SSN a later TSN: livekit-server (pion
+    SCTP) numbers SSNs when a message is queued and TSNs when it is packed, and its writers for
+    one subscriber run concurrently, so in a busy room the message with the expected SSN can
+    arrive *after* higher SSNs. aiortc then waits for it at the head of the list forever: every
+    later message on the ``_reliable`` channel stays in reassembly, SACKed and never delivered
+    (issue 15, load loss). This version searches the whole list for the expected SSN.
+    """
+
+    def pop_messages(self) -> Iterator[tuple[int, int, bytes]]:
+        while (message := self._take_deliverable()) is not None:
+            yield message
+
+    def _take_deliverable(self) -> tuple[int, int, bytes] | None:
+        chunks = self.reassembly
+        start = 0
+        while start < len(chunks):
+            first = chunks[start]
+            if not first.flags & _FIRST_FRAG:
+                start += 1  # a middle or last fragment whose first is missing or pruned
+                continue
+            end = start
+            while not chunks[end].flags & _LAST_FRAG:
+                nxt = end + 1
+                if nxt >= len(chunks) or chunks[nxt].tsn != (chunks[end].tsn + 1) % 0x100000000:
+                    end = -1  # incomplete: a fragment is still missing
+                    break
+                end = nxt
+            if end < 0:
+                start += 1
+                continue
+            ordered = not first.flags & _UNORDERED
+            # An SSN behind the expected one (FORWARD TSN moved past it) is delivered, as
+            # aiortc's own version does; one ahead waits for its turn.
+            if ordered and _ssn_after(first.stream_seq, self.sequence_number):
+                start = end + 1
+                continue
+            data = b"".join(chunk.user_data for chunk in chunks[start : end + 1])
+            del chunks[start : end + 1]
+            if ordered and first.stream_seq == self.sequence_number:
+                self.sequence_number = (self.sequence_number + 1) % 0x10000
+            return (first.stream_id, first.protocol, data)
+        return None
+
+
+def order_inbound_by_ssn(transport: RTCSctpTransport) -> None:
+    """Make the SCTP association ``transport`` (one of lkproto's own) deliver by SSN.
+
+    Replaces, on this instance only, ``RTCSctpTransport._get_inbound_stream`` (private, aiortc
+    1.16.0: creates an ``InboundStream`` per stream id into ``_inbound_streams``) by one that
+    creates :class:`_SsnOrderedInboundStream` instead; see that class for the aiortc defect.
+    Other associations in the process keep aiortc's class. Call it before any DATA chunk
+    arrives (before ``setLocalDescription``); later calls change nothing.
+
+    Raises:
+        LkError: the internals above are gone.
+    """
+    streams = getattr(transport, "_inbound_streams", None)
+    base = getattr(aiortc.rtcsctptransport, "InboundStream", None)
+    if (
+        not isinstance(streams, dict)
+        or not callable(getattr(transport, "_get_inbound_stream", None))
+        or base is None
+        or not callable(getattr(base, "pop_messages", None))
+    ):
+        raise _internal_gone("aiortc", "RTCSctpTransport._get_inbound_stream/_inbound_streams")
+    if getattr(transport, _SSN_MARK, False):
+        return
+    setattr(transport, _SSN_MARK, True)
+    # Streams created before this call (none when called before negotiation) keep their chunks.
+    for stream_id, stream in list(streams.items()):
+        replacement = _SsnOrderedInboundStream()
+        replacement.reassembly = stream.reassembly
+        replacement.sequence_number = stream.sequence_number
+        streams[stream_id] = replacement
+
+    def get_inbound_stream(stream_id: int) -> aiortc.rtcsctptransport.InboundStream:
+        stream = streams.get(stream_id)
+        if stream is None:
+            stream = streams[stream_id] = _SsnOrderedInboundStream()
+        return stream
+
+    setattr(transport, "_get_inbound_stream", get_inbound_stream)  # noqa: B010
 
 
 check_versions()

@@ -748,6 +748,9 @@ class PeerConnection:
         sctp = self._pc.sctp
         if sctp is not None:
             transports[id(sctp.transport.transport)] = sctp.transport.transport
+            # Deliver ordered data by SSN even when the server's TSNs are out of SSN order, or
+            # the reliable channel stalls in a busy room (issue 15; see the seam function).
+            _seam.order_inbound_by_ssn(sctp)
         for transceiver in self._pc.getTransceivers():
             for dtls in (transceiver.receiver.transport, transceiver.sender.transport):
                 transports[id(dtls.transport)] = dtls.transport

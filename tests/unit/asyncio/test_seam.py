@@ -760,3 +760,90 @@ def test_the_scan_allows_the_seam_itself(tmp_path: pathlib.Path) -> None:
     assert _scan(tmp_path / "lkproto") == []
     seam.rename(seam.with_name("not_the_seam.py"))
     assert _scan(tmp_path / "lkproto")
+
+
+# -- order_inbound_by_ssn: ordered SCTP delivery by SSN (issue 15, load loss) -----------------
+
+
+def _sctp_data(tsn: int, ssn: int, payload: bytes, *, flags: int = 0x03) -> Any:
+    """A DATA chunk on stream 1 (flags B|E = a whole message unless told otherwise)."""
+    import aiortc.rtcsctptransport as sctp
+
+    chunk = sctp.DataChunk(flags=flags)
+    chunk.tsn, chunk.stream_id, chunk.stream_seq, chunk.protocol = tsn, 1, ssn, 53
+    chunk.user_data = payload
+    return chunk
+
+
+async def _deliveries(patched: bool, chunks: list[Any]) -> list[bytes]:
+    """Feed ``chunks`` through aiortc's real DATA-chunk path of a fresh association."""
+    pc = aiortc.RTCPeerConnection()
+    try:
+        pc.createDataChannel("x")
+        transport = pc.sctp
+        assert transport is not None
+        if patched:
+            _seam.order_inbound_by_ssn(transport)
+        delivered: list[bytes] = []
+
+        async def receive(stream_id: int, pp_id: int, data: bytes) -> None:
+            delivered.append(data)
+
+        transport._receive = receive  # type: ignore[method-assign]
+        transport._last_received_tsn = chunks[0].tsn - 1
+        for chunk in chunks:
+            await transport._receive_data_chunk(chunk)
+        return delivered
+    finally:
+        await pc.close()
+
+
+# livekit-server gave SSN 0 a later TSN than SSNs 1 and 2 (seen in a 10-participant room).
+_SWAPPED = [(100, 1, b"one"), (101, 2, b"two"), (102, 0, b"zero"), (103, 3, b"three")]
+
+
+async def test_stock_aiortc_stalls_when_tsn_order_differs_from_ssn_order() -> None:
+    # The defect the seam function exists for; if a release fixes it, drop the patch.
+    chunks = [_sctp_data(tsn, ssn, data) for tsn, ssn, data in _SWAPPED]
+    assert await _deliveries(False, chunks) == []
+
+
+async def test_ordered_delivery_follows_ssn_whatever_the_tsn_order() -> None:
+    chunks = [_sctp_data(tsn, ssn, data) for tsn, ssn, data in _SWAPPED]
+    assert await _deliveries(True, chunks) == [b"zero", b"one", b"two", b"three"]
+
+
+async def test_fragmented_message_out_of_ssn_order_is_reassembled() -> None:
+    chunks = [
+        _sctp_data(200, 1, b"b1", flags=0x02),
+        _sctp_data(201, 1, b"b2", flags=0x01),
+        _sctp_data(202, 0, b"a1", flags=0x02),
+        _sctp_data(203, 0, b"a2", flags=0x00),
+        _sctp_data(204, 0, b"a3", flags=0x01),
+        _sctp_data(205, 2, b"c", flags=0x07),  # unordered: delivered as soon as complete
+    ]
+    assert await _deliveries(True, chunks) == [b"a1a2a3", b"b1b2", b"c"]
+
+
+async def test_order_inbound_by_ssn_stays_on_its_association() -> None:
+    pc, other = aiortc.RTCPeerConnection(), aiortc.RTCPeerConnection()
+    try:
+        pc.createDataChannel("x")
+        other.createDataChannel("x")
+        assert pc.sctp is not None
+        assert other.sctp is not None
+        _seam.order_inbound_by_ssn(pc.sctp)
+        _seam.order_inbound_by_ssn(pc.sctp)  # idempotent
+        assert type(pc.sctp._get_inbound_stream(1)) is not type(other.sctp._get_inbound_stream(1))
+        assert type(other.sctp._get_inbound_stream(1)) is aiortc.rtcsctptransport.InboundStream
+    finally:
+        await pc.close()
+        await other.close()
+
+
+def test_order_inbound_by_ssn_checks_its_internals() -> None:
+    class NotAnAssociation:
+        pass
+
+    with pytest.raises(LkError, match="_get_inbound_stream"):
+        _seam.order_inbound_by_ssn(NotAnAssociation())  # type: ignore[arg-type]
