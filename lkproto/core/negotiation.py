@@ -25,7 +25,10 @@ Every state change goes through :data:`NEGOTIATION_TRANSITIONS`. Outside the tab
 
 * ``request`` while busy is a self-loop that only sets the follow-up flag;
 * an answer that does not match the offer awaited (another id, or none awaited) is remote input:
-  it is dropped and reported by :class:`AnswerIgnored`, never raised;
+  it is dropped and reported by :class:`AnswerIgnored`, never raised. An answer with id 0 answers
+  the offer awaited: servers before SessionDescription ids (seen: v1.7.2) leave it unset, and
+  livekit-client only drops an answer whose id is non-zero and differs
+  (``JS:src/room/PCTransport.ts (setRemoteDescription)``);
 * ``offer_created`` / ``answer_applied`` in the wrong state are driver misuse and raise
   :class:`~lkproto.errors.LocalProtocolError`, changing nothing;
 * ``failed`` in IDLE does nothing.
@@ -252,11 +255,12 @@ class Negotiator:
         return self._offer_id
 
     def answer_received(self, sdp: str, answer_id: int, now: float) -> bool:
-        """A server answer arrived. True when it answers the offer awaited: apply it, then call
-        :meth:`answer_applied`. Otherwise it is dropped with an :class:`AnswerIgnored` event."""
+        """A server answer arrived. True when it answers the offer awaited (its id, or 0 from a
+        server that does not number them): apply it, then call :meth:`answer_applied`.
+        Otherwise it is dropped with an :class:`AnswerIgnored` event."""
         del now
         awaiting = self._state is NegotiationState.AWAITING_ANSWER
-        if not awaiting or answer_id != self._offer_id:
+        if not awaiting or answer_id not in (0, self._offer_id):
             self._events.append(
                 AnswerIgnored(answer_id=answer_id, awaited_id=self._offer_id if awaiting else None)
             )

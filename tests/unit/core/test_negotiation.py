@@ -80,6 +80,21 @@ def test_stale_and_unsolicited_answers_are_ignored_not_raised() -> None:
     assert n.last_remote_answer.sdp == "a1"
 
 
+def test_an_unnumbered_answer_answers_the_offer_awaited() -> None:
+    # Servers before SessionDescription ids (v1.7.2) answer with id 0.
+    n = Negotiator()
+    assert not n.answer_received("early", 0, 0.0)  # nothing awaited: still ignored
+    n.request(0.0)
+    n.offer_created("o1", 0.0)
+    assert n.answer_received("a1", 0, 0.1)
+    n.answer_applied(0.2)
+    assert drain(n) == [
+        AnswerIgnored(answer_id=0, awaited_id=None),
+        OfferWanted(round=1),
+        NegotiationCompleted(round=1, offer_id=1),
+    ]
+
+
 def test_timeout_fails_the_round_and_its_follow_up() -> None:
     n = Negotiator(answer_timeout_s=2)
     n.request(0.0)
