@@ -18,13 +18,6 @@ from lkproto.testing.faults import FaultLab, run_load
 _PARTICIPANTS = 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # only the delivery assertion; the rest fails the test outright
-    reason="issue 15: in a 20-participant room one or more lkproto receivers stop receiving "
-    "every sender's reliable packets 10-20 s in (still CONNECTED, no event, nothing arrives "
-    "within 20 s after the senders stop); 5 of 5 30-s runs here, 0 of 2 10-s runs",
-)
 def test_twenty_participants_thirty_seconds(
     lab: FaultLab, record_property: Callable[[str, object], None]
 ) -> None:
