@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -890,10 +891,12 @@ class Engine:
     async def _start_peers(self, link: _Link, join: pb.JoinResponse) -> None:
         options = self._peer_options(join)
         pub = PeerConnection(options, on_data=self._on_data, on_state_change=self._on_pc_state)
+        pub.on_channel_closed = functools.partial(self._on_channel_closed, link)
         link.publisher = pub
         await pub.create_data_channels()
         if not link.single_pc:
             sub = PeerConnection(options, on_data=self._on_data, on_state_change=self._on_pc_state)
+            sub.on_channel_closed = functools.partial(self._on_channel_closed, link)
             link.subscriber = sub
         await self._negotiate(link)
         primary = link.primary
@@ -1246,6 +1249,20 @@ class Engine:
         if state == PeerState.FAILED and self._state == ConnectionState.CONN_CONNECTED:
             self._trouble(link, rc.RecoveryCause.PEER_FAILED)
 
+    def _on_channel_closed(self, link: _Link, label: str) -> None:
+        """A data channel of ``link`` closed while its peer connection was open.
+
+        aiortc closes every channel when the SCTP association dies and has no ICE restart, so
+        the transport is gone for good even if ``connectionState`` still says connected (aioice
+        consent takes ~30 s to fail): a full reconnect is the only repair (issue 15 floor, a
+        dead transport must not leave the room CONNECTED; PROTOCOL-MAP §14).
+        """
+        if label not in (RELIABLE_LABEL, LOSSY_LABEL):
+            return
+        _log.info("= data channel %r closed under us", label)
+        if self._state == ConnectionState.CONN_CONNECTED:
+            self._trouble(link, rc.RecoveryCause.PEER_FAILED)
+
     # -- recovery (decisions in lkproto.core.reconnect.Recoverer) -------------------------------
 
     def _trouble(
@@ -1296,10 +1313,14 @@ class Engine:
         if self._closing or self._recoverer.state is not rc.RecoveryState.ATTEMPTING:
             return  # disconnected between the timer and this task
         link = self._link
+        # A resume keeps the peer connection, so it only helps when the data channels still work
+        # (a connected ICE state alone can outlive a dead SCTP association by ~30 s).
         peer_usable = (
             link is not None
             and link.primary is not None
             and link.primary.connection_state == PeerState.CONNECTED
+            and link.primary.channels_open
+            and (link.publisher is None or link.publisher.channels_open)
         )
         kind = self._recoverer.attempt_kind(peer_usable=peer_usable)
         cause: rc.RecoveryCause | None = None

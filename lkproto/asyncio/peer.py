@@ -196,6 +196,10 @@ class PeerConnection:
             raise LocalProtocolError("max_message_bytes must be positive")
         self.on_data: DataCallback | None = on_data
         self.on_state_change: StateCallback | None = on_state_change
+        # Told the label when a current data channel closes while this connection is open: aiortc
+        # closes every channel when the SCTP association dies (consent lost, DTLS closed), often
+        # long before ``connectionState`` says anything (issue 15, 20 s outage).
+        self.on_channel_closed: Callable[[str], None] | None = None
 
         self._pc = aiortc.RTCPeerConnection(
             aiortc.RTCConfiguration(
@@ -677,9 +681,16 @@ class PeerConnection:
         def on_close() -> None:
             if self.debug:
                 logger.debug("= data channel %r closed", label)
-            if self._channels.get(label) is channel:
+            current = self._channels.get(label) is channel
+            if current:
                 self._fail_buffer_waiters(label, f"data channel {label!r} closed")
             self._notify()
+            callback = self.on_channel_closed
+            if current and not self._closed and callback is not None:
+                try:
+                    callback(label)
+                except Exception:
+                    logger.exception("on_channel_closed callback failed for %r", label)
 
         def on_buffered_amount_low() -> None:
             if self._channels.get(label) is channel:

@@ -335,6 +335,26 @@ async def test_force_full_reconnect(harness: Harness) -> None:
     assert harness.peer.participant_sid == "PA_2"
 
 
+async def test_a_data_channel_closed_under_a_connected_peer_leads_to_a_full_reconnect(
+    harness: Harness,
+) -> None:
+    # issue 15, 20 s outage: aiortc closes every channel when the SCTP association dies while
+    # ICE still says connected; the room must not stay CONNECTED on a dead transport, and a
+    # resume (which keeps the dead association) cannot repair it.
+    engine, peer, recorder = harness.engine, harness.peer, harness.recorder
+    server_pc = peer.peer_connection
+    assert server_pc is not None
+    server_pc._channel("_reliable").close()
+    assert (await recorder.next(en.EngineReconnecting)).full is True
+    assert (await recorder.next(en.EngineReconnected)).full is True
+    assert peer.participant_sid == "PA_2"
+    assert engine.state == en.ConnectionState.CONN_CONNECTED
+    await engine.send_data(pb.DataPacket(user=pb.UserPacket(payload=b"again")), reliable=True)
+    await bounded(
+        peer.wait_until(lambda: any(p.user.payload == b"again" for _, p in peer.data_packets))
+    )
+
+
 async def test_metadata_update_is_answered(harness: Harness) -> None:
     await bounded(harness.engine.update_metadata(name="new name"))
     request = harness.peer.requests("update_metadata")[0].update_metadata
