@@ -1331,10 +1331,18 @@ class Engine:
                 async with asyncio.timeout(self._opts.connect_timeout_s):
                     await self._resume(link)
             else:
+                old_publisher = link.publisher if link is not None else None
                 await self._teardown_link()
-                # A new session numbers from 1 again; what was in flight is gone (as in JS).
-                self._sender.reset()
-                self._sender.suspend()
+                # A new session numbers from 1 again. What the closed old channel never
+                # transmitted is renumbered and resent after the join; what reached its SCTP
+                # may have arrived and is dropped, counted (core/reliable.py "Full reconnect").
+                abandoned = self._sender.restart(self._never_transmitted(old_publisher))
+                if abandoned:
+                    _log.warning(
+                        "= full reconnect: %d reliable packets had reached the old transport "
+                        "and may not have arrived",
+                        abandoned,
+                    )
                 async with asyncio.timeout(self._opts.connect_timeout_s):
                     await self._join(full=True)
                 self._resend(self._sender.resume(0))
@@ -1408,6 +1416,16 @@ class Engine:
         if link.offer_dropped:
             link.offer_dropped = False
             self._spawn(link, self._negotiate_quietly(link))
+
+    @staticmethod
+    def _never_transmitted(pc: PeerConnection | None) -> int:
+        """The closed ``pc``'s ``_reliable`` bufferedAmount: bytes aiortc never gave to SCTP."""
+        if pc is None:
+            return 0
+        try:
+            return pc.buffered_amount(RELIABLE_LABEL)
+        except LocalProtocolError:
+            return 0
 
     def _resend(self, packets: list[bytes]) -> None:
         link = self._link

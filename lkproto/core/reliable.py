@@ -12,7 +12,9 @@ trimmed from the front by :meth:`~ReliableSender.on_buffered_amount`: the driver
 channel's ``bufferedAmount`` and every entry whose bytes have all left the channel's send queue is
 dropped. After a resume the server's ``ReconnectResponse.last_message_seq`` tells what it accepted;
 :meth:`~ReliableSender.resume` drops those entries and returns the rest, in order, to hand to the
-new channel. A full reconnect starts a new session: :meth:`~ReliableSender.reset`.
+new channel. A full reconnect starts a new session: :meth:`~ReliableSender.restart` keeps,
+renumbered from 1, every packet the old channel never transmitted (see below);
+:meth:`~ReliableSender.reset` forgets everything.
 
 Between losing the channel and the resume, the driver calls :meth:`~ReliableSender.suspend`. From
 then on stamped packets are buffered as *unsent* (the driver does not hand them to any channel; they
@@ -36,6 +38,15 @@ back-pressure, which the driver turns into waiting for a trim or a resume. In no
 buffer is about the channel's ``bufferedAmount`` (the driver keeps it under its high-water mark),
 so only sends piling up during an outage reach the bound.
 
+Full reconnect. The new session has no ``last_message_seq`` to tell what the server got, so only
+packets certainly never transmitted can be sent again without risking a duplicate: those stamped
+while suspended (never handed to a channel) and, of those handed to the old channel, the newest
+``bufferedAmount`` bytes once that channel is closed (aiortc counts a message in ``bufferedAmount``
+until it hands it to SCTP, and never subtracts the messages it discards on close). They are
+re-stamped from sequence 1 in their order and resent after the join; the older ones had reached
+SCTP and may or may not have arrived, and are counted in
+:attr:`~ReliableSender.abandoned_packets` (issue 15: the JS and Rust SDKs drop the whole buffer).
+
 **Receiver** (:class:`ReliableReceiver`, after ``JS:src/room/RTCEngine.ts (handleDataMessage)``).
 The server forwards a sender's packets with ``participant_sid`` set and may replay them after a
 migration; :meth:`~ReliableReceiver.accept` drops a packet whose sequence is not above the last one
@@ -51,7 +62,7 @@ from typing import Final
 
 from lkproto.core.durations import positive_seconds
 from lkproto.errors import LocalProtocolError
-from lkproto.wire import DATA_PACKET_MAX_BYTES, encode_data_packet, pb
+from lkproto.wire import DATA_PACKET_MAX_BYTES, decode_data_packet, encode_data_packet, pb
 
 __all__ = [
     "DEFAULT_RESEND_BUFFER_MAX_BYTES",
@@ -132,6 +143,9 @@ class ReliableSender:
         self._total_bytes = 0
         self._suspended = False
         self._lost = 0
+        self._abandoned = 0
+        # Entries with a sequence below this were handed to the current channel.
+        self._handed_end = 1
 
     # ---------------------------------------------------------------- state (read-only)
 
@@ -174,6 +188,15 @@ class ReliableSender:
         """
         return self._lost
 
+    @property
+    def abandoned_packets(self) -> int:
+        """Packets :meth:`restart` could not keep, summed over all full reconnects.
+
+        They had been handed to the old channel's transport, so they may or may not have reached
+        the server; resending them could deliver them twice.
+        """
+        return self._abandoned
+
     # ---------------------------------------------------------------- inputs
 
     def stamp(self, packet: pb.DataPacket) -> bytes:
@@ -207,6 +230,8 @@ class ReliableSender:
         self._entries.append((sequence, data))
         self._total_bytes += len(data)
         self._next_sequence = sequence + 1
+        if not self._suspended:
+            self._handed_end = self._next_sequence
         return data
 
     def on_buffered_amount(self, buffered_amount: int) -> int:
@@ -268,7 +293,51 @@ class ReliableSender:
         if expected > len(entries):
             self._lost += expected - len(entries)
         self._suspended = False
+        self._handed_end = self._next_sequence
         return [data for _, data in entries]
+
+    def restart(self, queued_bytes: int) -> int:
+        """Full reconnect: keep, renumbered from 1, what the old channel never transmitted.
+
+        Call after the old channel is closed, with its final ``bufferedAmount``; the sender stays
+        (or becomes) suspended, so new stamps queue behind the kept packets and
+        :meth:`resume` with 0 returns them all for the new channel.
+
+        Args:
+            queued_bytes: the closed old channel's ``bufferedAmount`` (0 if there was none).
+
+        Returns:
+            How many packets were dropped because they had reached the transport (also added to
+            :attr:`abandoned_packets`).
+
+        Raises:
+            LocalProtocolError: ``queued_bytes`` is negative.
+        """
+        if queued_bytes < 0:
+            raise LocalProtocolError(f"queued_bytes must be >= 0, got {queued_bytes}")
+        handed = [entry for entry in self._entries if entry[0] < self._handed_end]
+        unsent = [entry for entry in self._entries if entry[0] >= self._handed_end]
+        # The newest ``queued_bytes`` bytes of what was handed over never left the channel.
+        keep_from = len(handed)
+        while keep_from and queued_bytes >= len(handed[keep_from - 1][1]):
+            queued_bytes -= len(handed[keep_from - 1][1])
+            keep_from -= 1
+        dropped = keep_from
+        self._abandoned += dropped
+        self._entries.clear()
+        self._total_bytes = 0
+        sequence = 1
+        for _, data in handed[keep_from:] + unsent:
+            packet = decode_data_packet(data)
+            packet.sequence = sequence
+            renumbered = encode_data_packet(packet)
+            self._entries.append((sequence, renumbered))
+            self._total_bytes += len(renumbered)
+            sequence += 1
+        self._next_sequence = sequence
+        self._handed_end = 1
+        self._suspended = True
+        return dropped
 
     def reset(self) -> None:
         """Full reconnect: a new session starts at sequence 1 with an empty buffer."""
@@ -276,6 +345,7 @@ class ReliableSender:
         self._entries.clear()
         self._total_bytes = 0
         self._suspended = False
+        self._handed_end = 1
 
 
 def _check_ttl(value: float) -> float:

@@ -260,6 +260,56 @@ def test_reset_starts_a_new_session() -> None:
     assert sender.max_buffer_bytes == DEFAULT_RESEND_BUFFER_MAX_BYTES
 
 
+def payloads(packets: list[bytes]) -> list[bytes]:
+    return [decode_data_packet(data).user.payload for data in packets]
+
+
+def test_restart_keeps_what_the_old_channel_never_transmitted_renumbered() -> None:
+    sender = ReliableSender()
+    sent = [
+        sender.stamp(pb.DataPacket(user=pb.UserPacket(payload=bytes([i]) * 10))) for i in range(4)
+    ]
+    sender.on_buffered_amount(sum(len(d) for d in sent))  # all four still queued: nothing trimmed
+    sender.suspend()
+    later = sender.stamp(pb.DataPacket(user=pb.UserPacket(payload=b"L" * 10)))  # never handed
+    # The closed old channel had transmitted the first two; the last two never left its queue.
+    dropped = sender.restart(len(sent[2]) + len(sent[3]))
+    assert dropped == sender.abandoned_packets == 2
+    assert sender.suspended
+    assert sender.buffered_sequences == [1, 2, 3]
+    assert sender.next_sequence == 4
+    again = sender.resume(0)
+    assert [seq_of(d) for d in again] == [1, 2, 3]
+    assert payloads(again) == [b"\x02" * 10, b"\x03" * 10, payloads([later])[0]]
+    assert not sender.suspended
+    assert seq_of(sender.stamp(user())) == 4
+
+
+def test_restart_with_nothing_queued_keeps_only_the_unsent() -> None:
+    sender = ReliableSender()
+    stamped(sender, 3)
+    sender.suspend()
+    stamped(sender, 2)
+    assert sender.restart(0) == 3
+    assert [seq_of(d) for d in sender.resume(0)] == [1, 2]
+
+
+def test_restart_after_a_resume_counts_the_resent_as_handed() -> None:
+    sender = ReliableSender()
+    stamped(sender, 2)
+    sender.suspend()
+    stamped(sender, 1)
+    sender.resume(0)  # all three handed to the new channel
+    sender.suspend()
+    assert sender.restart(0) == 3
+    assert sender.buffered_count == 0
+
+
+def test_restart_rejects_negative_bytes() -> None:
+    with pytest.raises(LocalProtocolError):
+        ReliableSender().restart(-1)
+
+
 # -------------------------------------------------------------------------------- receiver
 
 
