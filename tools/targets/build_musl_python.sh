@@ -58,12 +58,14 @@ export CC=/opt/build/musl/musl-cc
 [ -e "$DEPS/lib/libssl.a" ] || (src openssl && ./Configure "linux-$arch" no-shared no-tests no-afalgeng no-async no-docs \
   --prefix="$DEPS" --libdir=lib >/dev/null && make -j"$(nproc)" >make.log 2>&1 &&
   make install_sw >/dev/null)
-# libffi for ctypes (lkproto.testing uses it), static and position-independent like zlib.
-# (Debian's libffi tarball is a git snapshot without configure: autogen.sh makes it.)
+# libffi for ctypes (ifaddr, under aioice, and lkproto.testing use it), static and
+# position-independent like zlib. Debian's libffi tarball has no configure script (autogen.sh
+# makes it), and it must be built out of tree for the musl host triplet.
 [ -e "$DEPS/lib/libffi.a" ] || (src libffi && { [ -x configure ] || ./autogen.sh >/dev/null; } &&
-  ./configure --prefix="$DEPS" --libdir="$DEPS/lib" \
-  --disable-shared --with-pic --disable-docs >/dev/null && make -j"$(nproc)" >/dev/null &&
-  make install >/dev/null)
+  mkdir -p build && cd build &&
+  ../configure --prefix="$DEPS" --libdir="$DEPS/lib" --host="$arch-pc-linux-musl" \
+    --disable-shared --with-pic --disable-docs --disable-multi-os-directory >/dev/null &&
+  make -j"$(nproc)" >/dev/null && make install >/dev/null)
 (src "python$VERSION" &&
   ./configure --prefix="$PREFIX" --with-ensurepip=install --with-openssl="$DEPS" \
     CPPFLAGS="-I$DEPS/include" LDFLAGS="-L$DEPS/lib" LIBFFI_CFLAGS="-I$DEPS/include" \
