@@ -120,6 +120,13 @@ def _fail(command: str, message: str, status: int) -> int:
     return status
 
 
+# Top-level modules of the `rtc` extra's distributions (aiortc pulls aioice, pylibsrtp, pyee,
+# pyOpenSSL; websockets, av and cryptography are listed directly).
+_RTC_EXTRA_MODULES = frozenset(
+    {"aiortc", "aioice", "av", "websockets", "cryptography", "pylibsrtp", "pyee", "OpenSSL"}
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line.
 
@@ -148,6 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(command, str(exc), exc.status)
     except LkError as exc:
         return _fail(command, str(exc) or type(exc).__name__, EXIT_FAILURE)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.split(".")[0] in _RTC_EXTRA_MODULES:
+            # The protobuf-only install has wire/core/api and decode/tap; everything that opens
+            # a room needs the rtc extra (pyproject.toml [project.optional-dependencies]).
+            message = (
+                f"this command needs the 'rtc' extra (missing module {exc.name!r}): "
+                "pip install 'lkproto[rtc]'"
+            )
+            return _fail(command, message, EXIT_FAILURE)
+        if os.environ.get("LKPROTO_DEBUG"):
+            raise
+        return _fail(command, f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILURE)
     except OSError as exc:
         text = exc.strerror or str(exc) or type(exc).__name__
         where = f": {exc.filename}" if exc.filename else ""

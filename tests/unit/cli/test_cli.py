@@ -309,3 +309,22 @@ def test_progress_and_preview() -> None:
     assert "ETA 0s" in text
     assert preview(b"\xff\xfe") == "0xfffe"
     assert preview("x" * 100).endswith("…'")
+
+
+def test_a_missing_rtc_extra_is_named(tmp_path: Path) -> None:
+    # The protobuf-only install: a command that opens a room must say which extra it needs, not
+    # print an unexpected ModuleNotFoundError. Simulated by making `aiortc` unimportable.
+    blocker = tmp_path / "aiortc.py"
+    blocker.write_text("raise ModuleNotFoundError(\"No module named 'aiortc'\", name='aiortc')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "lkproto", "join", "--url", "ws://127.0.0.1:9", "--token", "x"],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        env={"PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[3]}", "PATH": ""},
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "needs the 'rtc' extra" in result.stderr
+    assert "pip install 'lkproto[rtc]'" in result.stderr
+    assert "unexpected" not in result.stderr

@@ -387,7 +387,7 @@ def test_publication_features_are_the_announced_ones() -> None:
 
 
 def test_frame_metadata_numbers_are_the_official_ones() -> None:
-    from livekit import rtc as official
+    official = pytest.importorskip("livekit.rtc")
 
     theirs = {name: int(number) for name, number in official.FrameMetadataFeature.items()}
     assert theirs == {
