@@ -24,11 +24,38 @@ NV12                       Y ``w x h``, interleaved UV ``2cw x ch``     nv12
 
 from __future__ import annotations
 
+import logging
 from typing import Final
 
 import av
 
 from lkproto.rtc._enum import ProtoEnum
+
+# PyAV before 17 converts odd-sized frames wrongly (edge pixels) and can abort the interpreter in
+# `reformat` (measured with av 14.2.0, 15.0.0 and 16.0.0; 17.0.0 and 18.x pass: README "Where it
+# runs", note 2). av 14.2.0 is what pip picks on glibc 2.17 and what Debian trixie ships, so the
+# floor stays; the user hears of it once instead of getting silently wrong frames.
+_AV_RELIABLE_MAJOR: Final = 17
+_av_warned = False
+
+
+def _warn_old_av() -> None:
+    global _av_warned  # noqa: PLW0603 - one warning per process
+    if _av_warned:
+        return
+    _av_warned = True
+    logging.getLogger("lkproto.media").warning(
+        "av %s converts odd-sized video frames wrongly and can crash in reformat; "
+        "install av>=%d for video (README: Where it runs)",
+        av.__version__,
+        _AV_RELIABLE_MAJOR,
+    )
+
+
+def _av_major() -> int:
+    head = av.__version__.split(".", 1)[0]
+    return int(head) if head.isdigit() else _AV_RELIABLE_MAJOR
+
 
 __all__ = ["VideoBufferType", "VideoFrame", "VideoRotation", "buffer_size", "plane_layout"]
 
@@ -255,6 +282,8 @@ class VideoFrame:
         target = VideoBufferType.I420 if type is None else _buffer_type(type)
         av_format = _AV_FORMAT[target]
         if frame.format.name != av_format:
+            if _av_major() < _AV_RELIABLE_MAJOR:
+                _warn_old_av()
             frame = frame.reformat(format=av_format)
         layout = plane_layout(target, frame.width, frame.height)
         out = bytearray(sum(row_bytes * rows for row_bytes, rows in layout))

@@ -265,3 +265,36 @@ def test_from_av_full_range_decoder_output() -> None:
         memoryview(plane)[:] = bytes([value]) * plane.buffer_size
     frame = VideoFrame._from_av(full, VideoBufferType.I420)
     assert set(bytes(frame.get_plane(0) or b"")) == {235}  # full-range white -> limited-range white
+
+
+def test_an_av_older_than_17_is_warned_about_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # README "Where it runs", note 2: av < 17 converts odd-sized frames wrongly.
+    import av
+
+    from lkproto.rtc import video_frame as vf
+
+    monkeypatch.setattr(av, "__version__", "14.2.0")
+    monkeypatch.setattr(vf, "_av_warned", False)
+    frame = av.VideoFrame(32, 16, "rgb24")
+    with caplog.at_level("WARNING", logger="lkproto.media"):
+        VideoFrame._from_av(frame)
+        VideoFrame._from_av(frame)
+    warnings = [r for r in caplog.records if "av>=17" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "14.2.0" in warnings[0].getMessage()
+
+
+def test_a_current_av_is_not_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import av
+
+    from lkproto.rtc import video_frame as vf
+
+    monkeypatch.setattr(av, "__version__", "18.1.0")
+    monkeypatch.setattr(vf, "_av_warned", False)
+    with caplog.at_level("WARNING", logger="lkproto.media"):
+        VideoFrame._from_av(av.VideoFrame(32, 16, "rgb24"))
+    assert not [r for r in caplog.records if "av>=17" in r.getMessage()]
