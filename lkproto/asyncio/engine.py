@@ -117,6 +117,9 @@ RELIABLE_LOW_WATER_BYTES: Final = 64 << 10
 LOSSY_HIGH_WATER_BYTES: Final = 256 << 10
 # PROTOCOL-MAP §9 Publishing step 2 (the rule lives in lkproto.core.publish).
 PUBLISH_TIMEOUT_S: Final = pu.PUBLISH_TIMEOUT_S
+# How long a data channel closed under a connected peer waits for the signal's ``leave`` before
+# it counts as a failed transport (issue 15).
+_CHANNEL_CLOSED_GRACE_S: Final = 1.0
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
@@ -1257,9 +1260,17 @@ class Engine:
         consent takes ~30 s to fail): a full reconnect is the only repair (issue 15 floor, a
         dead transport must not leave the room CONNECTED; PROTOCOL-MAP §14).
         """
-        if label not in (RELIABLE_LABEL, LOSSY_LABEL):
+        if label not in (RELIABLE_LABEL, LOSSY_LABEL) or self._closing or link is not self._link:
             return
         _log.info("= data channel %r closed under us", label)
+        self._spawn(link, self._channel_closed_after_grace(link))
+
+    async def _channel_closed_after_grace(self, link: _Link) -> None:
+        # A server ending the session closes the peer connection around the time it sends
+        # ``leave`` on the signal; wait briefly so that the leave, when there is one, decides
+        # (a disconnect must not first show as a reconnect). The link's tasks are cancelled with
+        # it, so this ends with a replaced connection.
+        await asyncio.sleep(_CHANNEL_CLOSED_GRACE_S)
         if self._state == ConnectionState.CONN_CONNECTED:
             self._trouble(link, rc.RecoveryCause.PEER_FAILED)
 
