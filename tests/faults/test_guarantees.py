@@ -10,7 +10,8 @@ The floor for every fault (issue 15 "Guarantees"): a reliable packet whose ``pub
 returned is delivered exactly once and in order, or its failure is reported; a dead transport
 ends in a resume, a full reconnect or ``disconnected``, never in a room that says CONNECTED while
 nothing moves. Where lkproto does not meet it yet, the test asserts the required behaviour and is a
-strict xfail, so it turns into a failure (to be un-marked) the moment the engine is fixed.
+strict xfail (so it turns into a failure, to be un-marked, the moment the engine is fixed) unless
+a run can pass by chance (the 20 s outage: non-strict, an XPASS shows in the summary).
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ def test_server_kill_and_restart(lab: FaultLab, record_property: RecordProperty)
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: one run of the current code already came within 4 packets of passing, so a
+    # chance pass must not fail CI; an XPASS shows in the summary instead.
+    strict=False,
     raises=AssertionError,  # a harness error is not the expected failure
     reason="issue 15: 20 s UDP outage - the closed data channels now start a full reconnect that "
     "resends what the old channel never transmitted, but the server's leave{RESUME} during the "
