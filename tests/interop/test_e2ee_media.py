@@ -101,11 +101,18 @@ async def test_lkproto_encrypted_tone_reaches_the_official_sdk_with_the_key_only
     async with _room(
         livekit_server, ("lk", "lk", KEY), ("sdk", "sdk", KEY), ("eve", "sdk", None)
     ) as rooms:
+        own: list[tuple[str, bool]] = []
+        rooms["lk"].on(
+            "participant_encryption_status_changed",
+            lambda p, encrypted: own.append((p.identity, encrypted)),
+        )
         feeder = await publish_tone(rtc, rooms["lk"], 440)
         try:
             track = await subscribed_track(rooms["sdk"], "audio")
             peak, _ = await tone_of(lrtc, track)
             assert abs(peak - 440) <= 5, peak
+            # As the official SDK 1.2.1 (checked below): no status event for our own participant.
+            assert own == []
             pub = next(iter(rooms["sdk"].remote_participants["lk"].track_publications.values()))
             assert pub.encryption_type == lrtc.EncryptionType.GCM
             await _no_tone(lrtc, rooms["eve"], 440)
@@ -128,6 +135,11 @@ async def test_official_encrypted_tone_reaches_lkproto_with_the_key_only(
             "participant_encryption_status_changed",
             lambda p, encrypted: status.append((p.identity, encrypted)),
         )
+        theirs: list[tuple[str, bool]] = []
+        rooms["sdk"].on(
+            "participant_encryption_status_changed",
+            lambda p, encrypted: theirs.append((p.identity, encrypted)),
+        )
         feeder = await publish_tone(lrtc, rooms["sdk"], 1000)
         try:
             track = await subscribed_track(rooms["lk"], "audio")
@@ -135,6 +147,8 @@ async def test_official_encrypted_tone_reaches_lkproto_with_the_key_only(
             assert abs(peak - 1000) <= 5, peak
             assert int(rtc.EncryptionState.OK) in states
             assert status == [("sdk", True)]
+            # The official SDK reports no status change for its own (encrypted) participant.
+            assert theirs == []
             cryptors = rooms["lk"].e2ee_manager.frame_cryptors()
             assert any(c.participant_identity == "sdk" for c in cryptors)
             # Without the key lkproto reports the track instead of decoding ciphertext.
