@@ -154,18 +154,30 @@ class RtcConfiguration:
             candidates only, aiortc's ``RELAY`` policy). ``TRANSPORT_NOHOST`` raises
             :class:`~lkproto.errors.UnsupportedFeatureError` at ``connect()``: aioice cannot
             leave out host candidates while keeping reflexive ones.
-        continual_gathering_policy: ``GATHER_ONCE`` is what aiortc does. The default
-            ``GATHER_CONTINUALLY`` is accepted with one warning: aiortc gathers once per ICE
-            (re)start, and a changed network is recovered by lkproto's reconnection instead.
+        continual_gathering_policy: ``GATHER_ONCE`` is what aiortc does. ``GATHER_CONTINUALLY``
+            (the official default) is a hint: aiortc gathers once per ICE (re)start, and a
+            changed network is recovered by lkproto's reconnection instead. Asked for
+            explicitly, it is accepted with one warning; left at its default, silently (the
+            caller asked for nothing, and the default is the same value as the official one).
         ice_servers: STUN/TURN servers (objects with ``urls``, ``username``, ``password``).
         ice_addresses: lkproto extra: the local addresses ICE gathers on (aioice skips 127.0.0.1
             otherwise). When all are loopback, no STUN/TURN server is used at all.
     """
 
     ice_transport_type: int = IceTransportType.TRANSPORT_ALL
-    continual_gathering_policy: int = ContinualGatheringPolicy.GATHER_CONTINUALLY
+    continual_gathering_policy: int = field(
+        default_factory=lambda: _DefaultGathering(ContinualGatheringPolicy.GATHER_CONTINUALLY)
+    )
     ice_servers: list[Any] = field(default_factory=list)
     ice_addresses: list[str] | None = None
+
+
+class _DefaultGathering(int):
+    """``RtcConfiguration.continual_gathering_policy`` left at its default: the official value
+    (an ``int`` equal to ``GATHER_CONTINUALLY``), marked so that only an explicit request for
+    continual gathering is warned about."""
+
+    __slots__ = ()
 
 
 @dataclass
@@ -1342,7 +1354,8 @@ def _relay_only(rtc: RtcConfiguration) -> bool:
             "TRANSPORT_NOHOST: aioice cannot leave out host candidates while keeping reflexive "
             "ones; use TRANSPORT_ALL or TRANSPORT_RELAY",
         )
-    if gathering == ContinualGatheringPolicy.GATHER_CONTINUALLY:
+    explicit = not isinstance(rtc.continual_gathering_policy, _DefaultGathering)
+    if gathering == ContinualGatheringPolicy.GATHER_CONTINUALLY and explicit:
         # libwebrtc keeps gathering as interfaces come and go; aioice gathers once per ICE
         # (re)start. A changed network is recovered by lkproto's resume/full reconnect.
         warn_once(

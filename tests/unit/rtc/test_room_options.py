@@ -228,8 +228,12 @@ def test_continual_gathering_is_a_hint_with_one_warning(
         _engine_options(rtc.RoomOptions(rtc_config=once))
         _engine_options(rtc.RoomOptions())  # no rtc_config: nothing asked for
         assert hint_warnings(caplog, feature) == []
-        _engine_options(rtc.RoomOptions(rtc_config=rtc.RtcConfiguration()))
-        _engine_options(rtc.RoomOptions(rtc_config=rtc.RtcConfiguration()))
+        # Left at the (official) default: the caller asked for nothing, no warning.
+        _engine_options(rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_servers=[])))
+        assert hint_warnings(caplog, feature) == []
+        every = rtc.ContinualGatheringPolicy.GATHER_CONTINUALLY
+        explicit = rtc.RtcConfiguration(continual_gathering_policy=every)
+        _engine_options(rtc.RoomOptions(rtc_config=explicit))
     assert len(hint_warnings(caplog, feature)) == 1
 
 
