@@ -11,7 +11,8 @@ returned is delivered exactly once and in order, or its failure is reported; a d
 ends in a resume, a full reconnect or ``disconnected``, never in a room that says CONNECTED while
 nothing moves. Where lkproto does not meet it yet, the test asserts the required behaviour and is a
 strict xfail (so it turns into a failure, to be un-marked, the moment the engine is fixed) unless
-a run can pass by chance (the 20 s outage: non-strict, an XPASS shows in the summary).
+a run can pass by chance (the 20 s outage and the RPC latency under loss: non-strict, an XPASS
+shows in the summary).
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def test_ten_percent_loss_reliable_packets(lab: FaultLab, record_property: Recor
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: with 40 calls the p50 can land on loss-free round trips (a CI run passed), so
+    # a chance pass must not fail CI; an XPASS shows in the summary instead.
+    strict=False,
     raises=AssertionError,  # a harness error is not the expected failure
     reason="issue 15: RPC under 10 % loss - lkproto p50 ~1 s vs the official SDK's ~5 ms "
     "(aiortc SCTP retransmission: RTO floor 1 s, no fast retransmit tuning through the seam), "
