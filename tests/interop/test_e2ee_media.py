@@ -237,3 +237,31 @@ async def test_encrypted_h264_both_ways_with_the_official_sdk(
         finally:
             await ours.stop()
             await theirs.stop()
+
+
+async def test_audio_continues_after_both_sides_ratchet_mid_call(
+    livekit_server: LocalServer,
+) -> None:
+    # Issue 16 proof: a shared-key ratchet in the middle of a call keeps the tone audible both
+    # ways (each side derives the same next key from the same material).
+    async with _room(livekit_server, ("lk", "lk", KEY), ("sdk", "sdk", KEY)) as rooms:
+        ours = await publish_tone(rtc, rooms["lk"], 440)
+        theirs = await publish_tone(lrtc, rooms["sdk"], 1000)
+        try:
+            at_sdk = await subscribed_track(rooms["sdk"], "audio")
+            at_lk = await subscribed_track(rooms["lk"], "audio")
+            assert abs((await tone_of(lrtc, at_sdk))[0] - 440) <= 5
+            assert abs((await tone_of(rtc, at_lk))[0] - 1000) <= 5
+            lk_keys = rooms["lk"].e2ee_manager.key_provider
+            sdk_keys = rooms["sdk"].e2ee_manager.key_provider
+            assert lk_keys is not None
+            assert sdk_keys is not None
+            before = lk_keys.export_shared_key(0)
+            assert lk_keys.ratchet_shared_key(0) == sdk_keys.ratchet_shared_key(0) != before
+            peak_sdk, _ = await tone_of(lrtc, at_sdk)
+            peak_lk, _ = await tone_of(rtc, at_lk)
+            assert abs(peak_sdk - 440) <= 5, peak_sdk
+            assert abs(peak_lk - 1000) <= 5, peak_lk
+        finally:
+            await ours.stop()
+            await theirs.stop()
