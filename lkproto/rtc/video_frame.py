@@ -36,25 +36,26 @@ from lkproto.rtc._enum import ProtoEnum
 # runs", note 2). av 14.2.0 is what pip picks on glibc 2.17 and what Debian trixie ships, so the
 # floor stays; the user hears of it once instead of getting silently wrong frames.
 _AV_RELIABLE_MAJOR: Final = 17
-_av_warned = False
+
+
+def _av_is_unreliable(version: str) -> bool:
+    head = version.split(".", 1)[0]
+    return head.isdigit() and int(head) < _AV_RELIABLE_MAJOR
+
+
+# Decided once at import, so the per-frame conversion only tests a flag; cleared by the warning.
+_av_warning_due = _av_is_unreliable(av.__version__)
 
 
 def _warn_old_av() -> None:
-    global _av_warned  # noqa: PLW0603 - one warning per process
-    if _av_warned:
-        return
-    _av_warned = True
+    global _av_warning_due  # noqa: PLW0603 - one warning per process
+    _av_warning_due = False
     logging.getLogger("lkproto.media").warning(
         "av %s converts odd-sized video frames wrongly and can crash in reformat; "
         "install av>=%d for video (README: Where it runs)",
         av.__version__,
         _AV_RELIABLE_MAJOR,
     )
-
-
-def _av_major() -> int:
-    head = av.__version__.split(".", 1)[0]
-    return int(head) if head.isdigit() else _AV_RELIABLE_MAJOR
 
 
 __all__ = ["VideoBufferType", "VideoFrame", "VideoRotation", "buffer_size", "plane_layout"]
@@ -282,7 +283,7 @@ class VideoFrame:
         target = VideoBufferType.I420 if type is None else _buffer_type(type)
         av_format = _AV_FORMAT[target]
         if frame.format.name != av_format:
-            if _av_major() < _AV_RELIABLE_MAJOR:
+            if _av_warning_due:
                 _warn_old_av()
             frame = frame.reformat(format=av_format)
         layout = plane_layout(target, frame.width, frame.height)

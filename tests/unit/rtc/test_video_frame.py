@@ -276,7 +276,7 @@ def test_an_av_older_than_17_is_warned_about_once(
     from lkproto.rtc import video_frame as vf
 
     monkeypatch.setattr(av, "__version__", "14.2.0")
-    monkeypatch.setattr(vf, "_av_warned", False)
+    monkeypatch.setattr(vf, "_av_warning_due", vf._av_is_unreliable("14.2.0"))
     frame = av.VideoFrame(32, 16, "rgb24")
     with caplog.at_level("WARNING", logger="lkproto.media"):
         VideoFrame._from_av(frame)
@@ -293,8 +293,10 @@ def test_a_current_av_is_not_warned_about(
 
     from lkproto.rtc import video_frame as vf
 
-    monkeypatch.setattr(av, "__version__", "18.1.0")
-    monkeypatch.setattr(vf, "_av_warned", False)
+    assert vf._av_is_unreliable("16.0.0")
+    assert not vf._av_is_unreliable("17.0.0")
+    assert not vf._av_is_unreliable("18.1.0")
+    monkeypatch.setattr(vf, "_av_warning_due", vf._av_is_unreliable("18.1.0"))
     with caplog.at_level("WARNING", logger="lkproto.media"):
         VideoFrame._from_av(av.VideoFrame(32, 16, "rgb24"))
     assert not [r for r in caplog.records if "av>=17" in r.getMessage()]
