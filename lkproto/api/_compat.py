@@ -5,8 +5,8 @@ every public method of the official service classes, is looked up in ``lkproto.a
 refused with :func:`~lkproto.api._service.unsupported_method` reports its reason, a difference
 worth knowing is noted in :data:`NOTES`, and a name lkproto lacks must be explained in
 :data:`MISSING`. ``tests/unit/api/test_compat.py`` renders the table against the installed
-``livekit-api`` and checks the README's copy (``LKPROTO_UPDATE_README=1`` rewrites it), so the
-table cannot go stale. The official package is passed in, never imported here.
+``livekit-api`` and checks the copy in ``docs/guides/server-api.md`` (``LKPROTO_UPDATE_README=1``
+rewrites it), so the table cannot go stale. The official package is passed in, never imported here.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ lkproto's lacks are found by introspection (class attributes and methods, protob
 enum members and the protobuf enum helpers) and listed in the row, so a gap cannot hide; a
 difference worth knowing is described in :data:`NOTES`; a name lkproto lacks must be explained
 in :data:`MISSING`. ``tests/unit/rtc/test_compat.py`` renders the table against the installed
-``livekit`` package and checks the README's copy (``LKPROTO_UPDATE_README=1`` rewrites it), so
-the table cannot go stale. The official package is passed in, never imported here.
+``livekit`` package and checks the copy in ``docs/guides/migrating.md`` (``LKPROTO_UPDATE_README=1``
+rewrites it), so the table cannot go stale. The official package is passed in, never imported here.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ _FRAME_METADATA: Final = (
 NOTES: Final[dict[str, str]] = {
     "Room": (
         "differs: `connect` options are honoured, refused or hints as "
-        "[Options](#options-honoured-refused-or-a-hint) says"
+        "[Options](joining.md#options-honoured-refused-or-a-hint) says"
     ),
-    "RoomOptions": "differs: see [Options](#options-honoured-refused-or-a-hint)",
-    "RtcConfiguration": "differs: see [Options](#options-honoured-refused-or-a-hint)",
+    "RoomOptions": "differs: see [Options](joining.md#options-honoured-refused-or-a-hint)",
+    "RtcConfiguration": "differs: see [Options](joining.md#options-honoured-refused-or-a-hint)",
     "TrackPublishOptions": (
         "differs: a checked dataclass (a protobuf message there): `simulcast`, `red`, `dtx` "
         "default to False and are hints; codecs other than VP8/H264, non-L1T1 scalability and "
