@@ -29,6 +29,7 @@ Supported versions are :data:`SUPPORTED_VERSIONS` (the same ranges as the ``rtc`
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import importlib.metadata
@@ -43,6 +44,7 @@ from typing import Final, Literal
 import aioice.ice
 import aiortc.rtcrtpreceiver
 import aiortc.rtcsctptransport
+import aiortc.rtp
 from aioice import Candidate
 from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender, RTCSctpTransport
 from aiortc.codecs.base import Encoder
@@ -51,13 +53,18 @@ from aiortc.codecs.h264 import H264Encoder
 from lkproto.errors import LkError, UnsupportedDependencyError
 
 __all__ = [
+    "STUN_QUERY_TIMEOUT_S",
     "SUPPORTED_VERSIONS",
+    "InboundStream",
     "NominatedPair",
+    "TrickledGathering",
     "check_versions",
     "compatible_release",
+    "count_received_bytes",
     "current_encoder",
     "h264_packetize",
     "ice_role",
+    "inbound_streams",
     "nominated_pair",
     "order_inbound_by_ssn",
     "preset_encoder",
@@ -65,6 +72,7 @@ __all__ = [
     "set_sender_enabled",
     "take_force_keyframe",
     "transform_decoder_input",
+    "trickle_server_reflexive",
 ]
 
 SUPPORTED_VERSIONS: Final[Mapping[str, str]] = MappingProxyType(
@@ -494,6 +502,133 @@ def scope_ice_connection(transport: RTCIceTransport, addresses: Sequence[str] | 
     setattr(connection, "connect", connect)  # noqa: B010
 
 
+# -- aioice Connection: STUN answers trickled, not awaited (issue 18, join time) ----------------
+
+_TRICKLE_MARK: Final = "__lkproto_trickle__"
+
+STUN_QUERY_TIMEOUT_S: Final = 5.0
+"""How long a background STUN query may take: aioice's own bound on gathering
+(``aioice/ice.py (Connection.get_component_candidates)``, ``timeout=5``), 0.13.0."""
+
+
+class TrickledGathering:
+    """The background STUN queries of one aioice connection (see :func:`trickle_server_reflexive`).
+
+    Attributes:
+        tasks: the queries still running or finished, one per IPv4 host candidate.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def pending(self) -> int:
+        """How many queries have not finished."""
+        return sum(1 for task in self.tasks if not task.done())
+
+    def cancel(self) -> None:
+        """Stop every query still running (the connection is closing)."""
+        for task in self.tasks:
+            task.cancel()
+
+
+def trickle_server_reflexive(
+    transport: RTCIceTransport,
+    on_candidate: Callable[[Candidate], None],
+    *,
+    timeout_s: float = STUN_QUERY_TIMEOUT_S,
+) -> TrickledGathering:
+    """Let ``transport``'s gathering end with its host candidates; STUN answers come later.
+
+    aioice 0.13.0 gathers host candidates, then awaits every STUN (and TURN) query for up to 5 s
+    before ``gather_candidates`` returns (``aioice/ice.py (Connection.get_component_candidates)``),
+    and aiortc 1.16.0 awaits that inside ``setLocalDescription`` (``RTCIceGatherer.gather``), so an
+    unanswered STUN server (LiveKit's advertised one on loopback, a firewalled one elsewhere) holds
+    every offer and answer for 5 s. Neither has a trickle option. libwebrtc sends the description
+    at once and trickles the rest (PROTOCOL-MAP §2 Trickle), and so does this:
+
+    On this instance only, ``gather_candidates`` is shadowed by one that clears the public
+    ``Connection.stun_server`` while the original (or an earlier lkproto shadow, see
+    :func:`scope_ice_connection`, which must be applied first) runs, so it returns once host
+    candidates (and a TURN allocation, if any: a relayed candidate would need pairing inside
+    aioice's private check list, so TURN keeps aioice's behaviour) exist. Then it starts one
+    query per IPv4 host socket with aioice's own ``server_reflexive_candidate`` (a module
+    function, the same query aioice makes). An answer becomes a server-reflexive candidate that is
+    appended to the private ``Connection._local_candidates`` (so later descriptions list it, via
+    aiortc's ``RTCIceGatherer.getLocalCandidates``) and passed to ``on_candidate`` for trickling.
+    A server-reflexive candidate needs nothing more on our side to be usable: ICE pairs a
+    reflexive candidate by its base, the host socket (RFC 8445 §6.1.2.4), which aioice already
+    pairs; only the remote peer needs to hear of it.
+
+    Queries that fail or time out (``timeout_s``) are dropped silently, as aioice drops them.
+    Later calls for the same transport return a new, empty handle and change nothing.
+
+    Args:
+        transport: an ICE transport of an ``RTCPeerConnection`` lkproto created, not yet gathered.
+        on_candidate: called (in the event loop) with each server-reflexive candidate.
+        timeout_s: bound of each STUN query.
+
+    Returns:
+        A handle whose :meth:`TrickledGathering.cancel` stops the queries (call it on close).
+
+    Raises:
+        LkError: the internals above are gone.
+    """
+    gatherer = transport.iceGatherer
+    connection = getattr(gatherer, "_connection", None)
+    if not isinstance(connection, aioice.ice.Connection):
+        raise _internal_gone("aiortc", "RTCIceGatherer._connection")
+    if (
+        not callable(getattr(aioice.ice, "server_reflexive_candidate", None))
+        or not isinstance(getattr(connection, "_local_candidates", None), list)
+        or not isinstance(getattr(connection, "_protocols", None), list)
+        or "stun_server" not in _code_names(aioice.ice.Connection.get_component_candidates)
+    ):
+        raise _internal_gone(
+            "aioice",
+            "server_reflexive_candidate, Connection._local_candidates/_protocols/stun_server",
+        )
+    handle = TrickledGathering()
+    if getattr(connection, _TRICKLE_MARK, False):
+        return handle
+    setattr(connection, _TRICKLE_MARK, True)
+    inner = connection.gather_candidates
+
+    async def query(protocol: aioice.ice.StunProtocol, server: tuple[str, int]) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                candidate, _ = await aioice.ice.server_reflexive_candidate(protocol, server)
+        except Exception:  # aioice drops a failed query the same way (get_component_candidates)
+            return
+        if connection._closing:
+            return
+        connection._local_candidates.append(candidate)
+        on_candidate(candidate)
+
+    async def gather_candidates() -> None:
+        server = connection.stun_server
+        if server is None or connection._local_candidates_start:
+            await inner()
+            return
+        connection.stun_server = None
+        try:
+            await inner()
+        finally:
+            connection.stun_server = server
+        for protocol in list(connection._protocols):
+            local = getattr(protocol, "local_candidate", None)
+            if (
+                isinstance(protocol, aioice.ice.StunProtocol)
+                and local is not None
+                and local.type == "host"
+                and ipaddress.ip_address(local.host).version == 4
+            ):
+                handle.tasks.append(asyncio.create_task(query(protocol, server)))
+
+    setattr(connection, "gather_candidates", gather_candidates)  # noqa: B010
+    return handle
+
+
 # SCTP DATA chunk flags (RFC 4960 §3.3.1): B = first fragment, E = last, U = unordered.
 _FIRST_FRAG: Final = 0x02
 _LAST_FRAG: Final = 0x01
@@ -593,6 +728,104 @@ def order_inbound_by_ssn(transport: RTCSctpTransport) -> None:
         return stream
 
     setattr(transport, "_get_inbound_stream", get_inbound_stream)  # noqa: B010
+
+
+# -- stats: RTCRtpReceiver per-SSRC counters --------------------------------------------------
+
+# Name-mangled private attributes of aiortc/rtcrtpreceiver.py (RTCRtpReceiver.__init__), 1.16.0.
+_RECEIVER_STREAMS: Final = "_RTCRtpReceiver__remote_streams"
+_RECEIVER_RTX_SSRC: Final = "_RTCRtpReceiver__rtx_ssrc"
+_BYTES_MARK: Final = "_lkproto_received_bytes"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class InboundStream:
+    """What aiortc counted for one SSRC arriving at a receiver.
+
+    Attributes:
+        ssrc: the RTP stream.
+        packets_received: packets aiortc accepted (known payload type, receiver enabled).
+        packets_lost: expected minus received (RFC 3550 A.3; negative with duplicates).
+        jitter: interarrival jitter in RTP timestamp units (RFC 3550 A.8).
+        clock_rate: the RTP clock of the stream's codec (jitter / clock_rate = seconds).
+        bytes_received: RTP payload bytes of those packets (headers and padding excluded),
+            counted since :func:`count_received_bytes` was called on the receiver.
+        rtx_of: for a retransmission (RTX) stream, the SSRC it repairs; else None.
+    """
+
+    ssrc: int
+    packets_received: int
+    packets_lost: int
+    jitter: int
+    clock_rate: int
+    bytes_received: int
+    rtx_of: int | None
+
+
+def count_received_bytes(receiver: RTCRtpReceiver) -> None:
+    """Start counting the RTP payload bytes ``receiver`` accepts, per SSRC.
+
+    aiortc 1.16.0 counts received packets but not bytes (its ``inbound-rtp`` stats have no
+    ``bytesReceived``). ``RTCDtlsTransport`` hands every routed packet to the receiver's private
+    coroutine ``_handle_rtp_packet``; it is shadowed on this one instance (lkproto's own receiver)
+    by one that counts ``len(payload)`` when aiortc will count the packet (the receiver is
+    enabled: the private ``_enabled``) and then awaits the original. Calling it again on the
+    same receiver changes nothing.
+
+    Raises:
+        LkError: this aiortc lacks ``_handle_rtp_packet``, ``_enabled`` or the stream table.
+    """
+    handle = getattr(receiver, "_handle_rtp_packet", None)
+    if (
+        not callable(handle)
+        or not isinstance(getattr(receiver, "_enabled", None), bool)
+        or not isinstance(getattr(receiver, _RECEIVER_STREAMS, None), dict)
+    ):
+        raise _internal_gone(
+            "aiortc", "RTCRtpReceiver._handle_rtp_packet/_enabled/__remote_streams"
+        )
+    if isinstance(getattr(receiver, _BYTES_MARK, None), dict):
+        return
+    counted: dict[int, int] = {}
+    setattr(receiver, _BYTES_MARK, counted)
+
+    async def counting(packet: aiortc.rtp.RtpPacket, arrival_time_ms: int) -> None:
+        if receiver._enabled:
+            counted[packet.ssrc] = counted.get(packet.ssrc, 0) + len(packet.payload)
+        await handle(packet, arrival_time_ms=arrival_time_ms)
+
+    setattr(receiver, "_handle_rtp_packet", counting)  # noqa: B010
+
+
+def inbound_streams(receiver: RTCRtpReceiver) -> list[InboundStream]:
+    """aiortc's statistics of every SSRC that reached ``receiver``, RTX streams marked.
+
+    ``RTCRtpReceiver.getStats`` (aiortc 1.16.0) reports all SSRCs under one stats id, so with
+    retransmissions the media stream's entry is overwritten by the RTX stream's. The per-SSRC
+    ``StreamStatistics`` live in the private ``__remote_streams`` and the RTX -> media SSRC map
+    in ``__rtx_ssrc``; both are read, never written.
+
+    Raises:
+        LkError: this aiortc lacks those tables.
+    """
+    streams = getattr(receiver, _RECEIVER_STREAMS, None)
+    rtx = getattr(receiver, _RECEIVER_RTX_SSRC, None)
+    if not isinstance(streams, dict) or not isinstance(rtx, dict):
+        raise _internal_gone("aiortc", "RTCRtpReceiver.__remote_streams/__rtx_ssrc")
+    counted = getattr(receiver, _BYTES_MARK, None)
+    counted = counted if isinstance(counted, dict) else {}
+    return [
+        InboundStream(
+            ssrc=ssrc,
+            packets_received=stream.packets_received,
+            packets_lost=stream.packets_lost,
+            jitter=stream.jitter,
+            clock_rate=int(getattr(stream, "_clockrate", 0)),
+            bytes_received=counted.get(ssrc, 0),
+            rtx_of=rtx.get(ssrc),
+        )
+        for ssrc, stream in list(streams.items())
+    ]
 
 
 check_versions()

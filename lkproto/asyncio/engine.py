@@ -389,6 +389,20 @@ class Engine:
     def mid_to_track_id(self) -> Mapping[str, str]:
         return dict(self._link.mid_to_track_id) if self._link else {}
 
+    def peer_connections(self) -> tuple[PeerConnection | None, PeerConnection | None]:
+        """``(publisher, subscriber)`` of the current link, for statistics (lkproto.rtc.stats).
+
+        With a single peer connection the subscriber is None: the publisher carries both ways.
+        """
+        link = self._link
+        return (None, None) if link is None else (link.publisher, link.subscriber)
+
+    def rtp_endpoints(self) -> list[tuple[Direction, str, str, Any]]:
+        """``(direction, track SID, kind, aiortc sender or receiver)`` of every track with media
+        now (``>`` published, ``<`` subscribed), for statistics (lkproto.rtc.stats)."""
+        link = self._link
+        return [] if link is None else self._rtp_endpoints(link)
+
     async def connect(self, url: str, token: str, options: EngineOptions) -> pb.JoinResponse:
         """Join: signal connection, JoinResponse, PC negotiated, data channels open.
 

@@ -9,14 +9,18 @@ callbacks never see an exception raised by ours.
 Theory of operation (PROTOCOL-MAP §0):
 
 - Single PC (``/rtc/v1``) and the dual-PC publisher: :meth:`PeerConnection.create_data_channels`,
-  then :meth:`~PeerConnection.create_offer` (aiortc gathers every local candidate inside
-  ``setLocalDescription`` and embeds them in the SDP, so there is no local trickle), then
-  :meth:`~PeerConnection.apply_answer`.
+  then :meth:`~PeerConnection.create_offer` (host and TURN candidates are embedded in the SDP),
+  then :meth:`~PeerConnection.apply_answer`.
 - Dual-PC subscriber (``/rtc``): :meth:`~PeerConnection.apply_offer` returns the answer; the
   server opens ``_reliable``/``_lossy``/``_data_track`` itself and they are adopted on arrival.
 - Either way, server candidates go to :meth:`~PeerConnection.add_ice_candidate` (buffered until a
   remote description exists) and the ``final=true`` trickle to
   :meth:`~PeerConnection.end_of_candidates`.
+- Local trickle: STUN answers are not awaited before the description is returned (aiortc would
+  hold ``setLocalDescription`` up to 5 s for an unanswered STUN server; issue 18). Each
+  server-reflexive candidate found later is handed to :attr:`PeerConnection.on_local_candidate`
+  as ``RTCIceCandidateInit`` JSON, never before the description it belongs to was returned, for
+  the caller to send as a ``TrickleRequest`` (PROTOCOL-MAP §2 Trickle).
 
 No protocol decisions are taken here: offer ids, DataPacket framing and sequencing belong to the
 layers above. What aiortc/aioice offer no public API for (ICE role, selected pair, gathering on
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -47,6 +52,8 @@ from lkproto.wire.codec import DATA_PACKET_MAX_BYTES
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
+
+    from aioice import Candidate
 
 __all__ = [
     "DATA_TRACK_LABEL",
@@ -110,8 +117,9 @@ class PeerOptions:
             for a loopback-only server (PROTOCOL-MAP §17); ``None`` lets aioice pick every
             non-loopback interface address.
         ice_servers: STUN/TURN servers. Empty by default: aiortc would otherwise fall back to
-            Google's public STUN server, and an unanswered STUN query delays gathering by up to
-            5 s (PROTOCOL-MAP §17). Do not pass ``JoinResponse.ice_servers`` blindly on loopback.
+            Google's public STUN server (PROTOCOL-MAP §17). STUN answers are trickled, so an
+            unanswered STUN server no longer delays the description; an unanswered TURN server
+            still delays it by up to 5 s.
         max_message_bytes: largest message :meth:`PeerConnection.send` accepts. aiortc trusts
             the remote ``a=max-message-size``, which pion sets to ~1 GiB, while the server reads
             each channel with a 65 535-byte buffer (PROTOCOL-MAP §3 Size limits, §14).
@@ -173,6 +181,9 @@ class PeerConnection:
     Attributes:
         on_data: the data callback; may be replaced at any time.
         on_state_change: the state callback; may be replaced at any time.
+        on_local_candidate: called with the ``RTCIceCandidateInit`` JSON of each
+            server-reflexive candidate found after the description was returned (send it as a
+            ``TrickleRequest``); may be replaced at any time.
         debug: whether DEBUG logging was enabled when the connection was created.
 
     Raises:
@@ -200,6 +211,15 @@ class PeerConnection:
         # closes every channel when the SCTP association dies (consent lost, DTLS closed), often
         # long before ``connectionState`` says anything (issue 15, 20 s outage).
         self.on_channel_closed: Callable[[str], None] | None = None
+        # Told each server-reflexive candidate found after the description was returned, as
+        # RTCIceCandidateInit JSON (PROTOCOL-MAP §2 Trickle); None drops them (later
+        # descriptions still list them).
+        self.on_local_candidate: Callable[[str], None] | None = None
+        self._trickled: list[_seam.TrickledGathering] = []
+        # Late candidates found before the first local description left create_offer /
+        # apply_offer wait here, so a trickle never overtakes its description.
+        self._description_out = False
+        self._early_local_candidates: list[str] = []
 
         self._pc = aiortc.RTCPeerConnection(
             aiortc.RTCConfiguration(
@@ -453,8 +473,9 @@ class PeerConnection:
     async def create_offer(self) -> str:
         """Create an offer, set it as the local description and return its SDP.
 
-        Gathering happens here, on :attr:`PeerOptions.ice_addresses` if set; every local
-        candidate is in the returned SDP.
+        Gathering happens here, on :attr:`PeerOptions.ice_addresses` if set; host (and TURN)
+        candidates are in the returned SDP, server-reflexive ones follow through
+        :attr:`on_local_candidate`.
 
         Raises:
             LocalProtocolError: the connection is closed or not in a state to offer.
@@ -465,6 +486,7 @@ class PeerConnection:
             self._scope_ice()
             await self._pc.setLocalDescription(offer)
         sdp = self._local_sdp()
+        self._release_local_candidates_soon()
         if self.debug:
             logger.debug("= local offer\n%s", sdp)
         return sdp
@@ -497,6 +519,7 @@ class PeerConnection:
             self._scope_ice()
             await self._pc.setLocalDescription(answer)
         answer_sdp = self._local_sdp()
+        self._release_local_candidates_soon()
         if self.debug:
             logger.debug("= local answer\n%s", answer_sdp)
         return answer_sdp
@@ -632,6 +655,8 @@ class PeerConnection:
         self._closed = True
         if first:
             self._fail_buffer_waiters(None, "peer connection closed")
+        for gathering in self._trickled:
+            gathering.cancel()
         try:
             await self._pc.close()
         except Exception:  # aiortc teardown errors must not mask the caller's own
@@ -767,6 +792,75 @@ class PeerConnection:
                 transports[id(dtls.transport)] = dtls.transport
         for transport in transports.values():
             _seam.scope_ice_connection(transport, self._ice_addresses)
+            # After scope_ice_connection, whose shadow it wraps (see the seam function).
+            self._trickled.append(
+                _seam.trickle_server_reflexive(
+                    transport, functools.partial(self._on_late_candidate, transport)
+                )
+            )
+
+    def _on_late_candidate(self, transport: aiortc.RTCIceTransport, candidate: Candidate) -> None:
+        if self._closed:
+            return
+        mid, index = self._section_of(transport)
+        if mid is None:
+            return
+        init = json.dumps(
+            {
+                "candidate": _CANDIDATE_PREFIX + candidate.to_sdp(),
+                "sdpMid": mid,
+                "sdpMLineIndex": index,
+                "usernameFragment": transport.iceGatherer.getLocalParameters().usernameFragment,
+            }
+        )
+        if self.debug:
+            logger.debug("= late local candidate %s", init)
+        if not self._description_out:
+            self._early_local_candidates.append(init)
+            return
+        self._emit_local_candidate(init)
+
+    def _section_of(self, transport: aiortc.RTCIceTransport) -> tuple[str | None, int]:
+        """The first section of our local description carried by ``transport``: its mid and
+        m-line index, which a trickled candidate names (PROTOCOL-MAP §2 Trickle)."""
+        sdp = self.local_description or ""
+        by_mid = {t.mid: t.receiver.transport.transport for t in self._pc.getTransceivers()}
+        sctp = self._pc.sctp
+        index = -1
+        kind = ""
+        for line in sdp.splitlines():
+            if line.startswith("m="):
+                index += 1
+                kind = line[2:].split(" ", 1)[0]
+            elif line.startswith("a=mid:") and index >= 0:
+                mid = line[6:].strip()
+                owner = sctp.transport.transport if kind == "application" and sctp else None
+                if owner is None:
+                    owner = by_mid.get(mid)
+                if owner is transport:
+                    return mid, index
+        return None, 0
+
+    def _release_local_candidates_soon(self) -> None:
+        """After this call returns its SDP, the caller sends it before yielding to the loop
+        (the engine does), so early candidates are emitted on the next loop iteration."""
+        if not self._description_out:
+            asyncio.get_running_loop().call_soon(self._release_local_candidates)
+
+    def _release_local_candidates(self) -> None:
+        self._description_out = True
+        early, self._early_local_candidates = self._early_local_candidates, []
+        for init in early:
+            self._emit_local_candidate(init)
+
+    def _emit_local_candidate(self, init: str) -> None:
+        callback = self.on_local_candidate
+        if callback is None or self._closed:
+            return
+        try:
+            callback(init)
+        except Exception:
+            logger.exception("on_local_candidate callback failed")
 
     def _ice_transport(self) -> aiortc.RTCIceTransport | None:
         sctp = self._pc.sctp
