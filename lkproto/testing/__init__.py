@@ -5,6 +5,8 @@ Everything here needs only the standard library, so it imports without the ``rtc
 - :class:`LocalServer` starts a pinned livekit-server bound to 127.0.0.1.
 - :func:`ensure_livekit_server` builds and caches that server with ``go install``.
 - :func:`scaled` stretches test timings by ``$LKPROTO_TEST_TIME_SCALE``.
+- :class:`LocalCluster` runs two (or more) livekit-server nodes sharing a private Redis, with
+  rooms pinned to a node and node kills (:mod:`lkproto.testing.cluster`).
 - :class:`FaultLab` runs the server and client workers in a network namespace and impairs the
   traffic there (loss, outages, rate limits, server kills); see :mod:`lkproto.testing.faults`.
 - :class:`SignalPeer` (needs the ``rtc`` extra, imported on first use) is an in-memory signal
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lkproto.core.durations import positive_seconds
 from lkproto.errors import LocalProtocolError
+from lkproto.testing.cluster import LocalCluster
 from lkproto.testing.faults import FaultLab, Impairment
 from lkproto.testing.install import (
     DEFAULT_LIVEKIT_SERVER_VERSION,
@@ -46,6 +49,7 @@ __all__ = [
     "TIME_SCALE_ENV",
     "FaultLab",
     "Impairment",
+    "LocalCluster",
     "LocalServer",
     "SignalConnection",
     "SignalPeer",
