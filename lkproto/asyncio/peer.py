@@ -485,7 +485,7 @@ class PeerConnection:
             offer = await self._pc.createOffer()
             self._scope_ice()
             await self._pc.setLocalDescription(offer)
-        sdp = self._local_sdp()
+        sdp = self._unfinished(self._local_sdp())
         self._release_local_candidates_soon()
         if self.debug:
             logger.debug("= local offer\n%s", sdp)
@@ -518,7 +518,7 @@ class PeerConnection:
             answer = await self._pc.createAnswer()
             self._scope_ice()
             await self._pc.setLocalDescription(answer)
-        answer_sdp = self._local_sdp()
+        answer_sdp = self._unfinished(self._local_sdp())
         self._release_local_candidates_soon()
         if self.debug:
             logger.debug("= local answer\n%s", answer_sdp)
@@ -840,6 +840,18 @@ class PeerConnection:
                 if owner is transport:
                     return mid, index
         return None, 0
+
+    def _unfinished(self, sdp: str) -> str:
+        """``sdp`` without aiortc's ``a=end-of-candidates`` while a STUN query may still add a
+        candidate: the peer must keep accepting trickled ones (RFC 8840 §4.4; aioice, for one,
+        refuses a candidate after end-of-candidates)."""
+        if not any(gathering.pending for gathering in self._trickled):
+            return sdp
+        return "".join(
+            line
+            for line in sdp.splitlines(keepends=True)
+            if line.rstrip("\r\n") != "a=end-of-candidates"
+        )
 
     def _release_local_candidates_soon(self) -> None:
         """After this call returns its SDP, the caller sends it before yielding to the loop

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import re
+from collections.abc import AsyncIterator
+from typing import cast
 
 import aioice.ice
 import pytest
+from aioice import stun
 
 from lkproto import errors
 from lkproto.asyncio._ice import check_addresses
-from lkproto.asyncio.peer import PeerConnection, PeerOptions
+from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions
 from tests.conftest import scaled
 
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ (\w+) \d+ (\S+) \d+ typ (\w+)", re.MULTILINE)
@@ -66,5 +70,194 @@ async def test_empty_choice_gathers_no_host_candidate() -> None:
         await pc.create_data_channels()
         offer = await asyncio.wait_for(pc.create_offer(), scaled(10))
         assert _host_addresses(offer) == []
+    finally:
+        await pc.close()
+
+
+# -- STUN answers are trickled, not awaited (issue 18) -------------------------------------------
+
+
+class _HeldStunServer(asyncio.DatagramProtocol):
+    """A loopback STUN server that answers binding requests only when told to.
+
+    The mapped address it reports is the request's source, as a STUN server on the same host sees
+    it, so the resulting server-reflexive candidate is reachable.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.held: list[tuple[stun.Message, tuple[str, int]]] = []
+        self.received = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        request = stun.parse_message(data)
+        if request.message_method == stun.Method.BINDING:
+            self.held.append((request, addr))
+            self.received.set()
+
+    def answer_all(self) -> int:
+        assert self.transport is not None
+        held, self.held = self.held, []
+        for request, addr in held:
+            response = stun.Message(
+                message_method=stun.Method.BINDING,
+                message_class=stun.Class.RESPONSE,
+                transaction_id=request.transaction_id,
+            )
+            response.attributes["XOR-MAPPED-ADDRESS"] = addr
+            self.transport.sendto(bytes(response), addr)
+        return len(held)
+
+
+@pytest.fixture
+async def stun_server() -> AsyncIterator[tuple[_HeldStunServer, int]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        _HeldStunServer, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        yield protocol, transport.get_extra_info("sockname")[1]
+    finally:
+        transport.close()
+
+
+class _Trickled:
+    """What a peer's ``on_local_candidate`` received."""
+
+    def __init__(self) -> None:
+        self.inits: list[str] = []
+        self.arrived = asyncio.Event()
+
+    def add(self, init: str) -> None:
+        self.inits.append(init)
+        self.arrived.set()
+
+
+def _with_stun(port: int, *, max_bundle: bool = True) -> PeerOptions:
+    return PeerOptions(
+        ice_addresses=("127.0.0.1",),
+        ice_servers=(IceServer(urls=(f"stun:127.0.0.1:{port}",)),),
+        max_bundle=max_bundle,
+    )
+
+
+def _without_candidates(sdp: str) -> str:
+    return "".join(
+        line
+        for line in sdp.splitlines(keepends=True)
+        if not line.startswith(("a=candidate:", "a=end-of-candidates"))
+    )
+
+
+async def test_offer_leaves_before_the_stun_answer_which_is_trickled_after_it(
+    stun_server: tuple[_HeldStunServer, int],
+) -> None:
+    server, port = stun_server
+    trickled = _Trickled()
+    pc = PeerConnection(_with_stun(port))
+    pc.on_local_candidate = trickled.add
+    try:
+        await pc.create_data_channels()
+        offer = await asyncio.wait_for(pc.create_offer(), scaled(10))
+        # The query reached the server, which has not answered: stock aiortc would still be in
+        # setLocalDescription here (aioice awaits it up to 5 s).
+        await asyncio.wait_for(server.received.wait(), scaled(10))
+        assert server.held
+        assert _host_addresses(offer) == ["127.0.0.1"]
+        assert "typ srflx" not in offer
+        # More may come: the offer must not promise the peer that candidates are complete.
+        assert "a=end-of-candidates" not in offer
+        assert trickled.inits == []
+        assert server.answer_all() == 1
+        await asyncio.wait_for(trickled.arrived.wait(), scaled(10))
+        init = json.loads(trickled.inits[0])
+        assert re.match(
+            r"candidate:\S+ 1 udp \d+ 127\.0\.0\.1 \d+ typ srflx raddr 127", init["candidate"]
+        )
+        assert init["sdpMid"] == "0"
+        assert init["sdpMLineIndex"] == 0
+        assert init["usernameFragment"] in offer
+        # The next description lists it (aiortc reads the connection's local candidates).
+        again = await asyncio.wait_for(pc.create_offer(), scaled(10))
+        assert "typ srflx" in again
+        assert "a=end-of-candidates" in again
+    finally:
+        await pc.close()
+
+
+async def test_a_candidate_found_before_the_description_is_returned_waits_for_it(
+    stun_server: tuple[_HeldStunServer, int],
+) -> None:
+    server, port = stun_server
+    trickled = _Trickled()
+    pc = PeerConnection(_with_stun(port))
+    pc.on_local_candidate = trickled.add
+    answered = asyncio.get_running_loop().create_future()
+
+    def answer_at_once() -> None:
+        server.received.clear()
+        answered.set_result(server.answer_all())
+
+    try:
+        await pc.create_data_channels()
+        offering = asyncio.ensure_future(pc.create_offer())
+        await asyncio.wait_for(server.received.wait(), scaled(10))
+        answer_at_once()
+        await asyncio.wait_for(offering, scaled(10))
+        # Whatever the race inside create_offer, nothing was emitted before it returned.
+        seen_at_return = list(trickled.inits)
+        await asyncio.wait_for(trickled.arrived.wait(), scaled(10))
+        assert await answered == 1
+        assert seen_at_return == []
+    finally:
+        await pc.close()
+
+
+async def test_a_late_server_reflexive_candidate_is_usable(
+    stun_server: tuple[_HeldStunServer, int],
+) -> None:
+    """The answerer learns the offerer only from the trickled candidate, and the offerer knows
+    no candidate of the answerer: ICE can succeed only through the late candidate."""
+    server, port = stun_server
+    trickled = _Trickled()
+    a = PeerConnection(_with_stun(port, max_bundle=False))
+    b = PeerConnection(PeerOptions(ice_addresses=("127.0.0.1",)))
+    a.on_local_candidate = trickled.add
+    try:
+        await a.create_data_channels()
+        offer = await asyncio.wait_for(a.create_offer(), scaled(10))
+        answer = await asyncio.wait_for(b.apply_offer(_without_candidates(offer)), scaled(10))
+        await a.apply_answer(_without_candidates(answer))
+        await asyncio.wait_for(server.received.wait(), scaled(10))
+        server.answer_all()
+        await asyncio.wait_for(trickled.arrived.wait(), scaled(10))
+        for init in trickled.inits:
+            await b.add_ice_candidate(init)
+        await b.end_of_candidates()
+        await asyncio.wait_for(
+            asyncio.gather(a.wait_connected(scaled(20)), b.wait_channels_open(scaled(20))),
+            scaled(25),
+        )
+        pair = a.selected_candidate_pair()
+        assert pair is not None
+        assert pair.local_address == "127.0.0.1"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_without_a_stun_server_nothing_is_trickled_and_candidates_are_complete() -> None:
+    trickled = _Trickled()
+    pc = PeerConnection(PeerOptions(ice_addresses=("127.0.0.1",)))
+    pc.on_local_candidate = trickled.add
+    try:
+        await pc.create_data_channels()
+        offer = await asyncio.wait_for(pc.create_offer(), scaled(10))
+        assert "a=end-of-candidates" in offer
+        await asyncio.sleep(0)
+        assert trickled.inits == []
     finally:
         await pc.close()
