@@ -20,7 +20,9 @@ Recovery, in the terms of PROTOCOL-MAP §10:
   it on transport failure (``LeaveRequest{CONNECTION_TIMEOUT, RESUME}``) and the resume's ICE
   restart is what repairs the transport (``S:pkg/rtc/participant.go (onAnyTransportFailed)``;
   ``JS:src/room/RTCEngine.ts (handleDisconnect, attemptReconnect)`` resumes after
-  ``peerconnection failed``).
+  ``peerconnection failed``). That is the JS table :func:`choose_recovery` keeps; lkproto's own
+  mapping, :func:`recovery_for`, turns both a failed peer connection and the server's
+  ``leave{RESUME}`` into full reconnects, because aiortc cannot ICE-restart.
 * **Full reconnect** tears everything down and joins again (new SID, republish). JS goes there on
   ``LeaveRequest.action == RECONNECT``, after a refused resume (the server's first frame is a
   ``LeaveRequest``), when ``client_configuration.resume_connection == DISABLED``, and when the
@@ -247,21 +249,28 @@ def recovery_for(
     """The recovery one cause calls for, through :func:`choose_recovery`.
 
     A failed peer connection means a full reconnect: aiortc cannot ICE-restart (PROTOCOL-MAP §14),
-    so the resume's repair step is not available to us. Without resume support (``/rtc`` v0 here)
-    everything that is not giving up is a full reconnect.
+    so the resume's repair step is not available to us. The same holds for a ``leave`` with action
+    RESUME: livekit-server sends it only when its own side of our transport failed
+    (``S:pkg/rtc/participant.go (onAnyTransportFailed)``, PROTOCOL-MAP §10 Server-side timeouts)
+    and expects the resume's ICE restart; a signal-only resume would leave a room that says
+    CONNECTED over a dead transport (issue 15, 20 s UDP outage). Without resume support (``/rtc``
+    v0 here) everything that is not giving up is a full reconnect.
 
     Args:
         cause: what went wrong.
         leave_action: ``LeaveRequest.action`` when ``cause`` is LEAVE.
         resume_supported: the session can be resumed at all.
     """
+    transport_failed = cause is RecoveryCause.PEER_FAILED or (
+        cause is RecoveryCause.LEAVE and leave_action == pb.LeaveRequest.RESUME
+    )
     return choose_recovery(
         signal_ok=cause not in (RecoveryCause.SIGNAL_LOST, RecoveryCause.LEAVE),
-        peer_ok=cause is not RecoveryCause.PEER_FAILED,
+        peer_ok=not transport_failed,
         leave_action=leave_action if cause is RecoveryCause.LEAVE else None,
         resume_refused=cause in (RecoveryCause.RESUME_REFUSED, RecoveryCause.FULL_REQUESTED),
         resume_disabled=not resume_supported,
-        peer_resumable=cause is not RecoveryCause.PEER_FAILED,
+        peer_resumable=not transport_failed,
     )
 
 
@@ -340,8 +349,13 @@ class Recoverer:
     :meth:`attempt_kind` (a resume needs a usable peer connection, else it becomes a full
     reconnect for good), runs the attempt and reports :meth:`attempt_succeeded` or
     :meth:`attempt_failed` (which schedules the next one, or gives up when the policy has no more
-    delays or the server refused the join for good). :class:`GaveUp` ends the recovery: the
-    driver disconnects. :meth:`cancel` (the user disconnected) returns to IDLE silently.
+    delays or the server refused the join for good). A failure that turns the plan from a resume
+    into a full reconnect (the server refused the resume) schedules the full reconnect at once:
+    the server answered, so it is up, and only the session is gone (after a server restart,
+    waiting the policy's delay made lkproto take 2 s to recover where the official SDK takes
+    0.3 s, issue 15); it still counts against the policy's attempts. :class:`GaveUp` ends the
+    recovery: the driver disconnects. :meth:`cancel` (the user disconnected) returns to IDLE
+    silently.
 
     Args:
         policy: the retry delays.
@@ -454,13 +468,16 @@ class Recoverer:
             self._give_up(f"the server refused the join (HTTP {status})")
             return
         self._failed += 1
+        before = self._plan
         if cause is not None:
             wanted = recovery_for(cause, resume_supported=self.resume_supported)
             if wanted is Recovery.GIVE_UP:
                 self._give_up(f"the server ended the session ({cause.value})")
                 return
             self._escalate(wanted)
-        self._schedule(now)
+        # The server answered and refused the session: a full reconnect now (class docstring).
+        now_full = before is Recovery.RESUME and self._plan is Recovery.FULL_RECONNECT
+        self._schedule(now, immediate=now_full)
 
     def cancel(self) -> None:
         """Stop recovering without an event (the user disconnected)."""
@@ -489,13 +506,13 @@ class Recoverer:
         if _STRENGTH[wanted] > _STRENGTH[self._plan]:
             self._plan = wanted
 
-    def _schedule(self, now: float) -> None:
+    def _schedule(self, now: float, *, immediate: bool = False) -> None:
         delay = self._policy.next_delay(self._failed, random=self._random())
         if delay is None:
             self._give_up(f"no reconnect attempt succeeded ({self._failed} made)")
             return
         self._state = RecoveryState.WAITING
-        self._deadline = now + delay
+        self._deadline = now if immediate else now + delay
 
     def _give_up(self, reason: str) -> None:
         self._reset()

@@ -260,11 +260,14 @@ async def test_signal_loss_resumes_with_sync_state(harness: Harness) -> None:
     assert engine.state == en.ConnectionState.CONN_CONNECTED
 
 
-async def test_leave_resume_resumes(harness: Harness) -> None:
+async def test_leave_resume_joins_anew(harness: Harness) -> None:
+    # The server sends leave{RESUME} when its side of the transport failed and expects an ICE
+    # restart, which aiortc cannot do: lkproto joins anew (core/reconnect.py recovery_for).
     harness.peer.current.leave(pb.LeaveRequest.RESUME, pb.CONNECTION_TIMEOUT)
-    assert (await harness.recorder.next(en.EngineReconnecting)).full is False
-    assert (await harness.recorder.next(en.EngineReconnected)).full is False
-    assert harness.peer.current.resume
+    assert (await harness.recorder.next(en.EngineReconnecting)).full is True
+    assert (await harness.recorder.next(en.EngineReconnected)).full is True
+    assert not harness.peer.current.resume
+    assert harness.peer.participant_sid == "PA_2"
 
 
 async def test_leave_reconnect_joins_anew_and_republishes(harness: Harness) -> None:

@@ -181,7 +181,9 @@ def _recoverer(delays: tuple[float, ...] = (0.0, 1.0), **kw: bool) -> Recoverer:
         (RecoveryCause.SIGNAL_LOST, None, True, Recovery.RESUME),
         (RecoveryCause.SIGNAL_LOST, None, False, Recovery.FULL_RECONNECT),
         (RecoveryCause.PEER_FAILED, None, True, Recovery.FULL_RECONNECT),
-        (RecoveryCause.LEAVE, pb.LeaveRequest.RESUME, True, Recovery.RESUME),
+        # the server sends leave{RESUME} when its side of our transport failed; the resume it
+        # expects ICE-restarts, which aiortc cannot: a full reconnect (issue 15, 20 s outage)
+        (RecoveryCause.LEAVE, pb.LeaveRequest.RESUME, True, Recovery.FULL_RECONNECT),
         (RecoveryCause.LEAVE, pb.LeaveRequest.RESUME, False, Recovery.FULL_RECONNECT),
         (RecoveryCause.LEAVE, pb.LeaveRequest.RECONNECT, True, Recovery.FULL_RECONNECT),
         (RecoveryCause.LEAVE, pb.LeaveRequest.DISCONNECT, True, Recovery.GIVE_UP),
@@ -211,18 +213,46 @@ def test_signal_loss_resumes_after_the_first_delay() -> None:
     assert r.get_timer() is None
 
 
-def test_refused_resume_escalates_to_full_and_never_back() -> None:
+def test_refused_resume_escalates_to_full_at_once_and_never_back() -> None:
     r = _recoverer((0.0, 1.0, 2.0))
     r.trouble(RecoveryCause.SIGNAL_LOST, 0.0)
     r.handle_timer(0.0)
     r.attempt_failed(0.1, cause=RecoveryCause.RESUME_REFUSED)
     assert r.plan is Recovery.FULL_RECONNECT
-    assert r.get_timer() == 1.1
-    r.trouble(RecoveryCause.SIGNAL_LOST, 0.2)  # a weaker cause does not downgrade
-    r.handle_timer(1.1)
+    # The server answered: the full reconnect is due now, not after the policy's 1 s.
+    assert r.get_timer() == 0.1
+    r.trouble(RecoveryCause.SIGNAL_LOST, 0.1)  # a weaker cause does not downgrade
+    r.handle_timer(0.1)
     assert r.attempt_kind(peer_usable=True) is Recovery.FULL_RECONNECT
-    r.attempt_succeeded(1.5)
-    assert _drain(r)[-1] == Recovered(full=True, attempts=2)
+    # A failed full reconnect waits for the policy's next delay again.
+    r.attempt_failed(0.3)
+    assert r.get_timer() == 2.3
+    r.handle_timer(2.3)
+    r.attempt_succeeded(2.5)
+    assert _drain(r)[-1] == Recovered(full=True, attempts=3)
+
+
+def test_an_immediate_full_reconnect_still_counts_against_the_attempts() -> None:
+    r = _recoverer((0.0,))
+    r.trouble(RecoveryCause.SIGNAL_LOST, 0.0)
+    r.handle_timer(0.0)
+    r.attempt_failed(0.1, cause=RecoveryCause.RESUME_REFUSED)
+    assert r.state is RecoveryState.IDLE
+    assert isinstance(_drain(r)[-1], GaveUp)
+
+
+def test_a_refusal_during_a_full_reconnect_keeps_the_policy_delay() -> None:
+    r = _recoverer((0.0, 1.0, 2.0))
+    r.trouble(RecoveryCause.PEER_FAILED, 0.0)
+    r.handle_timer(0.0)
+    r.attempt_failed(0.1, cause=RecoveryCause.RESUME_REFUSED)
+    assert r.get_timer() == 1.1  # the plan did not change: no shortcut
+
+
+def test_server_leave_resume_starts_a_full_reconnect() -> None:
+    r = _recoverer()
+    r.trouble(RecoveryCause.LEAVE, 0.0, leave_action=pb.LeaveRequest.RESUME)
+    assert _drain(r) == [RecoveryStarted(full=True)]
 
 
 def test_unusable_peer_makes_the_attempt_full() -> None:
