@@ -22,5 +22,6 @@ PYTHON=.venv/bin/python bash tools/install_livekit_server.sh
 # Debian chromium + npm livekit-client/playwright-core for the browser interop tests
 bash tools/setup_browser.sh
 bash tools/setup_faults.sh  # nftables/iproute2 for the fault harness (tests/faults; skipped without root)
+bash tools/setup_stun.sh  # coturn: a loopback STUN server for the join-time test and benchmark
 bash tools/setup_cluster.sh  # redis-server for the two-node cluster (lkproto.testing.LocalCluster)
 bash tools/setup_demo_web.sh  # the demo web page bundle (lkproto/agents/demo/web/dist/)
