@@ -2,14 +2,31 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/join_time.py [--joins 20] [--json benchmarks/results/join_time.json]
+    .venv/bin/python benchmarks/join_time.py [--joins 20]
+        [--situations default,coturn,silent,loopback] [--json benchmarks/results/join_time.json]
 
-It starts its own loopback livekit-server (:class:`lkproto.testing.LocalServer`), joins one warm-up
-room per SDK (not counted: first imports, the official SDK's FFI runtime, aiortc's first
-certificate), then ``--joins`` rounds. A round joins once with each SDK; the SDK that goes first
-alternates from round to round so that neither always runs on a server that just saw a leave. Every
-join uses a fresh room and identity and disconnects before the next one starts. Times are
-``time.perf_counter`` wall times of the awaited calls; nothing else runs in the event loop.
+Situations (issue 18): with default ``RoomOptions()`` both SDKs gather a server-reflexive candidate
+from the STUN server the LiveKit server advertises, so the join is measured in three STUN
+situations, each on its own server:
+
+``default``
+    :class:`lkproto.testing.LocalServer` as it is: it advertises a loopback port nobody listens on.
+``coturn``
+    the server advertises a real STUN server on loopback (Debian coturn, STUN-only,
+    :class:`lkproto.testing.stun.CoturnStun`); skipped with a note when coturn is missing.
+``silent``
+    the server advertises a socket that reads and drops every query (a dropping firewall).
+``loopback``
+    the older figure: ``default``'s server, lkproto with
+    ``RtcConfiguration(ice_addresses=["127.0.0.1"])`` (no STUN at all), the official SDK with
+    ``RtcConfiguration(ice_servers=[])`` (= the server's list, so the same as its default).
+
+For each situation it starts its own loopback livekit-server, joins one warm-up room per SDK (not
+counted: first imports, the official SDK's FFI runtime, aiortc's first certificate), then
+``--joins`` rounds. A round joins once with each SDK; the SDK that goes first alternates from round
+to round so that neither always runs on a server that just saw a leave. Every join uses a fresh
+room and identity and disconnects before the next one starts. Times are ``time.perf_counter`` wall
+times of the awaited calls; nothing else runs in the event loop.
 
 What each number measures
 -------------------------
@@ -18,13 +35,10 @@ What each number measures
 
     *lkproto* returns once the JoinResponse arrived, the peer connection is up (ICE + DTLS) and
     both data channels (``_reliable``, ``_lossy``) are open: the room can send and receive data.
-    Options: ``RtcConfiguration(ice_addresses=["127.0.0.1"])``, which also skips STUN.
 
     *official* (``livekit`` over its Rust FFI) returns once the Rust engine reports the room
     connected (JoinResponse + primary peer connection connected) and the FFI callback reached
-    Python. Its data channels may still be opening. Options:
-    ``RtcConfiguration(ice_servers=[])`` = the server's ICE list, which LocalServer points at an
-    unused loopback port (as in ``tests/interop``), so no public STUN server is contacted.
+    Python. Its data channels may still be opening.
 
 ``connect+data``
     ``connect`` plus the first reliable user packet accepted by an open ``_reliable`` channel:
@@ -49,10 +63,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -62,6 +77,7 @@ from livekit import rtc as official
 
 from lkproto import rtc as lk
 from lkproto.testing import DEFAULT_LIVEKIT_SERVER_VERSION, LocalServer
+from lkproto.testing.stun import CoturnStun, SilentStun, stun_config
 from lkproto.wire import pb
 
 DEFAULT_JOINS: Final = 20
@@ -71,6 +87,7 @@ DEFAULT_PAUSE_S: Final = 0.1
 DEFAULT_JSON: Final = Path(__file__).parent / "results" / "join_time.json"
 
 SDKS: Final = ("lkproto", "official")
+SITUATIONS: Final = ("default", "coturn", "silent", "loopback")
 MEASURES: Final = ("connect", "connect+data", "disconnect")
 PAYLOAD: Final = b"x"
 
@@ -91,9 +108,13 @@ class Results:
     errors: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SDKS})
 
 
-async def join_lkproto(url: str, token: str, limit_s: float) -> Sample:
+async def join_lkproto(url: str, token: str, limit_s: float, situation: str) -> Sample:
     room = lk.Room()
-    options = lk.RoomOptions(rtc_config=lk.RtcConfiguration(ice_addresses=["127.0.0.1"]))
+    options = (
+        lk.RoomOptions(rtc_config=lk.RtcConfiguration(ice_addresses=["127.0.0.1"]))
+        if situation == "loopback"
+        else lk.RoomOptions()
+    )
     packet = pb.DataPacket(user=pb.UserPacket(payload=PAYLOAD))
     try:
         rss0 = current_rss_kib()
@@ -113,9 +134,13 @@ async def join_lkproto(url: str, token: str, limit_s: float) -> Sample:
     return Sample(t1 - t0, t2 - t0, t3 - t2, _delta(rss0, rss1))
 
 
-async def join_official(url: str, token: str, limit_s: float) -> Sample:
+async def join_official(url: str, token: str, limit_s: float, situation: str) -> Sample:
     room = official.Room()
-    options = official.RoomOptions(rtc_config=official.RtcConfiguration(ice_servers=[]))
+    options = (
+        official.RoomOptions(rtc_config=official.RtcConfiguration(ice_servers=[]))
+        if situation == "loopback"
+        else official.RoomOptions()
+    )
     try:
         rss0 = current_rss_kib()
         t0 = time.perf_counter()
@@ -132,7 +157,7 @@ async def join_official(url: str, token: str, limit_s: float) -> Sample:
     return Sample(t1 - t0, t2 - t0, t3 - t2, _delta(rss0, rss1))
 
 
-JOINERS: Final[dict[str, Callable[[str, str, float], Awaitable[Sample]]]] = {
+JOINERS: Final[dict[str, Callable[[str, str, float, str], Awaitable[Sample]]]] = {
     "lkproto": join_lkproto,
     "official": join_official,
 }
@@ -142,25 +167,45 @@ def _delta(before: int | None, after: int | None) -> int | None:
     return None if before is None or after is None else after - before
 
 
-async def one_join(server: LocalServer, sdk: str, label: str, limit_s: float) -> Sample:
+async def one_join(
+    server: LocalServer, sdk: str, label: str, limit_s: float, situation: str
+) -> Sample:
     suffix = uuid.uuid4().hex[:8]
     token = server.create_token(f"{sdk}-{label}-{suffix}", f"bench-join-{sdk}-{label}-{suffix}")
     gc.collect()
-    return await JOINERS[sdk](server.url, token, limit_s)
+    return await JOINERS[sdk](server.url, token, limit_s, situation)
 
 
-async def run(joins: int, warmup: int, limit_s: float, pause: float) -> tuple[Results, str]:
+@contextlib.asynccontextmanager
+async def stun_situation(situation: str) -> AsyncIterator[dict[str, object] | None]:
+    """LocalServer's ``extra_config`` for ``situation`` (None: LocalServer's own STUN list)."""
+    if situation == "coturn":
+        with CoturnStun() as coturn:
+            yield stun_config(coturn.port)
+    elif situation == "silent":
+        async with SilentStun() as silent:
+            yield stun_config(silent.port)
+    else:
+        yield None
+
+
+async def run(
+    joins: int, warmup: int, limit_s: float, pause: float, situation: str
+) -> tuple[Results, str]:
     results = Results()
-    async with LocalServer(log_level="warn") as server:
+    async with (
+        stun_situation(situation) as extra,
+        LocalServer(log_level="warn", extra_config=extra) as server,
+    ):
         for i in range(warmup):
             for sdk in SDKS:
-                await one_join(server, sdk, f"warmup{i}", limit_s)
+                await one_join(server, sdk, f"warmup{i}", limit_s, situation)
                 await asyncio.sleep(pause)
         for i in range(joins):
             order = SDKS if i % 2 == 0 else tuple(reversed(SDKS))
             for sdk in order:
                 try:
-                    sample = await one_join(server, sdk, str(i), limit_s)
+                    sample = await one_join(server, sdk, str(i), limit_s, situation)
                 except Exception as exc:  # a failed join is counted, not fatal
                     results.errors[sdk].append(f"join {i}: {exc!r}")
                 else:
@@ -238,6 +283,27 @@ def markdown_table(summary: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def situations_table(by_situation: dict[str, dict[str, object]]) -> str:
+    """One row per situation: connect and connect+data medians and ratios."""
+    lines = [
+        "| situation | connect lkproto | official | ratio | connect+data lkproto | official "
+        "| ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for situation, summary in by_situation.items():
+        cells: list[str] = []
+        for measure in ("connect", "connect+data"):
+            row = summary[measure]
+            assert isinstance(row, dict)
+            for sdk in SDKS:
+                median = row[sdk].get("median")
+                cells.append(f"{median:.1f} ms" if isinstance(median, float) else "n/a")
+            ratio = row.get("ratio_median_lkproto_over_official")
+            cells.append(f"{ratio:.2f}x" if isinstance(ratio, float) else "n/a")
+        lines.append(f"| {situation} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--joins", type=int, default=DEFAULT_JOINS, help="rounds (one join each)")
@@ -246,31 +312,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--pause", type=float, default=DEFAULT_PAUSE_S, help="idle time between joins, s"
     )
+    parser.add_argument(
+        "--situations",
+        default=",".join(SITUATIONS),
+        help=f"comma-separated STUN situations, of {', '.join(SITUATIONS)}",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="result file")
     args = parser.parse_args(argv)
     if args.joins < 1:
         parser.error("--joins must be >= 1 (use >= 20 for published numbers)")
+    chosen = [name.strip() for name in args.situations.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SITUATIONS))
+    if unknown or not chosen:
+        parser.error(f"unknown situation(s) {unknown}; choose from {', '.join(SITUATIONS)}")
+    if "coturn" in chosen and not CoturnStun.available():
+        print("coturn is not installed (tools/setup_stun.sh): skipping 'coturn'", file=sys.stderr)
+        chosen.remove("coturn")
 
     logging.basicConfig(level=logging.WARNING)
     started = utc_now()
-    results, _ = asyncio.run(run(args.joins, args.warmup, args.timeout, args.pause))
-    summary = report(results)
-    table = markdown_table(summary)
+    load_before = os.getloadavg()
+    by_situation: dict[str, dict[str, object]] = {}
+    errors: dict[str, dict[str, list[str]]] = {}
+    tables: dict[str, str] = {}
+    for situation in chosen:
+        results, _ = asyncio.run(run(args.joins, args.warmup, args.timeout, args.pause, situation))
+        by_situation[situation] = report(results)
+        errors[situation] = results.errors
+        tables[situation] = markdown_table(by_situation[situation])
+    load_after = os.getloadavg()
     machine = machine_info({"livekit_server": DEFAULT_LIVEKIT_SERVER_VERSION})
 
-    print(table)
+    for situation, table in tables.items():
+        print(f"### {situation}\n")
+        print(table)
+        print()
+    overview = situations_table(by_situation)
+    print(overview)
     print()
     packages = machine["packages"]
     assert isinstance(packages, dict)
     print(
-        f"{args.joins} joins per SDK (+{args.warmup} warm-up), interleaved; "
+        f"{args.joins} joins per SDK and situation (+{args.warmup} warm-up), interleaved; "
         f"{machine['cpu_model']}, {machine['cpu_count']} CPU, {machine['uname']}; "
         f"Python {machine['python']}, aiortc {packages['aiortc']}, livekit {packages['livekit']}, "
-        f"livekit-server {DEFAULT_LIVEKIT_SERVER_VERSION}"
+        f"livekit-server {DEFAULT_LIVEKIT_SERVER_VERSION}; load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
-    for sdk in SDKS:
-        for err in results.errors[sdk]:
-            print(f"{sdk} failure: {err}", file=sys.stderr)
+    for situation, per_sdk in errors.items():
+        for sdk in SDKS:
+            for err in per_sdk[sdk]:
+                print(f"{situation} {sdk} failure: {err}", file=sys.stderr)
 
     payload = {
         "benchmark": "join_time",
@@ -281,10 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warmup": args.warmup,
             "timeout_s": args.timeout,
             "pause_s": args.pause,
-            "lkproto_options": (
-                "RoomOptions(rtc_config=RtcConfiguration(ice_addresses=['127.0.0.1']))"
-            ),
-            "official_options": "RoomOptions(rtc_config=RtcConfiguration(ice_servers=[]))",
+            "situations": chosen,
+            "lkproto_options": "RoomOptions() (loopback: RtcConfiguration(ice_addresses="
+            "['127.0.0.1']))",
+            "official_options": "RoomOptions() (loopback: RtcConfiguration(ice_servers=[]))",
         },
         "definitions": {
             "connect": "await Room.connect() wall time; lkproto: data channels open; "
@@ -293,15 +385,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             "channel (lkproto engine.send_data, official local_participant.publish_data)",
             "disconnect": "await Room.disconnect() wall time",
             "rss_delta_kib": "process VmRSS while connected minus before connect",
+            "default": "LocalServer as it is (advertised STUN port unused)",
+            "coturn": "LocalServer advertising coturn (STUN-only) on loopback",
+            "silent": "LocalServer advertising a loopback socket that drops every query",
+            "loopback": "default's server; lkproto gathers on 127.0.0.1 only, no STUN",
         },
+        "load_average_1m": {"before": load_before[0], "after": load_after[0]},
         "machine": machine,
-        "results": summary,
-        "errors": results.errors,
-        "table_markdown": table,
+        "results": by_situation,
+        "errors": errors,
+        "table_markdown": overview,
+        "tables_markdown": tables,
     }
     path = write_json(args.json, payload)
     print(f"wrote {path}")
-    return 1 if any(results.errors.values()) else 0
+    return 1 if any(any(e.values()) for e in errors.values()) else 0
 
 
 if __name__ == "__main__":
