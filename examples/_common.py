@@ -1,0 +1,86 @@
+"""What every example shares: server arguments, join tokens and loopback-aware room options.
+
+Not an example itself. Each example puts its own directory first on ``sys.path`` (Python does
+that for ``python examples/<name>.py``), so ``import _common`` finds this file.
+
+The server comes from ``--url`` / ``--api-key`` / ``--api-secret`` or, as in LiveKit's own
+examples, from ``LIVEKIT_URL`` / ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``. ``lkproto server``
+prints the three variables for a development server on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from urllib.parse import urlsplit
+
+from lkproto import api, rtc
+
+__all__ = ["add_server_args", "check_server_args", "fail", "room_options", "token_for"]
+
+
+def add_server_args(
+    parser: argparse.ArgumentParser, *, room: str | None = "lkproto-examples"
+) -> None:
+    """Add ``--url``, ``--api-key``, ``--api-secret`` (and ``--room`` unless ``room`` is None)."""
+    env = os.environ.get
+    parser.add_argument("--url", default=env("LIVEKIT_URL"), help="ws(s):// URL ($LIVEKIT_URL)")
+    parser.add_argument("--api-key", default=env("LIVEKIT_API_KEY"), help="($LIVEKIT_API_KEY)")
+    parser.add_argument(
+        "--api-secret", default=env("LIVEKIT_API_SECRET"), help="($LIVEKIT_API_SECRET)"
+    )
+    if room is not None:
+        parser.add_argument("--room", default=room, help=f"room to join ({room})")
+
+
+def check_server_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error when the server URL or a key is missing."""
+    missing = [n for n in ("url", "api_key", "api_secret") if not getattr(args, n)]
+    if missing:
+        names = ", ".join("--" + n.replace("_", "-") for n in missing)
+        parser.error(f"missing {names} (or the LIVEKIT_* environment variables)")
+
+
+def token_for(
+    args: argparse.Namespace,
+    identity: str,
+    *,
+    name: str | None = None,
+    kind: str | None = None,
+    attributes: dict[str, str] | None = None,
+) -> str:
+    """A join token for ``args.room`` signed with the key from the arguments."""
+    token = api.AccessToken(args.api_key, args.api_secret).with_identity(identity)
+    if name is not None:
+        token = token.with_name(name)
+    if kind is not None:
+        token = token.with_kind(kind)
+    if attributes is not None:
+        token = token.with_attributes(attributes)
+    grants = api.VideoGrants(room_join=True, room=args.room, can_update_own_metadata=True)
+    return token.with_grants(grants).to_jwt()
+
+
+def room_options(url: str) -> rtc.RoomOptions:
+    """Room options for ``url``: on a loopback server, ICE gathers on 127.0.0.1 only.
+
+    aioice leaves loopback addresses out of its host candidates, so a server on this machine is
+    otherwise reached over another interface after the STUN wait (PROTOCOL-MAP §17 "ICE on
+    loopback"). ``ice_addresses`` is an lkproto extra of ``RtcConfiguration``.
+    """
+    host = urlsplit(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return rtc.RoomOptions()
+    return rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"]))
+
+
+def fail(message: str) -> None:
+    """Print ``message`` to stderr and exit with status 1."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)
