@@ -18,7 +18,9 @@ cryptor between aiortc's depacketiser and its decoder
 state changes found there are handed to the loop with ``call_soon_threadsafe``. H.264 goes the
 same way as VP8: the payloads are depacketised (public ``h264_depayload``: Annex B, 4-byte start
 codes, as libwebrtc's depacketiser hands frames to its decryptor), the access unit is encrypted
-(clear up to the first slice header, the rest escaped), and aiortc's packetiser
+(clear up to the first slice header, the rest escaped; under as many IVs as it takes for the
+ciphertext to keep the slice's parameter set id readable, see
+:meth:`~lkproto.core.e2ee.FrameCryptor.encrypt`), and aiortc's packetiser
 (:func:`lkproto.asyncio._seam.h264_packetize`) makes the payloads anew.
 
 This module owns what the sans-I/O core must not: the randomness of IVs (``os.urandom`` plus a
@@ -302,7 +304,9 @@ class EncryptingEncoder(Encoder):
         if not payloads or not self.cryptor.enabled:
             return payloads
         frame = b"".join(h264_depayload(p) for p in payloads)
-        sealed = self.cryptor.encrypt(frame, self._next_iv(timestamp))
+        # A source of IVs, not one: the cryptor may need several to keep the first slice's
+        # PPS id readable to libwebrtc receivers (FrameCryptor.encrypt, issue 16).
+        sealed = self.cryptor.encrypt(frame, lambda: self._next_iv(timestamp))
         if sealed is None:
             return []
         # Every start code is the 4-byte one h264_depayload wrote, and the escaped ciphertext

@@ -19,6 +19,12 @@ Theory of operation (PROTOCOL-MAP §11; facts checked against ciphertext the off
   (negative: unlimited); past it the slot is treated as missing until a key is set or ratcheted.
   The ratcheted keys are derived once per material and cached: with the official default window of
   16 every undecryptable frame would otherwise cost 32 key derivations of 100 000 iterations.
+* **H.264 and the IV.** A libwebrtc receiver parses the first slice header of a frame before
+  decrypting it and drops a key frame whose ``pic_parameter_set_id`` it does not know; for x264's
+  I slices that id is the first encrypted bit (:mod:`lkproto.wire.e2ee`). The sender therefore
+  encrypts such a frame again under a fresh IV until the ciphertext keeps the id
+  (:meth:`FrameCryptor.encrypt`). IVs stay unique, and only ciphertext the receiver sees anyway
+  decides, so nothing about the key or the plaintext is revealed.
 * **Server-injected frames.** Frames the SFU synthesises end with the room's ``sif_trailer``
   (``JoinResponse.sif_trailer``); they pass through with the trailer removed.
 
@@ -46,6 +52,7 @@ from lkproto.wire.e2ee import (
     FrameCodec,
     clear_header_size,
     escape_rbsp,
+    h264_slice_ids,
     move_into_payload,
     move_out_of_payload,
     parse_frame_trailer,
@@ -61,6 +68,7 @@ __all__ = [
     "DEFAULT_KEY_RING_SIZE",
     "DEFAULT_RATCHET_SALT",
     "DEFAULT_RATCHET_WINDOW_SIZE",
+    "H264_MAX_IV_DRAWS",
     "HKDF_INFO",
     "PBKDF2_ITERATIONS",
     "Crypto",
@@ -94,6 +102,12 @@ DEFAULT_KEY_RING_SIZE: Final = 16
 
 PBKDF2_ITERATIONS: Final = 100_000
 """PBKDF2-HMAC-SHA-256 iterations of key derivation and ratchet (PROTOCOL-MAP §11)."""
+
+H264_MAX_IV_DRAWS: Final = 64
+"""IVs an H.264 frame may try until its ciphertext keeps the first slice's PPS id readable.
+
+x264's id 0 is one bit (``1``) of ciphertext: each IV succeeds with probability 1/2, so 64 draws
+fail with probability 2^-64 (an id of k ciphertext bits: 2^-k per draw)."""
 
 HKDF_INFO: Final = bytes(128)
 """HKDF info: 128 zero bytes (``JS:src/e2ee/utils.ts (getAlgoOptions)``, same in Rust)."""
@@ -684,16 +698,25 @@ class FrameCryptor:
     def _report(self, state: EncryptionState) -> None:
         self._provider.report(self.participant_identity, self.track_sid, state)
 
-    def encrypt(self, frame: bytes, iv: bytes) -> bytes | None:
+    def encrypt(self, frame: bytes, iv: bytes | Callable[[], bytes]) -> bytes | None:
         """The encrypted frame, or None when it must be dropped (no key: never sent in clear).
+
+        Args:
+            frame: one encoded frame (an Annex B access unit for H.264).
+            iv: the 12-byte IV, or a function returning a fresh one on each call. An H.264 frame
+                may need more than one: libwebrtc receivers read the first slice's
+                ``pic_parameter_set_id`` from bytes that may be encrypted, and drop a key frame
+                whose ciphertext spells an id they do not know (:func:`h264_slice_ids`). The
+                frame is then encrypted again under the next IV, up to
+                :data:`H264_MAX_IV_DRAWS` times; with a fixed IV it is sent as it comes out.
 
         Raises:
             LocalProtocolError: an IV that is not 12 bytes (a caller bug).
         """
         if not self.enabled or not frame:
             return frame
-        if len(iv) != IV_LENGTH:
-            raise LocalProtocolError(f"IV must be {IV_LENGTH} bytes")
+        if not callable(iv):
+            self._check_iv(iv)
         handler = self._provider.handler_for(self.participant_identity)
         key = None if handler is None else handler.key(self.key_index)
         if key is None:
@@ -705,13 +728,28 @@ class FrameCryptor:
             # would take part of the ciphertext for the header, so it is not sent at all.
             self._report(EncryptionState.ENCRYPTION_FAILED)
             return None
-        header = frame[:size]
-        sealed = self._provider.crypto.aes_gcm_encrypt(key, iv, frame[size:], header)
-        body = sealed + iv + bytes((IV_LENGTH, self.key_index))
-        if self.codec is FrameCodec.H264:
-            body = escape_rbsp(body)
+        header, body = frame[:size], frame[size:]
+        draws = H264_MAX_IV_DRAWS if callable(iv) else 1
+        wanted = h264_slice_ids(frame) if self.codec is FrameCodec.H264 else None
+        for _ in range(draws):
+            sealed = self._seal(key, header, body, iv() if callable(iv) else iv)
+            if wanted is None or h264_slice_ids(sealed) == wanted:
+                break
         self._report(EncryptionState.OK)
-        return header + body
+        return sealed
+
+    @staticmethod
+    def _check_iv(iv: bytes) -> bytes:
+        if len(iv) != IV_LENGTH:
+            raise LocalProtocolError(f"IV must be {IV_LENGTH} bytes")
+        return iv
+
+    def _seal(self, key: bytes, header: bytes, body: bytes, iv: bytes) -> bytes:
+        sealed = self._provider.crypto.aes_gcm_encrypt(key, self._check_iv(iv), body, header)
+        tail = sealed + iv + bytes((IV_LENGTH, self.key_index))
+        if self.codec is FrameCodec.H264:
+            tail = escape_rbsp(tail)
+        return header + tail
 
     def decrypt(self, frame: bytes) -> bytes | None:
         """The clear frame, or None when it cannot be decrypted (never raises on remote input)."""

@@ -16,6 +16,15 @@ and for H.264 everything up to the first slice NAL unit's header plus one byte. 
 an H.264 frame carries its encrypted part with emulation-prevention bytes inserted, so that no
 start code can appear inside it (``JS:src/e2ee/worker/FrameCryptor.ts``, the LiveKit
 ``frame_crypto_transformer.cc`` of the native SDKs).
+
+An H.264 receiver reads a little *past* the clear header before it decrypts anything:
+libwebrtc's depacketiser (``video_rtp_depacketizer_h264.cc``, ``PpsParser::ParseSliceHeader``)
+parses ``first_mb_in_slice``, ``slice_type`` and ``pic_parameter_set_id`` of every slice NAL unit
+it receives, and its ``H264SpsPpsTracker`` drops a key frame, and asks for another, when that
+parameter set id is not one it has seen. Two clear bytes hold all three for a P slice from x264
+(``1`` ``00110`` ``1``), but not for its I slices: x264 writes slice type 7 (``0001000``), so
+the id's first bit is the first encrypted bit. :func:`h264_slice_ids` reads what such a
+receiver reads, so that a sender can check its ciphertext spells the same id.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ __all__ = [
     "FrameTrailer",
     "clear_header_size",
     "escape_rbsp",
+    "h264_slice_ids",
     "move_into_payload",
     "move_out_of_payload",
     "parse_frame_trailer",
@@ -134,6 +144,43 @@ def _vp8_clear_size(frame: bytes) -> int:
     if frame and frame[0] & 0x01 == 0:
         return _VP8_KEY_FRAME_CLEAR_BYTES
     return _VP8_DELTA_FRAME_CLEAR_BYTES
+
+
+# Enough of a slice NAL unit for three ue(v) of at most 63 bits each, even if a third of the
+# bytes were emulation-prevention bytes.
+_SLICE_HEADER_PREFIX_BYTES: Final = 48
+# libwebrtc's BitstreamReader::ReadExponentialGolomb gives up at 32 leading zero bits.
+_MAX_GOLOMB_ZEROS: Final = 32
+
+
+def h264_slice_ids(frame: bytes) -> tuple[int, int] | None:
+    """``(first_mb_in_slice, pic_parameter_set_id)`` of the first slice NAL unit of ``frame``.
+
+    ``frame`` is an Annex B access unit, clear or encrypted. The two values are read as a
+    receiver's depacketiser reads them before decrypting (ITU-T H.264 7.3.3: three ue(v) after
+    the NAL header, emulation prevention removed). None: no slice, or the bits do not parse.
+    """
+    for start in _h264_nal_starts(frame):
+        if start < len(frame) and frame[start] & 0x1F in _H264_SLICE_TYPES:
+            nal = frame[start + 1 : start + 1 + _SLICE_HEADER_PREFIX_BYTES]
+            end = nal.find(b"\x00\x00\x01")
+            return _slice_ids(unescape_rbsp(nal if end < 0 else nal[:end]))
+    return None
+
+
+def _slice_ids(rbsp: bytes) -> tuple[int, int] | None:
+    bits = "".join(f"{byte:08b}" for byte in rbsp)
+    values: list[int] = []
+    pos = 0
+    for _ in range(3):  # first_mb_in_slice, slice_type, pic_parameter_set_id
+        zeros = 0
+        while pos + zeros < len(bits) and bits[pos + zeros] == "0":
+            zeros += 1
+        if zeros >= _MAX_GOLOMB_ZEROS or pos + 2 * zeros + 1 > len(bits):
+            return None
+        values.append(int(bits[pos + zeros : pos + 2 * zeros + 1], 2) - 1)
+        pos += 2 * zeros + 1
+    return values[0], values[2]
 
 
 def escape_rbsp(data: bytes) -> bytes:

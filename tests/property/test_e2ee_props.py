@@ -7,6 +7,7 @@ only encrypts and decrypts.
 from __future__ import annotations
 
 import functools
+import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from lkproto.core.e2ee import (
     KeyProvider,
 )
 from lkproto.wire import pb
-from lkproto.wire.e2ee import TRAILER_LENGTH, FrameCodec, clear_header_size
+from lkproto.wire.e2ee import TRAILER_LENGTH, FrameCodec, clear_header_size, h264_slice_ids
 
 ivs = st.binary(min_size=12, max_size=12)
 codecs = st.sampled_from(list(FrameCodec))
@@ -68,6 +69,25 @@ def test_h264_round_trip_without_start_codes(frame: bytes, iv: bytes) -> None:
     assert sealed is not None
     size = clear_header_size(FrameCodec.H264, frame)
     assert b"\x00\x00\x01" not in sealed[size:]
+    assert cryptor.decrypt(sealed) == frame
+
+
+@settings(max_examples=100)
+@given(
+    # x264's first slice headers: IDR I slice, non-IDR I slice, P slice (issue 16)
+    head=st.sampled_from([b"\x65\x88\x84", b"\x41\x88\x84", b"\x41\x9a"]),
+    body=st.binary(min_size=1, max_size=600),
+    seed=st.integers(0, 2**80),
+)
+def test_h264_ciphertext_keeps_the_slice_ids_receivers_read(
+    head: bytes, body: bytes, seed: int
+) -> None:
+    frame = b"\x00\x00\x00\x01\x67\x42\x00\x00\x00\x01" + head + body
+    counter = itertools.count(seed)
+    cryptor = _cryptor(FrameCodec.H264)
+    sealed = cryptor.encrypt(frame, lambda: next(counter).to_bytes(12, "big"))
+    assert sealed is not None
+    assert h264_slice_ids(sealed) == h264_slice_ids(frame) == (0, 0)
     assert cryptor.decrypt(sealed) == frame
 
 

@@ -28,7 +28,7 @@ from lkproto.core.e2ee import (
 from lkproto.core.publish import TrackDescription
 from lkproto.errors import LocalProtocolError
 from lkproto.wire import pb
-from lkproto.wire.e2ee import FrameCodec, clear_header_size
+from lkproto.wire.e2ee import FrameCodec, clear_header_size, h264_slice_ids
 
 KEY = b"driver-key"
 
@@ -199,6 +199,31 @@ async def test_h264_access_units_are_encrypted_and_packetised_anew() -> None:
         assert sealed[:header] == plain[:header]
         assert b"\x00\x00\x01" not in sealed[header:]
         assert _receiving_cryptor(FrameCodec.H264).decrypt(sealed) == plain
+    finally:
+        await pc.close()
+
+
+async def test_encrypted_x264_key_frames_keep_the_pps_id_libwebrtc_reads() -> None:
+    """Issue 16 root cause, with aiortc's real x264 encoder.
+
+    libwebrtc's depacketiser reads the first slice's pic_parameter_set_id before decrypting, and
+    x264's I slices put it in the first encrypted bit: with one IV per frame about every other
+    key frame reached the official SDK as "No PPS with id << N received", was dropped and asked
+    for again, and sometimes a second of video went missing.
+    """
+    driver, _ = _driver()
+    pc = aiortc.RTCPeerConnection()
+    try:
+        sender = pc.addTrack(VideoStreamTrack())
+        driver.prepare_sender(sender, _description("video", "video/H264"))
+        wrapper = _seam.current_encoder(sender)
+        assert isinstance(wrapper, EncryptingEncoder)
+        receiving = _receiving_cryptor(FrameCodec.H264)
+        for _ in range(16):
+            payloads, _ = wrapper.encode(_video_frame(), True)
+            sealed = b"".join(h264_depayload(p) for p in payloads)
+            assert h264_slice_ids(sealed) == (0, 0)
+            assert receiving.decrypt(sealed) is not None
     finally:
         await pc.close()
 

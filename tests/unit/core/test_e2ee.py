@@ -31,7 +31,7 @@ from lkproto.core.e2ee import (
 )
 from lkproto.errors import LocalProtocolError
 from lkproto.wire import pb
-from lkproto.wire.e2ee import FrameCodec
+from lkproto.wire.e2ee import FrameCodec, h264_slice_ids
 
 SECRET = b"secret-key"
 
@@ -469,6 +469,50 @@ def test_h264_encrypted_part_has_no_start_code() -> None:
         assert b"\x00\x00\x01" not in sealed[20:]
         assert b"\x00\x00\x00" not in sealed[20:]
         assert receive.decrypt(sealed) == H264
+
+
+# An x264 IDR access unit: SPS, PPS, then an I slice whose PPS id (0, the bit ``1`` at the top
+# of 0x84) is the first bit after the two clear bytes 65 88.
+X264_IDR = H264[:16] + b"\x00\x00\x00\x01\x65\x88\x84" + bytes(range(1, 256)) * 2
+
+
+def test_h264_key_frame_keeps_its_pps_id_readable_for_libwebrtc_receivers() -> None:
+    # Issue 16: the official SDK dropped every encrypted x264 key frame whose ciphertext began
+    # with a 0 bit ("No PPS with id << N received", h264_sps_pps_tracker.cc) and asked for
+    # another. The cryptor draws IVs until the first slice's ids read as in the clear frame.
+    send, receive, _ = _cryptors(FrameCodec.H264)
+    assert h264_slice_ids(X264_IDR) == (0, 0)
+    drawn: list[bytes] = []
+
+    def next_iv() -> bytes:
+        drawn.append(len(drawn).to_bytes(12, "big"))
+        return drawn[-1]
+
+    for _ in range(32):
+        sealed = send.encrypt(X264_IDR, next_iv)
+        assert sealed is not None
+        assert h264_slice_ids(sealed) == (0, 0)
+        assert receive.decrypt(sealed) == X264_IDR
+    # About half the IVs spell another id: some frames needed a second one (or more).
+    assert 32 < len(drawn) <= 32 * e2ee.H264_MAX_IV_DRAWS
+    # The ids are what the draws are for: with one fixed IV some frames come out unreadable.
+    fixed = [send.encrypt(X264_IDR, iv) for iv in drawn[:32]]
+    assert any(f is not None and h264_slice_ids(f) != (0, 0) for f in fixed)
+
+
+def test_frames_whose_ids_are_in_clear_take_one_iv() -> None:
+    send, _, keys = _cryptors(FrameCodec.H264)
+    p_slice = H264[:16] + b"\x00\x00\x00\x01\x41\x9a" + bytes(range(1, 200))
+    drawn: list[bytes] = []
+    for n in range(8):
+        drawn.append(n.to_bytes(12, "big"))
+        sealed = send.encrypt(p_slice, lambda: drawn[-1])
+        assert sealed is not None
+        assert sealed == send.encrypt(p_slice, drawn[-1])
+        assert h264_slice_ids(sealed) == (0, 0)
+    vp8 = FrameCryptor(keys, participant_identity="a", track_sid="T", codec=FrameCodec.VP8)
+    ivs = iter([IV, bytes(12)])
+    assert vp8.encrypt(VP8_DELTA, lambda: next(ivs)) == vp8.encrypt(VP8_DELTA, IV)
 
 
 def test_frame_with_tampered_header_or_trailer_is_dropped() -> None:

@@ -11,6 +11,7 @@ from lkproto.wire.e2ee import (
     FrameCodec,
     clear_header_size,
     escape_rbsp,
+    h264_slice_ids,
     move_into_payload,
     move_out_of_payload,
     parse_frame_trailer,
@@ -54,6 +55,31 @@ def test_codec_without_rule_is_refused() -> None:
 )
 def test_clear_header_size(codec: FrameCodec, frame: bytes, size: int) -> None:
     assert clear_header_size(codec, frame) == size
+
+
+@pytest.mark.parametrize(
+    ("frame", "ids"),
+    [
+        # x264 IDR: first_mb 0 (1), slice type 7 (0001000), PPS id 0 (1) in the third byte
+        (b"\x00\x00\x00\x01\x65\x88\x84\x00", (0, 0)),
+        # x264 P slice: 1 00110 1 -> the PPS id is in the first slice-header byte
+        (b"\x00\x00\x00\x01\x67\x42\x00\x00\x01\x41\x9a\x10", (0, 0)),
+        # second slice of a frame (first_mb 299), PPS id 2 (011)
+        (b"\x00\x00\x01\x65" + bytes([0b00000000, 0b10010110, 0b00001000, 0b01110000]), (299, 2)),
+        # an emulation-prevention byte inside the header is skipped, as receivers skip it
+        (b"\x00\x00\x01\x65\x00\x00\x03\x01\x80\x00\x01\x80", (12_582_911, 0)),
+        # the PPS id runs past the end: unreadable, as for a receiver
+        (b"\x00\x00\x01\x65\x88\x04", None),
+        # 32 leading zero bits: libwebrtc's reader gives up
+        (b"\x00\x00\x01\x65\x88" + b"\x00\x00\x03" * 2 + b"\x00\x00\x03\x01" * 4, None),
+        # no slice at all
+        (b"\x00\x00\x00\x01\x67\x42\xc0\x1f", None),
+    ],
+)
+def test_h264_slice_ids_read_as_a_depacketiser_reads_them(
+    frame: bytes, ids: tuple[int, int] | None
+) -> None:
+    assert h264_slice_ids(frame) == ids
 
 
 @pytest.mark.parametrize(
