@@ -8,12 +8,15 @@ Every ``DataPacket`` sent on ``_reliable`` carries ``sequence``, a per-session c
 **Sender** (:class:`ReliableSender`, after ``JS:src/room/data-channel/ReliableDataChannel.ts`` and
 ``JS:src/utils/dataPacketBuffer.ts``). :meth:`~ReliableSender.stamp` writes the next sequence into
 the packet, encodes it and keeps ``(sequence, bytes)`` in a FIFO resend buffer. The buffer is
-trimmed from the front by :meth:`~ReliableSender.on_buffered_amount`: the driver reports the data
-channel's ``bufferedAmount`` and every entry whose bytes have all left the channel's send queue is
-dropped. After a resume the server's ``ReconnectResponse.last_message_seq`` tells what it accepted;
+trimmed from the front by :meth:`~ReliableSender.on_buffered_amount`: the driver reports how many
+of the newest bytes handed to the channel have not yet arrived, and every entry whose bytes have
+all arrived is dropped. JS reports the channel's ``bufferedAmount`` (bytes not yet given to the
+transport); lkproto's driver adds what the SCTP association holds unacknowledged
+(``PeerConnection.unacknowledged_bytes``), so that a packet stays until the server has it.
+After a resume the server's ``ReconnectResponse.last_message_seq`` tells what it accepted;
 :meth:`~ReliableSender.resume` drops those entries and returns the rest, in order, to hand to the
 new channel. A full reconnect starts a new session: :meth:`~ReliableSender.restart` keeps,
-renumbered from 1, every packet the old channel never transmitted (see below);
+renumbered from 1, every packet the old session never delivered (see below);
 :meth:`~ReliableSender.reset` forgets everything.
 
 Between losing the channel and the resume, the driver calls :meth:`~ReliableSender.suspend`. From
@@ -23,11 +26,14 @@ channel's queue says nothing about what the server received.
 
 Buffer accounting. Entries are contiguous in sequence and end at the newest stamp. While not
 suspended, every entry has been handed to the current channel, in order (the resend of
-:meth:`~ReliableSender.resume` included), so the channel's queue holds the newest
-``bufferedAmount`` bytes of the buffer. The oldest entry is dropped when the bytes *after* it are
-at least ``bufferedAmount``, i.e. all of its bytes have left the queue. (JS tracks a per-entry
-"sent" flag for the same purpose and keeps the entry when the two are exactly equal: one packet of
-difference at the boundary.)
+:meth:`~ReliableSender.resume` included), so the reported amount is the newest bytes of the
+buffer. The oldest entry is dropped when the bytes *after* it are at least the amount, i.e. none
+of its bytes is among those still on their way; an entry partly covered is kept (SCTP may have
+delivered the first fragments of a message only). (JS tracks a per-entry "sent" flag for the
+same purpose and keeps the entry when the two are exactly equal: one packet of difference at the
+boundary.) A packet whose send raised never reached the channel:
+:meth:`~ReliableSender.withdraw` takes it back out, so it is neither counted as handed nor sent
+later behind the back of a caller who saw the error.
 
 Bound. The buffer holds at most ``max_buffer_bytes`` of encoded packets. Dropping entries to make
 room would be safe only for entries known to have left the queue, and those are already trimmed;
@@ -38,14 +44,21 @@ back-pressure, which the driver turns into waiting for a trim or a resume. In no
 buffer is about the channel's ``bufferedAmount`` (the driver keeps it under its high-water mark),
 so only sends piling up during an outage reach the bound.
 
-Full reconnect. The new session has no ``last_message_seq`` to tell what the server got, so only
-packets certainly never transmitted can be sent again without risking a duplicate: those stamped
+Full reconnect. The new session has no ``last_message_seq`` to tell what the server got, and
+receivers key their duplicate filter by the sender's SID, which changes: only packets the server
+certainly never got can be sent again without risking a duplicate. Those are the ones stamped
 while suspended (never handed to a channel) and, of those handed to the old channel, the newest
-``bufferedAmount`` bytes once that channel is closed (aiortc counts a message in ``bufferedAmount``
-until it hands it to SCTP, and never subtracts the messages it discards on close). They are
-re-stamped from sequence 1 in their order and resent after the join; the older ones had reached
-SCTP and may or may not have arrived, and are counted in
-:attr:`~ReliableSender.abandoned_packets` (issue 15: the JS and Rust SDKs drop the whole buffer).
+bytes the closed channel had not delivered: its final ``bufferedAmount`` (aiortc never subtracts
+the messages it discards on close) plus what its SCTP association held from the first message the
+server had not acknowledged in full (an ordered stream delivers nothing past it). The driver
+passes that amount to :meth:`~ReliableSender.restart`; the kept packets are re-stamped from
+sequence 1 in their order and resent after the join. The older ones were acknowledged by the
+server's SCTP, so the server had them; they are counted in
+:attr:`~ReliableSender.abandoned_packets` (issue 15: the JS and Rust SDKs drop the whole buffer,
+so everything in flight is lost silently). What this cannot cover: a packet the server had
+acknowledged but not yet forwarded when it died (SIGKILL), and a packet the server forwarded to a
+receiver whose own transport died before it arrived; the protocol has no end-to-end
+acknowledgement for either.
 
 **Receiver** (:class:`ReliableReceiver`, after ``JS:src/room/RTCEngine.ts (handleDataMessage)``).
 The server forwards a sender's packets with ``participant_sid`` set and may replay them after a
@@ -110,13 +123,14 @@ class ReliableSender:
     Driver contract (see the module docstring):
 
     * send: ``data = sender.stamp(packet)``; unless :attr:`suspended`, hand ``data`` to the
-      channel, then report ``sender.on_buffered_amount(channel.bufferedAmount)`` (also on every
-      ``bufferedamountlow``).
+      channel (if that raises, :meth:`withdraw` it), then report
+      ``sender.on_buffered_amount(undelivered)`` with the channel's bytes not yet delivered.
     * channel lost / reconnect started: :meth:`suspend`; keep stamping, do not send.
     * resumed: hand every packet of ``sender.resume(reconnect.last_message_seq)`` to the new
       channel, in order, before any other packet and before the next
       :meth:`on_buffered_amount`.
-    * full reconnect: :meth:`reset`.
+    * full reconnect: :meth:`restart` with the closed channel's undelivered bytes (or
+      :meth:`reset` to forget everything).
 
     Args:
         max_buffer_bytes: bound on the encoded bytes held for resending; at least
@@ -190,10 +204,10 @@ class ReliableSender:
 
     @property
     def abandoned_packets(self) -> int:
-        """Packets :meth:`restart` could not keep, summed over all full reconnects.
+        """Packets :meth:`restart` did not keep, summed over all full reconnects.
 
-        They had been handed to the old channel's transport, so they may or may not have reached
-        the server; resending them could deliver them twice.
+        The old transport had delivered them to the server (as far as the driver's count tells),
+        so resending them could deliver them twice.
         """
         return self._abandoned
 
@@ -235,13 +249,13 @@ class ReliableSender:
         return data
 
     def on_buffered_amount(self, buffered_amount: int) -> int:
-        """Drop the oldest packets whose bytes have all left the channel's send queue.
+        """Drop the oldest packets none of whose bytes is still on its way.
 
         Ignored while :attr:`suspended`.
 
         Args:
-            buffered_amount: the channel's ``bufferedAmount`` (bytes handed to it and not yet
-                passed on to the transport).
+            buffered_amount: how many of the newest bytes handed to the channel have not yet
+                arrived: at least its ``bufferedAmount`` (bytes not yet given to the transport).
 
         Returns:
             How many packets were dropped from the buffer.
@@ -263,6 +277,25 @@ class ReliableSender:
             self._total_bytes -= size
             dropped += 1
         return dropped
+
+    def withdraw(self, sequence: int) -> None:
+        """Take back the newest packet, whose send raised: it never reached a channel.
+
+        Its sequence is given back (the next :meth:`stamp` reuses it), so it is neither resent
+        later nor counted as handed to the channel.
+
+        Args:
+            sequence: the sequence :meth:`stamp` gave it.
+
+        Raises:
+            LocalProtocolError: ``sequence`` is not the newest packet in the buffer.
+        """
+        entries = self._entries
+        if not entries or entries[-1][0] != sequence or sequence != self._next_sequence - 1:
+            raise LocalProtocolError(f"sequence {sequence} is not the newest packet to withdraw")
+        self._total_bytes -= len(entries.pop()[1])
+        self._next_sequence = sequence
+        self._handed_end = min(self._handed_end, sequence)
 
     def suspend(self) -> None:
         """The channel is gone or a reconnect started: buffer new stamps unsent until resumed.
@@ -299,16 +332,18 @@ class ReliableSender:
     def restart(self, queued_bytes: int) -> int:
         """Full reconnect: keep, renumbered from 1, what the old channel never transmitted.
 
-        Call after the old channel is closed, with its final ``bufferedAmount``; the sender stays
-        (or becomes) suspended, so new stamps queue behind the kept packets and
-        :meth:`resume` with 0 returns them all for the new channel.
+        Call after the old channel is closed, with how many of the newest bytes handed to it
+        never arrived (module docstring, "Full reconnect"); the sender stays (or becomes)
+        suspended, so new stamps queue behind the kept packets and :meth:`resume` with 0 returns
+        them all for the new channel.
 
         Args:
-            queued_bytes: the closed old channel's ``bufferedAmount`` (0 if there was none).
+            queued_bytes: the closed old channel's undelivered bytes (its ``bufferedAmount`` plus
+                what SCTP held unacknowledged; 0 if there was no channel).
 
         Returns:
-            How many packets were dropped because they had reached the transport (also added to
-            :attr:`abandoned_packets`).
+            How many packets were dropped because the old transport had delivered them (also
+            added to :attr:`abandoned_packets`).
 
         Raises:
             LocalProtocolError: ``queued_bytes`` is negative.
@@ -317,9 +352,10 @@ class ReliableSender:
             raise LocalProtocolError(f"queued_bytes must be >= 0, got {queued_bytes}")
         handed = [entry for entry in self._entries if entry[0] < self._handed_end]
         unsent = [entry for entry in self._entries if entry[0] >= self._handed_end]
-        # The newest ``queued_bytes`` bytes of what was handed over never left the channel.
+        # The newest ``queued_bytes`` bytes of what was handed over never arrived; a packet with
+        # any of its bytes among them is kept (module docstring, "Buffer accounting").
         keep_from = len(handed)
-        while keep_from and queued_bytes >= len(handed[keep_from - 1][1]):
+        while keep_from and queued_bytes > 0:
             queued_bytes -= len(handed[keep_from - 1][1])
             keep_from -= 1
         dropped = keep_from

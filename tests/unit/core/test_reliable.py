@@ -305,6 +305,48 @@ def test_restart_after_a_resume_counts_the_resent_as_handed() -> None:
     assert sender.buffered_count == 0
 
 
+def test_restart_keeps_a_packet_partly_undelivered() -> None:
+    # SCTP acknowledged the first fragments of packet 2 only: the server never had all of it.
+    sender = ReliableSender()
+    sent = stamped(sender, 3, size=3000)
+    sender.suspend()
+    assert sender.restart(len(sent[2]) + 1) == 1
+    assert sender.buffered_count == 2
+    assert payloads(sender.resume(0)) == payloads(sent[1:])
+
+
+def test_restart_with_more_undelivered_than_buffered_keeps_everything() -> None:
+    sender = ReliableSender()
+    stamped(sender, 2)
+    sender.suspend()
+    assert sender.restart(10**6) == 0
+    assert [seq_of(d) for d in sender.resume(0)] == [1, 2]
+
+
+def test_withdraw_gives_the_newest_sequence_back_and_is_never_resent() -> None:
+    sender = ReliableSender()
+    kept = sender.stamp(user())
+    failed = sender.stamp(user())
+    sender.withdraw(seq_of(failed))
+    assert sender.buffered_sequences == [1]
+    assert sender.buffered_bytes == len(kept)
+    assert sender.next_sequence == 2
+    # Not counted as handed: a full reconnect that thinks nothing arrived keeps only packet 1.
+    sender.suspend()
+    assert sender.restart(10**6) == 0
+    assert payloads(sender.resume(0)) == payloads([kept])
+
+
+def test_withdraw_only_the_newest() -> None:
+    sender = ReliableSender()
+    stamped(sender, 2)
+    with pytest.raises(LocalProtocolError, match="newest"):
+        sender.withdraw(1)
+    with pytest.raises(LocalProtocolError, match="newest"):
+        ReliableSender().withdraw(1)
+    assert sender.buffered_sequences == [1, 2]
+
+
 def test_restart_rejects_negative_bytes() -> None:
     with pytest.raises(LocalProtocolError):
         ReliableSender().restart(-1)
