@@ -59,9 +59,8 @@ SCHEMA_MODULES: Final = ("lkproto.wire.pb", "lkproto.wire.api")
 # A re-export of a generated protobuf class: documented on the schema page.
 SCHEMA_TARGET: Final = "schema:"
 
-# Public by name but not part of the library's API: the demo program and the conformance
-# scenario catalogue (its scenarios are listed by `lkproto conformance --list`, not imported).
-EXCLUDED_MODULES: Final = ("lkproto.agents.demo", "lkproto.conformance.scenarios")
+# Public by name but not part of the library's API: the demo program (tools/demo.sh runs it).
+EXCLUDED_MODULES: Final = ("lkproto.agents.demo",)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,10 +145,13 @@ def reference_modules(package: Any = None) -> list[ReferenceModule]:
                 value = getattr(importlib.import_module(module.path), name)
                 reexported[name] = f"{value.__module__}.{value.__qualname__}"
                 continue
+            target = member.final_target if member.is_alias else member
+            if target.is_module:
+                reexported[name] = target.path  # a submodule: documented under its own name
+                continue
             if not member.is_alias:
                 defined.append(name)
                 continue
-            target = member.final_target
             home, _, own_name = target.path.rpartition(".")
             if target.path.startswith("lkproto._pb."):
                 reexported[name] = SCHEMA_TARGET + own_name
@@ -198,7 +200,8 @@ def _api_page(section: str, modules: list[ReferenceModule]) -> str:
             ]
             for name in classes:
                 target = module.reexported[name]
-                lines.append(f"| `{name}` | [`{target}`][{target}] |")
+                link = "(schema.md)" if target in SCHEMA_MODULES else f"[{target}]"
+                lines.append(f"| `{name}` | [`{target}`]{link} |")
             lines.append("")
         schema = [n for n, t in module.reexported.items() if t.startswith(SCHEMA_TARGET)]
         if schema:

@@ -69,6 +69,7 @@ __all__ = [
     "order_inbound_by_ssn",
     "preset_encoder",
     "scope_ice_connection",
+    "sender_enabled",
     "set_sender_enabled",
     "take_force_keyframe",
     "transform_decoder_input",
@@ -795,6 +796,13 @@ def count_received_bytes(receiver: RTCRtpReceiver) -> None:
         await handle(packet, arrival_time_ms=arrival_time_ms)
 
     setattr(receiver, "_handle_rtp_packet", counting)  # noqa: B010
+
+
+def sender_enabled(sender: RTCRtpSender) -> bool | None:
+    """Whether ``sender`` encodes and sends (False while lkproto mutes it through
+    :func:`set_sender_enabled`), or None if this aiortc has no ``_enabled`` flag."""
+    enabled = getattr(sender, _SENDER_ENABLED, None)
+    return enabled if isinstance(enabled, bool) else None
 
 
 def inbound_streams(receiver: RTCRtpReceiver) -> list[InboundStream]:

@@ -819,10 +819,15 @@ class Engine:
             try:
                 pc.send(label, data)
             except LocalProtocolError:
+                # It never reached the channel: take it back so that it is not sent later
+                # behind the caller's back (issue 15 floor; core/reliable.py withdraw).
+                self._sender.withdraw(packet.sequence)
                 if self._state == ConnectionState.CONN_CONNECTED:
                     raise
-                return  # the channel went away under us: the resume resends it
-            self._sender.on_buffered_amount(pc.buffered_amount(label))
+                continue  # the channel went away under us: send it after the recovery
+            # Keep every packet the server has not acknowledged, not only those still queued
+            # in aiortc: a full reconnect resends what the old association never delivered.
+            self._sender.on_buffered_amount(pc.unacknowledged_bytes(label))
             return
 
     async def _connected_publisher(self) -> PeerConnection:
@@ -1358,16 +1363,18 @@ class Engine:
             else:
                 old_publisher = link.publisher if link is not None else None
                 await self._teardown_link()
-                # A new session numbers from 1 again. What the closed old channel never
-                # transmitted is renumbered and resent after the join; what reached its SCTP
-                # may have arrived and is dropped, counted (core/reliable.py "Full reconnect").
-                abandoned = self._sender.restart(self._never_transmitted(old_publisher))
-                if abandoned:
-                    _log.warning(
-                        "= full reconnect: %d reliable packets had reached the old transport "
-                        "and may not have arrived",
-                        abandoned,
-                    )
+                # A new session numbers from 1 again. What the closed old association never
+                # delivered to the server is renumbered and resent after the join; what the
+                # server acknowledged is not (core/reliable.py "Full reconnect").
+                undelivered = self._undelivered(old_publisher)
+                abandoned = self._sender.restart(undelivered)
+                _log.info(
+                    "= full reconnect: %d reliable packets to resend (%d bytes undelivered), %d "
+                    "acknowledged by the old session's server",
+                    self._sender.buffered_count,
+                    undelivered,
+                    abandoned,
+                )
                 async with asyncio.timeout(self._opts.connect_timeout_s):
                     await self._join(full=True)
                 self._resend(self._sender.resume(0))
@@ -1443,8 +1450,8 @@ class Engine:
             self._spawn(link, self._negotiate_quietly(link))
 
     @staticmethod
-    def _never_transmitted(pc: PeerConnection | None) -> int:
-        """The closed ``pc``'s ``_reliable`` bufferedAmount: bytes aiortc never gave to SCTP."""
+    def _undelivered(pc: PeerConnection | None) -> int:
+        """The closed ``pc``'s ``_reliable`` bytes the server never acknowledged."""
         if pc is None:
             return 0
         try:

@@ -613,6 +613,24 @@ class PeerConnection:
         """
         return self._channel(label).bufferedAmount
 
+    def unacknowledged_bytes(self, label: str) -> int:
+        """Bytes sent on ``label`` that the peer has not yet received, as far as we can know.
+
+        :meth:`buffered_amount` plus, for an ordered channel, what SCTP holds from the first
+        message the peer has not acknowledged in full (:func:`_seam.sctp_unacknowledged_bytes`;
+        a message partly covered counts as not received). Still valid after :meth:`close`.
+        Falls back to :meth:`buffered_amount` alone when the channel has no stream id yet.
+
+        Raises:
+            LocalProtocolError: no such channel.
+        """
+        channel = self._channel(label)
+        queued = channel.bufferedAmount
+        sctp = self._pc.sctp
+        if sctp is None or channel.id is None or not channel.ordered:
+            return queued
+        return queued + _seam.sctp_unacknowledged_bytes(sctp, channel.id)
+
     async def wait_buffered_below(self, label: str, threshold: int) -> None:
         """Wait until :meth:`buffered_amount` of ``label`` is at most ``threshold`` bytes.
 

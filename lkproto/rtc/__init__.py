@@ -9,7 +9,7 @@ from lkproto import __version__
 from lkproto.asyncio.rpc import RpcInvocationData
 from lkproto.core.rpc import RpcError
 from lkproto.errors import ConnectError, PublishDataError
-from lkproto.rtc import events
+from lkproto.rtc import events, stats
 from lkproto.rtc.audio_frame import AudioFrame
 from lkproto.rtc.audio_mixer import AudioMixer
 from lkproto.rtc.audio_resampler import AudioResampler, AudioResamplerQuality
@@ -65,6 +65,7 @@ from lkproto.rtc.room import (
     Room,
     RoomOptions,
     RtcConfiguration,
+    RtcStats,
     SimulateScenarioKind,
     SipDTMF,
     TranscriptionSegment,
@@ -153,6 +154,7 @@ __all__ = [
     "RpcError",
     "RpcInvocationData",
     "RtcConfiguration",
+    "RtcStats",
     "SimulateScenarioKind",
     "SipDTMF",
     "StreamError",
@@ -181,4 +183,5 @@ __all__ = [
     "__version__",
     "combine_audio_frames",
     "events",
+    "stats",
 ]

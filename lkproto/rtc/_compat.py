@@ -32,9 +32,6 @@ _ENUM_NOTE: Final = (
     "same names and numbers; a Python `IntEnum` (protobuf enum wrapper there) that also answers "
     "`Name`, `Value`, `keys`, `values`, `items`"
 )
-_STATS: Final = (
-    "not yet: WebRTC statistics (`get_rtc_stats`/`get_stats`) are issue 17 item 2, not built"
-)
 _DATA_TRACKS: Final = (
     "not yet: data tracks (issue 17 item 3) are spoken by livekit-server v1.13.5 and this SDK "
     "but not by lkproto; see the data tracks note below the table"
@@ -103,13 +100,22 @@ NOTES: Final[dict[str, str]] = {
     "PlatformAudio": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
     "MediaDevices": f"unsupported: {NATIVE_REASONS['MediaDevices']}",
     "EncodedVideoSource": _ENCODED,
+    "stats": (
+        "differs: frozen dataclasses with the official message, field and enum names and "
+        'protobuf\'s `WhichOneof("stats")`/`HasField`, carrying only what aiortc measures '
+        "(RTP packets, bytes, loss, jitter, RTT, decoded frames, codec, transport, ICE pair, "
+        "data channels); kinds and fields without data are absent, not zero "
+        "(see `lkproto.rtc.stats`)"
+    ),
+    "RtcStats": (
+        "same fields; `Room.get_rtc_stats` on a disconnected room raises `LocalProtocolError` "
+        "(`RuntimeError` there)"
+    ),
     "LocalParticipant": "differs: RPC interceptors and data tracks are not built yet",
 }
 """Official name -> how lkproto's differs (or a remark on a name that is the same)."""
 
 MISSING: Final[dict[str, str]] = {
-    "stats": _STATS,
-    "RtcStats": _STATS,
     "LocalDataTrack": _DATA_TRACKS,
     "RemoteDataTrack": _DATA_TRACKS,
     "DataTrackStream": _DATA_TRACKS,

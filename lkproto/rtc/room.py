@@ -35,6 +35,7 @@ from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.core.e2ee import EncryptionStateChanged
 from lkproto.errors import ConnectError, EventQueueOverflowError, LkError, LocalProtocolError
 from lkproto.rtc import events as ev
+from lkproto.rtc import stats as _stats
 from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import check_loop, refuse, warn_once
 from lkproto.rtc.data_stream import (
@@ -76,6 +77,7 @@ __all__ = [
     "Room",
     "RoomOptions",
     "RtcConfiguration",
+    "RtcStats",
     "SimulateScenarioKind",
     "SipDTMF",
     "TranscriptionSegment",
@@ -298,6 +300,19 @@ class DataPacket:
     topic: str | None = None
 
 
+@dataclass
+class RtcStats:
+    """Official ``RtcStats``: what :meth:`Room.get_rtc_stats` returns.
+
+    Attributes:
+        publisher_stats: the statistics of what we send (see :mod:`lkproto.rtc.stats`).
+        subscriber_stats: the statistics of what we receive.
+    """
+
+    publisher_stats: list[_stats.RtcStats]
+    subscriber_stats: list[_stats.RtcStats]
+
+
 class Room(EventEmitter[ev.EventTypes]):
     """A connection to one LiveKit room."""
 
@@ -466,6 +481,25 @@ class Room(EventEmitter[ev.EventTypes]):
         if engine is None:
             return
         await engine.disconnect(cast("pb.DisconnectReason.ValueType", int(reason)))
+
+    async def get_rtc_stats(self) -> RtcStats:
+        """WebRTC statistics of the room's connection(s), as the official ``get_rtc_stats``.
+
+        Raises:
+            LocalProtocolError: the room is not connected (the official SDK raises
+                ``RuntimeError`` there).
+        """
+        engine = self._engine
+        if engine is None or not self.isconnected():
+            raise LocalProtocolError("the room isn't connected")
+        frames = {
+            sid: pub.track.frames_received
+            for rp in self._remotes.values()
+            for sid, pub in rp.track_publications.items()
+            if isinstance(pub.track, RemoteTrack)
+        }
+        publisher, subscriber = await _stats.session_stats(engine, frames)
+        return RtcStats(publisher_stats=publisher, subscriber_stats=subscriber)
 
     async def simulate_scenario(self, scenario: SimulateScenarioKind | pb.SimulateScenario) -> None:
         """Trigger a failure/event for tests (PROTOCOL-MAP §10 SimulateScenario).
@@ -870,9 +904,14 @@ class Room(EventEmitter[ev.EventTypes]):
             return
         kind = TrackKind.KIND_VIDEO if event.kind == "video" else TrackKind.KIND_AUDIO
         cls = RemoteVideoTrack if kind == TrackKind.KIND_VIDEO else RemoteAudioTrack
+        receiver = event.pc.receivers().get(event.mid) if event.pc is not None else None
+        if receiver is not None:
+            _stats.watch_receiver(receiver)
         track: RemoteTrack = cls(
             sid=event.sid, name=pub.name, kind=kind, fanout=self._fanout(event.track)
         )
+        if event.pc is not None and receiver is not None:
+            track._stats_source = (event.pc, receiver)
         pub._attach(track)
         self._dispatch(ev.TrackSubscribed(track=track, publication=pub, participant=rp))
 

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 from lkproto.errors import LocalProtocolError
 from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import refuse, warn_once
+from lkproto.rtc.stats import RtcStats, receiver_stats, sender_stats
 from lkproto.wire import pb
 
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import Engine
     from lkproto.asyncio.fanout import FrameFanout
+    from lkproto.asyncio.peer import PeerConnection
 
 __all__ = [
     "AudioEncoding",
@@ -261,6 +263,19 @@ class Track:
     def stream_state(self) -> StreamState:
         return self._stream_state
 
+    async def get_stats(self) -> list[RtcStats]:
+        """WebRTC statistics of this track's RTP stream, as the official ``Track.get_stats``.
+
+        A published track reports ``outbound_rtp``, ``remote_inbound_rtp`` (once the server sent
+        a receiver report), ``codec`` and ``transport``; a subscribed one ``inbound_rtp``,
+        ``remote_outbound_rtp``, ``codec`` and ``transport``. A track that carries no media (not
+        published, unsubscribed) reports nothing. See :mod:`lkproto.rtc.stats`.
+        """
+        return await self._collect_stats()
+
+    async def _collect_stats(self) -> list[RtcStats]:
+        return []
+
     def _apply_muted(self, muted: bool) -> None:
         """Record the publication's muted state (the server's word, nothing is sent)."""
         self._muted = muted
@@ -301,6 +316,14 @@ class LocalTrack(Track):
             except Exception as exc:  # not published any more: keep the local flag only
                 _log.debug("= mute of an unpublished track: %s", exc)
 
+    async def _collect_stats(self) -> list[RtcStats]:
+        engine = self._engine
+        sender = engine.published_sender(self.cid) if engine is not None else None
+        publisher = engine.peer_connections()[0] if engine is not None else None
+        if sender is None or publisher is None:
+            return []
+        return await sender_stats(publisher, sender)
+
     def _published(self, engine: Engine, info: pb.TrackInfo) -> None:
         self._engine = engine
         self._sid = info.sid
@@ -336,6 +359,17 @@ class RemoteTrack(Track):
     def __init__(self, *, sid: str, name: str, kind: TrackKind, fanout: FrameFanout) -> None:
         super().__init__(sid=sid, name=name, kind=kind)
         self._fanout = fanout
+        # (peer connection, aiortc receiver) of the section it arrives on; set by the room.
+        self._stats_source: tuple[PeerConnection, Any] | None = None
+
+    async def _collect_stats(self) -> list[RtcStats]:
+        source = self._stats_source
+        if source is None or self._fanout.closed:
+            return []
+        pc, receiver = source
+        return await receiver_stats(
+            pc, receiver, track_sid=self.sid, frames_decoded=self._fanout.received
+        )
 
     @property
     def frames_received(self) -> int:
