@@ -69,6 +69,7 @@ __all__ = [
     "order_inbound_by_ssn",
     "preset_encoder",
     "scope_ice_connection",
+    "sctp_unacknowledged_bytes",
     "sender_enabled",
     "set_sender_enabled",
     "take_force_keyframe",
@@ -729,6 +730,60 @@ def order_inbound_by_ssn(transport: RTCSctpTransport) -> None:
         return stream
 
     setattr(transport, "_get_inbound_stream", get_inbound_stream)  # noqa: B010
+
+
+# -- RTCSctpTransport: what the peer has not acknowledged (issue 15, reliable data) -------------
+
+
+def sctp_unacknowledged_bytes(transport: RTCSctpTransport, stream_id: int) -> int:
+    """User-data bytes of the ordered stream ``stream_id`` handed to SCTP and not yet delivered.
+
+    Counts every message of the stream from the first one the peer has not acknowledged in full
+    (cumulatively or by a gap block) through the last one chunked: on an ordered stream the peer
+    delivers nothing past an incomplete message, so all of those are certainly undelivered, and
+    every message before them was received complete and so delivered. The first counted message
+    may have lost its leading fragments to the cumulative acknowledgement; only the fragments
+    still held are counted, so the caller treats any partly covered message as undelivered.
+    Messages still in the data channel's own queue are not counted (that is its
+    ``bufferedAmount``). Valid on a closed association too: aiortc keeps both queues.
+
+    Relies on aiortc 1.16.0 private state of ``RTCSctpTransport``: ``_sent_queue`` (DATA chunks
+    sent and not yet cumulatively acknowledged, in TSN order, each with ``_acked`` set by gap
+    blocks) and ``_outbound_queue`` (chunks not yet sent), and the ``DataChunk`` fields
+    ``stream_id``, ``flags`` and ``user_data``. No public API tells what the peer acknowledged;
+    ``bufferedAmount`` drops a message as soon as it is chunked. The engine needs it so that a
+    full reconnect resends exactly what the old association never delivered (PROTOCOL-MAP §3
+    Reliable sequence has nothing for a new session).
+
+    Raises:
+        LkError: the internals above are gone.
+    """
+    sent = getattr(transport, "_sent_queue", None)
+    outbound = getattr(transport, "_outbound_queue", None)
+    if sent is None or outbound is None:
+        raise _internal_gone("aiortc", "RTCSctpTransport._sent_queue/_outbound_queue")
+    total = 0
+    pending: list[int] = []  # fragment sizes of the current message while all are acknowledged
+    counting = False
+    for chunk in (*sent, *outbound):
+        try:
+            if chunk.stream_id != stream_id:
+                continue
+            size = len(chunk.user_data)
+            acked = bool(chunk._acked)  # False for every chunk not yet sent
+            last = bool(chunk.flags & _LAST_FRAG)
+        except AttributeError:
+            raise _internal_gone("aiortc", "DataChunk.stream_id/flags/user_data/_acked") from None
+        if counting:
+            total += size
+            continue
+        pending.append(size)
+        if not acked:
+            counting = True
+            total += sum(pending)
+        elif last:
+            pending.clear()  # received complete: delivered
+    return total
 
 
 # -- stats: RTCRtpReceiver per-SSRC counters --------------------------------------------------
