@@ -7,9 +7,9 @@ import contextlib
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from lkproto.api import AccessToken, RoomServiceClient, VideoGrants
 from lkproto.conformance._registry import Unsupported
@@ -19,7 +19,7 @@ from lkproto.testing import scaled
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import TraceCallback
 
-__all__ = ["ROSTER_TIMEOUT_S", "Context", "ServerTarget"]
+__all__ = ["ROSTER_TIMEOUT_S", "ClusterControl", "ClusterTarget", "Context", "ServerTarget"]
 
 ROSTER_TIMEOUT_S: Final = 15.0
 """livekit-server batches updates about non-publishing participants every 3 s
@@ -38,14 +38,54 @@ class ServerTarget:
     api_secret: str
 
 
+class ClusterControl(Protocol):
+    """What node-failure scenarios may do to a local cluster (a LocalCluster)."""
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL node ``index``."""
+
+    def restart_node(self, index: int) -> None:
+        """Start node ``index`` again on its ports."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTarget:
+    """The cluster lane (``--local-cluster``): nodes of one cluster sharing a key pair.
+
+    Every run's room is pinned to ``host`` (RoomService ``CreateRoom`` with ``host_node_id``,
+    upstream ``roomallocator.go`` ``SelectRoomNode``); the lkproto peers join through ``host``
+    and the client under test through ``relay``, so its signalling is relayed between nodes.
+
+    Attributes:
+        host: the node hosting the rooms.
+        relay: the node the client under test connects to.
+        host_node_id: ``host``'s node id.
+        spare: a node only node-failure scenarios connect through (and kill), so that the other
+            runs of the lane, on ``relay``, are not disturbed; ``None`` when there is none.
+        spare_index: the index of ``spare`` for ``control``.
+        control: kills and restarts nodes (a local cluster only).
+        fault_lock: node-failure scenarios hold it, one at a time.
+    """
+
+    host: ServerTarget
+    relay: ServerTarget
+    host_node_id: str
+    spare: ServerTarget | None = None
+    spare_index: int | None = None
+    control: ClusterControl | None = None
+    fault_lock: asyncio.Lock = field(default_factory=asyncio.Lock, compare=False)
+
+
 class Context:
     """Everything one scenario run uses; everything it creates is closed after the run.
 
     Attributes:
         client_name: the adapter under test (``lkproto``, ``livekit-python``, ``livekit-js``).
         room: a room name no other run uses.
-        server: the target server.
+        server: the target server (in the cluster lane: the node the client under test uses).
         no_autocreate: a second server with ``room.auto_create: false``, if available.
+        cluster: the cluster lane's nodes, or ``None``.
+        peer_server: where the lkproto peers join (the cluster's host node, else ``server``).
     """
 
     def __init__(
@@ -56,10 +96,13 @@ class Context:
         factory: ClientFactory,
         scenario: str,
         no_autocreate: ServerTarget | None = None,
+        cluster: ClusterTarget | None = None,
     ) -> None:
         self.server = server
         self.client_name = client_name
         self.no_autocreate = no_autocreate
+        self.cluster = cluster
+        self.peer_server = cluster.host if cluster is not None else server
         self.room = f"cf-{scenario.replace('.', '-')[:40]}-{uuid.uuid4().hex[:8]}"
         self.step = "start"
         self._factory = factory
@@ -133,13 +176,16 @@ class Context:
         *,
         client_protocol: int | None = None,
         trace: TraceCallback | None = None,
+        via: ServerTarget | None = None,
         **token_args: Any,
     ) -> PeerClient:
-        """A connected lkproto peer (the known-good side)."""
+        """A connected lkproto peer (the known-good side), through ``via`` if given, else
+        :attr:`peer_server`."""
         self.step = f"connect lkproto peer {identity!r}"
         peer = PeerClient(identity, client_protocol=client_protocol, trace=trace)
         self._clients.append(peer)
-        await peer.connect(self.server.url, self.token(identity, **token_args))
+        url = (via or self.peer_server).url
+        await peer.connect(url, self.token(identity, **token_args))
         return peer
 
     async def pair(
@@ -205,6 +251,25 @@ class Context:
             return await asyncio.wait_for(awaitable, scaled(within))
         except TimeoutError:
             raise AssertionError(f"{what} did not finish in {scaled(within):g} s") from None
+
+    async def pin_room(self) -> None:
+        """Cluster lane: create this run's room on the host node (before anyone joins)."""
+        cluster = self.cluster
+        if cluster is None:
+            return
+        self.step = "pin the room to the host node"
+        host = cluster.host
+        service = RoomServiceClient(host.url, host.api_key, host.api_secret)
+        self._services.append(service)
+        await self.bounded(
+            service.create_room(self.room, node_id=cluster.host_node_id), "CreateRoom on the host"
+        )
+
+    def require_cluster(self) -> ClusterTarget:
+        """The cluster lane's nodes, or :class:`Unsupported`."""
+        if self.cluster is None:
+            raise Unsupported("needs a cluster (use --local-cluster)")
+        return self.cluster
 
     def require_no_autocreate(self) -> ServerTarget:
         """The auto-create-disabled server, or :class:`Unsupported`."""

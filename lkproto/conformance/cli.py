@@ -7,6 +7,11 @@ Besides running, it renders saved runs (``--render old.json --markdown r.md --ht
 and compares two (``--compare old.json new.json``: exit 1 when the new run has new failures).
 ``--server-versions v1.13.5,v1.11.0`` with ``--local`` builds each release once (``go install``
 into the lkproto cache, at low priority) and runs the catalogue against each in turn.
+``--local-cluster`` runs it against a local three-node cluster sharing a private redis-server
+(:class:`~lkproto.testing.LocalCluster`): every run's room is pinned to node 0, the lkproto peers
+join through node 0, the client under test through node 1 (signalling relayed between nodes),
+and node 2 is the spare the node-failure scenarios kill; the ``cluster.*`` scenarios run only
+in this lane.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lkproto.conformance._context import ServerTarget
+from lkproto.conformance._context import ClusterTarget, ServerTarget
 from lkproto.conformance._registry import Result, select
 from lkproto.conformance.adapters import ADAPTERS
 from lkproto.conformance.report import (
@@ -37,6 +42,7 @@ from lkproto.conformance.runner import (
     markdown_table,
     run_catalogue,
 )
+from lkproto.conformance.scenarios.cluster import CLUSTER_PREFIX
 from lkproto.errors import LkError
 
 __all__ = ["add_arguments", "main", "run"]
@@ -52,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--local",
         action="store_true",
         help="start a loopback livekit-server (built once) plus one with auto_create off",
+    )
+    target.add_argument(
+        "--local-cluster",
+        action="store_true",
+        help="like --local, but a 3-node cluster with redis-server: rooms on node 0, the client "
+        "under test through node 1 (relayed), node 2 killed by the cluster.* scenarios",
     )
     target.add_argument(
         "--server-version",
@@ -127,29 +139,47 @@ def _versions(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+_Servers = tuple[ServerTarget, ServerTarget | None, str, ClusterTarget | None]
+
+
 @contextlib.contextmanager
-def _servers(
-    args: argparse.Namespace, version: str | None
-) -> Iterator[tuple[ServerTarget, ServerTarget | None, str]]:
-    """The target server, the auto-create-off one (``--local`` only) and the release label."""
-    if not args.local:
-        yield ServerTarget(args.url, args.api_key, args.api_secret), None, ""
+def _servers(args: argparse.Namespace, version: str | None) -> Iterator[_Servers]:
+    """The target server, the auto-create-off one (local only), the release label and the
+    cluster lane's nodes (``--local-cluster`` only)."""
+    if not (args.local or args.local_cluster):
+        yield ServerTarget(args.url, args.api_key, args.api_secret), None, "", None
         return
-    from lkproto.testing import LocalServer, ensure_livekit_server
+    from lkproto.testing import LocalCluster, LocalServer, ensure_livekit_server
     from lkproto.testing.install import DEFAULT_LIVEKIT_SERVER_VERSION, server_version
 
     binary = ensure_livekit_server(version or DEFAULT_LIVEKIT_SERVER_VERSION)
     found = server_version(binary)
     label = f"v{found}" if found else (version or "")
-    with (
-        LocalServer(binary=binary) as main,
-        LocalServer(binary=binary, auto_create=False) as closed,
-    ):
-        yield (
-            ServerTarget(main.url, main.api_key, main.api_secret),
-            ServerTarget(closed.url, closed.api_key, closed.api_secret),
-            label,
-        )
+    with LocalServer(binary=binary, auto_create=False) as closed:
+        no_autocreate = ServerTarget(closed.url, closed.api_key, closed.api_secret)
+        if not args.local_cluster:
+            with LocalServer(binary=binary) as main:
+                yield (
+                    ServerTarget(main.url, main.api_key, main.api_secret),
+                    no_autocreate,
+                    label,
+                    None,
+                )
+            return
+        with LocalCluster(nodes=3, binary=binary) as cluster:
+            host, relay, spare = (
+                ServerTarget(node.url, cluster.api_key, cluster.api_secret)
+                for node in cluster.nodes
+            )
+            target = ClusterTarget(
+                host=host,
+                relay=relay,
+                host_node_id=cluster.node_id(0),
+                spare=spare,
+                spare_index=2,
+                control=cluster,
+            )
+            yield relay, no_autocreate, f"{label} cluster", target
 
 
 def _write_reports(args: argparse.Namespace, results: list[Result]) -> None:
@@ -189,14 +219,24 @@ def run(args: argparse.Namespace) -> int:
     offline = _offline(args)
     if offline is not None:
         return offline
-    if not args.local and not (args.url and args.api_key and args.api_secret):
-        print("conformance: give --local or all of --url, --api-key, --api-secret", file=sys.stderr)
+    local = args.local or args.local_cluster
+    if args.local and args.local_cluster:
+        print("conformance: give --local or --local-cluster, not both", file=sys.stderr)
+        return 2
+    if not local and not (args.url and args.api_key and args.api_secret):
+        print(
+            "conformance: give --local, --local-cluster or all of --url, --api-key, --api-secret",
+            file=sys.stderr,
+        )
         return 2
     versions = _versions(args)
-    if versions and not args.local:
+    if versions and not local:
         print("conformance: --server-version(s) needs --local", file=sys.stderr)
         return 2
     scenarios = select(args.scenario)
+    if not args.local_cluster:
+        # Cluster-only scenarios would only report "needs a cluster" in every other lane.
+        scenarios = [s for s in scenarios if not s.name.startswith(CLUSTER_PREFIX)]
     if not scenarios:
         print(f"conformance: no scenario matches {args.scenario}", file=sys.stderr)
         return 2
@@ -218,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     runs: list[str | None] = [*versions] or [None]
     for version in runs:
         try:
-            with _servers(args, version) as (server, closed, label):
+            with _servers(args, version) as (server, closed, label, cluster):
                 results += asyncio.run(
                     run_catalogue(
                         server,
@@ -229,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
                         no_autocreate=closed,
                         on_result=progress,
                         server_version=label,
+                        cluster=cluster,
                     )
                 )
         except LkError as exc:

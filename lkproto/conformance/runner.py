@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from lkproto.conformance._context import Context, ServerTarget
+from lkproto.conformance._context import ClusterTarget, Context, ServerTarget
 from lkproto.conformance._registry import Result, Scenario, Unsupported
 from lkproto.conformance.adapters import ADAPTERS, SERIAL_ADAPTERS, BrowserPool, ClientFactory
 from lkproto.testing import scaled
@@ -41,15 +41,22 @@ async def run_one(
     server: ServerTarget,
     *,
     no_autocreate: ServerTarget | None = None,
+    cluster: ClusterTarget | None = None,
 ) -> Result:
-    """Run one scenario for one client; never raises (every outcome is a :class:`Result`)."""
+    """Run one scenario for one client; never raises (every outcome is a :class:`Result`).
+
+    With ``cluster``, the client under test joins through ``cluster.relay`` (``server`` is
+    ignored), the lkproto peers through ``cluster.host``, and the run's room is pinned to the
+    host node first.
+    """
     start = time.monotonic()
     ctx = Context(
-        server=server,
+        server=cluster.relay if cluster is not None else server,
         client_name=client_name,
         factory=factory,
         scenario=scenario.name,
         no_autocreate=no_autocreate,
+        cluster=cluster,
     )
 
     def result(outcome: str, reason: str) -> Result:
@@ -66,7 +73,12 @@ async def run_one(
         missing = sorted(scenario.needs - probe.capabilities)
         if missing:
             return result("unsupported", f"{client_name} adapter lacks {', '.join(missing)}")
-        await asyncio.wait_for(scenario.fn(ctx), scaled(scenario.timeout_s))
+
+        async def pinned_run() -> None:
+            await ctx.pin_room()
+            await scenario.fn(ctx)
+
+        await asyncio.wait_for(pinned_run(), scaled(scenario.timeout_s))
         return result("pass", "")
     except Unsupported as exc:
         return result("unsupported", str(exc))
@@ -91,6 +103,7 @@ async def run_catalogue(
     no_autocreate: ServerTarget | None = None,
     on_result: Callable[[Result], None] | None = None,
     server_version: str = "",
+    cluster: ClusterTarget | None = None,
 ) -> list[Result]:
     """Run every scenario for every client; results in catalogue order, then client order.
 
@@ -103,6 +116,7 @@ async def run_catalogue(
         no_autocreate: a server with ``room.auto_create: false`` (for ``join.reject.*``).
         on_result: called with each result as it is produced (progress output).
         server_version: the server release, recorded in every result (``Result.server``).
+        cluster: the cluster lane's nodes (see :func:`run_one`), or ``None``.
 
     Raises:
         ValueError: an unknown client name.
@@ -123,7 +137,12 @@ async def run_catalogue(
             await stack.enter_async_context(serial.get(client) or gate)
             started = time.monotonic() - origin
             result = await run_one(
-                scenario, client, factories[client], server, no_autocreate=no_autocreate
+                scenario,
+                client,
+                factories[client],
+                server,
+                no_autocreate=no_autocreate,
+                cluster=cluster,
             )
         result = dataclasses.replace(result, server=server_version, started=started)
         _log.info("%s %s: %s %s", scenario.name, client, result.result, result.reason)

@@ -7,7 +7,7 @@ from typing import Final
 
 __all__ = ["GROUPS"]
 
-GROUPS: Final = ("joins", "state", "data", "rpc", "streams", "reconnect", "media")
+GROUPS: Final = ("joins", "state", "data", "rpc", "streams", "reconnect", "media", "cluster")
 """Scenario modules, in catalogue order."""
 
 for _group in GROUPS:
