@@ -911,7 +911,7 @@ class Room(EventEmitter[ev.EventTypes]):
             sid=event.sid, name=pub.name, kind=kind, fanout=self._fanout(event.track)
         )
         if event.pc is not None and receiver is not None:
-            track._stats_source = (event.pc, receiver)
+            track._bind_stats(event.pc, receiver)
         pub._attach(track)
         self._dispatch(ev.TrackSubscribed(track=track, publication=pub, participant=rp))
 

@@ -362,6 +362,11 @@ class RemoteTrack(Track):
         # (peer connection, aiortc receiver) of the section it arrives on; set by the room.
         self._stats_source: tuple[PeerConnection, Any] | None = None
 
+    def _bind_stats(self, pc: PeerConnection, receiver: Any) -> None:
+        """Where :meth:`get_stats` reads from: the connection and aiortc receiver of the
+        section this track arrives on (the room knows them from the subscription)."""
+        self._stats_source = (pc, receiver)
+
     async def _collect_stats(self) -> list[RtcStats]:
         source = self._stats_source
         if source is None or self._fanout.closed:
