@@ -12,117 +12,38 @@ import asyncio
 import json
 import os
 import re
-import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import av
 import pytest
 
 from lkproto import rtc
 from lkproto.testing import scaled
+from tests.examples._process import LINE_TIMEOUT_S, ROOT, ServerProgram, run_program
 from tests.interop._helpers import connect_ours, disconnect_all, unique_room, wait_for
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from lkproto.testing import LocalServer
 
 __all__: list[str] = []
 
 pytestmark = pytest.mark.interop
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-# One example run (joins, a few messages, leaves) takes 1-4 s here; the bound is for a loaded CI.
-RUN_TIMEOUT_S = 60.0
-LINE_TIMEOUT_S = 30.0
 
 
-class Example:
-    """``python examples/<name> args...`` as a subprocess; stdout and stderr merged, by line."""
-
-    def __init__(self, server: LocalServer, name: str, *args: str) -> None:
-        self.lines: list[str] = []
-        self._argv = [sys.executable, str(EXAMPLES / name), *args]
-        self._env = {
-            **os.environ,
-            "LIVEKIT_URL": server.url,
-            "LIVEKIT_API_KEY": server.api_key,
-            "LIVEKIT_API_SECRET": server.api_secret,
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-        }
-        self._proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    async def __aenter__(self) -> Self:
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv,
-            env=self._env,
-            cwd=ROOT,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-    async def _read_line(self) -> str | None:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        raw = await self._proc.stdout.readline()
-        if not raw:
-            return None
-        line = raw.decode(errors="replace").rstrip("\n")
-        self.lines.append(line)
-        return line
-
-    async def wait_line(self, pattern: str, within: float = LINE_TIMEOUT_S) -> str:
-        """The first line (from now on) matching the regex ``pattern``; fails on exit/timeout."""
-        for line in self.lines:
-            if re.search(pattern, line):
-                return line
-        try:
-            async with asyncio.timeout(scaled(within)):
-                while (line := await self._read_line()) is not None:
-                    if re.search(pattern, line):
-                        return line
-        except TimeoutError:
-            pass
-        raise AssertionError(f"no line matching {pattern!r} in:\n{self.output}")
-
-    async def finish(self, within: float = RUN_TIMEOUT_S) -> int:
-        """Read to the end and return the exit status (fails after ``within`` seconds)."""
-        assert self._proc is not None
-        try:
-            async with asyncio.timeout(scaled(within)):
-                while await self._read_line() is not None:
-                    pass
-                return await self._proc.wait()
-        except TimeoutError:
-            raise AssertionError(f"still running after {within:g} s:\n{self.output}") from None
+def example(server: LocalServer, name: str, *args: str) -> ServerProgram:
+    """``python examples/<name> args...`` against ``server``."""
+    return ServerProgram(server, EXAMPLES / name, *args)
 
 
 async def run_example(server: LocalServer, name: str, *args: str) -> tuple[int, list[str]]:
-    """Run an example to the end: exit status and output lines."""
-    async with Example(server, name, *args) as ex:
-        status = await ex.finish()
-    return status, ex.lines
+    """Run an example to the end: exit status and stdout lines."""
+    program = await run_program(server, EXAMPLES / name, *args)
+    assert program.status is not None
+    return program.status, program.lines
 
 
 def _index(lines: list[str], pattern: str, start: int = 0) -> int:
@@ -148,7 +69,7 @@ async def test_data_bot_answers_a_text_stream_and_a_packet(livekit_server: Local
         "data_received",
         lambda p: replies.append(("packet", p.data.decode())) if p.topic == "chat" else None,
     )
-    async with Example(livekit_server, "data_bot.py", "--room", room_name, "--answers", "2") as bot:
+    async with example(livekit_server, "data_bot.py", "--room", room_name, "--answers", "2") as bot:
         await bot.wait_line(r"^data-bot: ready in room ")
         await connect_ours(livekit_server, "alice", room_name, room=user)
         try:
@@ -172,7 +93,7 @@ async def test_agent_answers_the_frontends_rpc_with_a_streamed_transcript(
     livekit_server: LocalServer,
 ) -> None:
     room_name = unique_room("ex-agent")
-    async with Example(
+    async with example(
         livekit_server, "transcript_agent.py", "--room", room_name, "--once"
     ) as agent:
         await agent.wait_line(r"^agent: listening in room ")
@@ -212,7 +133,7 @@ async def test_file_sender_delivers_identical_bytes(
     source = tmp_path / "payload.bin"
     source.write_bytes(payload)
     out_dir = tmp_path / "received"
-    async with Example(
+    async with example(
         livekit_server,
         "file_sender.py",
         "receive",
@@ -242,13 +163,13 @@ def _make_clip(path: Path, width: int, height: int, frames: int) -> None:
     """A short MPEG-4 clip of solid colours, written with PyAV."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("mpeg4", rate=Fraction(15))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"  # type: ignore[attr-defined]
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
             frame = av.VideoFrame(width, height, "rgb24")
             frame.planes[0].update(bytes(((i * 16) % 256, 120, 40)) * (width * height))
-            for packet in stream.encode(frame):  # type: ignore[attr-defined]
+            for packet in stream.encode(frame):
                 out.mux(packet)
-        for packet in stream.encode():  # type: ignore[attr-defined]
+        for packet in stream.encode():
             out.mux(packet)
 
 

@@ -1,0 +1,83 @@
+"""Port-test program: a voice-agent frontend in the official SDK's documented style.
+
+Follows the agent participant (kind AGENT) through its ``lk.agent.state`` attribute, prints the
+agent's ``lk.transcription`` streams, asks it a question by RPC and leaves after the first
+final agent segment. The agent is examples/transcript_agent.py. Run by
+tests/interop/test_rtc_port.py twice: as written, and with only the imports switched to lkproto.
+"""
+
+import asyncio
+import os
+import sys
+
+from livekit import api, rtc
+
+
+async def main(room_name: str) -> None:
+    room = rtc.Room()
+    agent_ready = asyncio.Event()
+    answered = asyncio.Event()
+    states = []
+
+    def track_agent(participant: rtc.Participant) -> None:
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            return
+        state = participant.attributes.get("lk.agent.state")
+        if state and (not states or states[-1] != state):
+            states.append(state)
+            print(f"agent {participant.identity} is {state}", flush=True)
+        if state == "listening":
+            agent_ready.set()
+
+    @room.on("participant_connected")
+    def on_participant_connected(participant: rtc.RemoteParticipant) -> None:
+        print(f"participant connected: {participant.identity} ({participant.kind})", flush=True)
+        track_agent(participant)
+
+    @room.on("participant_attributes_changed")
+    def on_attributes_changed(changed: dict, participant: rtc.Participant) -> None:
+        track_agent(participant)
+
+    async def read_transcript(reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        parts = []
+        async for chunk in reader:
+            parts.append(chunk)
+        attributes = reader.info.attributes or {}
+        final = attributes.get("lk.transcription_final")
+        print(
+            f"transcript from {participant_identity}: {''.join(parts)!r} final={final}", flush=True
+        )
+        if final == "true":
+            answered.set()
+
+    room.register_text_stream_handler(
+        "lk.transcription",
+        lambda reader, identity: asyncio.ensure_future(read_transcript(reader, identity)),
+    )
+
+    token = (
+        api.AccessToken()
+        .with_identity("visitor")
+        .with_grants(api.VideoGrants(room_join=True, room=room_name))
+        .to_jwt()
+    )
+    await room.connect(os.environ["LIVEKIT_URL"], token)
+    for participant in room.remote_participants.values():
+        track_agent(participant)
+    await asyncio.wait_for(agent_ready.wait(), 30)
+    agent = next(
+        p
+        for p in room.remote_participants.values()
+        if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    )
+    reply = await room.local_participant.perform_rpc(
+        destination_identity=agent.identity, method="ask", payload="what time is it?"
+    )
+    print(f"rpc reply: {reply}", flush=True)
+    await asyncio.wait_for(answered.wait(), 30)
+    await room.disconnect()
+    print("disconnected", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
