@@ -66,7 +66,12 @@ MIB: Final = 1024 * 1024
 DEFAULT_SIZES: Final = "1,10,50"
 DEFAULT_REPEATS: Final = 3
 DEFAULT_JSON: Final = Path(__file__).parent / "results" / "streams.json"
-SDKS: Final = ("lkproto", "official")
+SDKS: Final = ("lkproto", "official", "aiortc-p2p")
+"""``aiortc-p2p`` is the baseline of issue 18: stock aiortc (no lkproto seam, no server), two
+``RTCPeerConnection`` objects in one process joined directly over loopback, one ordered reliable
+data channel carrying the same file in 15 000-byte messages (lkproto's byte-stream chunk size)
+with the same back-pressure bounds as lkproto's reliable channel (wait below 64 KiB once 1 MiB
+is buffered)."""
 TOPIC: Final = "bench"
 WARMUP_BYTES: Final = MIB
 TRANSFER_TIMEOUT_S: Final = 300.0
@@ -151,6 +156,70 @@ async def _connect(sdk: str, url: str, token: str, rx: Receiver | None) -> Any:
     return room
 
 
+class P2pPair:
+    """Stock aiortc, two peer connections in this process, one reliable ordered data channel.
+
+    Stands in for a room: :meth:`send_file` sends a file's bytes as 15 000-byte messages and a
+    zero-length message ends the file; the receiving side hashes and reports on ``rx.done`` as
+    :class:`Receiver` does for a byte stream.
+    """
+
+    CHUNK_BYTES: Final = 15_000
+    HIGH_WATER_BYTES: Final = 1 << 20
+    LOW_WATER_BYTES: Final = 64 << 10
+
+    def __init__(self, rx: Receiver) -> None:
+        self.rx = rx
+        self.local_participant = self  # so _transfer's tx.local_participant.send_file works
+        self.remote_participants = {"rx": None}
+        self._pcs: list[Any] = []
+        self._channel: Any = None
+        self._low = asyncio.Event()
+
+    async def connect(self) -> None:
+        from aiortc import RTCPeerConnection  # the child imports stock aiortc only
+
+        tx_pc, rx_pc = RTCPeerConnection(), RTCPeerConnection()
+        self._pcs = [tx_pc, rx_pc]
+        channel = tx_pc.createDataChannel("bench", ordered=True)
+        channel.bufferedAmountLowThreshold = self.LOW_WATER_BYTES
+        channel.on("bufferedamountlow", self._low.set)
+        opened = asyncio.Event()
+        channel.on("open", opened.set)
+        self._channel = channel
+        hasher = [hashlib.sha256(), 0]
+
+        @rx_pc.on("datachannel")  # type: ignore[misc]
+        def on_channel(remote: Any) -> None:
+            @remote.on("message")  # type: ignore[misc]
+            def on_message(data: bytes) -> None:
+                if data == b"":
+                    self.rx.done.put_nowait((hasher[1], hasher[0].hexdigest(), time.perf_counter()))
+                    hasher[0], hasher[1] = hashlib.sha256(), 0
+                else:
+                    hasher[0].update(data)
+                    hasher[1] += len(data)
+
+        await tx_pc.setLocalDescription(await tx_pc.createOffer())
+        await rx_pc.setRemoteDescription(tx_pc.localDescription)
+        await rx_pc.setLocalDescription(await rx_pc.createAnswer())
+        await tx_pc.setRemoteDescription(rx_pc.localDescription)
+        await asyncio.wait_for(opened.wait(), CONNECT_TIMEOUT_S)
+
+    async def send_file(self, path: str, **_: Any) -> None:
+        with open(path, "rb") as f:  # noqa: ASYNC230 (a local temporary file, as send_file reads it)
+            while block := f.read(self.CHUNK_BYTES):
+                if self._channel.bufferedAmount > self.HIGH_WATER_BYTES:
+                    self._low.clear()
+                    await self._low.wait()
+                self._channel.send(block)
+        self._channel.send(b"")
+
+    async def disconnect(self) -> None:
+        for pc in self._pcs:
+            await pc.close()
+
+
 def _write_file(directory: str, size: int, seed: int) -> tuple[str, str]:
     path = os.path.join(directory, f"payload-{size}.bin")
     rnd = random.Random(seed)
@@ -188,8 +257,13 @@ async def child_main(
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lkproto-bench-streams-") as tmp, RssSampler() as rss:
         files = {size: _write_file(tmp, size, seed=size) for size in {*sizes, WARMUP_BYTES}}
-        rx_room = await _connect(sdk, url, rx_token, rx)
-        tx_room = await _connect(sdk, url, tx_token, None)
+        if sdk == "aiortc-p2p":
+            pair = P2pPair(rx)
+            await pair.connect()
+            rx_room = tx_room = pair
+        else:
+            rx_room = await _connect(sdk, url, rx_token, rx)
+            tx_room = await _connect(sdk, url, tx_token, None)
         try:
             # until tx sees rx (broadcast streams need a recipient)
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
@@ -213,7 +287,7 @@ async def child_main(
                         file=sys.stderr,
                     )
         finally:
-            for room in (tx_room, rx_room):
+            for room in {id(tx_room): tx_room, id(rx_room): rx_room}.values():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(room.disconnect(), CONNECT_TIMEOUT_S)
     return {
@@ -281,8 +355,7 @@ def _table(results: dict[str, Any], sizes_mib: list[int]) -> str:
         "send_file returned s | MiB per CPU-s | peak RSS MiB | load 1m |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for sdk in SDKS:
-        r = results[sdk]
+    for sdk, r in results.items():
         for size in sizes_mib:
             s = r["sizes"][str(size)]
             m = s["mib_per_s"]
@@ -295,8 +368,7 @@ def _table(results: dict[str, Any], sizes_mib: list[int]) -> str:
     lines.append("")
     lines.append("| SDK | RSS after join MiB | VmHWM (whole child) MiB |")
     lines.append("|---|---:|---:|")
-    for sdk in SDKS:
-        r = results[sdk]
+    for sdk, r in results.items():
         lines.append(f"| {sdk} | {r['base_rss_mib']:.1f} | {r['vm_hwm_mib']:.1f} |")
     return "\n".join(lines)
 
@@ -306,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="MiB, comma-separated")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument(
+        "--sdks", default=",".join(SDKS), help=f"comma-separated subset of {','.join(SDKS)}"
+    )
     parser.add_argument("--child", choices=SDKS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--tx-token", help=argparse.SUPPRESS)
@@ -332,12 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     from lkproto.testing import LocalServer
 
     sizes_mib = [int(x) for x in args.sizes.split(",")]
+    chosen = [x for x in args.sdks.split(",") if x]
+    if unknown := set(chosen) - set(SDKS):
+        parser.error(f"unknown --sdks {sorted(unknown)}")
     sizes = [m * MIB for m in sizes_mib]
 
     async def run() -> dict[str, Any]:
         async with LocalServer(log_level="warn") as server:
             out: dict[str, Any] = {}
-            for sdk in SDKS:
+            for sdk in chosen:
                 child = await asyncio.to_thread(_run_child, sdk, server, sizes, args.repeats)
                 out[sdk] = _aggregate(child, sizes)
             return out
@@ -345,8 +423,15 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run())
     table = _table(results, sizes_mib)
     print(table)
-    lk = results["lkproto"]["sizes"]
+    lk = results["lkproto"]["sizes"] if "lkproto" in results else {}
     targets: dict[str, Any] = {}
+    if "10" in lk and "aiortc-p2p" in results:
+        # issue 18: lkproto<->lkproto through the server >= 1.6x stock aiortc p2p, same run
+        v = (
+            lk["10"]["mib_per_s"]["median"]
+            / results["aiortc-p2p"]["sizes"]["10"]["mib_per_s"]["median"]
+        )
+        targets["lkproto_10mib_vs_aiortc_p2p>=1.6"] = {"value": v, "met": v >= 1.6}
     if "10" in lk:
         v = lk["10"]["mb_per_s"]["median"]
         targets["lkproto_10mib_mb_per_s>=8"] = {"value": v, "met": v >= TARGET_MBPS_10}

@@ -34,10 +34,13 @@ import contextvars
 import dataclasses
 import importlib.metadata
 import ipaddress
+import logging
 import queue
 import re
+import struct
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -45,11 +48,21 @@ import aioice.ice
 import aiortc.rtcrtpreceiver
 import aiortc.rtcsctptransport
 import aiortc.rtp
+import google_crc32c
 from aioice import Candidate
-from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender, RTCSctpTransport
+from aiortc import (
+    RTCDataChannel,
+    RTCIceTransport,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCSctpTransport,
+)
+from aiortc import rtcsctptransport as _sctp
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder
 
+from lkproto.asyncio._timer import DeadlineTimer
+from lkproto.core import sctp as sctp_timing
 from lkproto.errors import LkError, UnsupportedDependencyError
 
 __all__ = [
@@ -75,6 +88,7 @@ __all__ = [
     "take_force_keyframe",
     "transform_decoder_input",
     "trickle_server_reflexive",
+    "tune_sctp",
 ]
 
 SUPPORTED_VERSIONS: Final[Mapping[str, str]] = MappingProxyType(
@@ -889,6 +903,405 @@ def inbound_streams(receiver: RTCRtpReceiver) -> list[InboundStream]:
         )
         for ssrc, stream in list(streams.items())
     ]
+
+
+# -- RTCSctpTransport: the tuned association (issues 15 and 18) ----------------------------------
+#
+# aiortc 1.16.0's association (aiortc/rtcsctptransport.py) is correct but slow where lkproto
+# spends its data path: RTO.min 1 s and RTO.initial 3 s (``SCTP_RTO_MIN``/``SCTP_RTO_INITIAL``)
+# with no back-off, one SACK per received packet (``_handle_data``), one DATA chunk per packet
+# (``_send_chunk``: no bundling), a scan of the whole sent queue for chunks to retransmit on every
+# ``_transmit``, and a flush task per ``RTCDataChannel.send`` (``_data_channel_send``).
+# :func:`tune_sctp` replaces those methods on one association of lkproto's own with the versions
+# below; the timing decisions are :mod:`lkproto.core.sctp`'s. Everything else (SACK processing,
+# congestion control, partial reliability, stream reset, reassembly) stays aiortc's, and the
+# chunk bookkeeping the replacements keep is exactly the one aiortc's own code reads.
+
+_SACK_IMMEDIATELY: Final = 0x08  # DATA chunk I bit (RFC 7053 §3): "SACK this packet at once"
+_SCTP_HEADER_BYTES: Final = 12  # source port, destination port, verification tag, checksum
+_TUNED_MARK: Final = "_lkproto_tuned"
+# How many DATA chunks a flush lets wait in the outbound queue before it stops taking messages
+# from the channels: enough to bundle several small messages into one packet, few enough that
+# bufferedAmount (what is not yet handed to SCTP) still means what the W3C API says.
+_FLUSH_OUTBOUND_CHUNKS: Final = 8
+
+_log = logging.getLogger("lkproto.sctp")
+
+
+class _TunedAssociation:
+    """The replacement methods of one tuned ``RTCSctpTransport`` and the state they add."""
+
+    def __init__(self, sctp: RTCSctpTransport) -> None:
+        self._sctp = sctp
+        self._loop = asyncio.get_event_loop()
+        self.rto = sctp_timing.RtoEstimator()
+        self.sacks = sctp_timing.SackScheduler()
+        self._sack_timer = DeadlineTimer(self._loop, self.sacks.get_timer, self._sack_due)
+        # A chunk can be marked for retransmission only by a SACK with gap blocks or by T3
+        # expiry; until one of those happens _transmit skips the sent-queue scan.
+        self.retransmit_pending = False
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._original_t3_expired = sctp._t3_expired
+        self._original_receive_sack = sctp._receive_sack_chunk
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def handle_data(self, data: bytes) -> None:
+        """Replaces ``_handle_data``: aiortc's checks and dispatch, then a scheduled SACK."""
+        sctp = self._sctp
+        try:
+            _, _, verification_tag, chunks = _sctp.parse_packet(data)
+        except ValueError:
+            return
+        if any(isinstance(chunk, _sctp.InitChunk) for chunk in chunks):
+            if len(chunks) != 1:
+                return  # RFC 4960 §6.10: INIT is never bundled
+            expected = 0
+        else:
+            expected = sctp._local_verification_tag
+        if verification_tag != expected:
+            return
+        immediate = False
+        for chunk in chunks:
+            if isinstance(chunk, _sctp.DataChunk):
+                immediate = immediate or bool(chunk.flags & _SACK_IMMEDIATELY)
+            elif isinstance(chunk, _sctp.ForwardTsnChunk):
+                immediate = True
+            await sctp._receive_chunk(chunk)
+        if not sctp._sack_needed:
+            return
+        # RFC 4960 §6.7: a gap (or a duplicate, §6.2) is reported at once.
+        immediate = immediate or bool(sctp._sack_misordered) or bool(sctp._sack_duplicates)
+        if self.sacks.on_packet(self._loop.time(), immediate=immediate):
+            await self._send_packets([self._take_sack()])
+        else:
+            self._sack_timer.rearm()
+
+    def _take_sack(self) -> _sctp.SackChunk:
+        """A SACK for everything received so far; the scheduler's wait ends."""
+        sctp = self._sctp
+        # Set from the peer's INIT before any DATA can need acknowledging.
+        cumulative = 0 if sctp._last_received_tsn is None else sctp._last_received_tsn
+        blocks: list[tuple[int, int]] = []
+        for tsn in sorted(sctp._sack_misordered, key=lambda t: (t - cumulative) % 0x100000000):
+            offset = (tsn - cumulative) % 0x100000000
+            if blocks and blocks[-1][1] + 1 == offset:
+                blocks[-1] = (blocks[-1][0], offset)
+            else:
+                blocks.append((offset, offset))
+        sack = _sctp.SackChunk()
+        sack.cumulative_tsn = cumulative
+        sack.advertised_rwnd = max(0, sctp._advertised_rwnd)
+        sack.duplicates = list(sctp._sack_duplicates)
+        sack.gaps = blocks
+        sctp._sack_duplicates.clear()
+        sctp._sack_needed = False
+        self.sacks.on_sack_sent()
+        self._sack_timer.rearm()
+        return sack
+
+    def _sack_due(self, now: float) -> None:
+        if self.sacks.handle_timer(now):
+            self._spawn(self._send_delayed_sack())
+
+    async def _send_delayed_sack(self) -> None:
+        sctp = self._sctp
+        if not sctp._sack_needed or sctp._association_state != RTCSctpTransport.State.ESTABLISHED:
+            self.sacks.on_sack_sent()
+            return
+        await self._send_packets([self._take_sack()])
+
+    async def receive_sack_chunk(self, chunk: _sctp.SackChunk) -> None:
+        """Wraps ``_receive_sack_chunk``: gap blocks may mark chunks for retransmission."""
+        if chunk.gaps:
+            self.retransmit_pending = True
+        await self._original_receive_sack(chunk)
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def update_rto(self, rtt: float) -> None:
+        """Replaces ``_update_rto``: the estimator of :mod:`lkproto.core.sctp`."""
+        sctp = self._sctp
+        sctp._rto = self.rto.on_rtt(rtt)
+        sctp._srtt = self.rto.srtt
+
+    def t3_expired(self) -> None:
+        """Wraps ``_t3_expired``: every outstanding chunk is marked; the RTO backs off."""
+        self.retransmit_pending = True
+        self._sctp._rto = self.rto.on_timeout()
+        self._original_t3_expired()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def data_channel_send(self, channel: RTCDataChannel, data: bytes | str) -> None:
+        """Replaces ``_data_channel_send``: queue the message; one flush per loop turn."""
+        if data == "":
+            protocol, user_data = _sctp.WEBRTC_STRING_EMPTY, b"\x00"
+        elif isinstance(data, str):
+            protocol, user_data = _sctp.WEBRTC_STRING, data.encode("utf8")
+        elif data == b"":
+            protocol, user_data = _sctp.WEBRTC_BINARY_EMPTY, b"\x00"
+        else:
+            protocol, user_data = _sctp.WEBRTC_BINARY, data
+        limit = self._sctp._remote_max_message_size
+        if limit and len(user_data) > limit:  # 0 means no limit (RFC 8841 §6)
+            raise ValueError(
+                f"Cannot send message of {len(user_data)} bytes, the remote party "
+                f"only supports messages up to {limit} bytes"
+            )
+        channel._addBufferedAmount(len(user_data))
+        self._sctp._data_channel_queue.append((channel, protocol, user_data))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._spawn(self._scheduled_flush())
+
+    async def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        await self._sctp._data_channel_flush()
+
+    async def data_channel_flush(self) -> None:
+        """Replaces ``_data_channel_flush``: queue several messages, then transmit once."""
+        sctp = self._sctp
+        if sctp._association_state != RTCSctpTransport.State.ESTABLISHED:
+            return
+        queue = sctp._data_channel_queue
+        while queue and len(sctp._outbound_queue) < _FLUSH_OUTBOUND_CHUNKS:
+            channel, protocol, user_data = queue.popleft()
+            stream_id = channel.id
+            if stream_id is None:
+                # RFC 8832 §6: DTLS client even ids, server odd; aiortc keeps the counter.
+                stream_id = 0 if sctp._data_channel_id is None else sctp._data_channel_id
+                while stream_id in sctp._data_channels:
+                    stream_id += 2
+                sctp._data_channels[stream_id] = channel
+                channel._setId(stream_id)
+            if protocol == _sctp.WEBRTC_DCEP:
+                self._enqueue(stream_id, protocol, user_data, None, None, ordered=True)
+            else:
+                lifetime_ms = channel.maxPacketLifeTime
+                expiry = time.time() + lifetime_ms / 1000 if lifetime_ms else None
+                self._enqueue(
+                    stream_id,
+                    protocol,
+                    user_data,
+                    expiry,
+                    channel.maxRetransmits,
+                    ordered=channel.ordered,
+                )
+                channel._addBufferedAmount(-len(user_data))
+        await sctp._transmit()
+        await sctp._transmit_reconfig()
+
+    def _enqueue(
+        self,
+        stream_id: int,
+        protocol: int,
+        user_data: bytes,
+        expiry: float | None,
+        max_retransmits: int | None,
+        *,
+        ordered: bool,
+    ) -> None:
+        """Fragment one message into DATA chunks on the outbound queue (aiortc's ``_send``
+        without its immediate ``_transmit``), with the bookkeeping aiortc's code reads."""
+        sctp = self._sctp
+        seq = sctp._outbound_stream_seq.get(stream_id, 0) if ordered else 0
+        step = _sctp.USERDATA_MAX_LENGTH
+        last = max(0, (len(user_data) - 1) // step)
+        for index in range(last + 1):
+            chunk = _sctp.DataChunk()
+            chunk.flags = (
+                (0 if ordered else _UNORDERED)
+                | (_FIRST_FRAG if index == 0 else 0)
+                | (_LAST_FRAG if index == last else 0)
+            )
+            chunk.tsn = sctp._local_tsn
+            chunk.stream_id = stream_id
+            chunk.stream_seq = seq
+            chunk.protocol = protocol
+            chunk.user_data = user_data[index * step : (index + 1) * step]
+            chunk._abandoned = False
+            chunk._acked = False
+            chunk._book_size = len(chunk.user_data)
+            chunk._expiry = expiry
+            chunk._in_flight = False
+            chunk._max_retransmits = max_retransmits
+            chunk._misses = 0
+            chunk._retransmit = False
+            chunk._sent_count = 0
+            chunk._sent_time = None
+            sctp._local_tsn = (sctp._local_tsn + 1) % 0x100000000
+            sctp._outbound_queue.append(chunk)
+        if ordered:
+            sctp._outbound_stream_seq[stream_id] = (seq + 1) % 0x10000
+
+    async def transmit(self) -> None:
+        """Replaces ``_transmit``: aiortc's congestion and burst rules (RFC 4960 §6.1, §7.2),
+        chunks bundled into packets, the retransmit scan only when something is marked, a
+        pending SACK bundled ahead of the DATA, and the I bit on the chunk that empties the
+        queue so the peer acknowledges the burst's tail at once."""
+        sctp = self._sctp
+        chunks: list[_sctp.Chunk] = []
+        if sctp._forward_tsn_chunk is not None:
+            chunks.append(sctp._forward_tsn_chunk)
+            sctp._forward_tsn_chunk = None
+            if not sctp._t3_handle:
+                sctp._t3_start()
+        burst_chunks = 2 if sctp._fast_recovery_exit is not None else 4
+        cwnd = min(sctp._flight_size + burst_chunks * _sctp.USERDATA_MAX_LENGTH, sctp._cwnd)
+
+        if self.retransmit_pending:
+            stopped = False
+            for position, chunk in enumerate(sctp._sent_queue):
+                if not chunk._retransmit:
+                    continue
+                if sctp._fast_recovery_transmit:
+                    sctp._fast_recovery_transmit = False  # RFC 4960 §7.2.4 step 3
+                elif sctp._flight_size >= cwnd:
+                    stopped = True
+                    break
+                sctp._flight_size_increase(chunk)
+                chunk._misses = 0
+                chunk._retransmit = False
+                chunk._sent_count += 1
+                chunks.append(chunk)
+                if position == 0:
+                    sctp._t3_restart()  # §6.3.2 R3: the earliest outstanding TSN went again
+            if not stopped:
+                self.retransmit_pending = False
+
+        outbound = sctp._outbound_queue
+        newest: _sctp.DataChunk | None = None
+        if not (self.retransmit_pending and sctp._flight_size >= cwnd):
+            now = time.time()  # aiortc's _receive_sack_chunk measures RTT on this clock
+            while outbound and sctp._flight_size < cwnd:
+                newest = outbound.popleft()
+                sctp._sent_queue.append(newest)
+                sctp._flight_size_increase(newest)
+                newest._sent_count += 1
+                newest._sent_time = now
+                chunks.append(newest)
+                if not sctp._t3_handle:
+                    sctp._t3_start()
+        if newest is not None and not outbound and not sctp._data_channel_queue:
+            newest.flags |= _SACK_IMMEDIATELY
+        if chunks and sctp._sack_needed:
+            chunks.insert(0, self._take_sack())  # RFC 4960 §6.5: SACK may lead a bundle
+        if chunks:
+            await self._send_packets(chunks)
+
+    async def _send_packets(self, chunks: Sequence[_sctp.Chunk]) -> None:
+        """Bundle ``chunks`` in order into as few packets of at most aiortc's packet size as
+        they fit (RFC 4960 §6.10) and hand each to DTLS."""
+        sctp = self._sctp
+        header = struct.pack(
+            "!HHL", sctp._local_port, sctp._remote_port, sctp._remote_verification_tag
+        )
+        room = _sctp.SCTP_MAX_PACKET_LENGTH - _SCTP_HEADER_BYTES
+        dtls = sctp.transport
+        body: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            data = bytes(chunk)
+            if body and size + len(data) > room:
+                await dtls._send_data(_packet(header, body))
+                body, size = [], 0
+            body.append(data)
+            size += len(data)
+        if body:
+            await dtls._send_data(_packet(header, body))
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # aiortc's own flush tasks end the same way when DTLS closed under them; the
+            # association's closing is reported by the transports' state, not here.
+            _log.debug("SCTP send after the transport closed: %r", exc)
+
+
+def _packet(header: bytes, body: list[bytes]) -> bytes:
+    """An SCTP packet: common header with the CRC32c of the whole packet (RFC 4960 §6.8)."""
+    chunks = b"".join(body)
+    checksum = google_crc32c.value(header + b"\x00\x00\x00\x00" + chunks)
+    return header + struct.pack("<L", checksum) + chunks
+
+
+_TUNED_INTERNALS: Final = (
+    "_handle_data",
+    "_receive_chunk",
+    "_receive_sack_chunk",
+    "_update_rto",
+    "_t3_expired",
+    "_t3_start",
+    "_t3_restart",
+    "_transmit",
+    "_transmit_reconfig",
+    "_data_channel_send",
+    "_data_channel_flush",
+    "_flight_size_increase",
+    "_sent_queue",
+    "_outbound_queue",
+    "_data_channel_queue",
+    "_sack_misordered",
+    "_sack_duplicates",
+    "_outbound_stream_seq",
+)
+_TUNED_MODULE_NAMES: Final = (
+    "parse_packet",
+    "DataChunk",
+    "SackChunk",
+    "InitChunk",
+    "ForwardTsnChunk",
+    "USERDATA_MAX_LENGTH",
+    "SCTP_MAX_PACKET_LENGTH",
+    "WEBRTC_DCEP",
+    "WEBRTC_STRING",
+    "WEBRTC_STRING_EMPTY",
+    "WEBRTC_BINARY",
+    "WEBRTC_BINARY_EMPTY",
+)
+
+
+def tune_sctp(transport: RTCSctpTransport) -> None:
+    """Make the SCTP association ``transport`` (one of lkproto's own) use lkproto's hot path.
+
+    Replaces, on this instance only, these private methods of aiortc 1.16.0's
+    ``RTCSctpTransport`` (``aiortc/rtcsctptransport.py``), for which no public API exists:
+    ``_handle_data`` (SACK for every second packet or after :data:`lkproto.core.sctp.SACK_DELAY_S`,
+    at once on a gap, duplicate or I bit), ``_transmit`` (DATA bundling, SACK bundling, no
+    retransmit scan unless a chunk can be marked, I bit on a burst's last chunk),
+    ``_data_channel_send``/``_data_channel_flush`` (one flush per loop turn instead of a task per
+    message), ``_update_rto`` and ``_t3_expired`` (:class:`lkproto.core.sctp.RtoEstimator`:
+    RTO initial 0.5 s, floor 0.25 s, back-off), and wraps ``_receive_sack_chunk``. The
+    association's wire behaviour stays RFC 4960: reliability, ordering and congestion control
+    are aiortc's. Other associations in the process keep aiortc's methods. Call it before the
+    association starts (before ``setLocalDescription``); later calls change nothing.
+
+    Raises:
+        LkError: the internals above are gone.
+    """
+    if any(not hasattr(transport, name) for name in _TUNED_INTERNALS) or any(
+        not hasattr(_sctp, name) for name in _TUNED_MODULE_NAMES
+    ):
+        raise _internal_gone("aiortc", "RTCSctpTransport association internals (tune_sctp)")
+    if getattr(transport, _TUNED_MARK, None) is not None:
+        return
+    tuned = _TunedAssociation(transport)
+    setattr(transport, _TUNED_MARK, tuned)
+    transport._rto = tuned.rto.rto
+    setattr(transport, "_handle_data", tuned.handle_data)  # noqa: B010
+    setattr(transport, "_receive_sack_chunk", tuned.receive_sack_chunk)  # noqa: B010
+    setattr(transport, "_update_rto", tuned.update_rto)  # noqa: B010
+    setattr(transport, "_t3_expired", tuned.t3_expired)  # noqa: B010
+    setattr(transport, "_transmit", tuned.transmit)  # noqa: B010
+    setattr(transport, "_data_channel_send", tuned.data_channel_send)  # noqa: B010
+    setattr(transport, "_data_channel_flush", tuned.data_channel_flush)  # noqa: B010
 
 
 check_versions()

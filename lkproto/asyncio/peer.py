@@ -679,6 +679,10 @@ class PeerConnection:
             await self._pc.close()
         except Exception:  # aiortc teardown errors must not mask the caller's own
             logger.exception("error while closing the peer connection")
+        # When the remote side closed DTLS first, aiortc started its own close() task
+        # (RTCPeerConnection.__updateConnectionState); it waits on the future the close above
+        # just resolved and ends on the next loop turn: give it that turn, so none is left.
+        await asyncio.sleep(0)
         self._set_state(PeerState.CLOSED)
         self._notify()
 
@@ -805,6 +809,8 @@ class PeerConnection:
             # Deliver ordered data by SSN even when the server's TSNs are out of SSN order, or
             # the reliable channel stalls in a busy room (issue 15; see the seam function).
             _seam.order_inbound_by_ssn(sctp)
+            # WebRTC-sized RTO, delayed SACKs, bundling, one flush per loop turn (issues 15, 18).
+            _seam.tune_sctp(sctp)
         for transceiver in self._pc.getTransceivers():
             for dtls in (transceiver.receiver.transport, transceiver.sender.transport):
                 transports[id(dtls.transport)] = dtls.transport
