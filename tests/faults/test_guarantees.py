@@ -72,15 +72,6 @@ def test_ten_percent_loss_reliable_packets(lab: FaultLab, record_property: Recor
     assert ours.final_state == "CONN_CONNECTED", detail
 
 
-@pytest.mark.xfail(
-    # Not strict: with 40 calls the p50 can land on loss-free round trips (a CI run passed), so
-    # a chance pass must not fail CI; an XPASS shows in the summary instead.
-    strict=False,
-    raises=AssertionError,  # a harness error is not the expected failure
-    reason="issue 15: RPC under 10 % loss - lkproto p50 ~1 s vs the official SDK's ~5 ms "
-    "(aiortc SCTP retransmission: RTO floor 1 s, no fast retransmit tuning through the seam), "
-    "and an occasional RpcError",
-)
 def test_ten_percent_loss_rpc_latency_within_twice_official(
     lab: FaultLab, record_property: RecordProperty
 ) -> None:
