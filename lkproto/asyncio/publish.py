@@ -11,11 +11,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from lkproto.asyncio.audio import DEFAULT_OPUS_BITRATE, install_opus_encoder
-from lkproto.asyncio.video import install_video_encoder
 from lkproto.core.publish import TrackDescription
 
-__all__ = ["prepare_sender"]
+__all__ = ["install_opus_encoder", "install_video_encoder", "prepare_sender"]
+
+# The media drivers are imported on first use, not at the top: the engine imports this module,
+# and lkproto.asyncio.audio/video load PyAV, which a data-only client never needs (issue 18).
+
+
+def install_opus_encoder(sender: Any, *, channels: int, bitrate: int) -> None:
+    """:func:`lkproto.asyncio.audio.install_opus_encoder`, imported on first use."""
+    from lkproto.asyncio import audio
+
+    audio.install_opus_encoder(sender, channels=channels, bitrate=bitrate)
+
+
+def install_video_encoder(sender: Any, *, mime_type: str, bitrate: int) -> None:
+    """:func:`lkproto.asyncio.video.install_video_encoder`, imported on first use."""
+    from lkproto.asyncio import video
+
+    video.install_video_encoder(sender, mime_type=mime_type, bitrate=bitrate)
+
+
+def _default_opus_bitrate() -> int:
+    from lkproto.asyncio.audio import DEFAULT_OPUS_BITRATE
+
+    return DEFAULT_OPUS_BITRATE
 
 
 def prepare_sender(sender: Any, description: TrackDescription) -> None:
@@ -41,5 +62,5 @@ def prepare_sender(sender: Any, description: TrackDescription) -> None:
     install_opus_encoder(
         sender,
         channels=2 if description.stereo else 1,
-        bitrate=description.max_bitrate_bps or DEFAULT_OPUS_BITRATE,
+        bitrate=description.max_bitrate_bps or _default_opus_bitrate(),
     )

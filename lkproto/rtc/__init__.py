@@ -1,20 +1,22 @@
 """Public API shaped like the official ``livekit.rtc``: ``from lkproto import rtc``.
 
 Requires the ``rtc`` extra (aiortc, PyAV, websockets).
+
+Media names (frames, sources, streams, the mixer and resampler) are imported on first use
+(PEP 562 module ``__getattr__``), so a client that only joins and exchanges data never loads
+PyAV or numpy (issue 18).
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
 
 from lkproto import __version__
 from lkproto.asyncio.rpc import RpcInvocationData
 from lkproto.core.rpc import RpcError
 from lkproto.errors import ConnectError, PublishDataError
 from lkproto.rtc import events, stats
-from lkproto.rtc.audio_frame import AudioFrame
-from lkproto.rtc.audio_mixer import AudioMixer
-from lkproto.rtc.audio_resampler import AudioResampler, AudioResamplerQuality
-from lkproto.rtc.audio_source import AudioSource
-from lkproto.rtc.audio_stream import AudioFrameEvent, AudioStream
 from lkproto.rtc.data_stream import (
     ByteStreamHandler,
     ByteStreamInfo,
@@ -89,10 +91,17 @@ from lkproto.rtc.track import (
     VideoTrack,
 )
 from lkproto.rtc.transcription import Transcription
-from lkproto.rtc.utils import combine_audio_frames
-from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
-from lkproto.rtc.video_source import EncodedVideoSource, VideoSource
-from lkproto.rtc.video_stream import VideoFrameEvent, VideoStream
+
+if TYPE_CHECKING:
+    from lkproto.rtc.audio_frame import AudioFrame
+    from lkproto.rtc.audio_mixer import AudioMixer
+    from lkproto.rtc.audio_resampler import AudioResampler, AudioResamplerQuality
+    from lkproto.rtc.audio_source import AudioSource
+    from lkproto.rtc.audio_stream import AudioFrameEvent, AudioStream
+    from lkproto.rtc.utils import combine_audio_frames
+    from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
+    from lkproto.rtc.video_source import EncodedVideoSource, VideoSource
+    from lkproto.rtc.video_stream import VideoFrameEvent, VideoStream
 
 __all__ = [
     "AudioEncoding",
@@ -185,3 +194,36 @@ __all__ = [
     "events",
     "stats",
 ]
+
+
+# Name -> defining module, for the names imported on first use (see the module docstring).
+_LAZY: Final[dict[str, str]] = {
+    "AudioFrame": "lkproto.rtc.audio_frame",
+    "AudioFrameEvent": "lkproto.rtc.audio_stream",
+    "AudioMixer": "lkproto.rtc.audio_mixer",
+    "AudioResampler": "lkproto.rtc.audio_resampler",
+    "AudioResamplerQuality": "lkproto.rtc.audio_resampler",
+    "AudioSource": "lkproto.rtc.audio_source",
+    "AudioStream": "lkproto.rtc.audio_stream",
+    "EncodedVideoSource": "lkproto.rtc.video_source",
+    "VideoBufferType": "lkproto.rtc.video_frame",
+    "VideoFrame": "lkproto.rtc.video_frame",
+    "VideoFrameEvent": "lkproto.rtc.video_stream",
+    "VideoRotation": "lkproto.rtc.video_frame",
+    "VideoSource": "lkproto.rtc.video_source",
+    "VideoStream": "lkproto.rtc.video_stream",
+    "combine_audio_frames": "lkproto.rtc.utils",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
