@@ -89,6 +89,7 @@ __all__ = [
     "transform_decoder_input",
     "trickle_server_reflexive",
     "tune_sctp",
+    "watch_ice_receipts",
 ]
 
 SUPPORTED_VERSIONS: Final[Mapping[str, str]] = MappingProxyType(
@@ -798,6 +799,62 @@ def sctp_unacknowledged_bytes(transport: RTCSctpTransport, stream_id: int) -> in
         elif last:
             pending.clear()  # received complete: delivered
     return total
+
+
+# -- aioice Connection: when the peer was last heard (issue 15, dead transport) -----------------
+
+_RECEIPT_MARK: Final = "_lkproto_last_receipt"
+
+
+@dataclasses.dataclass(slots=True)
+class _ReceiptClock:
+    last: float
+
+    def get(self) -> float:
+        return self.last
+
+
+def watch_ice_receipts(transport: RTCIceTransport) -> Callable[[], float]:
+    """Start noting when any datagram arrives on ``transport`` (one of lkproto's own).
+
+    Returns a function giving the event-loop time of the last datagram received on any of the
+    connection's sockets (STUN checks and keepalives, DTLS, SCTP, RTP), or of this call when
+    none has come since. Later calls for the same transport return the same clock.
+
+    Relies on aiortc 1.16.0 ``RTCIceTransport._connection`` (the aioice ``Connection``) and
+    aioice 0.13.0 ``Connection._protocols`` (one ``StunProtocol`` per gathered socket, whose
+    ``datagram_received`` asyncio calls for every datagram): each protocol instance's method is
+    shadowed by one that notes the time and runs the original. Call it once the transport has
+    gathered (sockets made later are not watched). No public API says when the peer was last
+    heard; ICE consent (aioice fails it after ~30 s) is far slower than the floor of issue 15
+    needs, and a dead SCTP association leaves ``connectionState`` ``connected``.
+
+    Raises:
+        LkError: the internals above are gone.
+    """
+    connection = getattr(transport, "_connection", None)
+    protocols = getattr(connection, "_protocols", None)
+    if connection is None or not isinstance(protocols, list):
+        raise _internal_gone("aioice", "RTCIceTransport._connection._protocols")
+    existing = getattr(connection, _RECEIPT_MARK, None)
+    if isinstance(existing, _ReceiptClock):
+        return existing.get
+    loop = asyncio.get_running_loop()
+    clock = _ReceiptClock(loop.time())
+    for protocol in protocols:
+        original = getattr(protocol, "datagram_received", None)
+        if not callable(original):
+            raise _internal_gone("aioice", "StunProtocol.datagram_received")
+
+        def noted(
+            data: bytes | str, addr: tuple[object, ...], _original: Callable[..., None] = original
+        ) -> None:
+            clock.last = loop.time()
+            _original(data, addr)
+
+        setattr(protocol, "datagram_received", noted)  # noqa: B010
+    setattr(connection, _RECEIPT_MARK, clock)
+    return clock.get
 
 
 # -- stats: RTCRtpReceiver per-SSRC counters --------------------------------------------------

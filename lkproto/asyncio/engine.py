@@ -120,6 +120,8 @@ PUBLISH_TIMEOUT_S: Final = pu.PUBLISH_TIMEOUT_S
 # How long a data channel closed under a connected peer waits for the signal's ``leave`` before
 # it counts as a failed transport (issue 15).
 _CHANNEL_CLOSED_GRACE_S: Final = 1.0
+# How often the dead-transport watch looks (the rule: lkproto.core.reconnect.transport_stalled).
+_TRANSPORT_CHECK_S: Final = 1.0
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
@@ -333,6 +335,8 @@ class Engine:
         self._roster = ro.Roster()
         self._state = ConnectionState.CONN_DISCONNECTED
         self._supervisor: asyncio.Task[None] | None = None
+        # The time bound of a full-reconnect attempt's join while it runs (see _on_leave).
+        self._attempt_window: asyncio.Timeout | None = None
         self._closing = False
         self._pending_requests: dict[int, asyncio.Future[None]] = {}
         self._sender = rl.ReliableSender()
@@ -927,6 +931,7 @@ class Engine:
         await primary.wait_channels_open(self._opts.connect_timeout_s)
         if not link.single_pc:
             await pub.wait_connected(self._opts.connect_timeout_s)
+        self._spawn(link, self._watch_transport(link, pub))
 
     async def _negotiate(self, link: _Link) -> None:
         """Offer on the publisher (the single PC) and wait until an answer covering everything
@@ -1219,6 +1224,14 @@ class Engine:
                 )
             )
             return
+        window = self._attempt_window
+        if window is not None and link is self._link and not window.expired():
+            # The server gave up on the session this attempt is still setting up (a new
+            # participant whose transport did not come up within its ICE timeout sends
+            # leave{RESUME}, onAnyTransportFailed): fail the attempt now rather than after
+            # connect_timeout_s, so that the next one comes on the policy's schedule (issue 15:
+            # attempts made during an outage otherwise outlived the outage by ~10 s).
+            window.reschedule(self._loop.time())
         self._trouble(link, rc.RecoveryCause.LEAVE, leave_action=event.action)
 
     async def _negotiate_quietly(self, link: _Link) -> None:
@@ -1292,6 +1305,39 @@ class Engine:
         await asyncio.sleep(_CHANNEL_CLOSED_GRACE_S)
         if self._state == ConnectionState.CONN_CONNECTED:
             self._trouble(link, rc.RecoveryCause.PEER_FAILED)
+
+    async def _watch_transport(self, link: _Link, pc: PeerConnection) -> None:
+        """Report a dead data transport long before aiortc or aioice would notice it.
+
+        Runs for the life of ``link``; the rule is :func:`lkproto.core.reconnect.transport_stalled`
+        (issue 15 floor: a room must not say CONNECTED while nothing moves).
+        """
+        while True:
+            await asyncio.sleep(_TRANSPORT_CHECK_S)
+            if self._state != ConnectionState.CONN_CONNECTED or link is not self._link:
+                continue
+            try:
+                heard = pc.last_received_at()
+                waiting = pc.unacknowledged_bytes(RELIABLE_LABEL)
+            except LkError as exc:  # aiortc internals changed (the seam names them)
+                _log.warning("= dead-transport watch stopped: %s", exc)
+                return
+            now = self._loop.time()
+            if rc.transport_stalled(
+                now=now,
+                last_heard=heard,
+                unacknowledged_bytes=waiting,
+                silence_s=rc.TRANSPORT_SILENCE_S,
+            ):
+                assert heard is not None
+                _log.info(
+                    "= nothing heard for %.1f s with %d reliable bytes unacknowledged: "
+                    "the transport is dead",
+                    now - heard,
+                    waiting,
+                )
+                self._trouble(link, rc.RecoveryCause.PEER_FAILED)
+                return
 
     # -- recovery (decisions in lkproto.core.reconnect.Recoverer) -------------------------------
 
@@ -1375,8 +1421,12 @@ class Engine:
                     undelivered,
                     abandoned,
                 )
-                async with asyncio.timeout(self._opts.connect_timeout_s):
-                    await self._join(full=True)
+                async with asyncio.timeout(self._opts.connect_timeout_s) as window:
+                    self._attempt_window = window
+                    try:
+                        await self._join(full=True)
+                    finally:
+                        self._attempt_window = None
                 self._resend(self._sender.resume(0))
                 await self._republish()
             current = self._link

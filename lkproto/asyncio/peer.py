@@ -631,6 +631,17 @@ class PeerConnection:
             return queued
         return queued + _seam.sctp_unacknowledged_bytes(sctp, channel.id)
 
+    def last_received_at(self) -> float | None:
+        """Event-loop time the peer was last heard on the data transport, None before ICE.
+
+        Watching starts on the first call (:func:`_seam.watch_ice_receipts`), which counts as
+        a receipt; call it once connected and then periodically.
+        """
+        transport = self._ice_transport()
+        if transport is None or self._closed:
+            return None
+        return _seam.watch_ice_receipts(transport)()
+
     async def wait_buffered_below(self, label: str, threshold: int) -> None:
         """Wait until :meth:`buffered_amount` of ``label`` is at most ``threshold`` bytes.
 

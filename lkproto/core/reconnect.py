@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_RECONNECT_JITTER_S",
     "FATAL_JOIN_STATUSES",
     "LEAVE_ACTION_RECOVERY",
+    "TRANSPORT_SILENCE_S",
     "AnyRecoveryEvent",
     "AttemptDue",
     "GaveUp",
@@ -64,6 +65,7 @@ __all__ = [
     "RecoveryState",
     "choose_recovery",
     "recovery_for",
+    "transport_stalled",
 ]
 
 # PROTOCOL-MAP §10 Full reconnect: JS DefaultReconnectPolicy waits 0, 300, 1200, 2700, 4800 ms
@@ -145,6 +147,36 @@ def choose_recovery(
     if resume_disabled or not peer_resumable:
         return Recovery.FULL_RECONNECT
     return Recovery.RESUME
+
+
+# Issue 15 floor (never CONNECTED while nothing moves): how long the peer may stay silent while
+# reliable data waits for its acknowledgement. aiortc notices a dead SCTP association only after
+# its retransmissions give up and aioice fails ICE consent after ~30 s; livekit-server sends its
+# leave{RESUME} ~16 s into a UDP outage. While data is outstanding every retransmission that gets
+# through is answered by a SACK, and the server's ICE keepalives come every few seconds besides,
+# so 8 s without a single datagram is an outage, not loss (at 20 % loss both ways it takes a run
+# of lost retransmissions and keepalives together); a 5 s outage stays a stall that recovers by
+# itself, as before.
+TRANSPORT_SILENCE_S: Final = 8.0
+
+
+def transport_stalled(
+    *, now: float, last_heard: float | None, unacknowledged_bytes: int, silence_s: float
+) -> bool:
+    """Whether the data transport counts as dead: data waits and the peer has gone silent.
+
+    Report it as :attr:`RecoveryCause.PEER_FAILED`. An idle transport never counts as dead here
+    (nothing waits, so nothing is lost; ICE consent covers it).
+
+    Args:
+        now: current monotonic time in seconds.
+        last_heard: when anything last arrived from the peer on the transport (None: unknown).
+        unacknowledged_bytes: reliable bytes sent and not yet acknowledged by the peer.
+        silence_s: how long a silence counts as an outage (:data:`TRANSPORT_SILENCE_S`).
+    """
+    if last_heard is None or unacknowledged_bytes <= 0:
+        return False
+    return now - last_heard >= silence_s
 
 
 def _check_seconds(name: str, value: float) -> None:

@@ -13,9 +13,11 @@ from lkproto import errors
 from lkproto.core.reconnect import (
     DEFAULT_RECONNECT_DELAYS_S,
     LEAVE_ACTION_RECOVERY,
+    TRANSPORT_SILENCE_S,
     ReconnectPolicy,
     Recovery,
     choose_recovery,
+    transport_stalled,
 )
 from lkproto.wire import pb
 
@@ -357,3 +359,34 @@ def test_any_sequence_escalates_only_and_bounds_attempts(steps: list[tuple[Any, 
         if r.state is RecoveryState.IDLE:
             assert r.plan is Recovery.NONE
             assert r.get_timer() is None
+
+
+# -- dead-transport rule (issue 15 floor) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("last_heard", "waiting", "now", "stalled"),
+    [
+        (100.0, 1, 100.0 + TRANSPORT_SILENCE_S, True),  # silent for the whole window, data waits
+        (100.0, 1, 100.0 + TRANSPORT_SILENCE_S - 0.01, False),  # not yet
+        (100.0, 0, 1000.0, False),  # idle: nothing waits, nothing is lost
+        (None, 1, 1000.0, False),  # not connected yet
+    ],
+)
+def test_transport_stalled(
+    last_heard: float | None, waiting: int, now: float, stalled: bool
+) -> None:
+    assert (
+        transport_stalled(
+            now=now,
+            last_heard=last_heard,
+            unacknowledged_bytes=waiting,
+            silence_s=TRANSPORT_SILENCE_S,
+        )
+        is stalled
+    )
+
+
+def test_a_five_second_outage_is_not_a_dead_transport() -> None:
+    # The 5 s UDP outage fault test recovers without any reconnect; keep it so.
+    assert TRANSPORT_SILENCE_S > 5.0
