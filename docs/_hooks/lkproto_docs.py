@@ -12,6 +12,10 @@ to and from them like any written page (``mkdocs build --strict`` fails on a bro
 * ``api/schema.md``: the protobuf messages and enums of ``lkproto.wire.pb`` and
   ``lkproto.wire.api`` (generated code, not worth a mkdocstrings entry each), drawn from their
   descriptors: fields with numbers and types, enum values.
+* docstrings: the code writes Sphinx roles (``:class:`~lkproto.wire.tap.TapRecord```,
+  ``:meth:`start```); :class:`SphinxRoles`, a griffe extension mkdocs.yml loads, turns each into
+  a cross-reference when its target is documented in the reference, else into plain code, so no
+  raw role reaches a page and no link can break.
 * ``captures/<name>.html``: the wire explorer page (:func:`lkproto.wire.explorer.render_html`)
   of each real capture ``docs/captures/<name>.jsonl`` (recorded by ``tools/capture_docs.py``),
   embedded by the protocol pages; the diagrams therefore come from the code that ships.
@@ -24,10 +28,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+import griffe
 
 __all__ = [
     "EXCLUDED_MODULES",
@@ -35,6 +42,7 @@ __all__ = [
     "SCHEMA_TARGET",
     "SECTIONS",
     "ReferenceModule",
+    "SphinxRoles",
     "on_files",
     "reference_modules",
 ]
@@ -321,3 +329,70 @@ def on_files(files: Any, config: Any) -> Any:
     for uri, page in _capture_pages(Path(config["docs_dir"])).items():
         files.append(File.generated(config, uri, content=page))
     return files
+
+
+# :class:`x`, :meth:`~a.b.c`, :py:func:`f` ... (the roles the code's docstrings use).
+_ROLE: Final = re.compile(r":(?:py:)?(?:class|meth|func|data|attr|mod|exc|obj|const):`(~?)([^`]+)`")
+
+
+def _documented_paths(package: Any) -> tuple[set[str], set[str]]:
+    """Module paths and object paths the API reference renders (public members included)."""
+    modules = reference_modules(package)
+    return {m.path for m in modules}, {f"{m.path}.{name}" for m in modules for name in m.defined}
+
+
+class SphinxRoles(griffe.Extension):
+    """Griffe extension: Sphinx roles in docstrings become Markdown the site can render.
+
+    A role whose target resolves (from the docstring's scope, or as an absolute path) to an object
+    the reference documents becomes an autorefs cross-reference; any other role becomes inline
+    code, since a link to an undocumented (private) object would break the strict build.
+    """
+
+    def on_package(self, *, pkg: Any, **kwargs: Any) -> None:
+        """Rewrite every docstring of the ``lkproto`` package once it is loaded."""
+        if pkg.path != "lkproto":
+            return
+        modules, objects = _documented_paths(pkg)
+
+        def documented(path: str) -> bool:
+            if path in modules or path in objects:
+                return True
+            for obj_path in objects:
+                if path.startswith(obj_path + "."):
+                    members = path[len(obj_path) + 1 :].split(".")
+                    return not any(part.startswith("_") for part in members)
+            return False
+
+        def target_path(scope: Any, name: str) -> str | None:
+            first, _, rest = name.partition(".")
+            try:
+                if first == "lkproto":
+                    found = pkg.modules_collection[name]
+                else:
+                    base = pkg.modules_collection[scope.resolve(first)]
+                    found = base if not rest else base[rest]
+                final = found.final_target if found.is_alias else found
+            except Exception:  # an unresolvable name stays plain code
+                return None
+            return str(final.path)
+
+        def rewrite(scope: Any, text: str) -> str:
+            def replace(match: re.Match[str]) -> str:
+                tilde, name = match.group(1), match.group(2).strip()
+                title = name.rsplit(".", 1)[-1] if tilde else name
+                path = target_path(scope, name)
+                if path is not None and documented(path):
+                    return f"[`{title}`][{path}]"
+                return f"`{title}`"
+
+            return _ROLE.sub(replace, text)
+
+        def walk(obj: Any) -> None:
+            if obj.docstring is not None:
+                obj.docstring.value = rewrite(obj, obj.docstring.value)
+            for member in obj.members.values():
+                if not member.is_alias:
+                    walk(member)
+
+        walk(pkg)
