@@ -1,0 +1,164 @@
+"""A data-only client never loads PyAV or numpy; media loads them on first use (issue 18).
+
+Each check runs in a fresh interpreter, since this test process has long imported both.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lkproto.asyncio import _lazy_av
+from tests.conftest import scaled
+
+HEAVY = ("av", "numpy")
+
+
+def _run(code: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+    )
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_import_lkproto_rtc_loads_aiortc_but_not_pyav_or_numpy() -> None:
+    result = _run(
+        f"""
+        import json, sys
+        from lkproto import rtc
+        rtc.Room, rtc.RoomOptions, rtc.DataPacket, rtc.ByteStreamReader
+        print(json.dumps({{
+            "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
+            "aiortc": "aiortc" in sys.modules,
+            "stand_ins_left": sorted(m for m in sys.modules if m == "av" or m.startswith("av.")),
+        }}))
+        """
+    )
+    assert result == {"heavy": [], "aiortc": True, "stand_ins_left": []}
+
+
+def test_media_names_load_pyav_on_first_use_and_aiortc_sees_the_real_classes() -> None:
+    result = _run(
+        """
+        import json, sys
+        from lkproto import rtc
+        import aiortc.rtp, aiortc.mediastreams
+        before = "av" in sys.modules
+        frame = rtc.AudioFrame.create(48_000, 1, 480)
+        import av
+        real = av.AudioFrame(format="s16", layout="mono", samples=480)
+        print(json.dumps({
+            "before": before,
+            "after": "av" in sys.modules,
+            "real_module": type(sys.modules["av"]).__name__,
+            "frame": type(frame).__name__,
+            "isinstance": isinstance(real, aiortc.rtp.AudioFrame),
+            "not_instance": isinstance(frame, aiortc.mediastreams.VideoFrame),
+            "classmethod": (
+                aiortc.mediastreams.VideoFrame.from_ndarray is av.VideoFrame.from_ndarray
+            ),
+            "constructed": type(aiortc.rtp.AudioFrame(format="s16", layout="mono", samples=4))
+                is av.AudioFrame,
+            "in_rtc_namespace": "AudioFrame" in dir(rtc),
+        }))
+        """
+    )
+    assert result == {
+        "before": False,
+        "after": True,
+        "real_module": "module",
+        "frame": "AudioFrame",
+        "isinstance": True,
+        "not_instance": False,
+        "classmethod": True,
+        "constructed": True,
+        "in_rtc_namespace": True,
+    }
+
+
+def test_unknown_rtc_names_still_raise_attribute_error() -> None:
+    from lkproto import rtc
+
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        _ = rtc.NoSuchThing
+
+
+def test_nothing_is_deferred_when_pyav_is_already_imported() -> None:
+    result = _run(
+        """
+        import json, sys
+        import av
+        import lkproto.rtc, aiortc.rtp
+        print(json.dumps({"same": aiortc.rtp.AudioFrame is av.AudioFrame}))
+        """
+    )
+    assert result == {"same": True}
+
+
+def test_import_aiortc_does_nothing_once_aiortc_is_imported() -> None:
+    import aiortc  # noqa: F401
+    import av  # noqa: F401
+
+    before = set(sys.modules)
+    _lazy_av.import_aiortc()
+    assert set(sys.modules) == before
+    assert _lazy_av.real_av_loaded()
+
+
+def test_a_data_only_session_never_loads_pyav_or_numpy() -> None:
+    """Join through the in-memory SignalPeer (real aiortc, loopback ICE, DTLS, SCTP), send a
+    reliable packet and receive one, leave: neither PyAV nor numpy may be imported."""
+    result = _run(
+        f"""
+        import asyncio, json, sys
+        from lkproto import rtc
+        from lkproto.asyncio import engine as en
+        from lkproto.testing import SignalPeer
+        from lkproto.wire import encode_data_packet, pb
+
+        async def main():
+            peer = SignalPeer()
+            received = asyncio.Queue()
+            engine = en.Engine(received.put_nowait)
+            options = en.EngineOptions(
+                transport_factory=peer.connect,
+                ice_addresses=("127.0.0.1",),
+                connect_timeout_s={scaled(20)!r},
+            )
+            bound = {scaled(30)!r}
+            try:
+                await asyncio.wait_for(engine.connect("ws://test", "token", options), bound)
+                packet = pb.DataPacket(user=pb.UserPacket(payload=b"to-server"))
+                await engine.send_data(packet, reliable=True)
+                back = pb.DataPacket(user=pb.UserPacket(payload=b"to-client"))
+                peer.peer_connection.send("_reliable", encode_data_packet(back))
+                async with asyncio.timeout(bound):
+                    while not isinstance(event := await received.get(), en.DataReceived):
+                        pass
+                    while not peer.data_packets:
+                        await asyncio.sleep(0.01)
+                got = event.packet.user.payload.decode()
+                sent = [p.user.payload.decode() for _, p in peer.data_packets]
+            finally:
+                await engine.disconnect()
+                await peer.close()
+            return sent, got
+
+        sent, got = asyncio.run(main())
+        print(json.dumps({{
+            "sent": sent,
+            "got": got,
+            "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
+        }}))
+        """
+    )
+    assert result == {"sent": ["to-server"], "got": "to-client", "heavy": []}
