@@ -126,6 +126,8 @@ class RoomEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParticipantConnected(RoomEvent):
+    """A remote participant joined the room (``participant_connected``)."""
+
     name: ClassVar[str] = "participant_connected"
     participant: RemoteParticipant
 
@@ -135,6 +137,8 @@ class ParticipantConnected(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParticipantDisconnected(RoomEvent):
+    """A remote participant left the room (``participant_disconnected``)."""
+
     name: ClassVar[str] = "participant_disconnected"
     participant: RemoteParticipant
 
@@ -144,6 +148,9 @@ class ParticipantDisconnected(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParticipantActive(RoomEvent):
+    """A participant's media connection came up, so it is fully in the room
+    (``participant_active``)."""
+
     name: ClassVar[str] = "participant_active"
     participant: Participant
 
@@ -153,11 +160,15 @@ class ParticipantActive(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Connected(RoomEvent):
+    """The room finished joining and is connected (``connected``)."""
+
     name: ClassVar[str] = "connected"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Disconnected(RoomEvent):
+    """The room is disconnected for good (``disconnected``); ``reason`` says why."""
+
     name: ClassVar[str] = "disconnected"
     reason: DisconnectReason | int
 
@@ -167,16 +178,22 @@ class Disconnected(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reconnecting(RoomEvent):
+    """The connection was lost and lkproto is resuming or rejoining (``reconnecting``)."""
+
     name: ClassVar[str] = "reconnecting"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reconnected(RoomEvent):
+    """A resume or full reconnect succeeded (``reconnected``)."""
+
     name: ClassVar[str] = "reconnected"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionStateChanged(RoomEvent):
+    """The room's connection state changed (``connection_state_changed``)."""
+
     name: ClassVar[str] = "connection_state_changed"
     state: ConnectionState
 
@@ -186,6 +203,8 @@ class ConnectionStateChanged(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoomMetadataChanged(RoomEvent):
+    """The room's metadata changed (``room_metadata_changed``): old and new value."""
+
     name: ClassVar[str] = "room_metadata_changed"
     old_metadata: str
     metadata: str
@@ -196,12 +215,16 @@ class RoomMetadataChanged(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoomUpdated(RoomEvent):
+    """The server sent new room information (``room_updated``), e.g. counts or settings."""
+
     name: ClassVar[str] = "room_updated"
     room: pb.Room
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParticipantMetadataChanged(RoomEvent):
+    """A participant's metadata changed (``participant_metadata_changed``): old and new."""
+
     name: ClassVar[str] = "participant_metadata_changed"
     participant: Participant
     old_metadata: str
@@ -213,6 +236,8 @@ class ParticipantMetadataChanged(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParticipantNameChanged(RoomEvent):
+    """A participant's display name changed (``participant_name_changed``): old and new."""
+
     name: ClassVar[str] = "participant_name_changed"
     participant: Participant
     old_name: str
@@ -224,6 +249,8 @@ class ParticipantNameChanged(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParticipantAttributesChanged(RoomEvent):
+    """Some of a participant's attributes changed (``participant_attributes_changed``)."""
+
     name: ClassVar[str] = "participant_attributes_changed"
     changed_attributes: dict[str, str]
     participant: Participant
@@ -234,6 +261,8 @@ class ParticipantAttributesChanged(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParticipantPermissionsChanged(RoomEvent):
+    """A participant's permissions changed (``participant_permissions_changed``)."""
+
     name: ClassVar[str] = "participant_permissions_changed"
     participant: Participant
     old_permissions: pb.ParticipantPermission | None
@@ -246,6 +275,8 @@ class ParticipantPermissionsChanged(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActiveSpeakersChanged(RoomEvent):
+    """The set of participants currently speaking changed (``active_speakers_changed``)."""
+
     name: ClassVar[str] = "active_speakers_changed"
     speakers: list[Participant]
 
@@ -255,6 +286,8 @@ class ActiveSpeakersChanged(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionQualityChanged(RoomEvent):
+    """A participant's connection quality changed (``connection_quality_changed``)."""
+
     name: ClassVar[str] = "connection_quality_changed"
     participant: Participant
     quality: ConnectionQuality
@@ -265,12 +298,16 @@ class ConnectionQualityChanged(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TokenRefreshed(RoomEvent):
+    """The server sent a fresh access token (``token_refreshed``), used for later resumes."""
+
     name: ClassVar[str] = "token_refreshed"
     token: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackPublished(RoomEvent):
+    """A remote participant published a track (``track_published``)."""
+
     name: ClassVar[str] = "track_published"
     publication: TrackPublication
     participant: RemoteParticipant
@@ -281,6 +318,8 @@ class TrackPublished(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackUnpublished(RoomEvent):
+    """A remote participant unpublished a track (``track_unpublished``)."""
+
     name: ClassVar[str] = "track_unpublished"
     publication: TrackPublication
     participant: RemoteParticipant
@@ -304,6 +343,8 @@ class TrackSubscribed(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackUnsubscribed(RoomEvent):
+    """Media of a remote track stopped arriving for us (``track_unsubscribed``)."""
+
     name: ClassVar[str] = "track_unsubscribed"
     track: RemoteTrack
     publication: RemoteTrackPublication
@@ -328,6 +369,8 @@ class TrackSubscriptionFailed(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocalTrackPublished(RoomEvent):
+    """One of our tracks is published: the server acknowledged it (``local_track_published``)."""
+
     name: ClassVar[str] = "local_track_published"
     publication: LocalTrackPublication
     track: LocalTrack
@@ -338,6 +381,8 @@ class LocalTrackPublished(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocalTrackUnpublished(RoomEvent):
+    """One of our tracks was unpublished (``local_track_unpublished``)."""
+
     name: ClassVar[str] = "local_track_unpublished"
     publication: LocalTrackPublication
 
@@ -370,6 +415,8 @@ class LocalTrackRepublished(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackMuted(RoomEvent):
+    """A participant muted a published track (``track_muted``)."""
+
     name: ClassVar[str] = "track_muted"
     participant: Participant
     publication: TrackPublication
@@ -380,6 +427,8 @@ class TrackMuted(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrackUnmuted(RoomEvent):
+    """A participant unmuted a published track (``track_unmuted``)."""
+
     name: ClassVar[str] = "track_unmuted"
     participant: Participant
     publication: TrackPublication
@@ -390,6 +439,8 @@ class TrackUnmuted(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataReceived(RoomEvent):
+    """A data packet arrived (``data_received``): payload, topic, sender and kind."""
+
     name: ClassVar[str] = "data_received"
     packet: DataPacket
 
@@ -399,6 +450,8 @@ class DataReceived(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SipDTMFReceived(RoomEvent):
+    """A SIP participant sent a DTMF tone (``sip_dtmf_received``)."""
+
     name: ClassVar[str] = "sip_dtmf_received"
     dtmf: SipDTMF
 
@@ -408,6 +461,8 @@ class SipDTMFReceived(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TranscriptionReceived(RoomEvent):
+    """A legacy transcription packet arrived (``transcription_received``)."""
+
     name: ClassVar[str] = "transcription_received"
     segments: list[TranscriptionSegment]
     participant: Participant | None
@@ -419,6 +474,8 @@ class TranscriptionReceived(RoomEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChatMessageReceived(RoomEvent):
+    """A legacy chat-message packet arrived (``chat_message``)."""
+
     name: ClassVar[str] = "chat_message"
     message: ChatMessage
     participant: RemoteParticipant | None
