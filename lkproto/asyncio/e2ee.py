@@ -1,9 +1,13 @@
 """Drives :mod:`lkproto.core.e2ee` for a room: data packets, and Opus frames through aiortc.
 
 Data: the engine calls :meth:`E2eeDriver.seal` on every ``DataPacket`` before it is sequenced and
-sent (so the resend buffer and the wire hold ciphertext), and the room calls
-:meth:`E2eeDriver.open` on every received packet holding ``encrypted_packet`` before it is
-dispatched.
+sent (so the resend buffer and the wire hold ciphertext), and the room hands every received
+packet to :meth:`E2eeDriver.receive`, which opens the encrypted ones and passes them on in
+arrival order. Opening a packet whose sender ratcheted (or whose key is wrong) first derives the
+slot's ratchet window: ``2 * ratchet_window_size`` PBKDF2 runs, about 0.7 s with the official
+defaults and more on a loaded machine. That runs in the loop's default executor; the packet and
+every packet after it wait in a backlog meanwhile, so signalling, media and timers keep running
+and the application still sees data in the order it was sent.
 
 Media: aiortc has no insertable streams. On send, :meth:`E2eeDriver.prepare_sender` wraps the
 encoder of each sender (:func:`lkproto.asyncio._seam.preset_encoder`) in an
@@ -34,9 +38,10 @@ or a ``data_received`` handler as garbage (issue 16 item 3).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Final, assert_never
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, assert_never
 
 from aiortc.codecs import get_encoder
 from aiortc.codecs.base import Encoder
@@ -70,9 +75,14 @@ if TYPE_CHECKING:
     from lkproto.core.publish import TrackDescription
     from lkproto.wire import pb
 
+    # How the room takes a received packet: (packet, arrived encrypted).
+    _Deliver: TypeAlias = Callable[[pb.DataPacket, bool], None]
+
 __all__ = ["E2eeDriver", "EncryptingEncoder"]
 
 _START_CODE: Final = b"\x00\x00\x00\x01"
+# Derivations one packet may wait for; more happen only while the slot keeps moving.
+_MAX_DERIVATIONS_PER_PACKET: Final = 3
 
 _log = logging.getLogger("lkproto.e2ee")
 
@@ -106,6 +116,8 @@ class E2eeDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.cryptors: dict[tuple[str, str], FrameCryptor] = {}
         """Frame cryptors by (participant identity, track sid or local cid)."""
+        self._backlog: collections.deque[tuple[pb.DataPacket, _Deliver]] = collections.deque()
+        self._drainer: asyncio.Task[None] | None = None
 
     def seal(self, packet: pb.DataPacket) -> pb.DataPacket:
         """``packet`` as it goes on the wire: its value encrypted unless it travels clear.
@@ -140,6 +152,59 @@ class E2eeDriver:
                 return None
             case _:
                 assert_never(result)
+
+    def receive(self, packet: pb.DataPacket, deliver: _Deliver) -> None:
+        """Hand a received packet on as ``deliver(packet, encrypted)``, opened, in arrival order.
+
+        Clear packets go on as they are (``encrypted`` False). An encrypted packet goes on
+        decrypted, or not at all when it cannot be opened (see :meth:`open`). When opening it
+        first needs key derivations, they run in the default executor and this packet, and
+        every one received after it, wait until they are done.
+        """
+        if not self._backlog and not (
+            packet.WhichOneof("value") == "encrypted_packet"
+            and self.provider.derivation_needed(packet)
+        ):
+            self._hand_on(packet, deliver)
+            return
+        self._backlog.append((packet, deliver))
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    def _hand_on(self, packet: pb.DataPacket, deliver: _Deliver) -> None:
+        if packet.WhichOneof("value") != "encrypted_packet":
+            deliver(packet, False)
+            return
+        opened = self.open(packet)
+        if opened is not None:
+            deliver(opened, True)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._backlog:
+                packet, deliver = self._backlog[0]
+                if packet.WhichOneof("value") == "encrypted_packet":
+                    # Normally once; again only if a decoder thread moved the slot meanwhile.
+                    for _ in range(_MAX_DERIVATIONS_PER_PACKET):
+                        if not self.provider.derivation_needed(packet):
+                            break
+                        await loop.run_in_executor(None, self.provider.derive_for, packet)
+                self._backlog.popleft()
+                try:
+                    self._hand_on(packet, deliver)
+                except Exception:
+                    # Not the caller's stack any more: log it and keep the order going.
+                    _log.exception("= handling a data packet from %r", packet.participant_identity)
+        finally:
+            self._drainer = None
+
+    def close(self) -> None:
+        """Forget packets waiting for a key derivation (the room disconnected)."""
+        self._backlog.clear()
+        if self._drainer is not None:
+            self._drainer.cancel()
+            self._drainer = None
 
     def peek(self, direction: str, packet: pb.DataPacket) -> pb.DataPacket | None:
         """What a packet on the wire decrypts to, for the tap (no key state changes).

@@ -384,13 +384,16 @@ class KeyHandler:
     def ratchet_key(self, key_index: int) -> bytes:
         """Ratchet slot ``key_index`` once and return the new material (b"" when empty)."""
         index = self._index(key_index)
-        with self._lock:
+        while True:
             slot = self._slots[index]
             if slot is None:
                 return b""
-            self._slots[index] = self._advance(slot, 1)
-            self._failures = 0
-            return self.export_key(index)
+            self._ratchets(slot, 1)  # the slow part, outside the lock
+            with self._lock:
+                if self._slots[index] is slot:  # else moved meanwhile: ratchet the new one
+                    self._slots[index] = self._advance(slot, 1)
+                    self._failures = 0
+                    return self.export_key(index)
 
     def key(self, key_index: int) -> bytes | None:
         """The AES key of a slot, None when empty or outside the ring."""
@@ -400,11 +403,42 @@ class KeyHandler:
         return None if slot is None else slot.key
 
     def _ratchets(self, slot: _Slot, count: int) -> list[tuple[bytes, bytes]]:
-        while len(slot.ratchets) < count:
-            previous = slot.ratchets[-1][0] if slot.ratchets else slot.material
+        # Two key derivations per ratchet (tens of milliseconds each), so they run without the
+        # lock: a decoder thread deriving must not stall the event loop setting a key. They
+        # are a function of the material alone, so two threads deriving at once agree.
+        derived = list(slot.ratchets)
+        while len(derived) < count:
+            previous = derived[-1][0] if derived else slot.material
             material = ratchet_material(self._crypto, previous, self._options)
-            slot.ratchets.append((material, derive_aes_key(self._crypto, material, self._options)))
-        return slot.ratchets[:count]
+            derived.append((material, derive_aes_key(self._crypto, material, self._options)))
+        with self._lock:
+            if len(slot.ratchets) < len(derived):
+                slot.ratchets[:] = derived
+        return derived[:count]
+
+    def window_derived(self, key_index: int) -> bool:
+        """Opening a frame or packet of slot ``key_index`` derives no key (cheap to ask).
+
+        True also when there is nothing to derive: an empty slot, a key past the failure
+        tolerance, a window of 0.
+        """
+        slot = self._slots[key_index] if 0 <= key_index < len(self._slots) else None
+        return (
+            slot is None
+            or not self.has_valid_key
+            or len(slot.ratchets) >= self._options.ratchet_window_size
+        )
+
+    def derive_window(self, key_index: int) -> None:
+        """Derive the ratchets :meth:`open` may try for slot ``key_index`` (slow; any thread).
+
+        Up to ``2 * ratchet_window_size`` key derivations: about 0.7 s with the official
+        defaults (PBKDF2, window 16). A driver runs this off its event loop, so that
+        :meth:`open` finds them ready.
+        """
+        slot = self._slots[key_index] if 0 <= key_index < len(self._slots) else None
+        if slot is not None:
+            self._ratchets(slot, self._options.ratchet_window_size)
 
     def _advance(self, slot: _Slot, steps: int) -> _Slot:
         material, key = self._ratchets(slot, steps)[steps - 1]
@@ -437,18 +471,20 @@ class KeyHandler:
         plain = attempt(slot.key)
         if plain is not None:
             return plain, EncryptionState.OK
+        ratchets = self._ratchets(slot, self._options.ratchet_window_size)
+        for steps, (_, key) in enumerate(ratchets, start=1):
+            plain = attempt(key)
+            if plain is not None:
+                with self._lock:
+                    if self._slots[key_index] is not slot:
+                        return plain, EncryptionState.OK  # a key was set meanwhile: keep it
+                    self._slots[key_index] = self._advance(slot, steps)
+                    self._failures = 0
+                return plain, EncryptionState.KEY_RATCHETED
         with self._lock:
             if self._slots[key_index] is not slot:
                 # Another thread moved this slot meanwhile: try its key first.
                 return self.open(key_index, attempt)
-            for steps, (_, key) in enumerate(
-                self._ratchets(slot, self._options.ratchet_window_size), start=1
-            ):
-                plain = attempt(key)
-                if plain is not None:
-                    self._slots[key_index] = self._advance(slot, steps)
-                    self._failures = 0
-                    return plain, EncryptionState.KEY_RATCHETED
             self._failures += 1
         return None, EncryptionState.DECRYPTION_FAILED
 
@@ -623,6 +659,28 @@ class KeyProvider:
             case _:
                 assert_never(result)
         return result
+
+    def derivation_needed(self, packet: pb.DataPacket) -> bool:
+        """Opening ``packet`` (holding ``encrypted_packet``) would first derive ratchets.
+
+        Cheap: at most a few AES-GCM attempts. True when neither the slot's key nor the
+        ratchets already derived open it and the slot's window is not derived yet; then
+        :meth:`derive_for` (off the event loop) makes :meth:`decrypt_packet` fast again.
+        """
+        handler = self.handler_for(packet.participant_identity)
+        index = packet.encrypted_packet.key_index
+        if handler is None or handler.window_derived(index):
+            return False
+        return self.peek_packet(packet, packet.participant_identity) is None
+
+    def derive_for(self, packet: pb.DataPacket) -> None:
+        """Derive the ratchets opening ``packet`` may try (slow, any thread).
+
+        See :meth:`KeyHandler.derive_window`.
+        """
+        handler = self.handler_for(packet.participant_identity)
+        if handler is not None:
+            handler.derive_window(packet.encrypted_packet.key_index)
 
     def peek_packet(self, packet: pb.DataPacket, identity: str) -> pb.DataPacket | None:
         """What ``packet``'s ``encrypted_packet`` decrypts to with ``identity``'s keys, or None.

@@ -688,6 +688,8 @@ class Room(EventEmitter[ev.EventTypes]):
         elif isinstance(event, en.EngineDisconnected):
             self._engine = None
             self._close_media()
+            if self._e2ee_manager._driver is not None:
+                self._e2ee_manager._driver.close()
             if self._rpc is not None:
                 self._rpc.close()
             if self._streams is not None:
@@ -1066,15 +1068,21 @@ class Room(EventEmitter[ev.EventTypes]):
             assert_never(event)
 
     def _on_data(self, event: en.DataReceived) -> None:
-        packet = event.packet
+        driver = self._e2ee_manager._driver
+        if driver is not None:
+            # Opened in arrival order, off the loop when a key must be derived first.
+            reliable = event.reliable
+            driver.receive(
+                event.packet,
+                lambda packet, encrypted: self._on_opened_data(packet, encrypted, reliable),
+            )
+        elif event.packet.WhichOneof("value") == "encrypted_packet":
+            self._open_encrypted(event.packet)  # warns, never delivers
+        else:
+            self._on_opened_data(event.packet, False, event.reliable)
+
+    def _on_opened_data(self, packet: pb.DataPacket, encrypted: bool, reliable: bool) -> None:
         kind = packet.WhichOneof("value")
-        encrypted = kind == "encrypted_packet"
-        if encrypted:
-            opened = self._open_encrypted(packet)
-            if opened is None:
-                return
-            packet = opened
-            kind = packet.WhichOneof("value")
         if self._rpc is not None and self._rpc.on_packet(packet):
             return
         if kind in _STREAM_PACKETS:
@@ -1121,9 +1129,7 @@ class Room(EventEmitter[ev.EventTypes]):
             ev.DataReceived(
                 packet=DataPacket(
                     data=user.payload,
-                    kind=DataPacketKind.KIND_RELIABLE
-                    if event.reliable
-                    else DataPacketKind.KIND_LOSSY,
+                    kind=DataPacketKind.KIND_RELIABLE if reliable else DataPacketKind.KIND_LOSSY,
                     participant=sender,
                     # "" when the packet has no topic, as the official SDK reports it
                     topic=user.topic,

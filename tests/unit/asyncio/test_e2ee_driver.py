@@ -3,7 +3,9 @@ and decoder queue (real aiortc objects; the key derivation is the real one, wind
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from fractions import Fraction
 from typing import Any
 
@@ -24,9 +26,11 @@ from lkproto.core.e2ee import (
     FrameCryptor,
     KeyOptions,
     KeyProvider,
+    default_crypto,
 )
 from lkproto.core.publish import TrackDescription
 from lkproto.errors import LocalProtocolError
+from lkproto.testing import scaled
 from lkproto.wire import pb
 from lkproto.wire.e2ee import FrameCodec, clear_header_size, h264_slice_ids
 
@@ -284,3 +288,136 @@ async def test_pre_encoded_frames_are_encrypted_too() -> None:
         assert _receiving_cryptor(FrameCodec.VP8).decrypt(sealed) == frame
     finally:
         await pc.close()
+
+
+# -- received data while a key is derived (issue 16: off the event loop) --------------------------
+
+
+class _GatedCrypto:
+    """The real primitives, but once ``armed`` PBKDF2 waits for ``gate``: a key derivation in
+    progress that the test lets finish when it wants."""
+
+    def __init__(self) -> None:
+        self.real = default_crypto()
+        self.gate = threading.Event()
+        self.armed = False
+        self.threads: set[str] = set()
+        self.started = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def pbkdf2_sha256(self, material: bytes, salt: bytes, iterations: int, length: int) -> bytes:
+        if self.armed and self.loop is not None:
+            self.threads.add(threading.current_thread().name)
+            self.loop.call_soon_threadsafe(self.started.set)
+            assert self.gate.wait(scaled(10.0)), "the test never opened the gate"
+        return self.real.pbkdf2_sha256(material, salt, iterations, length)
+
+    def hkdf_sha256(self, material: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+        return self.real.hkdf_sha256(material, salt, info, length)
+
+    def aes_gcm_encrypt(self, key: bytes, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        return self.real.aes_gcm_encrypt(key, iv, plaintext, aad)
+
+    def aes_gcm_decrypt(self, key: bytes, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes | None:
+        return self.real.aes_gcm_decrypt(key, iv, ciphertext, aad)
+
+
+class _Inbox:
+    """What the driver hands on, as (payload, encrypted)."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[bytes, bool]] = []
+        self._changed = asyncio.Event()
+
+    def deliver(self, packet: pb.DataPacket, encrypted: bool) -> None:
+        self.got.append((packet.user.payload, encrypted))
+        self._changed.set()
+
+    async def until(self, count: int) -> None:
+        async with asyncio.timeout(scaled(10.0)):
+            while len(self.got) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def _gated_receiver() -> tuple[E2eeDriver, _GatedCrypto, list[Any]]:
+    crypto = _GatedCrypto()
+    provider = KeyProvider(KeyOptions(ratchet_window_size=2), shared_key=KEY, crypto=crypto)
+    states: list[EncryptionStateChanged] = []
+    driver = E2eeDriver(
+        provider, local_identity=lambda: "me", on_state=states.append, random_bytes=_counter_bytes()
+    )
+    crypto.loop = asyncio.get_running_loop()
+    crypto.armed = True
+    return driver, crypto, states
+
+
+def _sealed_by(provider: KeyProvider, payload: bytes) -> pb.DataPacket:
+    packet = provider.encrypt_packet(_user(payload), "them", bytes(12))
+    packet.participant_identity = "them"
+    return packet
+
+
+def _clear(payload: bytes) -> pb.DataPacket:
+    packet = _user(payload)
+    packet.participant_identity = "them"
+    return packet
+
+
+async def _started(crypto: _GatedCrypto) -> None:
+    async with asyncio.timeout(scaled(10.0)):
+        await crypto.started.wait()
+
+
+async def test_a_ratcheted_key_is_derived_off_the_loop_and_order_is_kept() -> None:
+    driver, crypto, _ = _gated_receiver()
+    sender = KeyProvider(KeyOptions(ratchet_window_size=2), shared_key=KEY)
+    inbox = _Inbox()
+    driver.receive(_sealed_by(sender, b"before"), inbox.deliver)
+    assert inbox.got == [(b"before", True)]  # the key opens it: handed on at once
+    sender.ratchet_shared_key(0)
+    driver.receive(_sealed_by(sender, b"ratcheted"), inbox.deliver)
+    driver.receive(_clear(b"clear"), inbox.deliver)
+    # The loop runs on while the derivation waits at the gate, and nothing overtakes it.
+    await _started(crypto)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert inbox.got == [(b"before", True)]
+    assert threading.current_thread().name not in crypto.threads
+    crypto.gate.set()
+    await inbox.until(3)
+    assert inbox.got == [(b"before", True), (b"ratcheted", True), (b"clear", False)]
+    assert driver.provider.export_shared_key(0) == sender.export_shared_key(0)
+
+
+async def test_a_wrong_key_is_tried_off_the_loop_then_packets_flow_again() -> None:
+    driver, crypto, states = _gated_receiver()
+    stranger = KeyProvider(KeyOptions(ratchet_window_size=0), shared_key=b"another key")
+    inbox = _Inbox()
+    driver.receive(_sealed_by(stranger, b"unreadable"), inbox.deliver)
+    driver.receive(_clear(b"clear"), inbox.deliver)
+    await _started(crypto)
+    assert inbox.got == []
+    crypto.gate.set()
+    await inbox.until(1)
+    assert inbox.got == [(b"clear", False)]
+    assert states[-1].state is EncryptionState.DECRYPTION_FAILED
+    # The window is derived now: the next wrong-key packet fails at once, on the loop.
+    crypto.armed = False
+    driver.receive(_sealed_by(stranger, b"again"), inbox.deliver)
+    driver.receive(_clear(b"next"), inbox.deliver)
+    assert inbox.got == [(b"clear", False), (b"next", False)]
+
+
+async def test_close_forgets_packets_waiting_for_a_derivation() -> None:
+    driver, crypto, _ = _gated_receiver()
+    sender = KeyProvider(KeyOptions(ratchet_window_size=2), shared_key=KEY)
+    sender.ratchet_shared_key(0)
+    inbox = _Inbox()
+    driver.receive(_sealed_by(sender, b"late"), inbox.deliver)
+    await _started(crypto)
+    driver.close()
+    crypto.gate.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert inbox.got == []

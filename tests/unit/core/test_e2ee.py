@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import threading
 from typing import Any
 
 import pytest
@@ -599,3 +600,69 @@ def test_peek_decrypts_without_touching_state() -> None:
     assert receiver.export_shared_key(0) == SECRET
     assert receiver.peek_packet(sealed, "nobody-in-shared-mode-is-still-shared") is not None
     assert _provider().peek_packet(sealed, "a") is None  # no keys at all
+
+
+# -- key derivations and threads (issue 16: the event loop never waits for one) -----------------
+
+
+class _BlockingOffMainCrypto(FakeCrypto):
+    """Derivations on any thread but the main one wait for ``gate`` (a slow PBKDF2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def pbkdf2_sha256(self, material: bytes, salt: bytes, iterations: int, length: int) -> bytes:
+        if threading.current_thread() is not threading.main_thread():
+            self.waiting.set()
+            self.gate.wait(10.0)
+        return super().pbkdf2_sha256(material, salt, iterations, length)
+
+
+def test_keys_change_while_another_thread_derives_ratchets() -> None:
+    # A decoder thread trying the ratchet window of a wrong key used to hold the key ring's
+    # lock for the whole derivation (0.7 s with the defaults), so set_key on the event loop
+    # waited for it. Now only the finished ratchets are installed under the lock.
+    crypto = _BlockingOffMainCrypto()
+    provider = KeyProvider(KeyOptions(ratchet_window_size=4), crypto=crypto)
+    provider.set_key("a", b"old")
+    right = _provider()
+    right.set_key("a", b"new")
+    sealed = FrameCryptor(right, participant_identity="a", track_sid="T", codec=FrameCodec.OPUS)
+    frame = sealed.encrypt(OPUS, IV)
+    receive = FrameCryptor(provider, participant_identity="a", track_sid="T", codec=FrameCodec.OPUS)
+    results: list[bytes | None] = []
+    worker = threading.Thread(target=lambda: results.append(receive.decrypt(frame or b"")))
+    worker.start()
+    try:
+        assert crypto.waiting.wait(10.0)
+        provider.set_key("a", b"new")  # on the "loop" while the worker derives
+        provider.ratchet_key("a")
+        provider.set_key("a", b"new")
+        assert worker.is_alive()  # still deriving: the calls above did not wait for it
+    finally:
+        crypto.gate.set()
+        worker.join(10.0)
+    # The worker's frame failed the old key's ratchets, then met the key set meanwhile.
+    assert results == [OPUS]
+
+
+def test_window_is_derived_once_and_reported_ready() -> None:
+    provider = _provider(ratchet_window_size=3)
+    provider.set_shared_key(SECRET)
+    handler = provider.handler_for("anyone")
+    assert handler is not None
+    assert not handler.window_derived(0)
+    assert handler.window_derived(1)  # empty slot: nothing to derive
+    handler.derive_window(0)
+    assert handler.window_derived(0)
+    sender = _provider()
+    sender.set_shared_key(SECRET)
+    sender.ratchet_shared_key(0)
+    user = pb.DataPacket()
+    user.user.payload = b"x"
+    packet = sender.encrypt_packet(user, "b", IV)
+    packet.participant_identity = "b"
+    assert not provider.derivation_needed(packet)  # the derived ratchets open it
+    assert isinstance(provider.decrypt_packet(packet), e2ee.DataDecrypted)
