@@ -668,10 +668,18 @@ class KeyProvider:
         :meth:`derive_for` (off the event loop) makes :meth:`decrypt_packet` fast again.
         """
         handler = self.handler_for(packet.participant_identity)
-        index = packet.encrypted_packet.key_index
-        if handler is None or handler.window_derived(index):
+        encrypted = packet.encrypted_packet
+        if handler is None or handler.window_derived(encrypted.key_index):
             return False
-        return self.peek_packet(packet, packet.participant_identity) is None
+        iv, value = bytes(encrypted.iv), bytes(encrypted.encrypted_value)
+        if len(iv) != IV_LENGTH:
+            return False  # refused without any key
+        # The AES tag alone decides (no payload decoding): this runs for every packet until a
+        # failure has derived the window, so it is kept to one AES-GCM pass in the usual case.
+        opened = handler.peek(
+            encrypted.key_index, lambda key: self._crypto.aes_gcm_decrypt(key, iv, value, b"")
+        )
+        return opened is None
 
     def derive_for(self, packet: pb.DataPacket) -> None:
         """Derive the ratchets opening ``packet`` may try (slow, any thread).
