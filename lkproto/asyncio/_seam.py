@@ -990,7 +990,8 @@ class _TunedAssociation:
 
     def __init__(self, sctp: RTCSctpTransport) -> None:
         self._sctp = sctp
-        self._loop = asyncio.get_event_loop()
+        # The loop aiortc's own timers for this association run on.
+        self._loop = sctp._loop if sctp._loop is not None else asyncio.get_running_loop()
         self.rto = sctp_timing.RtoEstimator()
         self.sacks = sctp_timing.SackScheduler()
         self._sack_timer = DeadlineTimer(self._loop, self.sacks.get_timer, self._sack_due)
@@ -1059,7 +1060,9 @@ class _TunedAssociation:
         return sack
 
     def _sack_due(self, now: float) -> None:
-        if self.sacks.handle_timer(now):
+        if self._sctp._association_state == RTCSctpTransport.State.CLOSED:
+            self.sacks.on_sack_sent()  # nothing more goes out; drop the wait
+        elif self.sacks.handle_timer(now):
             self._spawn(self._send_delayed_sack())
 
     async def _send_delayed_sack(self) -> None:
@@ -1290,6 +1293,7 @@ def _packet(header: bytes, body: list[bytes]) -> bytes:
 
 
 _TUNED_INTERNALS: Final = (
+    "_loop",
     "_handle_data",
     "_receive_chunk",
     "_receive_sack_chunk",

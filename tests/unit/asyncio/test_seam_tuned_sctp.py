@@ -1,0 +1,143 @@
+"""The seam's tuned SCTP association (tune_sctp), run as real aiortc associations over a link.
+
+Each test joins two aiortc 1.16 associations with :mod:`tests._support.sctp_link` (no DTLS or
+ICE), tunes one or both, and checks what the tuning promises: the same messages, exactly once and
+in order, through loss, duplication and reordering, also against an untuned (stock) peer; fewer
+packets (bundling, delayed SACKs); the I bit on a burst's last chunk; a WebRTC-sized RTO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiortc
+import aiortc.rtcsctptransport as sctp
+import pytest
+
+from lkproto.asyncio import _seam
+from lkproto.core.sctp import RTO_INITIAL_S, RTO_MIN_S
+from lkproto.errors import LkError
+from lkproto.testing import scaled
+from tests._support.sctp_link import Impairment, SctpPair, data_chunks, sctp_pair, until
+
+_I_BIT = 0x08
+
+
+async def _transfer(pair: SctpPair, messages: list[bytes]) -> None:
+    for message in messages:
+        pair.client_channel.send(message)
+    await until(lambda: len(pair.received) >= len(messages), scaled(30))
+
+
+def _messages(seed: int, count: int, largest: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.randint(1, largest)) for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("tune_client", "tune_server"), [(True, True), (True, False), (False, True)]
+)
+async def test_lossy_link_delivers_everything_once_in_order(
+    tune_client: bool, tune_server: bool
+) -> None:
+    messages = _messages(7, 60, 5000)
+    async with sctp_pair(seed=3, tune_client=tune_client, tune_server=tune_server) as pair:
+        pair.impair(Impairment(loss=0.1, duplicate=0.05, reorder=0.05))
+        await _transfer(pair, messages)
+        await asyncio.sleep(0.05)  # a duplicate still in flight must not be delivered again
+    assert pair.received == messages
+
+
+async def test_small_messages_sent_together_share_packets() -> None:
+    messages = [bytes([i]) * 100 for i in range(40)]
+    async with sctp_pair() as pair:
+        before = len(pair.client_link.sent)
+        await _transfer(pair, messages)
+        data_packets = [p for p in pair.client_link.sent[before:] if data_chunks(p)]
+    assert pair.received == messages
+    # 40 chunks of 116 bytes fit ten to a packet; aiortc alone sends one packet per chunk.
+    assert len(data_packets) <= 10
+
+
+async def test_bulk_data_is_acknowledged_about_every_second_packet() -> None:
+    messages = [random.Random(i).randbytes(15_000) for i in range(20)]  # 13 chunks each
+    async with sctp_pair() as pair:
+        data_before = len(pair.client_link.sent)
+        sacks_before = len(pair.server_link.sent)
+        await _transfer(pair, messages)
+        await asyncio.sleep(0.1)  # the delayed SACK of the tail
+        data = sum(1 for p in pair.client_link.sent[data_before:] if data_chunks(p))
+        sacks = len(pair.server_link.sent) - sacks_before
+    assert pair.received == messages
+    assert data >= 250
+    assert sacks <= data * 0.6  # aiortc alone: one SACK per DATA packet
+
+
+async def test_a_bursts_last_chunk_asks_for_an_immediate_sack() -> None:
+    async with sctp_pair() as pair:
+        before = len(pair.client_link.sent)
+        await _transfer(pair, [b"a" * 3000])
+        chunks = [c for p in pair.client_link.sent[before:] for c in data_chunks(p)]
+    assert len(chunks) == 3
+    assert [bool(c.flags & _I_BIT) for c in chunks] == [False, False, True]
+
+
+async def test_rto_starts_and_settles_at_webrtc_values() -> None:
+    async with sctp_pair() as pair:
+        fresh = aiortc.RTCSctpTransport(pair.client_link)  # type: ignore[arg-type]
+        _seam.tune_sctp(fresh)
+        assert fresh._rto == RTO_INITIAL_S
+        await _transfer(pair, [b"x"] * 5)
+        assert pair.client._rto == RTO_MIN_S  # a memory link's round trip is far below it
+        fresh._set_state(aiortc.RTCSctpTransport.State.CLOSED)
+
+
+async def test_a_lost_lone_message_is_resent_by_the_shortened_timer() -> None:
+    async with sctp_pair() as pair:
+        await _transfer(pair, [b"warm-up"])
+        pair.impair(Impairment(loss=1.0))
+        pair.client_channel.send(b"lost once")
+        await until(lambda: pair.client._t3_handle is not None, scaled(5))
+        handle = pair.client._t3_handle
+        assert handle is not None
+        # The retransmission timer runs on the tuned RTO, not aiortc's 1 s floor.
+        assert handle.when() - asyncio.get_running_loop().time() <= RTO_MIN_S
+        pair.impair(Impairment())
+        await until(lambda: len(pair.received) >= 2, scaled(10))
+        assert pair.client._rto >= RTO_MIN_S
+    assert pair.received == [b"warm-up", b"lost once"]
+
+
+async def test_unordered_channel_delivers_each_message_once() -> None:
+    messages = _messages(5, 40, 3000)
+    async with sctp_pair(seed=9, ordered=False) as pair:
+        pair.impair(Impairment(loss=0.1, duplicate=0.1, reorder=0.1))
+        await _transfer(pair, messages)
+        await asyncio.sleep(0.05)
+    assert sorted(pair.received) == sorted(messages)
+
+
+async def test_tuning_is_per_association_and_idempotent() -> None:
+    async with sctp_pair(tune_server=False) as pair:
+        tuned = pair.client._handle_data
+        _seam.tune_sctp(pair.client)
+        assert pair.client._handle_data == tuned
+        assert "_handle_data" in vars(pair.client)
+        assert "_handle_data" not in vars(pair.server)
+        assert pair.server._rto == sctp.SCTP_RTO_INITIAL
+
+
+async def test_a_message_too_large_for_the_peer_is_refused() -> None:
+    async with sctp_pair() as pair:
+        pair.client._remote_max_message_size = 10
+        with pytest.raises(ValueError, match="up to 10 bytes"):
+            pair.client_channel.send(b"x" * 11)
+
+
+def test_missing_internals_raise() -> None:
+    class NotAnAssociation:
+        pass
+
+    with pytest.raises(LkError, match="tune_sctp"):
+        _seam.tune_sctp(NotAnAssociation())  # type: ignore[arg-type]
