@@ -11,8 +11,7 @@ returned is delivered exactly once and in order, or its failure is reported; a d
 ends in a resume, a full reconnect or ``disconnected``, never in a room that says CONNECTED while
 nothing moves. Where lkproto does not meet it yet, the test asserts the required behaviour and is a
 strict xfail (so it turns into a failure, to be un-marked, the moment the engine is fixed) unless
-a run can pass by chance (the 20 s outage and the RPC latency under loss: non-strict, an XPASS
-shows in the summary).
+a run can pass by chance (the RPC latency under loss: non-strict, an XPASS shows in the summary).
 """
 
 from __future__ import annotations
@@ -108,14 +107,6 @@ def test_five_second_signal_outage(lab: FaultLab, record_property: RecordPropert
     assert ours.final_state == "CONN_CONNECTED", detail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # a harness error is not the expected failure
-    reason="issue 15: server SIGKILL + restart - lkproto recovers in ~2.3 s vs the official SDK's "
-    "~0.3 s (a resume the restarted server must refuse first, then the policy's delays), and "
-    "reliable packets are still lost without the caller hearing of it (117 of 500 in the last "
-    "run, after the full reconnect stopped emptying the resend buffer; 0-123 before)",
-)
 def test_server_kill_and_restart(lab: FaultLab, record_property: RecordProperty) -> None:
     plan = TransferPlan(packets=500, interval_s=0.02, drain_s=scaled(10))
     results = run_transfer(lab, plan, restart_fault(after_s=3.0))
@@ -130,17 +121,6 @@ def test_server_kill_and_restart(lab: FaultLab, record_property: RecordProperty)
     assert ours.resumed_after_s <= 2 * max(theirs.resumed_after_s, 0.5), detail
 
 
-@pytest.mark.xfail(
-    # Not strict: one run of the current code already came within 4 packets of passing, so a
-    # chance pass must not fail CI; an XPASS shows in the summary instead.
-    strict=False,
-    raises=AssertionError,  # a harness error is not the expected failure
-    reason="issue 15: 20 s UDP outage - the closed data channels now start a full reconnect that "
-    "resends what the old channel never transmitted, but the server's leave{RESUME} during the "
-    "outage still gets a signal-only resume, the dead association is noticed ~13 s after the "
-    "restore, and packets already in SCTP are lost silently (runs: 4 lost and CONNECTED; 639 "
-    "not yet delivered and still RECONNECTING at the end)",
-)
 def test_twenty_second_udp_outage(lab: FaultLab, record_property: RecordProperty) -> None:
     plan = TransferPlan(packets=700, interval_s=0.05, publish_timeout_s=20.0, drain_s=scaled(10))
     results = run_transfer(lab, plan, outage_fault("udp", after_s=3.0, for_s=20.0))
