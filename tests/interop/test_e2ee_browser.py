@@ -1,9 +1,9 @@
 """End-to-end encryption between lkproto and livekit-client 2.23.0 in headless Chromium.
 
-Data (user packets, text streams) both ways, and media both ways: Chromium's E2EE worker
-encrypts a WebAudio 1 kHz tone and a canvas VP8 video that lkproto decrypts and decodes, and it
-decrypts lkproto's 440 Hz tone and VP8 colour (the media JS and helpers of
-``test_browser_media.py``).
+Data (user packets, text streams, 1 MiB byte streams, RPC) both ways, and media both ways:
+Chromium's E2EE worker encrypts a WebAudio 1 kHz tone and a canvas VP8 video that lkproto
+decrypts and decodes, and it decrypts lkproto's 440 Hz tone and VP8 colour (the media JS and
+helpers of ``test_browser_media.py``).
 
 livekit-client encrypts data packets and streams when its Room has ``encryption`` (not the
 deprecated ``e2ee``) options; its key provider derives a string key with PBKDF2 as lkproto does
@@ -15,6 +15,7 @@ Room is created by ``eval`` with the key provider and the worker, then connected
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ import pytest
 from lkproto import rtc
 from lkproto.testing import scaled
 from lkproto.wire import pb
-from tests.interop.browser.harness import BrowserPeer, check_browser_setup
+from tests.interop.browser.harness import BrowserPeer, check_browser_setup, generated_bytes
 from tests.interop.test_browser_media import (
     ATTACH_JS,
     PIXEL_JS,
@@ -46,6 +47,19 @@ pytestmark = pytest.mark.interop
 
 KEY = "browser-shared-key"
 TIMEOUT_S = 30.0
+ONE_MIB = 1024 * 1024
+# Values that must never be on the wire in clear text in an encrypted room (PROTOCOL-MAP §11).
+CLEAR_KINDS = frozenset(
+    {
+        "user",
+        "stream_header",
+        "stream_chunk",
+        "stream_trailer",
+        "rpc_request",
+        "rpc_ack",
+        "rpc_response",
+    }
+)
 WORKER = (
     Path(__file__).parent
     / "browser"
@@ -167,6 +181,84 @@ async def test_data_and_text_streams_both_ways_with_livekit_client(
         kinds = {kind for _, kind in wire}
         assert "encrypted_packet" in kinds
         assert not kinds & {"user", "stream_header", "stream_chunk", "stream_trailer"}, wire
+    finally:
+        await ours.disconnect()
+
+
+async def test_byte_streams_and_rpc_both_ways_with_livekit_client(
+    livekit_server: LocalServer, browser: BrowserPeer, tmp_path: Path
+) -> None:
+    # Issue 16 proof with livekit-client: 1 MiB byte streams and RPC, both ways, with only
+    # encrypted packets on the wire.
+    room_name = f"lk-web-e2ee-bytes-{uuid.uuid4().hex[:10]}"
+    wire: list[tuple[str, str]] = []
+
+    def trace(direction: str, channel: str, message: object, raw: bytes, now: float) -> None:
+        if isinstance(message, pb.DataPacket):
+            wire.append((direction, message.WhichOneof("value") or ""))
+
+    ours = rtc.Room()
+    digests: list[asyncio.Task[tuple[int, str]]] = []
+
+    async def digest(reader: rtc.ByteStreamReader) -> tuple[int, str]:
+        h = hashlib.sha256()
+        size = 0
+        async for chunk in reader:
+            h.update(chunk)
+            size += len(chunk)
+        return size, h.hexdigest()
+
+    ours.register_byte_stream_handler(
+        "bytes.to.lk",
+        lambda reader, identity: digests.append(asyncio.ensure_future(digest(reader))),
+    )
+    try:
+        await ours.connect(
+            livekit_server.url, livekit_server.create_token("lk", room_name), _options(trace)
+        )
+
+        async def upper(data: rtc.RpcInvocationData) -> str:
+            return data.payload.upper()
+
+        ours.local_participant.register_rpc_method("upper", upper)
+        assert await browser.eval(_SETUP_JS, WORKER.read_text(encoding="utf-8"), KEY)
+        await browser.register_byte_stream_digest("bytes.to.web")
+        await browser.register_rpc("echo", mode="echo")
+        await browser.connect(livekit_server.url, livekit_server.create_token("web", room_name))
+        await _until(lambda: "web" in ours.remote_participants, "lkproto sees web")
+        await _until_async(
+            lambda: browser.eval("return room.remoteParticipants.has('lk');"), "web sees lkproto"
+        )
+
+        data = generated_bytes(ONE_MIB, "random", seed=5)
+        path = tmp_path / "one.bin"
+        path.write_bytes(data)
+        await asyncio.wait_for(
+            ours.local_participant.send_file(str(path), topic="bytes.to.web"), scaled(TIMEOUT_S)
+        )
+        got = await browser.wait_event(
+            "ByteStreamDigest", lambda e: e["topic"] == "bytes.to.web", TIMEOUT_S
+        )
+        assert (got["size"], got["sha256"]) == (ONE_MIB, hashlib.sha256(data).hexdigest())
+
+        sent = await browser.send_generated_bytes(
+            ONE_MIB, method="streamBytes", kind="random", seed=6, topic="bytes.to.lk", name="b"
+        )
+        expected = hashlib.sha256(generated_bytes(ONE_MIB, "random", seed=6)).hexdigest()
+        assert sent["sha256"] == expected
+        await _until(lambda: digests, "lkproto gets the browser's byte stream")
+        assert await asyncio.wait_for(digests[0], scaled(TIMEOUT_S)) == (ONE_MIB, expected)
+
+        answer = ours.local_participant.perform_rpc(
+            destination_identity="web", method="echo", payload="é from lkproto"
+        )
+        assert await asyncio.wait_for(answer, scaled(TIMEOUT_S)) == "é from lkproto"
+        assert await browser.perform_rpc("lk", "upper", "from the browser") == "FROM THE BROWSER"
+
+        kinds = {(direction, kind) for direction, kind in wire}
+        assert (">", "encrypted_packet") in kinds
+        assert ("<", "encrypted_packet") in kinds
+        assert not {kind for _, kind in kinds} & CLEAR_KINDS, sorted(kinds)
     finally:
         await ours.disconnect()
 
