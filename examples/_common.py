@@ -11,6 +11,8 @@ prints the three variables for a development server on this machine.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import ipaddress
 import os
 import sys
@@ -18,7 +20,18 @@ from urllib.parse import urlsplit
 
 from lkproto import api, rtc
 
-__all__ = ["add_server_args", "check_server_args", "fail", "room_options", "token_for"]
+__all__ = [
+    "LEAVE_GRACE_S",
+    "add_server_args",
+    "check_server_args",
+    "fail",
+    "room_options",
+    "token_for",
+    "wait_until_alone",
+]
+
+# How long a program that has said its last word stays for its listeners (see wait_until_alone).
+LEAVE_GRACE_S = 10.0
 
 
 def add_server_args(
@@ -84,3 +97,27 @@ def fail(message: str) -> None:
     """Print ``message`` to stderr and exit with status 1."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(1)
+
+
+async def wait_until_alone(room: rtc.Room, within: float = LEAVE_GRACE_S) -> None:
+    """Return once nobody else is in ``room``, or after ``within`` seconds.
+
+    ``publish_data``, ``send_text`` and a stream writer's ``aclose`` return once the data is
+    queued on the data channel, not once it arrived, and ``Room.disconnect`` drops what is still
+    queued (the official SDK behaves the same). A program that leaves right after its last reply
+    can therefore lose that reply; staying until the people it answered have left (they leave
+    once they have it) cannot.
+    """
+    alone = asyncio.Event()
+
+    def check(*_: object) -> None:
+        if not room.remote_participants:
+            alone.set()
+
+    room.on("participant_disconnected", check)
+    try:
+        check()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(alone.wait(), within)
+    finally:
+        room.off("participant_disconnected", check)

@@ -16,6 +16,9 @@ Run it against a server (``lkproto server`` starts one here and prints the varia
     python examples/data_bot.py --room my-room            # until Ctrl-C
     python examples/data_bot.py --room my-room --once     # leave after one answer
     python examples/data_bot.py --room my-room --answers 3
+
+After its last answer the bot stays until the others have left (at most 10 s), because leaving
+the room drops replies still queued for sending.
     python examples/data_bot.py --room my-room --duration 60
 
 Then talk to it, e.g. ``lkproto room send --room my-room --topic lk.chat --text hello`` or from the
@@ -117,6 +120,8 @@ async def run(args: argparse.Namespace) -> int:
             async with asyncio.timeout(args.duration):
                 if args.answers is not None:
                     await answered.wait()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await _common.wait_until_alone(room)
                 else:
                     await asyncio.Event().wait()
         # Let a reply still being sent finish before leaving.

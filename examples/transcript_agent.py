@@ -17,7 +17,8 @@ It has no language model: the answer is a fixed sentence around the question. Pa
     python examples/transcript_agent.py --room my-room &
     python examples/agent_frontend.py --room my-room --ask "what is lkproto?" --once
 
-``--once`` leaves after the first answer, ``--duration N`` after N seconds.
+``--once`` leaves after the first answer (once the frontend has left, at most 10 s later: leaving
+drops transcript data still queued for sending), ``--duration N`` after N seconds.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ async def run(args: argparse.Namespace) -> int:
             async with asyncio.timeout(args.duration):
                 if args.once:
                     await agent.answered.wait()
+                    await _common.wait_until_alone(agent.room)
                 else:
                     await asyncio.Event().wait()
     finally:

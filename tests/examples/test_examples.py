@@ -79,9 +79,9 @@ async def test_data_bot_answers_a_text_stream_and_a_packet(livekit_server: Local
             await bot.wait_line(r"^joined: alice$")
             await user.local_participant.publish_data(b"ping", topic="chat")
             await wait_for(lambda: len(replies) == 2, what="the reply to the packet")
-            status = await bot.finish()
         finally:
             await disconnect_all(user)
+        status = await bot.finish()  # the bot leaves once alice has
     assert status == 0, bot.output
     assert replies == [("stream", "echo: hello bot"), ("packet", "echo: ping")]
     _index(bot.lines, r"^stream from alice: 'hello bot' -> 'echo: hello bot'$")

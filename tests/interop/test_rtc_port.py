@@ -108,9 +108,9 @@ async def _data_bot_run(server: LocalServer, script: Path) -> tuple[list[str], l
             await wait_for(lambda: len(seen) == 2, what="the chat reply")
             await user.local_participant.publish_data(b"ping", topic="chat")
             await wait_for(lambda: len(seen) == 3, what="the packet reply")
-            await bot.finish()
         finally:
             await disconnect_all(user)
+        await bot.finish()
     assert_exited_cleanly(bot)
     return [line.replace(room_name, "<room>") for line in bot.lines], seen
 
@@ -128,6 +128,7 @@ async def test_data_bot_runs_unchanged(livekit_server: LocalServer, tmp_path: Pa
         "rpc: reverse(hello) from user",
         "stream: hi there from user on lk.chat",
         "packet: ping from user kind 1",
+        "participant disconnected: user",
         "disconnected",
     ]
     assert seen == [

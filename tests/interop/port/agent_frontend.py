@@ -17,6 +17,7 @@ async def main(room_name: str) -> None:
     room = rtc.Room()
     agent_ready = asyncio.Event()
     answered = asyncio.Event()
+    spoke = asyncio.Event()  # listening again after speaking
     states = []
 
     def track_agent(participant: rtc.Participant) -> None:
@@ -28,6 +29,8 @@ async def main(room_name: str) -> None:
             print(f"agent {participant.identity} is {state}", flush=True)
         if state == "listening":
             agent_ready.set()
+            if "speaking" in states:
+                spoke.set()
 
     @room.on("participant_connected")
     def on_participant_connected(participant: rtc.RemoteParticipant) -> None:
@@ -75,6 +78,7 @@ async def main(room_name: str) -> None:
     )
     print(f"rpc reply: {reply}", flush=True)
     await asyncio.wait_for(answered.wait(), 30)
+    await asyncio.wait_for(spoke.wait(), 30)
     await room.disconnect()
     print("disconnected", flush=True)
 

@@ -17,6 +17,7 @@ ANSWERS = 3
 async def main(room_name: str) -> None:
     room = rtc.Room()
     done = asyncio.Event()
+    user_left = asyncio.Event()
     answered = []
     pending = set()
 
@@ -36,6 +37,11 @@ async def main(room_name: str) -> None:
     @room.on("participant_connected")
     def on_participant_connected(participant: rtc.RemoteParticipant) -> None:
         print(f"participant connected: {participant.identity}", flush=True)
+
+    @room.on("participant_disconnected")
+    def on_participant_disconnected(participant: rtc.RemoteParticipant) -> None:
+        print(f"participant disconnected: {participant.identity}", flush=True)
+        user_left.set()
 
     @room.on("data_received")
     def on_data_received(packet: rtc.DataPacket) -> None:
@@ -71,7 +77,9 @@ async def main(room_name: str) -> None:
 
     print(f"connected to {room.name} as {room.local_participant.identity}", flush=True)
     await asyncio.wait_for(done.wait(), 60)
-    await asyncio.sleep(0.5)  # let the last reply leave
+    # Replies are only queued when publish_data / send_text return: stay until the user has them
+    # and leaves.
+    await asyncio.wait_for(user_left.wait(), 30)
     await room.disconnect()
     print("disconnected", flush=True)
 
