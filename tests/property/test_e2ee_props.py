@@ -1,7 +1,8 @@
 """Property tests of the frame and data cryptors (lkproto.core.e2ee), with the real AES-GCM.
 
 Keys are derived once per module (PBKDF2 with 100 000 iterations is the slow part), so each example
-only encrypts and decrypts.
+only encrypts and decrypts. No deadlines: whichever example derives the keys first takes 40 ms
+alone and over 300 ms on a loaded machine (a timing assert that failed under load).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _cryptor(codec: FrameCodec) -> FrameCryptor:
     return FrameCryptor(_provider(), participant_identity="p", track_sid="T", codec=codec)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(codec=codecs, frame=frames, iv=ivs, key_index=st.sampled_from([0, 1]))
 def test_frame_round_trip(codec: FrameCodec, frame: bytes, iv: bytes, key_index: int) -> None:
     cryptor = _cryptor(codec)
@@ -61,7 +62,7 @@ def test_frame_round_trip(codec: FrameCodec, frame: bytes, iv: bytes, key_index:
     assert cryptor.decrypt(sealed) == frame
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(frame=h264_frames, iv=ivs)
 def test_h264_round_trip_without_start_codes(frame: bytes, iv: bytes) -> None:
     cryptor = _cryptor(FrameCodec.H264)
@@ -72,7 +73,7 @@ def test_h264_round_trip_without_start_codes(frame: bytes, iv: bytes) -> None:
     assert cryptor.decrypt(sealed) == frame
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(
     # x264's first slice headers: IDR I slice, non-IDR I slice, P slice (issue 16)
     head=st.sampled_from([b"\x65\x88\x84", b"\x41\x88\x84", b"\x41\x9a"]),
@@ -91,7 +92,7 @@ def test_h264_ciphertext_keeps_the_slice_ids_receivers_read(
     assert cryptor.decrypt(sealed) == frame
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     codec=codecs,
     frame=frames,
@@ -116,7 +117,7 @@ def test_any_damage_or_truncation_is_rejected_cleanly(
     assert result is None or (result == b"" and damaged == b"")
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(payload=st.binary(max_size=2000), iv=ivs, topic=st.text(max_size=20))
 def test_data_packet_round_trip(payload: bytes, iv: bytes, topic: str) -> None:
     provider = _provider()
