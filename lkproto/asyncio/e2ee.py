@@ -184,12 +184,19 @@ class E2eeDriver:
         try:
             while self._backlog:
                 packet, deliver = self._backlog[0]
-                if packet.WhichOneof("value") == "encrypted_packet":
-                    # Normally once; again only if a decoder thread moved the slot meanwhile.
-                    for _ in range(_MAX_DERIVATIONS_PER_PACKET):
-                        if not self.provider.derivation_needed(packet):
-                            break
-                        await loop.run_in_executor(None, self.provider.derive_for, packet)
+                try:
+                    if packet.WhichOneof("value") == "encrypted_packet":
+                        # Normally once; again only if a decoder thread moved the slot meanwhile.
+                        for _ in range(_MAX_DERIVATIONS_PER_PACKET):
+                            if not self.provider.derivation_needed(packet):
+                                break
+                            await loop.run_in_executor(None, self.provider.derive_for, packet)
+                except Exception:
+                    _log.exception(
+                        "= deriving keys for a packet from %r", packet.participant_identity
+                    )
+                    self._backlog.popleft()  # dropped (and said so), never handed on unopened
+                    continue
                 self._backlog.popleft()
                 try:
                     self._hand_on(packet, deliver)
@@ -197,7 +204,8 @@ class E2eeDriver:
                     # Not the caller's stack any more: log it and keep the order going.
                     _log.exception("= handling a data packet from %r", packet.participant_identity)
         finally:
-            self._drainer = None
+            if self._drainer is asyncio.current_task():
+                self._drainer = None
 
     def close(self) -> None:
         """Forget packets waiting for a key derivation (the room disconnected)."""

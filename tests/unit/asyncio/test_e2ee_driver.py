@@ -421,3 +421,23 @@ async def test_close_forgets_packets_waiting_for_a_derivation() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
     assert inbox.got == []
+
+
+async def test_a_failing_derivation_drops_that_packet_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver, crypto, _ = _gated_receiver()
+    sender = KeyProvider(KeyOptions(ratchet_window_size=2), shared_key=KEY)
+    sender.ratchet_shared_key(0)
+
+    def broken(material: bytes, salt: bytes, iterations: int, length: int) -> bytes:
+        raise RuntimeError("no PBKDF2 today")
+
+    crypto.pbkdf2_sha256 = broken  # type: ignore[method-assign]
+    inbox = _Inbox()
+    with caplog.at_level(logging.ERROR, "lkproto.e2ee"):
+        driver.receive(_sealed_by(sender, b"lost"), inbox.deliver)
+        driver.receive(_clear(b"next"), inbox.deliver)
+        await inbox.until(1)
+    assert inbox.got == [(b"next", False)]
+    assert "deriving keys for a packet from 'them'" in caplog.text
