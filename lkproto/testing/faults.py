@@ -831,6 +831,9 @@ class TransferResult:
         rpc_outcomes: outcome -> count.
         rpc_p50_ms, rpc_p99_ms: latency percentiles of successful RPCs.
         events: ``(role, event, seconds since go)`` for reconnecting/reconnected/disconnected.
+        resources: per role (``tx``, ``rx``), ``[asyncio tasks, open fds, threads]`` of the
+            worker when ready (``before``) and at the end, connected and idle (``after``):
+            anything the faults' reconnects left behind shows as ``after`` above ``before``.
     """
 
     sdk: str
@@ -851,6 +854,23 @@ class TransferResult:
     rpc_p50_ms: float | None
     rpc_p99_ms: float | None
     events: list[tuple[str, str, float]]
+    resources: dict[str, dict[str, list[int]]] = dataclasses.field(default_factory=dict)
+
+    def leaked(self) -> dict[str, list[int]]:
+        """Per role, how many tasks, fds and threads more than when ready (only roles with a
+        positive count; a role whose counts are missing shows with an empty list, so that a
+        check for ``{}`` cannot pass without counting)."""
+        out: dict[str, list[int]] = {}
+        for role in ("tx", "rx"):
+            counts = self.resources.get(role, {})
+            before, after = counts.get("before", []), counts.get("after", [])
+            if len(before) != 3 or len(after) != 3:
+                out[role] = []
+                continue
+            extra = [a - b for a, b in zip(after, before, strict=True)]
+            if any(n > 0 for n in extra):
+                out[role] = extra
+        return out
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready copy."""
@@ -1062,8 +1082,18 @@ def run_transfer(
         sends = done[sdk]["sends"]
         accepted = {s[0] for s in sends if s[3] == "ok"}  # type: ignore[attr-defined]
         report = _drain(rx, accepted, plan.drain_s)
-        tx.send({"cmd": "probe"})
-        probe = tx.wait_event("probe", 10.0)
+        probes = {}
+        for role, worker in (("tx", tx), ("rx", rx)):
+            worker.send({"cmd": "probe"})
+            probes[role] = worker.wait_event("probe", 20.0)
+        probe = probes["tx"]
+        resources = {
+            role: {
+                "before": list(worker.wait_event("ready", 1.0).get("resources") or []),  # type: ignore[call-overload]
+                "after": list(probes[role].get("resources") or []),  # type: ignore[call-overload]
+            }
+            for role, worker in (("tx", tx), ("rx", rx))
+        }
         events = [
             (role, str(m["ev"]), float(m["t"]) - go_at)  # type: ignore[arg-type]
             for role, worker in (("tx", tx), ("rx", rx))
@@ -1082,6 +1112,7 @@ def run_transfer(
             final_state=probe.get("state"),  # type: ignore[arg-type]
             events=events,
         )
+        results[sdk] = dataclasses.replace(results[sdk], resources=resources)
     for tx, rx in pairs.values():
         tx.send({"cmd": "stop"})
         rx.send({"cmd": "stop"})

@@ -23,12 +23,14 @@ Configuration (one JSON object, the only argument):
     optional: log the SDK at this level (``"INFO"``, ``"DEBUG"``) to stderr (the worker's log).
 
 Lines printed (each a JSON object with ``ev`` and ``t`` = ``time.monotonic()``, which is the
-system-wide monotonic clock, comparable with the harness's): ``ready``, ``state`` (``state``: the
+system-wide monotonic clock, comparable with the harness's): ``ready`` (``resources`` = ``[asyncio
+tasks, open fds, threads]`` of the connected, idle worker), ``state`` (``state``: the
 connection state's name), ``reconnecting``, ``reconnected``, ``disconnected`` (``reason``),
 ``sent`` (sender, when the packet phase ends), ``done`` (sender: ``sends`` = per packet
 ``[seq, t_start, t_end, outcome]``, ``rpcs`` = ``[t_start, t_end, outcome]``), ``report``
 (receiver: ``arrivals`` = ``[seq, t]`` in arrival order, ``corrupt`` = packets whose payload did
-not match), ``error``.
+not match), ``probe`` (``state``, and ``resources`` counted like ``ready``'s once they are back to
+those or after a bounded wait: what a reconnect leaked), ``error``.
 
 Commands read from stdin, one JSON object a line: ``{"cmd": "go"}`` (sender starts),
 ``{"cmd": "report"}`` (receiver reports), ``{"cmd": "probe"}`` (prints ``probe`` with the
@@ -41,7 +43,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
+import threading
 import time
 from typing import Any, Final
 
@@ -53,6 +57,24 @@ _PEER_TIMEOUT_S: Final = 30.0
 _DISCONNECT_TIMEOUT_S: Final = 10.0
 _TOPIC: Final = "lkfault"
 _RPC_METHOD: Final = "echo"
+# How long a probe waits for tasks, fds and threads to come back to their ``ready`` counts
+# (closing transports finish a little after the reconnect reports success).
+_SETTLE_S: Final = 5.0
+
+
+def _resources() -> list[int]:
+    """``[asyncio tasks, open file descriptors, threads]`` of this process."""
+    return [len(asyncio.all_tasks()), len(os.listdir("/proc/self/fd")), threading.active_count()]
+
+
+async def _settled_resources(baseline: list[int]) -> list[int]:
+    counts = _resources()
+    for _ in range(int(_SETTLE_S / 0.1)):
+        if all(c <= b for c, b in zip(counts, baseline, strict=True)):
+            break
+        await asyncio.sleep(0.1)
+        counts = _resources()
+    return counts
 
 
 def payload_for(seq: int, size: int) -> bytes:
@@ -229,7 +251,9 @@ class _Client:
         if self.config["role"] == "receiver":
             self.register_echo()
         await self.wait_peer()
-        _emit("ready", sid=await _sid(self.room))
+        sid = await _sid(self.room)
+        baseline = _resources()
+        _emit("ready", sid=sid, resources=baseline)
         sender: asyncio.Task[None] | None = None
         if self.config["role"] == "sender":
 
@@ -244,7 +268,11 @@ class _Client:
                 case "report":
                     self.report()
                 case "probe":
-                    _emit("probe", state=self.state_name(self.room.connection_state))
+                    _emit(
+                        "probe",
+                        state=self.state_name(self.room.connection_state),
+                        resources=await _settled_resources(baseline),
+                    )
                 case "stop":
                     break
                 case other:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from lkproto.errors import LocalProtocolError
@@ -96,3 +98,27 @@ def test_summarise_counts_losses_duplicates_reordering() -> None:
     assert result.rpc_outcomes == {"ok": 2, "RpcError": 1}
     assert result.rpc_p50_ms == pytest.approx(100.0)
     assert result.rpc_p99_ms == pytest.approx(300.0)
+
+
+def test_leaked_compares_the_counts_of_each_role() -> None:
+    base = summarise(
+        "lkproto",
+        sends=[],
+        rpcs=[],
+        arrivals=[],
+        corrupt=0,
+        size=10,
+        go_at=0.0,
+        restored_at=None,
+        final_state=None,
+        events=[],
+    )
+    same = {"before": [8, 9, 1], "after": [8, 9, 1]}
+    fewer = {"before": [8, 9, 1], "after": [7, 9, 1]}
+    grown = {"before": [8, 9, 1], "after": [9, 11, 1]}
+    assert dataclasses.replace(base, resources={"tx": same, "rx": fewer}).leaked() == {}
+    assert dataclasses.replace(base, resources={"tx": grown, "rx": same}).leaked() == {
+        "tx": [1, 2, 0]
+    }
+    # Counts that were never taken cannot pass as "nothing leaked".
+    assert base.leaked() == {"tx": [], "rx": []}
