@@ -172,6 +172,7 @@ async def test_agent_frontend_runs_unchanged(livekit_server: LocalServer, tmp_pa
         "agent example-agent is thinking",
         "agent example-agent is speaking",
         "agent example-agent is listening",
+        "published microphone (2)",
         f'rpc reply: {{"answer": "{answer}"}}',
         f"transcript from example-agent: {answer!r} final=true",
         "disconnected",

@@ -1,8 +1,8 @@
 """Port-test program: a voice-agent frontend in the official SDK's documented style.
 
-Follows the agent participant (kind AGENT) through its ``lk.agent.state`` attribute, prints the
-agent's ``lk.transcription`` streams, asks it a question by RPC and leaves after the first
-final agent segment. The agent is examples/transcript_agent.py. Run by
+Publishes a microphone track (silence), follows the agent participant (kind AGENT) through its
+``lk.agent.state`` attribute, prints the agent's ``lk.transcription`` streams, asks it a
+question by RPC and leaves after the first final agent segment. The agent is examples/transcript_agent.py. Run by
 tests/interop/test_rtc_port.py twice: as written, and with only the imports switched to lkproto.
 """
 
@@ -67,6 +67,14 @@ async def main(room_name: str) -> None:
     await room.connect(os.environ["LIVEKIT_URL"], token)
     for participant in room.remote_participants.values():
         track_agent(participant)
+    # the microphone, as a voice frontend publishes it (silence here: the agent needs none)
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    publication = await room.local_participant.publish_track(track, options)
+    print(f"published {publication.name} ({publication.source})", flush=True)
+    for _ in range(50):
+        await source.capture_frame(rtc.AudioFrame.create(48000, 1, 480))
     await asyncio.wait_for(agent_ready.wait(), 30)
     agent = next(
         p
@@ -79,6 +87,7 @@ async def main(room_name: str) -> None:
     print(f"rpc reply: {reply}", flush=True)
     await asyncio.wait_for(answered.wait(), 30)
     await asyncio.wait_for(spoke.wait(), 30)
+    await source.aclose()
     await room.disconnect()
     print("disconnected", flush=True)
 
