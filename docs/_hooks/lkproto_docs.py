@@ -332,6 +332,7 @@ def on_files(files: Any, config: Any) -> Any:
 
 
 # :class:`x`, :meth:`~a.b.c`, :py:func:`f` ... (the roles the code's docstrings use).
+_LITERAL: Final = re.compile(r"::\n\n")
 _ROLE: Final = re.compile(r":(?:py:)?(?:class|meth|func|data|attr|mod|exc|obj|const):`(~?)([^`]+)`")
 
 
@@ -386,7 +387,9 @@ class SphinxRoles(griffe.Extension):
                     return f"[`{title}`][{path}]"
                 return f"`{title}`"
 
-            return _ROLE.sub(replace, text)
+            # reST's "text::" announces a literal block; in Markdown the indented block after a
+            # blank line already is one, so only the colon stays.
+            return _LITERAL.sub(":\n\n", _ROLE.sub(replace, text))
 
         def walk(obj: Any) -> None:
             if obj.docstring is not None:

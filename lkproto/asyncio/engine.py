@@ -918,11 +918,15 @@ class Engine:
         options = self._peer_options(join)
         pub = PeerConnection(options, on_data=self._on_data, on_state_change=self._on_pc_state)
         pub.on_channel_closed = functools.partial(self._on_channel_closed, link)
+        pub.on_local_candidate = functools.partial(self._on_local_candidate, link, pb.PUBLISHER)
         link.publisher = pub
         await pub.create_data_channels()
         if not link.single_pc:
             sub = PeerConnection(options, on_data=self._on_data, on_state_change=self._on_pc_state)
             sub.on_channel_closed = functools.partial(self._on_channel_closed, link)
+            sub.on_local_candidate = functools.partial(
+                self._on_local_candidate, link, pb.SUBSCRIBER
+            )
             link.subscriber = sub
         await self._negotiate(link)
         primary = link.primary
@@ -1258,6 +1262,18 @@ class Engine:
                 await pc.end_of_candidates()
         except LkError as exc:
             _log.warning("= ignoring an ICE candidate: %s", exc)
+
+    def _on_local_candidate(
+        self, link: _Link, target: pb.SignalTarget.ValueType, candidate_init: str
+    ) -> None:
+        """Trickle a candidate our ICE found after its description was sent (a STUN answer,
+        PROTOCOL-MAP §2 Trickle; the server routes it by ``target``)."""
+        try:
+            link.session.send_trickle(candidate_init, target, self._loop.time())
+        except LkError as exc:
+            _log.debug("= not trickling a local candidate: %s", exc)
+            return
+        self._pump(link)
 
     def _on_data(self, label: str, data: bytes) -> None:
         try:
