@@ -10,12 +10,17 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 import aioice.ice
+import aiortc
 import pytest
 from aioice import stun
 
 from lkproto import errors
+from lkproto.asyncio import _seam
+from lkproto.asyncio import engine as en
 from lkproto.asyncio._ice import check_addresses
 from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions
+from lkproto.testing import SignalPeer
+from lkproto.wire import pb
 from tests.conftest import scaled
 
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ (\w+) \d+ (\S+) \d+ typ (\w+)", re.MULTILINE)
@@ -261,3 +266,57 @@ async def test_without_a_stun_server_nothing_is_trickled_and_candidates_are_comp
         assert trickled.inits == []
     finally:
         await pc.close()
+
+
+async def test_the_engine_trickles_a_late_candidate_after_its_offer(
+    stun_server: tuple[_HeldStunServer, int],
+) -> None:
+    """Engine wiring: a STUN answer that arrives after the join's offer went out is sent as a
+    TrickleRequest for the publisher (single PC), after the offer (PROTOCOL-MAP §2 Trickle)."""
+    server, port = stun_server
+    peer = SignalPeer()
+    engine = en.Engine(lambda event: None)
+    options = en.EngineOptions(
+        transport_factory=peer.connect,
+        ice_addresses=("127.0.0.1",),
+        ice_servers=(IceServer(urls=(f"stun:127.0.0.1:{port}",)),),
+        connect_timeout_s=scaled(10),
+        single_peer_connection=True,
+    )
+    try:
+        await asyncio.wait_for(engine.connect("ws://test", "token", options), scaled(20))
+        await asyncio.wait_for(server.received.wait(), scaled(10))
+        assert peer.requests("trickle") == []
+        offer = peer.requests("offer")[0].offer.sdp
+        assert "a=end-of-candidates" not in offer
+        assert server.answer_all() >= 1
+        request = await asyncio.wait_for(peer.wait_for_request("trickle"), scaled(10))
+        assert request.trickle.target == pb.PUBLISHER
+        assert not request.trickle.final
+        init = json.loads(request.trickle.candidateInit)
+        assert " typ srflx " in init["candidate"]
+        kinds = [
+            r.WhichOneof("message")
+            for c in peer.connections
+            for r in c.requests
+            if r.WhichOneof("message") in ("offer", "trickle")
+        ]
+        assert kinds.index("offer") < kinds.index("trickle")
+    finally:
+        await engine.disconnect()
+        await peer.close()
+
+
+def test_trickling_fails_clearly_without_aioices_stun_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        pc.createDataChannel("x")
+        transport = pc.sctp.transport.transport if pc.sctp is not None else None
+        assert transport is not None
+        monkeypatch.delattr(aioice.ice, "server_reflexive_candidate")
+        with pytest.raises(errors.LkError, match="server_reflexive_candidate"):
+            _seam.trickle_server_reflexive(transport, lambda candidate: None)
+    finally:
+        asyncio.run(pc.close())
