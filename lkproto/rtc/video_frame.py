@@ -32,9 +32,9 @@ import av
 from lkproto.rtc._enum import ProtoEnum
 
 # PyAV before 17 converts odd-sized frames wrongly (edge pixels) and can abort the interpreter in
-# `reformat` (measured with av 14.2.0, 15.0.0 and 16.0.0; 17.0.0 and 18.x pass: README "Where it
-# runs", note 2). av 14.2.0 is what pip picks on glibc 2.17 and what Debian trixie ships, so the
-# floor stays; the user hears of it once instead of getting silently wrong frames.
+# `reformat` (measured with av 14.2.0, 15.0.0 and 16.0.0; 17.0.0 and 18.x pass: docs/reference/
+# where-it-runs.md, note 2). av 14.2.0 is what pip picks on glibc 2.17 and what Debian trixie
+# ships, so the floor stays; the user hears of it once instead of getting silently wrong frames.
 _AV_RELIABLE_MAJOR: Final = 17
 
 
@@ -52,7 +52,7 @@ def _warn_old_av() -> None:
     _av_warning_due = False
     logging.getLogger("lkproto.media").warning(
         "av %s converts odd-sized video frames wrongly and can crash in reformat; "
-        "install av>=%d for video (README: Where it runs)",
+        "install av>=%d for video (docs/reference/where-it-runs.md)",
         av.__version__,
         _AV_RELIABLE_MAJOR,
     )

@@ -270,7 +270,7 @@ def test_from_av_full_range_decoder_output() -> None:
 def test_an_av_older_than_17_is_warned_about_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # README "Where it runs", note 2: av < 17 converts odd-sized frames wrongly.
+    # docs/reference/where-it-runs.md, note 2: av < 17 converts odd-sized frames wrongly.
     import av
 
     from lkproto.rtc import video_frame as vf
