@@ -15,12 +15,19 @@ events = st.lists(st.one_of(seconds.map(lambda r: ("rtt", r)), st.just(("timeout
     min_s=st.floats(min_value=0.001, max_value=5.0),
     spread=st.floats(min_value=0.0, max_value=100.0),
     initial_s=st.floats(min_value=0.001, max_value=200.0),
+    backoff_s=st.floats(min_value=0.001, max_value=100.0),
     script=events,
 )
 def test_rto_stays_within_its_bounds(
-    min_s: float, spread: float, initial_s: float, script: list[tuple[str, float]]
+    min_s: float,
+    spread: float,
+    initial_s: float,
+    backoff_s: float,
+    script: list[tuple[str, float]],
 ) -> None:
-    estimator = RtoEstimator(initial_s=initial_s, min_s=min_s, max_s=min_s + spread)
+    estimator = RtoEstimator(
+        initial_s=initial_s, min_s=min_s, max_s=min_s + spread, max_backoff_s=backoff_s
+    )
     assert min_s <= estimator.rto <= min_s + spread
     for kind, value in script:
         before = estimator.rto
@@ -29,6 +36,7 @@ def test_rto_stays_within_its_bounds(
         assert min_s <= rto <= min_s + spread
         if kind == "timeout":
             assert rto >= before  # a back-off never shortens the timer
+            assert rto <= max(before, backoff_s)  # nor lengthens it past the ceiling
 
 
 @given(

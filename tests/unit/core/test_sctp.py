@@ -8,7 +8,7 @@ import pytest
 
 from lkproto.core.sctp import (
     RTO_INITIAL_S,
-    RTO_MAX_S,
+    RTO_MAX_BACKOFF_S,
     RTO_MIN_S,
     SACK_DELAY_S,
     RtoEstimator,
@@ -49,15 +49,24 @@ def test_a_loopback_round_trip_gives_the_floor_not_aiortcs_one_second() -> None:
     assert RTO_MIN_S < 1.0
 
 
-def test_timeouts_double_up_to_the_ceiling_and_a_sample_ends_the_back_off() -> None:
+def test_timeouts_double_up_to_the_backoff_ceiling_and_a_sample_ends_the_back_off() -> None:
     estimator = RtoEstimator()
     estimator.on_rtt(0.001)
     assert estimator.on_timeout() == 2 * RTO_MIN_S
     assert estimator.on_timeout() == 4 * RTO_MIN_S
     for _ in range(20):
         estimator.on_timeout()
-    assert estimator.rto == RTO_MAX_S
+    assert estimator.rto == RTO_MAX_BACKOFF_S == 3.0  # libwebrtc's cap, not RTO.max's 60 s
     assert estimator.on_rtt(0.001) < 1.0
+
+
+def test_a_slow_path_keeps_an_rto_above_the_backoff_ceiling() -> None:
+    estimator = RtoEstimator()
+    rto = estimator.on_rtt(2.0)  # 2 + 4 * 1 = 6 s
+    assert rto > RTO_MAX_BACKOFF_S
+    assert estimator.on_timeout() == rto
+    assert RtoEstimator(max_s=10.0, max_backoff_s=100.0, min_s=4.0).on_timeout() == 8.0
+    assert RtoEstimator(max_s=10.0, max_backoff_s=100.0, min_s=6.0).on_timeout() == 10.0
 
 
 def test_a_negative_sample_counts_as_zero() -> None:
@@ -75,6 +84,7 @@ def test_a_negative_sample_counts_as_zero() -> None:
         {"initial_s": math.nan},
         {"min_s": 2.0, "max_s": 1.0},
         {"initial_s": True},
+        {"max_backoff_s": 0.0},
     ],
 )
 def test_bad_bounds_are_refused(kwargs: dict[str, float]) -> None:
