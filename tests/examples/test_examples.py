@@ -173,12 +173,19 @@ def _make_clip(path: Path, width: int, height: int, frames: int) -> None:
             out.mux(packet)
 
 
-async def test_video_publisher_sends_the_files_frames(
-    livekit_server: LocalServer, tmp_path: Path
+@pytest.mark.parametrize("from_file", [True, False], ids=["file", "pattern"])
+async def test_video_publisher_sends_frames(
+    livekit_server: LocalServer, tmp_path: Path, from_file: bool
 ) -> None:
     room_name = unique_room("ex-video")
     clip = tmp_path / "clip.mp4"
-    _make_clip(clip, 176, 144, 15)
+    if from_file:
+        _make_clip(clip, 176, 144, 15)
+        source_args = ["--file", str(clip)]
+        size, what = (176, 144), r"clip\.mp4"
+    else:
+        source_args = []
+        size, what = (320, 240), "test pattern"
     viewer = rtc.Room()
     sizes: list[tuple[int, int]] = []
 
@@ -204,8 +211,7 @@ async def test_video_publisher_sends_the_files_frames(
             "video_publisher.py",
             "--room",
             room_name,
-            "--file",
-            str(clip),
+            *source_args,
             "--duration",
             str(scaled(4.0)),
         )
@@ -217,10 +223,11 @@ async def test_video_publisher_sends_the_files_frames(
         await disconnect_all(viewer)
     output = "\n".join(lines)
     assert status == 0, output
-    assert re.fullmatch(r"publishing clip\.mp4: track TR_\w+, 176x144 at 15 fps", lines[0]), output
+    pattern = rf"publishing {what}: track TR_\w+, {size[0]}x{size[1]} at 15 fps"
+    assert re.fullmatch(pattern, lines[0]), output
     sent = int(re.fullmatch(r"sent (\d+) frames", lines[-1]).group(1))  # type: ignore[union-attr]
-    assert sent >= 15, output  # the clip looped at least once
-    assert set(sizes) == {(176, 144)}
+    assert sent >= 15, output  # the 1 s clip looped at least once
+    assert set(sizes) == {size}
 
 
 async def test_room_admin_lists_mutes_and_removes(livekit_server: LocalServer) -> None:
