@@ -2,8 +2,9 @@
 
 Publishes a microphone track (silence), follows the agent participant (kind AGENT) through its
 ``lk.agent.state`` attribute, prints the agent's ``lk.transcription`` streams, asks it a
-question by RPC and leaves after the first final agent segment. The agent is examples/transcript_agent.py. Run by
-tests/interop/test_rtc_port.py twice: as written, and with only the imports switched to lkproto.
+question by RPC and leaves after the first final agent segment. The agent is
+examples/transcript_agent.py. Run by tests/interop/test_rtc_port.py twice: as written, and with
+only the imports switched to lkproto.
 """
 
 import asyncio
