@@ -902,8 +902,8 @@ class Engine:
         if opts.ice_servers is not None:
             servers = opts.ice_servers
         elif opts.ice_addresses and all(_is_loopback(a) for a in opts.ice_addresses):
-            # Server-reflexive candidates of a loopback socket are meaningless, and an unanswered
-            # STUN query holds aioice's gathering for 5 s (PROTOCOL-MAP §17 ICE servers).
+            # Server-reflexive candidates of a loopback socket are meaningless (PROTOCOL-MAP §17
+            # ICE servers); the query would only trickle a useless candidate after the join.
             servers = ()
         else:
             servers = tuple(
