@@ -24,11 +24,15 @@ The stand-ins are installed only for the duration of aiortc's import, under the 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import types
+from collections.abc import Sequence
 from typing import Any, Final
 
 __all__ = ["AV_STAND_IN_MODULES", "import_aiortc", "is_stand_in", "real_av_loaded"]
+
+_log = logging.getLogger(__name__)
 
 AV_STAND_IN_MODULES: Final = (
     "av",
@@ -109,25 +113,43 @@ def real_av_loaded() -> bool:
     return module is not None and not is_stand_in(module)
 
 
-def import_aiortc() -> None:
+def import_aiortc(stand_in_modules: Sequence[str] = AV_STAND_IN_MODULES) -> None:
     """Import aiortc (and every aiortc module lkproto imports) without importing PyAV.
 
-    Does nothing when aiortc or PyAV is already imported. Safe to call more than once.
+    Does nothing when aiortc or PyAV is already imported. Safe to call more than once. If aiortc
+    cannot be imported this way (a release that imports another PyAV module at load time, or
+    uses a PyAV name while loading), the partial import is undone and aiortc is imported the
+    ordinary way, with PyAV, and a warning says so: slower and heavier, never broken.
+
+    Args:
+        stand_in_modules: the PyAV modules to stand in for (parents before children).
     """
     if "aiortc" in sys.modules or "av" in sys.modules:
         return
-    stand_ins = {name: _LazyModule(name) for name in AV_STAND_IN_MODULES}
+    stand_ins = {name: _LazyModule(name) for name in stand_in_modules}
     for name, module in stand_ins.items():
         parent, _, child = name.rpartition(".")
-        if parent:
+        if parent in stand_ins:
             setattr(stand_ins[parent], child, module)
     sys.modules.update(stand_ins)
     try:
         importlib.import_module("aiortc")
         # Imported by lkproto.asyncio._seam and not by aiortc's package __init__.
         importlib.import_module("aiortc.codecs.h264")
+    except Exception as exc:  # any failure of the deferred import: fall back, never break
+        failure: Exception | None = exc
+    else:
+        failure = None
     finally:
         for name, module in stand_ins.items():
             module._lk_importing = False
             if sys.modules.get(name) is module:
                 del sys.modules[name]
+    if failure is None:
+        return
+    for name in [m for m in sys.modules if m == "aiortc" or m.startswith("aiortc.")]:
+        del sys.modules[name]
+    _log.warning(
+        "aiortc could not be imported with PyAV deferred (%r); importing it with PyAV", failure
+    )
+    importlib.import_module("aiortc")

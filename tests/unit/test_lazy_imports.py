@@ -162,3 +162,24 @@ def test_a_data_only_session_never_loads_pyav_or_numpy() -> None:
         """
     )
     assert result == {"sent": ["to-server"], "got": "to-client", "heavy": []}
+
+
+def test_an_aiortc_that_needs_another_pyav_module_falls_back_to_a_normal_import() -> None:
+    # The module is loaded from its file so that lkproto.asyncio's own import of aiortc does not
+    # run first; the stand-ins lack av.frame, which aiortc 1.16.0 imports at load time.
+    result = _run(
+        f"""
+        import importlib.util, json, logging, sys
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        spec = importlib.util.spec_from_file_location("lazy_av_copy", {_lazy_av.__file__!r})
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mod.import_aiortc(("av", "av.packet"))
+        import aiortc.rtp, av
+        print(json.dumps({{
+            "real_av": mod.real_av_loaded(),
+            "aiortc_has_real_class": aiortc.rtp.AudioFrame is av.AudioFrame,
+        }}))
+        """
+    )
+    assert result == {"real_av": True, "aiortc_has_real_class": True}
