@@ -307,7 +307,7 @@ async def test_the_engine_trickles_a_late_candidate_after_its_offer(
         await peer.close()
 
 
-def test_trickling_fails_clearly_without_aioices_stun_query(
+async def test_trickling_fails_clearly_without_aioices_stun_query(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pc = aiortc.RTCPeerConnection()
@@ -319,4 +319,4 @@ def test_trickling_fails_clearly_without_aioices_stun_query(
         with pytest.raises(errors.LkError, match="server_reflexive_candidate"):
             _seam.trickle_server_reflexive(transport, lambda candidate: None)
     finally:
-        asyncio.run(pc.close())
+        await pc.close()
