@@ -18,15 +18,19 @@ Two faults, each with the facts of upstream ``pkg/routing`` and ``pkg/service/ro
   (``reconnected``) into it on B and exchange reliable data and RPCs again. Packets accepted in the
   window are counted, and the official SDK's figures are recorded beside lkproto's.
 
-A third test runs lkproto in this process (on the host's loopback: no namespace needed) through
-a relay-node kill and restart, and counts asyncio tasks, file descriptors and threads before the
-join and after the disconnect.
+Two more run in this process on the host's loopback (no namespace needed): lkproto through a
+relay-node kill and restart, counting asyncio tasks, file descriptors and threads before the join
+and after the disconnect; and both SDKs in one room, one through the relay node and one on the
+room's node (each way round), exchanging data, a text stream and RPCs both ways and the relayed
+side's tone before the kill and again after the relayed side is back (the official SDK comes back
+by a full reconnect there, so its tone is then heard under a new track SID).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -376,3 +380,135 @@ async def test_relay_node_kill_leaks_no_task_fd_or_thread(
     assert after[0] <= baseline[0], (baseline, after)
     assert after[1] <= baseline[1], (baseline, after)
     assert after[2] <= baseline[2], (baseline, after)
+
+
+# -- both SDKs in this process: streams, RPC and media across a relay-node kill ------------------
+
+
+async def _everything_flows(sender: Any, receiver: Any, tag: str) -> None:
+    """A reliable packet, a text stream and an RPC from ``sender`` to ``receiver`` (either
+    SDK: both have the official API)."""
+    loop = asyncio.get_running_loop()
+    packet: asyncio.Future[bytes] = loop.create_future()
+    text: asyncio.Future[str] = loop.create_future()
+    readers: list[asyncio.Future[None]] = []
+
+    def on_data(received: Any) -> None:
+        if not packet.done() and received.topic == f"d-{tag}":
+            packet.set_result(bytes(received.data))
+
+    def on_text(reader: Any, _identity: str) -> None:
+        async def read() -> None:
+            text.set_result(await reader.read_all())
+
+        readers.append(asyncio.ensure_future(read()))
+
+    receiver.on("data_received", on_data)
+    receiver.register_text_stream_handler(f"t-{tag}", on_text)
+    receiver.local_participant.register_rpc_method(f"r-{tag}", lambda d: d.payload[::-1])
+    try:
+        lp = sender.local_participant
+        await lp.publish_data(tag.encode(), reliable=True, topic=f"d-{tag}")
+        assert await asyncio.wait_for(packet, scaled(20.0)) == tag.encode()
+        body = f"{tag} " * 4_000  # several chunks
+        await asyncio.wait_for(lp.send_text(body, topic=f"t-{tag}"), scaled(20.0))
+        assert await asyncio.wait_for(text, scaled(20.0)) == body
+        identity = receiver.local_participant.identity
+        answer = await asyncio.wait_for(
+            lp.perform_rpc(destination_identity=identity, method=f"r-{tag}", payload=tag),
+            scaled(20.0),
+        )
+        assert answer == tag[::-1]
+        await asyncio.gather(*readers)
+    finally:
+        receiver.off("data_received", on_data)
+
+
+async def _published_track_sid(cluster: LocalCluster, room: str, identity: str) -> str:
+    from lkproto.api import RoomServiceClient
+
+    service = RoomServiceClient(cluster.url(_HOST), cluster.api_key, cluster.api_secret)
+    try:
+        for _ in range(100):
+            for info in await service.list_participants(room):
+                if info.identity == identity and info.tracks:
+                    return str(info.tracks[0].sid)
+            await asyncio.sleep(0.1)
+    finally:
+        await service.aclose()
+    raise AssertionError(f"the server lists no track of {identity}")
+
+
+def _subscribed(room: Any, track_sid: str) -> Any:
+    for participant in room.remote_participants.values():
+        publication = participant.track_publications.get(track_sid)
+        if publication is not None and publication.track is not None:
+            return publication.track
+    return None
+
+
+@pytest.mark.parametrize("relayed", ["lkproto", "livekit"])
+async def test_relay_node_kill_streams_rpc_and_media_go_on(
+    livekit_server_binary: Path, tmp_path: Path, relayed: str
+) -> None:
+    """One SDK through the relay node, the other on the room's node; before and after the relay
+    node is killed and restarted: data, a text stream and an RPC both ways, and the relayed
+    side's tone is heard at its frequency."""
+    lrtc = pytest.importorskip("livekit.rtc")
+    from tests.interop._helpers import official_options, our_options, wait_for
+    from tests.interop.test_media import publish_tone, tone_of
+
+    modules = {"lkproto": (rtc, our_options()), "livekit": (lrtc, official_options())}
+    on_host = "livekit" if relayed == "lkproto" else "lkproto"
+    cluster = LocalCluster(
+        binary=livekit_server_binary,
+        log_dir=tmp_path / "cluster",
+        ready_timeout=scaled(DEFAULT_READY_TIMEOUT_S),
+    )
+    await cluster.astart()
+    rooms: dict[str, Any] = {}
+    try:
+        name = f"cl-media-{secrets.token_hex(4)}"
+        await asyncio.to_thread(cluster.pin_room, name, node=_HOST)
+        for sdk, node in ((on_host, _HOST), (relayed, _RELAY)):
+            module, options = modules[sdk]
+            room = module.Room()
+            rooms[sdk] = room
+            token = cluster.create_token(sdk, name)
+            await asyncio.wait_for(room.connect(cluster.url(node), token, options), scaled(20.0))
+        moving, staying = rooms[relayed], rooms[on_host]
+        back = asyncio.Event()
+        moving.on("reconnected", lambda *_: back.set())
+        await wait_for(
+            lambda: all(len(r.remote_participants) == 1 for r in rooms.values()),
+            15.0,
+            "both participants see each other",
+        )
+        feeder = await publish_tone(modules[relayed][0], moving, 440)
+        try:
+            for tag in ("before", "after"):
+                if tag == "after":
+                    await asyncio.to_thread(cluster.kill_node, _RELAY)
+                    await asyncio.to_thread(cluster.restart_node, _RELAY)
+                    await asyncio.wait_for(back.wait(), scaled(30.0))
+                await _everything_flows(moving, staying, f"{tag}-up")
+                await _everything_flows(staying, moving, f"{tag}-down")
+                # The track the server has now (a full reconnect republishes it under a new SID).
+                current = await _published_track_sid(cluster, name, relayed)
+                has_current = functools.partial(_subscribed, staying, current)
+                await wait_for(
+                    has_current,
+                    15.0,
+                    f"{on_host} subscribed to {relayed}'s track {current} ({tag})",
+                )
+                peak, _level = await tone_of(
+                    modules[on_host][0], _subscribed(staying, current), 1.0
+                )
+                assert abs(peak - 440) <= 5, (tag, peak)
+        finally:
+            await feeder.stop()
+    finally:
+        for room in rooms.values():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(room.disconnect(), scaled(10.0))
+        await cluster.astop()
