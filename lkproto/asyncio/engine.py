@@ -33,7 +33,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias, assert_never
+from typing import Any, Final, Literal, TypeAlias, TypeVar, assert_never
 
 from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions, PeerState
@@ -122,6 +122,8 @@ PUBLISH_TIMEOUT_S: Final = pu.PUBLISH_TIMEOUT_S
 _CHANNEL_CLOSED_GRACE_S: Final = 1.0
 # How often the dead-transport watch looks (the rule: lkproto.core.reconnect.transport_stalled).
 _TRANSPORT_CHECK_S: Final = 1.0
+# How often a full reconnect looks whether the other participants are active again.
+_RECEIVERS_POLL_S: Final = 0.05
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
@@ -1170,7 +1172,7 @@ class Engine:
                 self._flush_publish()
                 self._emit(SignalMessageEvent(event=event))
             case sg.RequestAnswered(request_id=request_id, reason=reason, message=rr):
-                name = pb.RequestResponse.Reason.Name(reason)
+                name = _enum_name(pb.RequestResponse.Reason.Name, reason)
                 if rr.WhichOneof("request") == "add_track" and reason != pb.RequestResponse.OK:
                     # PROTOCOL-MAP §9 Publishing step 2: NOT_ALLOWED / UNSUPPORTED_TYPE.
                     self._tracker.request_refused(rr.add_track.cid, name, event.message_text, now)
@@ -1224,7 +1226,8 @@ class Engine:
         if not link.joined.done():
             link.joined.set_exception(
                 ConnectError(
-                    f"server sent leave during join: {pb.DisconnectReason.Name(event.reason)}"
+                    "server sent leave during join: "
+                    + _enum_name(pb.DisconnectReason.Name, event.reason)
                 )
             )
             return
@@ -1249,7 +1252,14 @@ class Engine:
         pc = link.subscriber if not link.single_pc else link.publisher
         if pc is None:
             return
-        answer = await pc.apply_offer(sdp)
+        try:
+            answer = await pc.apply_offer(sdp)
+        except LkError as exc:
+            # An offer aiortc cannot apply (empty or malformed SDP; found by
+            # tests/fuzz/test_hostile_server.py) leaves the connection as it was: drop it, as a
+            # bad candidate is dropped, instead of ending this task with an unretrieved error.
+            _log.warning("= ignoring an offer from the server: %s", exc)
+            return
         self._sync_receiving(link, pc)
         link.negotiator.local_answer_sent(answer, offer_id)
         link.session.send_answer(answer, offer_id, self._loop.time())
@@ -1443,6 +1453,7 @@ class Engine:
                         await self._join(full=True)
                     finally:
                         self._attempt_window = None
+                await self._await_receivers(rc.RECEIVERS_WAIT_S)
                 self._resend(self._sender.resume(0))
                 await self._republish()
             current = self._link
@@ -1470,6 +1481,15 @@ class Engine:
         else:
             self._recoverer.attempt_failed(now, cause=cause, status=status)
         self._flush_recovery()
+
+    async def _await_receivers(self, bound_s: float) -> None:
+        """Wait, at most ``bound_s``, until the room's other participants can receive reliable
+        data (:func:`lkproto.core.reconnect.receivers_ready`)."""
+        for _ in range(int(bound_s / _RECEIVERS_POLL_S)):
+            if rc.receivers_ready(self._roster.remotes.values()):
+                return
+            await asyncio.sleep(_RECEIVERS_POLL_S)
+        _log.info("= resending although not every participant is active after %.1f s", bound_s)
 
     async def _give_up(self, attempt: asyncio.Task[None] | None) -> None:
         self._closing = True
@@ -1687,8 +1707,24 @@ def _set_sender_enabled(transceiver: Any, enabled: bool) -> None:
 
 class _ResumeRefused(ConnectError):
     def __init__(self, reason: DisconnectReasonValue) -> None:
-        super().__init__(f"resume refused: {pb.DisconnectReason.Name(reason)}")
+        super().__init__(f"resume refused: {_enum_name(pb.DisconnectReason.Name, reason)}")
         self.reason = reason
+
+
+_EnumValue = TypeVar("_EnumValue", bound=int)
+
+
+def _enum_name(name: Callable[[_EnumValue], str], value: _EnumValue) -> str:
+    """The name of a remote enum value, or its number when this build has no name for it.
+
+    Proto3 enums are open: a newer (or hostile) server may send any number, and ``Name`` raises
+    ``ValueError`` for it, which must not end the signal reader (found by
+    tests/fuzz/test_hostile_server.py: a RequestResponse with reason 77 killed it).
+    """
+    try:
+        return name(value)
+    except ValueError:
+        return str(value)
 
 
 def _is_loopback(address: str) -> bool:

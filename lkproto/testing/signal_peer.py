@@ -22,8 +22,10 @@ What it does by itself:
   silent (:attr:`SignalPeer.publish_mode`); answers metadata updates and pings.
 
 What the test scripts: :meth:`SignalConnection.send` any SignalResponse,
-:meth:`SignalConnection.leave` with any action, :meth:`SignalConnection.drop` the socket, and
-:meth:`SignalPeer.wait_for_request` what the client sent (bounded by the caller's timeout).
+:meth:`SignalConnection.send_raw` any bytes at all (truncated, mutated or replayed frames, as a
+hostile server would), :meth:`SignalConnection.leave` with any action,
+:meth:`SignalConnection.drop` the socket, and :meth:`SignalPeer.wait_for_request` what the client
+sent (bounded by the caller's timeout).
 """
 
 from __future__ import annotations
@@ -104,13 +106,26 @@ class SignalConnection:
     requests: list[pb.SignalRequest] = field(default_factory=list)
     closed: bool = False
     close_reason: str = ""
-    _to_client: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    _to_client: asyncio.Queue[bytes | str | None] = field(default_factory=asyncio.Queue)
     _to_server: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
 
     def send(self, response: pb.SignalResponse) -> None:
         """Send one frame to the client (dropped silently once closed, as a dead socket would)."""
         if not self.closed:
             self._to_client.put_nowait(encode_signal_response(response))
+
+    def send_raw(self, frame: bytes | str) -> None:
+        """Send one frame exactly as given, valid or not (a hostile server; dropped once closed).
+
+        ``str`` is a WebSocket text frame, which LiveKit never sends.
+        """
+        if not self.closed:
+            self._to_client.put_nowait(frame if isinstance(frame, str) else bytes(frame))
+
+    @property
+    def unread(self) -> int:
+        """Frames sent to the client that it has not read yet (its receive backlog)."""
+        return self._to_client.qsize()
 
     def leave(
         self,

@@ -164,3 +164,28 @@ async def test_a_room_connects_to_the_peer(monkeypatch: pytest.MonkeyPatch) -> N
         await room.disconnect()
         await peer.close()
     assert peer.requests("leave")
+
+
+async def test_send_raw_delivers_any_frame_and_unread_counts_the_backlog() -> None:
+    peer = SignalPeer()
+    try:
+        transport = await peer.connect(v1_url(), "tok", 1.0)
+        assert peer.current.unread == 1  # the JoinResponse, not read yet
+        await recv(transport)
+        assert peer.current.unread == 0
+        peer.current.send_raw(b"\xff\x01garbage")
+        peer.current.send_raw(bytearray(b"\x0a"))
+        peer.current.send_raw("text")
+        assert peer.current.unread == 3
+        async with asyncio.timeout(scaled(5)):
+            assert await transport.recv() == b"\xff\x01garbage"
+            frame = await transport.recv()
+            assert (frame, type(frame)) == (b"\x0a", bytes)
+            assert await transport.recv() == "text"
+        peer.current.drop()
+        peer.current.send_raw(b"late")  # dropped: the socket is closed
+        with pytest.raises(SignalClosed):
+            async with asyncio.timeout(scaled(5)):
+                await transport.recv()
+    finally:
+        await peer.close()
