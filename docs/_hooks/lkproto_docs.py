@@ -93,6 +93,7 @@ def _load_griffe() -> Any:
 
     return griffe.load(
         "lkproto",
+        extensions=griffe.load_extensions(SphinxRoles),
         search_paths=[str(ROOT)],
         docstring_parser="google",
         resolve_aliases=True,
@@ -342,8 +343,44 @@ def _documented_paths(package: Any) -> tuple[set[str], set[str]]:
     return {m.path for m in modules}, {f"{m.path}.{name}" for m in modules for name in m.defined}
 
 
+# Comment lines that are directives to tools, not documentation.
+_TOOL_COMMENT: Final = re.compile(r"#\s*(noqa|type:|fmt:|pragma|pyright:|mypy:|ruff:)")
+
+
+def _comment_docstring(obj: Any) -> Any:
+    """A docstring from the comment block right above an attribute, or None.
+
+    The code documents constants with comments: Sphinx's ``#:`` doc-comments, or a plain comment
+    block directly above the assignment. Griffe reads neither, so they are turned into the
+    attribute's docstring (what Sphinx autodoc does with ``#:``).
+    """
+    if obj.lineno is None or obj.filepath is None:
+        return None
+    try:
+        lines = obj.lines_collection[obj.filepath]
+    except KeyError:
+        return None
+    block: list[str] = []
+    index = obj.lineno - 2  # the line above the assignment, 0-based
+    if index >= len(lines):
+        return None  # the lines are another file's (a stub) or the object was inspected
+    while index >= 0:
+        line = lines[index].strip()
+        if not line.startswith("#") or _TOOL_COMMENT.match(line):
+            break
+        block.append(line.removeprefix("#:").removeprefix("#").strip())
+        index -= 1
+    if not any(block):
+        return None
+    text = " ".join(part for part in reversed(block) if part)
+    return griffe.Docstring(text, lineno=index + 2, endlineno=obj.lineno - 1, parent=obj)
+
+
 class SphinxRoles(griffe.Extension):
     """Griffe extension: Sphinx roles in docstrings become Markdown the site can render.
+
+    Attributes documented by comments (``#:`` or a comment block right above) get those comments
+    as their docstring first.
 
     A role whose target resolves (from the docstring's scope, or as an absolute path) to an object
     the reference documents becomes an autorefs cross-reference; any other role becomes inline
@@ -392,6 +429,8 @@ class SphinxRoles(griffe.Extension):
             return _LITERAL.sub(":\n\n", _ROLE.sub(replace, text))
 
         def walk(obj: Any) -> None:
+            if obj.docstring is None and obj.is_attribute:
+                obj.docstring = _comment_docstring(obj)
             if obj.docstring is not None:
                 obj.docstring.value = rewrite(obj, obj.docstring.value)
             for member in obj.members.values():

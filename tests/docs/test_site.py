@@ -8,7 +8,8 @@ documented). On top of it:
 * every name in the ``__all__`` of every public module of the reference sections (the scope is
   ``docs/_hooks/lkproto_docs.py``'s, the code that writes the pages) is in the built site's
   object inventory or, for generated protobuf classes, on the schema page; and every class,
-  function and method among them has a docstring (its own, or for a method one it inherits).
+  function, method and constant among them has a docstring (its own; for a method one it
+  inherits; for a constant the comment block right above it, which the site shows).
   Names that had none when this test was written are listed in ``undocumented.txt``: the list
   may only shrink (a name documented since, or gone, must leave it), so no new name goes
   undocumented;
@@ -147,7 +148,10 @@ def test_no_new_public_name_lacks_a_docstring() -> None:
         if line.strip() and not line.startswith("#")
     }
     new = sorted(missing - allowed)
-    assert not new, "public names without a docstring (write one):\n" + "\n".join(new)
+    assert not new, (
+        "public names without documentation (a docstring; for a constant a comment\n"
+        "block right above it also counts):\n" + "\n".join(new)
+    )
     stale = sorted(allowed - missing)
     assert not stale, f"documented or gone since, remove from {ALLOWLIST.name}:\n" + "\n".join(
         stale
