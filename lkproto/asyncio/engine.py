@@ -1349,19 +1349,9 @@ class Engine:
                 _log.warning("= dead-transport watch stopped: %s", exc)
                 return
             now = self._loop.time()
-            if rc.transport_stalled(
-                now=now,
-                last_heard=heard,
-                unacknowledged_bytes=waiting,
-                silence_s=rc.TRANSPORT_SILENCE_S,
-            ):
+            if rc.transport_stalled(now=now, last_heard=heard, silence_s=rc.TRANSPORT_SILENCE_S):
                 assert heard is not None
-                _log.info(
-                    "= nothing heard for %.1f s with %d reliable bytes unacknowledged: "
-                    "the transport is dead",
-                    now - heard,
-                    waiting,
-                )
+                _log.info("= nothing heard for %.1f s: the transport is dead", now - heard)
                 self._trouble(link, rc.RecoveryCause.PEER_FAILED)
                 return
 
@@ -1453,7 +1443,8 @@ class Engine:
                         await self._join(full=True)
                     finally:
                         self._attempt_window = None
-                await self._await_receivers(rc.RECEIVERS_WAIT_S)
+                if self._sender.buffered_count:
+                    await self._await_receivers(rc.RECEIVERS_WAIT_S)
                 self._resend(self._sender.resume(0))
                 await self._republish()
             current = self._link

@@ -37,7 +37,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_RECONNECT_JITTER_S",
     "FATAL_JOIN_STATUSES",
     "LEAVE_ACTION_RECOVERY",
+    "RECEIVERS_WAIT_S",
     "TRANSPORT_SILENCE_S",
     "AnyRecoveryEvent",
     "AttemptDue",
@@ -64,6 +65,7 @@ __all__ = [
     "RecoveryStarted",
     "RecoveryState",
     "choose_recovery",
+    "receivers_ready",
     "recovery_for",
     "transport_stalled",
 ]
@@ -149,34 +151,55 @@ def choose_recovery(
     return Recovery.RESUME
 
 
-# Issue 15 floor (never CONNECTED while nothing moves): how long the peer may stay silent while
-# reliable data waits for its acknowledgement. aiortc notices a dead SCTP association only after
-# its retransmissions give up and aioice fails ICE consent after ~30 s; livekit-server sends its
-# leave{RESUME} ~16 s into a UDP outage. While data is outstanding every retransmission that gets
-# through is answered by a SACK, and the server's ICE keepalives come every few seconds besides,
-# so 8 s without a single datagram is an outage, not loss (at 20 % loss both ways it takes a run
-# of lost retransmissions and keepalives together); a 5 s outage stays a stall that recovers by
-# itself, as before.
+# Issue 15 floor (never CONNECTED while nothing moves): how long the peer may stay silent before
+# the transport counts as dead. aiortc notices a dead SCTP association only after its
+# retransmissions give up, aioice fails ICE consent after ~30 s, and livekit-server sends its
+# leave{RESUME} ~16 s into a UDP outage. An idle livekit-server connection still brings a datagram
+# at least every 2 s (measured: its ICE keepalives and the answers to aioice's consent checks), and
+# a busy one far more, so 8 s without a single datagram is an outage, not loss (at 20 % loss both
+# ways it takes four keepalives and the consent traffic lost in a row); a 5 s outage stays a stall
+# that recovers by itself, as before.
 TRANSPORT_SILENCE_S: Final = 8.0
 
 
-def transport_stalled(
-    *, now: float, last_heard: float | None, unacknowledged_bytes: int, silence_s: float
-) -> bool:
-    """Whether the data transport counts as dead: data waits and the peer has gone silent.
+def transport_stalled(*, now: float, last_heard: float | None, silence_s: float) -> bool:
+    """Whether the data transport counts as dead: nothing has arrived for ``silence_s``.
 
-    Report it as :attr:`RecoveryCause.PEER_FAILED`. An idle transport never counts as dead here
-    (nothing waits, so nothing is lost; ICE consent covers it).
+    Report it as :attr:`RecoveryCause.PEER_FAILED` (a full reconnect: aiortc cannot ICE-restart).
+    Sender and receiver alike: a receiver that waited for the server's ``leave`` came back to the
+    room seconds after the senders, and the server replays only its last 2 s of reliable packets
+    to a participant that joins (PROTOCOL-MAP §3), so what was sent in between was lost.
 
     Args:
         now: current monotonic time in seconds.
         last_heard: when anything last arrived from the peer on the transport (None: unknown).
-        unacknowledged_bytes: reliable bytes sent and not yet acknowledged by the peer.
         silence_s: how long a silence counts as an outage (:data:`TRANSPORT_SILENCE_S`).
     """
-    if last_heard is None or unacknowledged_bytes <= 0:
+    if last_heard is None:
         return False
     return now - last_heard >= silence_s
+
+
+# After a full reconnect, how long the resend (and every later reliable send) may wait for the
+# room's other participants to be able to receive (see receivers_ready).
+RECEIVERS_WAIT_S: Final = 5.0
+
+
+def receivers_ready(remotes: Iterable[pb.ParticipantInfo]) -> bool:
+    """Whether every remote participant can receive reliable data now (after a full reconnect).
+
+    livekit-server forwards a sequenced reliable packet only to participants whose primary
+    transport is fully established (``ParticipantInfo.state`` ACTIVE); one that joins later gets
+    at most the last 2 s and ~100 kB of them replayed (PROTOCOL-MAP §3, server steps 5 and 8).
+    After an outage the other participants are often rejoining too, a little after us: resending
+    the undelivered packets at once would hand most of them to nobody (issue 15, 15 s outage:
+    236 of 500 lost on the receiving side). So a driver with packets to resend waits, at most
+    :data:`RECEIVERS_WAIT_S`, until this is true, then resends.
+
+    Args:
+        remotes: the remote participants as the new session sees them.
+    """
+    return all(info.state == pb.ParticipantInfo.ACTIVE for info in remotes)
 
 
 def _check_seconds(name: str, value: float) -> None:

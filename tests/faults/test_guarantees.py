@@ -16,12 +16,21 @@ a run can pass by chance (the RPC latency under loss: non-strict, an XPASS shows
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import signal
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+from livekit import rtc as lrtc
 
-from lkproto.testing import scaled
+from lkproto import rtc
+from lkproto.testing import LocalServer, scaled
 from lkproto.testing.faults import (
     FaultLab,
     Impairment,
@@ -31,6 +40,15 @@ from lkproto.testing.faults import (
     restart_fault,
     run_transfer,
 )
+from lkproto.testing.server import DEFAULT_READY_TIMEOUT_S, free_tcp_port, free_udp_port
+from tests.interop._helpers import (
+    connect_official,
+    connect_ours,
+    disconnect_all,
+    unique_room,
+    wait_for,
+)
+from tests.interop.test_media import publish_tone, subscribed_track, tone_of
 
 RecordProperty = Callable[[str, object], None]
 """pytest's ``record_property`` fixture."""
@@ -160,3 +178,76 @@ def test_twenty_second_udp_outage(lab: FaultLab, record_property: RecordProperty
         assert ours.resumed_after_s is not None, detail
         assert ours.failures_after_restore == 0, detail
         assert ours.leaked() == {}, detail
+
+
+async def test_server_restart_republishes_the_track_and_the_tone_returns(
+    livekit_server_binary: Path, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    # Issue 15: a published track comes back after the server is SIGKILLed and restarted (a
+    # full reconnect: ``local_track_republished`` with a new SID) and its tone is heard again at
+    # its frequency by the official SDK. On the host's own addresses, not in a lab namespace:
+    # the official SDK's media needs a non-loopback interface, and only the server is faulted.
+    server = LocalServer(
+        binary=livekit_server_binary,
+        log_dir=tmp_path / "server",
+        ready_timeout=scaled(DEFAULT_READY_TIMEOUT_S),
+        # Fixed ports: the restarted server must be where the clients reconnect to.
+        port=free_tcp_port(),
+        udp_port=free_udp_port(),
+    )
+    await server.astart()
+    ours = theirs = None
+    feeder = None
+    try:
+        name = unique_room("restart-media")
+        republished: list[tuple[Any, str]] = []
+        ours = rtc.Room()
+        ours.on("local_track_republished", lambda pub, old: republished.append((pub, old)))
+        ours = await connect_ours(server, "lk", name, room=ours)
+        theirs = await connect_official(server, "official", name)
+        feeder = await publish_tone(rtc, ours, 440)
+        first_sid = feeder.publication.sid
+        track = await subscribed_track(theirs, "audio")
+        peak, _ = await tone_of(lrtc, track, seconds=1.0)
+        assert abs(peak - 440) <= 5, peak
+
+        killed = time.monotonic()
+        await asyncio.to_thread(_kill_and_restart, server)
+        await wait_for(lambda: republished, 30, "local_track_republished")
+        republished_after = time.monotonic() - killed
+        pub, previous = republished[0]
+        assert (previous, pub.sid != first_sid) == (first_sid, True)
+        assert list(ours.local_participant.track_publications) == [pub.sid]
+        assert ours.connection_state == rtc.ConnectionState.CONN_CONNECTED
+
+        def new_track() -> Any:
+            remote = theirs.remote_participants.get("lk") if theirs is not None else None
+            found = remote.track_publications.get(pub.sid) if remote else None
+            return found.track if found is not None else None
+
+        await wait_for(new_track, 30, "the official SDK subscribed to the republished track")
+        peak, _ = await tone_of(lrtc, new_track(), seconds=1.0)
+        heard_after = time.monotonic() - killed
+        record_property(
+            "restart_media", json.dumps({"republished_s": republished_after, "tone_s": heard_after})
+        )
+        print(
+            f"\nserver restart: track republished {republished_after:.2f} s after the kill, "
+            f"440 Hz heard again by {heard_after:.2f} s (peak {peak:.1f} Hz)"
+        )
+        assert abs(peak - 440) <= 5, peak
+    finally:
+        if feeder is not None:
+            await feeder.stop()
+        await disconnect_all(ours, theirs)
+        await server.astop()
+
+
+def _kill_and_restart(server: LocalServer) -> None:
+    """SIGKILL the server (no leave for anyone) and start it again on the same ports and keys."""
+    pid = server.pid
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    server.stop()
+    server.start()
