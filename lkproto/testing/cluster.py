@@ -92,6 +92,8 @@ __all__ = [
 ]
 
 DEFAULT_NODES: Final = 2
+"""Nodes of a :class:`LocalCluster` unless told otherwise: the smallest cluster, one node to host
+a room and one to relay."""
 
 NODES_KEY: Final = "nodes"
 """Redis hash node id -> ``Node`` (upstream ``pkg/routing/redisrouter.go`` ``NodesKey``)."""
