@@ -12,6 +12,8 @@ Adapters:
 - ``livekit-python``: :class:`SdkClient` over the official ``livekit.rtc`` (imported lazily).
 - ``livekit-js``: :class:`BrowserClient`, livekit-client in headless Chromium through the
   interop browser harness (``tests/interop/browser``), loaded by path when it is present.
+- ``livekit-go`` and ``livekit-node``: server-sdk-go and @livekit/rtc-node in a child process
+  each, driven over JSON lines (:mod:`lkproto.conformance.process_adapters`).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ class DataMsg:
     payload: bytes
     sender: str | None
     topic: str
-    reliable: bool
+    reliable: bool | None
+    """``None``: the SDK does not report the packet's kind (server-sdk-go)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1107,10 +1110,22 @@ def _adapters() -> dict[str, Callable[[BrowserPool], ClientFactory]]:
     def js(pool: BrowserPool) -> ClientFactory:
         return lambda identity: BrowserClient(identity, pool)
 
+    def go(pool: BrowserPool) -> ClientFactory:
+        from lkproto.conformance.process_adapters import go_factory
+
+        return go_factory()
+
+    def node(pool: BrowserPool) -> ClientFactory:
+        from lkproto.conformance.process_adapters import node_factory
+
+        return node_factory()
+
     return {
         "lkproto": lambda pool: lkproto_client,
         "livekit-python": lambda pool: livekit_python_client,
         "livekit-js": js,
+        "livekit-go": go,
+        "livekit-node": node,
     }
 
 

@@ -4,7 +4,7 @@ sequence continuity across a signal resume (PROTOCOL-MAP §3, §4, §10)."""
 from __future__ import annotations
 
 from lkproto.conformance._context import Context
-from lkproto.conformance._registry import scenario
+from lkproto.conformance._registry import Unsupported, scenario
 from lkproto.conformance.adapters import Client, DataMsg
 from lkproto.conformance.scenarios._util import check
 
@@ -17,6 +17,12 @@ _LOSSY_TRIES = 10
 
 def _on(received: list[DataMsg], topic: str) -> list[DataMsg]:
     return [m for m in received if m.topic == topic]
+
+
+def _kind_reported(got: list[DataMsg]) -> list[DataMsg]:
+    if any(m.reliable is None for m in got):
+        raise Unsupported("the SDK does not report a received packet's kind")
+    return got
 
 
 async def _wait_data(ctx: Context, who: Client, topic: str, count: int = 1) -> list[DataMsg]:
@@ -54,7 +60,7 @@ async def reliable_receive(ctx: Context) -> None:
     await _wait_data(ctx, client, "rel")
     await ctx.settle(0.3)
     await client.poll()
-    got = _on(client.received, "rel")
+    got = _kind_reported(_on(client.received, "rel"))
     check(len(got) == 1, f"client received {len(got)} copies")
     check(got[0].payload == payload, "payload corrupted")
     check(got[0].reliable, "reported as lossy")
@@ -83,7 +89,7 @@ async def lossy_receive(ctx: Context) -> None:
         await ctx.bounded(
             peer.publish_data(f"lossy-{i}".encode(), reliable=False, topic="lossy"), "publish"
         )
-    got = await _wait_data(ctx, client, "lossy")
+    got = _kind_reported(await _wait_data(ctx, client, "lossy"))
     check(all(not m.reliable for m in got), "a lossy packet was reported as reliable")
 
 
