@@ -60,6 +60,7 @@ from aiortc import (
 from aiortc import rtcsctptransport as _sctp
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
 
 from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.core import sctp as sctp_timing
@@ -70,20 +71,22 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "InboundStream",
     "NominatedPair",
+    "RidTaggingTransport",
     "TrickledGathering",
     "check_versions",
     "compatible_release",
     "count_received_bytes",
     "current_encoder",
-    "finish_gather_on_cancel",
     "h264_packetize",
     "ice_role",
     "inbound_streams",
+    "intercept_send",
     "nominated_pair",
     "order_inbound_by_ssn",
     "preset_encoder",
     "scope_ice_connection",
     "sctp_unacknowledged_bytes",
+    "send_sender_report",
     "sender_enabled",
     "set_sender_enabled",
     "take_force_keyframe",
@@ -633,10 +636,6 @@ def trickle_server_reflexive(
             await inner()
         finally:
             connection.stun_server = server
-        if connection._closing:
-            # Closed while a cancelled gather finished (finish_gather_on_cancel): no queries on
-            # sockets that are being closed.
-            return
         for protocol in list(connection._protocols):
             local = getattr(protocol, "local_candidate", None)
             if (
@@ -649,70 +648,6 @@ def trickle_server_reflexive(
 
     setattr(connection, "gather_candidates", gather_candidates)  # noqa: B010
     return handle
-
-
-# -- aioice Connection: host sockets of a cancelled gather closed (issue 15, churn) -------------
-
-_SHIELD_MARK: Final = "__lkproto_gather_shield__"
-_FINISHING: Final[set[asyncio.Task[None]]] = set()
-"""Gathers whose caller was cancelled, kept referenced until they end (see below)."""
-
-
-def finish_gather_on_cancel(transport: RTCIceTransport) -> None:
-    """Make a cancelled gather close the host sockets it already bound.
-
-    aioice 0.13.0 binds one UDP socket per host address in a loop and registers them on the
-    connection (``Connection._protocols``, which ``close()`` closes) only after the loop
-    (``aioice/ice.py (Connection.get_component_candidates)``); each bind awaits a loop turn. A
-    ``setLocalDescription`` cancelled inside that loop (a ``Room.connect`` cancelled early)
-    therefore leaked the sockets bound so far: issue 15's churn measured 10 more fds after 1,000
-    cancelled connects.
-
-    On this instance only, ``gather_candidates`` is shadowed (outermost, so apply it after
-    :func:`scope_ice_connection` and :func:`trickle_server_reflexive`) by one that runs the gather
-    in a task and shields it: the caller is cancelled at once, the gather goes on to the end of
-    its bind loop (no network waits there: STUN is trickled, see
-    :func:`trickle_server_reflexive`), and if the connection was closed meanwhile the sockets it
-    registered are closed then.
-
-    Args:
-        transport: an ICE transport of an ``RTCPeerConnection`` lkproto created, not yet gathered.
-
-    Raises:
-        LkError: the internals above are gone.
-    """
-    connection = getattr(transport.iceGatherer, "_connection", None)
-    if not isinstance(connection, aioice.ice.Connection):
-        raise _internal_gone("aiortc", "RTCIceGatherer._connection")
-    if not isinstance(getattr(connection, "_protocols", None), list) or not isinstance(
-        getattr(connection, "_closing", None), bool
-    ):
-        raise _internal_gone("aioice", "Connection._protocols and Connection._closing")
-    if getattr(connection, _SHIELD_MARK, False):
-        return
-    setattr(connection, _SHIELD_MARK, True)
-    inner = connection.gather_candidates
-
-    async def close_late_sockets(inner_task: asyncio.Future[None]) -> None:
-        await asyncio.wait({inner_task})
-        if not inner_task.cancelled() and (error := inner_task.exception()) is not None:
-            logging.getLogger("lkproto.ice").debug("= a cancelled gather failed: %s", error)
-        if connection._closing:
-            protocols, connection._protocols = list(connection._protocols), []
-            for protocol in protocols:
-                await protocol.close()
-
-    async def gather_candidates() -> None:
-        inner_task = asyncio.ensure_future(inner())
-        try:
-            await asyncio.shield(inner_task)
-        except asyncio.CancelledError:
-            finishing = asyncio.ensure_future(close_late_sockets(inner_task))
-            _FINISHING.add(finishing)
-            finishing.add_done_callback(_FINISHING.discard)
-            raise
-
-    setattr(connection, "gather_candidates", gather_candidates)  # noqa: B010
 
 
 # SCTP DATA chunk flags (RFC 4960 §3.3.1): B = first fragment, E = last, U = unordered.
@@ -1432,6 +1367,189 @@ def tune_sctp(transport: RTCSctpTransport) -> None:
     setattr(transport, "_transmit", tuned.transmit)  # noqa: B010
     setattr(transport, "_data_channel_send", tuned.data_channel_send)  # noqa: B010
     setattr(transport, "_data_channel_flush", tuned.data_channel_flush)  # noqa: B010
+
+
+# -- simulcast: rid-tagged layer senders on one section (lkproto.asyncio.publish) -------------
+
+# Name-mangled private attributes of aiortc/rtcrtpsender.py (RTCRtpSender.__init__ and
+# _run_rtp, which keeps them for its RTCP sender reports), 1.16.0.
+_SENDER_NTP: Final = "_RTCRtpSender__ntp_timestamp"
+_SENDER_RTP_TS: Final = "_RTCRtpSender__rtp_timestamp"
+_SENDER_PACKETS: Final = "_RTCRtpSender__packet_count"
+_SENDER_OCTETS: Final = "_RTCRtpSender__octet_count"
+_SEND_MARK: Final = "_lkproto_send_intercepted"
+
+
+class RidTaggingTransport:
+    """Stands in for an ``RTCDtlsTransport`` under one simulcast layer's ``RTCRtpSender``.
+
+    aiortc 1.16.0's sender sets the ``sdes:mid`` header extension on its packets but never the
+    ``sdes:rtp-stream-id`` one, which livekit-server reads to tell simulcast layers apart
+    (RFC 8852; PROTOCOL-MAP §9 VideoLayer.rid). A sender hands every packet, serialised, to its
+    transport's private ``_send_rtp``; this stand-in parses each RTP packet back with aiortc's
+    ``RtpPacket.parse``, sets the rid and serialises it again before passing it on. RTCP (RFC
+    5761 §4: second byte 192..223) passes untouched. Everything else (the private
+    ``_register_rtp_sender`` that routes RTCP by SSRC back to the sender, the state, the
+    statistics) is the real transport's, looked up on it.
+
+    Args:
+        transport: the section's connected ``RTCDtlsTransport``.
+        rid: the layer's rid.
+        extensions: the header extensions of the layer sender's parameters (with the rid one).
+    """
+
+    def __init__(
+        self,
+        transport: aiortc.RTCDtlsTransport,
+        rid: str,
+        extensions: Sequence[aiortc.RTCRtpHeaderExtensionParameters],
+    ) -> None:
+        if not callable(getattr(transport, "_send_rtp", None)) or not callable(
+            getattr(transport, "_register_rtp_sender", None)
+        ):
+            raise _internal_gone("aiortc", "RTCDtlsTransport._send_rtp/_register_rtp_sender")
+        self._real = transport
+        self._rid = rid
+        self._map = aiortc.rtp.HeaderExtensionsMap()
+        self._map.configure(aiortc.RTCRtpParameters(headerExtensions=list(extensions)))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    async def _send_rtp(self, data: bytes) -> None:
+        if len(data) > 1 and 192 <= data[1] <= 223:
+            await self._real._send_rtp(data)
+            return
+        packet = aiortc.rtp.RtpPacket.parse(data, self._map)
+        packet.extensions.rtp_stream_id = self._rid
+        await self._real._send_rtp(packet.serialize(self._map))
+
+
+def intercept_send(
+    sender: RTCRtpSender,
+    on_send: Callable[[RTCRtpSendParameters], Coroutine[object, object, None]],
+) -> None:
+    """Make ``sender.send(parameters)`` call ``on_send(parameters)`` instead of starting it.
+
+    aiortc starts a transceiver's sender itself, once DTLS is up, with the parameters the
+    negotiation produced (``RTCPeerConnection.__connect`` calls ``sender.send``); there is no
+    other way to learn them (payload type, header extension ids, mid, CNAME). A simulcast
+    section's own sender must stay silent (its layers are sent by separate senders), so ``send``
+    is shadowed on this one instance. Public method, private call site: kept here with the rest.
+    """
+    if getattr(sender, _SEND_MARK, False):
+        return
+    setattr(sender, _SEND_MARK, True)
+    setattr(sender, "send", on_send)  # noqa: B010
+
+
+async def send_sender_report(sender: RTCRtpSender) -> bool:
+    """Send one RTCP sender report for ``sender`` now; False if it has sent no RTP yet.
+
+    livekit-server switches a subscriber between simulcast layers only with a recent sender
+    report of both layers (its forwarder maps their RTP clocks through the reports' NTP times;
+    without one it logs ``unavailable layer ref`` and stays on the old layer). aiortc 1.16.0
+    sends a report only every 0.5 to 1.5 s (``RTCRtpSender._run_rtcp``), from the private
+    ``__ntp_timestamp``/``__rtp_timestamp`` of its last packet and its private packet and octet
+    counters; this sends the same report on demand, through the sender's transport.
+
+    Raises:
+        LkError: this aiortc lacks those attributes.
+    """
+    ntp, rtp_ts, packets, octets = (
+        getattr(sender, name, None)
+        for name in (_SENDER_NTP, _SENDER_RTP_TS, _SENDER_PACKETS, _SENDER_OCTETS)
+    )
+    if not (
+        isinstance(ntp, int)
+        and isinstance(rtp_ts, int)
+        and isinstance(packets, int)
+        and isinstance(octets, int)
+    ):
+        raise _internal_gone("aiortc", "RTCRtpSender.__ntp_timestamp/__rtp_timestamp/counters")
+    if not ntp:
+        return False
+    report = aiortc.rtp.RtcpSrPacket(
+        ssrc=sender._ssrc,
+        sender_info=aiortc.rtp.RtcpSenderInfo(
+            ntp_timestamp=ntp,
+            rtp_timestamp=rtp_ts,
+            packet_count=packets & 0xFFFFFFFF,
+            octet_count=octets & 0xFFFFFFFF,
+        ),
+    )
+    try:
+        await sender.transport._send_rtp(bytes(report))
+    except ConnectionError:
+        return False
+    return True
+
+
+# -- RTCRtpSender: audio levelled and encoded on the event loop (issue 18, media CPU) ----------
+#
+# aiortc 1.16.0's ``RTCRtpSender._next_encoded_frame`` computes the RFC 6464 audio level of every
+# audio frame with ``aiortc.rtp.compute_audio_level_dbov`` (a pure-Python loop over the samples,
+# about as costly as the Opus encode itself) and then hands the frame to the loop's default
+# executor to encode (a future, a thread wake-up and a self-pipe write per 20 ms frame). Opus
+# frames encode in a fraction of a millisecond, less than the hop costs in a busy process.
+# :func:`encode_audio_on_loop` replaces that one method on one sender of lkproto's own with a
+# version that does the same steps with a caller-supplied encode function, on the loop.
+
+_SENDER_TRACK: Final = "_RTCRtpSender__track"
+
+AudioEncodeStep = Callable[[Encoder, object], tuple[list[bytes], int, int | None]]
+"""``(encoder, frame_or_packet) -> (payloads, rtp_timestamp, audio_level_dbov or None)``."""
+
+
+def encode_audio_on_loop(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
+    """Make ``sender`` encode its audio frames with ``encode`` on the event loop.
+
+    Replaces, on this sender only, aiortc 1.16.0's ``RTCRtpSender._next_encoded_frame``, which
+    ``_run_rtp`` awaits once per frame. The replacement keeps its contract: it reads the private
+    ``__track`` (``replaceTrack`` may change it between frames), drops the frame while the
+    private ``_enabled`` flag is False, creates ``__encoder`` with ``codecs.get_encoder`` if
+    nothing preset one (see :func:`preset_encoder`), and returns an
+    ``aiortc.rtcrtpsender.RTCEncodedFrame`` (None when no payload is ready). ``encode`` does
+    what the original split between ``compute_audio_level_dbov``, the executor and
+    ``Encoder.pack``; audio has no keyframes, so the keyframe flag is left alone.
+
+    Raises:
+        ValueError: ``sender`` is not an audio sender.
+        LkError: this aiortc lacks one of those internals.
+    """
+    if sender.kind != "audio":
+        raise ValueError(f"encode_audio_on_loop needs an audio sender, not {sender.kind!r}")
+    _require_lazy_encoder(sender)
+    names = _code_names(RTCRtpSender._next_encoded_frame)
+    encoded_frame = getattr(aiortc.rtcrtpsender, "RTCEncodedFrame", None)
+    if (
+        not hasattr(sender, _SENDER_TRACK)
+        or not hasattr(sender, _SENDER_ENABLED)
+        or _SENDER_ENABLED not in names
+        or encoded_frame is None
+        or "_next_encoded_frame" not in _code_names(RTCRtpSender._run_rtp)
+    ):
+        raise _internal_gone(
+            "aiortc", "RTCRtpSender._next_encoded_frame reading __track/_enabled/__encoder"
+        )
+
+    async def next_encoded_frame(codec: aiortc.RTCRtpCodecParameters) -> object | None:
+        data = await getattr(sender, _SENDER_TRACK).recv()
+        if not getattr(sender, _SENDER_ENABLED):
+            return None
+        encoder: Encoder | None = getattr(sender, _SENDER_ENCODER)
+        if encoder is None:
+            encoder = aiortc.codecs.get_encoder(codec)
+            setattr(sender, _SENDER_ENCODER, encoder)
+        payloads, timestamp, level = encode(encoder, data)
+        if not payloads:
+            return None
+        frame: object = encoded_frame(payloads, timestamp, level)
+        return frame
+
+    # An instance attribute shadows the class's method for this sender only; _run_rtp calls
+    # ``self._next_encoded_frame(codec)``.
+    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign,assignment]
 
 
 check_versions()

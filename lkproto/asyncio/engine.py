@@ -59,6 +59,7 @@ from lkproto.core import reliable as rl
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
+from lkproto.core.simulcast import announce_simulcast
 from lkproto.errors import (
     ConnectError,
     DecodeError,
@@ -993,7 +994,11 @@ class Engine:
         try:
             if pc is None:
                 raise ConnectError("no publisher peer connection")
-            sdp = await pc.create_offer()
+            # Simulcast layers are announced in what the server reads (core/simulcast.py).
+            sdp = announce_simulcast(
+                await pc.create_offer(),
+                {cid: m.description.simulcast_layers for cid, m in self._media.items()},
+            )
         except LkError as exc:
             link.negotiator.failed(f"cannot create an offer: {exc}", self._loop.time())
             self._flush_negotiation(link)

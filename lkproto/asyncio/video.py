@@ -44,6 +44,7 @@ from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av.stream import Stream
+from av.video.reformatter import VideoReformatter
 
 from lkproto.asyncio._seam import current_encoder, preset_encoder, take_force_keyframe
 from lkproto.errors import LocalProtocolError
@@ -57,7 +58,9 @@ __all__ = [
     "CapturedFrame",
     "EncodedVideoFeed",
     "EncodedVideoTrack",
+    "LayerTrack",
     "PtsStamper",
+    "SimulcastSplitter",
     "VideoFrameFeed",
     "VideoFrameTrack",
     "install_video_encoder",
@@ -511,3 +514,153 @@ def install_video_encoder(sender: RTCRtpSender, *, mime_type: str, bitrate: int)
     encoder = get_encoder(RTCRtpCodecParameters(mimeType=mime_type, clockRate=VIDEO_CLOCK_RATE_HZ))
     encoder.target_bitrate = bitrate  # type: ignore[attr-defined]
     preset_encoder(sender, encoder)
+
+
+class SimulcastSplitter:
+    """One captured stream, several sizes: the layers of a simulcast track (core/simulcast.py).
+
+    The source's track (a :class:`VideoFrameTrack`) is read by one task; each frame is offered
+    to every running :class:`LayerTrack`, which keeps only the newest (a slow layer encoder costs
+    that layer frames, never latency) and scales it to its size when aiortc's layer sender asks
+    for it. A paused layer is offered nothing, so its sender waits in ``recv()`` and encodes
+    nothing: dynacast stops the layers no subscriber watches at no CPU cost. While every layer is
+    paused the source is not read either (its own mailbox drops the stale frames).
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        self._source = source
+        self._layers: list[LayerTrack] = []
+        self._task: asyncio.Task[None] | None = None
+        self._resumed = asyncio.Event()
+
+    @property
+    def layers(self) -> tuple[LayerTrack, ...]:
+        return tuple(self._layers)
+
+    def layer(self, width: int, height: int, max_framerate: float = 0.0) -> LayerTrack:
+        """A new layer track of ``width`` x ``height`` (``max_framerate`` 0: every frame)."""
+        track = LayerTrack(self, width, height, max_framerate)
+        self._layers.append(track)
+        return track
+
+    def _layer_changed(self) -> None:
+        if any(layer.running for layer in self._layers):
+            self._resumed.set()
+        else:
+            self._resumed.clear()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="lkproto-simulcast-splitter"
+            )
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._resumed.wait()
+                frame = await self._source.recv()
+                if not isinstance(frame, av.VideoFrame):
+                    continue  # a source of captured frames returns only these
+                for layer in self._layers:
+                    if layer.running:
+                        layer._offer(frame)
+        except MediaStreamError:
+            pass
+        finally:
+            for layer in self._layers:
+                layer._end()
+
+    def stop(self) -> None:
+        """Stop reading the source and end every layer track."""
+        if self._task is not None:
+            self._task.cancel()
+        for layer in self._layers:
+            layer._end()
+
+
+class LayerTrack(MediaStreamTrack):
+    """One simulcast layer: the newest frame of its :class:`SimulcastSplitter`, scaled.
+
+    ``recv()`` returns yuv420p frames of the layer's size with the source frame's ``pts``, at
+    most ``max_framerate`` per second (frames closer than that to the last one are skipped, as
+    the official SDKs' lower layers run at 15 and 20 fps).
+    """
+
+    kind = "video"
+
+    def __init__(
+        self, splitter: SimulcastSplitter, width: int, height: int, max_framerate: float
+    ) -> None:
+        super().__init__()
+        self.width = width
+        self.height = height
+        self._splitter = splitter
+        self._min_gap_pts = int(VIDEO_CLOCK_RATE_HZ / max_framerate) if max_framerate else 0
+        self._last_pts: int | None = None
+        self._pending: av.VideoFrame | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._running = True
+        self._ended = False
+        # Its own scaler: every layer scales the same source frame at once, in executor threads,
+        # and a frame's built-in reformat() shares one scaler (SwsContext) between them, which
+        # hung a layer for good in testing.
+        self._scaler = VideoReformatter()
+
+    @property
+    def running(self) -> bool:
+        """False while paused (dynacast: no subscriber watches this layer)."""
+        return self._running and not self._ended
+
+    def set_running(self, running: bool) -> None:
+        """Pause (no frames, so no encoding) or resume the layer."""
+        self._running = running
+        if not running:
+            self._pending = None
+        self._splitter._layer_changed()
+
+    def _offer(self, frame: av.VideoFrame) -> None:
+        pts = int(frame.pts or 0)
+        # A millisecond of slack: capture timestamps of a 15 fps source are not exact.
+        slack = VIDEO_CLOCK_RATE_HZ // 1000
+        if (
+            self._last_pts is not None
+            and self._min_gap_pts
+            and pts - self._last_pts < self._min_gap_pts - slack
+        ):
+            return
+        self._pending = frame
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def recv(self) -> av.VideoFrame:
+        """The layer's next frame.
+
+        Raises:
+            MediaStreamError: the source ended or the track was stopped.
+        """
+        self._splitter._layer_changed()
+        while self._pending is None:
+            if self._ended or self.readyState != "live":
+                raise MediaStreamError
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        frame, self._pending = self._pending, None
+        self._last_pts = int(frame.pts or 0)
+        if (frame.width, frame.height) == (self.width, self.height):
+            return frame
+        width, height, scaler = self.width, self.height, self._scaler
+        scaled = await run_conversion(
+            frame.width * frame.height,
+            lambda: scaler.reformat(frame, width=width, height=height, format="yuv420p"),
+        )
+        scaled.pts = frame.pts
+        scaled.time_base = frame.time_base
+        return scaled
+
+    def stop(self) -> None:
+        super().stop()
+        self._end()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
 from lkproto.core.durations import positive_seconds
+from lkproto.core.simulcast import SimulcastLayer
 from lkproto.errors import LocalProtocolError
 from lkproto.wire import pb
 
@@ -79,6 +80,8 @@ class TrackDescription:
         stereo: audio: two channels (``TF_STEREO``).
         preconnect_buffer: audio: the pre-connect buffer is sent (``TF_PRECONNECT_BUFFER``).
         encryption: ``pb.Encryption.Type`` of the frames (GCM when end-to-end encrypted, §11).
+        simulcast_layers: video: the layers sent when more than one (see
+            :func:`lkproto.core.simulcast.plan_layers`); empty or one: a single layer.
     """
 
     cid: str
@@ -94,12 +97,19 @@ class TrackDescription:
     stereo: bool = False
     preconnect_buffer: bool = False
     encryption: int = 0
+    simulcast_layers: tuple[SimulcastLayer, ...] = ()
+
+    @property
+    def simulcast(self) -> bool:
+        """Whether the track is sent as several simulcast layers."""
+        return self.kind == "video" and len(self.simulcast_layers) > 1
 
 
 def build_add_track_request(description: TrackDescription) -> pb.AddTrackRequest:
     """The ``AddTrackRequest`` for ``description`` (PROTOCOL-MAP §9 Publishing step 1).
 
-    Announces what aiortc sends: one HIGH layer, no simulcast, no RED, no DTX (PROTOCOL-MAP §14).
+    Announces what lkproto sends: a video track's simulcast layers (``q``/``h``/``f``, see
+    :mod:`lkproto.core.simulcast`) or one HIGH layer, no RED, no DTX (PROTOCOL-MAP §14).
 
     Raises:
         LocalProtocolError: no cid, a kind other than audio/video, or a codec aiortc cannot
@@ -138,15 +148,20 @@ def build_add_track_request(description: TrackDescription) -> pb.AddTrackRequest
             request.audio_features.append(pb.TF_PRECONNECT_BUFFER)
         return request
     request.width, request.height = d.width, d.height
-    layer = pb.VideoLayer(
-        quality=pb.HIGH,
-        width=d.width,
-        height=d.height,
-        bitrate=d.max_bitrate_bps or DEFAULT_VIDEO_BITRATE_BPS,
-    )
-    request.layers.append(layer)
+    if d.simulcast:
+        layers = [layer.to_video_layer() for layer in d.simulcast_layers]
+    else:
+        layers = [
+            pb.VideoLayer(
+                quality=pb.HIGH,
+                width=d.width,
+                height=d.height,
+                bitrate=d.max_bitrate_bps or DEFAULT_VIDEO_BITRATE_BPS,
+            )
+        ]
+    request.layers.extend(layers)
     codec = request.simulcast_codecs.add(codec=d.mime_type.split("/")[1].lower(), cid=d.cid)
-    codec.layers.append(layer)
+    codec.layers.extend(layers)
     return request
 
 

@@ -20,9 +20,11 @@ from lkproto.asyncio.streams import StreamSender, StreamSendError, recipients_fo
 from lkproto.core import streams as cs
 from lkproto.core.publish import TrackDescription
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
+from lkproto.core.simulcast import SimulcastLayer, plan_layers
 from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
 from lkproto.rtc import events as ev
 from lkproto.rtc._enum import ProtoEnum
+from lkproto.rtc._options import refuse
 from lkproto.rtc.data_stream import (
     ByteStreamInfo,
     ByteStreamWriter,
@@ -542,9 +544,10 @@ class LocalParticipant(Participant):
     ) -> LocalTrackPublication:
         """Publish a local audio or video track (official shape).
 
-        Opus for audio (mono sources encoded as mono), VP8 or H.264 single layer for video per
-        ``options.video_codec``. The announcement matches what aiortc sends: no simulcast, no
-        RED, no DTX (PROTOCOL-MAP §14).
+        Opus for audio (mono sources encoded as mono), VP8 or H.264 for video per
+        ``options.video_codec``, in simulcast layers when ``options.simulcast`` (see
+        :mod:`lkproto.core.simulcast`). The announcement matches what is sent: no RED, no DTX
+        (PROTOCOL-MAP §14).
 
         Raises:
             lkproto.errors.RequestRejectedError: the server refused (e.g. ``NOT_ALLOWED`` when
@@ -557,6 +560,9 @@ class LocalParticipant(Participant):
         description = dataclasses.replace(
             _track_description(track, opts), encryption=self._encryption
         )
+        if description.simulcast and description.encryption:
+            # The layers' own senders bypass the E2EE frame cryptor (lkproto.asyncio.publish).
+            refuse("TrackPublishOptions.simulcast", "simulcast layers are not end-to-end encrypted")
         info = await self._engine.publish_track(
             description, track._media, media_factory=track.source._media_track
         )
@@ -1087,8 +1093,9 @@ _VIDEO_MIME = {VideoCodec.VP8: "video/VP8", VideoCodec.H264: "video/H264"}
 
 def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDescription:
     """The public publish options as the plain description lkproto.core.publish announces (and
-    lkproto.asyncio.publish prepares the sender from). ``simulcast``/``red``/``dtx`` were
-    already warned about once when the options were set (lkproto.rtc.track)."""
+    lkproto.asyncio.publish prepares the sender from). ``red``/``dtx`` were already warned about
+    once when the options were set (lkproto.rtc.track); ``simulcast`` plans the layers (one
+    layer for a source smaller than 480 pixels, as the official SDKs)."""
     if track.kind != TrackKind.KIND_VIDEO:
         channels = int(getattr(track.source, "num_channels", 1))
         return TrackDescription(
@@ -1113,6 +1120,15 @@ def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDes
         raise LocalProtocolError(
             f"aiortc can publish VP8 or H264 only, not {VideoCodec(opts.video_codec).name}"
         )
+    width = int(getattr(track.source, "width", 0))
+    height = int(getattr(track.source, "height", 0))
+    bitrate = opts.video_encoding.max_bitrate if opts.video_encoding else 0
+    layers: tuple[SimulcastLayer, ...] = ()
+    if opts.simulcast:
+        if isinstance(encoded, str):
+            refuse("TrackPublishOptions.simulcast", "a pre-encoded source sends one layer")
+        if width > 0 and height > 0:
+            layers = plan_layers(width, height, bitrate)
     return TrackDescription(
         cid=track.cid,
         name=track.name,
@@ -1121,7 +1137,8 @@ def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDes
         mime_type=mime,
         muted=track.muted,
         stream=opts.stream or "",
-        width=int(getattr(track.source, "width", 0)),
-        height=int(getattr(track.source, "height", 0)),
-        max_bitrate_bps=opts.video_encoding.max_bitrate if opts.video_encoding else 0,
+        width=width,
+        height=height,
+        max_bitrate_bps=bitrate,
+        simulcast_layers=layers,
     )

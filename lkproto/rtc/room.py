@@ -26,6 +26,7 @@ from lkproto.asyncio import engine as en
 from lkproto.asyncio.e2ee import E2eeDriver
 from lkproto.asyncio.fanout import FrameFanout
 from lkproto.asyncio.peer import IceServer as _PeerIceServer
+from lkproto.asyncio.publish import simulcast_of
 from lkproto.asyncio.rpc import RpcDriver
 from lkproto.asyncio.streams import INTERNAL_TOPICS, IncomingStream, StreamDriver
 from lkproto.core import reconnect as rc
@@ -33,6 +34,7 @@ from lkproto.core import roster as ro
 from lkproto.core import signal as sg
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.core.e2ee import EncryptionStateChanged
+from lkproto.core.simulcast import wanted_rids
 from lkproto.errors import ConnectError, EventQueueOverflowError, LkError, LocalProtocolError
 from lkproto.rtc import events as ev
 from lkproto.rtc import stats as _stats
@@ -211,8 +213,9 @@ class RoomOptions:
     Checked by :meth:`Room.connect` before anything is sent. ``encryption`` (or the deprecated
     ``e2ee``) encrypts data packets, streams, RPC and media frames end to end
     (:mod:`lkproto.rtc.e2ee`).
-    ``dynacast=True`` is accepted with one warning: aiortc publishes one layer per track, so there
-    is no layer to pause. ``connect_timeout`` must be a positive number of seconds when set.
+    ``dynacast=True`` pauses the encoders of simulcast layers no subscriber watches (the server's
+    ``SubscribedQualityUpdate``). ``connect_timeout`` must be a positive number of seconds when
+    set.
     """
 
     auto_subscribe: bool = True
@@ -338,6 +341,7 @@ class Room(EventEmitter[ev.EventTypes]):
         self._fanouts: dict[int, FrameFanout] = {}
         self._early_media: dict[str, en.MediaTrackReceived] = {}
         self._e2ee_manager = E2EEManager(None)
+        self._dynacast = False
         self._encrypted_participants: set[str] = set()
 
     # -- properties (official names) -------------------------------------------------------
@@ -436,6 +440,7 @@ class Room(EventEmitter[ev.EventTypes]):
         manager = E2EEManager(_e2ee_options(opts))
         engine = en.Engine(self._on_engine_event)
         self._e2ee_manager = manager
+        self._dynacast = opts.dynacast
         provider = manager._provider
         if provider is not None:
             driver = E2eeDriver(
@@ -994,6 +999,17 @@ class Room(EventEmitter[ev.EventTypes]):
                         error=pb.SubscriptionError.Name(response.err),
                     )
                 )
+        elif event.kind == "subscribed_quality_update" and local is not None and self._dynacast:
+            # Dynacast (PROTOCOL-MAP §9 VideoLayer): encode only the layers someone watches.
+            update = message.subscribed_quality_update
+            pub = local._publication(update.track_sid)
+            engine = self._engine
+            if isinstance(pub, LocalTrackPublication) and pub.track is not None and engine:
+                simulcast = simulcast_of(engine.published_sender(pub.track.cid))
+                if simulcast is not None:
+                    simulcast.set_wanted(
+                        wanted_rids(update, simulcast.description.mime_type, simulcast.layers)
+                    )
         elif event.kind == "mute" and local is not None:
             # The server (an admin) asks us to mute/unmute one of our tracks.
             pub = local._publication(message.mute.sid)
@@ -1357,12 +1373,6 @@ def _engine_options(opts: RoomOptions) -> en.EngineOptions:
         lkproto.errors.UnsupportedFeatureError: ``TRANSPORT_NOHOST``.
         LocalProtocolError: a bad ``connect_timeout`` or an unknown enum value.
     """
-    if opts.dynacast:
-        warn_once(
-            "RoomOptions.dynacast",
-            "aiortc publishes a single layer per track, so there is no layer to pause; "
-            "every published track is sent whether watched or not",
-        )
     rtc = opts.rtc_config if opts.rtc_config is not None else RtcConfiguration()
     relay_only = _relay_only(rtc) if opts.rtc_config is not None else False
     connect_timeout = optional_positive_seconds("RoomOptions.connect_timeout", opts.connect_timeout)

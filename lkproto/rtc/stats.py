@@ -240,7 +240,8 @@ class OutboundRtpStreamStats:
         mid: its SDP section.
         remote_id: the matching ``remote_inbound_rtp`` object's id, or "".
         rid: the simulcast layer's RTP stream id ("" for a single-layer track).
-        active: whether the sender is sending (false while the track is muted).
+        active: whether the sender is sending (false while the track is muted, or while
+            dynacast pauses this simulcast layer).
     """
 
     mid: str
@@ -632,17 +633,31 @@ class _Collector:
         return cid
 
     async def sender(self, sender: Any, mid: str) -> None:
+        from lkproto.asyncio.publish import simulcast_of
+
+        simulcast = simulcast_of(sender)
+        if simulcast is not None:
+            # The section's own sender stays silent; each layer has its sender (and SSRC).
+            # A layer dynacast paused is not active either.
+            for rid, layer_sender in simulcast.senders.items():
+                await self._one_sender(layer_sender, mid, rid, rid in simulcast.wanted)
+            return
+        await self._one_sender(sender, mid, "", True)
+
+    async def _one_sender(self, sender: Any, mid: str, rid: str, running: bool) -> None:
         report = await sender.getStats()
         kind = str(getattr(sender, "kind", "") or "")
         for stats in list(report.values()):
             if stats.type == "outbound-rtp":
-                self._outbound(stats, mid, kind, sender)
+                self._outbound(stats, mid, kind, sender, rid=rid, running=running)
             elif stats.type == "remote-inbound-rtp":
                 self._remote_inbound(stats, mid, kind)
             elif stats.type == "transport":
                 self._transport(stats)
 
-    def _outbound(self, stats: Any, mid: str, kind: str, sender: Any) -> None:
+    def _outbound(
+        self, stats: Any, mid: str, kind: str, sender: Any, *, rid: str, running: bool
+    ) -> None:
         from lkproto.asyncio._seam import sender_enabled
 
         enabled = sender_enabled(sender)
@@ -663,8 +678,8 @@ class _Collector:
                     outbound=OutboundRtpStreamStats(
                         mid=mid,
                         remote_id=f"{self.prefix}RI{ssrc}",
-                        rid="",
-                        active=True if enabled is None else enabled,
+                        rid=rid,
+                        active=running and (True if enabled is None else enabled),
                     ),
                 )
             )

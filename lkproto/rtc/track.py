@@ -163,17 +163,21 @@ class TrackPublishOptions:
 
     - honoured: ``video_encoding``, ``audio_encoding`` (see those classes), ``video_codec`` VP8
       (default) or H264, ``source``, ``stream``, ``preconnect_buffer`` (announced as
-      ``TF_PRECONNECT_BUFFER``; the buffer itself is :class:`lkproto.agents.PreconnectBuffer`);
+      ``TF_PRECONNECT_BUFFER``; the buffer itself is :class:`lkproto.agents.PreconnectBuffer`),
+      ``simulcast`` (the official layers ``q``/``h``/``f`` for a source of at least 480 pixels,
+      see :mod:`lkproto.core.simulcast`; refused for a pre-encoded source and with end-to-end
+      encryption);
     - refused with :class:`~lkproto.errors.UnsupportedFeatureError`: ``video_codec`` AV1, VP9,
       H265 (aiortc encodes VP8 and H.264 only), any ``frame_metadata_features`` (no frame
       metadata trailer), a ``scalability_mode`` other than single-layer ``L1T1``;
     - hints accepted with one warning each (the official SDK requests them and libwebrtc may
-      not apply them; receivers get the same media either way): ``simulcast``, ``red``, ``dtx``.
-      aiortc has none of them (PROTOCOL-MAP §14), so the announcement always says single layer,
-      ``disable_red`` and ``TF_NO_DTX``.
+      not apply them; receivers get the same media either way): ``red``, ``dtx``. aiortc has
+      neither (PROTOCOL-MAP §14), so the announcement always says ``disable_red`` and
+      ``TF_NO_DTX``.
 
     The official SDK's unset ``simulcast``/``red``/``dtx`` mean True; here they default to
-    False, which is what is sent. ``video_encoding`` and ``audio_encoding`` start as zero
+    False, which is what is sent (each simulcast layer costs an encoder in this process).
+    ``video_encoding`` and ``audio_encoding`` start as zero
     encodings (the default rates), so ``opts.video_encoding.max_bitrate = N`` works as with the
     official protobuf message.
     """
@@ -212,7 +216,7 @@ def _check_publish_option(name: str, value: object) -> None:
     elif name == "scalability_mode":
         if value not in _SINGLE_LAYER_MODES:
             refuse(feature, f"aiortc sends a single layer (L1T1), not {value!r}")
-    elif name in ("simulcast", "red", "dtx"):
+    elif name in ("red", "dtx"):
         if value:
             warn_once(feature, _HINTS[name])
     elif name == "video_encoding":
@@ -223,7 +227,6 @@ def _check_publish_option(name: str, value: object) -> None:
 
 
 _HINTS: Final = {
-    "simulcast": "aiortc encodes one layer; the track is published single-layer",
     "red": "aiortc has no RED (redundant audio); announced with disable_red",
     "dtx": "aiortc's Opus sends continuously; announced with TF_NO_DTX",
 }

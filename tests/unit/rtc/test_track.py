@@ -98,7 +98,7 @@ def test_video_announcement_is_one_high_layer(codec: str, mime: str) -> None:
     options = rtc.TrackPublishOptions(
         source=rtc.TrackSource.SOURCE_CAMERA,
         video_codec=rtc.VideoCodec[codec],
-        simulcast=True,
+        simulcast=False,
         video_encoding=rtc.VideoEncoding(max_bitrate=900_000, max_framerate=30),
     )
     request, codecs = _add_track_request(track, options)
@@ -185,7 +185,7 @@ def video_track() -> rtc.LocalVideoTrack:
     return rtc.LocalVideoTrack.create_video_track("cam", FakeSource("video", width=4, height=2))
 
 
-@pytest.mark.parametrize("field", ["simulcast", "red", "dtx"])
+@pytest.mark.parametrize("field", ["red", "dtx"])
 def test_hints_warn_once_on_construction_or_assignment(
     field: str, fresh_warnings: None, caplog: pytest.LogCaptureFixture
 ) -> None:

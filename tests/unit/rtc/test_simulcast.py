@@ -1,0 +1,45 @@
+"""TrackPublishOptions.simulcast in lkproto.rtc: honoured with the official layers, refused where
+lkproto cannot send layers."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from lkproto import rtc
+from lkproto.errors import UnsupportedFeatureError
+from lkproto.rtc.participant import _track_description
+from tests.unit.rtc.test_track import FakeSource
+
+__all__: list[str] = []
+
+
+def _video(**attrs: object) -> rtc.LocalVideoTrack:
+    return rtc.LocalVideoTrack.create_video_track("cam", FakeSource("video", **attrs))  # type: ignore[arg-type]
+
+
+def test_simulcast_plans_the_official_layers_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        options = rtc.TrackPublishOptions(simulcast=True)
+    assert not [r for r in caplog.records if "simulcast" in r.getMessage()]
+    description = _track_description(_video(width=1280, height=720), options)
+    assert description.simulcast
+    assert [(x.rid, x.width, x.height) for x in description.simulcast_layers] == [
+        ("q", 320, 180),
+        ("h", 640, 360),
+        ("f", 1280, 720),
+    ]
+    single = _track_description(_video(width=1280, height=720), rtc.TrackPublishOptions())
+    assert not single.simulcast
+    small = _track_description(_video(width=320, height=240), options)
+    assert not small.simulcast  # one layer: sent as a plain track, as the official SDKs do
+
+
+def test_a_pre_encoded_source_cannot_simulcast() -> None:
+    track = _video(width=1280, height=720)
+    track.source.codec = "vp8"  # type: ignore[attr-defined]
+    with pytest.raises(UnsupportedFeatureError, match="pre-encoded"):
+        _track_description(track, rtc.TrackPublishOptions(simulcast=True))
