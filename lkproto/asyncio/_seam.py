@@ -77,6 +77,7 @@ __all__ = [
     "compatible_release",
     "count_received_bytes",
     "current_encoder",
+    "finish_gather_on_cancel",
     "h264_packetize",
     "ice_role",
     "inbound_streams",
@@ -636,6 +637,10 @@ def trickle_server_reflexive(
             await inner()
         finally:
             connection.stun_server = server
+        if connection._closing:
+            # Closed while a cancelled gather finished (finish_gather_on_cancel): no queries on
+            # sockets that are being closed.
+            return
         for protocol in list(connection._protocols):
             local = getattr(protocol, "local_candidate", None)
             if (
@@ -648,6 +653,70 @@ def trickle_server_reflexive(
 
     setattr(connection, "gather_candidates", gather_candidates)  # noqa: B010
     return handle
+
+
+# -- aioice Connection: host sockets of a cancelled gather closed (issue 15, churn) -------------
+
+_SHIELD_MARK: Final = "__lkproto_gather_shield__"
+_FINISHING: Final[set[asyncio.Task[None]]] = set()
+"""Gathers whose caller was cancelled, kept referenced until they end (see below)."""
+
+
+def finish_gather_on_cancel(transport: RTCIceTransport) -> None:
+    """Make a cancelled gather close the host sockets it already bound.
+
+    aioice 0.13.0 binds one UDP socket per host address in a loop and registers them on the
+    connection (``Connection._protocols``, which ``close()`` closes) only after the loop
+    (``aioice/ice.py (Connection.get_component_candidates)``); each bind awaits a loop turn. A
+    ``setLocalDescription`` cancelled inside that loop (a ``Room.connect`` cancelled early)
+    therefore leaked the sockets bound so far: issue 15's churn measured 10 more fds after 1,000
+    cancelled connects.
+
+    On this instance only, ``gather_candidates`` is shadowed (outermost, so apply it after
+    :func:`scope_ice_connection` and :func:`trickle_server_reflexive`) by one that runs the gather
+    in a task and shields it: the caller is cancelled at once, the gather goes on to the end of
+    its bind loop (no network waits there: STUN is trickled, see
+    :func:`trickle_server_reflexive`), and if the connection was closed meanwhile the sockets it
+    registered are closed then.
+
+    Args:
+        transport: an ICE transport of an ``RTCPeerConnection`` lkproto created, not yet gathered.
+
+    Raises:
+        LkError: the internals above are gone.
+    """
+    connection = getattr(transport.iceGatherer, "_connection", None)
+    if not isinstance(connection, aioice.ice.Connection):
+        raise _internal_gone("aiortc", "RTCIceGatherer._connection")
+    if not isinstance(getattr(connection, "_protocols", None), list) or not isinstance(
+        getattr(connection, "_closing", None), bool
+    ):
+        raise _internal_gone("aioice", "Connection._protocols and Connection._closing")
+    if getattr(connection, _SHIELD_MARK, False):
+        return
+    setattr(connection, _SHIELD_MARK, True)
+    inner = connection.gather_candidates
+
+    async def close_late_sockets(inner_task: asyncio.Future[None]) -> None:
+        await asyncio.wait({inner_task})
+        if not inner_task.cancelled() and (error := inner_task.exception()) is not None:
+            logging.getLogger("lkproto.ice").debug("= a cancelled gather failed: %s", error)
+        if connection._closing:
+            protocols, connection._protocols = list(connection._protocols), []
+            for protocol in protocols:
+                await protocol.close()
+
+    async def gather_candidates() -> None:
+        inner_task = asyncio.ensure_future(inner())
+        try:
+            await asyncio.shield(inner_task)
+        except asyncio.CancelledError:
+            finishing = asyncio.ensure_future(close_late_sockets(inner_task))
+            _FINISHING.add(finishing)
+            finishing.add_done_callback(_FINISHING.discard)
+            raise
+
+    setattr(connection, "gather_candidates", gather_candidates)  # noqa: B010
 
 
 # SCTP DATA chunk flags (RFC 4960 §3.3.1): B = first fragment, E = last, U = unordered.

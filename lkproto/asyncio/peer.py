@@ -833,6 +833,8 @@ class PeerConnection:
                     transport, functools.partial(self._on_late_candidate, transport)
                 )
             )
+            # Outermost: a cancelled gather closes the sockets it bound (issue 15 churn).
+            _seam.finish_gather_on_cancel(transport)
 
     def _on_late_candidate(self, transport: aiortc.RTCIceTransport, candidate: Candidate) -> None:
         if self._closed:
