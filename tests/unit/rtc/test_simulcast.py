@@ -4,13 +4,20 @@ lkproto cannot send layers."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from lkproto import rtc
 from lkproto.errors import UnsupportedFeatureError
-from lkproto.rtc.participant import _track_description
+from lkproto.rtc.participant import LocalParticipant, _track_description
+from lkproto.wire import pb
+from tests.unit.rtc.test_participant import info
 from tests.unit.rtc.test_track import FakeSource
+
+if TYPE_CHECKING:
+    from lkproto.asyncio.engine import Engine
+    from lkproto.asyncio.rpc import RpcDriver
 
 __all__: list[str] = []
 
@@ -43,3 +50,16 @@ def test_a_pre_encoded_source_cannot_simulcast() -> None:
     track.source.codec = "vp8"  # type: ignore[attr-defined]
     with pytest.raises(UnsupportedFeatureError, match="pre-encoded"):
         _track_description(track, rtc.TrackPublishOptions(simulcast=True))
+
+
+class _NoEngine:
+    async def publish_track(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError("an encrypted simulcast publish must be refused before the engine")
+
+
+async def test_simulcast_with_end_to_end_encryption_is_refused() -> None:
+    me = LocalParticipant(info("me"), cast("Engine", _NoEngine()), cast("RpcDriver", None))
+    me._set_encryption(pb.Encryption.GCM)
+    track = _video(width=1280, height=720)
+    with pytest.raises(UnsupportedFeatureError, match="end-to-end"):
+        await me.publish_track(track, rtc.TrackPublishOptions(simulcast=True))
