@@ -1412,10 +1412,11 @@ def tune_sctp(transport: RTCSctpTransport) -> None:
     retransmit scan unless a chunk can be marked, I bit on a burst's last chunk),
     ``_data_channel_send``/``_data_channel_flush`` (one flush per loop turn instead of a task per
     message), ``_update_rto`` and ``_t3_expired`` (:class:`lkproto.core.sctp.RtoEstimator`:
-    RTO initial 0.5 s, floor 0.25 s, back-off), and wraps ``_receive_sack_chunk``. The
-    association's wire behaviour stays RFC 4960: reliability, ordering and congestion control
-    are aiortc's. Other associations in the process keep aiortc's methods. Call it before the
-    association starts (before ``setLocalDescription``); later calls change nothing.
+    RTO initial 0.5 s, floor 0.25 s, back-off capped at 3 s), and wraps
+    ``_receive_sack_chunk``. The association's wire behaviour stays RFC 4960: reliability,
+    ordering and congestion control are aiortc's. Other associations in the process keep
+    aiortc's methods. Call it before the association starts (before ``setLocalDescription``);
+    later calls change nothing.
 
     Raises:
         LkError: the internals above are gone.
