@@ -1003,6 +1003,12 @@ class Engine:
             link.negotiator.failed(f"cannot create an offer: {exc}", self._loop.time())
             self._flush_negotiation(link)
             return
+        if link.session.state is sg.SignalState.CLOSED:
+            # disconnect() or a leave closed the session while aiortc made the offer; send_offer
+            # would raise and end this task unretrieved (tests/fuzz/test_hostile_server.py).
+            link.negotiator.failed("the signal session closed", self._loop.time())
+            self._flush_negotiation(link)
+            return
         offer_id = link.negotiator.offer_created(sdp, self._loop.time())
         link.session.send_offer(sdp, offer_id, self._loop.time())
         self._pump(link)
@@ -1265,6 +1271,8 @@ class Engine:
             # bad candidate is dropped, instead of ending this task with an unretrieved error.
             _log.warning("= ignoring an offer from the server: %s", exc)
             return
+        if link.session.state is sg.SignalState.CLOSED:
+            return  # closed while aiortc made the answer, as in _make_offer
         self._sync_receiving(link, pc)
         link.negotiator.local_answer_sent(answer, offer_id)
         link.session.send_answer(answer, offer_id, self._loop.time())

@@ -18,6 +18,9 @@ The invariant for every input (:func:`_bombard`):
   is always followed by ``reconnected`` or ``disconnected``;
 * after ``disconnect()`` the loop holds no more tasks than before the room existed.
 
+The data-channel test sends the golden DataPackets, mutated the same ways, from the server's
+peer connection; the room must still deliver afterwards.
+
 The flood test also checks the client's memory (``tracemalloc``) stays bounded while it reads
 5,000 frames.
 """
@@ -40,6 +43,7 @@ from hypothesis import strategies as st
 
 from lkproto import rtc
 from lkproto.asyncio import engine as en
+from lkproto.asyncio.peer import LOSSY_LABEL, RELIABLE_LABEL
 from lkproto.errors import LkError
 from lkproto.rtc import room as room_module
 from lkproto.testing import SignalPeer, scaled
@@ -52,17 +56,20 @@ _FLOOD_GROWTH_LIMIT_BYTES: Final = 2 * 1024 * 1024
 """How much more the process may hold once the flood was read (frames kept would be more)."""
 
 
-def _golden_frames() -> list[bytes]:
-    """Every server-to-client SignalResponse of the golden vectors, in recorded order."""
+def _golden_frames(prefix: str) -> list[bytes]:
+    """Every golden vector whose type starts with ``prefix``, in recorded order."""
     frames: list[bytes] = []
     for path in sorted(_VECTORS_DIR.glob("*.json")):
         for vector in json.loads(path.read_text(encoding="utf-8")):
-            if vector["direction"] == "<" and vector["type"].startswith("SignalResponse."):
+            if vector["type"].startswith(prefix):
                 frames.append(bytes.fromhex(vector["hex"]))
     return frames
 
 
-GOLDEN: Final = _golden_frames()
+GOLDEN: Final = _golden_frames("SignalResponse.")
+"""The server-to-client signal frames."""
+GOLDEN_PACKETS: Final = _golden_frames("DataPacket.")
+"""Data packets, both directions (a hostile server can forward anything on the channels)."""
 _ONEOF_NUMBERS: Final = tuple(
     f.number for f in pb.SignalResponse.DESCRIPTOR.oneofs_by_name["message"].fields
 )
@@ -133,11 +140,11 @@ def _unknown_enums(message: Any, value: int) -> None:
             setattr(message, descriptor.name, value)
 
 
-def unknown_enums(frame: bytes, pick: int) -> bytes:
+def unknown_enums(frame: bytes, pick: int, message_type: Any = pb.SignalResponse) -> bytes:
     """The frame decoded, every singular enum (set or not) given an unknown value, re-encoded."""
-    message = pb.SignalResponse.FromString(frame)
+    message = message_type.FromString(frame)
     _unknown_enums(message, (77, 999, 2**31 - 1, -1)[pick % 4])
-    return message.SerializeToString()
+    return bytes(message.SerializeToString())
 
 
 def truncated(frame: bytes, pick: int) -> bytes:
@@ -342,3 +349,52 @@ def test_a_flood_is_read_with_bounded_memory(
         tracemalloc.stop()
     connected, drained = memory
     assert drained - connected < _FLOOD_GROWTH_LIMIT_BYTES, (connected, drained)
+
+
+_PACKET_MUTATIONS: Final[dict[str, Callable[[bytes, int], bytes]]] = {
+    "truncated": truncated,
+    "flipped": flipped,
+    "unknown_enums": lambda frame, pick: unknown_enums(frame, pick, pb.DataPacket),
+    "verbatim": verbatim,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_PACKET_MUTATIONS))
+def test_mutated_golden_packets_on_the_data_channels(
+    in_memory: list[SignalPeer], kind: str
+) -> None:
+    """The same invariant for the data channels: the server's peer connection sends the golden
+    DataPackets mutated on ``_reliable`` and ``_lossy``; afterwards the room still delivers."""
+    rng = random.Random(kind)
+    packets = [_PACKET_MUTATIONS[kind](p, rng.randrange(2**16)) for p in GOLDEN_PACKETS]
+    rng.shuffle(packets)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[str] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(str(context)))
+        peer = SignalPeer(identity="target")
+        in_memory.append(peer)
+        room = rtc.Room()
+        try:
+            async with asyncio.timeout(scaled(20)):
+                await room.connect("ws://hostile.invalid", "token")
+                await room.local_participant.publish_data(b"first", topic="probe")
+                await peer.wait_until(lambda: len(peer.data_packets) >= 1)
+                server = peer.peer_connection
+                assert server is not None
+                for index, packet in enumerate(packets):
+                    server.send(RELIABLE_LABEL if index % 2 else LOSSY_LABEL, packet)
+                    await asyncio.sleep(0)
+                await room.local_participant.publish_data(b"second", topic="probe")
+                await peer.wait_until(
+                    lambda: any(p.user.payload == b"second" for _, p in peer.data_packets)
+                )
+            assert room.connection_state == rtc.ConnectionState.CONN_CONNECTED
+        finally:
+            async with asyncio.timeout(scaled(10)):
+                await room.disconnect()
+                await peer.close()
+        assert errors == [], errors
+
+    _run(go)
