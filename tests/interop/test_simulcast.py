@@ -1,7 +1,8 @@
 """Simulcast publishing against a real livekit-server and the official SDK (issue 17 item 1).
 
-lkproto publishes a 1280x720 camera with ``TrackPublishOptions(simulcast=True)``: three layers
-(320x180, 640x360, 1280x720, rids q/h/f). The official SDK subscribes and asks for LOW, then
+lkproto publishes a 1280x720 camera (VP8, and H.264) with ``TrackPublishOptions(simulcast=True)``:
+three layers (320x180, 640x360, 1280x720, rids q/h/f). The official SDK subscribes and asks for
+LOW, then
 HIGH, with ``RemoteTrackPublication.set_video_quality``; the frames it decodes must change to the
 low, then the full size. With ``RoomOptions(dynacast=True)`` and the only subscriber on LOW, the
 server's ``SubscribedQualityUpdate`` must leave only the ``q`` layer encoding: the other layers'
@@ -37,7 +38,7 @@ WINDOW_S = 5.0
 
 @contextlib.asynccontextmanager
 async def publishing(
-    server: LocalServer, *, dynacast: bool
+    server: LocalServer, *, dynacast: bool, codec: int = rtc.VideoCodec.VP8
 ) -> AsyncIterator[tuple[rtc.Room, lrtc.Room, rtc.LocalVideoTrack]]:
     name = unique_room("simulcast")
     ours: rtc.Room | None = None
@@ -55,7 +56,9 @@ async def publishing(
         track = rtc.LocalVideoTrack.create_video_track("camera", source)
         await ours.local_participant.publish_track(
             track,
-            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=True),
+            rtc.TrackPublishOptions(
+                source=rtc.TrackSource.SOURCE_CAMERA, simulcast=True, video_codec=codec
+            ),
         )
         feed = asyncio.ensure_future(_moving_picture(source))
         theirs = await connect_official(server, "sdk", name)
@@ -116,10 +119,11 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@pytest.mark.parametrize("codec", [rtc.VideoCodec.VP8, rtc.VideoCodec.H264], ids=["VP8", "H264"])
 async def test_official_subscriber_switches_between_low_and_high(
-    livekit_server: LocalServer,
+    livekit_server: LocalServer, codec: int
 ) -> None:
-    async with publishing(livekit_server, dynacast=False) as (ours, theirs, track):
+    async with publishing(livekit_server, dynacast=False, codec=codec) as (ours, theirs, track):
         remote = await subscribed_track(theirs, "video")
         publication = next(
             pub
