@@ -67,7 +67,6 @@ from media import (
     Client,
     audio_pcm_frames,
     cancel_on_sigterm,
-    force_max_bundle,
     video_rgba_frames,
 )
 
@@ -339,7 +338,6 @@ async def run(args: argparse.Namespace) -> int:
                 expect_audio=args.audio_tracks,
                 expect_video=int(args.video),
                 cpu=sub_cpu,
-                max_bundle=not args.no_max_bundle,
             )
         )
         client: Client | None = None
@@ -362,10 +360,18 @@ async def run(args: argparse.Namespace) -> int:
             await sub.expect("ready", 90.0)
             await asyncio.sleep(args.warmup)
 
-            c0, t0 = _cpu_s(), time.monotonic()
+            c0, t0, f0 = _cpu_s(), time.monotonic(), _audio_frames_sent(client)
             await asyncio.sleep(args.measure)
             cpu_per_s = (_cpu_s() - c0) / (time.monotonic() - t0)
-            print(f"unprofiled: {cpu_per_s:.3f} CPU-s/s over {args.measure:g} s", file=sys.stderr)
+            frames = _audio_frames_sent(client) - f0
+            # CPU per frame the senders actually read: on a loaded machine a starved publisher
+            # sends fewer frames (skipping slots), which CPU-s/s alone hides.
+            per_frame = f"{1e6 * cpu_per_s * args.measure / frames:.0f} us/frame" if frames else "-"
+            print(
+                f"unprofiled: {cpu_per_s:.3f} CPU-s/s over {args.measure:g} s; {frames} audio "
+                f"frames read by the senders ({per_frame}); load average {os.getloadavg()[0]:.2f}",
+                file=sys.stderr,
+            )
 
             main_profile = cProfile.Profile(timer) if timer else cProfile.Profile()
             c0, t0 = _cpu_s(), time.monotonic()
@@ -402,6 +408,14 @@ async def run(args: argparse.Namespace) -> int:
                 await client.close()
             await sub.close()
     return 0
+
+
+def _audio_frames_sent(client: Client) -> int:
+    """20 ms frames the audio senders have read from lkproto's tracks so far."""
+    return sum(
+        getattr(getattr(source, "_track", None), "frames_sent", 0)
+        for source in client.audio_sources
+    )
 
 
 def _sources_line(client: Client, timer: str) -> str:
@@ -452,14 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--dump", type=Path, help="write the merged pstats here")
-    parser.add_argument("--no-max-bundle", action="store_true", help="see media.py")
     args = parser.parse_args(argv)
     if args.pin != "none":
         usable = sorted(os.sched_getaffinity(0))
         if usable:
             os.sched_setaffinity(0, {usable[0]})  # before any thread exists
-    if not args.no_max_bundle:
-        force_max_bundle()
     import lkproto
 
     print(f"lkproto from {Path(lkproto.__file__).parent}", file=sys.stderr)

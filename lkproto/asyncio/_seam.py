@@ -45,7 +45,10 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 import aioice.ice
+import aiortc.codecs
+import aiortc.jitterbuffer
 import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
 import aiortc.rtcsctptransport
 import aiortc.rtp
 import google_crc32c
@@ -69,6 +72,7 @@ from lkproto.errors import LkError, UnsupportedDependencyError
 __all__ = [
     "STUN_QUERY_TIMEOUT_S",
     "SUPPORTED_VERSIONS",
+    "AudioEncodeStep",
     "InboundStream",
     "NominatedPair",
     "RidTaggingTransport",
@@ -77,6 +81,8 @@ __all__ = [
     "compatible_release",
     "count_received_bytes",
     "current_encoder",
+    "decode_audio_on_loop",
+    "encode_audio_on_loop",
     "finish_gather_on_cancel",
     "h264_packetize",
     "ice_role",
@@ -1620,6 +1626,84 @@ def encode_audio_on_loop(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
     # An instance attribute shadows the class's method for this sender only; _run_rtp calls
     # ``self._next_encoded_frame(codec)``.
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign,assignment]
+
+
+# -- RTCRtpReceiver: audio decoded on the event loop (issue 18, media CPU) ---------------------
+#
+# aiortc 1.16.0's ``RTCRtpReceiver`` hands every reassembled frame to a decoder thread of its own
+# (``decoder_worker``) through ``__decoder_queue``, and the thread hands each decoded frame back
+# with ``asyncio.run_coroutine_threadsafe(output_q.put(frame), loop)``: a coroutine, a task, a
+# concurrent future and a self-pipe wake-up per 20 ms of audio, several times what decoding the
+# Opus frame costs. :func:`decode_audio_on_loop` decodes audio where the frame is reassembled.
+
+_media_log: Final = logging.getLogger("lkproto.media")
+
+
+def decode_audio_on_loop(receiver: RTCRtpReceiver) -> bool:
+    """Make ``receiver`` decode its audio frames on the event loop instead of its thread.
+
+    Shadows, on this receiver's private ``__decoder_queue`` only, ``put``, which aiortc 1.16.0's
+    ``RTCRtpReceiver._handle_rtp_packet`` calls on the loop with ``(codec, JitterFrame)`` (the
+    timestamp already mapped). The replacement decodes with ``aiortc.codecs.get_decoder(codec)``
+    (one decoder per codec name, as ``decoder_worker`` keeps) and puts the frames into the remote
+    track's ``_queue`` with ``put_nowait``, where the thread's coroutine would have put them. A
+    frame that fails to decode is logged and skipped, as the thread does. The end-of-track
+    ``None`` still goes to the thread, which then ends the track as before; so does every frame
+    while a frame transform (:func:`transform_decoder_input`, end-to-end encryption) is
+    installed, because that transform runs on the thread.
+
+    Returns:
+        True if installed (or already installed); False if the thread has already been given
+        frames, which would then be delivered out of order with the inline ones (the receiver
+        is left as it is).
+
+    Raises:
+        ValueError: ``receiver`` is not an audio receiver.
+        LkError: this aiortc does not decode through that queue and track queue.
+    """
+    if receiver.track is None or receiver.track.kind != "audio":
+        raise ValueError("decode_audio_on_loop needs an audio receiver")
+    input_q = getattr(receiver, _RECEIVER_DECODER_QUEUE, None)
+    output_q = getattr(receiver.track, "_queue", None)
+    worker_names = _code_names(aiortc.rtcrtpreceiver.decoder_worker)
+    if (
+        not isinstance(input_q, queue.Queue)
+        or not isinstance(output_q, asyncio.Queue)
+        or "put" not in _code_names(RTCRtpReceiver._handle_rtp_packet)
+        or not {"get_decoder", "decode", "run_coroutine_threadsafe"} <= set(worker_names)
+    ):
+        raise _internal_gone(
+            "aiortc", "RTCRtpReceiver.__decoder_queue feeding decoder_worker and track._queue"
+        )
+    if "put" in vars(input_q):
+        return True
+    if input_q.unfinished_tasks:  # every put counts; decoder_worker never calls task_done
+        return False
+    import av  # loaded by now: the receiver negotiated media
+
+    original_put = input_q.put
+    decoders: dict[str, aiortc.codecs.base.Decoder] = {}
+
+    def put(item: object, block: bool = True, timeout: float | None = None) -> None:
+        if item is None or "get" in vars(input_q):
+            original_put(item, block, timeout)
+            return
+        codec: aiortc.RTCRtpCodecParameters
+        encoded_frame: aiortc.jitterbuffer.JitterFrame
+        codec, encoded_frame = item  # type: ignore[misc]
+        decoder = decoders.get(codec.name)
+        if decoder is None:
+            decoder = decoders[codec.name] = aiortc.codecs.get_decoder(codec)
+        try:
+            frames = decoder.decode(encoded_frame)
+        except av.FFmpegError as exc:
+            _media_log.warning("- could not decode an audio frame: %s", exc)
+            return
+        for frame in frames:
+            output_q.put_nowait(frame)
+
+    input_q.put = put  # type: ignore[method-assign]
+    return True
 
 
 check_versions()

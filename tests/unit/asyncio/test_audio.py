@@ -9,15 +9,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from fractions import Fraction
+from typing import Any
 
 import aiortc
 import av
 import numpy as np
 import pytest
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.mediastreams import (
+    AudioStreamTrack,
+    MediaStreamError,
+    MediaStreamTrack,
+    VideoStreamTrack,
+)
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
+from aiortc.rtp import compute_audio_level_dbov
 
-from lkproto.asyncio import audio
+from lkproto.asyncio import _seam, audio
 from lkproto.asyncio._seam import current_encoder, preset_encoder
 from lkproto.asyncio.audio import (
     DEFAULT_OPUS_BITRATE,
@@ -25,6 +35,8 @@ from lkproto.asyncio.audio import (
     AudioSourceTrack,
     OpusEncoder,
     PlayoutBuffer,
+    audio_level_dbov,
+    encode_on_loop,
     install_opus_encoder,
     mono_to_stereo,
 )
@@ -454,5 +466,216 @@ async def test_install_fails_clearly_when_aiortc_internals_change(
         await pc.close()
 
 
+# --- encoding on the event loop (issue 18) --------------------------------------------------
+
+OPUS_CODEC = RTCRtpCodecParameters(
+    mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111
+)
+
+
+class ToneTrack(MediaStreamTrack):
+    """Yields 20 ms mono frames of a 1 kHz tone at once (no pacing), counting reads."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames = list(pcm_frames(tone(1000, RATE, 1.0), 1))
+        self.reads = 0
+
+    async def recv(self) -> av.AudioFrame:
+        frame = self.frames[self.reads % len(self.frames)]
+        self.reads += 1
+        return frame
+
+
+async def _encoded(sender: aiortc.RTCRtpSender) -> Any:
+    return await asyncio.wait_for(sender._next_encoded_frame(OPUS_CODEC), scaled(5))
+
+
+async def test_installed_sender_encodes_on_the_loop_with_the_level_aiortc_computes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        track = ToneTrack()
+        sender = pc.addTrack(track)
+        install_opus_encoder(sender, channels=1, bitrate=32_000)
+        loop = asyncio.get_running_loop()
+
+        def no_executor(*args: object) -> None:
+            raise AssertionError("the audio frame went to the executor")
+
+        monkeypatch.setattr(loop, "run_in_executor", no_executor)
+        reference = OpusEncoder(channels=1, bitrate=32_000)  # libopus is deterministic
+        levels = []
+        for index in range(5):
+            frame = await _encoded(sender)
+            assert frame is not None
+            assert frame.payloads == reference.encode(track.frames[index])[0]
+            assert frame.timestamp == index * SAMPLES_PER_FRAME
+            levels.append(frame.audio_level)
+        assert levels == [compute_audio_level_dbov(f) for f in track.frames[:5]]
+        assert levels[0] in (-14, -13)  # a 0.3 full-scale sine: RMS 0.212, -13.5 dBov
+        assert isinstance(current_encoder(sender), OpusEncoder)
+    finally:
+        await pc.close()
+
+
+async def test_on_loop_sender_still_drops_frames_while_disabled_and_follows_replace_track() -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        track = ToneTrack()
+        sender = pc.addTrack(track)
+        install_opus_encoder(sender, channels=1, bitrate=32_000)
+        assert _seam.set_sender_enabled(sender, False)
+        assert await _encoded(sender) is None
+        assert track.reads == 1  # read, so nothing piles up, and dropped
+        assert _seam.set_sender_enabled(sender, True)
+        other = ToneTrack()
+        sender.replaceTrack(other)
+        assert await _encoded(sender) is not None
+        assert (track.reads, other.reads) == (1, 1)
+    finally:
+        await pc.close()
+
+
+async def test_on_loop_sender_creates_aiortcs_encoder_when_none_was_preset() -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        sender = pc.addTrack(ToneTrack())
+        _seam.encode_audio_on_loop(sender, encode_on_loop)
+        frame = await _encoded(sender)
+        assert frame is not None
+        assert frame.payloads
+        assert isinstance(current_encoder(sender), AiortcOpusEncoder)
+    finally:
+        await pc.close()
+
+
+def test_encode_on_loop_passes_packets_through_without_a_level() -> None:
+    packet = av.Packet(b"\x78\x01\x02")
+    assert encode_on_loop(OpusEncoder(), packet) == ([b"\x78\x01\x02"], 0, None)
+    with pytest.raises(TypeError, match="str"):
+        encode_on_loop(OpusEncoder(), "not a frame")
+
+
+async def test_encode_on_loop_refuses_video_and_changed_internals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        with pytest.raises(ValueError, match="audio sender"):
+            _seam.encode_audio_on_loop(pc.addTrack(VideoStreamTrack()), encode_on_loop)
+        sender = pc.addTrack(AudioStreamTrack())
+        monkeypatch.delattr(aiortc.rtcrtpsender, "RTCEncodedFrame")
+        with pytest.raises(LkError, match="_next_encoded_frame"):
+            _seam.encode_audio_on_loop(sender, encode_on_loop)
+    finally:
+        await pc.close()
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("amp", [0.0, 1e-5, 0.001, 0.3, 1.0])
+def test_audio_level_equals_aiortcs(channels: int, amp: float) -> None:
+    for frame in pcm_frames(tone(440, RATE, 0.1, channels, amp), channels):
+        assert audio_level_dbov(frame) == compute_audio_level_dbov(frame)
+
+
 def test_module_constants_agree() -> None:
     assert audio.SAMPLES_PER_FRAME == audio.OPUS_SAMPLE_RATE_HZ * audio.FRAME_DURATION_MS // 1000
+
+
+# --- decoding on the event loop (issue 18) --------------------------------------------------
+
+
+def _opus_payloads(count: int) -> list[bytes]:
+    encoder = OpusEncoder(channels=1, bitrate=32_000)
+    return [
+        encoder.encode(frame)[0][0] for frame in list(pcm_frames(tone(1000, RATE, 1.0), 1))[:count]
+    ]
+
+
+def _remote_receiver(pc: aiortc.RTCPeerConnection, kind: str) -> aiortc.RTCRtpReceiver:
+    """A transceiver's receiver with the remote track setRemoteDescription would give it."""
+    receiver = pc.addTransceiver(kind).receiver
+    receiver._track = RemoteStreamTrack(kind)
+    return receiver
+
+
+async def test_receiver_decodes_audio_on_the_loop_into_its_track(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        receiver = _remote_receiver(pc, "audio")
+        other = _remote_receiver(pc, "audio")
+        assert _seam.decode_audio_on_loop(receiver)
+        assert _seam.decode_audio_on_loop(receiver)  # idempotent
+        input_q = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        other_q = other._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        assert "put" in vars(input_q)
+        assert "put" not in vars(other_q)
+        payloads = _opus_payloads(3)
+        reference = aiortc.codecs.get_decoder(OPUS_CODEC)
+        # What aiortc's _handle_rtp_packet does with a reassembled frame, on the loop.
+        input_q.put((OPUS_CODEC, JitterFrame(payloads[0], 0)))
+        with caplog.at_level("WARNING", "lkproto.media"):
+            input_q.put((OPUS_CODEC, JitterFrame(b"\xff", 960)))  # undecodable: logged, skipped
+        input_q.put((OPUS_CODEC, JitterFrame(payloads[1], 960)))
+        assert input_q.qsize() == 0  # nothing went to the decoder thread
+        track = receiver.track
+        first = await asyncio.wait_for(track.recv(), scaled(5))
+        second = await asyncio.wait_for(track.recv(), scaled(5))
+        expected = [
+            reference.decode(JitterFrame(p, 960 * i))[0] for i, p in enumerate(payloads[:2])
+        ]
+        assert isinstance(first, av.AudioFrame)
+        assert isinstance(second, av.AudioFrame)
+        assert [bytes(f.planes[0]) for f in (first, second)] == [
+            bytes(f.planes[0]) for f in expected
+        ]
+        assert second.pts == 960
+        assert any("could not decode" in r.getMessage() for r in caplog.records)
+        # The end of the track is the thread's to deliver, and so is everything while a frame
+        # transform (end-to-end encryption) runs on the thread.
+        input_q.put(None)
+        assert input_q.get_nowait() is None
+        _seam.transform_decoder_input(receiver, lambda data: data)
+        input_q.put((OPUS_CODEC, JitterFrame(payloads[2], 1920)))
+        assert input_q.qsize() == 1
+    finally:
+        await pc.close()
+
+
+async def test_receiver_already_decoding_on_its_thread_is_left_alone() -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        receiver = _remote_receiver(pc, "audio")
+        input_q = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        input_q.put((OPUS_CODEC, JitterFrame(_opus_payloads(1)[0], 0)))
+        assert not _seam.decode_audio_on_loop(receiver)
+        assert "put" not in vars(input_q)
+        with pytest.raises(ValueError, match="audio receiver"):
+            _seam.decode_audio_on_loop(_remote_receiver(pc, "video"))
+    finally:
+        await pc.close()
+
+
+def test_decode_on_loop_fails_clearly_when_aiortc_internals_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def handle(self: aiortc.RTCRtpReceiver, packet: object, arrival_time_ms: int) -> None:
+        return None
+
+    async def run() -> None:
+        pc = aiortc.RTCPeerConnection()
+        try:
+            receiver = _remote_receiver(pc, "audio")
+            with pytest.raises(LkError, match="__decoder_queue"):
+                _seam.decode_audio_on_loop(receiver)
+        finally:
+            await pc.close()
+
+    monkeypatch.setattr(aiortc.RTCRtpReceiver, "_handle_rtp_packet", handle)
+    asyncio.run(run())
