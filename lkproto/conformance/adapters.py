@@ -156,28 +156,36 @@ class Client:
 
     # lifecycle
     async def connect(self, url: str, token: str, *, single_pc: bool | None = None) -> None:
+        """Join the room at ``url`` (``single_pc`` forces one or two peer connections)."""
         raise self._unsupported("connect")
 
     async def disconnect(self) -> None:
+        """Leave the room (nothing to do when not connected)."""
         return None
 
     @property
     def connected(self) -> bool:
+        """Whether the client is in the room now."""
         return False
 
     async def local_sid(self) -> str:
+        """The participant SID the server gave this client."""
         raise self._unsupported("report its own SID")
 
     async def remotes(self) -> dict[str, PeerView]:
+        """What this client knows about each remote participant, by identity."""
         raise self._unsupported("list remote participants")
 
     async def room_metadata(self) -> str:
+        """The room's metadata as this client sees it."""
         raise self._unsupported("read the room metadata")
 
     async def rtt_ms(self) -> float | None:
+        """The signalling round-trip time in ms, or None when the SDK hides it."""
         raise self._unsupported("report the signalling RTT")
 
     async def simulate(self, kind: str) -> None:
+        """Trigger a simulated scenario (``kind``: a resume, a full reconnect, ...)."""
         raise self._unsupported(f"simulate {kind}")
 
     async def poll(self) -> None:
@@ -192,13 +200,16 @@ class Client:
         topic: str = "",
         destinations: Sequence[str] = (),
     ) -> None:
+        """Send a user packet (to everyone, or to ``destinations``)."""
         raise self._unsupported("publish data")
 
     # streams
     async def watch_text(self, topic: str) -> None:
+        """Record incoming text streams on ``topic`` into ``streams``."""
         raise self._unsupported("receive text streams")
 
     async def watch_bytes(self, topic: str) -> None:
+        """Record incoming byte streams on ``topic`` into ``streams``."""
         raise self._unsupported("receive byte streams")
 
     async def send_text(
@@ -209,15 +220,18 @@ class Client:
         destinations: Sequence[str] = (),
         attributes: dict[str, str] | None = None,
     ) -> None:
+        """Send ``text`` as a text stream on ``topic``."""
         raise self._unsupported("send text streams")
 
     async def send_bytes(self, data: bytes, *, topic: str, name: str = "blob") -> None:
+        """Send ``data`` as a byte stream named ``name`` on ``topic``."""
         raise self._unsupported("send byte streams")
 
     # rpc
     async def perform_rpc(
         self, destination: str, method: str, payload: str, *, timeout_s: float = 10.0
     ) -> str:
+        """Call ``method`` on ``destination`` and return its response payload."""
         raise self._unsupported("perform RPC")
 
     async def register_rpc(
@@ -236,22 +250,28 @@ class Client:
 
     # participant state
     async def set_metadata(self, metadata: str) -> None:
+        """Set this participant's metadata."""
         raise self._unsupported("set metadata")
 
     async def set_name(self, name: str) -> None:
+        """Set this participant's display name."""
         raise self._unsupported("set its name")
 
     async def set_attributes(self, attributes: dict[str, str]) -> None:
+        """Set (merge) this participant's attributes."""
         raise self._unsupported("set attributes")
 
     # media
     async def publish_tone(self, freq: float) -> str:
+        """Publish a ``freq`` Hz sine tone as a microphone track; return its SID."""
         raise self._unsupported("publish audio")
 
     async def set_tone_muted(self, muted: bool) -> None:
+        """Mute or unmute the published tone."""
         raise self._unsupported("mute a track")
 
     async def hear_tone(self, identity: str, seconds: float = 1.0) -> float:
+        """Listen to ``identity``'s audio for ``seconds``; return its main frequency."""
         raise self._unsupported("subscribe to audio")
 
     async def close(self) -> None:

@@ -97,7 +97,9 @@ PROTOCOL_VERSION: Final = 1
 """The JSON-lines protocol version the children announce in their ``ready`` line."""
 
 GO_ADAPTER_DIR: Final = Path(__file__).resolve().parent / "adapters_go"
+"""Source of the livekit-go adapter child (a Go module built on first use)."""
 NODE_ADAPTER_DIR: Final = Path(__file__).resolve().parent / "adapters_node"
+"""Source of the livekit-node adapter child (an npm package installed on first use)."""
 
 BUILD_TIMEOUT_S: Final = 1800.0
 """Upper bound of one ``go build`` / ``npm ci``: a cold Go build of pion and the SDK takes
