@@ -152,6 +152,19 @@ async def test_official_subscriber_switches_between_low_and_high(
         outbound = [s.outbound_rtp for s in stats if s.outbound_rtp is not None]
         assert sorted(o.outbound.rid for o in outbound) == ["f", "h", "q"]
         assert all(o.sent.packets_sent > 0 for o in outbound)
+        # Muting silences every layer; unmuting brings them back.
+        track.mute()
+        await asyncio.sleep(scaled(1.0))
+        muted = await _packets(simulcast)
+        await asyncio.sleep(scaled(1.0))
+        assert await _packets(simulcast) == muted
+        track.unmute()
+        async with asyncio.timeout(scaled(SWITCH_TIMEOUT_S)):
+            while True:
+                now = await _packets(simulcast)
+                if all(n > muted[rid] for rid, n in now.items()):
+                    break
+                await asyncio.sleep(0.2)
         # Unpublishing ends every layer sender, not only the section.
         [sid] = list(ours.local_participant.track_publications)
         await ours.local_participant.unpublish_track(sid)
