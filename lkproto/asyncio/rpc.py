@@ -15,9 +15,9 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias, assert_never
+from typing import TYPE_CHECKING, Protocol, TypeAlias, assert_never
 
 from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.asyncio.streams import IncomingStream, StreamSender
@@ -29,7 +29,13 @@ from lkproto.wire import pb
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import Engine
 
-__all__ = ["RpcDriver", "RpcHandler", "RpcInvocationData"]
+__all__ = [
+    "IncomingInterceptor",
+    "IncomingRpcNext",
+    "RpcDriver",
+    "RpcHandler",
+    "RpcInvocationData",
+]
 
 _log = logging.getLogger("lkproto.rpc")
 
@@ -44,6 +50,10 @@ class RpcInvocationData:
         payload: the request payload.
         response_timeout: seconds the caller waits for the response.
         method: the invoked method's name (official field, so one handler can serve several).
+        cancel_reason: why lkproto cancelled the handler chain, set just before it does:
+            ``RESPONSE_TIMEOUT`` when the caller's deadline passed, ``RECIPIENT_DISCONNECTED``
+            when the room closed; None while the chain runs (official field, so an interceptor
+            unwinding from the cancellation knows what the caller is told).
     """
 
     request_id: str
@@ -51,9 +61,23 @@ class RpcInvocationData:
     payload: str
     response_timeout: float
     method: str = ""
+    cancel_reason: core.RpcErrorCode | None = None
 
 
 RpcHandler: TypeAlias = Callable[[RpcInvocationData], Awaitable[str] | str]
+
+IncomingRpcNext: TypeAlias = Callable[[RpcInvocationData], Awaitable[str | None]]
+"""What an incoming interceptor calls to go on: the next interceptor, and last the handler."""
+
+
+class IncomingInterceptor(Protocol):
+    """The incoming half of :class:`lkproto.rtc.RpcInterceptor`, all this driver needs."""
+
+    async def intercept_incoming(
+        self, invocation: RpcInvocationData, next: IncomingRpcNext
+    ) -> str | None:
+        """Wrap the handling of ``invocation``; return (or raise) what ``next`` does."""
+        ...
 
 
 class RpcDriver:
@@ -69,6 +93,10 @@ class RpcDriver:
         self._timer = DeadlineTimer(self._loop, self._client.get_timer, self._on_timer)
         self._tasks: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
+        # Invocations whose handler chain runs now, so close() can tell them why it cancels.
+        self._running: dict[int, RpcInvocationData] = {}
+        self.incoming_interceptors: Sequence[IncomingInterceptor] = ()
+        """Interceptors around every handler, the first outermost (set by LocalParticipant)."""
 
     # -- caller --------------------------------------------------------------------------------
 
@@ -199,6 +227,9 @@ class RpcDriver:
         self._client.fail_all(core.RpcError.built_in(core.RpcErrorCode.RECIPIENT_DISCONNECTED))
         self._pump()
         self._timer.close()
+        for data in self._running.values():
+            if data.cancel_reason is None:
+                data.cancel_reason = core.RpcErrorCode.RECIPIENT_DISCONNECTED
         for task in list(self._tasks):
             task.cancel()
 
@@ -253,7 +284,6 @@ class RpcDriver:
         self._pump()
 
     async def _invoke(self, invocation: core.RpcInvocationRequested) -> None:
-        handler = self._handlers.get(invocation.method)
         data = RpcInvocationData(
             request_id=invocation.request_id,
             caller_identity=invocation.caller_identity,
@@ -261,33 +291,25 @@ class RpcDriver:
             response_timeout=invocation.response_timeout_s,
             method=invocation.method,
         )
-        deadline: asyncio.Timeout | None = None
+        reply: pb.DataPacket | core.RpcStreamMessage
         try:
-            if handler is None:  # unregistered between dispatch and now
-                raise core.RpcError.built_in(core.RpcErrorCode.UNSUPPORTED_METHOD)
-            result = handler(data)
-            if inspect.isawaitable(result):
-                async with asyncio.timeout_at(invocation.deadline) as deadline:
-                    result = await result
+            result = await self._run_chain(data, invocation.deadline)
+            if result is None:
+                # The official SDK's handlers may return None: an empty response.
+                result = ""
             if not isinstance(result, str):
                 raise TypeError(f"RPC handler returned {type(result).__name__}, expected str")
-            reply: pb.DataPacket | core.RpcStreamMessage
             if self._speaks_v2(invocation.caller_identity):
                 reply = self._server.respond_stream(invocation.request_id, result)
             else:
                 reply = self._server.respond(invocation.request_id, result)
         except core.RpcError as error:
             reply = self._server.respond_error(invocation.request_id, error)
-        except Exception as exc:
-            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
-                # Overran the time the caller gave us: tell it so (as the official SDKs do).
-                _log.warning("RPC handler for %r overran its deadline", invocation.method)
-                code = core.RpcErrorCode.RESPONSE_TIMEOUT
-            else:
-                # A failing handler is an APPLICATION_ERROR for the caller, never a dead room.
-                _log.exception("RPC handler for %r raised", invocation.method)
-                code = core.RpcErrorCode.APPLICATION_ERROR
-            reply = self._server.respond_error(invocation.request_id, core.RpcError.built_in(code))
+        except Exception:
+            # A failing handler is an APPLICATION_ERROR for the caller, never a dead room.
+            _log.exception("RPC handler for %r raised", invocation.method)
+            failed = core.RpcError.built_in(core.RpcErrorCode.APPLICATION_ERROR)
+            reply = self._server.respond_error(invocation.request_id, failed)
         if isinstance(reply, core.RpcStreamMessage):
             try:
                 await self._send_stream(reply)
@@ -295,6 +317,70 @@ class RpcDriver:
                 _log.warning("could not send an RPC response stream: %s", exc)
         else:
             await self._send_quietly(reply)
+
+    async def _run_chain(self, data: RpcInvocationData, deadline: float) -> str | None:
+        """The interceptors and the handler, cancelled when the caller's deadline passes.
+
+        The deadline covers the whole chain, as in the official SDK (livekit.rtc participant.py
+        ``_run_incoming_chain``): past it the chain is cancelled with ``data.cancel_reason`` set
+        first, and the caller is told RESPONSE_TIMEOUT whatever the chain does while unwinding.
+        A ``CancelledError`` the chain raises by itself is a failing handler (APPLICATION_ERROR);
+        a ``TimeoutError`` of its own (an HTTP client's, say) is not the deadline either.
+
+        Raises:
+            RpcError: RESPONSE_TIMEOUT, or what the chain raised.
+            asyncio.CancelledError: this task was cancelled from outside (the room closed).
+        """
+        call_next: IncomingRpcNext = self._call_handler
+        for interceptor in reversed(self.incoming_interceptors):
+            call_next = _bind_incoming(interceptor, call_next)
+        task = asyncio.current_task()
+        assert task is not None
+        timed_out = False
+
+        def on_deadline() -> None:
+            nonlocal timed_out
+            timed_out = True
+            data.cancel_reason = core.RpcErrorCode.RESPONSE_TIMEOUT
+            task.cancel()
+
+        timer = self._loop.call_at(deadline, on_deadline)
+        key = id(data)
+        self._running[key] = data
+        try:
+            result = await call_next(data)
+        except asyncio.CancelledError:
+            if timed_out:
+                pass
+            elif task.cancelling() == 0:
+                _log.warning("RPC handler for %r raised CancelledError", data.method)
+                raise core.RpcError.built_in(core.RpcErrorCode.APPLICATION_ERROR) from None
+            else:
+                raise
+        except Exception:
+            if not timed_out:
+                raise
+        finally:
+            timer.cancel()
+            del self._running[key]
+        if timed_out:
+            # Our own cancel, whether the chain let it through or swallowed it.
+            task.uncancel()
+            _log.warning("RPC handler for %r overran its deadline", data.method)
+            raise core.RpcError.built_in(core.RpcErrorCode.RESPONSE_TIMEOUT)
+        return result
+
+    async def _call_handler(self, data: RpcInvocationData) -> str | None:
+        """The innermost step of the chain: the registered handler (sync or async)."""
+        handler = self._handlers.get(data.method)
+        if handler is None:
+            # Unregistered between dispatch and now (the core machine answers unknown methods
+            # before the chain runs).
+            raise core.RpcError.built_in(core.RpcErrorCode.UNSUPPORTED_METHOD)
+        result = handler(data)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
 
     def _speaks_v2(self, identity: str) -> bool:
         # v2 only when both sides advertise it: with client_protocol 0 we promised v1 only.
@@ -351,6 +437,13 @@ class RpcDriver:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _bind_incoming(interceptor: IncomingInterceptor, call_next: IncomingRpcNext) -> IncomingRpcNext:
+    async def bound(invocation: RpcInvocationData) -> str | None:
+        return await interceptor.intercept_incoming(invocation, call_next)
+
+    return bound
 
 
 async def _read_text(stream: IncomingStream) -> str:

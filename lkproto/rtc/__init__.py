@@ -72,6 +72,7 @@ from lkproto.rtc.room import (
     SipDTMF,
     TranscriptionSegment,
 )
+from lkproto.rtc.rpc_interceptor import RpcCallInfo, RpcInterceptor
 from lkproto.rtc.track import (
     AudioEncoding,
     AudioTrack,
@@ -160,7 +161,9 @@ __all__ = [
     "RemoteVideoTrack",
     "Room",
     "RoomOptions",
+    "RpcCallInfo",
     "RpcError",
+    "RpcInterceptor",
     "RpcInvocationData",
     "RtcConfiguration",
     "RtcStats",

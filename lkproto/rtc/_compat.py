@@ -113,7 +113,12 @@ NOTES: Final[dict[str, str]] = {
         "same fields; `Room.get_rtc_stats` on a disconnected room raises `LocalProtocolError` "
         "(`RuntimeError` there)"
     ),
-    "LocalParticipant": "differs: RPC interceptors and data tracks are not built yet",
+    "LocalParticipant": "differs: data tracks are not built yet",
+    "RpcInterceptor": (
+        "same chain, deadline and `cancel_reason` rules; differs: a call for a method nobody "
+        "registered is answered `UNSUPPORTED_METHOD` before any interceptor runs"
+    ),
+    "RpcCallInfo": "same fields; an interceptor passes a changed copy (`dataclasses.replace`) on",
 }
 """Official name -> how lkproto's differs (or a remark on a name that is the same)."""
 
@@ -148,8 +153,6 @@ MISSING: Final[dict[str, str]] = {
         "frames you iterate"
     ),
     "AVSynchronizer": "not yet",
-    "RpcCallInfo": "not yet: RPC interceptors are not built",
-    "RpcInterceptor": "not yet: RPC interceptors are not built",
     "PlatformAudioSource": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
     "PlatformAudioOptions": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
     "PlatformAudioError": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",

@@ -33,6 +33,7 @@ from lkproto.rtc.data_stream import (
     TextStreamWriter,
     _now_ms,
 )
+from lkproto.rtc.rpc_interceptor import RpcCallInfo, RpcInterceptor, chain_outgoing
 from lkproto.rtc.track import (
     LocalTrack,
     RemoteTrack,
@@ -508,6 +509,7 @@ class LocalParticipant(Participant):
         super().__init__(info)
         self._engine: Engine = engine
         self._rpc = rpc
+        self._rpc_interceptors: list[RpcInterceptor] = []
         # Set by the room (_set_event_sink): where local_track_published / _unpublished go.
         self._emit_event: Callable[[Any], None] = lambda event: None
 
@@ -722,10 +724,41 @@ class LocalParticipant(Participant):
             RpcError: with the built-in codes (1400-1505) or the callee's own error.
             LocalProtocolError: a timeout that is not a positive number.
         """
-        timeout = RPC_DEFAULT_RESPONSE_TIMEOUT_S if response_timeout is None else response_timeout
-        return await self._rpc.perform(
-            destination_identity, method, payload, timeout, max_round_trip_latency
+        call = RpcCallInfo(
+            destination_identity=destination_identity,
+            method=method,
+            payload=payload,
+            response_timeout=response_timeout,
+            max_round_trip_latency=max_round_trip_latency,
         )
+        # A copy: adding or removing an interceptor does not change calls already started.
+        return await chain_outgoing(list(self._rpc_interceptors), self._perform_rpc)(call)
+
+    async def _perform_rpc(self, call: RpcCallInfo) -> str:
+        timeout = call.response_timeout
+        return await self._rpc.perform(
+            call.destination_identity,
+            call.method,
+            call.payload,
+            RPC_DEFAULT_RESPONSE_TIMEOUT_S if timeout is None else timeout,
+            call.max_round_trip_latency,
+        )
+
+    def add_rpc_interceptor(self, interceptor: RpcInterceptor) -> None:
+        """Wrap every RPC this participant performs or handles with ``interceptor``.
+
+        Interceptors run in the order added, the first outermost; adding the same object twice
+        does nothing (identity, as the official SDK: two equal interceptors may coexist). See
+        :class:`~lkproto.rtc.RpcInterceptor`.
+        """
+        if not any(existing is interceptor for existing in self._rpc_interceptors):
+            self._rpc_interceptors.append(interceptor)
+            self._rpc.incoming_interceptors = tuple(self._rpc_interceptors)
+
+    def remove_rpc_interceptor(self, interceptor: RpcInterceptor) -> None:
+        """Stop using ``interceptor`` (no error if absent); calls in flight keep their chain."""
+        self._rpc_interceptors = [i for i in self._rpc_interceptors if i is not interceptor]
+        self._rpc.incoming_interceptors = tuple(self._rpc_interceptors)
 
     def register_rpc_method(
         self, method_name: str, handler: RpcHandler | None = None
