@@ -50,7 +50,9 @@ async def test_churn_returns_tasks_fds_threads_and_rss_to_the_baseline(
     detail = json.dumps(result.as_dict(), indent=1)
     record_property("churn", detail)
     assert result.cycle_failures == [], detail
-    assert result.loop_errors == [], detail
+    # aiortc's own send tasks may fail once DTLS closed under them (see the benchmark's
+    # AIORTC_CLOSED_DTLS_SEND); anything else reaching the loop's handler is a defect.
+    assert result.unexpected_loop_errors() == [], detail
     assert result.cancel_outcomes["cancelled"] > _CANCELS // 2, detail
     # Every protocol point was hit at least once with this seed.
     assert set(churn.CANCEL_POINTS) <= set(result.landed), detail
