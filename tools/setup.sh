@@ -25,3 +25,4 @@ bash tools/setup_faults.sh  # nftables/iproute2 for the fault harness (tests/fau
 bash tools/setup_stun.sh  # coturn: a loopback STUN server for the join-time test and benchmark
 bash tools/setup_cluster.sh  # redis-server for the two-node cluster (lkproto.testing.LocalCluster)
 bash tools/setup_demo_web.sh  # the demo web page bundle (lkproto/agents/demo/web/dist/)
+bash tools/setup_adapters.sh  # the conformance runner's Go and Node clients (built into the lkproto cache)
