@@ -80,8 +80,9 @@ idle workers may stay, more than this would be a leak."""
 AIORTC_CLOSED_DTLS_SEND: Final = "Cannot send encrypted data, not connected"
 """aiortc 1.16.0's fire-and-forget SCTP send tasks (``asyncio.ensure_future(self._send_chunk(...))``
 and ``_data_channel_flush`` in ``aiortc/rtcsctptransport.py``) end with this ``ConnectionError``
-when DTLS closed under them; nothing is held by it. Seen 8 times in one 1,000 + 1,000 run at load
-~12 and in none of four others, so it is reported but not counted as a failure."""
+when DTLS closed under them; tasks and fds still came back to the baseline. Seen 8 times in one
+1,000 + 1,000 run at load 9.8-13.9 and in none of three others, so it is reported but not counted
+as a failure."""
 
 RSS_TOLERANCE_KIB: Final = 16 * 1024
 """RSS may end this much above the baseline: allocator arenas and interned strings do not shrink."""
