@@ -114,7 +114,7 @@ class SignalConnection:
         if not self.closed:
             self._to_client.put_nowait(encode_signal_response(response))
 
-    def send_raw(self, frame: bytes | str) -> None:
+    def send_raw(self, frame: bytes | bytearray | memoryview | str) -> None:
         """Send one frame exactly as given, valid or not (a hostile server; dropped once closed).
 
         ``str`` is a WebSocket text frame, which LiveKit never sends.
