@@ -1,0 +1,108 @@
+"""The rest of ``livekit.rtc`` across the wire: RPC interceptors against the official SDK.
+
+The same interceptor, written once against the official ``RpcInterceptor`` interface, runs in
+whichever SDK the peer uses (``lkproto.rtc.RpcInterceptor`` or ``livekit.rtc.RpcInterceptor``),
+so each check holds in both directions on a real livekit-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from livekit import rtc as official
+
+from lkproto import rtc
+from lkproto.core.rpc import RpcErrorCode
+from lkproto.testing import scaled
+from tests.interop._data_helpers import DIRECTIONS, Peer, data_room
+
+if TYPE_CHECKING:
+    from lkproto.testing import LocalServer
+
+pytestmark = pytest.mark.interop
+
+_CALL_TIMEOUT_S = 15.0
+
+
+def _interceptor(peer: Peer, seen: list[str], done: asyncio.Event | None = None) -> Any:
+    """An interceptor of ``peer``'s SDK that tags payloads and records what it sees."""
+    base: Any = official.RpcInterceptor if peer.official else rtc.RpcInterceptor
+
+    class Tag(base):  # type: ignore[misc]
+        async def intercept_outgoing(self, call: Any, next: Any) -> str:
+            seen.append(f"out {call.method} {call.payload}")
+            response: str = await next(dataclasses.replace(call, payload=call.payload + "+out"))
+            return response + "+back"
+
+        async def intercept_incoming(self, invocation: Any, next: Any) -> str | None:
+            seen.append(f"in {invocation.method} {invocation.caller_identity}")
+            try:
+                result: str | None = await next(invocation)
+            finally:
+                reason = invocation.cancel_reason
+                seen.append(f"reason {None if reason is None else int(reason)}")
+                if done is not None:
+                    done.set()
+            return None if result is None else result + "+in"
+
+    return Tag()
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+async def test_interceptors_wrap_both_ends_of_a_call(
+    livekit_server: LocalServer, direction: tuple[str, str]
+) -> None:
+    async with data_room(livekit_server, "rpc-icpt") as room:
+        caller, callee = room.pair(direction)
+        caller_seen: list[str] = []
+        callee_seen: list[str] = []
+        caller.local.add_rpc_interceptor(_interceptor(caller, caller_seen))
+        callee.local.add_rpc_interceptor(_interceptor(callee, callee_seen))
+        callee.local.register_rpc_method("echo", lambda data: f"got {data.payload}")
+        result = await asyncio.wait_for(
+            caller.local.perform_rpc(
+                destination_identity=callee.identity, method="echo", payload="hi"
+            ),
+            scaled(_CALL_TIMEOUT_S),
+        )
+        assert result == "got hi+out+in+back"
+        assert caller_seen == ["out echo hi"]
+        assert callee_seen == [f"in echo {caller.identity}", "reason None"]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+async def test_the_callee_chain_learns_it_overran_the_deadline(
+    livekit_server: LocalServer, direction: tuple[str, str]
+) -> None:
+    async with data_room(livekit_server, "rpc-icpt-late") as room:
+        caller, callee = room.pair(direction)
+        seen: list[str] = []
+        unwound = asyncio.Event()
+        callee.local.add_rpc_interceptor(_interceptor(callee, seen, unwound))
+
+        async def hang(data: Any) -> str:
+            await asyncio.Event().wait()
+            return "never"
+
+        callee.local.register_rpc_method("hang", hang)
+        with pytest.raises(caller.rpc_error) as info:
+            await asyncio.wait_for(
+                caller.local.perform_rpc(
+                    destination_identity=callee.identity,
+                    method="hang",
+                    payload="",
+                    response_timeout=2.0,
+                ),
+                scaled(_CALL_TIMEOUT_S),
+            )
+        error: Any = info.value
+        assert int(error.code) == RpcErrorCode.RESPONSE_TIMEOUT
+        # The callee's deadline (max(response_timeout, ack latency + 1 s)) may be later.
+        await asyncio.wait_for(unwound.wait(), scaled(_CALL_TIMEOUT_S))
+        assert seen == [
+            f"in hang {caller.identity}",
+            f"reason {int(RpcErrorCode.RESPONSE_TIMEOUT)}",
+        ]
