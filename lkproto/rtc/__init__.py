@@ -39,7 +39,18 @@ from lkproto.rtc.e2ee import (
     KeyProviderOptions,
 )
 from lkproto.rtc.event_emitter import EventEmitter
-from lkproto.rtc.native import AudioFilter, AudioProcessingModule, MediaDevices, PlatformAudio
+from lkproto.rtc.frame_processor import FrameProcessor
+from lkproto.rtc.native import (
+    AudioDeviceInfo,
+    AudioFilter,
+    AudioProcessingModule,
+    MediaDevices,
+    NoiseCancellationOptions,
+    PlatformAudio,
+    PlatformAudioError,
+    PlatformAudioOptions,
+    PlatformAudioSource,
+)
 from lkproto.rtc.participant import (
     ConnectionQuality,
     DisconnectReason,
@@ -105,6 +116,7 @@ if TYPE_CHECKING:
     from lkproto.rtc.video_stream import VideoFrameEvent, VideoStream
 
 __all__ = [
+    "AudioDeviceInfo",
     "AudioEncoding",
     "AudioFilter",
     "AudioFrame",
@@ -136,6 +148,7 @@ __all__ = [
     "EncryptionType",
     "EventEmitter",
     "FrameCryptor",
+    "FrameProcessor",
     "IceServer",
     "IceTransportType",
     "KeyDerivationFunction",
@@ -147,12 +160,16 @@ __all__ = [
     "LocalTrackPublication",
     "LocalVideoTrack",
     "MediaDevices",
+    "NoiseCancellationOptions",
     "Participant",
     "ParticipantKind",
     "ParticipantKindDetail",
     "ParticipantState",
     "ParticipantTrackPermission",
     "PlatformAudio",
+    "PlatformAudioError",
+    "PlatformAudioOptions",
+    "PlatformAudioSource",
     "PublishDataError",
     "RemoteAudioTrack",
     "RemoteParticipant",

@@ -101,6 +101,30 @@ NOTES: Final[dict[str, str]] = {
     ),
     "PlatformAudio": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
     "MediaDevices": f"unsupported: {NATIVE_REASONS['MediaDevices']}",
+    "PlatformAudioSource": (
+        f"unsupported: {NATIVE_REASONS['PlatformAudio']} (constructing it raises "
+        "`PlatformAudioError`)"
+    ),
+    "PlatformAudioOptions": (
+        "unsupported: same fields, data only: nothing takes it (`PlatformAudio` is refused)"
+    ),
+    "AudioDeviceInfo": (
+        "unsupported: same fields, data only: nothing lists devices (`PlatformAudio` is refused)"
+    ),
+    "PlatformAudioError": (
+        "differs: an `UnsupportedFeatureError`, what `PlatformAudio()` and "
+        "`PlatformAudioSource()` raise here"
+    ),
+    "NoiseCancellationOptions": (
+        f"unsupported: same fields, data only; `AudioStream(noise_cancellation=...)` refuses "
+        f"it: {NATIVE_REASONS['AudioFilter']}; a `FrameProcessor` is accepted"
+    ),
+    "FrameProcessor": (
+        "differs: the same abstract base (`enabled`, `_process`, `_close`), taken by "
+        "`AudioStream(noise_cancellation=...)`; lkproto never calls the `_on_stream_info_*` / "
+        "`_on_credentials_*` hooks, so a cloud noise-cancellation plugin gets no room "
+        "credentials"
+    ),
     "EncodedVideoSource": _ENCODED,
     "stats": (
         "differs: frozen dataclasses with the official message, field and enum names and "
@@ -144,19 +168,7 @@ MISSING: Final[dict[str, str]] = {
     ),
     "FrameMetadataFeature": _FRAME_METADATA,
     "FrameMetadata": _FRAME_METADATA,
-    "NoiseCancellationOptions": (
-        f"unsupported: {NATIVE_REASONS['AudioFilter']}; `AudioStream(noise_cancellation=...)` "
-        "is not accepted"
-    ),
-    "FrameProcessor": (
-        "not yet: frame processors on `AudioStream`/`VideoStream` are not built; process the "
-        "frames you iterate"
-    ),
     "AVSynchronizer": "not yet",
-    "PlatformAudioSource": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
-    "PlatformAudioOptions": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
-    "PlatformAudioError": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
-    "AudioDeviceInfo": f"unsupported: {NATIVE_REASONS['PlatformAudio']}",
 }
 """Official names lkproto does not have, with the reason."""
 
