@@ -38,6 +38,16 @@ from lkproto.rtc.e2ee import (
     KeyProvider,
     KeyProviderOptions,
 )
+from lkproto.rtc.encoded import (
+    DegradationPreference,
+    EncodedFrameType,
+    EncodedRateControl,
+    EncodedVideoFrame,
+    EncodedVideoSourceFeedback,
+    FrameMetadata,
+    FrameMetadataFeature,
+    VideoEncoderBackend,
+)
 from lkproto.rtc.event_emitter import EventEmitter
 from lkproto.rtc.frame_processor import FrameProcessor
 from lkproto.rtc.native import (
@@ -140,14 +150,21 @@ __all__ = [
     "DataPacket",
     "DataPacketKind",
     "DataStreamOptions",
+    "DegradationPreference",
     "DisconnectReason",
     "E2EEManager",
     "E2EEOptions",
+    "EncodedFrameType",
+    "EncodedRateControl",
+    "EncodedVideoFrame",
     "EncodedVideoSource",
+    "EncodedVideoSourceFeedback",
     "EncryptionState",
     "EncryptionType",
     "EventEmitter",
     "FrameCryptor",
+    "FrameMetadata",
+    "FrameMetadataFeature",
     "FrameProcessor",
     "IceServer",
     "IceTransportType",
@@ -201,6 +218,7 @@ __all__ = [
     "TranscriptionSegment",
     "VideoBufferType",
     "VideoCodec",
+    "VideoEncoderBackend",
     "VideoEncoding",
     "VideoFrame",
     "VideoFrameEvent",

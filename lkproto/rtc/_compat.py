@@ -36,13 +36,9 @@ _DATA_TRACKS: Final = (
     "not yet: data tracks (issue 17 item 3) are spoken by livekit-server v1.13.5 and this SDK "
     "but not by lkproto; see the data tracks note below the table"
 )
-_ENCODED: Final = (
-    "not yet: the official pre-encoded video API (`EncodedVideoSource.capture_frame`, key-frame "
-    "requests and rate feedback) is not built; lkproto's `EncodedVideoSource` has its own shape"
-)
 _FRAME_METADATA: Final = (
     "unsupported: lkproto sends no frame metadata trailer (user timestamp, frame id); "
-    "`TrackPublishOptions.frame_metadata_features` is refused"
+    "`TrackPublishOptions.frame_metadata_features` and `EncodedVideoFrame.metadata` are refused"
 )
 
 NOTES: Final[dict[str, str]] = {
@@ -56,8 +52,9 @@ NOTES: Final[dict[str, str]] = {
         "differs: a checked dataclass (a protobuf message there): `simulcast`, `red`, `dtx` "
         "default to False; `simulcast` sends the official layers (refused for pre-encoded "
         "sources and with E2EE), `red`/`dtx` are hints; codecs other than VP8/H264, non-L1T1 "
-        "scalability and "
-        "frame metadata are refused (`UnsupportedFeatureError`); the official mutation style "
+        "scalability, hardware `video_encoder`s and "
+        "frame metadata are refused (`UnsupportedFeatureError`), `degradation_preference` is a "
+        "hint; the official mutation style "
         "`opts.video_encoding.max_bitrate = N` works and is checked"
     ),
     "VideoCodec": (
@@ -125,7 +122,36 @@ NOTES: Final[dict[str, str]] = {
         "`_on_credentials_*` hooks, so a cloud noise-cancellation plugin gets no room "
         "credentials"
     ),
-    "EncodedVideoSource": _ENCODED,
+    "EncodedVideoSource": (
+        "differs: the official `EncodedVideoSource(width, height)` with `capture_frame` and "
+        "`take_feedback` works (VP8 or Annex-B H.264; the codec is fixed by the first frame or "
+        "the publication), and lkproto's own `(codec, width, height)` with `capture_encoded`; "
+        "`take_feedback().rate_control` is always None (aiortc has no send-side bandwidth "
+        "estimate); frame metadata is refused"
+    ),
+    "EncodedVideoFrame": (
+        "differs: same fields and checks; `metadata` must be None (refused by `capture_frame`), codecs "
+        "other than VP8/H264 are refused"
+    ),
+    "EncodedRateControl": (
+        "differs: same fields; never produced: aiortc has no send-side bandwidth estimate to forward"
+    ),
+    "EncodedVideoSourceFeedback": (
+        "differs: same fields; `keyframe_requested` reports the server's PLI/FIR and lkproto's own "
+        "requests, `rate_control` is always None"
+    ),
+    "VideoEncoderBackend": (
+        "differs: same names and numbers (an `IntEnum`); in `TrackPublishOptions.video_encoder` "
+        "the hardware backends are refused (aiortc encodes in software), `AUTO`/`SOFTWARE`/"
+        "`PRE_ENCODED` accepted (the source decides whether frames are pre-encoded)"
+    ),
+    "DegradationPreference": (
+        "differs: same names and numbers; a hint in `TrackPublishOptions."
+        "degradation_preference` (warned once unless `BALANCED`): aiortc's encoders neither drop "
+        "frames nor scale to hold a bitrate"
+    ),
+    "FrameMetadataFeature": _FRAME_METADATA,
+    "FrameMetadata": _FRAME_METADATA,
     "stats": (
         "differs: frozen dataclasses with the official message, field and enum names and "
         'protobuf\'s `WhichOneof("stats")`/`HasField`, carrying only what aiortc measures '
@@ -154,20 +180,6 @@ MISSING: Final[dict[str, str]] = {
     "DataTrackInfo": _DATA_TRACKS,
     "PushFrameError": _DATA_TRACKS,
     "SubscribeDataTrackError": _DATA_TRACKS,
-    "EncodedFrameType": _ENCODED,
-    "EncodedVideoFrame": _ENCODED,
-    "EncodedVideoSourceFeedback": _ENCODED,
-    "EncodedRateControl": _ENCODED,
-    "VideoEncoderBackend": (
-        "unsupported: aiortc's encoders are software (libvpx, libx264 via PyAV); there is no "
-        "backend to choose"
-    ),
-    "DegradationPreference": (
-        "unsupported: aiortc's encoder has no degradation preference (it neither drops frames "
-        "nor scales to hold a bitrate)"
-    ),
-    "FrameMetadataFeature": _FRAME_METADATA,
-    "FrameMetadata": _FRAME_METADATA,
     "AVSynchronizer": "not yet",
 }
 """Official names lkproto does not have, with the reason."""

@@ -1144,6 +1144,12 @@ def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDes
             preconnect_buffer=bool(opts.preconnect_buffer),
         )
     encoded = getattr(track.source, "codec", None)
+    if encoded is None and getattr(track.source, "pre_encoded", False):
+        # The official EncodedVideoSource(width, height) has no codec until a frame or the
+        # publication gives it one; here it is the publication's (VP8 or H264, checked by
+        # TrackPublishOptions).
+        source: Any = track.source
+        encoded = source._bind_codec("vp8" if opts.video_codec == VideoCodec.VP8 else "h264")
     if isinstance(encoded, str):
         # A pre-encoded source decides the codec: the section must negotiate exactly it.
         mime = f"video/{'VP8' if encoded == 'vp8' else 'H264'}"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 from lkproto.errors import LocalProtocolError
 from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import refuse, warn_once
+from lkproto.rtc.encoded import DegradationPreference, VideoEncoderBackend
 from lkproto.rtc.stats import RtcStats, receiver_stats, sender_stats
 from lkproto.wire import pb
 
@@ -169,11 +170,13 @@ class TrackPublishOptions:
       encryption);
     - refused with :class:`~lkproto.errors.UnsupportedFeatureError`: ``video_codec`` AV1, VP9,
       H265 (aiortc encodes VP8 and H.264 only), any ``frame_metadata_features`` (no frame
-      metadata trailer), a ``scalability_mode`` other than single-layer ``L1T1``;
+      metadata trailer), a ``scalability_mode`` other than single-layer ``L1T1``, a hardware
+      ``video_encoder`` (aiortc encodes in software; ``ENCODER_BACKEND_PRE_ENCODED`` is what
+      an ``EncodedVideoSource`` publishes, whatever this says);
     - hints accepted with one warning each (the official SDK requests them and libwebrtc may
-      not apply them; receivers get the same media either way): ``red``, ``dtx``. aiortc has
-      neither (PROTOCOL-MAP §14), so the announcement always says ``disable_red`` and
-      ``TF_NO_DTX``.
+      not apply them; receivers get the same media either way): ``red``, ``dtx`` (aiortc has
+      neither, PROTOCOL-MAP §14, so the announcement always says ``disable_red`` and
+      ``TF_NO_DTX``), a ``degradation_preference`` other than ``BALANCED``.
 
     The official SDK's unset ``simulcast``/``red``/``dtx`` mean True; here they default to
     False, which is what is sent (each simulcast layer costs an encoder in this process).
@@ -195,6 +198,8 @@ class TrackPublishOptions:
     preconnect_buffer: bool = False
     frame_metadata_features: list[int] = field(default_factory=list)
     scalability_mode: str = ""
+    video_encoder: int = VideoEncoderBackend.ENCODER_BACKEND_AUTO
+    degradation_preference: int = DegradationPreference.BALANCED
 
     def __setattr__(self, name: str, value: object) -> None:
         _check_publish_option(name, value)
@@ -216,6 +221,15 @@ def _check_publish_option(name: str, value: object) -> None:
     elif name == "scalability_mode":
         if value not in _SINGLE_LAYER_MODES:
             refuse(feature, f"aiortc sends a single layer (L1T1), not {value!r}")
+    elif name == "video_encoder":
+        _check_encoder(feature, value)
+    elif name == "degradation_preference":
+        try:
+            preference = DegradationPreference(value)  # type: ignore[arg-type]
+        except ValueError:
+            raise LocalProtocolError(f"{feature}: unknown preference {value!r}") from None
+        if preference is not DegradationPreference.BALANCED:
+            warn_once(feature, _HINTS[name])
     elif name in ("red", "dtx"):
         if value:
             warn_once(feature, _HINTS[name])
@@ -226,7 +240,28 @@ def _check_publish_option(name: str, value: object) -> None:
         raise LocalProtocolError(f"{feature} must be an AudioEncoding, got {value!r}")
 
 
+# What aiortc encodes with (PROTOCOL-MAP §14): software encoders, or nothing for pre-encoded
+# frames.
+_SOFTWARE_BACKENDS: Final = frozenset(
+    {
+        VideoEncoderBackend.ENCODER_BACKEND_AUTO,
+        VideoEncoderBackend.ENCODER_BACKEND_SOFTWARE,
+        VideoEncoderBackend.ENCODER_BACKEND_PRE_ENCODED,
+    }
+)
+
+
+def _check_encoder(feature: str, value: object) -> None:
+    try:
+        backend = VideoEncoderBackend(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise LocalProtocolError(f"{feature}: unknown encoder backend {value!r}") from None
+    if backend not in _SOFTWARE_BACKENDS:
+        refuse(feature, f"aiortc encodes in software (libvpx, libx264), not {backend.name}")
+
+
 _HINTS: Final = {
+    "degradation_preference": "aiortc's encoders neither drop frames nor scale to hold a bitrate",
     "red": "aiortc has no RED (redundant audio); announced with disable_red",
     "dtx": "aiortc's Opus sends continuously; announced with TF_NO_DTX",
 }

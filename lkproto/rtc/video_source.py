@@ -12,7 +12,7 @@ without bound (see :mod:`lkproto.asyncio.video` for the drop rules).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, overload
 
 from lkproto.asyncio.video import (
     EncodedVideoFeed,
@@ -20,7 +20,13 @@ from lkproto.asyncio.video import (
     VideoFrameFeed,
     VideoFrameTrack,
 )
-from lkproto.errors import LocalProtocolError
+from lkproto.errors import LocalProtocolError, UnsupportedFeatureError
+from lkproto.rtc.encoded import (
+    EncodedFrameType,
+    EncodedVideoFrame,
+    EncodedVideoSourceFeedback,
+    codec_name,
+)
 from lkproto.rtc.video_frame import VideoFrame, VideoRotation, buffer_size
 
 __all__ = ["EncodedVideoCodec", "EncodedVideoSource", "VideoSource"]
@@ -163,7 +169,12 @@ class VideoSource(_SizedSource):
 
 
 class EncodedVideoSource(_SizedSource):
-    """lkproto extra: a source of already encoded VP8 or H.264 frames, sent without re-encoding.
+    """A source of already encoded VP8 or H.264 frames, sent without re-encoding.
+
+    Two call shapes: lkproto's ``EncodedVideoSource(codec, width, height)`` with
+    :meth:`capture_encoded`, and the official ``EncodedVideoSource(width, height)`` with
+    :meth:`capture_frame` / :meth:`take_feedback` (see :mod:`lkproto.rtc.encoded`), whose codec
+    is fixed by the first frame or by the publication's ``video_codec``, whichever comes first.
 
     Args:
         codec: ``"vp8"`` or ``"h264"`` (case-insensitive); the publication must negotiate this
@@ -182,18 +193,77 @@ class EncodedVideoSource(_SizedSource):
     same way once the publication has bound the sender (``_media_track().bind_sender``).
     """
 
-    def __init__(self, codec: str, width: int, height: int) -> None:
-        normalized = codec.lower()
-        if normalized not in _CODECS:
-            raise ValueError(f"unsupported codec {codec!r}, expected one of {sorted(_CODECS)}")
-        self._codec: EncodedVideoCodec = "vp8" if normalized == "vp8" else "h264"
+    @overload
+    def __init__(self, width: int, height: int) -> None: ...
+
+    @overload
+    def __init__(self, codec: str, width: int, height: int) -> None: ...
+
+    def __init__(self, *args: str | int, **kwargs: str | int) -> None:
+        codec, width, height = _encoded_source_args(args, kwargs)
+        self._codec: EncodedVideoCodec | None = None if codec is None else _codec(codec)
         self._feed = EncodedVideoFeed()
         super().__init__(width, height, self._feed)
         self._track: EncodedVideoTrack | None = None
+        self._requests_taken = 0
 
     @property
-    def codec(self) -> EncodedVideoCodec:
+    def codec(self) -> EncodedVideoCodec | None:
+        """``"vp8"`` or ``"h264"``; None for an official-shape source not yet fixed to one."""
         return self._codec
+
+    @property
+    def pre_encoded(self) -> bool:
+        """Always True: what a publication checks to treat this source as pre-encoded."""
+        return True
+
+    def _bind_codec(self, codec: str) -> EncodedVideoCodec:
+        """Fix the codec (the first frame's, or the publication's); the same one again is fine.
+
+        Raises:
+            LocalProtocolError: the source already sends another codec.
+        """
+        chosen = _codec(codec)
+        if self._codec is None:
+            self._codec = chosen
+        elif self._codec != chosen:
+            raise LocalProtocolError(
+                f"this EncodedVideoSource sends {self._codec}, not {chosen}: the codec is fixed"
+            )
+        return self._codec
+
+    def capture_frame(self, frame: EncodedVideoFrame) -> bool:
+        """Queue one frame, the official shape; True when it was queued, False when dropped.
+
+        A delta frame is dropped while a keyframe is awaited (at the start, and after an
+        overflow); see the class docs.
+
+        Raises:
+            UnsupportedFeatureError: frame metadata, or a codec other than VP8/H.264.
+            LocalProtocolError: the source was closed, or the frame's codec is not the
+                source's.
+            ValueError: H.264 data that is not Annex-B, a negative timestamp.
+        """
+        if frame.metadata is not None:
+            raise UnsupportedFeatureError(
+                "EncodedVideoFrame.metadata", "lkproto sends no frame metadata trailer"
+            )
+        self._bind_codec(codec_name(frame.codec))
+        keyframe = frame.frame_type == EncodedFrameType.ENCODED_FRAME_KEY
+        before = self._feed.dropped
+        self.capture_encoded(frame.data, timestamp_us=frame.timestamp_us, keyframe=keyframe)
+        # A keyframe is always kept (an overflow drops the older frames instead).
+        return keyframe or self._feed.dropped == before
+
+    def take_feedback(self) -> EncodedVideoSourceFeedback:
+        """Keyframe requests since the previous call, the official shape.
+
+        ``rate_control`` is always None: aiortc has no send-side bandwidth estimate.
+        """
+        requests = self._feed.keyframe_requests
+        requested = requests != self._requests_taken
+        self._requests_taken = requests
+        return EncodedVideoSourceFeedback(keyframe_requested=requested, rate_control=None)
 
     @property
     def keyframe_requests(self) -> int:
@@ -225,6 +295,11 @@ class EncodedVideoSource(_SizedSource):
             ValueError: empty data, H.264 data that is not Annex-B, negative timestamp.
             LocalProtocolError: the source was closed.
         """
+        if self._codec is None:
+            raise LocalProtocolError(
+                "the codec of this EncodedVideoSource(width, height) is not known yet: use "
+                "capture_frame, or publish the track first"
+            )
         if not data:
             raise ValueError("encoded frame is empty")
         if timestamp_us < 0:
@@ -253,3 +328,37 @@ class EncodedVideoSource(_SizedSource):
         self._feed.close()
         if self._track is not None:
             self._track.stop()
+
+
+def _codec(codec: str) -> EncodedVideoCodec:
+    normalized = codec.lower()
+    if normalized not in _CODECS:
+        raise ValueError(f"unsupported codec {codec!r}, expected one of {sorted(_CODECS)}")
+    return "vp8" if normalized == "vp8" else "h264"
+
+
+def _encoded_source_args(
+    args: tuple[str | int, ...], kwargs: dict[str, str | int]
+) -> tuple[str | None, int, int]:
+    """``(codec or None, width, height)`` from either call shape of EncodedVideoSource."""
+    names = (
+        ("codec", "width", "height") if args and isinstance(args[0], str) else ("width", "height")
+    )
+    if "codec" in kwargs and "codec" not in names:
+        names = ("codec", "width", "height")
+    if len(args) > len(names):
+        raise TypeError(f"EncodedVideoSource takes at most {len(names)} arguments")
+    values: dict[str, str | int] = dict(zip(names, args, strict=False))
+    for key, value in kwargs.items():
+        if key not in names or key in values:
+            raise TypeError(f"EncodedVideoSource got an unexpected or repeated argument {key!r}")
+        values[key] = value
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise TypeError(f"EncodedVideoSource missing arguments: {', '.join(missing)}")
+    codec, width, height = values.get("codec"), values["width"], values["height"]
+    if (codec is not None and not isinstance(codec, str)) or not (
+        isinstance(width, int) and isinstance(height, int)
+    ):
+        raise TypeError("EncodedVideoSource takes a str codec and int width and height")
+    return codec, width, height
