@@ -62,7 +62,7 @@ async def test_received_bytes_and_streams_match_what_the_sender_sent() -> None:
         await receiving.close()
 
 
-def test_receiver_counters_fail_clearly_without_the_internals(
+async def test_receiver_counters_fail_clearly_without_the_internals(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     receiver = aiortc.RTCPeerConnection().addTransceiver("audio").receiver
@@ -74,7 +74,7 @@ def test_receiver_counters_fail_clearly_without_the_internals(
         _seam.count_received_bytes(receiver)
 
 
-def test_sender_enabled_reads_the_flag_muting_sets() -> None:
+async def test_sender_enabled_reads_the_flag_muting_sets() -> None:
     sender = aiortc.RTCPeerConnection().addTransceiver("audio").sender
     assert _seam.sender_enabled(sender) is True
     assert _seam.set_sender_enabled(sender, False)
