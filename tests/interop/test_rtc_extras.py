@@ -1,14 +1,20 @@
-"""The rest of ``livekit.rtc`` across the wire: RPC interceptors against the official SDK.
+"""The rest of ``livekit.rtc`` across the wire, against the official SDK on a real server.
 
-The same interceptor, written once against the official ``RpcInterceptor`` interface, runs in
-whichever SDK the peer uses (``lkproto.rtc.RpcInterceptor`` or ``livekit.rtc.RpcInterceptor``),
-so each check holds in both directions on a real livekit-server.
+RPC interceptors: the same interceptor, written once against the official ``RpcInterceptor``
+interface, runs in whichever SDK the peer uses (``lkproto.rtc.RpcInterceptor`` or
+``livekit.rtc.RpcInterceptor``), so each check holds in both directions.
+
+Encoded video: a publisher written in the official SDK's documented pre-encoded style
+(``EncodedVideoSource(width, height)``, ``capture_frame``, ``take_feedback``) reaches an official
+subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fractions
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,6 +24,15 @@ from lkproto import rtc
 from lkproto.core.rpc import RpcErrorCode
 from lkproto.testing import scaled
 from tests.interop._data_helpers import DIRECTIONS, Peer, data_room
+from tests.interop.test_media import (
+    COLOURS,
+    VIDEO_H,
+    VIDEO_W,
+    assert_in_order,
+    colour_sequence,
+    pair,
+    subscribed_track,
+)
 
 if TYPE_CHECKING:
     from lkproto.testing import LocalServer
@@ -106,3 +121,76 @@ async def test_the_callee_chain_learns_it_overran_the_deadline(
             f"in hang {caller.identity}",
             f"reason {int(RpcErrorCode.RESPONSE_TIMEOUT)}",
         ]
+
+
+async def test_official_style_pre_encoded_publisher_reaches_the_official_sdk(
+    livekit_server: LocalServer,
+) -> None:
+    import av
+    import numpy as np
+    from av.video.frame import PictureType
+
+    async with pair(livekit_server, "encoded-official") as (ours, theirs):
+        source = rtc.EncodedVideoSource(VIDEO_W, VIDEO_H)
+        track = rtc.LocalVideoTrack.create_video_track("encoded", source)
+        options = rtc.TrackPublishOptions(
+            source=rtc.TrackSource.SOURCE_CAMERA,
+            video_codec=rtc.VideoCodec.VP8,
+            video_encoder=rtc.VideoEncoderBackend.ENCODER_BACKEND_PRE_ENCODED,
+            simulcast=False,
+        )
+        await ours.local_participant.publish_track(track, options)
+        assert source.codec == "vp8"
+        encoder = av.CodecContext.create("libvpx", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = VIDEO_W, VIDEO_H, "yuv420p"
+        encoder.time_base = fractions.Fraction(1, 30)
+        # No periodic keyframes: after the first, only the feedback asks for one.
+        encoder.options = {"deadline": "realtime", "cpu-used": "8", "g": "100000"}
+        frames = [
+            av.VideoFrame.from_ndarray(
+                np.full((VIDEO_H, VIDEO_W, 3), c, dtype=np.uint8), format="rgb24"
+            ).reformat(format="yuv420p")
+            for c in COLOURS
+        ]
+        answered: list[bool] = []
+        accepted: list[bool] = []
+
+        async def feed() -> None:
+            n = 0
+            while True:
+                feedback = source.take_feedback()
+                assert feedback.rate_control is None
+                frame = frames[(n // 30) % len(COLOURS)]
+                frame.pts = n
+                frame.pict_type = PictureType.I if feedback.keyframe_requested else 0
+                if feedback.keyframe_requested:
+                    answered.append(True)
+                for packet in encoder.encode(frame):
+                    accepted.append(
+                        source.capture_frame(
+                            rtc.EncodedVideoFrame(
+                                bytes(packet),
+                                VIDEO_W,
+                                VIDEO_H,
+                                rtc.VideoCodec.VP8,
+                                rtc.EncodedFrameType.ENCODED_FRAME_KEY
+                                if packet.is_keyframe
+                                else rtc.EncodedFrameType.ENCODED_FRAME_DELTA,
+                                int(n * 1_000_000 / 30),
+                            )
+                        )
+                    )
+                n += 1
+                await asyncio.sleep(1 / 30)
+
+        task = asyncio.ensure_future(feed())
+        try:
+            remote = await subscribed_track(theirs, "video")
+            seen = await colour_sequence(official, remote, changes=3)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert_in_order(seen)
+        assert answered  # the new track asked for a keyframe at least once
+        assert accepted[0] is True  # the encoder's first frame is a keyframe
