@@ -120,12 +120,14 @@ if TYPE_CHECKING:
     from lkproto.rtc.audio_resampler import AudioResampler, AudioResamplerQuality
     from lkproto.rtc.audio_source import AudioSource
     from lkproto.rtc.audio_stream import AudioFrameEvent, AudioStream
+    from lkproto.rtc.av_sync import AVSynchronizer
     from lkproto.rtc.utils import combine_audio_frames
     from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
     from lkproto.rtc.video_source import EncodedVideoSource, VideoSource
     from lkproto.rtc.video_stream import VideoFrameEvent, VideoStream
 
 __all__ = [
+    "AVSynchronizer",
     "AudioDeviceInfo",
     "AudioEncoding",
     "AudioFilter",
@@ -243,6 +245,7 @@ _LAZY: Final[dict[str, str]] = {
     "AudioResamplerQuality": "lkproto.rtc.audio_resampler",
     "AudioSource": "lkproto.rtc.audio_source",
     "AudioStream": "lkproto.rtc.audio_stream",
+    "AVSynchronizer": "lkproto.rtc.av_sync",
     "EncodedVideoSource": "lkproto.rtc.video_source",
     "VideoBufferType": "lkproto.rtc.video_frame",
     "VideoFrame": "lkproto.rtc.video_frame",

@@ -116,6 +116,11 @@ NOTES: Final[dict[str, str]] = {
         f"unsupported: same fields, data only; `AudioStream(noise_cancellation=...)` refuses "
         f"it: {NATIVE_REASONS['AudioFilter']}; a `FrameProcessor` is accepted"
     ),
+    "AVSynchronizer": (
+        "differs: same pacing (audio through the source's real-time queue, video at "
+        "`video_fps` from a bounded queue); pushing after `aclose()` raises "
+        "`LocalProtocolError`, and `aclose()` releases `wait_for_playout`"
+    ),
     "FrameProcessor": (
         "differs: the same abstract base (`enabled`, `_process`, `_close`), taken by "
         "`AudioStream(noise_cancellation=...)`; lkproto never calls the `_on_stream_info_*` / "
@@ -130,11 +135,12 @@ NOTES: Final[dict[str, str]] = {
         "estimate); frame metadata is refused"
     ),
     "EncodedVideoFrame": (
-        "differs: same fields and checks; `metadata` must be None (refused by `capture_frame`), codecs "
-        "other than VP8/H264 are refused"
+        "differs: same fields and checks; `metadata` must be None (refused by "
+        "`capture_frame`), codecs other than VP8/H264 are refused"
     ),
     "EncodedRateControl": (
-        "differs: same fields; never produced: aiortc has no send-side bandwidth estimate to forward"
+        "differs: same fields; never produced: aiortc has no send-side bandwidth estimate "
+        "to forward"
     ),
     "EncodedVideoSourceFeedback": (
         "differs: same fields; `keyframe_requested` reports the server's PLI/FIR and lkproto's own "
@@ -180,7 +186,6 @@ MISSING: Final[dict[str, str]] = {
     "DataTrackInfo": _DATA_TRACKS,
     "PushFrameError": _DATA_TRACKS,
     "SubscribeDataTrackError": _DATA_TRACKS,
-    "AVSynchronizer": "not yet",
 }
 """Official names lkproto does not have, with the reason."""
 
