@@ -146,6 +146,7 @@ class ProcessClient(Client):
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
         self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._starting: asyncio.Lock | None = None
         self._connected = False
         self._reason: int | None = None
         self._reason_detail = ""
@@ -170,6 +171,14 @@ class ProcessClient(Client):
             return
         if self.refusal is not None:
             raise Unsupported(self.refusal)
+        # Two first requests at once must not start two children.
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._proc is None:
+                await self._spawn()
+
+    async def _spawn(self) -> None:
         argv = await asyncio.to_thread(self.command)
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()

@@ -208,3 +208,16 @@ def test_opus_tone_decodes_back_to_its_pitch() -> None:
     assert len(packets) >= 50
     pcm = _opus_decode(packets * 2)
     assert abs(_audio.peak_frequency(_steady(pcm, 1.0)) - 1000.0) < 20
+
+
+async def test_concurrent_first_requests_start_one_child(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    try:
+        await asyncio.gather(client.connect("ws://x", "tok"), client.local_sid())
+        first = client._proc
+        await client.remotes()
+        assert client._proc is first
+        # Each child prints one stray line: one child, one line.
+        assert sum("not json at all" in line for line in client._stderr) == 1
+    finally:
+        await client.close()
