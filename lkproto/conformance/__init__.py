@@ -39,7 +39,10 @@ Adapters: ``lkproto`` (``lkproto.rtc``), ``livekit-python`` (the official SDK, i
 without it every scenario reports ``unsupported``) and ``livekit-js`` (livekit-client in headless
 Chromium through ``tests/interop/browser/harness.py``, loaded by path when present, one shared page
 reset between scenarios; without Node/Chromium/the bundle every scenario reports ``unsupported``
-with the reason). What an adapter cannot do raises :class:`Unsupported`.
+with the reason), ``livekit-go`` and ``livekit-node`` (server-sdk-go and @livekit/rtc-node, each
+in a child process driven over JSON lines, :mod:`lkproto.conformance.process_adapters`; built
+or installed into the lkproto cache on first use). What an adapter cannot do raises
+:class:`Unsupported`.
 
 Adding a scenario
 -----------------
