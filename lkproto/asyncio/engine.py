@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import errno
 import functools
 import logging
 import random
@@ -340,6 +341,7 @@ class Engine:
         self._supervisor: asyncio.Task[None] | None = None
         # The time bound of a full-reconnect attempt's join while it runs (see _on_leave).
         self._attempt_window: asyncio.Timeout | None = None
+        self._recovery_started_at = 0.0
         self._closing = False
         self._pending_requests: dict[int, asyncio.Future[None]] = {}
         self._sender = rl.ReliableSender()
@@ -1390,6 +1392,7 @@ class Engine:
         while (event := self._recoverer.next_event()) is not None:
             match event:
                 case rc.RecoveryStarted(full=full):
+                    self._recovery_started_at = self._loop.time()
                     self._set_state(ConnectionState.CONN_RECONNECTING)
                     self._sender.suspend()
                     self._emit(EngineReconnecting(full=full))
@@ -1432,6 +1435,7 @@ class Engine:
         kind = self._recoverer.attempt_kind(peer_usable=peer_usable)
         cause: rc.RecoveryCause | None = None
         status: int | None = None
+        unreachable = False
         ok = False
         try:
             if kind is rc.Recovery.RESUME and link is not None:
@@ -1439,6 +1443,8 @@ class Engine:
                     await self._resume(link)
             else:
                 old_publisher = link.publisher if link is not None else None
+                # Who should get what we resend (core/reconnect.py receivers_ready).
+                before = {identity: info.sid for identity, info in self._roster.remotes.items()}
                 await self._teardown_link()
                 # A new session numbers from 1 again. What the closed old association never
                 # delivered to the server is renumbered and resent after the join; what the
@@ -1459,7 +1465,8 @@ class Engine:
                     finally:
                         self._attempt_window = None
                 if self._sender.buffered_count:
-                    await self._await_receivers(rc.RECEIVERS_WAIT_S)
+                    took = self._loop.time() - self._recovery_started_at
+                    await self._await_receivers(before, rc.receivers_wait_s(took))
                 self._resend(self._sender.resume(0))
                 await self._republish()
             current = self._link
@@ -1479,23 +1486,28 @@ class Engine:
             _log.info("= reconnect attempt %d failed: %s", number, exc)
             if isinstance(exc, JoinRejectedError):
                 status = exc.status
+            # Nothing listening (a server being restarted): retried quickly (Recoverer).
+            refused = exc.__cause__ or exc
+            unreachable = isinstance(refused, ConnectionRefusedError) or (
+                getattr(refused, "errno", None) == errno.ECONNREFUSED
+            )
         if self._closing or self._recoverer.state is not rc.RecoveryState.ATTEMPTING:
             return  # disconnected meanwhile, or the server ended the session
         now = self._loop.time()
         if ok:
             self._recoverer.attempt_succeeded(now)
         else:
-            self._recoverer.attempt_failed(now, cause=cause, status=status)
+            self._recoverer.attempt_failed(now, cause=cause, status=status, unreachable=unreachable)
         self._flush_recovery()
 
-    async def _await_receivers(self, bound_s: float) -> None:
+    async def _await_receivers(self, before: Mapping[str, str], bound_s: float) -> None:
         """Wait, at most ``bound_s``, until the room's other participants can receive reliable
         data (:func:`lkproto.core.reconnect.receivers_ready`)."""
         for _ in range(int(bound_s / _RECEIVERS_POLL_S)):
-            if rc.receivers_ready(self._roster.remotes.values()):
+            if rc.receivers_ready(self._roster.remotes, before):
                 return
             await asyncio.sleep(_RECEIVERS_POLL_S)
-        _log.info("= resending although not every participant is active after %.1f s", bound_s)
+        _log.info("= resending although not every participant is back after %.1f s", bound_s)
 
     async def _give_up(self, attempt: asyncio.Task[None] | None) -> None:
         self._closing = True

@@ -37,7 +37,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
@@ -53,6 +53,8 @@ __all__ = [
     "LEAVE_ACTION_RECOVERY",
     "RECEIVERS_WAIT_S",
     "TRANSPORT_SILENCE_S",
+    "UNREACHABLE_RETRIES",
+    "UNREACHABLE_RETRY_S",
     "AnyRecoveryEvent",
     "AttemptDue",
     "GaveUp",
@@ -66,6 +68,7 @@ __all__ = [
     "RecoveryState",
     "choose_recovery",
     "receivers_ready",
+    "receivers_wait_s",
     "recovery_for",
     "transport_stalled",
 ]
@@ -180,26 +183,53 @@ def transport_stalled(*, now: float, last_heard: float | None, silence_s: float)
     return now - last_heard >= silence_s
 
 
+# Retrying a server that refused the connection (nothing listening: being restarted), outside the
+# policy's schedule; 20 x 0.25 s covers a restart on this machine many times over, and a server
+# down for longer falls back to the policy (Recoverer.attempt_failed).
+UNREACHABLE_RETRIES: Final = 20
+UNREACHABLE_RETRY_S: Final = 0.25
+
 # After a full reconnect, how long the resend (and every later reliable send) may wait for the
 # room's other participants to be able to receive (see receivers_ready).
 RECEIVERS_WAIT_S: Final = 5.0
 
 
-def receivers_ready(remotes: Iterable[pb.ParticipantInfo]) -> bool:
-    """Whether every remote participant can receive reliable data now (after a full reconnect).
+def receivers_ready(remotes: Mapping[str, pb.ParticipantInfo], before: Mapping[str, str]) -> bool:
+    """Whether the room's other participants can get reliable data now (after a full reconnect).
 
     livekit-server forwards a sequenced reliable packet only to participants whose primary
-    transport is fully established (``ParticipantInfo.state`` ACTIVE); one that joins later gets
-    at most the last 2 s and ~100 kB of them replayed (PROTOCOL-MAP §3, server steps 5 and 8).
-    After an outage the other participants are often rejoining too, a little after us: resending
-    the undelivered packets at once would hand most of them to nobody (issue 15, 15 s outage:
-    236 of 500 lost on the receiving side). So a driver with packets to resend waits, at most
-    :data:`RECEIVERS_WAIT_S`, until this is true, then resends.
+    transport is fully established (``ParticipantInfo.state`` ACTIVE) and replays the last 2 s
+    (~100 kB) of them to one that becomes so later (PROTOCOL-MAP §3, server steps 5 and 8). After
+    an outage the other participants are often rejoining too, a little after us: resending the
+    undelivered packets at once would hand most of them to nobody (issue 15, 15 s outage: 236 of
+    500 lost on the receiving side). Ready means: everyone who was in the room before is back,
+    and each is ACTIVE or has just joined anew (a new SID, which the replay serves; the update
+    announcing ACTIVE can come seconds later). A driver with packets to resend waits for this,
+    at most :func:`receivers_wait_s`.
 
     Args:
-        remotes: the remote participants as the new session sees them.
+        remotes: the remote participants the new session sees, by identity.
+        before: identity -> SID of the remote participants before the reconnect.
     """
-    return all(info.state == pb.ParticipantInfo.ACTIVE for info in remotes)
+    if any(identity not in remotes for identity in before):
+        return False
+    for identity, info in remotes.items():
+        fresh = info.state == pb.ParticipantInfo.JOINED and before.get(identity) != info.sid
+        if info.state != pb.ParticipantInfo.ACTIVE and not fresh:
+            return False
+    return True
+
+
+def receivers_wait_s(recovery_s: float) -> float:
+    """How long a sender that recovered in ``recovery_s`` waits for :func:`receivers_ready`.
+
+    As long as its own recovery took, at most :data:`RECEIVERS_WAIT_S`: participants that met
+    the same fault recover on the same schedule, and the server's 2 s replay covers one that is
+    a little behind. After a server restart (recovered in ~0.5 s) the update announcing a peer
+    back can take ~3 s, and waiting for it would triple the recovery time for nothing; after a
+    15 s outage the peers may be seconds apart, and the wait keeps their packets.
+    """
+    return min(RECEIVERS_WAIT_S, max(recovery_s, 0.0))
 
 
 def _check_seconds(name: str, value: float) -> None:
@@ -432,6 +462,7 @@ class Recoverer:
         self._state = RecoveryState.IDLE
         self._plan = Recovery.NONE
         self._failed = 0
+        self._unreachable = 0
         self._deadline: float | None = None
         self._events: deque[AnyRecoveryEvent] = deque()
 
@@ -468,6 +499,7 @@ class Recoverer:
         if self._state is RecoveryState.IDLE:
             self._plan = wanted
             self._failed = 0
+            self._unreachable = 0
             self._events.append(RecoveryStarted(full=wanted is Recovery.FULL_RECONNECT))
             self._schedule(now)
         else:
@@ -505,7 +537,12 @@ class Recoverer:
         self._reset()
 
     def attempt_failed(
-        self, now: float, *, cause: RecoveryCause | None = None, status: int | None = None
+        self,
+        now: float,
+        *,
+        cause: RecoveryCause | None = None,
+        status: int | None = None,
+        unreachable: bool = False,
     ) -> None:
         """The attempt failed; the next one is scheduled, or the recovery gives up.
 
@@ -513,6 +550,11 @@ class Recoverer:
             now: current monotonic time in seconds.
             cause: why, when it calls for a different recovery (RESUME_REFUSED, a LEAVE...).
             status: the HTTP status when the server refused the join.
+            unreachable: nothing listened at the server's address (connection refused). The
+                first :data:`UNREACHABLE_RETRIES` such failures of a recovery are retried every
+                :data:`UNREACHABLE_RETRY_S` without counting against the policy: a server being
+                restarted is back within a second or two, and the policy's growing delays made
+                lkproto return seconds after the official SDK (issue 15).
 
         Raises:
             LocalProtocolError: no attempt is running.
@@ -521,6 +563,11 @@ class Recoverer:
             raise LocalProtocolError(f"no recovery attempt is running ({self._state.value})")
         if status is not None and status in FATAL_JOIN_STATUSES:
             self._give_up(f"the server refused the join (HTTP {status})")
+            return
+        if unreachable and cause is None and self._unreachable < UNREACHABLE_RETRIES:
+            self._unreachable += 1
+            self._state = RecoveryState.WAITING
+            self._deadline = now + UNREACHABLE_RETRY_S
             return
         self._failed += 1
         before = self._plan
@@ -543,7 +590,7 @@ class Recoverer:
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
             self._state = RecoveryState.ATTEMPTING
-            self._events.append(AttemptDue(number=self._failed + 1))
+            self._events.append(AttemptDue(number=self._failed + self._unreachable + 1))
 
     def get_timer(self) -> float | None:
         """When the next attempt is due, or None."""
@@ -577,4 +624,5 @@ class Recoverer:
         self._state = RecoveryState.IDLE
         self._plan = Recovery.NONE
         self._failed = 0
+        self._unreachable = 0
         self._deadline = None

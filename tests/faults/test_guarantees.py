@@ -9,9 +9,10 @@ reference, not asserted.
 The floor for every fault (issue 15 "Guarantees"): a reliable packet whose ``publish_data``
 returned is delivered exactly once and in order, or its failure is reported; a dead transport
 ends in a resume, a full reconnect or ``disconnected``, never in a room that says CONNECTED while
-nothing moves. Where lkproto does not meet it yet, the test asserts the required behaviour and is a
-strict xfail (so it turns into a failure, to be un-marked, the moment the engine is fixed) unless
-a run can pass by chance (the RPC latency under loss: non-strict, an XPASS shows in the summary).
+nothing moves. Where lkproto does not meet it, a test asserts the required behaviour and is marked
+xfail (strict unless a run can pass by chance); none is at present. The outage and restart tests
+also check that the reconnects left no asyncio task, file descriptor or thread behind in the
+workers (:meth:`~lkproto.testing.faults.TransferResult.leaked`).
 """
 
 from __future__ import annotations

@@ -13,11 +13,15 @@ from lkproto import errors
 from lkproto.core.reconnect import (
     DEFAULT_RECONNECT_DELAYS_S,
     LEAVE_ACTION_RECOVERY,
+    RECEIVERS_WAIT_S,
     TRANSPORT_SILENCE_S,
+    UNREACHABLE_RETRIES,
+    UNREACHABLE_RETRY_S,
     ReconnectPolicy,
     Recovery,
     choose_recovery,
     receivers_ready,
+    receivers_wait_s,
     transport_stalled,
 )
 from lkproto.wire import pb
@@ -386,9 +390,42 @@ def test_a_five_second_outage_is_not_a_dead_transport() -> None:
     assert TRANSPORT_SILENCE_S > 2.0 * 3
 
 
-def test_receivers_ready_only_when_every_remote_is_active() -> None:
-    active = pb.ParticipantInfo(identity="a", state=pb.ParticipantInfo.ACTIVE)
-    joined = pb.ParticipantInfo(identity="b", state=pb.ParticipantInfo.JOINED)
-    assert receivers_ready([])  # alone in the room: nothing to wait for
-    assert receivers_ready([active])
-    assert not receivers_ready([active, joined])
+def test_receivers_ready_when_everyone_is_back_active_or_freshly_joined() -> None:
+    def info(sid: str, state: int) -> pb.ParticipantInfo:
+        return pb.ParticipantInfo(identity=sid[:1], sid=sid, state=state)  # type: ignore[arg-type]
+
+    active, joined = pb.ParticipantInfo.ACTIVE, pb.ParticipantInfo.JOINED
+    assert receivers_ready({}, {})  # alone in the room: nothing to wait for
+    assert not receivers_ready({}, {"a": "a1"})  # a was there before and is not back yet
+    assert receivers_ready({"a": info("a2", active)}, {"a": "a1"})
+    assert receivers_ready({"a": info("a2", joined)}, {"a": "a1"})  # rejoined: the replay serves it
+    # The same session, not active: the server holds our packets for it (no replay).
+    assert not receivers_ready({"a": info("a1", joined)}, {"a": "a1"})
+    assert receivers_ready({"b": info("b1", joined)}, {})  # a newcomer is served by the replay
+
+
+def test_an_unreachable_server_is_retried_quickly_then_by_the_policy() -> None:
+    r = _recoverer((0.0, 3.0, 6.0))
+    r.trouble(RecoveryCause.SIGNAL_LOST, 0.0)
+    now = 0.0
+    for n in range(UNREACHABLE_RETRIES):
+        r.handle_timer(now)
+        assert _drain(r)[-1] == AttemptDue(number=n + 1)
+        r.attempt_failed(now, unreachable=True)
+        assert r.get_timer() == now + UNREACHABLE_RETRY_S  # not the policy's 3 s
+        now += UNREACHABLE_RETRY_S
+    # Past the quick retries, the policy's schedule (its first failure: 3 s).
+    r.handle_timer(now)
+    r.attempt_failed(now, unreachable=True)
+    assert r.get_timer() == now + 3.0
+    # A refusal by a server that is up is not "unreachable": the full reconnect comes at once.
+    r.handle_timer(now + 3.0)
+    r.attempt_failed(now + 3.0, cause=RecoveryCause.RESUME_REFUSED, unreachable=True)
+    assert r.get_timer() == now + 3.0
+    assert r.plan is Recovery.FULL_RECONNECT
+
+
+def test_receivers_wait_follows_the_own_recovery_time() -> None:
+    assert receivers_wait_s(0.4) == 0.4  # a quick recovery does not wait for slow updates
+    assert receivers_wait_s(20.0) == RECEIVERS_WAIT_S
+    assert receivers_wait_s(-1.0) == 0.0
