@@ -1361,7 +1361,6 @@ class Engine:
                 continue
             try:
                 heard = pc.last_received_at()
-                waiting = pc.unacknowledged_bytes(RELIABLE_LABEL)
             except LkError as exc:  # aiortc internals changed (the seam names them)
                 _log.warning("= dead-transport watch stopped: %s", exc)
                 return
