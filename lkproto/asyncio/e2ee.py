@@ -11,7 +11,8 @@ and the application still sees data in the order it was sent.
 
 Media: aiortc has no insertable streams. On send, :meth:`E2eeDriver.prepare_sender` wraps the
 encoder of each sender (:func:`lkproto.asyncio._seam.preset_encoder`) in an
-:class:`EncryptingEncoder`. One Opus frame is one RTP payload, encrypted as it is. aiortc's VP8
+:class:`EncryptingEncoder` (for a simulcast track: the encoder of each layer's sender). One
+Opus frame is one RTP payload, encrypted as it is. aiortc's VP8
 encoder packetises inside ``encode``, so the wrapper takes its payloads apart again (public
 ``vp8_depayload``), encrypts the whole frame and packetises it anew with the same VP8 payload
 descriptor (picture id), as aiortc would have: receivers and the SFU still read the descriptor
@@ -240,22 +241,24 @@ class E2eeDriver:
     def prepare_sender(self, sender: RTCRtpSender, description: TrackDescription) -> None:
         """Encrypt the frames of a freshly prepared sender (the engine's ``sender_hook``).
 
+        A simulcast track's frames leave through one sender per layer
+        (:class:`lkproto.asyncio.publish.SimulcastSender`), created once the section is
+        negotiated: each layer's encoder is wrapped as it is created, all under the track's one
+        cryptor, as the official SDKs encrypt every layer with the participant's key (each layer
+        keeps its own IV prefix and counter, so no IV repeats across layers).
+
         Raises:
-            LocalProtocolError: a video sender (not encrypted yet; the room refuses those first).
+            LocalProtocolError: a codec the SDKs do not encrypt (AV1, H.265).
         """
+        from lkproto.asyncio.publish import simulcast_of
+
         codec = FrameCodec.from_mime_type(description.mime_type)
         if codec not in (FrameCodec.OPUS, FrameCodec.VP8, FrameCodec.H264):
             raise LocalProtocolError(f"{description.mime_type} frames are not encrypted yet")
         self._loop = asyncio.get_running_loop()
-        inner = current_encoder(sender)
-        if isinstance(inner, EncryptingEncoder):
+        simulcast = simulcast_of(sender)
+        if simulcast is None and isinstance(current_encoder(sender), EncryptingEncoder):
             return
-        if inner is None:
-            # No encoder preset (video at aiortc's default bitrate, or a pre-encoded source):
-            # the one aiortc would create lazily, created now so that it can be wrapped.
-            inner = get_encoder(
-                RTCRtpCodecParameters(mimeType=description.mime_type, clockRate=90_000)
-            )
         cryptor = FrameCryptor(
             self.provider,
             participant_identity=self._local_identity(),
@@ -264,6 +267,20 @@ class E2eeDriver:
         )
         cryptor.enabled = self.enabled
         self.cryptors[(cryptor.participant_identity, description.cid)] = cryptor
+        if simulcast is not None:
+            mime_type = description.mime_type
+            simulcast.add_layer_hook(lambda layer: self._wrap_encoder(layer, cryptor, mime_type))
+            return
+        self._wrap_encoder(sender, cryptor, description.mime_type)
+
+    def _wrap_encoder(self, sender: RTCRtpSender, cryptor: FrameCryptor, mime_type: str) -> None:
+        inner = current_encoder(sender)
+        if isinstance(inner, EncryptingEncoder):
+            return
+        if inner is None:
+            # No encoder preset (video at aiortc's default bitrate, or a pre-encoded source):
+            # the one aiortc would create lazily, created now so that it can be wrapped.
+            inner = get_encoder(RTCRtpCodecParameters(mimeType=mime_type, clockRate=90_000))
         preset_encoder(
             sender,
             EncryptingEncoder(inner, cryptor, self._random_bytes, on_frame=self._flush_soon),

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from lkproto.core.publish import TrackDescription
@@ -133,8 +133,21 @@ class SimulcastSender:
             for layer in self.layers
         }
         self.senders: dict[str, Any] = {}
+        self._layer_hooks: list[Callable[[Any], None]] = []
         self._task: asyncio.Task[None] | None = None
         _seam.intercept_send(sender, self._start)
+
+    def add_layer_hook(self, hook: Callable[[Any], None]) -> None:
+        """Call ``hook`` with each layer's ``RTCRtpSender`` once its encoder is installed.
+
+        The layer senders only exist once the section is negotiated, after the engine's
+        ``sender_hook`` ran on the transceiver's sender; this is how that hook reaches them (the
+        E2EE driver wraps each layer's encoder in its frame cryptor, as the official SDKs
+        encrypt every simulcast layer). Layers already started get it at once.
+        """
+        self._layer_hooks.append(hook)
+        for layer_sender in self.senders.values():
+            hook(layer_sender)
 
     def set_wanted(self, rids: Iterable[str]) -> None:
         """Encode only the layers in ``rids``; the others wait without encoding."""
@@ -179,6 +192,8 @@ class SimulcastSender:
             install_video_encoder(
                 layer_sender, mime_type=self.description.mime_type, bitrate=layer.bitrate_bps
             )
+            for hook in self._layer_hooks:
+                hook(layer_sender)
             await layer_sender.send(layer_parameters)
             self.senders[layer.rid] = layer_sender
         self._task = asyncio.get_running_loop().create_task(

@@ -50,9 +50,9 @@ NOTES: Final[dict[str, str]] = {
     "RtcConfiguration": "differs: see [Options](joining.md#options-honoured-refused-or-a-hint)",
     "TrackPublishOptions": (
         "differs: a checked dataclass (a protobuf message there): `simulcast`, `red`, `dtx` "
-        "default to False; `simulcast` sends the official layers (refused for pre-encoded "
-        "sources and with E2EE), `red`/`dtx` are hints; codecs other than VP8/H264, non-L1T1 "
-        "scalability, hardware `video_encoder`s and "
+        "default to False; `simulcast` sends the official layers (each encrypted with "
+        "E2EE; refused for pre-encoded sources), `red`/`dtx` are hints; codecs other than "
+        "VP8/H264, non-L1T1 scalability, hardware `video_encoder`s and "
         "frame metadata are refused (`UnsupportedFeatureError`), `degradation_preference` is a "
         "hint; the official mutation style "
         "`opts.video_encoding.max_bitrate = N` works and is checked"

@@ -562,9 +562,6 @@ class LocalParticipant(Participant):
         description = dataclasses.replace(
             _track_description(track, opts), encryption=self._encryption
         )
-        if description.simulcast and description.encryption:
-            # The layers' own senders bypass the E2EE frame cryptor (lkproto.asyncio.publish).
-            refuse("TrackPublishOptions.simulcast", "simulcast layers are not end-to-end encrypted")
         info = await self._engine.publish_track(
             description, track._media, media_factory=track.source._media_track
         )

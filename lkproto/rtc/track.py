@@ -166,8 +166,8 @@ class TrackPublishOptions:
       (default) or H264, ``source``, ``stream``, ``preconnect_buffer`` (announced as
       ``TF_PRECONNECT_BUFFER``; the buffer itself is :class:`lkproto.agents.PreconnectBuffer`),
       ``simulcast`` (the official layers ``q``/``h``/``f`` for a source of at least 480 pixels,
-      see :mod:`lkproto.core.simulcast`; refused for a pre-encoded source and with end-to-end
-      encryption);
+      see :mod:`lkproto.core.simulcast`; each layer end-to-end encrypted when the room is;
+      refused for a pre-encoded source);
     - refused with :class:`~lkproto.errors.UnsupportedFeatureError`: ``video_codec`` AV1, VP9,
       H265 (aiortc encodes VP8 and H.264 only), any ``frame_metadata_features`` (no frame
       metadata trailer), a ``scalability_mode`` other than single-layer ``L1T1``, a hardware

@@ -7,7 +7,8 @@ HIGH, with ``RemoteTrackPublication.set_video_quality``; the frames it decodes m
 low, then the full size. With ``RoomOptions(dynacast=True)`` and the only subscriber on LOW, the
 server's ``SubscribedQualityUpdate`` must leave only the ``q`` layer encoding: the other layers'
 senders stop sending. The process CPU time over a window with one layer and with all three is
-printed (a figure for the docs, not asserted: the machine is shared).
+printed (a figure for the docs, not asserted: the machine is shared). With end-to-end
+encryption both sides share a key and the official subscriber decodes LOW, then HIGH frames.
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from livekit import rtc as lrtc
 from lkproto import rtc
 from lkproto.asyncio.publish import SimulcastSender, simulcast_of
 from lkproto.testing import LocalServer, scaled
-from tests.interop._helpers import connect_official, disconnect_all, unique_room, wait_for
+from tests.interop._helpers import (
+    CONNECT_TIMEOUT_S,
+    connect_official,
+    disconnect_all,
+    make_token,
+    official_options,
+    unique_room,
+    wait_for,
+)
 from tests.interop.test_media import subscribed_track
 
 pytestmark = pytest.mark.interop
@@ -38,8 +47,14 @@ WINDOW_S = 5.0
 
 @contextlib.asynccontextmanager
 async def publishing(
-    server: LocalServer, *, dynacast: bool, codec: int = rtc.VideoCodec.VP8
+    server: LocalServer,
+    *,
+    dynacast: bool,
+    codec: int = rtc.VideoCodec.VP8,
+    key: bytes | None = None,
 ) -> AsyncIterator[tuple[rtc.Room, lrtc.Room, rtc.LocalVideoTrack]]:
+    """lkproto publishing a simulcast camera, an official subscriber joined; both with ``key``
+    as the shared E2EE key when given."""
     name = unique_room("simulcast")
     ours: rtc.Room | None = None
     theirs: lrtc.Room | None = None
@@ -49,6 +64,10 @@ async def publishing(
         options = rtc.RoomOptions(
             dynacast=dynacast, rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"])
         )
+        if key is not None:
+            options.encryption = rtc.E2EEOptions(
+                key_provider_options=rtc.KeyProviderOptions(shared_key=key)
+            )
         await asyncio.wait_for(
             ours.connect(server.url, server.create_token("lk", name), options), scaled(20)
         )
@@ -61,7 +80,18 @@ async def publishing(
             ),
         )
         feed = asyncio.ensure_future(_moving_picture(source))
-        theirs = await connect_official(server, "sdk", name)
+        if key is None:
+            theirs = await connect_official(server, "sdk", name)
+        else:
+            theirs = lrtc.Room()
+            their_options = official_options()
+            their_options.encryption = lrtc.E2EEOptions(
+                key_provider_options=lrtc.KeyProviderOptions(shared_key=key)
+            )
+            await asyncio.wait_for(
+                theirs.connect(server.url, make_token(server, "sdk", name), their_options),
+                scaled(CONNECT_TIMEOUT_S),
+            )
         yield ours, theirs, track
     finally:
         if feed is not None:
@@ -172,6 +202,38 @@ async def test_official_subscriber_switches_between_low_and_high(
         stopped = await _packets(simulcast)
         await asyncio.sleep(scaled(1.0))
         assert await _packets(simulcast) == stopped
+
+
+@pytest.mark.parametrize("codec", [rtc.VideoCodec.VP8, rtc.VideoCodec.H264], ids=["VP8", "H264"])
+async def test_encrypted_layers_decrypt_at_the_official_subscriber_low_then_high(
+    livekit_server: LocalServer, codec: int
+) -> None:
+    # Each layer is encrypted like a single-layer track (lkproto.asyncio.e2ee): a decoded frame
+    # of a layer's size is one that was decrypted with the key (ciphertext decodes to nothing).
+    async with publishing(livekit_server, dynacast=False, codec=codec, key=b"simulcast-key") as (
+        ours,
+        theirs,
+        track,
+    ):
+        remote = await subscribed_track(theirs, "video")
+        publication = next(
+            pub
+            for p in theirs.remote_participants.values()
+            for pub in p.track_publications.values()
+            if pub.sid == remote.sid
+        )
+        assert publication.simulcasted
+        assert publication.encryption_type == lrtc.EncryptionType.GCM
+        simulcast = _simulcast(ours, track)
+        assert len(simulcast.senders) == 3
+        stream = lrtc.VideoStream(remote)
+        try:
+            publication.set_video_quality(lrtc.VideoQuality.VIDEO_QUALITY_LOW)
+            await _until_size(stream, (320, 180), scaled(SWITCH_TIMEOUT_S))
+            publication.set_video_quality(lrtc.VideoQuality.VIDEO_QUALITY_HIGH)
+            await _until_size(stream, (W, H), scaled(SWITCH_TIMEOUT_S))
+        finally:
+            await stream.aclose()
 
 
 async def test_dynacast_stops_the_layers_nobody_watches(livekit_server: LocalServer) -> None:

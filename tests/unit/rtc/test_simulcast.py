@@ -1,5 +1,5 @@
-"""TrackPublishOptions.simulcast in lkproto.rtc: honoured with the official layers, refused where
-lkproto cannot send layers."""
+"""TrackPublishOptions.simulcast in lkproto.rtc: honoured with the official layers (also with
+end-to-end encryption), refused where lkproto cannot send layers."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.unit.rtc.test_track import FakeSource
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import Engine
     from lkproto.asyncio.rpc import RpcDriver
+    from lkproto.core.publish import TrackDescription
 
 __all__: list[str] = []
 
@@ -52,14 +53,30 @@ def test_a_pre_encoded_source_cannot_simulcast() -> None:
         _track_description(track, rtc.TrackPublishOptions(simulcast=True))
 
 
-class _NoEngine:
-    async def publish_track(self, *args: object, **kwargs: object) -> object:
-        raise AssertionError("an encrypted simulcast publish must be refused before the engine")
+class _RecordingEngine:
+    def __init__(self) -> None:
+        self.published: list[TrackDescription] = []
+
+    async def publish_track(
+        self, description: TrackDescription, *args: object, **kwargs: object
+    ) -> object:
+        self.published.append(description)
+        raise _Stop
 
 
-async def test_simulcast_with_end_to_end_encryption_is_refused() -> None:
-    me = LocalParticipant(info("me"), cast("Engine", _NoEngine()), cast("RpcDriver", None))
+class _Stop(Exception):
+    pass
+
+
+async def test_simulcast_with_end_to_end_encryption_is_published_encrypted() -> None:
+    # Each layer sender gets the frame cryptor (lkproto.asyncio.e2ee, tests/unit/asyncio/
+    # test_simulcast_e2ee.py), so an encrypted room publishes simulcast like the official SDKs.
+    engine = _RecordingEngine()
+    me = LocalParticipant(info("me"), cast("Engine", engine), cast("RpcDriver", None))
     me._set_encryption(pb.Encryption.GCM)
     track = _video(width=1280, height=720)
-    with pytest.raises(UnsupportedFeatureError, match="end-to-end"):
+    with pytest.raises(_Stop):
         await me.publish_track(track, rtc.TrackPublishOptions(simulcast=True))
+    [description] = engine.published
+    assert description.simulcast
+    assert description.encryption == pb.Encryption.GCM
