@@ -19,11 +19,22 @@ from lkproto.testing import scaled
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import TraceCallback
 
-__all__ = ["ROSTER_TIMEOUT_S", "ClusterControl", "ClusterTarget", "Context", "ServerTarget"]
+__all__ = [
+    "PINNED_EMPTY_TIMEOUT_S",
+    "ROSTER_TIMEOUT_S",
+    "ClusterControl",
+    "ClusterTarget",
+    "Context",
+    "ServerTarget",
+]
 
 ROSTER_TIMEOUT_S: Final = 15.0
 """livekit-server batches updates about non-publishing participants every 3 s
 (pkg/rtc/room.go subscriberUpdateInterval): roster changes may take that long to show."""
+
+PINNED_EMPTY_TIMEOUT_S: Final = 300
+"""``empty_timeout`` of a room pinned for the cluster lane: longer than any scenario waits before
+its first join (node-failure scenarios queue for one lock)."""
 
 _POLL_S: Final = 0.05
 _CLOSE_TIMEOUT_S: Final = 10.0
@@ -261,8 +272,15 @@ class Context:
         host = cluster.host
         service = RoomServiceClient(host.url, host.api_key, host.api_secret)
         self._services.append(service)
+        # A room nobody has joined yet closes after its empty_timeout (10 s on the local nodes);
+        # a join would then re-create it on any node, the spare included (seen: a node-failure
+        # scenario waiting for the fault lock, whose kill then hit the room's own node). Once
+        # participants have come and gone, the departure timeout closes it as usual.
         await self.bounded(
-            service.create_room(self.room, node_id=cluster.host_node_id), "CreateRoom on the host"
+            service.create_room(
+                self.room, node_id=cluster.host_node_id, empty_timeout=PINNED_EMPTY_TIMEOUT_S
+            ),
+            "CreateRoom on the host",
         )
 
     def require_cluster(self) -> ClusterTarget:
