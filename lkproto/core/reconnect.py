@@ -188,6 +188,7 @@ def transport_stalled(*, now: float, last_heard: float | None, silence_s: float)
 # down for longer falls back to the policy (Recoverer.attempt_failed).
 UNREACHABLE_RETRIES: Final = 20
 UNREACHABLE_RETRY_S: Final = 0.25
+"""Seconds between those retries of an unreachable server."""
 
 # After a full reconnect, how long the resend (and every later reliable send) may wait for the
 # room's other participants to be able to receive (see receivers_ready).

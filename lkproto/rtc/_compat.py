@@ -121,6 +121,16 @@ NOTES: Final[dict[str, str]] = {
         "`video_fps` from a bounded queue); pushing after `aclose()` raises "
         "`LocalProtocolError`, and `aclose()` releases `wait_for_playout`"
     ),
+    "AudioStream": (
+        "differs: `from_participant` returns a `ParticipantStream` (the same iteration and "
+        "`aclose`, following the participant's track of that source across republishes), not "
+        "an `AudioStream`"
+    ),
+    "VideoStream": (
+        "differs: `from_participant` returns a `ParticipantStream` (the same iteration and "
+        "`aclose`, following the participant's track of that source across republishes), not "
+        "a `VideoStream`"
+    ),
     "FrameProcessor": (
         "differs: the same abstract base (`enabled`, `_process`, `_close`), taken by "
         "`AudioStream(noise_cancellation=...)`; lkproto never calls the `_on_stream_info_*` / "

@@ -36,8 +36,11 @@ from lkproto.asyncio.audio import mono_to_stereo
 from lkproto.asyncio.fanout import DEFAULT_QUEUE_FRAMES, FrameFanout, FrameQueue
 from lkproto.rtc._options import check_loop, refuse
 from lkproto.rtc.audio_frame import AudioFrame
+from lkproto.rtc.participant_stream import ParticipantStream
+from lkproto.rtc.track import TrackKind
 
 if TYPE_CHECKING:
+    from lkproto.rtc.participant import Participant
     from lkproto.rtc.track import Track
 
 __all__ = ["AudioFrameEvent", "AudioStream"]
@@ -164,6 +167,46 @@ class AudioStream:
             num_channels=num_channels,
             frame_size_ms=frame_size_ms,
             **kwargs,
+        )
+
+    @classmethod
+    def from_participant(
+        cls,
+        *,
+        participant: Participant,
+        track_source: int,
+        loop: asyncio.AbstractEventLoop | None = None,
+        capacity: int = 0,
+        sample_rate: int = 48000,
+        num_channels: int = 1,
+        frame_size_ms: int | None = None,
+        **kwargs: object,
+    ) -> ParticipantStream[AudioFrameEvent]:
+        """The frames of ``participant``'s audio track of ``track_source``, whichever track
+        that is over time (official shape; see :mod:`lkproto.rtc.participant_stream`).
+
+        A ``noise_cancellation`` processor serves every track followed and is closed (unless
+        ``auto_close_noise_cancellation=False``) when the returned stream is.
+        """
+        processor, auto_close = _processor(kwargs)
+        rest = {k: v for k, v in kwargs.items() if k not in _PROCESSOR_OPTIONS}
+
+        def open_stream(track: Track) -> AudioStream:
+            return cls(
+                track,
+                loop=loop,
+                capacity=capacity,
+                sample_rate=sample_rate,
+                num_channels=num_channels,
+                frame_size_ms=frame_size_ms,
+                noise_cancellation=processor,
+                auto_close_noise_cancellation=False,
+                **rest,
+            )
+
+        on_close = processor._close if processor is not None and auto_close else None
+        return ParticipantStream(
+            participant, track_source, TrackKind.KIND_AUDIO, open_stream, on_close
         )
 
     @property

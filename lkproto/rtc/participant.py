@@ -287,10 +287,14 @@ class RemoteTrackPublication(TrackPublication):
         """Media for this publication arrived (the room's subscription bookkeeping)."""
         track._apply_muted(self.muted)
         self._track = track
+        if self._participant is not None:
+            self._participant._tracks_changed()
 
     def _detach(self) -> RemoteTrack | None:
         """Forget the subscribed track; returns it (None when there was none)."""
         track, self._track = self._track, None
+        if self._participant is not None:
+            self._participant._tracks_changed()
         return track
 
     def set_subscribed(self, subscribed: bool) -> None:
@@ -461,12 +465,31 @@ class Participant:
 class RemoteParticipant(Participant):
     """Another participant in the room."""
 
+    def __init__(self, info: pb.ParticipantInfo) -> None:
+        super().__init__(info)
+        self._track_watchers: list[Callable[[], None]] = []
+
     def _bind(self, engine: Engine | None) -> None:
         """The engine its publications send subscription requests through."""
         self._engine = engine
 
     def _new_publication(self, info: pb.TrackInfo) -> TrackPublication:
         return RemoteTrackPublication(info, self)
+
+    def _watch_tracks(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_change`` whenever one of its publications gains or loses its track (what
+        ``AudioStream.from_participant`` follows); returns the function that stops it."""
+        self._track_watchers.append(on_change)
+
+        def unwatch() -> None:
+            if on_change in self._track_watchers:
+                self._track_watchers.remove(on_change)
+
+        return unwatch
+
+    def _tracks_changed(self) -> None:
+        for on_change in list(self._track_watchers):
+            on_change()
 
     @property
     def track_publications(self) -> Mapping[str, RemoteTrackPublication]:

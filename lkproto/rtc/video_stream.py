@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import av
 
 from lkproto.asyncio.fanout import FrameFanout, FrameQueue
 from lkproto.asyncio.video import run_conversion
 from lkproto.rtc._options import check_loop
+from lkproto.rtc.participant_stream import ParticipantStream
+from lkproto.rtc.track import TrackKind
 from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
+
+if TYPE_CHECKING:
+    from lkproto.rtc.participant import Participant
 
 __all__ = ["DEFAULT_VIDEO_STREAM_CAPACITY", "VideoFrameEvent", "VideoStream"]
 
@@ -66,7 +71,7 @@ class VideoStream:
 
     Raises:
         ValueError: the track has no received media, negative capacity, unknown format.
-        TypeError: unexpected keyword arguments (``from_participant`` is not supported).
+        TypeError: unexpected keyword arguments.
     """
 
     def __init__(
@@ -107,6 +112,24 @@ class VideoStream:
         capacity: int = 0,
     ) -> VideoStream:
         return cls(track, loop=loop, capacity=capacity, format=format)
+
+    @classmethod
+    def from_participant(
+        cls,
+        *,
+        participant: Participant,
+        track_source: int,
+        loop: asyncio.AbstractEventLoop | None = None,
+        format: int | None = None,
+        capacity: int = 0,
+    ) -> ParticipantStream[VideoFrameEvent]:
+        """The frames of ``participant``'s video track of ``track_source``, whichever track
+        that is over time (official shape; see :mod:`lkproto.rtc.participant_stream`)."""
+
+        def open_stream(track: object) -> VideoStream:
+            return cls(track, loop=loop, capacity=capacity, format=format)
+
+        return ParticipantStream(participant, track_source, TrackKind.KIND_VIDEO, open_stream)
 
     @property
     def dropped_frames(self) -> int:
