@@ -691,10 +691,10 @@ class GoClient(ProcessClient):
     """``livekit-go``: server-sdk-go v2 in ``adapters_go/main.go``."""
 
     adapter = "livekit-go"
-    capabilities = frozenset(CAPABILITIES) - {"rtt", "join_status", "stream_errors"}
-    """server-sdk-go has no RTT accessor, logs but does not return the HTTP status of a refused
-    join (signalling/signaltransport_websocket.go), and its stream readers end without an error
-    when a stream breaks (streams.go ``ReadAll``)."""
+    capabilities = frozenset(CAPABILITIES) - {"rtt", "stream_errors"}
+    """server-sdk-go has no RTT accessor and its stream readers end without an error when a
+    stream breaks (streams.go ``ReadAll``). A refused join's status is read from the error it
+    returns, which names 401, 404 and 503 (engine.go ``validate``)."""
     tone_input = "opus"
 
     def command(self) -> list[str]:

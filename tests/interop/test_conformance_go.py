@@ -1,8 +1,9 @@
 """The ``livekit-go`` conformance adapter (server-sdk-go in a child process) on a scenario subset.
 
 The subset covers each capability the adapter maps (data, RPC, streams, participant state,
-media both ways, a resume) and two of its documented refusals; the whole catalogue is run with
-``python -m lkproto conformance --local --client livekit-go`` (docs/guides/conformance.md).
+media both ways, a resume, a refused join's status) and two of its documented refusals; the
+whole catalogue is run with ``python -m lkproto conformance --local --client livekit-go``
+(docs/guides/conformance.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tests.interop._conformance_subset import run_subset
 pytestmark = pytest.mark.interop
 
 EXPECTED = {
+    "join.reject.bad_signature": "pass",
     "data.reliable.send": "pass",
     "data.destination_identities": "pass",
     "rpc.v1.call": "pass",

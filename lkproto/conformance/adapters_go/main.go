@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -229,8 +230,8 @@ func (a *adapter) handle(op string, m args) (any, error) {
 		}
 		room, err := lksdk.ConnectToRoomWithToken(m.str("url"), m.str("token"), a.callbacks(), opts...)
 		if err != nil {
-			// The HTTP status of a refused join is logged by the SDK, not returned.
-			return nil, &refusal{kind: "join_refused", message: err.Error(), extra: map[string]any{"status": nil}}
+			return nil, &refusal{kind: "join_refused", message: err.Error(),
+				extra: map[string]any{"status": joinStatus(err.Error())}}
 		}
 		a.mu.Lock()
 		a.room = room
@@ -470,6 +471,21 @@ func (a *adapter) handle(op string, m args) (any, error) {
 		return a.hearTone(m)
 	}
 	return nil, unsupported("unknown operation %s", op)
+}
+
+// joinStatus recovers the HTTP status of a refused join from the SDK's error: after a failed
+// join it asks /rtc/validate and names three statuses in the error it returns (engine.go
+// validate: "unauthorized: ", "not found", "unavailable: "); any other status is not told.
+func joinStatus(message string) any {
+	switch {
+	case strings.HasPrefix(message, "unauthorized: "):
+		return 401
+	case strings.HasPrefix(message, "not found"):
+		return 404
+	case strings.HasPrefix(message, "unavailable: "):
+		return 503
+	}
+	return nil
 }
 
 // writeAndClose writes through a stream writer and closes it once the write is done (the

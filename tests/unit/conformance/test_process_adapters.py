@@ -188,7 +188,7 @@ def test_both_adapters_are_registered() -> None:
 
 
 def test_go_capabilities_leave_out_what_the_sdk_lacks() -> None:
-    assert not {"rtt", "join_status", "stream_errors"} & GoClient.capabilities
+    assert not {"rtt", "stream_errors"} & GoClient.capabilities
     assert {"data", "rpc", "streams", "state", "media", "media_receive"} <= GoClient.capabilities
 
 
