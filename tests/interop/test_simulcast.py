@@ -9,6 +9,7 @@ server's ``SubscribedQualityUpdate`` must leave only the ``q`` layer encoding: t
 senders stop sending. The process CPU time over a window with one layer and with all three is
 printed (a figure for the docs, not asserted: the machine is shared). With end-to-end
 encryption both sides share a key and the official subscriber decodes LOW, then HIGH frames.
+After a full reconnect the track is published again with its layers and frames arrive again.
 """
 
 from __future__ import annotations
@@ -232,6 +233,45 @@ async def test_encrypted_layers_decrypt_at_the_official_subscriber_low_then_high
             await _until_size(stream, (320, 180), scaled(SWITCH_TIMEOUT_S))
             publication.set_video_quality(lrtc.VideoQuality.VIDEO_QUALITY_HIGH)
             await _until_size(stream, (W, H), scaled(SWITCH_TIMEOUT_S))
+        finally:
+            await stream.aclose()
+
+
+async def test_layers_are_republished_after_a_full_reconnect(livekit_server: LocalServer) -> None:
+    # A full reconnect publishes the track again on a new connection (engine._republish), which
+    # prepares a new SimulcastSender: its layers must reach the official subscriber again.
+    async with publishing(livekit_server, dynacast=False) as (ours, theirs, track):
+        republished: list[tuple[Any, str]] = []
+        ours.on("local_track_republished", lambda pub, old: republished.append((pub, old)))
+        remote = await subscribed_track(theirs, "video")
+        first = _simulcast(ours, track)
+        stream = lrtc.VideoStream(remote)
+        try:
+            await _until_size(stream, (W, H), scaled(SWITCH_TIMEOUT_S))
+        finally:
+            await stream.aclose()
+        await ours.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
+        await wait_for(lambda: republished, scaled(SWITCH_TIMEOUT_S), "local_track_republished")
+        pub, previous = republished[0]
+        assert previous == remote.sid
+        assert pub.sid != remote.sid
+
+        def new_publication() -> Any:
+            participant = theirs.remote_participants.get("lk")
+            found = participant.track_publications.get(pub.sid) if participant else None
+            return found if found is not None and found.track is not None else None
+
+        await wait_for(new_publication, scaled(SWITCH_TIMEOUT_S), "subscribed to the new sid")
+        publication = new_publication()
+        assert publication.simulcasted
+        again = _simulcast(ours, track)
+        assert again is not first
+        assert sorted(again.senders) == ["f", "h", "q"]
+        stream = lrtc.VideoStream(publication.track)
+        try:
+            await _until_size(stream, (W, H), scaled(SWITCH_TIMEOUT_S))
+            publication.set_video_quality(lrtc.VideoQuality.VIDEO_QUALITY_LOW)
+            await _until_size(stream, (320, 180), scaled(SWITCH_TIMEOUT_S))
         finally:
             await stream.aclose()
 
