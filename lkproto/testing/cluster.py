@@ -83,6 +83,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_NODES",
     "NODES_KEY",
+    "PINNED_EMPTY_TIMEOUT_S",
     "ROOM_NODE_KEY",
     "LocalCluster",
     "LocalRedis",
@@ -102,6 +103,10 @@ ROOM_NODE_KEY: Final = "room_node_map"
 """Redis hash room name -> hosting node id (upstream ``redisrouter.go`` ``NodeRoomKey``)."""
 
 REDIS_BINARY: Final = "redis-server"
+"""The Debian package's executable, looked up on ``PATH``."""
+
+PINNED_EMPTY_TIMEOUT_S: Final = 300
+"""``empty_timeout`` :meth:`LocalCluster.pin_room` gives a room (the nodes' own default is 10 s)."""
 
 _REDIS_READY_TIMEOUT_S: Final = 15.0
 _REDIS_STOP_GRACE_S: Final = 5.0
@@ -579,7 +584,14 @@ class LocalCluster:
         """Mint a join token (valid on every node); see :meth:`LocalServer.create_token`."""
         return self.node(0).create_token(identity, room, name=name, **grants)
 
-    def pin_room(self, room: str, *, node: int, via: int | None = None) -> None:
+    def pin_room(
+        self,
+        room: str,
+        *,
+        node: int,
+        via: int | None = None,
+        empty_timeout: int = PINNED_EMPTY_TIMEOUT_S,
+    ) -> None:
         """Create ``room`` on node ``node`` (RoomService ``CreateRoom`` with its ``node_id``).
 
         Call it before anyone joins: an existing assignment to an available node is kept
@@ -589,6 +601,10 @@ class LocalCluster:
             room: room name.
             node: index of the node that is to host it.
             via: index of the node the request is sent to (default: ``node``).
+            empty_timeout: seconds the room is kept while nobody has joined it yet. A room
+                that closes before the first join is re-created by that join on *any* node,
+                so the pin would be lost; once participants have come and gone, the departure
+                timeout closes it as usual.
 
         Raises:
             ServerError: the request failed, or the room ended up on another node.
@@ -596,7 +612,9 @@ class LocalCluster:
         target = self.node_id(node)
         entry = self.node(node if via is None else via)
         token = self.create_token("lkproto-cluster-admin", room, room_create=True)
-        body = json.dumps({"name": room, "node_id": target}).encode()
+        body = json.dumps(
+            {"name": room, "node_id": target, "empty_timeout": empty_timeout}
+        ).encode()
         request = urllib.request.Request(
             f"{entry.http_url}/twirp/livekit.RoomService/CreateRoom",
             data=body,

@@ -92,9 +92,11 @@ def _spawn_pairs(
     rpcs: int,
 ) -> dict[str, tuple[Worker, Worker]]:
     pairs: dict[str, tuple[Worker, Worker]] = {}
+    rooms: list[str] = []
     for sdk in SDKS:
         room = f"cl-{sdk}-{secrets.token_hex(4)}"
         cluster.pin_room(room, node=_HOST)
+        rooms.append(room)
         common: dict[str, object] = {"sdk": sdk, "size": 1024}
         rx = lab.spawn_worker(
             {
@@ -124,6 +126,8 @@ def _spawn_pairs(
     for tx, rx in pairs.values():
         rx.wait_event("ready", scaled(_READY_TIMEOUT_S))
         tx.wait_event("ready", scaled(_READY_TIMEOUT_S))
+    # Everyone joined the rooms where they were pinned: the faults are defined by that.
+    assert [cluster.room_node(room) for room in rooms] == [_HOST] * len(rooms)
     return pairs
 
 
