@@ -15,12 +15,12 @@ from lkproto.api import AccessToken, RoomServiceClient, VideoGrants
 from lkproto.conformance._registry import Unsupported
 from lkproto.conformance.adapters import Client, ClientFactory, PeerClient
 from lkproto.testing import scaled
+from lkproto.testing.cluster import PINNED_EMPTY_TIMEOUT_S
 
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import TraceCallback
 
 __all__ = [
-    "PINNED_EMPTY_TIMEOUT_S",
     "ROSTER_TIMEOUT_S",
     "ClusterControl",
     "ClusterTarget",
@@ -31,10 +31,6 @@ __all__ = [
 ROSTER_TIMEOUT_S: Final = 15.0
 """livekit-server batches updates about non-publishing participants every 3 s
 (pkg/rtc/room.go subscriberUpdateInterval): roster changes may take that long to show."""
-
-PINNED_EMPTY_TIMEOUT_S: Final = 300
-"""``empty_timeout`` of a room pinned for the cluster lane: longer than any scenario waits before
-its first join (node-failure scenarios queue for one lock)."""
 
 _POLL_S: Final = 0.05
 _CLOSE_TIMEOUT_S: Final = 10.0
