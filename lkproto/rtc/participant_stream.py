@@ -73,7 +73,8 @@ class ParticipantStream(Generic[E]):
         self._open = open_stream
         self._on_close = on_close
         self._changed = asyncio.Event()
-        self._unwatch: Callable[[], None] = watch(self._changed.set)
+        self._unwatch: Callable[[], None] = watch(self._on_change)
+        self._closing: set[asyncio.Task[None]] = set()
         self._stream: _TrackStream[E] | None = None
         self._track: RemoteTrack | None = None
         self._finished: RemoteTrack | None = None
@@ -96,10 +97,28 @@ class ParticipantStream(Generic[E]):
             try:
                 return await stream.__anext__()
             except StopAsyncIteration:
-                # That track ended; do not reopen it while its publication still shows it.
-                self._finished, self._track, self._stream = self._track, None, None
-                await stream.aclose()
+                if self._stream is stream:
+                    # That track ended; do not reopen it while its publication still shows it.
+                    self._finished, self._track, self._stream = self._track, None, None
+                    await stream.aclose()
         raise StopAsyncIteration
+
+    def _on_change(self) -> None:
+        self._changed.set()
+        track, stream = self._track, self._stream
+        if track is None or stream is None or self._attached(track):
+            return
+        # The room detached the track (unpublished, unsubscribed) but its media may never end
+        # (a transceiver is kept for reuse), so its stream is closed here: the pending read ends
+        # and iteration goes on with the next track of the source.
+        self._finished, self._track, self._stream = track, None, None
+        task = asyncio.get_running_loop().create_task(stream.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _attached(self, track: RemoteTrack) -> bool:
+        publications = self._participant.track_publications.values()
+        return any(getattr(pub, "track", None) is track for pub in publications)
 
     def _find(self) -> RemoteTrack | None:
         for publication in self._participant.track_publications.values():

@@ -4,6 +4,9 @@ RPC interceptors: the same interceptor, written once against the official ``RpcI
 interface, runs in whichever SDK the peer uses (``lkproto.rtc.RpcInterceptor`` or
 ``livekit.rtc.RpcInterceptor``), so each check holds in both directions.
 
+``AudioStream.from_participant``: one stream follows the official participant's microphone
+across an unpublish and a new publication.
+
 Encoded video: a publisher written in the official SDK's documented pre-encoded style
 (``EncodedVideoSource(width, height)``, ``capture_frame``, ``take_feedback``) reaches an official
 subscriber.
@@ -24,13 +27,16 @@ from lkproto import rtc
 from lkproto.core.rpc import RpcErrorCode
 from lkproto.testing import scaled
 from tests.interop._data_helpers import DIRECTIONS, Peer, data_room
+from tests.interop._helpers import wait_for
 from tests.interop.test_media import (
     COLOURS,
+    SAMPLE_RATE,
     VIDEO_H,
     VIDEO_W,
     assert_in_order,
     colour_sequence,
     pair,
+    publish_tone,
     subscribed_track,
 )
 
@@ -194,3 +200,53 @@ async def test_official_style_pre_encoded_publisher_reaches_the_official_sdk(
         assert_in_order(seen)
         assert answered  # the new track asked for a keyframe at least once
         assert accepted[0] is True  # the encoder's first frame is a keyframe
+
+
+async def _dominant_hz(stream: Any, seconds: float) -> float:
+    """The strongest frequency in the next ``seconds`` of audible frames of ``stream``."""
+    import numpy as np
+
+    parts: list[Any] = []
+    need = int(SAMPLE_RATE * seconds)
+    while sum(len(p) for p in parts) < need:
+        event = await stream.__anext__()
+        samples = np.frombuffer(bytes(event.frame.data), dtype=np.int16).astype(np.float64)
+        if np.sqrt(np.mean(samples**2)) > 100:  # skip silence (before the tone, after it)
+            parts.append(samples)
+    pcm = np.concatenate(parts)[:need]
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    return float(np.argmax(spectrum) * SAMPLE_RATE / len(pcm))
+
+
+async def test_audio_stream_from_participant_follows_a_republished_microphone(
+    livekit_server: LocalServer,
+) -> None:
+    async with pair(livekit_server, "from-participant") as (ours, theirs):
+        await wait_for(lambda: "sdk" in ours.remote_participants, 20, "the official peer")
+        stream = rtc.AudioStream.from_participant(
+            participant=ours.remote_participants["sdk"],
+            track_source=rtc.TrackSource.SOURCE_MICROPHONE,
+            sample_rate=SAMPLE_RATE,
+        )
+        try:
+            first = await publish_tone(official, theirs, 440)
+            try:
+                hz = await asyncio.wait_for(_dominant_hz(stream, 0.5), scaled(30))
+            finally:
+                await first.stop()
+            assert abs(hz - 440) <= 10, hz
+            await theirs.local_participant.unpublish_track(first.publication.sid)
+            second = await publish_tone(official, theirs, 880, name="tone2")
+            try:
+                # The same stream, now on the new track (the old one's tail may come first).
+                async def hear_880() -> float:
+                    while True:
+                        hz = await _dominant_hz(stream, 0.5)
+                        if abs(hz - 880) <= 10:
+                            return hz
+
+                await asyncio.wait_for(hear_880(), scaled(30))
+            finally:
+                await second.stop()
+        finally:
+            await stream.aclose()

@@ -34,20 +34,26 @@ class _Track:
 class _Stream:
     """What open_stream returns: a few frames, then the end (the track went away)."""
 
-    def __init__(self, track: _Track, frames: int) -> None:
+    def __init__(self, track: _Track, frames: int, *, hang: bool = False) -> None:
         self.left = [f"{track.name}:{i}" for i in range(frames)]
         self.closed = False
+        # hang: after its frames, wait until closed (media that never ends by itself).
+        self.hang = hang
+        self._closed = asyncio.Event()
 
     def __aiter__(self) -> _Stream:
         return self
 
     async def __anext__(self) -> str:
         if not self.left:
+            if self.hang:
+                await self._closed.wait()
             raise StopAsyncIteration
         return self.left.pop(0)
 
     async def aclose(self) -> None:
         self.closed = True
+        self._closed.set()
 
 
 def _participant() -> rtc.RemoteParticipant:
@@ -64,12 +70,12 @@ def _participant() -> rtc.RemoteParticipant:
 
 
 def _follow(
-    participant: rtc.RemoteParticipant, closed: list[int] | None = None
+    participant: rtc.RemoteParticipant, closed: list[int] | None = None, *, hang: bool = False
 ) -> tuple[ParticipantStream[str], list[_Stream]]:
     opened: list[_Stream] = []
 
     def open_stream(track: RemoteTrack) -> _Stream:
-        stream = _Stream(cast("_Track", track), 2)
+        stream = _Stream(cast("_Track", track), 2, hang=hang)
         opened.append(stream)
         return stream
 
@@ -112,6 +118,23 @@ async def test_waits_for_the_track_then_follows_the_next_one() -> None:
     with pytest.raises(StopAsyncIteration):
         await follower.__anext__()
     assert bob._track_watchers == []
+
+
+async def test_a_detached_track_whose_media_never_ends_is_left_for_the_next() -> None:
+    bob = _participant()
+    follower, opened = _follow(bob, hang=True)
+    _attach(bob, "TR_mic", _Track("mic1"))
+    async with asyncio.timeout(_BOUND_S):
+        assert [await follower.__anext__(), await follower.__anext__()] == ["mic1:0", "mic1:1"]
+    nxt = asyncio.ensure_future(follower.__anext__())
+    await asyncio.sleep(0)
+    assert not nxt.done()  # mic1's stream is still open, with nothing to read
+    bob.track_publications["TR_mic"]._detach()  # unpublished: the room detaches it
+    _attach(bob, "TR_mic", _Track("mic2"))
+    async with asyncio.timeout(_BOUND_S):
+        assert await nxt == "mic2:0"
+    assert opened[0].closed
+    await follower.aclose()
 
 
 async def test_aclose_ends_a_waiting_iteration() -> None:
