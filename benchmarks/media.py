@@ -533,7 +533,9 @@ async def _aiortc_rtp_stats() -> dict[str, float]:
         "recv_packets": 0,
         "recv_lost": 0,
     }
-    objects = [o for o in gc.get_objects() if isinstance(o, RTCRtpSender | RTCRtpReceiver)]
+    # type(), not isinstance(): isinstance on a dead weakref.proxy (PyAV keeps some) raises
+    # ReferenceError.
+    objects = [o for o in gc.get_objects() if issubclass(type(o), RTCRtpSender | RTCRtpReceiver)]
     for obj in objects:
         with contextlib.suppress(Exception):
             report = await obj.getStats()

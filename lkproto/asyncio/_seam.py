@@ -46,7 +46,6 @@ from typing import Final, Literal
 
 import aioice.ice
 import aiortc.codecs
-import aiortc.jitterbuffer
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import aiortc.rtcsctptransport
@@ -81,8 +80,7 @@ __all__ = [
     "compatible_release",
     "count_received_bytes",
     "current_encoder",
-    "decode_audio_on_loop",
-    "encode_audio_on_loop",
+    "encode_audio_with",
     "finish_gather_on_cancel",
     "h264_packetize",
     "ice_role",
@@ -1561,15 +1559,17 @@ async def send_sender_report(sender: RTCRtpSender) -> bool:
     return True
 
 
-# -- RTCRtpSender: audio levelled and encoded on the event loop (issue 18, media CPU) ----------
+# -- RTCRtpSender: audio frames levelled with numpy (issue 18, media CPU) -----------------------
 #
 # aiortc 1.16.0's ``RTCRtpSender._next_encoded_frame`` computes the RFC 6464 audio level of every
-# audio frame with ``aiortc.rtp.compute_audio_level_dbov`` (a pure-Python loop over the samples,
-# about as costly as the Opus encode itself) and then hands the frame to the loop's default
-# executor to encode (a future, a thread wake-up and a self-pipe write per 20 ms frame). Opus
-# frames encode in a fraction of a millisecond, less than the hop costs in a busy process.
-# :func:`encode_audio_on_loop` replaces that one method on one sender of lkproto's own with a
-# version that does the same steps with a caller-supplied encode function, on the loop.
+# audio frame with ``aiortc.rtp.compute_audio_level_dbov``, a pure-Python loop over the samples
+# that costs about as much as the Opus encode itself (18 % of a 20-track publisher), on the event
+# loop. :func:`encode_audio_with` replaces that one method on one sender of lkproto's own with a
+# version that does the same steps with a caller-supplied step that levels and encodes, in the
+# loop's default executor as aiortc encodes. (Encoding on the loop as well, which saves the hop,
+# was tried: CPU per frame fell a further ~25 %, but under a loaded machine the single-threaded
+# publisher fell behind real time at 20 tracks where the threaded one did not; see
+# docs/reference/benchmarks.md.)
 
 _SENDER_TRACK: Final = "_RTCRtpSender__track"
 
@@ -1577,24 +1577,25 @@ AudioEncodeStep = Callable[[Encoder, object], tuple[list[bytes], int, int | None
 """``(encoder, frame_or_packet) -> (payloads, rtp_timestamp, audio_level_dbov or None)``."""
 
 
-def encode_audio_on_loop(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
-    """Make ``sender`` encode its audio frames with ``encode`` on the event loop.
+def encode_audio_with(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
+    """Make ``sender`` level and encode its audio frames with ``encode``.
 
     Replaces, on this sender only, aiortc 1.16.0's ``RTCRtpSender._next_encoded_frame``, which
     ``_run_rtp`` awaits once per frame. The replacement keeps its contract: it reads the private
     ``__track`` (``replaceTrack`` may change it between frames), drops the frame while the
     private ``_enabled`` flag is False, creates ``__encoder`` with ``codecs.get_encoder`` if
-    nothing preset one (see :func:`preset_encoder`), and returns an
-    ``aiortc.rtcrtpsender.RTCEncodedFrame`` (None when no payload is ready). ``encode`` does
-    what the original split between ``compute_audio_level_dbov``, the executor and
-    ``Encoder.pack``; audio has no keyframes, so the keyframe flag is left alone.
+    nothing preset one (see :func:`preset_encoder`), runs the step in the loop's default
+    executor (where aiortc encodes) and returns an ``aiortc.rtcrtpsender.RTCEncodedFrame``
+    (None when no payload is ready). ``encode`` does what the original split between
+    ``compute_audio_level_dbov`` and ``Encoder.encode``/``pack``; audio has no keyframes, so the
+    keyframe flag is left alone.
 
     Raises:
         ValueError: ``sender`` is not an audio sender.
         LkError: this aiortc lacks one of those internals.
     """
     if sender.kind != "audio":
-        raise ValueError(f"encode_audio_on_loop needs an audio sender, not {sender.kind!r}")
+        raise ValueError(f"encode_audio_with needs an audio sender, not {sender.kind!r}")
     _require_lazy_encoder(sender)
     names = _code_names(RTCRtpSender._next_encoded_frame)
     encoded_frame = getattr(aiortc.rtcrtpsender, "RTCEncodedFrame", None)
@@ -1617,7 +1618,8 @@ def encode_audio_on_loop(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
         if encoder is None:
             encoder = aiortc.codecs.get_encoder(codec)
             setattr(sender, _SENDER_ENCODER, encoder)
-        payloads, timestamp, level = encode(encoder, data)
+        loop = asyncio.get_running_loop()
+        payloads, timestamp, level = await loop.run_in_executor(None, encode, encoder, data)
         if not payloads:
             return None
         frame: object = encoded_frame(payloads, timestamp, level)
@@ -1626,84 +1628,6 @@ def encode_audio_on_loop(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
     # An instance attribute shadows the class's method for this sender only; _run_rtp calls
     # ``self._next_encoded_frame(codec)``.
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign,assignment]
-
-
-# -- RTCRtpReceiver: audio decoded on the event loop (issue 18, media CPU) ---------------------
-#
-# aiortc 1.16.0's ``RTCRtpReceiver`` hands every reassembled frame to a decoder thread of its own
-# (``decoder_worker``) through ``__decoder_queue``, and the thread hands each decoded frame back
-# with ``asyncio.run_coroutine_threadsafe(output_q.put(frame), loop)``: a coroutine, a task, a
-# concurrent future and a self-pipe wake-up per 20 ms of audio, several times what decoding the
-# Opus frame costs. :func:`decode_audio_on_loop` decodes audio where the frame is reassembled.
-
-_media_log: Final = logging.getLogger("lkproto.media")
-
-
-def decode_audio_on_loop(receiver: RTCRtpReceiver) -> bool:
-    """Make ``receiver`` decode its audio frames on the event loop instead of its thread.
-
-    Shadows, on this receiver's private ``__decoder_queue`` only, ``put``, which aiortc 1.16.0's
-    ``RTCRtpReceiver._handle_rtp_packet`` calls on the loop with ``(codec, JitterFrame)`` (the
-    timestamp already mapped). The replacement decodes with ``aiortc.codecs.get_decoder(codec)``
-    (one decoder per codec name, as ``decoder_worker`` keeps) and puts the frames into the remote
-    track's ``_queue`` with ``put_nowait``, where the thread's coroutine would have put them. A
-    frame that fails to decode is logged and skipped, as the thread does. The end-of-track
-    ``None`` still goes to the thread, which then ends the track as before; so does every frame
-    while a frame transform (:func:`transform_decoder_input`, end-to-end encryption) is
-    installed, because that transform runs on the thread.
-
-    Returns:
-        True if installed (or already installed); False if the thread has already been given
-        frames, which would then be delivered out of order with the inline ones (the receiver
-        is left as it is).
-
-    Raises:
-        ValueError: ``receiver`` is not an audio receiver.
-        LkError: this aiortc does not decode through that queue and track queue.
-    """
-    if receiver.track is None or receiver.track.kind != "audio":
-        raise ValueError("decode_audio_on_loop needs an audio receiver")
-    input_q = getattr(receiver, _RECEIVER_DECODER_QUEUE, None)
-    output_q = getattr(receiver.track, "_queue", None)
-    worker_names = _code_names(aiortc.rtcrtpreceiver.decoder_worker)
-    if (
-        not isinstance(input_q, queue.Queue)
-        or not isinstance(output_q, asyncio.Queue)
-        or "put" not in _code_names(RTCRtpReceiver._handle_rtp_packet)
-        or not {"get_decoder", "decode", "run_coroutine_threadsafe"} <= set(worker_names)
-    ):
-        raise _internal_gone(
-            "aiortc", "RTCRtpReceiver.__decoder_queue feeding decoder_worker and track._queue"
-        )
-    if "put" in vars(input_q):
-        return True
-    if input_q.unfinished_tasks:  # every put counts; decoder_worker never calls task_done
-        return False
-    import av  # loaded by now: the receiver negotiated media
-
-    original_put = input_q.put
-    decoders: dict[str, aiortc.codecs.base.Decoder] = {}
-
-    def put(item: object, block: bool = True, timeout: float | None = None) -> None:
-        if item is None or "get" in vars(input_q):
-            original_put(item, block, timeout)
-            return
-        codec: aiortc.RTCRtpCodecParameters
-        encoded_frame: aiortc.jitterbuffer.JitterFrame
-        codec, encoded_frame = item  # type: ignore[misc]
-        decoder = decoders.get(codec.name)
-        if decoder is None:
-            decoder = decoders[codec.name] = aiortc.codecs.get_decoder(codec)
-        try:
-            frames = decoder.decode(encoded_frame)
-        except av.FFmpegError as exc:
-            _media_log.warning("- could not decode an audio frame: %s", exc)
-            return
-        for frame in frames:
-            output_q.put_nowait(frame)
-
-    input_q.put = put  # type: ignore[method-assign]
-    return True
 
 
 check_versions()

@@ -18,10 +18,9 @@ queued, as a live microphone would, so the RTP stream and its timeline never sta
 source is encoded as mono Opus, which is legal in an ``opus/48000/2`` RTP stream (RFC 7587 §6.2:
 the SDP always says 2 channels; §3.3: decoders take mono or stereo either way, as each packet's
 TOC byte says, RFC 6716 §3.1). :func:`install_opus_encoder` puts it in place on a sender and
-makes the sender encode on the event loop (:func:`lkproto.asyncio._seam.encode_audio_on_loop`):
-a 20 ms Opus frame encodes faster than aiortc's hop to its executor thread costs, and the RFC 6464
-audio level of each frame is computed by :func:`audio_level_dbov` with numpy rather than by
-aiortc's per-sample Python loop (issue 18: together 28 % of a 20-track publisher).
+has the sender compute each frame's RFC 6464 audio level with :func:`audio_level_dbov` (numpy)
+instead of aiortc's per-sample Python loop (:func:`lkproto.asyncio._seam.encode_audio_with`;
+issue 18: 18 % of a 20-track publisher).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from av.frame import Frame
 from av.packet import Packet
 from av.stream import Stream
 
-from lkproto.asyncio._seam import current_encoder, encode_audio_on_loop, preset_encoder
+from lkproto.asyncio._seam import current_encoder, encode_audio_with, preset_encoder
 from lkproto.errors import LkError, LocalProtocolError
 
 __all__ = [
@@ -57,7 +56,7 @@ __all__ = [
     "OpusEncoder",
     "PlayoutBuffer",
     "audio_level_dbov",
-    "encode_on_loop",
+    "encode_step",
     "install_opus_encoder",
     "mono_to_stereo",
 ]
@@ -525,10 +524,10 @@ def audio_level_dbov(frame: av.AudioFrame) -> int:
     return round(min(max(20 * math.log10(rms), _MIN_LEVEL_DBOV), 0))
 
 
-def encode_on_loop(encoder: Encoder, data: object) -> tuple[list[bytes], int, int | None]:
-    """One frame of an audio sender, encoded where the sender runs (the event loop).
+def encode_step(encoder: Encoder, data: object) -> tuple[list[bytes], int, int | None]:
+    """One frame of an audio sender: its payloads, RTP timestamp and audio level.
 
-    The step :func:`lkproto.asyncio._seam.encode_audio_on_loop` calls per frame: PCM frames are
+    The step :func:`lkproto.asyncio._seam.encode_audio_with` runs per frame: PCM frames are
     encoded and carry their :func:`audio_level_dbov`; pre-encoded ``av.Packet`` s are passed
     through ``encoder.pack`` without a level, as aiortc does.
 
@@ -569,4 +568,4 @@ def install_opus_encoder(sender: RTCRtpSender, *, channels: int, bitrate: int) -
     if current is not None and not isinstance(current, OpusEncoder):
         raise LocalProtocolError("the sender already has an encoder: it has started sending")
     preset_encoder(sender, OpusEncoder(channels=channels, bitrate=bitrate))
-    encode_audio_on_loop(sender, encode_on_loop)
+    encode_audio_with(sender, encode_step)

@@ -764,8 +764,6 @@ class Engine:
                 self._emit(MediaTrackEnded(sid=sid, mid=mid))
         for mid, (sid, track) in now.items():
             if before.get(mid, ("", None))[0] != sid:
-                if track.kind == "audio":
-                    _decode_audio_on_loop(pc.receivers().get(mid))
                 self._emit(
                     MediaTrackReceived(sid=sid, mid=mid, kind=track.kind, track=track, pc=pc)
                 )
@@ -1720,20 +1718,6 @@ def _set_sender_enabled(transceiver: Any, enabled: bool) -> None:
         return
     if not set_sender_enabled(transceiver.sender, enabled):  # pragma: no cover - other aiortc
         _log.warning("= aiortc sender has no enabled flag; muting only tells the server")
-
-
-def _decode_audio_on_loop(receiver: Any) -> None:
-    """Decode a received audio track on the event loop rather than on aiortc's decoder thread
-    (issue 18: the thread's per-frame hand-back costs more than the Opus decode); see
-    :func:`lkproto.asyncio._seam.decode_audio_on_loop`."""
-    from lkproto.asyncio._seam import decode_audio_on_loop
-
-    if receiver is None:
-        return
-    try:
-        decode_audio_on_loop(receiver)
-    except LkError as exc:  # pragma: no cover - another aiortc: its thread keeps decoding
-        _log.debug("= audio stays on aiortc's decoder thread: %s", exc)
 
 
 class _ResumeRefused(ConnectError):

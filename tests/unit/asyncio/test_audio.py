@@ -16,7 +16,6 @@ import av
 import numpy as np
 import pytest
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
-from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import (
     AudioStreamTrack,
     MediaStreamError,
@@ -24,7 +23,6 @@ from aiortc.mediastreams import (
     VideoStreamTrack,
 )
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import compute_audio_level_dbov
 
 from lkproto.asyncio import _seam, audio
@@ -36,7 +34,7 @@ from lkproto.asyncio.audio import (
     OpusEncoder,
     PlayoutBuffer,
     audio_level_dbov,
-    encode_on_loop,
+    encode_step,
     install_opus_encoder,
     mono_to_stereo,
 )
@@ -466,7 +464,7 @@ async def test_install_fails_clearly_when_aiortc_internals_change(
         await pc.close()
 
 
-# --- encoding on the event loop (issue 18) --------------------------------------------------
+# --- the audio level computed with numpy (issue 18) ----------------------------------------
 
 OPUS_CODEC = RTCRtpCodecParameters(
     mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111
@@ -493,7 +491,7 @@ async def _encoded(sender: aiortc.RTCRtpSender) -> Any:
     return await asyncio.wait_for(sender._next_encoded_frame(OPUS_CODEC), scaled(5))
 
 
-async def test_installed_sender_encodes_on_the_loop_with_the_level_aiortc_computes(
+async def test_installed_sender_encodes_in_the_executor_with_the_level_aiortc_computes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pc = aiortc.RTCPeerConnection()
@@ -502,11 +500,16 @@ async def test_installed_sender_encodes_on_the_loop_with_the_level_aiortc_comput
         sender = pc.addTrack(track)
         install_opus_encoder(sender, channels=1, bitrate=32_000)
         loop = asyncio.get_running_loop()
+        hops: list[object] = []
+        run_in_executor = loop.run_in_executor
 
-        def no_executor(*args: object) -> None:
-            raise AssertionError("the audio frame went to the executor")
+        def counting(executor: Any, func: Any, *args: Any) -> Any:
+            hops.append(func)
+            return run_in_executor(executor, func, *args)
 
-        monkeypatch.setattr(loop, "run_in_executor", no_executor)
+        monkeypatch.setattr(loop, "run_in_executor", counting)
+        # aiortc's per-sample level is not computed at all any more.
+        monkeypatch.setattr(aiortc.rtp, "compute_audio_level_dbov", None)
         reference = OpusEncoder(channels=1, bitrate=32_000)  # libopus is deterministic
         levels = []
         for index in range(5):
@@ -517,12 +520,13 @@ async def test_installed_sender_encodes_on_the_loop_with_the_level_aiortc_comput
             levels.append(frame.audio_level)
         assert levels == [compute_audio_level_dbov(f) for f in track.frames[:5]]
         assert levels[0] in (-14, -13)  # a 0.3 full-scale sine: RMS 0.212, -13.5 dBov
+        assert hops == [encode_step] * 5  # one executor job per frame, as aiortc encodes
         assert isinstance(current_encoder(sender), OpusEncoder)
     finally:
         await pc.close()
 
 
-async def test_on_loop_sender_still_drops_frames_while_disabled_and_follows_replace_track() -> None:
+async def test_replaced_step_still_drops_frames_while_disabled_and_follows_replace_track() -> None:
     pc = aiortc.RTCPeerConnection()
     try:
         track = ToneTrack()
@@ -540,11 +544,11 @@ async def test_on_loop_sender_still_drops_frames_while_disabled_and_follows_repl
         await pc.close()
 
 
-async def test_on_loop_sender_creates_aiortcs_encoder_when_none_was_preset() -> None:
+async def test_replaced_step_creates_aiortcs_encoder_when_none_was_preset() -> None:
     pc = aiortc.RTCPeerConnection()
     try:
         sender = pc.addTrack(ToneTrack())
-        _seam.encode_audio_on_loop(sender, encode_on_loop)
+        _seam.encode_audio_with(sender, encode_step)
         frame = await _encoded(sender)
         assert frame is not None
         assert frame.payloads
@@ -553,24 +557,24 @@ async def test_on_loop_sender_creates_aiortcs_encoder_when_none_was_preset() -> 
         await pc.close()
 
 
-def test_encode_on_loop_passes_packets_through_without_a_level() -> None:
+def test_encode_step_passes_packets_through_without_a_level() -> None:
     packet = av.Packet(b"\x78\x01\x02")
-    assert encode_on_loop(OpusEncoder(), packet) == ([b"\x78\x01\x02"], 0, None)
+    assert encode_step(OpusEncoder(), packet) == ([b"\x78\x01\x02"], 0, None)
     with pytest.raises(TypeError, match="str"):
-        encode_on_loop(OpusEncoder(), "not a frame")
+        encode_step(OpusEncoder(), "not a frame")
 
 
-async def test_encode_on_loop_refuses_video_and_changed_internals(
+async def test_encode_audio_with_refuses_video_and_changed_internals(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pc = aiortc.RTCPeerConnection()
     try:
         with pytest.raises(ValueError, match="audio sender"):
-            _seam.encode_audio_on_loop(pc.addTrack(VideoStreamTrack()), encode_on_loop)
+            _seam.encode_audio_with(pc.addTrack(VideoStreamTrack()), encode_step)
         sender = pc.addTrack(AudioStreamTrack())
         monkeypatch.delattr(aiortc.rtcrtpsender, "RTCEncodedFrame")
         with pytest.raises(LkError, match="_next_encoded_frame"):
-            _seam.encode_audio_on_loop(sender, encode_on_loop)
+            _seam.encode_audio_with(sender, encode_step)
     finally:
         await pc.close()
 
@@ -584,98 +588,3 @@ def test_audio_level_equals_aiortcs(channels: int, amp: float) -> None:
 
 def test_module_constants_agree() -> None:
     assert audio.SAMPLES_PER_FRAME == audio.OPUS_SAMPLE_RATE_HZ * audio.FRAME_DURATION_MS // 1000
-
-
-# --- decoding on the event loop (issue 18) --------------------------------------------------
-
-
-def _opus_payloads(count: int) -> list[bytes]:
-    encoder = OpusEncoder(channels=1, bitrate=32_000)
-    return [
-        encoder.encode(frame)[0][0] for frame in list(pcm_frames(tone(1000, RATE, 1.0), 1))[:count]
-    ]
-
-
-def _remote_receiver(pc: aiortc.RTCPeerConnection, kind: str) -> aiortc.RTCRtpReceiver:
-    """A transceiver's receiver with the remote track setRemoteDescription would give it."""
-    receiver = pc.addTransceiver(kind).receiver
-    receiver._track = RemoteStreamTrack(kind)
-    return receiver
-
-
-async def test_receiver_decodes_audio_on_the_loop_into_its_track(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    pc = aiortc.RTCPeerConnection()
-    try:
-        receiver = _remote_receiver(pc, "audio")
-        other = _remote_receiver(pc, "audio")
-        assert _seam.decode_audio_on_loop(receiver)
-        assert _seam.decode_audio_on_loop(receiver)  # idempotent
-        input_q = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
-        other_q = other._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
-        assert "put" in vars(input_q)
-        assert "put" not in vars(other_q)
-        payloads = _opus_payloads(3)
-        reference = aiortc.codecs.get_decoder(OPUS_CODEC)
-        # What aiortc's _handle_rtp_packet does with a reassembled frame, on the loop.
-        input_q.put((OPUS_CODEC, JitterFrame(payloads[0], 0)))
-        with caplog.at_level("WARNING", "lkproto.media"):
-            input_q.put((OPUS_CODEC, JitterFrame(b"\xff", 960)))  # undecodable: logged, skipped
-        input_q.put((OPUS_CODEC, JitterFrame(payloads[1], 960)))
-        assert input_q.qsize() == 0  # nothing went to the decoder thread
-        track = receiver.track
-        first = await asyncio.wait_for(track.recv(), scaled(5))
-        second = await asyncio.wait_for(track.recv(), scaled(5))
-        expected = [
-            reference.decode(JitterFrame(p, 960 * i))[0] for i, p in enumerate(payloads[:2])
-        ]
-        assert isinstance(first, av.AudioFrame)
-        assert isinstance(second, av.AudioFrame)
-        assert [bytes(f.planes[0]) for f in (first, second)] == [
-            bytes(f.planes[0]) for f in expected
-        ]
-        assert second.pts == 960
-        assert any("could not decode" in r.getMessage() for r in caplog.records)
-        # The end of the track is the thread's to deliver, and so is everything while a frame
-        # transform (end-to-end encryption) runs on the thread.
-        input_q.put(None)
-        assert input_q.get_nowait() is None
-        _seam.transform_decoder_input(receiver, lambda data: data)
-        input_q.put((OPUS_CODEC, JitterFrame(payloads[2], 1920)))
-        assert input_q.qsize() == 1
-    finally:
-        await pc.close()
-
-
-async def test_receiver_already_decoding_on_its_thread_is_left_alone() -> None:
-    pc = aiortc.RTCPeerConnection()
-    try:
-        receiver = _remote_receiver(pc, "audio")
-        input_q = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
-        input_q.put((OPUS_CODEC, JitterFrame(_opus_payloads(1)[0], 0)))
-        assert not _seam.decode_audio_on_loop(receiver)
-        assert "put" not in vars(input_q)
-        with pytest.raises(ValueError, match="audio receiver"):
-            _seam.decode_audio_on_loop(_remote_receiver(pc, "video"))
-    finally:
-        await pc.close()
-
-
-def test_decode_on_loop_fails_clearly_when_aiortc_internals_change(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async def handle(self: aiortc.RTCRtpReceiver, packet: object, arrival_time_ms: int) -> None:
-        return None
-
-    async def run() -> None:
-        pc = aiortc.RTCPeerConnection()
-        try:
-            receiver = _remote_receiver(pc, "audio")
-            with pytest.raises(LkError, match="__decoder_queue"):
-                _seam.decode_audio_on_loop(receiver)
-        finally:
-            await pc.close()
-
-    monkeypatch.setattr(aiortc.RTCRtpReceiver, "_handle_rtp_packet", handle)
-    asyncio.run(run())

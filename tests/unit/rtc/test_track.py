@@ -123,9 +123,6 @@ class FakePc:
     def receiving(self) -> dict[str, Any]:
         return dict(self.sections)
 
-    def receivers(self) -> dict[str, Any]:
-        return {}  # no aiortc receivers: audio stays as it is (engine._decode_audio_on_loop)
-
 
 async def test_subscription_diff_follows_mid_reuse() -> None:
     """A section reused for another track reads as ended + received (PROTOCOL-MAP §14)."""
