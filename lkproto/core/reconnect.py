@@ -163,6 +163,7 @@ def choose_recovery(
 # ways it takes four keepalives and the consent traffic lost in a row); a 5 s outage stays a stall
 # that recovers by itself, as before.
 TRANSPORT_SILENCE_S: Final = 8.0
+"""Seconds without a single datagram from the peer after which the transport counts as dead."""
 
 
 def transport_stalled(*, now: float, last_heard: float | None, silence_s: float) -> bool:
@@ -187,12 +188,14 @@ def transport_stalled(*, now: float, last_heard: float | None, silence_s: float)
 # policy's schedule; 20 x 0.25 s covers a restart on this machine many times over, and a server
 # down for longer falls back to the policy (Recoverer.attempt_failed).
 UNREACHABLE_RETRIES: Final = 20
+"""How many refused connections a recovery retries quickly before the policy takes over."""
 UNREACHABLE_RETRY_S: Final = 0.25
 """Seconds between those retries of an unreachable server."""
 
 # After a full reconnect, how long the resend (and every later reliable send) may wait for the
 # room's other participants to be able to receive (see receivers_ready).
 RECEIVERS_WAIT_S: Final = 5.0
+"""Upper bound of the wait for the other participants before a full reconnect's resend."""
 
 
 def receivers_ready(remotes: Mapping[str, pb.ParticipantInfo], before: Mapping[str, str]) -> bool:
