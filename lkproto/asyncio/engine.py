@@ -126,6 +126,12 @@ _CHANNEL_CLOSED_GRACE_S: Final = 1.0
 _TRANSPORT_CHECK_S: Final = 1.0
 # How often a full reconnect looks whether the other participants are active again.
 _RECEIVERS_POLL_S: Final = 0.05
+# A client-initiated leave first gives reliable data already accepted by ``publish_data`` (and
+# the streams built on it) this long to be acknowledged by the server's SCTP: ``publish_data``
+# returns once a packet is queued, and tearing the association down drops what is queued. The
+# bound keeps ``disconnect()`` prompt over a dead transport.
+DISCONNECT_DRAIN_S: Final = 2.0
+_DRAIN_POLL_S: Final = 0.01
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
@@ -505,12 +511,33 @@ class Engine:
                 await self._supervisor
         link = self._link
         if link is not None and link.transport is not None:
+            await self._drain_reliable(link)
             with contextlib.suppress(LkError):
                 link.session.send_leave(self._loop.time(), reason=reason)
                 self._pump(link)
                 await self._drain_writer(link)
         await self._teardown()
         self._finish(reason)
+
+    async def _drain_reliable(self, link: _Link) -> None:
+        """Wait, at most :data:`DISCONNECT_DRAIN_S`, until the server's SCTP has acknowledged
+        every reliable byte we accepted (nothing is dropped by our own teardown)."""
+        pc = link.publisher
+        if pc is None:
+            return
+        deadline = self._loop.time() + DISCONNECT_DRAIN_S
+        while self._loop.time() < deadline:
+            try:
+                if pc.unacknowledged_bytes(RELIABLE_LABEL) == 0:
+                    return
+            except LkError:
+                return  # no channel yet, or aiortc's internals changed: nothing to wait for
+            await asyncio.sleep(_DRAIN_POLL_S)
+        _data_log.warning(
+            "= leaving with %d reliable bytes the server has not acknowledged after %.1f s",
+            self._undelivered(pc),
+            DISCONNECT_DRAIN_S,
+        )
 
     async def update_metadata(
         self,
