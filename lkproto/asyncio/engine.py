@@ -1081,10 +1081,17 @@ class Engine:
             while True:
                 frame = await transport.recv()
                 now = self._loop.time()
-                link.session.receive_data(frame, now)
-                if self._tracer is not None or _log.isEnabledFor(logging.DEBUG):
-                    self._trace_frame(link, frame, now)
-                self._pump(link)
+                try:
+                    link.session.receive_data(frame, now)
+                    if self._tracer is not None or _log.isEnabledFor(logging.DEBUG):
+                        self._trace_frame(link, frame, now)
+                    self._pump(link)
+                except (SignalClosed, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    # A defect in handling one frame must not end the reader: a room whose
+                    # reader died says CONNECTED while it hears nothing more (issue 15 floor).
+                    _log.exception("< frame of %d bytes could not be handled; skipped", len(frame))
         except SignalClosed as exc:
             if link.transport is transport:
                 link.transport = None

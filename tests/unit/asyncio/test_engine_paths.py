@@ -371,6 +371,31 @@ async def test_pass_through_signal_events_reach_the_room(harness: Harness) -> No
     assert isinstance(event.event, sg.SpeakersChanged)
 
 
+async def test_a_frame_the_session_fails_on_is_skipped_and_the_reader_goes_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A defect while handling one frame must not end the signal reader (issue 15 floor: never
+    # CONNECTED while nothing is heard).
+    original = sg.SignalSession.receive_data
+    failed: list[bool] = []
+
+    def fail_once(self: sg.SignalSession, data: bytes | str, now: float) -> None:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("planted defect")
+        original(self, data, now)
+
+    monkeypatch.setattr(sg.SignalSession, "receive_data", fail_once)
+    speakers = pb.SpeakersChanged(speakers=[pb.SpeakerInfo(sid="PA_9", level=0.5, active=True)])
+    harness.peer.current.send(pb.SignalResponse(speakers_changed=speakers))
+    harness.peer.current.send(pb.SignalResponse(speakers_changed=speakers))
+    event = await harness.recorder.next(en.SignalMessageEvent)
+    assert isinstance(event.event, sg.SpeakersChanged)
+    assert failed == [True]
+    assert "could not be handled" in caplog.text
+    assert harness.engine.state == en.ConnectionState.CONN_CONNECTED
+
+
 async def test_an_offer_dropped_during_an_outage_is_made_again_after_the_resume() -> None:
     peer = SignalPeer()
     recorder = Recorder()
