@@ -199,13 +199,21 @@ _EXTMAP: Final = re.compile(r"^a=extmap:(\d+)(?:/\w+)? (\S+)", re.MULTILINE)
 
 
 def rid_extension_id(section: str) -> int:
-    """The extmap id to give the rid extension in ``section``: the one it has, else the lowest
-    id in 1..14 (one-byte header form, RFC 8285 §4.2) no extension of the section uses."""
+    """The extmap id to give the rid extension in ``section``: the one it has, else the highest
+    id in 1..14 (one-byte header form, RFC 8285 §4.2) no extension of the section uses.
+
+    The highest, not the lowest: livekit-server's pion keeps the negotiated header extensions of
+    a whole bundle in one map keyed by id (``MediaEngine.updateHeaderExtension``), so an id
+    that another section (aiortc's audio: ``ssrc-audio-level`` is 2) gives another extension
+    hides the rid, and pion drops every layer ("stream id RTP Extensions required for
+    Simulcast"). aiortc numbers its extensions from 1 up; the top of the range is free in every
+    section, and the sender finds the same id from its own section alone.
+    """
     used = {int(i): uri for i, uri in _EXTMAP.findall(section)}
     for ext_id, uri in used.items():
         if uri == RID_EXTENSION_URI:
             return ext_id
-    return next(i for i in range(1, 15) if i not in used)
+    return next(i for i in range(14, 0, -1) if i not in used)
 
 
 def announce_simulcast(sdp: str, layers_by_cid: Mapping[str, Sequence[SimulcastLayer]]) -> str:

@@ -37,7 +37,7 @@ from tests.interop._helpers import (
     unique_room,
     wait_for,
 )
-from tests.interop.test_media import subscribed_track
+from tests.interop.test_media import Feeder, publish_tone, subscribed_track
 
 pytestmark = pytest.mark.interop
 
@@ -53,13 +53,15 @@ async def publishing(
     dynacast: bool,
     codec: int = rtc.VideoCodec.VP8,
     key: bytes | None = None,
+    audio_first: bool = False,
 ) -> AsyncIterator[tuple[rtc.Room, lrtc.Room, rtc.LocalVideoTrack]]:
-    """lkproto publishing a simulcast camera, an official subscriber joined; both with ``key``
-    as the shared E2EE key when given."""
+    """lkproto publishing a simulcast camera (after a tone with ``audio_first``), an official
+    subscriber joined; both with ``key`` as the shared E2EE key when given."""
     name = unique_room("simulcast")
     ours: rtc.Room | None = None
     theirs: lrtc.Room | None = None
     feed: asyncio.Task[None] | None = None
+    tone: Feeder | None = None
     try:
         ours = rtc.Room()
         options = rtc.RoomOptions(
@@ -72,6 +74,8 @@ async def publishing(
         await asyncio.wait_for(
             ours.connect(server.url, server.create_token("lk", name), options), scaled(20)
         )
+        if audio_first:
+            tone = await publish_tone(rtc, ours, 440)
         source = rtc.VideoSource(W, H)
         track = rtc.LocalVideoTrack.create_video_track("camera", source)
         await ours.local_participant.publish_track(
@@ -99,6 +103,8 @@ async def publishing(
             feed.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feed
+        if tone is not None:
+            await tone.stop()
         await disconnect_all(ours, theirs)
 
 
@@ -232,6 +238,21 @@ async def test_encrypted_layers_decrypt_at_the_official_subscriber_low_then_high
             publication.set_video_quality(lrtc.VideoQuality.VIDEO_QUALITY_LOW)
             await _until_size(stream, (320, 180), scaled(SWITCH_TIMEOUT_S))
             publication.set_video_quality(lrtc.VideoQuality.VIDEO_QUALITY_HIGH)
+            await _until_size(stream, (W, H), scaled(SWITCH_TIMEOUT_S))
+        finally:
+            await stream.aclose()
+
+
+async def test_layers_after_an_audio_track_reach_the_subscriber(
+    livekit_server: LocalServer,
+) -> None:
+    # The rid extension's id must not be one the audio section gives another extension: pion
+    # keys a bundle's extensions by id and then drops every layer (core.simulcast
+    # rid_extension_id).
+    async with publishing(livekit_server, dynacast=False, audio_first=True) as (_, theirs, __):
+        remote = await subscribed_track(theirs, "video")
+        stream = lrtc.VideoStream(remote)
+        try:
             await _until_size(stream, (W, H), scaled(SWITCH_TIMEOUT_S))
         finally:
             await stream.aclose()

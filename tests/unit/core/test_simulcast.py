@@ -135,7 +135,7 @@ def test_the_offer_announces_the_layers_of_its_sendonly_video_section() -> None:
     assert recv in _OFFER
     assert "a=ssrc" not in video
     assert video.split("\r\n")[-5:] == [
-        f"a=extmap:2 {RID_EXTENSION_URI}",
+        f"a=extmap:14 {RID_EXTENSION_URI}",
         "a=rid:q send",
         "a=rid:h send",
         "a=rid:f send",
@@ -153,7 +153,9 @@ def test_single_layer_and_unknown_tracks_leave_the_offer_alone() -> None:
 
 
 def test_the_rid_extension_takes_a_free_id_or_keeps_its_own() -> None:
-    assert rid_extension_id("a=extmap:1 x\na=extmap:3 y") == 2
+    # The top of the range: lower ids are what aiortc gives other sections of the bundle.
+    assert rid_extension_id("a=extmap:1 x\na=extmap:3 y") == 14
+    assert rid_extension_id("a=extmap:1 x\na=extmap:14 y") == 13
     assert rid_extension_id(f"a=extmap:1 x\na=extmap:7 {RID_EXTENSION_URI}") == 7
 
 
