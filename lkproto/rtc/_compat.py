@@ -49,10 +49,10 @@ NOTES: Final[dict[str, str]] = {
     "RoomOptions": "differs: see [Options](joining.md#options-honoured-refused-or-a-hint)",
     "RtcConfiguration": "differs: see [Options](joining.md#options-honoured-refused-or-a-hint)",
     "TrackPublishOptions": (
-        "differs: a checked dataclass (a protobuf message there): `simulcast`, `red`, `dtx` "
-        "default to False; `simulcast` sends the official layers (each encrypted with "
-        "E2EE; refused for pre-encoded sources), `red`/`dtx` are hints; codecs other than "
-        "VP8/H264, non-L1T1 scalability, hardware `video_encoder`s and "
+        "differs: a checked dataclass (a protobuf message there): `red`, `dtx` "
+        "default to False; `simulcast` defaults to True as there and sends the official layers "
+        "(each encrypted with E2EE; one layer for a pre-encoded source), `red`/`dtx` are "
+        "hints; codecs other than VP8/H264, non-L1T1 scalability, hardware `video_encoder`s and "
         "frame metadata are refused (`UnsupportedFeatureError`), `degradation_preference` is a "
         "hint; the official mutation style "
         "`opts.video_encoding.max_bitrate = N` works and is checked"

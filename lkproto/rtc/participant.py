@@ -24,7 +24,7 @@ from lkproto.core.simulcast import SimulcastLayer, plan_layers
 from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
 from lkproto.rtc import events as ev
 from lkproto.rtc._enum import ProtoEnum
-from lkproto.rtc._options import refuse
+from lkproto.rtc._options import warn_once
 from lkproto.rtc.data_stream import (
     ByteStreamInfo,
     ByteStreamWriter,
@@ -1183,11 +1183,15 @@ def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDes
     height = int(getattr(track.source, "height", 0))
     bitrate = opts.video_encoding.max_bitrate if opts.video_encoding else 0
     layers: tuple[SimulcastLayer, ...] = ()
-    if opts.simulcast:
+    if opts.simulcast and width > 0 and height > 0:
+        layers = plan_layers(width, height, bitrate)
         if isinstance(encoded, str):
-            refuse("TrackPublishOptions.simulcast", "a pre-encoded source sends one layer")
-        if width > 0 and height > 0:
-            layers = plan_layers(width, height, bitrate)
+            # Nothing here can encode other sizes of frames encoded by the application; the
+            # official SDK asks for simulcast=False with an EncodedVideoSource. With simulcast on
+            # by default, that is a hint (one warning), not a refusal.
+            if len(layers) > 1:
+                warn_once("TrackPublishOptions.simulcast", "a pre-encoded source sends one layer")
+            layers = ()
     return TrackDescription(
         cid=track.cid,
         name=track.name,

@@ -166,8 +166,8 @@ class TrackPublishOptions:
       (default) or H264, ``source``, ``stream``, ``preconnect_buffer`` (announced as
       ``TF_PRECONNECT_BUFFER``; the buffer itself is :class:`lkproto.agents.PreconnectBuffer`),
       ``simulcast`` (the official layers ``q``/``h``/``f`` for a source of at least 480 pixels,
-      see :mod:`lkproto.core.simulcast`; each layer end-to-end encrypted when the room is;
-      refused for a pre-encoded source);
+      see :mod:`lkproto.core.simulcast`; each layer end-to-end encrypted when the room is; a
+      hint for a pre-encoded source, which sends its frames as they come, in one layer);
     - refused with :class:`~lkproto.errors.UnsupportedFeatureError`: ``video_codec`` AV1, VP9,
       H265 (aiortc encodes VP8 and H.264 only), any ``frame_metadata_features`` (no frame
       metadata trailer), a ``scalability_mode`` other than single-layer ``L1T1``, a hardware
@@ -178,8 +178,10 @@ class TrackPublishOptions:
       neither, PROTOCOL-MAP §14, so the announcement always says ``disable_red`` and
       ``TF_NO_DTX``), a ``degradation_preference`` other than ``BALANCED``.
 
-    The official SDK's unset ``simulcast``/``red``/``dtx`` mean True; here they default to
-    False, which is what is sent (each simulcast layer costs an encoder in this process).
+    ``simulcast`` defaults to True as in the official SDK (whose unset field means True): a
+    source of at least 480 pixels is sent in two or three layers, a smaller one single-layer, and
+    each layer costs an encoder in this process (dynacast pauses the unwatched ones). The official
+    unset ``red``/``dtx`` mean True; here they default to False, which is what is sent.
     ``video_encoding`` and ``audio_encoding`` start as zero
     encodings (the default rates), so ``opts.video_encoding.max_bitrate = N`` works as with the
     official protobuf message.
@@ -192,7 +194,7 @@ class TrackPublishOptions:
     video_codec: int = VideoCodec.VP8
     dtx: bool = False
     red: bool = False
-    simulcast: bool = False
+    simulcast: bool = True
     source: int = TrackSource.SOURCE_UNKNOWN
     stream: str = ""
     preconnect_buffer: bool = False

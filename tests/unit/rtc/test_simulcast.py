@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, cast
 import pytest
 
 from lkproto import rtc
-from lkproto.errors import UnsupportedFeatureError
+from lkproto.rtc._options import _warned
 from lkproto.rtc.participant import LocalParticipant, _track_description
 from lkproto.wire import pb
 from tests.unit.rtc.test_participant import info
@@ -40,17 +40,43 @@ def test_simulcast_plans_the_official_layers_without_a_warning(
         ("h", 640, 360),
         ("f", 1280, 720),
     ]
-    single = _track_description(_video(width=1280, height=720), rtc.TrackPublishOptions())
+    single = _track_description(
+        _video(width=1280, height=720), rtc.TrackPublishOptions(simulcast=False)
+    )
     assert not single.simulcast
     small = _track_description(_video(width=320, height=240), options)
     assert not small.simulcast  # one layer: sent as a plain track, as the official SDKs do
 
 
-def test_a_pre_encoded_source_cannot_simulcast() -> None:
+def test_simulcast_is_on_by_default_as_in_the_official_sdk() -> None:
+    assert rtc.TrackPublishOptions().simulcast
+    # The official presets: three layers from 960 px, two from 480 px, one below.
+    for (width, height), rids in [
+        ((1280, 720), ["q", "h", "f"]),
+        ((640, 480), ["q", "h"]),
+        ((320, 240), []),
+    ]:
+        description = _track_description(
+            _video(width=width, height=height), rtc.TrackPublishOptions()
+        )
+        assert [x.rid for x in description.simulcast_layers if description.simulcast] == rids
+
+
+def test_a_pre_encoded_source_sends_one_layer_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     track = _video(width=1280, height=720)
     track.source.codec = "vp8"  # type: ignore[attr-defined]
-    with pytest.raises(UnsupportedFeatureError, match="pre-encoded"):
-        _track_description(track, rtc.TrackPublishOptions(simulcast=True))
+    _warned.discard("TrackPublishOptions.simulcast")
+    with caplog.at_level(logging.WARNING):
+        description = _track_description(track, rtc.TrackPublishOptions(simulcast=True))
+    assert not description.simulcast
+    assert [r for r in caplog.records if "pre-encoded" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        quiet = _track_description(track, rtc.TrackPublishOptions(simulcast=False))
+    assert not quiet.simulcast
+    assert not caplog.records
 
 
 class _RecordingEngine:
