@@ -350,6 +350,9 @@ class Engine:
         self._recovery_started_at = 0.0
         self._closing = False
         self._pending_requests: dict[int, asyncio.Future[None]] = {}
+        # Metadata updates sent to a server that answers no success (see update_metadata):
+        # request id -> the requested (name, metadata, attributes).
+        self._echo_waits: dict[int, tuple[str | None, str | None, Mapping[str, str] | None]] = {}
         self._sender = rl.ReliableSender()
         self._receiver = rl.ReliableReceiver()
         self._connected = asyncio.Event()
@@ -548,6 +551,10 @@ class Engine:
     ) -> None:
         """Send UpdateParticipantMetadata and wait for the server's RequestResponse (§7).
 
+        A server older than protocol 15 (v1.7.2 reports 14) never answers a success (§7):
+        there the update completes once our own ParticipantInfo shows it, as in livekit-client,
+        and at once when it already does (the server then sends nothing at all).
+
         Raises:
             RequestRejectedError: the server said no (NOT_ALLOWED, LIMIT_EXCEEDED...) or timed out.
         """
@@ -557,11 +564,33 @@ class Engine:
         )
         fut: asyncio.Future[None] = self._loop.create_future()
         self._pending_requests[request_id] = fut
+        if not link.session.server_answers_ok:
+            self._echo_waits[request_id] = (name, metadata, attributes)
+            self._settle_echoed(link)
         self._pump(link)
         try:
             await fut
         finally:
             self._pending_requests.pop(request_id, None)
+            self._echo_waits.pop(request_id, None)
+
+    def _settle_echoed(self, link: _Link) -> None:
+        """Complete the metadata updates our own ParticipantInfo now shows (servers < protocol 15).
+
+        PROTOCOL-MAP §7: such a server sends only errors (ErrorResponse, field 22), so seeing the
+        change is the success (sg.metadata_applied).
+        """
+        local = self._roster.local
+        if local is None:
+            return
+        for request_id, (name, metadata, attributes) in list(self._echo_waits.items()):
+            if not sg.metadata_applied(local, name=name, metadata=metadata, attributes=attributes):
+                continue
+            del self._echo_waits[request_id]
+            link.session.settle_request(request_id)
+            waiting = self._pending_requests.get(request_id)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
 
     def send_signal(self, request: pb.SignalRequest) -> None:
         """Queue any SignalRequest (tests use it for SimulateScenario)."""
@@ -1211,6 +1240,8 @@ class Engine:
                     # Our own tracks produce no roster events (their codec, size and mute state
                     # arrive this way), so the room refreshes its local view from here.
                     self._emit(LocalInfoUpdated(info=local))
+                if self._echo_waits:
+                    self._settle_echoed(link)
             case sg.RoomUpdated(room=room):
                 for ev in self._roster.apply_room(room):
                     self._emit(ev)

@@ -73,6 +73,7 @@ from lkproto.wire import decode_signal_response, encode_signal_request, pb
 __all__ = [
     "DEFAULT_JOIN_TIMEOUT_S",
     "DEFAULT_REQUEST_TIMEOUT_S",
+    "FIRST_PROTOCOL_ANSWERING_OK",
     "PASS_THROUGH_KINDS",
     "SIGNAL_IGNORED",
     "SIGNAL_TRANSITIONS",
@@ -101,6 +102,7 @@ __all__ = [
     "SpeakersChanged",
     "TokenRefreshed",
     "TrickleReceived",
+    "metadata_applied",
 ]
 
 # PROTOCOL-MAP §1 Framing: JS waits 5 s for the first frame (JOIN_RESPONSE_TIMEOUT), but the server
@@ -113,6 +115,12 @@ DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
 PASS_THROUGH_KINDS: Final = frozenset(
     {"offer", "answer", "trickle", "sync_state", "simulate", "leave", "ping", "ping_req"}
 )
+
+# PROTOCOL-MAP §7: a server answers a successful request with RequestResponse{OK} only from
+# protocol 15 (S:pkg/rtc/types/protocol_version.go SupportsNonErrorSignalResponse, `v > 14`).
+# Older releases (v1.7.x reports protocol 14) send only errors, as ErrorResponse in the same
+# field 22, and show a success by re-sending our ParticipantInfo.
+FIRST_PROTOCOL_ANSWERING_OK: Final = 15
 
 _UINT32_MAX: Final = 2**32 - 1
 
@@ -526,6 +534,7 @@ AnySignalEvent: TypeAlias = (
     | MessageReceived
     | ProtocolViolated
 )
+"""Every event :class:`SignalSession` hands out; match it exhaustively (``assert_never``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,6 +630,25 @@ class SignalSession:
     def ping_timeout_s(self) -> float | None:
         """The server's ``ping_timeout``; None before joining or when the server disables it."""
         return self._ping_timeout_s
+
+    @property
+    def server_answers_ok(self) -> bool:
+        """Whether this server answers a successful request with ``RequestResponse{OK}``.
+
+        False before joining, and for a server whose ``ServerInfo.protocol`` is below
+        :data:`FIRST_PROTOCOL_ANSWERING_OK` (or absent): a driver then completes a metadata update
+        when our own ParticipantInfo shows it (see :func:`metadata_applied`) and calls
+        :meth:`settle_request`.
+        """
+        join = self._join_response
+        return join is not None and join.server_info.protocol >= FIRST_PROTOCOL_ANSWERING_OK
+
+    def settle_request(self, request_id: int) -> None:
+        """Forget a pending request the driver saw take effect without an answer (old servers).
+
+        Its deadline is dropped, so no :class:`RequestTimedOut` follows; an unknown id is ignored.
+        """
+        self._pending.pop(request_id, None)
 
     @property
     def pending_request_ids(self) -> frozenset[int]:
@@ -1118,6 +1146,42 @@ class SignalSession:
             event = MessageReceived(kind=kind, message=response)
         if event is not None:
             self._events.append(event)
+
+
+def metadata_applied(
+    info: pb.ParticipantInfo,
+    *,
+    name: str | None,
+    metadata: str | None,
+    attributes: Mapping[str, str] | None,
+) -> bool:
+    """Whether ``info`` already shows an UpdateParticipantMetadata with these arguments.
+
+    Follows the request's own rules (PROTOCOL-MAP §7): an empty or absent name/metadata means
+    "unchanged", an attribute patch value ``""`` deletes the key. This is how livekit-client
+    completes an update on a server that sends no ``RequestResponse{OK}``
+    (JS:src/room/participant/LocalParticipant.ts requestMetadataUpdate).
+
+    Args:
+        info: our own latest ParticipantInfo.
+        name: the requested name, as passed to :meth:`SignalSession.update_metadata`.
+        metadata: the requested metadata.
+        attributes: the requested attribute patch.
+
+    Returns:
+        True when every requested change is visible in ``info``.
+    """
+    if name and info.name != name:
+        return False
+    if metadata and info.metadata != metadata:
+        return False
+    for key, value in (attributes or {}).items():
+        if value == "":
+            if key in info.attributes:
+                return False
+        elif info.attributes.get(key) != value:
+            return False
+    return True
 
 
 def _build(build: _Builder) -> pb.SignalRequest:

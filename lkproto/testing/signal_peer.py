@@ -191,6 +191,11 @@ class SignalPeer:
         """(channel label, packet) received on the server-side peer connection."""
         self.participant_sid = ""
         """The SID of the current session (changes on every fresh join)."""
+        self.server_protocol = 0
+        """``ServerInfo.protocol`` announced (0: no ServerInfo). From 1 to 14 the peer acts as a
+        release that answers no successful request (v1.7.x, PROTOCOL-MAP §7): an update_metadata
+        is answered by a ParticipantUpdate carrying our changed info (none if nothing changed)."""
+        self._own = pb.ParticipantInfo()
         self._pc: PeerConnection | None = None
         self._sids = itertools.count(1)
         self._tracks = itertools.count(1)
@@ -325,6 +330,9 @@ class SignalPeer:
             ping_interval=self.ping_interval_s,
             ping_timeout=self.ping_timeout_s,
         )
+        if self.server_protocol:
+            join.server_info.protocol = self.server_protocol
+        self._own.CopyFrom(join.participant)
         connection.send(pb.SignalResponse(join=join))
 
     async def _on_resume(self, connection: SignalConnection) -> None:
@@ -361,6 +369,8 @@ class SignalPeer:
                 await self._answer(connection, request.offer)
         elif kind == "add_track":
             self._on_add_track(connection, request.add_track)
+        elif kind == "update_metadata" and 0 < self.server_protocol < 15:
+            self._echo_metadata(connection, request.update_metadata)
         elif kind == "update_metadata":
             rr = pb.RequestResponse(request_id=request.update_metadata.request_id)
             connection.send(pb.SignalResponse(request_response=rr))
@@ -402,6 +412,28 @@ class SignalPeer:
         )
         published = pb.TrackPublishedResponse(cid=request.cid, track=info)
         connection.send(pb.SignalResponse(track_published=published))
+
+    def _echo_metadata(
+        self, connection: SignalConnection, update: pb.UpdateParticipantMetadata
+    ) -> None:
+        # As livekit-server v1.7.2 (pkg/rtc/signalhandler.go, participant.go SetName/SetMetadata/
+        # SetAttributes): apply, and broadcast our info only when something changed.
+        before = self._own.SerializeToString(deterministic=True)
+        if update.name:
+            self._own.name = update.name
+        if update.metadata:
+            self._own.metadata = update.metadata
+        for key, value in update.attributes.items():
+            if value:
+                self._own.attributes[key] = value
+            else:
+                self._own.attributes.pop(key, None)
+        if self._own.SerializeToString(deterministic=True) == before:
+            return
+        self._own.version += 1
+        own = pb.ParticipantInfo()
+        own.CopyFrom(self._own)
+        connection.send(pb.SignalResponse(update=pb.ParticipantUpdate(participants=[own])))
 
     def _on_data(self, label: str, data: bytes) -> None:
         with contextlib.suppress(DecodeError):
