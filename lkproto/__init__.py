@@ -9,3 +9,4 @@ from __future__ import annotations
 __all__ = ["__version__"]
 
 __version__ = "0.1.0"
+"""The version of this package (PEP 440), the one ``pyproject.toml`` declares."""

@@ -79,6 +79,7 @@ AgentSessionEvent = Literal[
     "transcript_updated",
     "chat_received",
 ]
+"""The names :class:`AgentSession` emits; each one's handler arguments are listed on the class."""
 
 
 class AgentSessionError(LkError):

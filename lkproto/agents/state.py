@@ -34,6 +34,7 @@ JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "Jso
 """What :meth:`SharedState.set` stores and :meth:`SharedState.get` returns."""
 
 SharedStateEvent = Literal["changed", "room_metadata_changed"]
+"""The names :class:`SharedState` emits; each one's handler arguments are listed on the class."""
 
 _MISSING = object()
 

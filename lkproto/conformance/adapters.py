@@ -281,6 +281,8 @@ class Client:
 
 
 ClientFactory = Callable[[str], Client]
+"""Makes one :class:`Client` of an adapter from the participant identity it will join as
+(the runner calls it once per participant a scenario needs)."""
 
 
 # -- lkproto and livekit-python -----------------------------------------------------------------

@@ -131,7 +131,11 @@ DEFAULT_AGENT_CONNECT_TIMEOUT_S: Final = 20.0
 # ``agentDisconnectedFailureReason``).
 REASON_AGENT_DID_NOT_JOIN: Final = "Agent did not join the room."
 REASON_AGENT_NOT_INITIALIZED: Final = "Agent joined the room but did not complete initializing."
+"""Failure reason when the connect timeout fired with the agent in the room but not yet in a
+connected state (useAgent.ts ``agentTimeoutFailureReason``, PROTOCOL-MAP §8)."""
 REASON_AGENT_LEFT: Final = "Agent left the room unexpectedly."
+"""Failure reason when the agent participant disconnected while our room was still connected
+(useAgent.ts ``agentDisconnectedFailureReason``, PROTOCOL-MAP §8)."""
 
 
 class AgentState(enum.StrEnum):

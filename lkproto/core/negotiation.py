@@ -180,6 +180,7 @@ class AnswerIgnored(NegotiationEvent):
 AnyNegotiationEvent: TypeAlias = (
     OfferWanted | NegotiationCompleted | NegotiationFailed | AnswerIgnored
 )
+"""Every event :class:`Negotiator` hands out; match it exhaustively (``assert_never``)."""
 
 
 class Negotiator:

@@ -225,6 +225,7 @@ class PublishTimedOut(PublishEvent):
 
 
 AnyPublishEvent: TypeAlias = TrackPublished | PublishRefused | PublishTimedOut
+"""Every event :class:`PublishTracker` hands out; match it exhaustively (``assert_never``)."""
 
 
 class PublishTracker:

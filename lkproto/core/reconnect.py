@@ -80,6 +80,7 @@ DEFAULT_RECONNECT_DELAYS_S: Final[tuple[float, ...]] = (0.0, 0.3, 1.2, 2.7, 4.8)
 # retryCount > 1, i.e. from 0-based attempt 2).
 DEFAULT_RECONNECT_JITTER_S: Final = 1.0
 DEFAULT_RECONNECT_JITTER_FROM_ATTEMPT: Final = 2
+"""First 0-based attempt whose delay gets the random jitter: the third (see the comment above)."""
 
 
 class Recovery(enum.Enum):
@@ -426,6 +427,7 @@ class GaveUp(RecoveryEvent):
 
 
 AnyRecoveryEvent: TypeAlias = RecoveryStarted | AttemptDue | Recovered | GaveUp
+"""Every event :class:`Recoverer` hands out; match it exhaustively (``assert_never``)."""
 
 
 class Recoverer:

@@ -133,10 +133,17 @@ CLIENT_PROTOCOL_DATA_STREAM_RPC: Final = 1
 # PROTOCOL-MAP §6 v2 flow: topics and attributes.
 RPC_REQUEST_TOPIC: Final = "lk.rpc_request"
 RPC_RESPONSE_TOPIC: Final = "lk.rpc_response"
+"""Topic of the text stream carrying a successful RPC v2 result back to the caller (errors
+always travel as ``rpc_response`` packets, PROTOCOL-MAP §6 v2 flow)."""
 RPC_ATTR_REQUEST_ID: Final = "lk.rpc_request_id"
+"""Stream attribute on requests and responses: the request id (a UUID) they belong to."""
 RPC_ATTR_METHOD: Final = "lk.rpc_request_method"
+"""Request stream attribute: the name of the method the caller invokes."""
 RPC_ATTR_RESPONSE_TIMEOUT_MS: Final = "lk.rpc_request_response_timeout_ms"
+"""Request stream attribute: the caller's response timeout, in milliseconds, as a decimal string."""
 RPC_ATTR_VERSION: Final = "lk.rpc_request_version"
+"""Request stream attribute: the RPC version as a decimal string, ``"2"``
+(:data:`RPC_VERSION_V2`)."""
 
 _UINT32_MAX: Final = 2**32 - 1
 _VERSION_RE: Final = re.compile(r"\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
@@ -370,8 +377,11 @@ class RpcStreamMessage:
 
 
 AnyRpcClientEvent: TypeAlias = RpcCallSucceeded | RpcCallFailed
+"""The outcomes of calls we made: the events of the caller side."""
 AnyRpcServerEvent: TypeAlias = RpcInvocationRequested
+"""The events of the callee side: a peer invoked one of our methods."""
 AnyRpcEvent: TypeAlias = RpcCallSucceeded | RpcCallFailed | RpcInvocationRequested
+"""Every RPC event, caller and callee side; match it exhaustively (``assert_never``)."""
 
 
 # --------------------------------------------------------------------------------------------

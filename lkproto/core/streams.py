@@ -167,7 +167,9 @@ CLIENT_PROTOCOL_DATA_STREAM_V2: Final = 2
 # PROTOCOL-MAP §5 Sender rules: defaults of the official SDKs.
 DEFAULT_TEXT_MIME_TYPE: Final = "text/plain"
 DEFAULT_BYTE_MIME_TYPE: Final = "application/octet-stream"
+"""MIME type a byte stream is sent with when the caller gives none (the official SDKs' default)."""
 DEFAULT_BYTE_STREAM_NAME: Final = "unknown"
+"""``ByteHeader.name`` a byte stream is sent with when the caller gives no name."""
 
 # Receiver limits (STYLE "limits are configuration"). Chunked streams open at once; the SDKs have
 # no bound, this one keeps per-stream state (an inflater is ~40 KiB) bounded.

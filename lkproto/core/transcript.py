@@ -83,6 +83,7 @@ __all__ = [
 # Module docstring, bounds. A long agent monologue is a few KiB; 1000 segments is a long session.
 DEFAULT_MAX_SEGMENTS: Final = 1000
 DEFAULT_MAX_TEXT_BYTES: Final = 64 * 1024
+"""Default ``max_text_bytes``: UTF-8 bytes of text kept per segment (64 KiB)."""
 
 # Internal segment key: ("segment", lk.segment_id) or ("stream", stream id) (rule 1).
 _Key: TypeAlias = tuple[str, str]

@@ -84,6 +84,12 @@ class BaseStreamInfo:
 
 @dataclass
 class TextStreamInfo(BaseStreamInfo):
+    """Official shape: the header of an incoming or outgoing text stream.
+
+    ``attachments`` are the stream ids of byte streams sent along with this text
+    (``TextHeader.attached_stream_ids``, PROTOCOL-MAP §5).
+    """
+
     attachments: list[str]
     generated: bool = False
     """lkproto extra: the header's ``generated`` flag, set by the server on text an agent
@@ -92,6 +98,12 @@ class TextStreamInfo(BaseStreamInfo):
 
 @dataclass
 class ByteStreamInfo(BaseStreamInfo):
+    """Official shape: the header of an incoming or outgoing byte stream.
+
+    ``name`` is the sender's name for the content, usually a file name
+    (``ByteHeader.name``; ``"unknown"`` when the sender gave none).
+    """
+
     name: str
 
 
@@ -186,6 +198,12 @@ class TextStreamReader(_Reader[TextStreamInfo, str]):
         return data.decode("utf-8", errors="replace")
 
     async def read_all(self) -> str:
+        """Wait for the end of the stream and return its whole text.
+
+        Raises:
+            StreamError: the stream did not end normally (its ``kind`` says how: aborted by
+                the sender, incomplete, over a receiver limit...).
+        """
         parts = [chunk async for chunk in self]
         return "".join(parts)
 
@@ -299,4 +317,8 @@ def _now_ms() -> int:
 
 
 TextStreamHandler = Callable[[TextStreamReader, str], None]
+"""Official shape: called with ``(reader, sender_identity)`` for each incoming text stream on a
+registered topic (:meth:`~lkproto.rtc.Room.register_text_stream_handler`)."""
 ByteStreamHandler = Callable[[ByteStreamReader, str], None]
+"""Official shape: called with ``(reader, sender_identity)`` for each incoming byte stream on a
+registered topic (:meth:`~lkproto.rtc.Room.register_byte_stream_handler`)."""

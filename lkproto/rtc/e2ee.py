@@ -40,9 +40,14 @@ __all__ = [
 ]
 
 DEFAULT_RATCHET_SALT = core.DEFAULT_RATCHET_SALT
+"""Salt of every key derivation unless configured: ``b"LKFrameEncryptionKey"`` (official SDKs)."""
 DEFAULT_RATCHET_WINDOW_SIZE = core.DEFAULT_RATCHET_WINDOW_SIZE
+"""Ratchet steps a receiver tries after a frame fails to decrypt (16, official Python default)."""
 DEFAULT_FAILURE_TOLERANCE = core.DEFAULT_FAILURE_TOLERANCE
+"""Failed frames before a key counts as missing; -1 = never (official Python default)."""
 DEFAULT_KEY_RING_SIZE = core.DEFAULT_KEY_RING_SIZE
+"""Key slots per participant, addressed by the frame trailer's key index (16, official Python
+default)."""
 
 
 class EncryptionType(ProtoEnum):

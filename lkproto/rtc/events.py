@@ -111,6 +111,8 @@ EventTypes = Literal[
     "data_track_published",
     "data_track_unpublished",
 ]
+"""Official shape: the event names :class:`~lkproto.rtc.Room` emits (``room.on(name, handler)``);
+each has a typed twin in this module, named in the past tense (see :class:`RoomEvent`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

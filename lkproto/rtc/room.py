@@ -86,6 +86,7 @@ __all__ = [
 ]
 
 ConnectionState = en.ConnectionState
+"""Official shape: :attr:`Room.connection_state`, with the official SDK's values (``CONN_*``)."""
 
 _log = logging.getLogger("lkproto.rtc")
 _STREAM_PACKETS = frozenset({"stream_header", "stream_chunk", "stream_trailer"})
@@ -393,6 +394,8 @@ class Room(EventEmitter[ev.EventTypes]):
         return self._state
 
     def isconnected(self) -> bool:
+        """Official shape: True unless the room is disconnected (reconnecting counts as
+        connected)."""
         return self._state != ConnectionState.CONN_DISCONNECTED
 
     @property
@@ -547,6 +550,7 @@ class Room(EventEmitter[ev.EventTypes]):
         self._text_stream_handlers[topic] = handler
 
     def unregister_text_stream_handler(self, topic: str) -> None:
+        """Remove ``topic``'s text handler, if any; text streams on it are then ignored."""
         self._text_stream_handlers.pop(topic, None)
 
     def register_byte_stream_handler(self, topic: str, handler: ByteStreamHandler) -> None:
@@ -558,6 +562,7 @@ class Room(EventEmitter[ev.EventTypes]):
         self._byte_stream_handlers[topic] = handler
 
     def unregister_byte_stream_handler(self, topic: str) -> None:
+        """Remove ``topic``'s byte handler, if any; byte streams on it are then ignored."""
         self._byte_stream_handlers.pop(topic, None)
 
     def _has_stream_handler(self, topic: str, is_text: bool) -> bool:

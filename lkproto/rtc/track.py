@@ -346,6 +346,7 @@ class LocalTrack(Track):
         self._set_muted(True)
 
     def unmute(self) -> None:
+        """Resume sending media and tell the server (``MuteTrackRequest``, PROTOCOL-MAP §9)."""
         self._set_muted(False)
 
     def _set_muted(self, muted: bool) -> None:
@@ -382,6 +383,7 @@ class LocalAudioTrack(LocalTrack):
 
     @staticmethod
     def create_audio_track(name: str, source: _MediaSource) -> LocalAudioTrack:
+        """A track named ``name`` carrying ``source``'s audio; publish it to send it."""
         return LocalAudioTrack(name=name, kind=TrackKind.KIND_AUDIO, source=source)
 
 
@@ -390,6 +392,7 @@ class LocalVideoTrack(LocalTrack):
 
     @staticmethod
     def create_video_track(name: str, source: _MediaSource) -> LocalVideoTrack:
+        """A track named ``name`` carrying ``source``'s video; publish it to send it."""
         return LocalVideoTrack(name=name, kind=TrackKind.KIND_VIDEO, source=source)
 
 
@@ -423,11 +426,11 @@ class RemoteTrack(Track):
 
 
 class RemoteAudioTrack(RemoteTrack):
-    pass
+    """Official shape: a subscribed audio track; read its frames with ``AudioStream``."""
 
 
 class RemoteVideoTrack(RemoteTrack):
-    pass
+    """Official shape: a subscribed video track; read its frames with ``VideoStream``."""
 
 
 AudioTrack: TypeAlias = LocalAudioTrack | RemoteAudioTrack

@@ -32,6 +32,7 @@ from lkproto.rtc.video_frame import VideoFrame, VideoRotation, buffer_size
 __all__ = ["EncodedVideoCodec", "EncodedVideoSource", "VideoSource"]
 
 EncodedVideoCodec = Literal["vp8", "h264"]
+"""The codecs :class:`EncodedVideoSource` accepts pre-encoded frames in (lkproto extra)."""
 
 _CODECS: Final[frozenset[str]] = frozenset({"vp8", "h264"})
 

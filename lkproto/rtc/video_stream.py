@@ -111,6 +111,7 @@ class VideoStream:
         format: int | None = None,
         capacity: int = 0,
     ) -> VideoStream:
+        """Official shape: the same as ``VideoStream(track, ...)``, arguments by keyword."""
         return cls(track, loop=loop, capacity=capacity, format=format)
 
     @classmethod

@@ -77,8 +77,13 @@ EXPLORER_MAX_PEER_LANES: Final = 12
 """Participant lanes before the rest share one ``others`` lane."""
 
 LANE_CLIENT: Final = "client"
+"""Lane id of the tapped client (the side that wrote the capture)."""
 LANE_SERVER: Final = "server"
+"""Lane id of the SFU: the other end of every signal message, and the sender of data packets
+that name no participant."""
 LANE_OTHERS: Final = "peer:…others"
+"""Lane id shared by the participants past the peer-lane limit (default
+:data:`EXPLORER_MAX_PEER_LANES`); the first ones get a ``peer:<identity>`` lane each."""
 
 # PROTOCOL-MAP §6: RPC v2 streams and their attribute naming the request.
 _RPC_REQUEST_TOPIC: Final = "lk.rpc_request"

@@ -57,8 +57,12 @@ __all__ = [
 ]
 
 CHANNEL_SIGNAL: Final = "signal"
+"""``TapRecord.channel`` of a signal frame on the websocket (PROTOCOL-MAP §1)."""
 CHANNEL_DATA_TRACK: Final = DATA_TRACK_LABEL
+"""``TapRecord.channel`` of a data track frame (the ``_data_track`` channel, PROTOCOL-MAP §12)."""
 CHANNEL_RTP: Final = "rtp"
+"""``TapRecord.channel`` of a track's cumulative RTP counters (packets and bytes, PROTOCOL-MAP §9);
+the media itself is not captured."""
 
 # The three top-level messages that travel on their own (signal frames both ways, data-channel
 # packets), by name, in the order ``decode_any`` prefers them when two parse equally well.
@@ -69,7 +73,9 @@ ENVELOPES: Final[Mapping[str, type[Message]]] = {
 }
 
 TapDirection: TypeAlias = Literal["<", ">"]
+"""``TapRecord.direction``: ``">"`` sent by the tapped client, ``"<"`` received by it."""
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
+"""Any value JSON can hold: what a record's decoded fields are made of."""
 
 _ONEOFS: Final = ("message", "value")  # SignalRequest/SignalResponse, DataPacket
 
