@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -9,7 +12,7 @@ from lkproto.conformance._registry import Unsupported
 from lkproto.wire import pb
 
 if TYPE_CHECKING:
-    from lkproto.conformance.adapters import PeerClient
+    from lkproto.conformance.adapters import Client, PeerClient
 
 __all__ = [
     "WireTap",
@@ -18,6 +21,8 @@ __all__ = [
     "check",
     "level_reason",
     "require_level",
+    "require_resumable",
+    "server_has_rtc_v1",
 ]
 
 
@@ -84,3 +89,43 @@ def require_level(peer: PeerClient, identity: str, level: int, capability: int =
         raise Unsupported(level_reason(got, level))
     if capability and capability not in caps:
         raise Unsupported(capability_reason(f"capability {capability}"))
+
+
+async def server_has_rtc_v1(signal_url: str) -> bool:
+    """Whether the server at ``signal_url`` serves the single-PC ``/rtc/v1`` path.
+
+    Probes ``/rtc/v1/validate`` without a token: a release that has the path refuses the request
+    (401), one that does not answers its HTTP mux's 404 (PROTOCOL-MAP §1 URLs; livekit-server
+    v1.7.2 registers only ``/rtc``, v1.9.11 both).
+    """
+    base = signal_url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+
+    # No proxy from the environment: the server is addressed directly, as the clients do.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def probe() -> bool:
+        try:
+            with opener.open(f"{base}/rtc/v1/validate", timeout=5):
+                return True
+        except urllib.error.HTTPError as exc:
+            return exc.code != 404
+
+    return await asyncio.to_thread(probe)
+
+
+async def require_resumable(client: Client, signal_url: str) -> None:
+    """:class:`Unsupported` when the client under test is lkproto and the server has no
+    ``/rtc/v1``: lkproto resumes only a single-PC session.
+
+    On ``/rtc`` (two PCs) the server answers every resume with an ICE restart of the subscriber PC
+    (livekit-server pkg/rtc/room.go ResumeParticipant -> ParticipantImpl.ICERestart), and aiortc
+    cannot ICE-restart (PROTOCOL-MAP §14), so lkproto recovers with a full reconnect there: a new
+    SID and a fresh reliable sequence, which is not what a resume scenario grades.
+    """
+    if client.adapter != "lkproto" or await server_has_rtc_v1(signal_url):
+        return
+    raise Unsupported(
+        "needs a server with /rtc/v1: lkproto resumes only single-PC sessions, and on /rtc the "
+        "server's resume ICE-restarts the subscriber PC, which aiortc cannot do (PROTOCOL-MAP "
+        "§14); this release has no /rtc/v1 (v1.7.2), so lkproto does a full reconnect instead"
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from lkproto.conformance._context import Context
 from lkproto.conformance._registry import Unsupported, scenario
 from lkproto.conformance.adapters import Client, DataMsg
-from lkproto.conformance.scenarios._util import check
+from lkproto.conformance.scenarios._util import check, require_resumable
 
 __all__: list[str] = []
 
@@ -198,6 +198,7 @@ async def resume_sequence(ctx: Context) -> None:
     acknowledge in ``ReconnectResponse.last_message_seq`` (PROTOCOL-MAP §3 Reliable sequence,
     §10 Resume)."""
     client, peer = await ctx.pair()
+    await require_resumable(client, ctx.server.url)
     for i in range(20):
         await client.publish_data(f"{i:04d}".encode(), topic="seq")
     await ctx.bounded(client.simulate("signal_reconnect"), "simulate signal_reconnect")

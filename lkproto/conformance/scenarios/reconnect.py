@@ -6,7 +6,7 @@ from __future__ import annotations
 from lkproto.conformance._context import Context
 from lkproto.conformance._registry import scenario
 from lkproto.conformance.adapters import Client, PeerClient
-from lkproto.conformance.scenarios._util import check
+from lkproto.conformance.scenarios._util import check, require_resumable
 
 __all__: list[str] = []
 
@@ -40,6 +40,7 @@ async def resume_signal(ctx: Context) -> None:
     (``reconnect=true`` join, ``ReconnectResponse``, ``SyncState``), keeps its SID, the peer never
     sees it leave, and data flows both ways afterwards (PROTOCOL-MAP §10 Resume)."""
     client, peer = await ctx.pair()
+    await require_resumable(client, ctx.server.url)
     sid = await client.local_sid()
     await ctx.bounded(client.simulate("signal_reconnect"), "simulate signal_reconnect")
     await _recovered(ctx, client)
