@@ -103,6 +103,7 @@ __all__ = [
     "TokenRefreshed",
     "TrickleReceived",
     "metadata_applied",
+    "sdp_msid_track_ids",
 ]
 
 # PROTOCOL-MAP §1 Framing: JS waits 5 s for the first frame (JOIN_RESPONSE_TIMEOUT), but the server
@@ -372,7 +373,8 @@ class OfferReceived(SignalEvent):
     Attributes:
         sdp: the SDP text.
         offer_id: answer with this id.
-        mid_to_track_id: downstream m-line mid -> track SID.
+        mid_to_track_id: downstream m-line mid -> track SID (from the offer's msid lines when the
+            server sends no mapping, see :func:`sdp_msid_track_ids`).
         message: the SessionDescription.
     """
 
@@ -1113,7 +1115,12 @@ class SignalSession:
         elif kind == "offer":
             sd = response.offer
             event = OfferReceived(
-                sdp=sd.sdp, offer_id=sd.id, mid_to_track_id=dict(sd.mid_to_track_id), message=sd
+                sdp=sd.sdp,
+                offer_id=sd.id,
+                # A release without SessionDescription.mid_to_track_id (v1.7.2) names each
+                # section's track only in its msid; see sdp_msid_track_ids.
+                mid_to_track_id=dict(sd.mid_to_track_id) or sdp_msid_track_ids(sd.sdp),
+                message=sd,
             )
         elif kind == "answer":
             sd = response.answer
@@ -1182,6 +1189,39 @@ def metadata_applied(
         elif info.attributes.get(key) != value:
             return False
     return True
+
+
+def sdp_msid_track_ids(sdp: str) -> dict[str, str]:
+    """mid -> track SID from the ``a=msid:<stream> <track>`` line of each section of ``sdp``.
+
+    The server's offer names a downstream section's track in its msid (PROTOCOL-MAP §9); newer
+    releases also send ``SessionDescription.mid_to_track_id``, older ones (v1.7.2) do not. aiortc
+    cannot be asked instead: it takes a track id from the msid only when the session's
+    ``msid-semantic`` lists the stream, and pion writes ``a=msid-semantic:WMS*`` (no space), which
+    aiortc reads as a semantic named ``WMS*``. Only ``TR_`` SIDs are taken; the first msid of a
+    section wins.
+    """
+    out: dict[str, str] = {}
+    mid: str | None = None
+    track: str | None = None
+
+    def close_section() -> None:
+        if mid is not None and track is not None:
+            out[mid] = track
+
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            close_section()
+            mid = track = None
+        elif line.startswith("a=mid:"):
+            mid = line[len("a=mid:") :].strip() or None
+        elif line.startswith("a=msid:") and track is None:
+            bits = line[len("a=msid:") :].split()
+            if len(bits) >= 2 and bits[1].startswith("TR_"):
+                track = bits[1]
+    close_section()
+    return out
 
 
 def _build(build: _Builder) -> pb.SignalRequest:

@@ -1,4 +1,5 @@
-"""SignalSession against a server that answers no successful request (protocol < 15, §7)."""
+"""SignalSession against older releases: no RequestResponse{OK} (protocol < 15, §7), no
+SessionDescription.mid_to_track_id (§9), as livekit-server v1.7.2."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import pytest
 
 from lkproto.core.signal import (
     FIRST_PROTOCOL_ANSWERING_OK,
+    OfferReceived,
     RequestTimedOut,
     SignalSession,
     metadata_applied,
+    sdp_msid_track_ids,
 )
 from lkproto.wire import pb
 
@@ -65,3 +68,54 @@ def test_metadata_applied_follows_the_request_rules() -> None:
     assert not metadata_applied(info, name=None, metadata=None, attributes={"a": "2"})
     assert not metadata_applied(info, name=None, metadata=None, attributes={"b": "1"})
     assert not metadata_applied(info, name=None, metadata=None, attributes={"a": ""})
+
+
+# A downstream offer shaped like livekit-server v1.7.2's (pion): no SessionDescription mapping,
+# "WMS*" without a space, the track SID as the msid's second token.
+OLD_OFFER = "\r\n".join(
+    [
+        "v=0",
+        "o=- 1 1 IN IP4 0.0.0.0",
+        "s=-",
+        "t=0 0",
+        "a=msid-semantic:WMS*",
+        "a=group:BUNDLE 0 1 2",
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+        "a=mid:0",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "a=mid:1",
+        "a=ssrc:7 msid:PA_x|TR_audio TR_audio",
+        "a=msid:PA_x|TR_audio TR_audio",
+        "a=msid:PA_x|TR_later TR_later",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "a=msid:PA_y|TR_video TR_video",
+        "a=mid:2",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "a=mid:3",
+        "a=msid:- -",
+        "",
+    ]
+)
+
+
+def test_msid_names_each_sections_track() -> None:
+    # The first msid wins; the mid may follow it; a section without a TR_ msid has no entry.
+    assert sdp_msid_track_ids(OLD_OFFER) == {"1": "TR_audio", "2": "TR_video"}
+
+
+def test_an_offer_without_a_mapping_takes_it_from_the_msid_lines() -> None:
+    s = joined(14)
+    offer = pb.SessionDescription(type="offer", sdp=OLD_OFFER, id=0)
+    s.receive_data(pb.SignalResponse(offer=offer).SerializeToString(), T0 + 1)
+    events = [ev for ev in iter(s.next_event, None) if isinstance(ev, OfferReceived)]
+    assert [ev.mid_to_track_id for ev in events] == [{"1": "TR_audio", "2": "TR_video"}]
+
+
+def test_a_servers_mapping_wins_over_the_msid_lines() -> None:
+    s = joined(17)
+    offer = pb.SessionDescription(
+        type="offer", sdp=OLD_OFFER, id=3, mid_to_track_id={"1": "TR_mapped"}
+    )
+    s.receive_data(pb.SignalResponse(offer=offer).SerializeToString(), T0 + 1)
+    events = [ev for ev in iter(s.next_event, None) if isinstance(ev, OfferReceived)]
+    assert [ev.mid_to_track_id for ev in events] == [{"1": "TR_mapped"}]
