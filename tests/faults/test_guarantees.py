@@ -10,7 +10,8 @@ The floor for every fault (issue 15 "Guarantees"): a reliable packet whose ``pub
 returned is delivered exactly once and in order, or its failure is reported; a dead transport
 ends in a resume, a full reconnect or ``disconnected``, never in a room that says CONNECTED while
 nothing moves. Where lkproto does not meet it, a test asserts the required behaviour and is marked
-xfail (strict unless a run can pass by chance); none is at present. The outage and restart tests
+xfail (strict unless a run can pass by chance): the 15 s and 20 s UDP outages at present
+(non-strict; see :data:`_BOTH_SIDES_REJOIN`). The outage and restart tests
 also check that the reconnects left no asyncio task, file descriptor or thread behind in the
 workers (:meth:`~lkproto.testing.faults.TransferResult.leaked`).
 """
@@ -116,7 +117,21 @@ def test_five_second_udp_outage(lab: FaultLab, record_property: RecordProperty) 
     assert ours.final_state == "CONN_CONNECTED", detail
 
 
-@pytest.mark.parametrize("seconds", [3, 15])
+# Issue 15, open: after an outage both sides met, both do a full reconnect; the sender often
+# rejoins a few tens of ms before the receiver, while the server still lists the receiver's dead
+# session, and what it resends then is lost (fresh-clone CI 2026-12-07: 25 of 500 and 27 of
+# 700 lost, the sender back 30-40 ms before the receiver; earlier runs passed). Requiring a new
+# SID before resending made it worse (223 and 47 lost), so the cause is not understood yet.
+# Non-strict: runs where the receiver is back first pass.
+_BOTH_SIDES_REJOIN = pytest.mark.xfail(
+    strict=False,
+    raises=AssertionError,  # a harness error is not the expected failure
+    reason="issue 15: packets resent after a full reconnect that both sides of an outage make "
+    "can be lost when the sender rejoins before the receiver (25/500 and 27/700 in CI)",
+)
+
+
+@pytest.mark.parametrize("seconds", [3, pytest.param(15, marks=_BOTH_SIDES_REJOIN)])
 def test_udp_outage_mid_transfer(
     lab: FaultLab, record_property: RecordProperty, seconds: int
 ) -> None:
@@ -166,6 +181,7 @@ def test_server_kill_and_restart(lab: FaultLab, record_property: RecordProperty)
     assert ours.leaked() == {}, detail
 
 
+@_BOTH_SIDES_REJOIN
 def test_twenty_second_udp_outage(lab: FaultLab, record_property: RecordProperty) -> None:
     plan = TransferPlan(packets=700, interval_s=0.05, publish_timeout_s=20.0, drain_s=scaled(10))
     results = run_transfer(lab, plan, outage_fault("udp", after_s=3.0, for_s=20.0))

@@ -349,7 +349,11 @@ def test_h264_packetize_is_what_aiortc_encode_sends(monkeypatch: pytest.MonkeyPa
         _seam.h264_packetize(nal_units)
 
 
-def test_decoder_input_fails_clearly_without_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_decoder_input_fails_clearly_without_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Async so that aiortc's constructors find a running loop: an earlier test in the session
+    # may have left the main thread without a current event loop.
     receiver = aiortc.RTCPeerConnection().addTransceiver("audio").receiver
     monkeypatch.delattr(receiver, "_RTCRtpReceiver__decoder_queue")
     with pytest.raises(LkError, match="no longer has"):
