@@ -135,6 +135,7 @@ class SimulcastSender:
         self.senders: dict[str, Any] = {}
         self._layer_hooks: list[Callable[[Any], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._started = False
         _seam.intercept_send(sender, self._start)
 
     def add_layer_hook(self, hook: Callable[[Any], None]) -> None:
@@ -171,6 +172,13 @@ class SimulcastSender:
 
         from lkproto.asyncio import _seam
 
+        # aiortc calls the section's ``send`` again after each later negotiation (another track
+        # published or unpublished): the layers already run, and new layer senders (new SSRCs
+        # for the same rids) would be refused by the server ("duplicate layer") and left
+        # running beside the old ones.
+        if self._started:
+            return
+        self._started = True
         section = "\n".join(f"a=extmap:{e.id} {e.uri}" for e in parameters.headerExtensions)
         extensions = [
             *parameters.headerExtensions,
