@@ -360,17 +360,20 @@ class Worker:
     def _read(self) -> None:
         stdout = self.proc.stdout
         assert stdout is not None
-        for line in stdout:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                message = None
-            with self._cond:
-                if isinstance(message, dict):
-                    self.messages.append(message)
-                else:
-                    self.noise.append(line.rstrip("\n"))
-                self._cond.notify_all()
+        try:
+            for line in stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    message = None
+                with self._cond:
+                    if isinstance(message, dict):
+                        self.messages.append(message)
+                    else:
+                        self.noise.append(line.rstrip("\n"))
+                    self._cond.notify_all()
+        except ValueError:
+            pass  # the pipe was closed by our own cleanup while we read: the same as its end
         with self._cond:
             self._cond.notify_all()
 
