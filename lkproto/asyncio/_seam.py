@@ -76,6 +76,7 @@ __all__ = [
     "NominatedPair",
     "RidTaggingTransport",
     "TrickledGathering",
+    "after_close",
     "check_versions",
     "compatible_release",
     "count_received_bytes",
@@ -825,6 +826,17 @@ def order_inbound_by_ssn(transport: RTCSctpTransport) -> None:
 
 
 # -- RTCSctpTransport: what the peer has not acknowledged (issue 15, reliable data) -------------
+
+
+async def after_close() -> None:
+    """Give aiortc's own close task, if any, the loop turn it needs to end.
+
+    When the remote side closed DTLS first, aiortc started a ``close()`` task of its own
+    (``RTCPeerConnection.__updateConnectionState``); it waits on the future our ``close()`` just
+    resolved and ends on the next loop turn. Await this right after ``RTCPeerConnection.close``
+    so that no such task is left behind.
+    """
+    await asyncio.sleep(0)
 
 
 def sctp_unacknowledged_bytes(transport: RTCSctpTransport, stream_id: int) -> int:

@@ -690,10 +690,7 @@ class PeerConnection:
             await self._pc.close()
         except Exception:  # aiortc teardown errors must not mask the caller's own
             logger.exception("error while closing the peer connection")
-        # When the remote side closed DTLS first, aiortc started its own close() task
-        # (RTCPeerConnection.__updateConnectionState); it waits on the future the close above
-        # just resolved and ends on the next loop turn: give it that turn, so none is left.
-        await asyncio.sleep(0)
+        await _seam.after_close()
         self._set_state(PeerState.CLOSED)
         self._notify()
 
