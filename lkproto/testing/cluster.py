@@ -64,10 +64,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Self, TypeVar
+from typing import Final, TypeVar
 
 from lkproto.core.durations import positive_seconds
 from lkproto.errors import LocalProtocolError, ServerError
+from lkproto.testing._lifecycle import StartStopMixin
 from lkproto.testing.install import DEFAULT_LIVEKIT_SERVER_VERSION, ensure_livekit_server
 from lkproto.testing.server import (
     DEFAULT_READY_TIMEOUT_S,
@@ -76,9 +77,6 @@ from lkproto.testing.server import (
     free_tcp_port,
     free_udp_port,
 )
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = [
     "DEFAULT_NODES",
@@ -353,7 +351,7 @@ class LocalRedis:
         self._proc = None
 
 
-class LocalCluster:
+class LocalCluster(StartStopMixin):
     """``nodes`` livekit-server processes sharing a private Redis on loopback.
 
     Usable as a sync or async context manager, or through :meth:`start` / :meth:`stop`; stopped at
@@ -539,42 +537,6 @@ class LocalCluster:
             raise LocalProtocolError(f"node {index} is still running; kill or stop it first")
         self._call(node.start)
         self._wait_registered()
-
-    async def astart(self) -> None:
-        """Run :meth:`start` in a worker thread."""
-        import asyncio  # deferred: importing the test kit stays cheap for sync users
-
-        await asyncio.to_thread(self.start)
-
-    async def astop(self) -> None:
-        """Run :meth:`stop` in a worker thread."""
-        import asyncio
-
-        await asyncio.to_thread(self.stop)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.astart()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
 
     # -- rooms and tokens ---------------------------------------------------------------------
 

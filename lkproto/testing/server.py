@@ -35,14 +35,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final
 
 from lkproto.errors import LocalProtocolError, ServerError
+from lkproto.testing._lifecycle import StartStopMixin
 from lkproto.testing.install import DEFAULT_LIVEKIT_SERVER_VERSION, ensure_livekit_server
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from types import TracebackType
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT_S",
@@ -218,7 +218,7 @@ def scrubbed_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {name: value for name, value in source.items() if name in ENV_ALLOWLIST}
 
 
-class LocalServer:
+class LocalServer(StartStopMixin):
     """A livekit-server child process bound to 127.0.0.1.
 
     Usable as a sync or async context manager, or through :meth:`start` / :meth:`stop`. Every
@@ -433,42 +433,6 @@ class LocalServer:
             _LIVE_SERVERS.discard(self)
             self._kill()
             self._remove_private_dir()
-
-    async def astart(self) -> None:
-        """Run :meth:`start` in a worker thread."""
-        import asyncio  # deferred: importing the test kit stays cheap for sync users
-
-        await asyncio.to_thread(self.start)
-
-    async def astop(self) -> None:
-        """Run :meth:`stop` in a worker thread."""
-        import asyncio
-
-        await asyncio.to_thread(self.stop)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.astart()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
 
     # -- internals ----------------------------------------------------------------------------
 
