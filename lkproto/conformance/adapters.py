@@ -46,6 +46,7 @@ __all__ = [
     "JoinRefused",
     "PeerClient",
     "PeerView",
+    "RpcBehaviour",
     "RpcFailure",
     "SdkClient",
     "StreamMsg",
@@ -100,6 +101,26 @@ class StreamMsg:
     attributes: dict[str, str] = field(default_factory=dict)
     name: str = ""
 
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any], *, sender_key: str) -> StreamMsg:
+        """Read the stream record a child process or a browser page reports.
+
+        Args:
+            obj: the decoded JSON record (``kind``, ``topic``, ``payload_b64``, ``error``,
+                ``attributes``, ``name`` and the sender under ``sender_key``).
+            sender_key: where the sender's identity is (``sender`` in the process protocol,
+                ``identity`` in the page's events).
+        """
+        return cls(
+            kind=str(obj["kind"]),
+            topic=str(obj.get("topic") or ""),
+            sender=str(obj.get(sender_key) or ""),
+            data=base64.b64decode(obj.get("payload_b64") or ""),
+            error=obj.get("error") or None,
+            attributes=_str_map(obj.get("attributes")),
+            name=str(obj.get("name") or ""),
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerView:
@@ -112,6 +133,39 @@ class PeerView:
     attributes: dict[str, str]
     kind: int
     tracks: dict[str, bool]  # track SID -> muted
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> PeerView:
+        """Read one ``{identity, sid, name, metadata, attributes, kind, tracks}`` record, as a
+        child process (the ``remotes`` operation) or a browser page reports it."""
+        return cls(
+            identity=str(obj["identity"]),
+            sid=str(obj.get("sid") or ""),
+            name=str(obj.get("name") or ""),
+            metadata=str(obj.get("metadata") or ""),
+            attributes=_str_map(obj.get("attributes")),
+            kind=int(obj.get("kind") or 0),
+            tracks={str(k): bool(v) for k, v in (obj.get("tracks") or {}).items()},
+        )
+
+
+def _str_map(value: Mapping[str, object] | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (value or {}).items()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcBehaviour:
+    """How a method registered with :meth:`Client.register_rpc` answers.
+
+    ``mode`` ``echo`` returns the payload, ``rpc_error`` raises ``RpcError(code, message,
+    data)``, ``throw`` raises a plain exception; every mode waits ``delay_s`` first.
+    """
+
+    mode: str = "echo"
+    code: int = 0
+    message: str = ""
+    data: str = ""
+    delay_s: float = 0.0
 
 
 class RpcFailure(Exception):
@@ -246,6 +300,11 @@ class Client:
     ) -> None:
         """Register ``method``; ``mode`` ``echo`` returns the payload, ``rpc_error`` raises
         ``RpcError(code, message, data)``, ``throw`` raises a plain exception."""
+        behaviour = RpcBehaviour(mode=mode, code=code, message=message, data=data, delay_s=delay_s)
+        await self._register_rpc(method, behaviour)
+
+    async def _register_rpc(self, method: str, behaviour: RpcBehaviour) -> None:
+        # The one hook adapters override, so the keyword signature above is written once.
         raise self._unsupported("register RPC methods")
 
     # participant state
@@ -510,26 +569,17 @@ class SdkClient(Client):
         except self.mod.RpcError as exc:
             raise RpcFailure(int(exc.code), str(exc.message), str(exc.data or "")) from exc
 
-    async def register_rpc(
-        self,
-        method: str,
-        *,
-        mode: str = "echo",
-        code: int = 0,
-        message: str = "",
-        data: str = "",
-        delay_s: float = 0.0,
-    ) -> None:
+    async def _register_rpc(self, method: str, behaviour: RpcBehaviour) -> None:
         mod = self.mod
 
         async def handler(invocation: Any) -> str:
             self.rpc_calls.append((method, invocation.caller_identity, invocation.payload))
-            if delay_s:
-                await asyncio.sleep(delay_s)
-            if mode == "rpc_error":
-                raise mod.RpcError(code, message, data)
-            if mode == "throw":
-                raise RuntimeError(message or "handler failed")
+            if behaviour.delay_s:
+                await asyncio.sleep(behaviour.delay_s)
+            if behaviour.mode == "rpc_error":
+                raise mod.RpcError(behaviour.code, behaviour.message, behaviour.data)
+            if behaviour.mode == "throw":
+                raise RuntimeError(behaviour.message or "handler failed")
             return str(invocation.payload)
 
         self.room.local_participant.register_rpc_method(method, handler)
@@ -953,17 +1003,7 @@ class BrowserClient(Client):
                     )
                 )
             elif kind == "ConformanceStream":
-                self.streams.append(
-                    StreamMsg(
-                        kind=str(ev["kind"]),
-                        topic=str(ev["topic"]),
-                        sender=str(ev.get("identity")),
-                        data=base64.b64decode(ev.get("payload_b64") or ""),
-                        error=ev.get("error"),
-                        attributes=dict(ev.get("attributes") or {}),
-                        name=str(ev.get("name") or ""),
-                    )
-                )
+                self.streams.append(StreamMsg.from_json(ev, sender_key="identity"))
             elif kind == "RpcInvoked":
                 self.rpc_calls.append(
                     (str(ev["method"]), str(ev["caller_identity"]), str(ev["payload"]))
@@ -1006,18 +1046,7 @@ class BrowserClient(Client):
             "}"
             "return out;"
         )
-        return {
-            p["identity"]: PeerView(
-                identity=p["identity"],
-                sid=p["sid"],
-                name=p["name"],
-                metadata=p["metadata"],
-                attributes=dict(p["attributes"]),
-                kind=int(p["kind"] or 0),
-                tracks={k: bool(v) for k, v in p["tracks"].items()},
-            )
-            for p in got
-        }
+        return {str(p["identity"]): PeerView.from_json(p) for p in got}
 
     async def room_metadata(self) -> str:
         return str((await self._info()).get("room_metadata") or "")
@@ -1089,23 +1118,14 @@ class BrowserClient(Client):
                 ) from exc
             raise
 
-    async def register_rpc(
-        self,
-        method: str,
-        *,
-        mode: str = "echo",
-        code: int = 0,
-        message: str = "",
-        data: str = "",
-        delay_s: float = 0.0,
-    ) -> None:
+    async def _register_rpc(self, method: str, behaviour: RpcBehaviour) -> None:
         await (await self._browser()).register_rpc(
             method,
-            mode=mode,
-            error_code=code or None,
-            error_message=message or None,
-            error_data=data or None,
-            delay_s=delay_s,
+            mode=behaviour.mode,
+            error_code=behaviour.code or None,
+            error_message=behaviour.message or None,
+            error_data=behaviour.data or None,
+            delay_s=behaviour.delay_s,
         )
 
     async def set_metadata(self, metadata: str) -> None:

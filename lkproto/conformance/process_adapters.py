@@ -74,6 +74,7 @@ from lkproto.conformance.adapters import (
     DataMsg,
     JoinRefused,
     PeerView,
+    RpcBehaviour,
     RpcFailure,
     StreamMsg,
 )
@@ -261,17 +262,7 @@ class ProcessClient(Client):
                 )
             )
         elif event == "stream":
-            self.streams.append(
-                StreamMsg(
-                    kind=str(msg["kind"]),
-                    topic=str(msg.get("topic") or ""),
-                    sender=str(msg.get("sender") or ""),
-                    data=base64.b64decode(msg.get("payload_b64") or ""),
-                    error=msg.get("error") or None,
-                    attributes={str(k): str(v) for k, v in (msg.get("attributes") or {}).items()},
-                    name=str(msg.get("name") or ""),
-                )
-            )
+            self.streams.append(StreamMsg.from_json(msg, sender_key="sender"))
         elif event == "rpc":
             self.rpc_calls.append(
                 (str(msg["method"]), str(msg.get("caller") or ""), str(msg.get("payload") or ""))
@@ -381,18 +372,7 @@ class ProcessClient(Client):
 
     async def remotes(self) -> dict[str, PeerView]:
         got = await self._call("remotes")
-        return {
-            str(p["identity"]): PeerView(
-                identity=str(p["identity"]),
-                sid=str(p.get("sid") or ""),
-                name=str(p.get("name") or ""),
-                metadata=str(p.get("metadata") or ""),
-                attributes={str(k): str(v) for k, v in (p.get("attributes") or {}).items()},
-                kind=int(p.get("kind") or 0),
-                tracks={str(k): bool(v) for k, v in (p.get("tracks") or {}).items()},
-            )
-            for p in got or ()
-        }
+        return {str(p["identity"]): PeerView.from_json(p) for p in got or ()}
 
     async def room_metadata(self) -> str:
         return str(await self._call("room_metadata") or "")
@@ -460,24 +440,15 @@ class ProcessClient(Client):
             )
         )
 
-    async def register_rpc(
-        self,
-        method: str,
-        *,
-        mode: str = "echo",
-        code: int = 0,
-        message: str = "",
-        data: str = "",
-        delay_s: float = 0.0,
-    ) -> None:
+    async def _register_rpc(self, method: str, behaviour: RpcBehaviour) -> None:
         await self._call(
             "register_rpc",
             method=method,
-            mode=mode,
-            code=code,
-            message=message,
-            data=data,
-            delay_s=delay_s,
+            mode=behaviour.mode,
+            code=behaviour.code,
+            message=behaviour.message,
+            data=behaviour.data,
+            delay_s=behaviour.delay_s,
         )
 
     async def set_metadata(self, metadata: str) -> None:
