@@ -796,6 +796,8 @@ class TransferPlan:
         rpc_timeout_s: ``response_timeout`` of each RPC.
         drain_s: after the sender is done, how long to wait for the receiver to catch up.
         run_timeout_s: bound on the whole sending phase.
+        rpc_phase_s: when set, no RPC starts once the RPC phase has lasted this long (the
+            result then counts fewer calls than ``rpcs``); bounds a phase whose calls time out.
         log_level: when set, the workers log their SDK at this level into their log files.
     """
 
@@ -807,6 +809,7 @@ class TransferPlan:
     rpc_timeout_s: float = 15.0
     drain_s: float = 30.0
     run_timeout_s: float = 300.0
+    rpc_phase_s: float | None = None
     log_level: str | None = None
 
 
@@ -1065,6 +1068,7 @@ def run_transfer(
                 "rpcs": plan.rpcs,
                 "publish_timeout_s": plan.publish_timeout_s,
                 "rpc_timeout_s": plan.rpc_timeout_s,
+                "rpc_phase_s": plan.rpc_phase_s,
             },
             label=f"{sdk}-tx",
         )

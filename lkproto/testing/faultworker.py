@@ -19,6 +19,8 @@ Configuration (one JSON object, the only argument):
     the other participant's identity (the sender waits until it is in the room).
 ``publish_timeout_s``, ``rpc_timeout_s``
     bounds on one ``publish_data`` and one ``perform_rpc`` call.
+``rpc_phase_s``
+    optional bound on the RPC phase: no call starts after it has lasted this long.
 ``log_level``
     optional: log the SDK at this level (``"INFO"``, ``"DEBUG"``) to stderr (the worker's log).
 
@@ -216,8 +218,12 @@ class _Client:
         _emit("sent")
         rpcs: list[list[Any]] = []
         rpc_timeout = float(cfg.get("rpc_timeout_s", 15.0))
+        phase_s = cfg.get("rpc_phase_s")
+        phase_end = None if phase_s is None else time.monotonic() + float(phase_s)
         for i in range(int(cfg.get("rpcs", 0))):
             t0 = time.monotonic()
+            if phase_end is not None and t0 >= phase_end:
+                break
             try:
                 answer = await asyncio.wait_for(
                     lp.perform_rpc(
