@@ -605,8 +605,21 @@ class _Collector:
         self.transport_id = f"{prefix}T"
         self._codec_ids: set[str] = set()
 
-    def rtc(self, suffix: str) -> RtcStatsData:
-        return RtcStatsData(id=f"{self.prefix}{suffix}", timestamp=self.now_ms)
+    def rtc(self, suffix: str, *, prefixed: bool = True) -> RtcStatsData:
+        return RtcStatsData(
+            id=f"{self.prefix}{suffix}" if prefixed else suffix, timestamp=self.now_ms
+        )
+
+    def stream(self, ssrc: int, kind: str, mid: str) -> RtpStreamStats:
+        # Every RTP kind (inbound, outbound and their remote views) has this same block.
+        return RtpStreamStats(
+            ssrc=ssrc, kind=kind, transport_id=self.transport_id, codec_id=self.codec_id(mid)
+        )
+
+    def candidate(self, address: str, port: int, protocol: str) -> IceCandidateStats:
+        return IceCandidateStats(
+            transport_id=self.transport_id, address=address, port=port, protocol=protocol
+        )
 
     def codec_id(self, mid: str) -> str:
         codec = self.codecs.get(mid)
@@ -618,7 +631,7 @@ class _Collector:
             self.out.append(
                 RtcStats(
                     codec=_Codec(
-                        rtc=RtcStatsData(id=cid, timestamp=self.now_ms),
+                        rtc=self.rtc(cid, prefixed=False),
                         codec=CodecStats(
                             payload_type=codec.payload_type,
                             transport_id=self.transport_id,
@@ -666,15 +679,8 @@ class _Collector:
             RtcStats(
                 outbound_rtp=_OutboundRtp(
                     rtc=self.rtc(f"OT{ssrc}"),
-                    stream=RtpStreamStats(
-                        ssrc=ssrc,
-                        kind=stats.kind or kind,
-                        transport_id=self.transport_id,
-                        codec_id=self.codec_id(mid),
-                    ),
-                    sent=SentRtpStreamStats(
-                        packets_sent=int(stats.packetsSent), bytes_sent=int(stats.bytesSent)
-                    ),
+                    stream=self.stream(ssrc, stats.kind or kind, mid),
+                    sent=_sent(stats),
                     outbound=OutboundRtpStreamStats(
                         mid=mid,
                         remote_id=f"{self.prefix}RI{ssrc}",
@@ -692,12 +698,7 @@ class _Collector:
             RtcStats(
                 remote_inbound_rtp=_RemoteInboundRtp(
                     rtc=self.rtc(f"RI{ssrc}"),
-                    stream=RtpStreamStats(
-                        ssrc=ssrc,
-                        kind=stats.kind or kind,
-                        transport_id=self.transport_id,
-                        codec_id=self.codec_id(mid),
-                    ),
+                    stream=self.stream(ssrc, stats.kind or kind, mid),
                     received=ReceivedRtpStreamStats(
                         packets_received=int(stats.packetsReceived),
                         packets_lost=int(stats.packetsLost),
@@ -733,12 +734,7 @@ class _Collector:
                 RtcStats(
                     inbound_rtp=_InboundRtp(
                         rtc=self.rtc(f"IT{stream.ssrc}"),
-                        stream=RtpStreamStats(
-                            ssrc=stream.ssrc,
-                            kind=kind,
-                            transport_id=self.transport_id,
-                            codec_id=self.codec_id(mid),
-                        ),
+                        stream=self.stream(stream.ssrc, kind, mid),
                         received=ReceivedRtpStreamStats(
                             packets_received=stream.packets_received,
                             packets_lost=stream.packets_lost,
@@ -767,15 +763,8 @@ class _Collector:
             RtcStats(
                 remote_outbound_rtp=_RemoteOutboundRtp(
                     rtc=self.rtc(f"RO{ssrc}"),
-                    stream=RtpStreamStats(
-                        ssrc=ssrc,
-                        kind=stats.kind or kind,
-                        transport_id=self.transport_id,
-                        codec_id=self.codec_id(mid),
-                    ),
-                    sent=SentRtpStreamStats(
-                        packets_sent=int(stats.packetsSent), bytes_sent=int(stats.bytesSent)
-                    ),
+                    stream=self.stream(ssrc, stats.kind or kind, mid),
+                    sent=_sent(stats),
                     remote_outbound=RemoteOutboundRtpStreamStats(
                         local_id=f"{self.prefix}IT{ssrc}",
                         remote_timestamp=remote.timestamp() * 1000.0 if remote else 0.0,
@@ -793,7 +782,7 @@ class _Collector:
         self.out.append(
             RtcStats(
                 transport=_Transport(
-                    rtc=RtcStatsData(id=self.transport_id, timestamp=self.now_ms),
+                    rtc=self.rtc(self.transport_id, prefixed=False),
                     transport=TransportStats(
                         packets_sent=int(stats.packetsSent),
                         packets_received=int(stats.packetsReceived),
@@ -813,18 +802,8 @@ class _Collector:
     def ice_and_channels(self) -> None:
         pair = self.pc.selected_candidate_pair()
         if pair is not None:
-            local = IceCandidateStats(
-                transport_id=self.transport_id,
-                address=pair.local_address,
-                port=pair.local_port,
-                protocol=pair.protocol,
-            )
-            remote = IceCandidateStats(
-                transport_id=self.transport_id,
-                address=pair.remote_address,
-                port=pair.remote_port,
-                protocol=pair.protocol,
-            )
+            local = self.candidate(pair.local_address, pair.local_port, pair.protocol)
+            remote = self.candidate(pair.remote_address, pair.remote_port, pair.protocol)
             self.out.append(
                 RtcStats(
                     candidate_pair=_CandidatePair(
@@ -860,6 +839,11 @@ class _Collector:
                     )
                 )
             )
+
+
+def _sent(stats: Any) -> SentRtpStreamStats:
+    # aiortc's outbound-rtp and remote-outbound-rtp both carry the W3C sent-stream counters.
+    return SentRtpStreamStats(packets_sent=int(stats.packetsSent), bytes_sent=int(stats.bytesSent))
 
 
 _ICE_ROLES: Final[Mapping[str, IceRole]] = {
