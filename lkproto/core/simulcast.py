@@ -90,47 +90,76 @@ class _Preset:
     framerate: float
 
 
-# rust-sdks livekit/src/room/options.rs, modules video (16:9) and video43 (4:3): the full-size
-# encodings and the default simulcast presets (low, mid).
-_PRESETS_16_9: Final = (
-    _Preset(160, 90, 90_000, 15),
-    _Preset(320, 180, 160_000, 15),
-    _Preset(384, 216, 180_000, 15),
-    _Preset(640, 360, 450_000, 20),
-    _Preset(960, 540, 800_000, 25),
-    _Preset(1280, 720, 1_700_000, 30),
-    _Preset(1920, 1080, 3_000_000, 30),
-    _Preset(2560, 1440, 5_000_000, 30),
-    _Preset(3840, 2160, 8_000_000, 30),
+@dataclass(frozen=True, slots=True)
+class _Family:
+    """The presets of one aspect ratio: the full-size encodings, smallest first, and the two
+    default simulcast layers below the full size (low, mid)."""
+
+    ratio: float
+    encodings: tuple[_Preset, ...]
+    simulcast: tuple[_Preset, _Preset]
+
+
+def _family(
+    ratio: float, rows: Sequence[tuple[int, int, int, float]], low: int, mid: int
+) -> _Family:
+    encodings = tuple(_Preset(*row) for row in rows)
+    return _Family(ratio, encodings, (encodings[low], encodings[mid]))
+
+
+# The one preset table: rust-sdks livekit/src/room/options.rs, modules video43 (4:3) and video
+# (16:9), as (width, height, bitrate bps, fps); ``low`` and ``mid`` index its default simulcast
+# presets. 4:3 comes first so that a ratio exactly between the two reads as 4:3.
+_FAMILIES: Final = (
+    _family(
+        4 / 3,
+        (
+            (160, 120, 80_000, 15),
+            (240, 180, 100_000, 15),
+            (320, 240, 150_000, 15),
+            (480, 360, 225_000, 20),
+            (640, 480, 300_000, 20),
+            (720, 540, 450_000, 25),
+            (960, 720, 1_500_000, 30),
+            (1440, 1080, 2_500_000, 30),
+            (1920, 1440, 3_500_000, 30),
+        ),
+        low=1,
+        mid=3,
+    ),
+    _family(
+        16 / 9,
+        (
+            (160, 90, 90_000, 15),
+            (320, 180, 160_000, 15),
+            (384, 216, 180_000, 15),
+            (640, 360, 450_000, 20),
+            (960, 540, 800_000, 25),
+            (1280, 720, 1_700_000, 30),
+            (1920, 1080, 3_000_000, 30),
+            (2560, 1440, 5_000_000, 30),
+            (3840, 2160, 8_000_000, 30),
+        ),
+        low=1,
+        mid=3,
+    ),
 )
-_SIMULCAST_16_9: Final = (_PRESETS_16_9[1], _PRESETS_16_9[3])
-_PRESETS_4_3: Final = (
-    _Preset(160, 120, 80_000, 15),
-    _Preset(240, 180, 100_000, 15),
-    _Preset(320, 240, 150_000, 15),
-    _Preset(480, 360, 225_000, 20),
-    _Preset(640, 480, 300_000, 20),
-    _Preset(720, 540, 450_000, 25),
-    _Preset(960, 720, 1_500_000, 30),
-    _Preset(1440, 1080, 2_500_000, 30),
-    _Preset(1920, 1440, 3_500_000, 30),
-)
-_SIMULCAST_4_3: Final = (_PRESETS_4_3[1], _PRESETS_4_3[3])
 # compute_video_encodings: three layers from this longer side up, two from the next.
 _THREE_LAYERS_FROM_PX: Final = 960
 _TWO_LAYERS_FROM_PX: Final = 480
 
 
-def _is_16_9(width: int, height: int) -> bool:
+def _family_of(width: int, height: int) -> _Family:
+    # The official SDK picks the 16:9 or the 4:3 presets by the nearer aspect ratio.
     ratio = max(width, height) / min(width, height)
-    return abs(ratio - 16 / 9) < abs(ratio - 4 / 3)
+    return min(_FAMILIES, key=lambda family: abs(ratio - family.ratio))
 
 
 def _full_size_bitrate(width: int, height: int) -> _Preset:
     """The preset whose encoding the official SDK picks for a source of this size
     (``compute_appropriate_encoding``): the first preset wider than the longer side, else the
     largest."""
-    presets = _PRESETS_16_9 if _is_16_9(width, height) else _PRESETS_4_3
+    presets = _family_of(width, height).encodings
     size = max(width, height)
     chosen = presets[0]
     for preset in presets:
@@ -156,7 +185,7 @@ def plan_layers(width: int, height: int, max_bitrate_bps: int = 0) -> tuple[Simu
     if width <= 0 or height <= 0:
         raise ValueError(f"simulcast needs the source size, got {width}x{height}")
     full = _full_size_bitrate(width, height)
-    presets: list[_Preset] = list(_SIMULCAST_16_9 if _is_16_9(width, height) else _SIMULCAST_4_3)
+    presets: list[_Preset] = list(_family_of(width, height).simulcast)
     presets.append(_Preset(width, height, max_bitrate_bps or full.bitrate_bps, 0))
     size = max(width, height)
     if size >= _THREE_LAYERS_FROM_PX:
