@@ -19,8 +19,10 @@ Scenarios:
 - ``soak-5``, ``soak-20``: 5 % / 20 % random loss both ways for the whole run; 10,000 reliable
   1 KB packets paced over 60 s, then 500 sequential RPCs (``--quick``: 1,000 packets over 10 s and
   50 RPCs, what a CI-sized run would do). The full soak's RPC phase is bounded to 5 minutes
-  (the RPC column then counts the calls that started). The 10 MB byte stream of issue 15 is not
-  part of it yet (the fault worker sends packets and RPCs only).
+  (the RPC column then counts the calls that started).
+- ``soak-stream-5``, ``soak-stream-20``: the same loss; one 10 MB byte stream per SDK pair
+  (``--quick``: 1 MB), bounded to 5 minutes, while the sender publishes a 440 Hz tone its peer
+  subscribes to: bytes delivered and intact, throughput, the tone's frequency and its gaps.
 
 Every scenario records the load average (``os.getloadavg``) at its start and end, next to its
 figures: the machine is shared.
@@ -29,7 +31,9 @@ figures: the machine is shared.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +52,7 @@ from lkproto.testing.faults import (
     Impairment,
     TransferPlan,
     TransferResult,
+    Worker,
     missing_requirements,
     outage_fault,
     restart_fault,
@@ -59,6 +64,11 @@ DEFAULT_JSON: Final = Path(__file__).resolve().parent / "results" / "faults.json
 _PACED_INTERVAL_S: Final = 0.05
 _AFTER_RESTORE_S: Final = 25.0
 _SOAK_RPC_PHASE_S: Final = 300.0
+_STREAM_BYTES: Final = 10 * 1024 * 1024
+_STREAM_TIMEOUT_S: Final = 300.0
+_STREAM_DRAIN_S: Final = 30.0
+_READY_TIMEOUT_S: Final = 60.0
+_TONE_HZ: Final = 440.0
 
 
 def scenarios(quick: bool) -> dict[str, tuple[Impairment, TransferPlan, Fault | None]]:
@@ -125,6 +135,138 @@ def scenarios(quick: bool) -> dict[str, tuple[Impairment, TransferPlan, Fault | 
     return table
 
 
+def stream_scenarios(quick: bool) -> dict[str, tuple[Impairment, int]]:
+    """The byte-stream soaks: the impairment and the stream's size."""
+    size = _STREAM_BYTES // 10 if quick else _STREAM_BYTES
+    return {
+        f"soak-stream-{pct}": (Impairment(loss_up=pct / 100, loss_down=pct / 100), size)
+        for pct in (5, 20)
+    }
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StreamResult:
+    """One SDK pair's byte stream and tone under loss (see :func:`run_stream`)."""
+
+    sdk: str
+    size: int
+    outcome: str
+    written: int
+    received: int
+    intact: bool | None
+    receiver_error: str | None
+    seconds: float | None
+    throughput_kbps: float | None
+    audio: dict[str, object] | None
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready copy."""
+        return dataclasses.asdict(self)
+
+
+def run_stream(lab: FaultLab, size: int) -> dict[str, StreamResult]:
+    """One sender/receiver pair per SDK, each in its own room, at the same time: a byte stream of
+    ``size`` bytes and a tone (``lkproto.testing.faultworker``'s ``stream_bytes`` and ``tone_hz``).
+
+    Raises:
+        TimeoutError: a worker did not get ready or finish in time.
+    """
+    seed = secrets.randbits(32)
+    pairs: dict[str, tuple[Worker, Worker]] = {}
+    for sdk in SDKS:
+        room = f"{sdk}-stream-{secrets.token_hex(4)}"
+        common: dict[str, object] = {"sdk": sdk, "stream_bytes": size, "stream_seed": seed}
+        rx = lab.spawn_worker(
+            {**common, "role": "receiver", "token": lab.token("rx", room), "listen": True},
+            label=f"{sdk}-stream-rx",
+        )
+        tx = lab.spawn_worker(
+            {
+                **common,
+                "role": "sender",
+                "token": lab.token("tx", room),
+                "peer": "rx",
+                "packets": 0,
+                "stream_timeout_s": _STREAM_TIMEOUT_S,
+                "tone_hz": _TONE_HZ,
+            },
+            label=f"{sdk}-stream-tx",
+        )
+        pairs[sdk] = (tx, rx)
+    for tx, rx in pairs.values():
+        rx.wait_event("ready", _READY_TIMEOUT_S)
+        tx.wait_event("ready", _READY_TIMEOUT_S)
+    for tx, _rx in pairs.values():
+        tx.send({"cmd": "go"})
+    done = {
+        sdk: tx.wait_event("done", _STREAM_TIMEOUT_S + _READY_TIMEOUT_S)
+        for sdk, (tx, _rx) in pairs.items()
+    }
+    results: dict[str, StreamResult] = {}
+    for sdk, (_tx, rx) in pairs.items():
+        sent = done[sdk]["stream"]
+        assert isinstance(sent, list)
+        t0, outcome, written = float(sent[0]), str(sent[2]), int(sent[3])
+        deadline = time.monotonic() + _STREAM_DRAIN_S
+        audio: dict[str, object] | None = None
+        while True:  # bounded by the drain deadline
+            index = len(rx.events("report"))
+            rx.send({"cmd": "report"})
+            report = rx.wait_nth("report", index, 30.0)
+            audio = audio or report.get("audio")  # type: ignore[assignment]
+            stream = report.get("stream") or {}
+            assert isinstance(stream, dict)
+            if stream.get("done_t") or stream.get("error") or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+        received = int(stream.get("bytes", 0))
+        done_t = stream.get("done_t")
+        seconds = None if done_t is None else float(done_t) - t0
+        results[sdk] = StreamResult(
+            sdk=sdk,
+            size=size,
+            outcome=outcome,
+            written=written,
+            received=received,
+            intact=stream.get("intact"),
+            receiver_error=stream.get("error"),
+            seconds=seconds,
+            throughput_kbps=None if not seconds else received * 8 / 1000 / seconds,
+            audio=audio,
+        )
+    for tx, rx in pairs.values():
+        tx.send({"cmd": "stop"})
+        rx.send({"cmd": "stop"})
+    return results
+
+
+def stream_table(
+    results: dict[str, dict[str, StreamResult]], loads: dict[str, tuple[float, float]]
+) -> str:
+    """One row per byte-stream scenario and SDK."""
+    lines = [
+        "| scenario | SDK | MB written / received | intact | sender outcome | seconds | kbit/s "
+        "| tone heard / span (s) | peak Hz | arrival gaps > 100 ms (longest s) | silent frames "
+        "| load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_sdk in results.items():
+        start_load, end_load = loads.get(name, (None, None))
+        for sdk, r in by_sdk.items():
+            audio = r.audio or {}
+            lines.append(
+                f"| {name} | {sdk} | {r.written / 1e6:.1f} / {r.received / 1e6:.1f} "
+                f"| {'-' if r.intact is None else ('yes' if r.intact else 'NO')} "
+                f"| {r.outcome[:60]} | {_fmt(r.seconds, 1)} | {_fmt(r.throughput_kbps, 0)} "
+                f"| {_fmt(audio.get('seconds'), 1)} / {_fmt(audio.get('span_s'), 1)} "  # type: ignore[arg-type]
+                f"| {_fmt(audio.get('peak_hz'), 0)} "  # type: ignore[arg-type]
+                f"| {audio.get('gaps', '-')} ({_fmt(audio.get('longest_gap_s'))}) "  # type: ignore[arg-type]
+                f"| {audio.get('silent_frames', '-')} "
+                f"| {_fmt(start_load)} → {_fmt(end_load)} |"
+            )
+    return "\n".join(lines)
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -185,26 +327,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"faults benchmark cannot run: {reason}", file=sys.stderr)
         return 2
     table = scenarios(args.quick)
-    chosen = [n for n in args.only.split(",") if n] or list(table)
-    unknown = [n for n in chosen if n not in table]
+    streams = stream_scenarios(args.quick)
+    chosen = [n for n in args.only.split(",") if n] or [*table, *streams]
+    unknown = [n for n in chosen if n not in table and n not in streams]
     if unknown:
-        parser.error(f"unknown scenario(s) {unknown}; choose from {list(table)}")
+        parser.error(f"unknown scenario(s) {unknown}; choose from {[*table, *streams]}")
 
     started = utc_now()
     results: dict[str, dict[str, TransferResult]] = {}
+    stream_results: dict[str, dict[str, StreamResult]] = {}
     timings: dict[str, float] = {}
     loads: dict[str, tuple[float, float]] = {}
     errors: dict[str, str] = {}
     for name in chosen:
-        impairment, plan, fault = table[name]
         began = time.monotonic()
         load_at_start = os.getloadavg()[0]
         logs = args.logs / name if args.logs is not None else None
         options: dict[str, object] = {"log_dir": logs} if logs is not None else {}
         try:
             with FaultLab(server_options=options, log_dir=logs) as lab:
-                lab.set_impairment(impairment)
-                results[name] = run_transfer(lab, plan, fault, sdks=SDKS)
+                if name in streams:
+                    lab.set_impairment(streams[name][0])
+                    stream_results[name] = run_stream(lab, streams[name][1])
+                else:
+                    impairment, plan, fault = table[name]
+                    lab.set_impairment(impairment)
+                    results[name] = run_transfer(lab, plan, fault, sdks=SDKS)
         except (TimeoutError, LkError) as exc:  # one broken scenario must not lose the others
             errors[name] = f"{type(exc).__name__}: {str(exc)[:2000]}"
             print(f"{name}: FAILED {errors[name]}", file=sys.stderr, flush=True)
@@ -212,7 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         loads[name] = (load_at_start, os.getloadavg()[0])
         print(f"{name}: done in {timings[name]:.0f} s", file=sys.stderr, flush=True)
 
-    text = markdown_table(results, loads)
+    tables = [markdown_table(results, loads)] if results else []
+    if stream_results:
+        tables.append(stream_table(stream_results, loads))
+    text = "\n\n".join(tables)
     machine = machine_info({"livekit_server": DEFAULT_LIVEKIT_SERVER_VERSION})
     print(text)
     for name, error in errors.items():
@@ -235,8 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "quick": args.quick,
                 "scenarios": {
                     n: {
-                        "impairment": repr(table[n][0]),
-                        "plan": repr(table[n][1]),
+                        "impairment": repr(table[n][0] if n in table else streams[n][0]),
+                        "plan": repr(
+                            table[n][1] if n in table else {"stream_bytes": streams[n][1]}
+                        ),
                         "seconds": timings[n],
                         "load_average_1m": loads[n],
                     }
@@ -245,6 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "results": {
                 n: {sdk: r.as_dict() for sdk, r in by_sdk.items()} for n, by_sdk in results.items()
+            },
+            "streams": {
+                n: {sdk: r.as_dict() for sdk, r in by_sdk.items()}
+                for n, by_sdk in stream_results.items()
             },
             "errors": errors,
             "table": text,

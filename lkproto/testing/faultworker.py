@@ -21,6 +21,14 @@ Configuration (one JSON object, the only argument):
     bounds on one ``publish_data`` and one ``perform_rpc`` call.
 ``rpc_phase_s``
     optional bound on the RPC phase: no call starts after it has lasted this long.
+``stream_bytes``, ``stream_seed``, ``stream_timeout_s``
+    optional: after the RPCs the sender sends one byte stream of ``stream_bytes`` pseudo-random
+    bytes (``random.Random(stream_seed)``) to ``peer`` on the ``lkfault-stream`` topic, bounded by
+    ``stream_timeout_s``; the receiver, given the same two numbers, checks every byte.
+``tone_hz``, ``listen``
+    optional: the sender publishes a sine of ``tone_hz`` as its microphone track once connected;
+    a receiver with ``listen`` subscribes to it and counts what it hears
+    (:class:`lkproto.testing.loadworker.ToneMeter`) until its first ``report``.
 ``log_level``
     optional: log the SDK at this level (``"INFO"``, ``"DEBUG"``) to stderr (the worker's log).
 
@@ -29,9 +37,11 @@ system-wide monotonic clock, comparable with the harness's): ``ready`` (``resour
 tasks, open fds, threads]`` of the connected, idle worker), ``state`` (``state``: the
 connection state's name), ``reconnecting``, ``reconnected``, ``disconnected`` (``reason``),
 ``sent`` (sender, when the packet phase ends), ``done`` (sender: ``sends`` = per packet
-``[seq, t_start, t_end, outcome]``, ``rpcs`` = ``[t_start, t_end, outcome]``), ``report``
-(receiver: ``arrivals`` = ``[seq, t]`` in arrival order, ``corrupt`` = packets whose payload did
-not match), ``probe`` (``state``, and ``resources`` counted like ``ready``'s once they are back to
+``[seq, t_start, t_end, outcome]``, ``rpcs`` = ``[t_start, t_end, outcome]``, ``stream`` =
+``[t_start, t_end, outcome, bytes written]`` or ``None``), ``report`` (receiver: ``arrivals`` =
+``[seq, t]`` in arrival order, ``corrupt`` = packets whose payload did not match, ``stream`` =
+``{bytes, first_t, done_t, intact, error}`` or ``None``, ``audio`` = the tone meter's counts or
+``None``), ``probe`` (``state``, and ``resources`` counted like ``ready``'s once they are back to
 those or after a bounded wait: what a reconnect leaked), ``error``.
 
 Commands read from stdin, one JSON object a line: ``{"cmd": "go"}`` (sender starts),
@@ -43,9 +53,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -59,6 +71,8 @@ _PEER_TIMEOUT_S: Final = 30.0
 _DISCONNECT_TIMEOUT_S: Final = 10.0
 _TOPIC: Final = "lkfault"
 _RPC_METHOD: Final = "echo"
+_STREAM_TOPIC: Final = "lkfault-stream"
+_STREAM_WRITE_BYTES: Final = 64 * 1024
 # How long a probe waits for tasks, fds and threads to come back to their ``ready`` counts
 # (closing transports finish a little after the reconnect reports success).
 _SETTLE_S: Final = 5.0
@@ -117,6 +131,11 @@ class _Client:
         self.corrupt = 0
         self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.go = asyncio.Event()
+        self.stream: dict[str, Any] | None = None
+        self.stream_tasks: list[asyncio.Task[None]] = []
+        self.meter: Any = None
+        self.audio_tasks: list[asyncio.Task[None]] = []
+        self.tone: asyncio.Task[None] | None = None
 
     def options(self) -> Any:
         rtc = self.rtc
@@ -142,6 +161,68 @@ class _Client:
         room.on("disconnected", lambda reason=None: _emit("disconnected", reason=_name(reason)))
         if self.config["role"] == "receiver":
             room.on("data_received", self.on_data)
+            if self.config.get("stream_bytes"):
+                room.register_byte_stream_handler(_STREAM_TOPIC, self.on_stream)
+            if self.config.get("listen"):
+                from lkproto.testing.loadworker import ToneMeter
+
+                self.meter = ToneMeter()
+                self.meter.measuring = True
+                room.on("track_subscribed", self.on_track)
+
+    def on_track(self, track: Any, *_: Any) -> None:
+        if self.meter is not None and track.kind == self.rtc.TrackKind.KIND_AUDIO:
+            self.audio_tasks.append(asyncio.ensure_future(self.meter.listen(self.rtc, track)))
+
+    def on_stream(self, reader: Any, _identity: str) -> None:
+        self.stream_tasks.append(asyncio.ensure_future(self.read_stream(reader)))
+
+    async def read_stream(self, reader: Any) -> None:
+        cfg = self.config
+        size = int(cfg["stream_bytes"])
+        want = hashlib.sha256(random.Random(int(cfg.get("stream_seed", 0))).randbytes(size))
+        got = hashlib.sha256()
+        state: dict[str, Any] = {"bytes": 0, "first_t": None, "done_t": None, "intact": None}
+        state["error"] = None
+        self.stream = state
+        try:
+            async for chunk in reader:
+                if state["first_t"] is None:
+                    state["first_t"] = time.monotonic()
+                got.update(chunk)
+                state["bytes"] += len(chunk)
+        except Exception as exc:  # the reader's failure is a measured outcome
+            state["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            state["done_t"] = time.monotonic()
+            state["intact"] = state["bytes"] == size and got.digest() == want.digest()
+
+    async def send_stream(self, peer: str) -> list[Any]:
+        cfg = self.config
+        size = int(cfg["stream_bytes"])
+        data = random.Random(int(cfg.get("stream_seed", 0))).randbytes(size)
+        written = 0
+        t0 = time.monotonic()
+
+        async def send() -> None:
+            nonlocal written
+            writer = await self.room.local_participant.stream_bytes(
+                "soak.bin", total_size=size, topic=_STREAM_TOPIC, destination_identities=[peer]
+            )
+            for offset in range(0, size, _STREAM_WRITE_BYTES):
+                chunk = data[offset : offset + _STREAM_WRITE_BYTES]
+                await writer.write(chunk)
+                written += len(chunk)
+            await writer.aclose()
+
+        try:
+            await asyncio.wait_for(send(), float(cfg.get("stream_timeout_s", 300.0)))
+            outcome = "ok"
+        except TimeoutError:
+            outcome = "timeout"
+        except Exception as exc:  # every failure is a measured outcome
+            outcome = f"{type(exc).__name__}: {exc}"
+        return [t0, time.monotonic(), outcome, written]
 
     def register_echo(self) -> None:
         async def echo(data: Any) -> str:
@@ -242,10 +323,21 @@ class _Client:
                 if outcome not in first_errors:
                     first_errors[outcome] = str(exc)
             rpcs.append([t0, time.monotonic(), outcome])
-        _emit("done", sends=sends, rpcs=rpcs, errors=first_errors)
+        stream = await self.send_stream(cfg["peer"]) if cfg.get("stream_bytes") else None
+        _emit("done", sends=sends, rpcs=rpcs, stream=stream, errors=first_errors)
 
     def report(self) -> None:
-        _emit("report", arrivals=self.arrivals, corrupt=self.corrupt)
+        audio = None
+        if self.meter is not None:
+            audio = self.meter.report()
+            self.meter.measuring = False  # the tone is counted up to the first report
+        _emit(
+            "report",
+            arrivals=self.arrivals,
+            corrupt=self.corrupt,
+            stream=None if self.stream is None else dict(self.stream),
+            audio=audio,
+        )
 
     async def run(self) -> None:
         self.hook_events()
@@ -256,6 +348,10 @@ class _Client:
         )
         if self.config["role"] == "receiver":
             self.register_echo()
+        if self.config.get("tone_hz"):
+            from lkproto.testing.loadworker import publish_tone
+
+            self.tone = await publish_tone(self.rtc, self.room, float(self.config["tone_hz"]))
         await self.wait_peer()
         sid = await _sid(self.room)
         baseline = _resources()
@@ -290,6 +386,8 @@ class _Client:
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
         reader.cancel()
+        for task in [*self.stream_tasks, *self.audio_tasks, *([self.tone] if self.tone else [])]:
+            task.cancel()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(self.room.disconnect(), _DISCONNECT_TIMEOUT_S)
 

@@ -38,7 +38,7 @@ import sys
 import time
 from typing import Any, Final
 
-__all__ = ["main"]
+__all__ = ["ToneMeter", "main", "publish_tone"]
 
 _CONNECT_TIMEOUT_S: Final = 60.0
 _DISCONNECT_TIMEOUT_S: Final = 10.0
@@ -84,8 +84,14 @@ class _Histogram:
         self.counts[key] = self.counts.get(key, 0) + 1
 
 
-class _Listener:
-    """What one listener heard of the agent's tone between ``go`` and ``halt``."""
+class ToneMeter:
+    """What one listener hears of a tone while :attr:`measuring` is set.
+
+    Counts decoded frames, audio seconds (``span_s``: first to last frame's arrival), arrival
+    pauses over 100 ms (``gaps``), frames below 1 % of full scale after the first audible one
+    (``silent_frames``) and the peak frequency of the last second;
+    :mod:`lkproto.testing.faultworker` uses it too.
+    """
 
     def __init__(self) -> None:
         self.measuring = False
@@ -96,6 +102,7 @@ class _Listener:
         self.silent = 0
         self.audible = False
         self.last_at: float | None = None
+        self.first_at: float | None = None
         self.recent: list[bytes] = []
         self.recent_samples = 0
 
@@ -110,6 +117,8 @@ class _Listener:
             self.gaps += 1
             self.longest_gap_s = max(self.longest_gap_s, now - self.last_at)
         self.last_at = now
+        if self.first_at is None:
+            self.first_at = now
         self.frames += 1
         self.samples += samples
         pcm = np.frombuffer(data, dtype=np.int16).astype(np.float64)
@@ -133,10 +142,22 @@ class _Listener:
         spectrum = np.abs(np.fft.rfft(pcm * np.hanning(pcm.size)))
         return float(np.fft.rfftfreq(pcm.size, 1 / _SAMPLE_RATE)[int(np.argmax(spectrum))])
 
+    async def listen(self, rtc: Any, track: Any) -> None:
+        """Feed the meter from ``track`` (an ``rtc`` remote audio track) until cancelled."""
+        stream = rtc.AudioStream(track, sample_rate=_SAMPLE_RATE, num_channels=1)
+        try:
+            async for event in stream:
+                frame = event.frame
+                self.on_frame(bytes(frame.data), int(frame.samples_per_channel))
+        finally:
+            await stream.aclose()
+
     def report(self) -> dict[str, Any]:
+        """The counts as a JSON-ready dictionary."""
         return {
             "frames": self.frames,
             "seconds": self.samples / _SAMPLE_RATE,
+            "span_s": 0.0 if self.first_at is None else (self.last_at or 0.0) - self.first_at,
             "gaps": self.gaps,
             "longest_gap_s": self.longest_gap_s,
             "silent_frames": self.silent,
@@ -171,11 +192,11 @@ class _Participant:
         self.events: list[str] = []
         for name in ("reconnecting", "reconnected", "disconnected"):
             self.room.on(name, lambda *_, n=name: self.events.append(n))
-        self.listener: _Listener | None = None
+        self.listener: ToneMeter | None = None
         self.audio_tasks: list[asyncio.Task[None]] = []
         self.tone: asyncio.Task[None] | None = None
         if subscribe:
-            self.listener = _Listener()
+            self.listener = ToneMeter()
             self.room.on("track_subscribed", self.on_track)
 
     def on_data(self, packet: Any) -> None:
@@ -194,16 +215,7 @@ class _Participant:
     def on_track(self, track: Any, *_: Any) -> None:
         if self.listener is None or track.kind != self.rtc.TrackKind.KIND_AUDIO:
             return
-        self.audio_tasks.append(asyncio.ensure_future(self.listen(track, self.listener)))
-
-    async def listen(self, track: Any, listener: _Listener) -> None:
-        stream = self.rtc.AudioStream(track, sample_rate=_SAMPLE_RATE, num_channels=1)
-        try:
-            async for event in stream:
-                frame = event.frame
-                listener.on_frame(bytes(frame.data), int(frame.samples_per_channel))
-        finally:
-            await stream.aclose()
+        self.audio_tasks.append(asyncio.ensure_future(self.listener.listen(self.rtc, track)))
 
     def has_audio(self) -> bool:
         return any(
@@ -224,28 +236,6 @@ class _Participant:
         began = time.monotonic()
         await asyncio.wait_for(self.room.connect(url, self.token, options), _CONNECT_TIMEOUT_S)
         return time.monotonic() - began
-
-    async def publish_tone(self, hz: float) -> None:
-        import numpy as np
-
-        rtc = self.rtc
-        source = rtc.AudioSource(_SAMPLE_RATE, 1)
-        track = rtc.LocalAudioTrack.create_audio_track("agent-tone", source)
-        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        await self.room.local_participant.publish_track(track, options)
-        step = np.arange(_FRAME_SAMPLES)
-
-        async def feed() -> None:
-            n = 0
-            while True:
-                t = (step + n) / _SAMPLE_RATE
-                pcm = (_TONE_AMPLITUDE * 32767 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
-                n += _FRAME_SAMPLES
-                # capture_frame waits while its queue is full: that paces the loop.
-                frame = rtc.AudioFrame(pcm.tobytes(), _SAMPLE_RATE, 1, _FRAME_SAMPLES)
-                await source.capture_frame(frame)
-
-        self.tone = asyncio.ensure_future(feed())
 
     async def send_loop(self, packet_s: float, attribute_s: float) -> None:
         lp = self.room.local_participant
@@ -278,6 +268,31 @@ class _Participant:
             "state": getattr(self.room.connection_state, "name", None),
             "recv": {s: [len(v), self.duplicates.get(s, 0)] for s, v in self.seen.items()},
         } | ({"audio": self.listener.report()} if self.listener is not None else {})
+
+
+async def publish_tone(rtc: Any, room: Any, hz: float) -> asyncio.Task[None]:
+    """Publish a sine of ``hz`` as ``room``'s microphone track (``rtc``: lkproto's or the
+    official module); return the task that feeds it, to be cancelled by the caller."""
+    import numpy as np
+
+    source = rtc.AudioSource(_SAMPLE_RATE, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("tone", source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    await room.local_participant.publish_track(track, options)
+    step = np.arange(_FRAME_SAMPLES)
+
+    async def feed() -> None:
+        n = 0
+        while True:
+            t = (step + n) / _SAMPLE_RATE
+            pcm = (_TONE_AMPLITUDE * 32767 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+            n += _FRAME_SAMPLES
+            # capture_frame waits while its queue is full: that paces the loop.
+            await source.capture_frame(
+                rtc.AudioFrame(pcm.tobytes(), _SAMPLE_RATE, 1, _FRAME_SAMPLES)
+            )
+
+    return asyncio.ensure_future(feed())
 
 
 async def _sample_lag(histogram: _Histogram) -> None:
@@ -316,7 +331,7 @@ async def _run(config: dict[str, Any]) -> None:
     for p in crowd:
         if p.identity == agent and p.identity in join_s:
             try:
-                await p.publish_tone(float(config.get("tone_hz", 440.0)))
+                p.tone = await publish_tone(p.rtc, p.room, float(config.get("tone_hz", 440.0)))
             except Exception as exc:  # reported; the data load goes on without audio
                 _emit("error", error=f"agent tone: {type(exc).__name__}: {exc}")
     # Wait (bounded) until every participant here sees the whole room, so no packet goes out
