@@ -1,0 +1,236 @@
+"""Data-track state machine (lkproto.core.data_track)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lkproto.core import data_track as cd
+from lkproto.errors import LocalProtocolError
+from lkproto.wire import data_track as wd
+from lkproto.wire import pb
+
+
+def _manager(**kwargs: object) -> cd.DataTrackManager:
+    return cd.DataTrackManager(random_u32=lambda: 1000, **kwargs)  # type: ignore[arg-type]
+
+
+def _accept(manager: cd.DataTrackManager, handle: int, sid: str) -> list[cd.AnyDataTrackEvent]:
+    info = pb.DataTrackInfo(pub_handle=handle, sid=sid, name="n")
+    return manager.receive_signal(
+        pb.SignalResponse(publish_data_track_response=pb.PublishDataTrackResponse(info=info))
+    )
+
+
+def _refuse(handle: int, reason: int, text: str = "") -> pb.SignalResponse:
+    rr = pb.RequestResponse(
+        reason=reason,  # type: ignore[arg-type]
+        message=text,
+        publish_data_track=pb.PublishDataTrackRequest(pub_handle=handle),
+    )
+    return pb.SignalResponse(request_response=rr)
+
+
+def test_publish_request_and_acceptance() -> None:
+    manager = _manager()
+    handle, request = manager.publish("telemetry")
+    assert handle == 1
+    assert request.publish_data_track_request.pub_handle == 1
+    assert request.publish_data_track_request.name == "telemetry"
+    assert not manager.is_published(1)
+    (event,) = _accept(manager, 1, "DTR_a")
+    assert event == cd.PublishAccepted(handle=1, info=event.info)  # type: ignore[union-attr]
+    assert manager.is_published(1)
+    assert _accept(manager, 1, "DTR_a") == []  # a repeated answer changes nothing
+
+
+def test_handles_are_unique_and_non_zero() -> None:
+    manager = _manager()
+    handles = [manager.publish(f"t{i}")[0] for i in range(5)]
+    assert handles == [1, 2, 3, 4, 5]
+    manager.abandon(3)
+    assert manager.publish("again")[0] == 6  # no reuse of a fresh handle
+
+
+@pytest.mark.parametrize("name", ["", "x" * 257])
+def test_invalid_names_are_refused_locally(name: str) -> None:
+    with pytest.raises(LocalProtocolError, match="name"):
+        _manager().publish(name)
+
+
+@pytest.mark.parametrize(
+    ("reason", "name"),
+    [
+        (pb.RequestResponse.DUPLICATE_NAME, "DUPLICATE_NAME"),
+        (pb.RequestResponse.NOT_ALLOWED, "NOT_ALLOWED"),
+        (pb.RequestResponse.INVALID_HANDLE, "INVALID_HANDLE"),
+    ],
+)
+def test_refusals_become_typed_events(reason: int, name: str) -> None:
+    manager = _manager()
+    handle, _ = manager.publish("t")
+    events = manager.receive_signal(_refuse(handle, reason, "why"))
+    assert events == [cd.PublishRefused(handle=handle, reason=name, message="why")]
+    assert manager.receive_signal(_refuse(handle, reason)) == []
+    assert not manager.is_published(handle)
+
+
+def test_unrelated_request_responses_are_ignored() -> None:
+    manager = _manager()
+    handle, _ = manager.publish("t")
+    ok = pb.RequestResponse(publish_data_track=pb.PublishDataTrackRequest(pub_handle=handle))
+    assert manager.receive_request_response(ok) == []
+    other = pb.RequestResponse(reason=pb.RequestResponse.NOT_FOUND, mute=pb.MuteTrackRequest())
+    assert manager.receive_request_response(other) == []
+    assert manager.receive_signal(pb.SignalResponse(refresh_token="t")) == []
+
+
+def test_packetize_counts_sequences_and_frames() -> None:
+    manager = _manager(mtu=100)
+    handle, _ = manager.publish("t")
+    with pytest.raises(LocalProtocolError, match="not published"):
+        manager.packetize(handle, b"x", None, 0.0)
+    _accept(manager, handle, "DTR_a")
+    first = [wd.decode_packet(p) for p in manager.packetize(handle, bytes(200), 5, 1.0)]
+    second = [wd.decode_packet(p) for p in manager.packetize(handle, b"y", None, 2.0)]
+    assert [p.sequence for p in first + second] == list(range(len(first) + 1))
+    assert {p.frame_number for p in first} == {0}
+    assert second[0].frame_number == 1
+    assert first[0].timestamp == 1000 + 90_000
+    assert second[0].timestamp == 1000 + 180_000
+    assert all(p.handle == handle for p in first + second)
+
+
+def test_unpublish_stops_sending_then_confirms() -> None:
+    manager = _manager()
+    handle, _ = manager.publish("t")
+    _accept(manager, handle, "DTR_a")
+    request = manager.unpublish(handle)
+    assert request is not None
+    assert request.unpublish_data_track_request.pub_handle == handle
+    assert manager.unpublish(handle) is None
+    assert not manager.is_published(handle)
+    response = pb.SignalResponse(
+        unpublish_data_track_response=pb.UnpublishDataTrackResponse(
+            info=pb.DataTrackInfo(pub_handle=handle, sid="DTR_a")
+        )
+    )
+    assert manager.receive_signal(response) == [
+        cd.LocalDataTrackUnpublished(handle=handle, sid="DTR_a")
+    ]
+
+
+def test_server_initiated_unpublish_and_session_reset() -> None:
+    manager = _manager()
+    h1, _ = manager.publish("a")
+    h2, _ = manager.publish("b")
+    _accept(manager, h1, "DTR_1")
+    _accept(manager, h2, "DTR_2")
+    response = pb.SignalResponse(
+        unpublish_data_track_response=pb.UnpublishDataTrackResponse(
+            info=pb.DataTrackInfo(pub_handle=h1, sid="DTR_1")
+        )
+    )
+    assert manager.receive_signal(response) == [
+        cd.LocalDataTrackUnpublished(handle=h1, sid="DTR_1")
+    ]
+    assert manager.reset_session() == [cd.LocalDataTrackUnpublished(handle=h2, sid="DTR_2")]
+    assert not manager.is_published(h2)
+
+
+def _participant(
+    identity: str, *sids: str, state: int = pb.ParticipantInfo.ACTIVE
+) -> pb.ParticipantInfo:
+    return pb.ParticipantInfo(
+        identity=identity,
+        sid=f"PA_{identity}",
+        state=state,  # type: ignore[arg-type]
+        data_tracks=[pb.DataTrackInfo(sid=s, name=s.lower(), pub_handle=1) for s in sids],
+    )
+
+
+def test_sync_remotes_reports_arrivals_and_departures() -> None:
+    manager = _manager()
+    events = manager.sync_remotes([_participant("bob", "DTR_1", "DTR_2")])
+    assert [type(e) for e in events] == [cd.RemoteDataTrackPublished] * 2
+    assert manager.sync_remotes([_participant("bob", "DTR_1", "DTR_2")]) == []
+    events = manager.sync_remotes([_participant("bob", "DTR_2", "DTR_3")])
+    assert events[0] == cd.RemoteDataTrackUnpublished(publisher_identity="bob", sid="DTR_1")
+    assert isinstance(events[1], cd.RemoteDataTrackPublished)
+    assert events[1].info.sid == "DTR_3"
+    gone = manager.sync_remotes(
+        [_participant("bob", "DTR_2", state=pb.ParticipantInfo.DISCONNECTED)]
+    )
+    assert {e.sid for e in gone if isinstance(e, cd.RemoteDataTrackUnpublished)} == {
+        "DTR_2",
+        "DTR_3",
+    }
+    assert not manager.is_remote_published("DTR_2")
+
+
+def _handles(mapping: dict[int, str]) -> pb.SignalResponse:
+    return pb.SignalResponse(
+        data_track_subscriber_handles=pb.DataTrackSubscriberHandles(
+            sub_handles={
+                h: pb.DataTrackSubscriberHandles.PublishedDataTrack(track_sid=s)
+                for h, s in mapping.items()
+            }
+        )
+    )
+
+
+def test_subscription_refcount_and_frames() -> None:
+    manager = _manager()
+    manager.sync_remotes([_participant("bob", "DTR_1")])
+    with pytest.raises(LocalProtocolError, match="no remote data track"):
+        manager.subscribe("DTR_x")
+    first = manager.subscribe("DTR_1")
+    assert first is not None
+    (update,) = first.update_data_subscription.updates
+    assert (update.track_sid, update.subscribe) == ("DTR_1", True)
+    assert manager.subscribe("DTR_1") is None
+    assert manager.receive_signal(_handles({9: "DTR_1"})) == []
+    packets = wd.packetize(
+        bytes(300),
+        handle=9,
+        first_sequence=0,
+        frame_number=0,
+        timestamp=0,
+        user_timestamp=4,
+        mtu=90,
+    )
+    results = [manager.receive_packet(p) for p in reversed(packets)]
+    assert results[-1] == cd.FrameReceived(track_sid="DTR_1", payload=bytes(300), user_timestamp=4)
+    assert manager.unsubscribe("DTR_1") is None
+    last = manager.unsubscribe("DTR_1")
+    assert last is not None
+    assert last.update_data_subscription.updates[0].subscribe is False
+    assert manager.unsubscribe("DTR_1") is None
+    assert manager.receive_packet(packets[0]) is None
+    assert manager.unrouted_packets == 1
+
+
+def test_bad_and_unknown_packets_are_counted_not_raised() -> None:
+    manager = _manager()
+    assert manager.receive_packet(b"\x00") is None
+    assert manager.malformed_packets == 1
+    (packet,) = wd.packetize(b"x", handle=5, first_sequence=0, frame_number=0, timestamp=0)
+    assert manager.receive_packet(packet) is None
+    assert manager.unrouted_packets == 1
+
+
+def test_resubscribe_and_partial_frame_option() -> None:
+    manager = _manager()
+    manager.sync_remotes([_participant("bob", "DTR_1", "DTR_2")])
+    manager.subscribe("DTR_1")
+    manager.set_max_partial_frames("DTR_1", 3)
+    manager.set_max_partial_frames("DTR_2", 2)  # not subscribed: accepted, nothing to change
+    with pytest.raises(LocalProtocolError):
+        manager.set_max_partial_frames("DTR_2", 0)
+    manager.reset_session()
+    (request,) = manager.resubscribe_requests()
+    assert request.update_data_subscription.updates[0].track_sid == "DTR_1"
+    # The publisher left while subscribed: the last unsubscribe sends nothing.
+    manager.sync_remotes([])
+    assert manager.unsubscribe("DTR_1") is None
+    with pytest.raises(LocalProtocolError):
+        cd.DataTrackManager(mtu=0)
