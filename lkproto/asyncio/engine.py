@@ -124,8 +124,6 @@ PUBLISH_TIMEOUT_S: Final = pu.PUBLISH_TIMEOUT_S
 _CHANNEL_CLOSED_GRACE_S: Final = 1.0
 # How often the dead-transport watch looks (the rule: lkproto.core.reconnect.transport_stalled).
 _TRANSPORT_CHECK_S: Final = 1.0
-# How often a full reconnect looks whether the other participants are active again.
-_RECEIVERS_POLL_S: Final = 0.05
 # A client-initiated leave first gives reliable data already accepted by ``publish_data`` (and
 # the streams built on it) this long to be acknowledged by the server's SCTP: ``publish_data``
 # returns once a packet is queued, and tearing the association down drops what is queued. The
@@ -348,6 +346,13 @@ class Engine:
         # The time bound of a full-reconnect attempt's join while it runs (see _on_leave).
         self._attempt_window: asyncio.Timeout | None = None
         self._recovery_started_at = 0.0
+        # Identity -> SID of the other participants when the current recovery started: whom a
+        # full reconnect's hold waits for (core/reconnect.py RejoinHold).
+        self._recovery_before: dict[str, str] = {}
+        self._recovery_room_sid = ""
+        # After a full reconnect, reliable sends wait here until those participants are back.
+        self._hold: rc.RejoinHold | None = None
+        self._hold_timer = DeadlineTimer(self._loop, self._hold_deadline, self._on_hold_due)
         self._closing = False
         self._pending_requests: dict[int, asyncio.Future[None]] = {}
         # Metadata updates sent to a server that answers no success (see update_metadata):
@@ -454,6 +459,7 @@ class Engine:
             self._tracer.opener = self.data_peeker
         self._opts, self._url, self._token = options, url, token
         self._closing = False
+        self._hold = None
         try:
             async with asyncio.timeout(options.connect_timeout_s):
                 join = await self._join(full=False)
@@ -512,6 +518,10 @@ class Engine:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError, LkError):
                 await self._supervisor
+        if self._hold is not None:
+            # Leaving: what the hold kept goes to whoever is in the room, then the drain below.
+            self._hold.release("disconnect")
+            self._after_hold_input()
         link = self._link
         if link is not None and link.transport is not None:
             await self._drain_reliable(link)
@@ -900,7 +910,13 @@ class Engine:
             if self._state == ConnectionState.CONN_DISCONNECTED or self._closing:
                 raise ConnectError("not connected")
             link = self._link
-            if self._state == ConnectionState.CONN_CONNECTED and link is not None:
+            # After a full reconnect, new reliable sends also wait behind the hold (and the resend
+            # it keeps), so that nothing reaches the server before its receivers are back.
+            if (
+                self._state == ConnectionState.CONN_CONNECTED
+                and link is not None
+                and not self._hold
+            ):
                 pc = link.publisher
                 if pc is not None:
                     return pc
@@ -1233,8 +1249,14 @@ class Engine:
                     self._spawn(link, self._negotiate_quietly(link))
             case sg.ParticipantsUpdated(participants=participants):
                 local_before = self._roster.local
+                hold = self._hold
                 for ev in self._roster.apply_participants(participants):
+                    if hold is not None and isinstance(ev, ro.ParticipantDisconnected):
+                        hold.participant_left(ev.info.identity, ev.reason)
                     self._emit(ev)
+                if hold is not None:
+                    hold.check(self._roster.remotes, self._roster.local)
+                    self._after_hold_input()
                 local = self._roster.local
                 if local is not None and local is not local_before:
                     # Our own tracks produce no roster events (their codec, size and mute state
@@ -1455,6 +1477,17 @@ class Engine:
             match event:
                 case rc.RecoveryStarted(full=full):
                     self._recovery_started_at = self._loop.time()
+                    # Whom a full reconnect's hold will wait for: the room before this fault (or,
+                    # if a hold is still on, the room before the fault that started it).
+                    hold = self._hold
+                    if hold is None:
+                        room = self._roster.room
+                        self._recovery_room_sid = room.sid if room is not None else ""
+                    self._recovery_before = (
+                        dict(hold.before)
+                        if hold is not None
+                        else {identity: info.sid for identity, info in self._roster.remotes.items()}
+                    )
                     self._set_state(ConnectionState.CONN_RECONNECTING)
                     self._sender.suspend()
                     self._emit(EngineReconnecting(full=full))
@@ -1462,6 +1495,7 @@ class Engine:
                     self._supervisor = self._loop.create_task(self._attempt(number))
                 case rc.Recovered(full=full):
                     self._set_state(ConnectionState.CONN_CONNECTED)
+                    self._flush_held()  # before any sender woken above gets to run
                     self._emit(EngineReconnected(full=full))
                 case rc.GaveUp(reason=why):
                     _log.info("= giving up: %s", why)
@@ -1505,8 +1539,8 @@ class Engine:
                     await self._resume(link)
             else:
                 old_publisher = link.publisher if link is not None else None
-                # Who should get what we resend (core/reconnect.py receivers_ready).
-                before = {identity: info.sid for identity, info in self._roster.remotes.items()}
+                self._hold = None  # a new join makes a new hold (below)
+                self._hold_timer.rearm()
                 await self._teardown_link()
                 # A new session numbers from 1 again. What the closed old association never
                 # delivered to the server is renumbered and resent after the join; what the
@@ -1526,10 +1560,7 @@ class Engine:
                         await self._join(full=True)
                     finally:
                         self._attempt_window = None
-                if self._sender.buffered_count:
-                    took = self._loop.time() - self._recovery_started_at
-                    await self._await_receivers(before, rc.receivers_wait_s(took))
-                self._resend(self._sender.resume(0))
+                self._start_hold()
                 await self._republish()
             current = self._link
             # The signal may have dropped again while we were finishing (e.g. the server closed
@@ -1562,14 +1593,61 @@ class Engine:
             self._recoverer.attempt_failed(now, cause=cause, status=status, unreachable=unreachable)
         self._flush_recovery()
 
-    async def _await_receivers(self, before: Mapping[str, str], bound_s: float) -> None:
-        """Wait, at most ``bound_s``, until the room's other participants can receive reliable
-        data (:func:`lkproto.core.reconnect.receivers_ready`)."""
-        for _ in range(int(bound_s / _RECEIVERS_POLL_S)):
-            if rc.receivers_ready(self._roster.remotes, before):
-                return
-            await asyncio.sleep(_RECEIVERS_POLL_S)
-        _log.info("= resending although not every participant is back after %.1f s", bound_s)
+    # -- the hold after a full reconnect (decisions in lkproto.core.reconnect.RejoinHold) -----
+
+    def _start_hold(self) -> None:
+        """The new session has joined: hold reliable sends until the room's earlier participants
+        are back (issue 15: what reached the server before a receiver's live session was in the
+        room was lost). The sender stays suspended; :meth:`_flush_held` sends what it kept."""
+        room = self._roster.room
+        hold = rc.RejoinHold(
+            self._recovery_before,
+            now=self._loop.time(),
+            room_changed=room is not None and room.sid != self._recovery_room_sid,
+            held_bytes=self._sender.buffered_bytes,
+        )
+        if hold.check(self._roster.remotes, self._roster.local):
+            return  # everyone is back (or nobody was there): the resend goes with the recovery
+        self._hold = hold
+        _log.info(
+            "= reliable sends held until %s are back (at most %.0f s)",
+            ", ".join(hold.waiting_for(self._roster.remotes, self._roster.local)),
+            rc.REJOIN_HOLD_S,
+        )
+        self._hold_timer.rearm()
+
+    def _hold_deadline(self) -> float | None:
+        return self._hold.get_timer() if self._hold is not None else None
+
+    def _on_hold_due(self, now: float) -> None:
+        if self._hold is not None:
+            self._hold.handle_timer(now)
+            self._after_hold_input()
+
+    def _after_hold_input(self) -> None:
+        """Act on a released hold, else keep its deadline armed."""
+        hold = self._hold
+        if hold is not None and hold.released:
+            self._hold = None
+            missing = hold.waiting_for(self._roster.remotes, self._roster.local)
+            _log.info(
+                "= reliable sends released (%s)%s",
+                hold.released_by,
+                f"; not back: {', '.join(missing)}" if missing else "",
+            )
+            self._flush_held()
+            self._connected.set()  # wake the senders waiting behind the hold
+        self._hold_timer.rearm()
+
+    def _flush_held(self) -> None:
+        """Send what a full reconnect kept, in order, once connected and no hold is on."""
+        if (
+            self._hold is None
+            and self._state == ConnectionState.CONN_CONNECTED
+            and self._link is not None
+            and self._sender.suspended
+        ):
+            self._resend(self._sender.resume(0))
 
     async def _give_up(self, attempt: asyncio.Task[None] | None) -> None:
         self._closing = True
@@ -1609,8 +1687,11 @@ class Engine:
         session.flush_queued(self._loop.time())
         self._pump(link)
         # Resend reliable packets the server did not get, before anything new (PROTOCOL-MAP §10).
+        # Not while a full reconnect's hold is on: nothing was sent since its join, and what it
+        # keeps goes when it is released (_flush_held).
         last = resumed.last_message_seq if resumed is not None else 0
-        self._resend(self._sender.resume(last))
+        if self._hold is None:
+            self._resend(self._sender.resume(last))
         if link.offer_dropped:
             link.offer_dropped = False
             self._spawn(link, self._negotiate_quietly(link))
@@ -1700,6 +1781,8 @@ class Engine:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _teardown(self) -> None:
+        self._hold = None
+        self._hold_timer.rearm()
         await self._teardown_link()
         self._recoverer.cancel()
         self._recovery_timer.rearm()

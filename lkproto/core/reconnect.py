@@ -51,7 +51,9 @@ __all__ = [
     "DEFAULT_RECONNECT_JITTER_S",
     "FATAL_JOIN_STATUSES",
     "LEAVE_ACTION_RECOVERY",
-    "RECEIVERS_WAIT_S",
+    "REJOIN_FRESH_S",
+    "REJOIN_HOLD_S",
+    "REJOIN_JOINING_BYTES",
     "TRANSPORT_SILENCE_S",
     "UNREACHABLE_RETRIES",
     "UNREACHABLE_RETRY_S",
@@ -66,10 +68,10 @@ __all__ = [
     "RecoveryEvent",
     "RecoveryStarted",
     "RecoveryState",
+    "RejoinHold",
     "choose_recovery",
-    "receivers_ready",
-    "receivers_wait_s",
     "recovery_for",
+    "rejoined",
     "transport_stalled",
 ]
 
@@ -193,48 +195,216 @@ UNREACHABLE_RETRIES: Final = 20
 UNREACHABLE_RETRY_S: Final = 0.25
 """Seconds between those retries of an unreachable server."""
 
-# After a full reconnect, how long the resend (and every later reliable send) may wait for the
-# room's other participants to be able to receive (see receivers_ready).
-RECEIVERS_WAIT_S: Final = 5.0
-"""Upper bound of the wait for the other participants before a full reconnect's resend."""
+# -------------------------------------------------------------------------------------------
+# After a full reconnect: holding reliable sends until the receivers are back
+
+REJOIN_HOLD_S: Final = 20.0
+"""Upper bound, in seconds, of :class:`RejoinHold` (reliable sends held after a full reconnect)."""
+REJOIN_FRESH_S: Final = 2.0
+"""A session still JOINED although it joined this many seconds before our own is a stuck attempt."""
+REJOIN_JOINING_BYTES: Final = 32 * 1024
+"""How much held data may go to receivers still joining in a new room (see :class:`RejoinHold`)."""
+
+# A participant that left with one of these reasons does not come back by itself, so the hold
+# stops waiting for it (PROTOCOL-MAP §1 LeaveRequest reasons: the client said goodbye, or it was
+# removed through the API). Every other reason (timeouts, DUPLICATE_IDENTITY, JOIN_FAILURE, a
+# closed signal, ...) is what a participant that is rejoining leaves behind.
+_LEFT_FOR_GOOD: Final = frozenset({pb.CLIENT_INITIATED, pb.PARTICIPANT_REMOVED})
+_ACTIVE: Final = pb.ParticipantInfo.ACTIVE
+_JOINING_STATES: Final = frozenset({pb.ParticipantInfo.JOINING, pb.ParticipantInfo.JOINED})
 
 
-def receivers_ready(remotes: Mapping[str, pb.ParticipantInfo], before: Mapping[str, str]) -> bool:
-    """Whether the room's other participants can get reliable data now (after a full reconnect).
+def _joined_ms(info: pb.ParticipantInfo) -> int:
+    # joined_at_ms (field 17) is newer than joined_at (seconds, field 6); both: the server's clock.
+    return info.joined_at_ms or info.joined_at * 1000
 
-    livekit-server forwards a sequenced reliable packet only to participants whose primary
-    transport is fully established (``ParticipantInfo.state`` ACTIVE) and replays the last 2 s
-    (~100 kB) of them to one that becomes so later (PROTOCOL-MAP §3, server steps 5 and 8). After
-    an outage the other participants are often rejoining too, a little after us: resending the
-    undelivered packets at once would hand most of them to nobody (issue 15, 15 s outage: 236 of
-    500 lost on the receiving side). Ready means: everyone who was in the room before is back,
-    and each is ACTIVE or has just joined anew (a new SID, which the replay serves; the update
-    announcing ACTIVE can come seconds later). A driver with packets to resend waits for this,
-    at most :func:`receivers_wait_s`.
+
+def rejoined(
+    info: pb.ParticipantInfo | None,
+    *,
+    before_sid: str,
+    own: pb.ParticipantInfo | None,
+    joining_counts: bool = False,
+    fresh_s: float = REJOIN_FRESH_S,
+) -> bool:
+    """Whether a participant that was in the room before our full reconnect can get our data now.
+
+    See :class:`RejoinHold` for the evidence behind each rule. Back means: its session is ACTIVE
+    (its primary transport is up, so the server writes our packets to it; the old SID counts too,
+    since nothing tells a live old session from a dead one the server has not noticed yet). With
+    ``joining_counts``, also a *new* session still JOINING/JOINED that joined less than
+    ``fresh_s`` before our own session (on the server's clock) or after it: a client still
+    setting up, for which the server holds our packets and replays them once it is established.
+    A new session JOINED for longer than that is an attempt that never came up.
 
     Args:
-        remotes: the remote participants the new session sees, by identity.
-        before: identity -> SID of the remote participants before the reconnect.
+        info: its current snapshot in the new session's roster (None: not in the room).
+        before_sid: its SID before the reconnect.
+        own: our own snapshot in the new session (its join time), None if unknown.
+        joining_counts: whether a session still joining counts (see :class:`RejoinHold`).
+        fresh_s: :data:`REJOIN_FRESH_S`.
     """
-    if any(identity not in remotes for identity in before):
+    if info is None:
         return False
-    for identity, info in remotes.items():
-        fresh = info.state == pb.ParticipantInfo.JOINED and before.get(identity) != info.sid
-        if info.state != pb.ParticipantInfo.ACTIVE and not fresh:
-            return False
-    return True
+    if info.state == _ACTIVE:
+        return True
+    if not joining_counts or info.state not in _JOINING_STATES or info.sid == before_sid:
+        return False
+    theirs, ours = _joined_ms(info), _joined_ms(own) if own is not None else 0
+    if not theirs or not ours:
+        return True  # a server that does not say when: a new session counts
+    return theirs >= ours - fresh_s * 1000
 
 
-def receivers_wait_s(recovery_s: float) -> float:
-    """How long a sender that recovered in ``recovery_s`` waits for :func:`receivers_ready`.
+class RejoinHold:
+    """Reliable sends held after a full reconnect until the room's earlier participants are back.
 
-    As long as its own recovery took, at most :data:`RECEIVERS_WAIT_S`: participants that met
-    the same fault recover on the same schedule, and the server's 2 s replay covers one that is
-    a little behind. After a server restart (recovered in ~0.5 s) the update announcing a peer
-    back can take ~3 s, and waiting for it would triple the recovery time for nothing; after a
-    15 s outage the peers may be seconds apart, and the wait keeps their packets.
+    Why. After a full reconnect lkproto resends what the old session never delivered, and the
+    caller goes on publishing. livekit-server hands a sequenced reliable packet to each *other
+    participant in the room at that moment*: written at once to one whose primary transport is
+    fully established; held for one that is still joining and replayed to it from the room's
+    cache once it is established, as far as the cache reaches (2 s, 100 000 bytes for the whole
+    room; the replay starts at the first packet held for *that* session); and to nobody for an
+    identity that is not in the room (PROTOCOL-MAP §3, server steps 5 and 8;
+    ``S:pkg/rtc/participant.go (SendDataMessage, replayJoiningReliableMessages)``,
+    ``S:pkg/rtc/room.go (dataMessageCacheSize)``). When an outage hits both sides, both rejoin,
+    and what reaches the server while the receiver's live session is not established is lost
+    (issue 15, measured with DEBUG logs of both workers and the server):
+
+    * sent to a join attempt the receiver had given up: its attempt made during a 15 s outage was
+      still listed, JOINED, when the sender rejoined 20-40 ms before the receiver's next attempt
+      (25 of 500 lost in the fresh-clone CI run);
+    * held for a live session still joining: the ~170 kB resend of a 15 s outage overflowed the
+      room's 100 kB cache before the receiver was established (240 of 500 lost, with a rule that
+      counted a new JOINED session as back);
+    * sent to nobody: the room moved to another node and the receiver was not back yet (~440
+      lost). (A receiver that noticed the outage a second after us is listed with its old SID,
+      ACTIVE, in our ``JoinResponse``; its new session's update replaces that long before our own
+      join completes after the network is back, so the old SID is no trap in practice.)
+
+    What. From the new session's join, every reliable send (the resend first, then new ones, in
+    order) waits until each participant that was in the room before the fault is back
+    (:func:`rejoined`: ACTIVE) or has left for good (``DISCONNECTED`` with reason CLIENT_INITIATED
+    or PARTICIPANT_REMOVED), at most ``bound_s``. A receiver still joining counts only when the
+    room was created anew (a server restart or a dead node: no attempt of the outage can be
+    listed) and what is held is at most :data:`REJOIN_JOINING_BYTES`, a third of the server's
+    cache: that is a server restart, and the replay covers it without waiting the up to 3 s in
+    which the server batches a non-publisher's participant updates
+    (``S:pkg/rtc/room.go (subscriberUpdateInterval)``), which is how we hear that it is ACTIVE.
+
+    The bound, :data:`REJOIN_HOLD_S` = 20 s, covers a receiver whose own attempt made during the
+    outage hangs for its connect timeout (15 s, the engine's default) before the next one
+    succeeds, plus those 3 s of batching; it is also livekit-server's default
+    ``departure_timeout``. Past it the hold is released anyway and the packets go to whoever is in
+    the room, as any packet would.
+
+    Driver contract: create it when the new session has joined (the roster holds the
+    ``JoinResponse``), call :meth:`check` then and after every participant update, report
+    departures with :meth:`participant_left`, keep :meth:`get_timer` armed and call
+    :meth:`handle_timer`; once :attr:`released`, send what was held, in order, then let new sends
+    through. :meth:`release` ends it early (the caller is disconnecting).
+
+    Args:
+        before: identity -> SID of the remote participants before the fault.
+        now: when the new session joined (monotonic seconds).
+        room_changed: the new session's room has another SID than the one before the fault.
+        held_bytes: the encoded size of what the sender keeps for the new session.
+        bound_s: the hold's upper bound.
+        fresh_s: see :func:`rejoined`.
+
+    Raises:
+        LocalProtocolError: ``bound_s`` or ``fresh_s`` is negative or not finite.
     """
-    return min(RECEIVERS_WAIT_S, max(recovery_s, 0.0))
+
+    def __init__(
+        self,
+        before: Mapping[str, str],
+        *,
+        now: float,
+        room_changed: bool = False,
+        held_bytes: int = 0,
+        bound_s: float = REJOIN_HOLD_S,
+        fresh_s: float = REJOIN_FRESH_S,
+    ) -> None:
+        _check_seconds("bound_s", bound_s)
+        _check_seconds("fresh_s", fresh_s)
+        self._before: Mapping[str, str] = MappingProxyType(dict(before))
+        self._joining_counts = room_changed and held_bytes <= REJOIN_JOINING_BYTES
+        self._fresh_s = fresh_s
+        self._deadline = now + bound_s
+        self._left: set[str] = set()
+        self._released_by: str | None = None
+
+    @property
+    def before(self) -> Mapping[str, str]:
+        """Identity -> SID of the participants it waits for (as given)."""
+        return self._before
+
+    @property
+    def released(self) -> bool:
+        """True once sends may go: everyone is back, the bound passed, or :meth:`release`."""
+        return self._released_by is not None
+
+    @property
+    def released_by(self) -> str | None:
+        """``"ready"``, ``"deadline"`` or the reason given to :meth:`release`; None while held."""
+        return self._released_by
+
+    def waiting_for(
+        self, remotes: Mapping[str, pb.ParticipantInfo], own: pb.ParticipantInfo | None
+    ) -> list[str]:
+        """The identities not back yet (and not gone for good), in ``before`` order."""
+        return [
+            identity
+            for identity, sid in self._before.items()
+            if identity not in self._left
+            and not rejoined(
+                remotes.get(identity),
+                before_sid=sid,
+                own=own,
+                joining_counts=self._joining_counts,
+                fresh_s=self._fresh_s,
+            )
+        ]
+
+    def check(
+        self, remotes: Mapping[str, pb.ParticipantInfo], own: pb.ParticipantInfo | None
+    ) -> bool:
+        """Look at the new session's roster and release when everyone is back.
+
+        Args:
+            remotes: the remote participants by identity (the roster's view).
+            own: our own snapshot in the new session.
+
+        Returns:
+            :attr:`released`.
+        """
+        if self._released_by is None and not self.waiting_for(remotes, own):
+            self._released_by = "ready"
+        return self.released
+
+    def participant_left(self, identity: str, reason: int) -> None:
+        """A participant's session ended with ``reason`` (``pb.DisconnectReason``)."""
+        if reason in _LEFT_FOR_GOOD:
+            self._left.add(identity)
+
+    def release(self, why: str) -> None:
+        """End the hold now (no-op once released).
+
+        Args:
+            why: recorded in :attr:`released_by`, for logs.
+        """
+        if self._released_by is None:
+            self._released_by = why
+
+    def get_timer(self) -> float | None:
+        """When the bound passes, or None once released."""
+        return None if self._released_by is not None else self._deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Release at the bound."""
+        if self._released_by is None and now >= self._deadline:
+            self._released_by = "deadline"
 
 
 def _check_seconds(name: str, value: float) -> None:
