@@ -74,6 +74,7 @@ class CrowdResult:
     settle_s: float
     attributes: int
     attribute_errors: int
+    publish_errors: int
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     latency_max_ms: float | None
@@ -88,6 +89,8 @@ class CrowdResult:
     audio: dict[str, object]
     load_average: tuple[float, float]
     backed_up: list[str]
+    worker_errors: list[str]
+    participants_detail: dict[str, dict[str, object]]
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready copy."""
@@ -179,6 +182,7 @@ def run_crowd(
     duration_s: float,
     listeners: int,
     join_timeout_s: float = 300.0,
+    log_level: str | None = None,
 ) -> CrowdResult:
     """Put ``participants`` participants of ``sdk`` in one room over ``processes`` workers.
 
@@ -205,6 +209,7 @@ def run_crowd(
             "agent": agent,
             "listeners": sorted(hearing.intersection(mine)),
             "tone_hz": 440.0,
+            "log_level": log_level,
         }
         argv = [sys.executable, "-m", "lkproto.testing.loadworker", json.dumps(config)]
         workers.append(lab.spawn(argv, label=f"{sdk}-load-{w}"))
@@ -285,9 +290,8 @@ def run_crowd(
         duplicates=duplicates,
         settle_s=settled,
         attributes=sum(cast(int, r["attributes"]) for r in records.values()),
-        attribute_errors=sum(
-            len(cast("list[str]", r["attribute_errors"])) for r in records.values()
-        ),
+        attribute_errors=sum(cast(int, r.get("attribute_failures", 0)) for r in records.values()),
+        publish_errors=sum(cast(int, r.get("publish_errors", 0)) for r in records.values()),
         latency_p50_ms=percentile(latency, 0.5),
         latency_p99_ms=lat_p99,
         latency_max_ms=max(latency, default=None),
@@ -295,7 +299,8 @@ def run_crowd(
         loop_lag_p99_ms=percentile(lag, 0.99),
         loop_lag_max_ms=max(lag, default=None),
         reconnects=sum(
-            cast("list[str]", r["events"]).count("reconnecting") for r in records.values()
+            [e[0] for e in cast("list[list[object]]", r["events"])].count("reconnecting")
+            for r in records.values()
         ),
         cpu_s=cpu,
         cpu_per_participant=cpu / busy_s / participants,
@@ -304,7 +309,46 @@ def run_crowd(
         audio=_audio_summary(records, listening),
         load_average=(load_start, os.getloadavg()[0]),
         backed_up=backed_up,
+        worker_errors=[str(m.get("error")) for w in workers for m in w.events("error")],
+        # Per participant, what explains a loss: its sends, lag, reconnects and final state.
+        participants_detail={
+            name: {
+                key: record.get(key)
+                for key in (
+                    "sent",
+                    "publish_errors",
+                    "publish_error_texts",
+                    "behind_s",
+                    "attributes",
+                    "attribute_errors",
+                    "state",
+                )
+            }
+            | {
+                "events": [
+                    [e[0], round(cast(float, e[1]) - go_at, 2)]
+                    for e in cast("list[list[object]]", record["events"])
+                ]
+            }
+            | {"missing_from": _missing_from(name, records, joined)}
+            for name, record in records.items()
+        },
     )
+
+
+def _missing_from(
+    sender: str, records: Mapping[str, Mapping[str, object]], joined: Mapping[str, float]
+) -> dict[str, int]:
+    """Per receiver, how many of ``sender``'s packets it lacks (only receivers that lack some)."""
+    count = cast(int, records[sender]["sent"])
+    out: dict[str, int] = {}
+    for receiver, record in records.items():
+        if receiver == sender or receiver not in joined:
+            continue
+        distinct = cast("dict[str, list[int]]", record["recv"]).get(sender, [0, 0])[0]
+        if distinct < count:
+            out[receiver] = count - distinct
+    return out
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -315,15 +359,16 @@ def markdown_table(results: Sequence[CrowdResult]) -> str:
     """One row per round."""
     lines = [
         "| SDK | participants | processes | s | joined | join p50 / p90 / max (s) | sent "
-        "| deliveries expected | lost | dup | latency p50 / p99 / max (ms) | CPU per participant "
-        "(cores) | server CPU (cores) | RSS per participant (MiB) | backed up | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| deliveries expected | lost | dup | publish raised | reconnects "
+        "| latency p50 / p99 / max (ms) | CPU per participant (cores) | server CPU (cores) "
+        "| RSS per participant (MiB) | backed up | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.sdk} | {r.participants} | {r.processes} | {r.duration_s:g} | {r.joined} "
             f"| {_fmt(r.join_p50_s)} / {_fmt(r.join_p90_s)} / {_fmt(r.join_max_s)} | {r.sent} "
-            f"| {r.expected} | {r.lost} | {r.duplicates} "
+            f"| {r.expected} | {r.lost} | {r.duplicates} | {r.publish_errors} | {r.reconnects} "
             f"| {_fmt(r.latency_p50_ms, 0)} / {_fmt(r.latency_p99_ms, 0)} "
             f"/ {_fmt(r.latency_max_ms, 0)} | {r.cpu_per_participant:.4f} "
             f"| {_fmt(r.server_cpu_cores)} | {r.rss_mib_per_participant:.1f} "
@@ -344,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--curve-budget", type=float, default=1800.0, help="bound on a curve, s")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="result file")
     parser.add_argument("--logs", type=Path, default=None, help="keep worker/server logs here")
+    parser.add_argument("--log-level", default=None, help="workers log their SDK at this level")
     args = parser.parse_args(argv)
     reason = missing_requirements()
     if reason is not None:
@@ -370,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     processes=min(args.processes, size),
                     duration_s=args.duration,
                     listeners=args.listeners,
+                    log_level=args.log_level,
                 )
         except TimeoutError as exc:  # a round that cannot even join is the ceiling too
             errors[size] = f"{type(exc).__name__}: {str(exc)[:2000]}"

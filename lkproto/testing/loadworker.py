@@ -15,8 +15,10 @@ goes to those alone).
 
 Lines printed (JSON objects with ``ev`` and ``t``): ``joined`` (``join_s`` per identity, ``failed``
 joins, ``roster``, ``listening`` = listeners with the agent's track), ``report``
-(``participants``: per identity ``sent``, ``attributes``, ``behind_s`` = how far its send loop fell
-behind its schedule at worst, ``recv`` = ``{sender: [distinct, duplicates]}``; ``latency_ms`` =
+(``participants``: per identity ``sent`` (accepted by ``publish_data``; a call that raised is
+counted in ``publish_errors`` and its number reused), ``attributes`` (``attribute_failures``),
+``events`` = ``[name, t]`` of its reconnects, ``behind_s`` = how far its send loop fell behind
+its schedule at worst, ``recv`` = ``{sender: [distinct, duplicates]}``; ``latency_ms`` =
 ``{milliseconds: deliveries}`` from ``publish_data`` to ``data_received`` over this worker's
 receivers, measured on the system-wide monotonic clock carried in each payload; ``loop_lag_ms`` =
 the same histogram for this process's event-loop lag, sampled every 0.1 s; ``audio`` per listener,
@@ -186,12 +188,15 @@ class _Participant:
         self.behind_s = 0.0
         self.attributes = 0
         self.attribute_errors: list[str] = []
+        self.attribute_failures = 0
+        self.publish_errors = 0
+        self.publish_error_texts: list[str] = []
         self.seen: dict[str, set[int]] = {}
         self.duplicates: dict[str, int] = {}
         self.room.on("data_received", self.on_data)
-        self.events: list[str] = []
+        self.events: list[list[Any]] = []
         for name in ("reconnecting", "reconnected", "disconnected"):
-            self.room.on(name, lambda *_, n=name: self.events.append(n))
+            self.room.on(name, lambda *_, n=name: self.events.append([n, time.monotonic()]))
         self.listener: ToneMeter | None = None
         self.audio_tasks: list[asyncio.Task[None]] = []
         self.tone: asyncio.Task[None] | None = None
@@ -245,15 +250,23 @@ class _Participant:
             now = time.monotonic()
             self.behind_s = max(self.behind_s, now - (began + self.sent * packet_s))
             payload = f"{self.sent}|{now:.6f}|{self.identity}".encode()
-            await lp.publish_data(payload, reliable=True, topic=_TOPIC)
-            self.sent += 1
+            try:
+                await lp.publish_data(payload, reliable=True, topic=_TOPIC)
+            except Exception as exc:  # the caller heard of it: counted, and the number is reused
+                self.publish_errors += 1
+                if len(self.publish_error_texts) < 3:
+                    self.publish_error_texts.append(f"{type(exc).__name__}: {exc}")
+            else:
+                self.sent += 1
             now = time.monotonic()
             if now >= next_attribute:
                 next_attribute += attribute_s
                 try:
                     await lp.set_attributes({"tick": str(self.attributes + 1)})
                 except Exception as exc:  # counted, and the packets go on
-                    self.attribute_errors.append(f"{type(exc).__name__}: {exc}")
+                    self.attribute_failures += 1
+                    if len(self.attribute_errors) < 3:
+                        self.attribute_errors.append(f"{type(exc).__name__}: {exc}")
                 else:
                     self.attributes += 1
             await asyncio.sleep(max(began + self.sent * packet_s - time.monotonic(), 0.0))
@@ -263,7 +276,10 @@ class _Participant:
             "sent": self.sent,
             "behind_s": self.behind_s,
             "attributes": self.attributes,
-            "attribute_errors": self.attribute_errors[:3],
+            "attribute_errors": self.attribute_errors,
+            "attribute_failures": self.attribute_failures,
+            "publish_errors": self.publish_errors,
+            "publish_error_texts": self.publish_error_texts,
             "events": self.events,
             "state": getattr(self.room.connection_state, "name", None),
             "recv": {s: [len(v), self.duplicates.get(s, 0)] for s, v in self.seen.items()},
