@@ -83,7 +83,7 @@ from lkproto.wire import (
     signal_url_v1,
     wrap_join_request,
 )
-from lkproto.wire.channels import LOSSY_LABEL, RELIABLE_LABEL
+from lkproto.wire.channels import DATA_TRACK_LABEL, LOSSY_LABEL, RELIABLE_LABEL
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -376,6 +376,10 @@ class Engine:
         """Set by an encrypted room: every outgoing packet passes through it first, so the resend
         buffer and the wire only hold what it returns (lkproto.asyncio.e2ee, PROTOCOL-MAP §11)."""
         self.sender_hook: Callable[[Any, pu.TrackDescription], None] | None = None
+        self.data_track_sink: Callable[[bytes], None] | None = None
+        """Set by the room: receives every raw ``_data_track`` message (PROTOCOL-MAP §12 packets
+        are not protobuf and are decoded by lkproto.core.data_track)."""
+        self.data_track_dropped = 0
         self.data_peeker: Callable[[str, pb.DataPacket], pb.DataPacket | None] | None = None
         """Given to the wire tap so that it can show what encrypted packets decrypt to."""
         """Called with each aiortc sender once it is prepared, before its first frame (E2EE)."""
@@ -905,6 +909,30 @@ class Engine:
             self._sender.on_buffered_amount(pc.unacknowledged_bytes(label))
             return
 
+    def send_data_track(self, packets: list[bytes]) -> bool:
+        """Send the packets of one data-track frame on ``_data_track``, or drop them all.
+
+        Never waits: frames are dropped (counted in ``data_track_dropped``) while the session is
+        not connected or while the channel holds more than the lossy high-water mark, since the
+        channel is lossy by contract and the server drops to keep 100 ms latency (PROTOCOL-MAP
+        §3 Buffered-amount thresholds, §12). Returns whether the frame was queued.
+        """
+        link = self._link
+        pc = link.publisher if link is not None else None
+        try:
+            if (
+                pc is not None
+                and self._state == ConnectionState.CONN_CONNECTED
+                and pc.buffered_amount(DATA_TRACK_LABEL) <= LOSSY_HIGH_WATER_BYTES
+            ):
+                for data in packets:
+                    pc.send(DATA_TRACK_LABEL, data)
+                return True
+        except LocalProtocolError:
+            pass  # no such channel, or it is not open (yet, or any more)
+        self.data_track_dropped += 1
+        return False
+
     async def _connected_publisher(self) -> PeerConnection:
         while True:
             if self._state == ConnectionState.CONN_DISCONNECTED or self._closing:
@@ -997,7 +1025,7 @@ class Engine:
         pub.on_channel_closed = functools.partial(self._on_channel_closed, link)
         pub.on_local_candidate = functools.partial(self._on_local_candidate, link, pb.PUBLISHER)
         link.publisher = pub
-        await pub.create_data_channels()
+        await pub.create_data_channels(data_track=True)
         if not link.single_pc:
             sub = PeerConnection(options, on_data=self._on_data, on_state_change=self._on_pc_state)
             sub.on_channel_closed = functools.partial(self._on_channel_closed, link)
@@ -1262,6 +1290,8 @@ class Engine:
                     # Our own tracks produce no roster events (their codec, size and mute state
                     # arrive this way), so the room refreshes its local view from here.
                     self._emit(LocalInfoUpdated(info=local))
+                # Data tracks live in ParticipantInfo.data_tracks, which the roster does not diff.
+                self._emit(SignalMessageEvent(event=event))
                 if self._echo_waits:
                     self._settle_echoed(link)
             case sg.RoomUpdated(room=room):
@@ -1273,6 +1303,9 @@ class Engine:
                 self._emit(SignalMessageEvent(event=event))
             case sg.RequestAnswered(request_id=request_id, reason=reason, message=rr):
                 name = _enum_name(pb.RequestResponse.Reason.Name, reason)
+                if rr.WhichOneof("request") in ("publish_data_track", "unpublish_data_track"):
+                    self._emit(SignalMessageEvent(event=event))  # the room's data tracks
+                    return
                 if rr.WhichOneof("request") == "add_track" and reason != pb.RequestResponse.OK:
                     # PROTOCOL-MAP §9 Publishing step 2: NOT_ALLOWED / UNSUPPORTED_TYPE.
                     self._tracker.request_refused(rr.add_track.cid, name, event.message_text, now)
@@ -1388,6 +1421,10 @@ class Engine:
         self._pump(link)
 
     def _on_data(self, label: str, data: bytes) -> None:
+        if label == DATA_TRACK_LABEL:
+            if (sink := self.data_track_sink) is not None:
+                sink(data)
+            return
         try:
             packet = decode_data_packet(data)
         except DecodeError as exc:

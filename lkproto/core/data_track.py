@@ -401,8 +401,12 @@ class DataTrackManager:
         out: list[AnyDataTrackEvent] = []
         for sid, remote in list(self._remotes.items()):
             if sid not in seen:
+                # The server ends our subscription with the track: nothing to send for it.
                 del self._remotes[sid]
                 self._assemblers.pop(sid, None)
+                self._readers.pop(sid, None)
+                for handle in [h for h, s in self._sub_handles.items() if s == sid]:
+                    del self._sub_handles[handle]
                 out.append(
                     RemoteDataTrackUnpublished(
                         publisher_identity=remote.publisher_identity, sid=sid
@@ -423,6 +427,11 @@ class DataTrackManager:
     def is_remote_published(self, sid: str) -> bool:
         """Whether the remote track ``sid`` is still in the roster."""
         return sid in self._remotes
+
+    def remote_info(self, sid: str) -> pb.DataTrackInfo | None:
+        """The remote track ``sid`` as last announced, or ``None``."""
+        remote = self._remotes.get(sid)
+        return None if remote is None else remote.info
 
     # -- subscribing ---------------------------------------------------------------------------
 

@@ -33,8 +33,8 @@ _ENUM_NOTE: Final = (
     "`Name`, `Value`, `keys`, `values`, `items`"
 )
 _DATA_TRACKS: Final = (
-    "not yet: data tracks (issue 17 item 3) are spoken by livekit-server v1.13.5 and this SDK "
-    "but not by lkproto; see the data tracks note below the table"
+    "differs: end-to-end encrypted data tracks are not built (our tracks are published "
+    "unencrypted, an encrypted remote track's stream ends with `SubscribeDataTrackError`)"
 )
 _FRAME_METADATA: Final = (
     "unsupported: lkproto sends no frame metadata trailer (user timestamp, frame id); "
@@ -179,7 +179,15 @@ NOTES: Final[dict[str, str]] = {
         "same fields; `Room.get_rtc_stats` on a disconnected room raises `LocalProtocolError` "
         "(`RuntimeError` there)"
     ),
-    "LocalParticipant": "differs: data tracks are not built yet",
+    "LocalParticipant": (
+        "same `publish_data_track(name=...)`; its `PublishDataTrackError` (in "
+        "`lkproto.rtc.participant`, as upstream) also carries the server's `reason`"
+    ),
+    "LocalDataTrack": _DATA_TRACKS,
+    "RemoteDataTrack": _DATA_TRACKS,
+    "DataTrackStream": (
+        "same; a reader `buffer_size` frames behind loses its oldest frame (default 16)"
+    ),
     "RpcInterceptor": (
         "same chain, deadline and `cancel_reason` rules; differs: a call for a method nobody "
         "registered is answered `UNSUPPORTED_METHOD` before any interceptor runs"
@@ -188,15 +196,7 @@ NOTES: Final[dict[str, str]] = {
 }
 """Official name -> how lkproto's differs (or a remark on a name that is the same)."""
 
-MISSING: Final[dict[str, str]] = {
-    "LocalDataTrack": _DATA_TRACKS,
-    "RemoteDataTrack": _DATA_TRACKS,
-    "DataTrackStream": _DATA_TRACKS,
-    "DataTrackFrame": _DATA_TRACKS,
-    "DataTrackInfo": _DATA_TRACKS,
-    "PushFrameError": _DATA_TRACKS,
-    "SubscribeDataTrackError": _DATA_TRACKS,
-}
+MISSING: Final[dict[str, str]] = {}
 """Official names lkproto does not have, with the reason."""
 
 

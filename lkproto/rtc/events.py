@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
+    from lkproto.rtc.data_track import RemoteDataTrack
     from lkproto.rtc.e2ee import EncryptionState
     from lkproto.rtc.participant import (
         ConnectionQuality,
@@ -38,6 +39,8 @@ __all__ = [
     "ConnectionQualityChanged",
     "ConnectionStateChanged",
     "DataReceived",
+    "DataTrackPublished",
+    "DataTrackUnpublished",
     "Disconnected",
     "E2eeStateChanged",
     "EventTypes",
@@ -105,11 +108,11 @@ EventTypes = Literal[
     "chat_message",
     "participant_encryption_status_changed",
     "e2ee_state_changed",
+    "data_track_published",
+    "data_track_unpublished",
     # listed for drop-in typing; lkproto does not emit these yet
     "local_track_republished",
     "moved",
-    "data_track_published",
-    "data_track_unpublished",
 ]
 """Official shape: the event names :class:`~lkproto.rtc.Room` emits (``room.on(name, handler)``);
 each has a typed twin in this module, named in the past tense (see :class:`RoomEvent`)."""
@@ -512,3 +515,27 @@ class ParticipantEncryptionStatusChanged(RoomEvent):
 
     def args(self) -> tuple[object, ...]:
         return (self.participant, self.is_encrypted)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataTrackPublished(RoomEvent):
+    """A remote participant published a data track (``data_track_published``); also sent once
+    for every data track already published when the room connects."""
+
+    name: ClassVar[str] = "data_track_published"
+    track: RemoteDataTrack
+
+    def args(self) -> tuple[object, ...]:
+        return (self.track,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataTrackUnpublished(RoomEvent):
+    """A remote data track went away (``data_track_unpublished``): unpublished, or its
+    publisher left. The official callback receives the track's SID."""
+
+    name: ClassVar[str] = "data_track_unpublished"
+    sid: str
+
+    def args(self) -> tuple[object, ...]:
+        return (self.sid,)

@@ -21,7 +21,12 @@ from lkproto.core import streams as cs
 from lkproto.core.publish import TrackDescription
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
 from lkproto.core.simulcast import SimulcastLayer, plan_layers
-from lkproto.errors import ConnectError, LocalProtocolError, PublishDataError
+from lkproto.errors import (
+    ConnectError,
+    LocalProtocolError,
+    PublishDataError,
+    RequestRejectedError,
+)
 from lkproto.rtc import events as ev
 from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import warn_once
@@ -33,6 +38,7 @@ from lkproto.rtc.data_stream import (
     TextStreamWriter,
     _now_ms,
 )
+from lkproto.rtc.data_track import DataTrackInfo, LocalDataTrack, PublishDataTrackError
 from lkproto.rtc.rpc_interceptor import RpcCallInfo, RpcInterceptor, chain_outgoing
 from lkproto.rtc.track import (
     LocalTrack,
@@ -47,6 +53,7 @@ from lkproto.wire import pb
 from lkproto.wire.streams import STREAM_CHUNK_SIZE_BYTES
 
 if TYPE_CHECKING:
+    from lkproto.asyncio.data_track import DataTrackDriver
     from lkproto.asyncio.engine import Engine
     from lkproto.asyncio.rpc import RpcDriver, RpcHandler
     from lkproto.rtc.transcription import Transcription
@@ -538,6 +545,44 @@ class LocalParticipant(Participant):
 
     def _set_event_sink(self, emit: Callable[[Any], None]) -> None:
         self._emit_event = emit
+
+    _data_tracks: DataTrackDriver | None = None
+    """Set by the room once connected (PROTOCOL-MAP §12)."""
+
+    def _set_data_tracks(self, driver: DataTrackDriver) -> None:
+        self._data_tracks = driver
+
+    async def publish_data_track(self, *, name: str) -> LocalDataTrack:
+        """Publish a data track (PROTOCOL-MAP §12), as the official ``publish_data_track``.
+
+        Args:
+            name: how other participants find the track; not empty, at most 256 characters,
+                unique among this participant's data tracks.
+
+        Returns:
+            The published track; send frames with :meth:`LocalDataTrack.try_push`.
+
+        Raises:
+            PublishDataTrackError: the name is invalid or already used (``reason``
+                ``INVALID_NAME`` / ``DUPLICATE_NAME``), publishing data is not allowed
+                (``NOT_ALLOWED``), the server did not answer in time (``TIMEOUT``), or the room
+                is not connected (``DISCONNECTED``).
+        """
+        driver = self._data_tracks
+        if driver is None:
+            raise PublishDataTrackError("the room is not connected", reason="DISCONNECTED")
+        try:
+            handle, info = await driver.publish(name)
+        except RequestRejectedError as exc:
+            raise PublishDataTrackError(exc.message or exc.reason, reason=exc.reason) from exc
+        except ConnectError as exc:
+            raise PublishDataTrackError(str(exc), reason="DISCONNECTED") from exc
+        except LocalProtocolError as exc:
+            raise PublishDataTrackError(str(exc), reason="INVALID_NAME") from exc
+        public = DataTrackInfo(
+            sid=info.sid, name=info.name, uses_e2ee=info.encryption != pb.Encryption.NONE
+        )
+        return LocalDataTrack(public, handle, driver)
 
     def _new_publication(self, info: pb.TrackInfo) -> TrackPublication:
         return LocalTrackPublication(info)

@@ -24,11 +24,13 @@ from typing import Any, Final, Protocol, TypeAlias, assert_never, cast
 
 from lkproto.asyncio import engine as en
 from lkproto.asyncio.e2ee import E2eeDriver
+from lkproto.asyncio.data_track import DataTrackDriver
 from lkproto.asyncio.fanout import FrameFanout
 from lkproto.asyncio.peer import IceServer as _PeerIceServer
 from lkproto.asyncio.publish import simulcast_of
 from lkproto.asyncio.rpc import RpcDriver
 from lkproto.asyncio.streams import INTERNAL_TOPICS, IncomingStream, StreamDriver
+from lkproto.core import data_track as cdt
 from lkproto.core import reconnect as rc
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
@@ -46,6 +48,7 @@ from lkproto.rtc.data_stream import (
     TextStreamHandler,
     TextStreamReader,
 )
+from lkproto.rtc.data_track import DataTrackInfo, RemoteDataTrack
 from lkproto.rtc.e2ee import E2EEManager, E2EEOptions, EncryptionState, EncryptionType
 from lkproto.rtc.event_emitter import EventEmitter
 from lkproto.rtc.participant import (
@@ -334,6 +337,7 @@ class Room(EventEmitter[ev.EventTypes]):
         self._speakers: dict[str, float] = {}
         self._rpc: RpcDriver | None = None
         self._streams: StreamDriver | None = None
+        self._data_tracks: DataTrackDriver | None = None
         self._text_stream_handlers: dict[str, TextStreamHandler] = {}
         self._byte_stream_handlers: dict[str, ByteStreamHandler] = {}
         self._handler_tasks: set[asyncio.Task[Any]] = set()
@@ -477,9 +481,14 @@ class Room(EventEmitter[ev.EventTypes]):
         if provider is not None:
             # Frames the SFU injects end with these bytes and are not encrypted (§11).
             provider.sif_trailer = bytes(join.sif_trailer)
+        data_tracks = self._data_tracks = DataTrackDriver(engine, self._on_data_track_event)
+        if self._local is not None:
+            self._local._set_data_tracks(data_tracks)
         self._announce = True
         self._set_state(ConnectionState.CONN_CONNECTED)
         self._dispatch(ev.Connected())
+        # The official SDK announces the data tracks already published when it connects.
+        data_tracks.sync_remotes(list(engine.roster.remotes.values()))
 
     async def disconnect(
         self, *, reason: DisconnectReason | int = DisconnectReason.CLIENT_INITIATED
@@ -695,6 +704,10 @@ class Room(EventEmitter[ev.EventTypes]):
                 self._local._update(engine.roster.local)
             self._set_state(ConnectionState.CONN_CONNECTED)
             self._dispatch(ev.Reconnected())
+            if self._data_tracks is not None and engine is not None:
+                if event.full:
+                    self._data_tracks.session_replaced()
+                self._data_tracks.sync_remotes(list(engine.roster.remotes.values()))
         elif isinstance(event, en.EngineDisconnected):
             self._engine = None
             self._close_media()
@@ -704,6 +717,9 @@ class Room(EventEmitter[ev.EventTypes]):
                 self._rpc.close()
             if self._streams is not None:
                 self._streams.close()
+            if self._data_tracks is not None:
+                self._data_tracks.close()
+                self._data_tracks = None
             self._speakers.clear()
             self._set_state(ConnectionState.CONN_DISCONNECTED)
             if self._sid_future is not None and not self._sid_future.done():
@@ -1056,6 +1072,12 @@ class Room(EventEmitter[ev.EventTypes]):
         # The engine passes the session's events through as the base class; the session emits
         # only the concrete members of sg.AnySignalEvent (lkproto.core.signal).
         event = cast("sg.AnySignalEvent", signal_event)
+        data_tracks = self._data_tracks
+        if data_tracks is not None:
+            data_tracks.on_signal(event)
+            if isinstance(event, sg.ParticipantsUpdated) and self._engine is not None:
+                # PROTOCOL-MAP §12: remote data tracks are ParticipantInfo.data_tracks.
+                data_tracks.sync_remotes(list(self._engine.roster.remotes.values()))
         if isinstance(event, sg.MessageReceived):
             self._on_track_message(event)
         elif isinstance(event, sg.SpeakersChanged):
@@ -1087,6 +1109,29 @@ class Room(EventEmitter[ev.EventTypes]):
             pass  # the engine acts on these (session, negotiation, roster); nothing for the room
         else:
             assert_never(event)
+
+    def _on_data_track_event(self, event: cdt.AnyDataTrackEvent) -> None:
+        driver = self._data_tracks
+        match event:
+            case cdt.RemoteDataTrackPublished(publisher_identity=identity, info=info):
+                if driver is None:
+                    return
+                public = DataTrackInfo(
+                    sid=info.sid, name=info.name, uses_e2ee=info.encryption != pb.Encryption.NONE
+                )
+                track = RemoteDataTrack(public, identity, driver)
+                self._announce_event(ev.DataTrackPublished(track=track))
+            case cdt.RemoteDataTrackUnpublished(sid=sid):
+                self._announce_event(ev.DataTrackUnpublished(sid=sid))
+            case (
+                cdt.LocalDataTrackUnpublished()
+                | cdt.PublishAccepted()
+                | cdt.PublishRefused()
+                | cdt.FrameReceived()
+            ):
+                pass  # LocalDataTrack.is_published() reads the machine; the rest are internal
+            case _:
+                assert_never(event)
 
     def _on_data(self, event: en.DataReceived) -> None:
         driver = self._e2ee_manager._driver

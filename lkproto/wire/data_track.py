@@ -4,7 +4,7 @@ Data tracks (PROTOCOL-MAP §12) carry application frames on the ``_data_track`` 
 compact binary packets, not protobuf. No state machine, no clock and no I/O here; the per-track
 counters and the subscription bookkeeping live in :mod:`lkproto.core.data_track`.
 
-Packet layout (version 0; facts from ``RS:livekit-datatrack/src/packet/`` and
+Packet layout (version 0, as the pinned official SDK 1.2.1 writes it; PROTOCOL-MAP §12,
 ``S:pkg/rtc/datatrack/packet.go``), all integers big-endian::
 
     byte 0     version (3 bits) | start-of-frame | final-of-frame | extensions | 2 reserved bits
@@ -13,13 +13,20 @@ Packet layout (version 0; facts from ``RS:livekit-datatrack/src/packet/`` and
     bytes 4-5  sequence number (one per packet, wraps)
     bytes 6-7  frame number (one per frame, wraps)
     bytes 8-11 timestamp (90 kHz clock)
-    if the extensions bit is set:
-      2 bytes  extension block size in 32-bit words, then that many words of
-               (2-byte tag, 2-byte length minus one, value) entries, zero-padded
+    if the extensions bit is set, an extension block of whole 32-bit words:
+      2 bytes  the block's size in words minus one (the block includes these 2 bytes)
+      then     (1-byte tag, 1-byte length, value) entries, then zero padding
 
 Start and final both set mark a frame carried in one packet; neither set, a middle packet.
 Extension tags: 1 = end-to-end encryption (key index byte + 12-byte IV), 2 = user timestamp
-(u64). A zero tag is padding; unknown tags are skipped so newer senders stay readable.
+(u64). A zero byte where a tag is expected is padding; unknown tags are skipped by their length
+so newer senders stay readable.
+
+The layout of the extension block is the one the official SDK 1.2.1 sends and reads, checked on
+the wire against it (``tests/interop/test_data_tracks.py``; a user timestamp packet carries
+``0002 0208`` + the u64 after the base header). Newer upstream sources (``RS:livekit-datatrack``
+``src/packet/``, ``JS:src/room/data-track/packet/``) have moved to 2-byte tags and lengths; the
+server does not parse extensions, so it forwards either.
 
 Every decoding failure raises :class:`~lkproto.errors.DecodeError` (message type
 ``DataTrackPacket``); nothing else escapes :func:`decode_packet`.
@@ -85,7 +92,8 @@ _START_BIT: Final = 0x10
 _FINAL_BIT: Final = 0x08
 _EXT_BIT: Final = 0x04
 _BASE: Final = struct.Struct(">BBHHHI")
-_EXT_ENTRY: Final = struct.Struct(">HH")
+_EXT_ENTRY: Final = struct.Struct(">BB")
+_EXT_SIZE_FIELD: Final = 2
 _E2EE_IV_BYTES: Final = 12
 _E2EE_BYTES: Final = 1 + _E2EE_IV_BYTES
 _USER_TS: Final = struct.Struct(">Q")
@@ -148,7 +156,7 @@ def header_size(*, user_timestamp: int | None = None, e2ee: E2eeExtension | None
     ext = _extensions_size(user_timestamp, e2ee)
     if ext == 0:
         return HEADER_BYTES
-    return HEADER_BYTES + 2 + -(-ext // 4) * 4
+    return HEADER_BYTES + -(-(_EXT_SIZE_FIELD + ext) // 4) * 4
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
@@ -176,17 +184,18 @@ def encode_packet(packet: DataTrackPacket) -> bytes:
         _check_range("e2ee.key_index", packet.e2ee.key_index, 0, 0xFF)
         if len(packet.e2ee.iv) != _E2EE_IV_BYTES:
             raise LocalProtocolError(f"e2ee.iv must be {_E2EE_IV_BYTES} bytes")
-        ext += _EXT_ENTRY.pack(EXT_TAG_E2EE, _E2EE_BYTES - 1)
+        ext += _EXT_ENTRY.pack(EXT_TAG_E2EE, _E2EE_BYTES)
         ext.append(packet.e2ee.key_index)
         ext += packet.e2ee.iv
     if packet.user_timestamp is not None:
         _check_range("user_timestamp", packet.user_timestamp, 0, _U64)
-        ext += _EXT_ENTRY.pack(EXT_TAG_USER_TIMESTAMP, _USER_TS.size - 1)
+        ext += _EXT_ENTRY.pack(EXT_TAG_USER_TIMESTAMP, _USER_TS.size)
         ext += _USER_TS.pack(packet.user_timestamp)
     if ext:
         first |= _EXT_BIT
-        words = -(-len(ext) // 4)
-        ext = bytearray(words.to_bytes(2, "big")) + ext + bytes(words * 4 - len(ext))
+        words = -(-(_EXT_SIZE_FIELD + len(ext)) // 4)
+        padding = words * 4 - _EXT_SIZE_FIELD - len(ext)
+        ext = bytearray((words - 1).to_bytes(2, "big")) + ext + bytes(padding)
     out = bytearray(
         _BASE.pack(first, 0, packet.handle, packet.sequence, packet.frame_number, packet.timestamp)
     )
@@ -218,20 +227,22 @@ def decode_packet(data: bytes) -> DataTrackPacket:
     user_timestamp: int | None = None
     e2ee: E2eeExtension | None = None
     if first & _EXT_BIT:
-        if len(view) < offset + 2:
+        if len(view) < offset + _EXT_SIZE_FIELD:
             raise _fail("extension flag set but no extension size")
-        words = int.from_bytes(view[offset : offset + 2], "big")
-        offset += 2
+        words = int.from_bytes(view[offset : offset + _EXT_SIZE_FIELD], "big") + 1
         end = offset + words * 4
         if end > len(view):
             raise _fail(f"extension block of {words} words overruns the packet")
-        pos = offset
-        while end - pos >= _EXT_ENTRY.size:
-            tag, length_m1 = _EXT_ENTRY.unpack_from(view, pos)
-            pos += _EXT_ENTRY.size
+        pos = offset + _EXT_SIZE_FIELD
+        while pos < end:
+            tag = view[pos]
+            pos += 1
             if tag == 0:
                 continue  # padding
-            size = length_m1 + 1
+            if pos >= end:
+                raise _fail(f"extension {tag} has no length")
+            size = view[pos]
+            pos += 1
             if pos + size > end:
                 raise _fail(f"extension {tag} of {size} bytes overruns the extension block")
             if tag == EXT_TAG_E2EE:

@@ -255,7 +255,8 @@ async def test_signal_loss_resumes_with_sync_state(harness: Harness) -> None:
     # PROTOCOL-MAP §10 Resume step 3: our last offer and its answer, each published track.
     assert sync.offer.id == sync.answer.id == peer.requests("offer")[-1].offer.id
     assert [(t.cid, t.track.sid) for t in sync.publish_tracks] == [(media.id, info.sid)]
-    assert {c.label for c in sync.data_channels} == {"_reliable", "_lossy"}
+    # Every channel we opened, the data-track one included (PROTOCOL-MAP §3, §12).
+    assert {c.label for c in sync.data_channels} == {"_reliable", "_lossy", "_data_track"}
     assert peer.participant_sid == "PA_1"
     assert engine.state == en.ConnectionState.CONN_CONNECTED
 

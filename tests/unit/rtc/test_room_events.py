@@ -970,6 +970,8 @@ OFFICIAL_ARITY = {
     "transcription_received": 3,
     "e2ee_state_changed": 2,
     "participant_encryption_status_changed": 2,
+    "data_track_published": 1,
+    "data_track_unpublished": 1,
     # lkproto extra (JS RoomEvent.ChatMessage(message, participant)); not in livekit.rtc
     "chat_message": 2,
 }
