@@ -6,6 +6,13 @@ the ``lk.rpc_request`` / ``lk.rpc_response`` text streams, read from the room's
 :class:`~lkproto.asyncio.streams.StreamDriver` (:meth:`RpcDriver.on_stream`) and sent with a
 :class:`~lkproto.asyncio.streams.StreamSender`. v2 is used towards a remote participant whose
 ``client_protocol`` is at least :data:`~lkproto.core.rpc.CLIENT_PROTOCOL_DATA_STREAM_RPC`.
+
+Across a full reconnect (issue 15) the machines decide which calls fail with
+RECIPIENT_DISCONNECTED and which invocations are abandoned (:mod:`lkproto.core.rpc`); the room
+reports departures and its own recoveries (:meth:`RpcDriver.participant_disconnected`,
+:meth:`RpcDriver.reconnecting`, :meth:`RpcDriver.reconnected`), and this driver cancels the
+handler chains of abandoned invocations with ``cancel_reason`` RECIPIENT_DISCONNECTED and sends
+nothing for them.
 """
 
 from __future__ import annotations
@@ -52,8 +59,9 @@ class RpcInvocationData:
         method: the invoked method's name (official field, so one handler can serve several).
         cancel_reason: why lkproto cancelled the handler chain, set just before it does:
             ``RESPONSE_TIMEOUT`` when the caller's deadline passed, ``RECIPIENT_DISCONNECTED``
-            when the room closed; None while the chain runs (official field, so an interceptor
-            unwinding from the cancellation knows what the caller is told).
+            when the room closed, the caller's session ended or a full reconnect of ours
+            made the answer undeliverable; None while the chain runs (official field, so an
+            interceptor unwinding from the cancellation knows what the caller is told).
     """
 
     request_id: str
@@ -95,6 +103,8 @@ class RpcDriver:
         self._send_lock = asyncio.Lock()
         # Invocations whose handler chain runs now, so close() can tell them why it cancels.
         self._running: dict[int, RpcInvocationData] = {}
+        # The same chains by request id, with their task, to stop abandoned ones (core.rpc).
+        self._chains: dict[str, tuple[asyncio.Task[None], RpcInvocationData]] = {}
         self.incoming_interceptors: Sequence[IncomingInterceptor] = ()
         """Interceptors around every handler, the first outermost (set by LocalParticipant)."""
 
@@ -218,9 +228,24 @@ class RpcDriver:
             stream.cancel()
 
     def participant_disconnected(self, identity: str) -> None:
-        """Fail pending calls to ``identity`` with RECIPIENT_DISCONNECTED."""
+        """A session of ``identity`` ended (it left, or a full reconnect replaced it): fail
+        pending calls to it with RECIPIENT_DISCONNECTED and stop the handlers of its calls."""
         self._client.participant_disconnected(identity, self._loop.time())
         self._pump()
+        self._abandon(self._server.participant_disconnected(identity))
+
+    def reconnecting(self) -> None:
+        """The room began recovering (resume or full reconnect, not known yet)."""
+        self._client.reconnecting(self._loop.time())
+        self._server.reconnecting()
+        self._pump()
+
+    def reconnected(self, *, full: bool) -> None:
+        """The room recovered; after a ``full`` reconnect, calls and invocations of the old
+        session end (RECIPIENT_DISCONNECTED, :mod:`lkproto.core.rpc`)."""
+        self._client.reconnected(self._loop.time(), full=full)
+        self._pump()
+        self._abandon(self._server.reconnected(full=full))
 
     def close(self) -> None:
         """Fail every pending call and stop running handlers (room disconnected)."""
@@ -234,6 +259,21 @@ class RpcDriver:
             task.cancel()
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _abandon(self, request_ids: list[str]) -> None:
+        """Stop the handler chains of invocations the callee machine dropped; an invocation
+        whose chain has not started yet sees that in :meth:`_invoke` and never starts it."""
+        for request_id in request_ids:
+            running = self._chains.get(request_id)
+            if running is None:
+                continue
+            task, data = running
+            if data.cancel_reason is None:
+                data.cancel_reason = core.RpcErrorCode.RECIPIENT_DISCONNECTED
+            task.cancel()
+
+    def _abandoned(self, request_id: str) -> bool:
+        return request_id not in self._server.pending_request_ids
 
     async def _answer(
         self, replies: list[pb.DataPacket], invocations: list[core.RpcInvocationRequested]
@@ -284,6 +324,8 @@ class RpcDriver:
         self._pump()
 
     async def _invoke(self, invocation: core.RpcInvocationRequested) -> None:
+        if self._abandoned(invocation.request_id):
+            return  # its caller's session ended while the ack was being sent
         data = RpcInvocationData(
             request_id=invocation.request_id,
             caller_identity=invocation.caller_identity,
@@ -304,8 +346,12 @@ class RpcDriver:
             else:
                 reply = self._server.respond(invocation.request_id, result)
         except core.RpcError as error:
+            if self._abandoned(invocation.request_id):
+                return
             reply = self._server.respond_error(invocation.request_id, error)
         except Exception:
+            if self._abandoned(invocation.request_id):
+                return  # a chain that swallowed our cancel: nobody to answer
             # A failing handler is an APPLICATION_ERROR for the caller, never a dead room.
             _log.exception("RPC handler for %r raised", invocation.method)
             failed = core.RpcError.built_in(core.RpcErrorCode.APPLICATION_ERROR)
@@ -347,6 +393,7 @@ class RpcDriver:
         timer = self._loop.call_at(deadline, on_deadline)
         key = id(data)
         self._running[key] = data
+        self._chains[data.request_id] = (task, data)
         try:
             result = await call_next(data)
         except asyncio.CancelledError:
@@ -363,6 +410,7 @@ class RpcDriver:
         finally:
             timer.cancel()
             del self._running[key]
+            self._chains.pop(data.request_id, None)
         if timed_out:
             # Our own cancel, whether the chain let it through or swallowed it.
             task.uncancel()

@@ -5,10 +5,13 @@ Receiving
 ---------
 :class:`StreamDriver` owns one :class:`~lkproto.core.streams.StreamReceiver` per room. The room
 hands it every ``stream_header`` / ``stream_chunk`` / ``stream_trailer`` packet
-(:meth:`StreamDriver.receive`), departures (:meth:`StreamDriver.participant_left`) and the end of
-the room (:meth:`StreamDriver.close`). For every stream the room has a handler for, the driver
-creates an :class:`IncomingStream` and passes it to ``on_opened``; the stream's data is queued in
-it until the application reads it.
+(:meth:`StreamDriver.receive`), departures (:meth:`StreamDriver.participant_left`, with the
+departed session's disconnect reason), its own recoveries (:meth:`StreamDriver.reconnecting`,
+:meth:`StreamDriver.reconnected`) and the end of the room (:meth:`StreamDriver.close`). Streams
+that straddle a full reconnect are proven whole or fail with ``RECONNECTED``
+(:mod:`lkproto.core.streams`, "Full reconnect"). For every stream the room has a handler for,
+the driver creates an :class:`IncomingStream` and passes it to ``on_opened``; the stream's data
+is queued in it until the application reads it.
 
 **Memory bound instead of back-pressure.** All streams share the one ordered ``_reliable``
 channel, so a slow reader cannot slow its sender without stalling every other stream and every
@@ -199,8 +202,9 @@ class StreamDriver:
         on_internal: called synchronously, instead of ``on_opened``, with each new text stream on
             an internal RPC topic (:data:`INTERNAL_TOPICS`); without it those are dropped.
         max_buffered_bytes: unread bytes one stream may queue (see the module docstring).
-        stream_timeout_s, max_open_streams, max_stream_bytes, max_decompressed_bytes: the
-            receive limits of :class:`~lkproto.core.streams.StreamReceiver` (same defaults).
+        stream_timeout_s, max_open_streams, max_stream_bytes, max_decompressed_bytes,
+            reconnect_grace_s: the receive limits of
+            :class:`~lkproto.core.streams.StreamReceiver` (same defaults).
 
     Raises:
         LocalProtocolError: a limit of the wrong type or range.
@@ -217,6 +221,7 @@ class StreamDriver:
         max_open_streams: int = core.DEFAULT_MAX_OPEN_STREAMS,
         max_stream_bytes: int = core.DEFAULT_MAX_STREAM_BYTES,
         max_decompressed_bytes: int = core.DEFAULT_MAX_DECOMPRESSED_BYTES,
+        reconnect_grace_s: float = core.DEFAULT_RECONNECT_GRACE_S,
     ) -> None:
         if max_buffered_bytes < 1:
             raise LocalProtocolError("max_buffered_bytes must be positive")
@@ -231,6 +236,7 @@ class StreamDriver:
             max_open_streams=max_open_streams,
             max_stream_bytes=max_stream_bytes,
             max_decompressed_bytes=max_decompressed_bytes,
+            reconnect_grace_s=reconnect_grace_s,
         )
         self._streams: dict[str, IncomingStream] = {}
         self._timer = DeadlineTimer(self._loop, self._receiver.get_timer, self._on_timer)
@@ -255,11 +261,29 @@ class StreamDriver:
         self._receiver.receive(packet, self._loop.time(), encrypted=encrypted)
         self._pump()
 
-    def participant_left(self, identity: str) -> None:
-        """Fail the streams ``identity`` was sending (``SENDER_LEFT``)."""
+    def participant_left(
+        self, identity: str, reason: pb.DisconnectReason.ValueType = pb.UNKNOWN_REASON
+    ) -> None:
+        """A session of ``identity`` ended: fail the streams it was sending (``SENDER_LEFT``),
+        unless ``reason`` is ``DUPLICATE_IDENTITY`` (a full reconnect of the sender: they
+        continue or fail with ``RECONNECTED``)."""
         if self._closed:
             return
-        self._receiver.participant_left(identity, self._loop.time())
+        self._receiver.participant_left(identity, self._loop.time(), reason=reason)
+        self._pump()
+
+    def reconnecting(self) -> None:
+        """The room began recovering (``reconnecting``; resume or full reconnect)."""
+        if self._closed:
+            return
+        self._receiver.reconnecting(self._loop.time())
+        self._pump()
+
+    def reconnected(self, *, full: bool) -> None:
+        """The room recovered (``reconnected``); ``full`` when it was a full reconnect."""
+        if self._closed:
+            return
+        self._receiver.reconnected(self._loop.time(), full=full)
         self._pump()
 
     def close(self, detail: str = "room disconnected") -> None:

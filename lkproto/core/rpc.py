@@ -24,7 +24,16 @@ the request packet. The call then ends exactly once, with :class:`RpcCallSucceed
 * no response within ``response_timeout_s`` of :meth:`~RpcClient.perform`: RESPONSE_TIMEOUT. If
   both deadlines pass unacknowledged, the earlier wins and a tie is a CONNECTION_TIMEOUT (JS arms
   the ack timer first);
-* :meth:`~RpcClient.participant_disconnected` for its destination: RECIPIENT_DISCONNECTED;
+* :meth:`~RpcClient.participant_disconnected` for its destination: RECIPIENT_DISCONNECTED. This
+  includes a destination's full reconnect: its old session leaves (``DUPLICATE_IDENTITY``) and
+  takes the invocation's state with it, so the call fails when that departure arrives instead of
+  waiting out its timeout (JS ``RpcClientManager.handleParticipantDisconnected``);
+* our own full reconnect: a call pending when :meth:`~RpcClient.reconnecting` was reported and
+  still unanswered at :meth:`~RpcClient.reconnected` with ``full=True`` fails with
+  RECIPIENT_DISCONNECTED. The callee saw our old session leave; an answer it sent while we were
+  away is lost, and nothing tells us whether it sent one (JS fails every pending call with this
+  code when a full reconnect begins, ``Room.handleRestarting``; we wait for its end so that an
+  answer reaching the new session still counts). A resume (``full=False``) changes nothing;
 * :meth:`~RpcClient.fail` / :meth:`~RpcClient.fail_all` by the driver (SEND_FAILED, shutdown).
 
 Failures detected before anything is sent (payload too large, server too old) are *raised* from
@@ -66,6 +75,15 @@ stay packets. The driver picks v2 per remote participant from its ``client_proto
   payload; :meth:`~RpcServer.stream_received` / :meth:`~RpcServer.stream_failed` finish it.
   :meth:`~RpcServer.respond_stream` answers with an ``lk.rpc_response`` stream (callers with
   ``client_protocol >= 1``), :meth:`~RpcServer.respond` with a v1 packet.
+
+Abandoned invocations (issue 15). An answer is addressed to the caller's identity, and a caller
+whose session ended has forgotten the call (it left; or, in a full reconnect of either side, the
+official SDKs and :class:`RpcClient` fail it with RECIPIENT_DISCONNECTED). So
+:meth:`RpcServer.participant_disconnected` (the caller's session ended, whatever the reason) and
+:meth:`RpcServer.reconnected` with ``full=True`` (for invocations pending when
+:meth:`RpcServer.reconnecting` was reported) drop the invocations whose handler runs and return
+their ids: the driver stops the handler (its ``cancel_reason`` is RECIPIENT_DISCONNECTED) and
+sends nothing. Request streams still being read end with their stream instead.
 """
 
 from __future__ import annotations
@@ -408,6 +426,8 @@ class _Call:
     order: int
     ack_deadline: float | None
     response_deadline: float
+    # Pending when our reconnect began (reconnecting() .. reconnected()).
+    marked: bool = False
 
     def next_deadline(self) -> tuple[float, RpcErrorCode]:
         ack = self.ack_deadline
@@ -420,7 +440,8 @@ class RpcClient:
     """The caller side of v1 RPC: pending calls, their acks, responses and deadlines.
 
     See the module docstring for the rules. Inputs: :meth:`perform`, :meth:`receive`,
-    :meth:`participant_disconnected`, :meth:`fail`, :meth:`fail_all`, :meth:`handle_timer`.
+    :meth:`participant_disconnected`, :meth:`reconnecting`, :meth:`reconnected`, :meth:`fail`,
+    :meth:`fail_all`, :meth:`handle_timer`.
     Outputs: the request packet returned by :meth:`perform`, events from :meth:`next_event`,
     the deadline from :meth:`get_timer`.
 
@@ -688,6 +709,26 @@ class RpcClient:
         for request_id in gone:
             self._finish_failed(request_id, RpcError.built_in(RpcErrorCode.RECIPIENT_DISCONNECTED))
 
+    def reconnecting(self, now: float) -> None:
+        """Our room began recovering (resume or full reconnect): mark the pending calls."""
+        del now
+        for call in self._calls.values():
+            call.marked = True
+
+    def reconnected(self, now: float, *, full: bool) -> None:
+        """Our room recovered; after a ``full`` reconnect the marked calls still pending fail
+        with RECIPIENT_DISCONNECTED, in call order (module docstring)."""
+        del now
+        marked = [rid for rid, call in self._calls.items() if call.marked]
+        for request_id in marked:
+            if full:
+                error = RpcError.built_in(
+                    RpcErrorCode.RECIPIENT_DISCONNECTED, "full reconnect while awaiting the answer"
+                )
+                self._finish_failed(request_id, error)
+            else:
+                self._calls[request_id].marked = False
+
     def fail(self, request_id: str, error: RpcError) -> bool:
         """End a pending call with ``error`` (e.g. SEND_FAILED when the request could not be sent).
 
@@ -748,6 +789,8 @@ class _Invocation:
     reading: bool = False
     method: str = ""
     timeout_ms: int = 0
+    # Pending when our reconnect began (RpcServer.reconnecting .. reconnected).
+    marked: bool = False
 
 
 def _parse_uint(value: str | None) -> int | None:
@@ -776,7 +819,8 @@ class RpcServer:
     """The callee side of v1 RPC: registered methods and invocations awaiting an answer.
 
     See the module docstring. Inputs: :meth:`register`, :meth:`unregister`, :meth:`receive`,
-    :meth:`respond`, :meth:`respond_error`. Outputs: packets returned by those, events from
+    :meth:`respond`, :meth:`respond_error`, :meth:`participant_disconnected`,
+    :meth:`reconnecting`, :meth:`reconnected`. Outputs: packets returned by those, events from
     :meth:`next_event`. No timers: the driver bounds the handler with the event's ``deadline``
     and must answer every invocation once (the record is kept until then).
     """
@@ -900,6 +944,43 @@ class RpcServer:
             timeout_ms=timeout_ms,
         )
         return out, True
+
+    def participant_disconnected(self, identity: str) -> list[str]:
+        """A session of the caller ``identity`` ended: drop its invocations whose handler runs.
+
+        Returns:
+            Their request ids, oldest first: stop those handlers and send nothing (module
+            docstring, "Abandoned invocations").
+        """
+        gone = [
+            rid for rid, inv in self._pending.items() if inv.caller == identity and not inv.reading
+        ]
+        for request_id in gone:
+            del self._pending[request_id]
+        return gone
+
+    def reconnecting(self) -> None:
+        """Our room began recovering (resume or full reconnect): mark the pending invocations."""
+        for invocation in self._pending.values():
+            invocation.marked = True
+
+    def reconnected(self, *, full: bool) -> list[str]:
+        """Our room recovered; after a ``full`` reconnect drop the marked invocations whose
+        handler runs.
+
+        Returns:
+            Their request ids, oldest first (empty after a resume): stop those handlers and send
+            nothing.
+        """
+        gone: list[str] = []
+        for request_id, invocation in list(self._pending.items()):
+            if not invocation.marked:
+                continue
+            invocation.marked = False
+            if full and not invocation.reading:
+                del self._pending[request_id]
+                gone.append(request_id)
+        return gone
 
     def stream_received(self, request_id: str, payload: str) -> list[pb.DataPacket]:
         """The whole payload of a request stream accepted by :meth:`receive_stream`.

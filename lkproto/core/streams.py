@@ -89,6 +89,23 @@ nothing is emitted for a stream whose header was ignored. Rules:
 * **Sender left.** :meth:`~StreamReceiver.participant_left` fails the streams whose header came
   from that identity (JS, Rust) or whose chunks were last carried by it (the agent case above)
   with ``SENDER_LEFT``.
+* **Full reconnect** (issue 15; the departure half follows ``JS:src/room/Room.ts
+  (handleParticipantDisconnected)`` and Rust ``AbortStreamsFrom``, which end such streams at
+  once). A stream *straddles* a full reconnect when its sender's session is replaced
+  (:meth:`~StreamReceiver.participant_left` with ``DUPLICATE_IDENTITY``, the reason
+  livekit-server gives the old session when the same identity joins again) or when this room's
+  own reconnect (:meth:`~StreamReceiver.reconnecting`) ends as a full one
+  (:meth:`~StreamReceiver.reconnected` with ``full=True``). Part of such a stream may have been
+  lost with the old session (what the server accepted and could not forward), so instead of
+  failing it the receiver proves it whole or fails it with ``RECONNECTED``: its next packet must
+  come within ``reconnect_grace_s`` (the sender resends what its old association never
+  delivered, PROTOCOL-MAP §10); a chunk index it already has is that resend's replay and is
+  dropped; a skipped index, a trailer before ``total_length`` bytes, or no packet within the
+  grace ⇒ ``RECONNECTED``. While this room's reconnect runs (resume or full, not known yet), a
+  skipped index is ``RECONNECTED`` too, and a trailer of a stream that was open when it began and
+  has no ``total_length`` is held: it closes the stream once the reconnect turns out a resume,
+  and fails it with ``RECONNECTED`` after a full one (a lost *last* chunk is invisible without
+  ``total_length``). Nothing lost and the trailer seen ⇒ the stream completes.
 * **Timeout.** No packet for ``stream_timeout_s`` ⇒ ``TIMEOUT``; :meth:`~StreamReceiver.get_timer`
   and :meth:`~StreamReceiver.handle_timer` as in aioquic. (The SDKs have no such timer; without
   it a lost trailer would hold a stream slot forever.)
@@ -119,7 +136,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple, TypeAlias
 
-from lkproto.core.durations import optional_positive_seconds
+from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.errors import LocalProtocolError, RemoteProtocolError
 from lkproto.wire import pb
 from lkproto.wire.streams import (
@@ -141,6 +158,7 @@ __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_BYTES",
     "DEFAULT_MAX_OPEN_STREAMS",
     "DEFAULT_MAX_STREAM_BYTES",
+    "DEFAULT_RECONNECT_GRACE_S",
     "DEFAULT_STREAM_TIMEOUT_S",
     "DEFAULT_TEXT_MIME_TYPE",
     "AnyStreamEvent",
@@ -183,6 +201,15 @@ DEFAULT_MAX_STREAM_BYTES: Final = 5_000_000_000
 DEFAULT_MAX_DECOMPRESSED_BYTES: Final = 16 * 1024 * 1024
 # No packet on an open stream for this long fails it (the SDKs wait forever).
 DEFAULT_STREAM_TIMEOUT_S: Final = 120.0
+DEFAULT_RECONNECT_GRACE_S: Final = 10.0
+"""After a full reconnect (the sender's or ours), how long a stream it straddles waits for its
+next packet before failing with ``RECONNECTED``. A replaced lkproto sender resends within
+``lkproto.core.reconnect.RECEIVERS_WAIT_S`` (5 s) of its join; twice that leaves room for a
+loaded machine without letting a stream whose end was lost hang until ``stream_timeout_s``."""
+# livekit-server closes the old session of an identity that joins again with this reason; for
+# a participant that is the sign of its full reconnect (observed on v1.13.5 for lkproto and the
+# official SDK alike: the old SID leaves with DUPLICATE_IDENTITY as the new one joins).
+_REPLACED: Final = pb.DUPLICATE_IDENTITY
 
 _UINT64_MAX: Final = 2**64 - 1
 _INT64_MIN: Final = -(2**63)
@@ -244,6 +271,10 @@ class StreamErrorKind(enum.StrEnum):
     ``max_decompressed_bytes``."""
     ENCRYPTION_MISMATCH = "encryption_mismatch"
     """A chunk or trailer was (not) encrypted unlike its header (JS ``EncryptionTypeMismatch``)."""
+    RECONNECTED = "reconnected"
+    """The stream straddled a full reconnect (its sender's or this room's) and part of it was
+    lost with the old session, or could not be proven complete (JS and Rust report
+    ``AbnormalEnd`` for every such stream)."""
 
 
 class StreamError(RemoteProtocolError):
@@ -1002,6 +1033,14 @@ class _Incoming:
     next_index: int = 0
     received: int = 0  # payload bytes, after decompression
     emitted: int = 0
+    # Issue 15 (module docstring "Full reconnect"): a full reconnect happened during the stream.
+    straddled: bool = False
+    # ... and its first packet since then has not come yet (deadline = the grace).
+    awaiting: bool = False
+    # Open when this room's reconnect began (reconnecting() .. reconnected()).
+    marked: bool = False
+    # A trailer held until the reconnect's kind is known (no total_length to prove the end).
+    held: pb.DataStream.Trailer | None = None
 
 
 def _text_decoder() -> codecs.IncrementalDecoder:
@@ -1012,8 +1051,9 @@ class StreamReceiver:
     """Reassembly of incoming data streams; see the module docstring for the rules.
 
     Inputs: :meth:`receive` for every ``stream_header`` / ``stream_chunk`` / ``stream_trailer``
-    packet (after reliable dedup and decryption), :meth:`participant_left`, :meth:`handle_timer`,
-    :meth:`fail_all`. Outputs: :meth:`next_event`, :meth:`get_timer`.
+    packet (after reliable dedup and decryption), :meth:`participant_left`, :meth:`reconnecting`,
+    :meth:`reconnected`, :meth:`handle_timer`, :meth:`fail_all`. Outputs: :meth:`next_event`,
+    :meth:`get_timer`.
 
     Args:
         handler_for: ``(topic, is_text) -> bool``, asked once per header: does the driver read
@@ -1025,6 +1065,9 @@ class StreamReceiver:
             single :meth:`receive` allocates.
         stream_timeout_s: an open stream with no packet for this long fails with ``TIMEOUT``
             (default 120 s); None disables the timer.
+        reconnect_grace_s: after a full reconnect, how long a stream it straddles waits for its
+            next packet before failing with ``RECONNECTED`` (default
+            :data:`DEFAULT_RECONNECT_GRACE_S`).
 
     Raises:
         LocalProtocolError: a limit of the wrong type or range, or ``handler_for`` not callable.
@@ -1038,6 +1081,7 @@ class StreamReceiver:
         max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
         max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
         stream_timeout_s: float | None = DEFAULT_STREAM_TIMEOUT_S,
+        reconnect_grace_s: float = DEFAULT_RECONNECT_GRACE_S,
     ) -> None:
         if not callable(handler_for):
             raise LocalProtocolError("handler_for must be callable")
@@ -1046,6 +1090,7 @@ class StreamReceiver:
         self._max_stream = _int_in("max_stream_bytes", max_stream_bytes, 0, _UINT64_MAX)
         self._max_packet = _int_in("max_decompressed_bytes", max_decompressed_bytes, 1, 2**63)
         self._timeout_s = optional_positive_seconds("stream_timeout_s", stream_timeout_s)
+        self._grace_s = positive_seconds("reconnect_grace_s", reconnect_grace_s)
         self._open: dict[str, _Incoming] = {}
         self._events: deque[AnyStreamEvent] = deque()
         self._order = 0
@@ -1084,15 +1129,63 @@ class StreamReceiver:
         elif kind == "stream_trailer":
             self._on_trailer(packet.stream_trailer, packet.participant_identity, now, encrypted)
 
-    def participant_left(self, identity: str, now: float) -> None:
-        """``identity`` left the room: fail its open streams with ``SENDER_LEFT``, oldest first."""
+    def participant_left(
+        self,
+        identity: str,
+        now: float,
+        *,
+        reason: pb.DisconnectReason.ValueType = pb.UNKNOWN_REASON,
+    ) -> None:
+        """A session of ``identity`` ended: its open streams fail with ``SENDER_LEFT``, oldest
+        first, unless ``reason`` says a new session of the same identity replaced it (a full
+        reconnect): then they straddle it (module docstring, "Full reconnect").
+
+        Args:
+            identity: whose session ended.
+            now: current monotonic time in seconds.
+            reason: the departed ``ParticipantInfo.disconnect_reason``.
+        """
         gone = [
-            stream_id
+            (stream_id, st)
             for stream_id, st in self._open.items()
             if identity in (st.info.sender_identity, st.carrier)
         ]
-        for stream_id in gone:
-            self._fail(stream_id, StreamErrorKind.SENDER_LEFT, f"{identity!r} left the room")
+        for stream_id, st in gone:
+            if reason == _REPLACED:
+                self._straddle(st, now)
+            else:
+                self._fail(stream_id, StreamErrorKind.SENDER_LEFT, f"{identity!r} left the room")
+
+    def reconnecting(self, now: float) -> None:
+        """This room began recovering (resume or full reconnect): mark the open streams."""
+        del now
+        for st in self._open.values():
+            st.marked = True
+
+    def reconnected(self, now: float, *, full: bool) -> None:
+        """This room's recovery ended; after a ``full`` reconnect the marked streams straddle it.
+
+        A held trailer (module docstring) closes its stream after a resume and fails it with
+        ``RECONNECTED`` after a full reconnect.
+        """
+        for stream_id, st in list(self._open.items()):
+            if not st.marked:
+                continue
+            st.marked = False
+            held, st.held = st.held, None
+            if held is not None and full:
+                self._fail(
+                    stream_id,
+                    StreamErrorKind.RECONNECTED,
+                    "trailer arrived during a full reconnect; without total_length the end "
+                    "cannot be proven whole",
+                )
+            elif held is not None:
+                del self._open[stream_id]
+                lost = StreamErrorKind.RECONNECTED if st.straddled else StreamErrorKind.INCOMPLETE
+                self._close(st, held, lost=lost)
+            elif full:
+                self._straddle(st, now)
 
     def fail_all(self, kind: StreamErrorKind, detail: str = "") -> None:
         """Fail every open stream with ``kind`` (e.g. ``ABNORMAL_END`` when the room closes)."""
@@ -1107,7 +1200,11 @@ class StreamReceiver:
             if st.deadline is not None and st.deadline <= now
         )
         for _, _, stream_id in due:
-            self._fail(stream_id, StreamErrorKind.TIMEOUT, f"no packet for {self._timeout_s} s")
+            if self._open[stream_id].awaiting:
+                detail = f"no packet within {self._grace_s} s of a full reconnect"
+                self._fail(stream_id, StreamErrorKind.RECONNECTED, detail)
+            else:
+                self._fail(stream_id, StreamErrorKind.TIMEOUT, f"no packet for {self._timeout_s} s")
 
     def get_timer(self) -> float | None:
         """The earliest stream deadline, or None (no open stream, or no timeout configured)."""
@@ -1124,6 +1221,12 @@ class StreamReceiver:
 
     def _deadline(self, now: float) -> float | None:
         return None if self._timeout_s is None else now + self._timeout_s
+
+    def _straddle(self, st: _Incoming, now: float) -> None:
+        st.straddled = True
+        if st.held is None:
+            st.awaiting = True
+            st.deadline = now + self._grace_s
 
     def _on_header(
         self, header: pb.DataStream.Header, identity: str, now: float, encrypted: bool
@@ -1213,7 +1316,7 @@ class StreamReceiver:
     ) -> None:
         stream_id = chunk.stream_id
         st = self._open.get(stream_id)
-        if st is None:
+        if st is None or st.held is not None:
             self._ignored += 1  # PROTOCOL-MAP §5: chunks of unknown or ignored streams
             return
         if encrypted != st.info.encrypted:
@@ -1221,8 +1324,16 @@ class StreamReceiver:
             return
         index = chunk.chunk_index
         expected = st.next_index
+        if index < expected and st.straddled:
+            # The replaced sender's resend repeats what we had (module docstring): drop it.
+            self._ignored += 1
+            st.awaiting = False
+            st.deadline = self._deadline(now)
+            return
         if index != expected:
-            if index > expected:
+            if index > expected and (st.straddled or st.marked):
+                kind = StreamErrorKind.RECONNECTED
+            elif index > expected:
                 kind = StreamErrorKind.GAP
             elif index == expected - 1:
                 kind = StreamErrorKind.DUPLICATE
@@ -1233,6 +1344,7 @@ class StreamReceiver:
         st.next_index += 1
         if identity:
             st.carrier = identity
+        st.awaiting = False
         st.deadline = self._deadline(now)
         pieces = self._consume(st, chunk.content)
         if pieces is None:
@@ -1246,24 +1358,39 @@ class StreamReceiver:
     ) -> None:
         stream_id = trailer.stream_id
         st = self._open.get(stream_id)
-        if st is None:
+        if st is None or st.held is not None:
             self._ignored += 1
             return
         if encrypted != st.info.encrypted:
             self._fail(stream_id, StreamErrorKind.ENCRYPTION_MISMATCH, _mismatch(encrypted))
             return
+        if not trailer.reason and st.marked and st.info.total_length is None:
+            st.held = trailer  # until reconnected() says resume or full (module docstring)
+            st.awaiting = False
+            st.deadline = self._deadline(now)
+            return
         del self._open[stream_id]
         if trailer.reason:
             self._emit_failed(stream_id, StreamErrorKind.ABNORMAL_END, trailer.reason)
             return
-        tail = self._finish(st)
+        lost = StreamErrorKind.INCOMPLETE
+        if st.straddled or st.marked:
+            lost = StreamErrorKind.RECONNECTED
+        self._close(st, trailer, lost=lost)
+
+    def _close(
+        self, st: _Incoming, trailer: pb.DataStream.Trailer, *, lost: StreamErrorKind
+    ) -> None:
+        """The trailer ends a stream already removed from the open ones; ``lost`` is the kind
+        for fewer than ``total_length`` bytes."""
+        tail = self._finish(st, lost=lost)
         if tail is None:
             return
         self._emit_data(st, tail, None)
         attributes = dict(st.info.attributes)
         attributes.update(trailer.attributes)
         self._events.append(
-            StreamClosed(stream_id=stream_id, attributes=attributes, message=trailer)
+            StreamClosed(stream_id=st.info.stream_id, attributes=attributes, message=trailer)
         )
 
     def _consume(self, st: _Incoming, content: bytes) -> list[bytes] | None:
@@ -1297,7 +1424,9 @@ class StreamReceiver:
             pieces = [st.text.decode(piece).encode("utf-8") for piece in pieces]
         return pieces
 
-    def _finish(self, st: _Incoming) -> bytes | None:
+    def _finish(
+        self, st: _Incoming, *, lost: StreamErrorKind = StreamErrorKind.INCOMPLETE
+    ) -> bytes | None:
         """End-of-stream checks: the text decoder's tail (maybe empty) to hand out, or None when
         the stream failed (the event is queued)."""
         stream_id = st.info.stream_id
@@ -1305,7 +1434,7 @@ class StreamReceiver:
         if total is not None and st.received < total:
             self._emit_failed(
                 stream_id,
-                StreamErrorKind.INCOMPLETE,
+                lost,
                 f"{st.received} of {total} bytes received",
             )
             return None

@@ -697,11 +697,18 @@ class Room(EventEmitter[ev.EventTypes]):
                     self._local._set_encryption(pb.Encryption.GCM)
                 self._local._set_event_sink(self._dispatch)
         elif isinstance(event, en.EngineReconnecting):
+            # Streams and RPCs of the old session end after a full reconnect (issue 15).
+            if self._rpc is not None and self._streams is not None:
+                self._rpc.reconnecting()
+                self._streams.reconnecting()
             self._set_state(ConnectionState.CONN_RECONNECTING)
             self._dispatch(ev.Reconnecting())
         elif isinstance(event, en.EngineReconnected):
             if engine is not None and engine.roster.local is not None and self._local is not None:
                 self._local._update(engine.roster.local)
+            if self._rpc is not None and self._streams is not None:
+                self._rpc.reconnected(full=event.full)
+                self._streams.reconnected(full=event.full)
             self._set_state(ConnectionState.CONN_CONNECTED)
             self._dispatch(ev.Reconnected())
             if self._data_tracks is not None and engine is not None:
@@ -756,7 +763,7 @@ class Room(EventEmitter[ev.EventTypes]):
             if self._rpc is not None:
                 self._rpc.participant_disconnected(event.info.identity)
             if self._streams is not None:
-                self._streams.participant_left(event.info.identity)
+                self._streams.participant_left(event.info.identity, event.reason)
             if gone is not None:
                 # The official SDK reports the reason on the departed participant.
                 final = pb.ParticipantInfo()

@@ -811,3 +811,86 @@ def test_round_trip_errors_reach_the_caller_unchanged() -> None:
         assert isinstance(event, RpcCallFailed)
         assert event.error.code == expected
         assert event.error.message == RPC_ERROR_MESSAGES[RpcErrorCode(expected)]
+
+
+# -------------------------------------------------------------------------------- full reconnects
+
+
+def test_our_full_reconnect_fails_the_calls_pending_before_it() -> None:
+    """Calls made before our reconnect began and unanswered at its end fail with 1503; one
+    answered on the new session in between succeeds; one made during the reconnect is kept."""
+    client = RpcClient()
+    perform(client, "a")
+    perform(client, "b")
+    client.receive(ack("b"), T0)
+    perform(client, "c")
+    client.reconnecting(T0 + 1)
+    client.receive(ok("c"), T0 + 2)
+    perform(client, "d", now=T0 + 2)
+    client.reconnected(T0 + 3, full=True)
+    outcomes = client_events(client)
+    assert [type(e).__name__ for e in outcomes] == ["RpcCallSucceeded"] + ["RpcCallFailed"] * 2
+    failed = [e for e in outcomes if isinstance(e, RpcCallFailed)]
+    assert [(e.request_id, e.error.code) for e in failed] == [
+        ("a", RpcErrorCode.RECIPIENT_DISCONNECTED),
+        ("b", RpcErrorCode.RECIPIENT_DISCONNECTED),
+    ]
+    assert failed[0].error.message == RPC_ERROR_MESSAGES[RpcErrorCode.RECIPIENT_DISCONNECTED]
+    assert client.pending_request_ids == {"d"}
+
+
+def test_a_resume_keeps_the_pending_calls() -> None:
+    client = RpcClient()
+    perform(client, "a")
+    client.reconnecting(T0 + 1)
+    client.reconnected(T0 + 2, full=False)
+    assert client_events(client) == []
+    assert client.pending_request_ids == {"a"}
+    # The marks are gone: a later full reconnect starts from a new reconnecting().
+    client.reconnected(T0 + 3, full=True)
+    assert client.pending_request_ids == {"a"}
+
+
+def test_server_drops_the_invocations_of_a_caller_that_left() -> None:
+    server = RpcServer()
+    server.register("greet")
+    server.receive(request("r1"), T0)
+    server.receive(request("r2", caller="other"), T0)
+    server.receive(request("r3"), T0)
+    events(server)
+    assert server.participant_disconnected(CALLER) == ["r1", "r3"]
+    assert server.pending_request_ids == {"r2"}
+    with pytest.raises(LocalProtocolError):
+        server.respond("r1", "too late")
+    assert server.participant_disconnected("nobody") == []
+
+
+def test_server_drops_invocations_pending_across_our_full_reconnect() -> None:
+    server = RpcServer()
+    server.register("greet")
+    server.receive(request("r1"), T0)
+    server.reconnecting()
+    server.receive(request("r2"), T0 + 1)
+    events(server)
+    assert server.reconnected(full=True) == ["r1"]
+    assert server.pending_request_ids == {"r2"}
+    server.reconnecting()
+    assert server.reconnected(full=False) == []
+    assert server.pending_request_ids == {"r2"}
+    assert server.reconnected(full=True) == []
+
+
+def test_request_streams_being_read_are_left_to_their_stream() -> None:
+    server = RpcServer()
+    attrs = {
+        "lk.rpc_request_id": "s1",
+        "lk.rpc_request_method": "greet",
+        RPC_ATTR_RESPONSE_TIMEOUT_MS: "8000",
+        "lk.rpc_request_version": "2",
+    }
+    _, read = server.receive_stream(CALLER, attrs, T0)
+    assert read
+    assert server.participant_disconnected(CALLER) == []
+    server.reconnecting()
+    assert server.reconnected(full=True) == []
+    assert server.stream_failed("s1").rpc_response.error.code == RpcErrorCode.APPLICATION_ERROR

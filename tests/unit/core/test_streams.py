@@ -1182,3 +1182,163 @@ def test_decompressed_output_comes_in_bounded_pieces() -> None:
     inline = feed(receiver(), header("i", text=False, compressed=True, inline=compressed))
     assert data_of(inline) == payload
     assert isinstance(inline[-1], StreamClosed)
+
+
+# ------------------------------------------------------------------ receiver: full reconnects
+
+REPLACED = pb.DUPLICATE_IDENTITY
+
+
+def test_sender_replaced_stream_continues_and_drops_the_resend_replay() -> None:
+    """The sender's old session is replaced (its full reconnect): the stream stays open, the
+    chunks its resend repeats are dropped, and the rest completes it."""
+    rx = receiver(reconnect_grace_s=10.0)
+    feed(rx, header("a", total=6), chunk("a", 0, b"ab"), chunk("a", 1, b"cd"))
+    rx.participant_left("alice", 5.0, reason=REPLACED)
+    assert drain(rx) == []
+    assert rx.get_timer() == 15.0
+    ignored = rx.ignored_packets
+    events = feed(rx, chunk("a", 1, b"cd"), chunk("a", 2, b"ef"), trailer("a"), now=7.0)
+    assert kinds(events) == ["StreamChunkReceived", "StreamClosed"]
+    assert data_of(events) == b"ef"
+    assert rx.ignored_packets == ignored + 1
+
+
+def test_sender_replaced_then_gap_fails_with_reconnected() -> None:
+    rx = receiver()
+    feed(rx, header("a"), chunk("a", 0, b"ab"))
+    rx.participant_left("alice", 1.0, reason=REPLACED)
+    events = feed(rx, chunk("a", 2, b"ef"), now=2.0)
+    assert failure(events).kind is K.RECONNECTED
+    assert rx.open_stream_ids == []
+
+
+def test_sender_replaced_then_short_trailer_fails_with_reconnected() -> None:
+    rx = receiver()
+    feed(rx, header("a", total=6), chunk("a", 0, b"ab"))
+    rx.participant_left("alice", 1.0, reason=REPLACED)
+    events = feed(rx, trailer("a"), now=2.0)
+    assert failure(events).kind is K.RECONNECTED
+
+
+def test_sender_replaced_and_silent_fails_after_the_grace_not_the_timeout() -> None:
+    rx = receiver(stream_timeout_s=120.0, reconnect_grace_s=10.0)
+    feed(rx, header("a"), header("b"), now=0.0)
+    rx.participant_left("alice", 50.0, reason=REPLACED)
+    assert rx.get_timer() == 60.0
+    rx.handle_timer(59.9)
+    assert drain(rx) == []
+    rx.handle_timer(60.0)
+    events = drain(rx)
+    assert [(e.stream_id, failure([e]).kind) for e in events] == [
+        ("a", K.RECONNECTED),
+        ("b", K.RECONNECTED),
+    ]
+
+
+def test_a_packet_after_the_replacement_restores_the_normal_timeout() -> None:
+    rx = receiver(stream_timeout_s=120.0, reconnect_grace_s=10.0)
+    feed(rx, header("a"), chunk("a", 0, b"x"), now=0.0)
+    rx.participant_left("alice", 50.0, reason=REPLACED)
+    feed(rx, chunk("a", 1, b"y"), now=55.0)
+    assert rx.get_timer() == 175.0
+    rx.handle_timer(175.0)
+    assert failure(drain(rx)).kind is K.TIMEOUT
+
+
+@pytest.mark.parametrize("reason", [pb.CLIENT_INITIATED, pb.UNKNOWN_REASON, pb.ROOM_DELETED])
+def test_other_departures_are_sender_left(reason: pb.DisconnectReason.ValueType) -> None:
+    rx = receiver()
+    feed(rx, header("a"))
+    rx.participant_left("alice", 1.0, reason=reason)
+    assert failure(drain(rx)).kind is K.SENDER_LEFT
+
+
+def test_without_the_replacement_a_repeated_chunk_is_still_a_duplicate() -> None:
+    rx = receiver()
+    events = feed(rx, header("a"), chunk("a", 0, b"x"), chunk("a", 0, b"x"))
+    assert failure(events).kind is K.DUPLICATE
+
+
+def test_our_full_reconnect_loses_a_chunk_reconnected() -> None:
+    """A chunk skipped while our reconnect runs (the new session's first chunk) is RECONNECTED."""
+    rx = receiver()
+    feed(rx, header("a"), chunk("a", 0, b"x"))
+    rx.reconnecting(1.0)
+    events = feed(rx, chunk("a", 3, b"w"), now=2.0)
+    assert failure(events).kind is K.RECONNECTED
+
+
+def test_our_full_reconnect_fails_a_silent_stream_after_the_grace() -> None:
+    rx = receiver(reconnect_grace_s=10.0)
+    feed(rx, header("a"), chunk("a", 0, b"x"))
+    rx.reconnecting(1.0)
+    rx.reconnected(3.0, full=True)
+    assert rx.get_timer() == 13.0
+    rx.handle_timer(13.0)
+    error = failure(drain(rx))
+    assert error.kind is K.RECONNECTED
+    assert "full reconnect" in error.detail
+
+
+def test_our_full_reconnect_and_nothing_lost_completes() -> None:
+    rx = receiver()
+    feed(rx, header("a", total=2), chunk("a", 0, b"x"))
+    rx.reconnecting(1.0)
+    rx.reconnected(2.0, full=True)
+    events = feed(rx, chunk("a", 1, b"y"), trailer("a"), now=3.0)
+    assert kinds(events) == ["StreamChunkReceived", "StreamClosed"]
+
+
+def test_a_resume_changes_nothing() -> None:
+    rx = receiver(stream_timeout_s=120.0)
+    feed(rx, header("a"), chunk("a", 0, b"x"), now=0.0)
+    rx.reconnecting(1.0)
+    rx.reconnected(2.0, full=False)
+    assert rx.get_timer() == 120.0
+    assert failure(feed(rx, chunk("a", 2, b"z"))).kind is K.GAP
+
+
+def test_streams_opened_during_the_reconnect_are_not_marked() -> None:
+    rx = receiver()
+    rx.reconnecting(1.0)
+    feed(rx, header("a"), chunk("a", 0, b"x"))
+    rx.reconnected(2.0, full=True)
+    assert failure(feed(rx, chunk("a", 2, b"z"))).kind is K.GAP
+
+
+def test_trailer_without_total_is_held_during_our_reconnect() -> None:
+    """No total_length: a trailer that comes while our reconnect runs cannot prove that the last
+    chunk was not lost; it closes the stream after a resume, fails it after a full reconnect."""
+    for full, expected in ((False, "StreamClosed"), (True, "StreamFailed")):
+        rx = receiver()
+        feed(rx, header("a"), chunk("a", 0, b"x"))
+        rx.reconnecting(1.0)
+        assert feed(rx, trailer("a"), chunk("a", 1, b"late"), now=2.0) == []
+        rx.reconnected(3.0, full=full)
+        events = drain(rx)
+        assert kinds(events) == [expected]
+        if full:
+            assert failure(events).kind is K.RECONNECTED
+        assert rx.open_stream_ids == []
+
+
+def test_trailer_with_total_during_our_reconnect_is_judged_at_once() -> None:
+    rx = receiver()
+    feed(rx, header("a", total=2), header("b", total=2), chunk("a", 0, b"x"), chunk("b", 0, b"x"))
+    rx.reconnecting(1.0)
+    events = feed(rx, chunk("a", 1, b"y"), trailer("a"), trailer("b"), now=2.0)
+    assert kinds(events) == ["StreamChunkReceived", "StreamClosed", "StreamFailed"]
+    assert failure(events).kind is K.RECONNECTED
+
+
+def test_an_abort_trailer_stays_abnormal_end_across_a_reconnect() -> None:
+    rx = receiver()
+    feed(rx, header("a"))
+    rx.participant_left("alice", 1.0, reason=REPLACED)
+    assert failure(feed(rx, trailer("a", reason="cancelled"))).kind is K.ABNORMAL_END
+
+
+def test_reconnect_grace_is_checked() -> None:
+    with pytest.raises(LocalProtocolError):
+        receiver(reconnect_grace_s=0.0)
