@@ -197,6 +197,7 @@ class DataTrackManager:
     """
 
     __slots__ = (
+        "_abandoned",
         "_assemblers",
         "_clock_base",
         "_max_partial",
@@ -226,6 +227,9 @@ class DataTrackManager:
         self._clock_base = random_u32() & _U32
         self._next_handle = 1
         self._pending: dict[int, str] = {}  # handle -> name, awaiting the server's answer
+        # handle -> name of requests nobody waits for any more; a late acceptance still
+        # creates the track at the server, so it is reported (and taken back by the driver).
+        self._abandoned: dict[int, str] = {}
         self._outgoing: dict[int, _Outgoing] = {}  # handle -> published track
         self._remotes: dict[str, _Remote] = {}  # track SID -> remote track
         self._readers: dict[str, int] = {}  # track SID -> subscribers here
@@ -266,7 +270,9 @@ class DataTrackManager:
         for _ in range(MAX_HANDLE):
             handle = self._next_handle
             self._next_handle = handle % MAX_HANDLE + 1
-            if handle not in self._pending and handle not in self._outgoing:
+            if not (
+                handle in self._pending or handle in self._outgoing or handle in self._abandoned
+            ):
                 return handle
         raise LocalProtocolError("all 65 535 data track handles are in use")
 
@@ -344,6 +350,7 @@ class DataTrackManager:
             return []
         if which == "publish_data_track":
             handle = rr.publish_data_track.pub_handle
+            self._abandoned.pop(handle, None)
             if self._pending.pop(handle, None) is None:
                 return []
             reason = pb.RequestResponse.Reason.Name(rr.reason)
@@ -357,7 +364,9 @@ class DataTrackManager:
         handle = info.pub_handle
         name = self._pending.pop(handle, None)
         if name is None:
-            return []  # not ours, or already given up
+            name = self._abandoned.pop(handle, None)
+        if name is None:
+            return []  # not ours
         self._outgoing[handle] = _Outgoing(name=name, sid=info.sid)
         return [PublishAccepted(handle=handle, info=info)]
 
@@ -368,8 +377,12 @@ class DataTrackManager:
         return [LocalDataTrackUnpublished(handle=handle, sid=track.sid)]
 
     def abandon(self, handle: int) -> None:
-        """Forget a publish request whose answer will not be awaited (timed out or cancelled)."""
-        self._pending.pop(handle, None)
+        """Stop waiting for the answer to the publish request of ``handle`` (timed out or
+        cancelled). A late acceptance is still reported as :class:`PublishAccepted`, so that the
+        caller can unpublish what the server created; the handle is not reused before that."""
+        name = self._pending.pop(handle, None)
+        if name is not None:
+            self._abandoned[handle] = name
 
     def reset_session(self) -> list[AnyDataTrackEvent]:
         """The session ended or was replaced by a full reconnect: the server forgot our tracks
@@ -379,6 +392,7 @@ class DataTrackManager:
         ]
         self._outgoing.clear()
         self._pending.clear()
+        self._abandoned.clear()
         self._sub_handles.clear()
         for assembler in self._assemblers.values():
             assembler.clear()

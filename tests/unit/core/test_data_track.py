@@ -49,6 +49,10 @@ def test_handles_are_unique_and_non_zero() -> None:
     assert handles == [1, 2, 3, 4, 5]
     manager.abandon(3)
     assert manager.publish("again")[0] == 6  # no reuse of a fresh handle
+    # A late acceptance of the abandoned request is still reported, to be taken back.
+    (late,) = _accept(manager, 3, "DTR_late")
+    assert isinstance(late, cd.PublishAccepted)
+    assert manager.unpublish(3) is not None
 
 
 @pytest.mark.parametrize("name", ["", "x" * 257])
