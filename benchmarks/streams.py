@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import hashlib
 import json
 import logging
@@ -302,7 +303,9 @@ async def child_main(
 # parent
 
 
-def _run_child(sdk: str, server: Any, sizes: list[int], repeats: int) -> dict[str, Any]:
+def _run_child(
+    sdk: str, server: Any, sizes: list[int], repeats: int, profile: Path | None = None
+) -> dict[str, Any]:
     room = f"bench-streams-{sdk}-{uuid.uuid4().hex[:8]}"
     cmd = [
         sys.executable,
@@ -319,6 +322,7 @@ def _run_child(sdk: str, server: Any, sizes: list[int], repeats: int) -> dict[st
         ",".join(map(str, sizes)),
         "--repeats",
         str(repeats),
+        *(["--profile", str(profile)] if profile is not None else []),
     ]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, timeout=1800)
     result: dict[str, Any] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
@@ -386,21 +390,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tx-token", help=argparse.SUPPRESS)
     parser.add_argument("--rx-token", help=argparse.SUPPRESS)
     parser.add_argument("--sizes-bytes", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run each child under cProfile and write its stats to PROFILE.<sdk>.prof "
+        "(load them with pstats; the figures of a profiled run are not comparable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     if args.child:
         sizes = [int(x) for x in args.sizes_bytes.split(",")]
-        out = asyncio.run(
-            child_main(
-                args.child,
-                args.url,
-                tx_token=args.tx_token,
-                rx_token=args.rx_token,
-                sizes=sizes,
-                repeats=args.repeats,
-            )
+        main_coro = child_main(
+            args.child,
+            args.url,
+            tx_token=args.tx_token,
+            rx_token=args.rx_token,
+            sizes=sizes,
+            repeats=args.repeats,
         )
+        if args.profile is None:
+            out = asyncio.run(main_coro)
+        else:
+            # CPU time, not wall time: on a loaded machine a wall-clock profile charges the
+            # time this process waits for a CPU to whatever call it was preempted in.
+            profiler = cProfile.Profile(time.process_time)
+            out = profiler.runcall(asyncio.run, main_coro)
+            profiler.dump_stats(f"{args.profile}.{args.child}.prof")
         print(json.dumps(out))
         return 0
 
@@ -416,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         async with LocalServer(log_level="warn") as server:
             out: dict[str, Any] = {}
             for sdk in chosen:
-                child = await asyncio.to_thread(_run_child, sdk, server, sizes, args.repeats)
+                child = await asyncio.to_thread(
+                    _run_child, sdk, server, sizes, args.repeats, args.profile
+                )
                 out[sdk] = _aggregate(child, sizes)
             return out
 

@@ -30,6 +30,7 @@ Supported versions are :data:`SUPPORTED_VERSIONS` (the same ranges as the ``rtc`
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import dataclasses
 import importlib.metadata
@@ -731,6 +732,11 @@ _UNORDERED: Final = 0x04
 _SSN_MARK: Final = "_lkproto_ssn_ordered"
 
 
+def _tsn_after(a: int, b: int) -> bool:
+    """Whether 32-bit TSN ``a`` comes after ``b`` in serial-number arithmetic (RFC 1982)."""
+    return a != b and (a - b) % 0x100000000 < 0x80000000
+
+
 def _ssn_after(a: int, b: int) -> bool:
     """Whether 16-bit SSN ``a`` comes after ``b`` in serial-number arithmetic (RFC 1982)."""
     return a != b and (a - b) % 0x10000 < 0x8000
@@ -862,6 +868,17 @@ def sctp_unacknowledged_bytes(transport: RTCSctpTransport, stream_id: int) -> in
     Raises:
         LkError: the internals above are gone.
     """
+    tuned = getattr(transport, _TUNED_MARK, None)
+    if isinstance(tuned, _TunedAssociation):
+        # Same figure, kept up to date as chunks are queued and acknowledged: the scan below
+        # walks every chunk in flight, and the engine asks after every send (issue 18 profile:
+        # ~1 ms per call with 1 MiB in flight, 3 % of a 10 MiB byte stream's time).
+        return tuned.unacknowledged_bytes(stream_id)
+    return _scan_unacknowledged_bytes(transport, stream_id)
+
+
+def _scan_unacknowledged_bytes(transport: RTCSctpTransport, stream_id: int) -> int:
+    """:func:`sctp_unacknowledged_bytes` by a walk over aiortc's two queues."""
     sent = getattr(transport, "_sent_queue", None)
     outbound = getattr(transport, "_outbound_queue", None)
     if sent is None or outbound is None:
@@ -1091,6 +1108,11 @@ class _TunedAssociation:
         self._tasks: set[asyncio.Task[None]] = set()
         self._original_t3_expired = sctp._t3_expired
         self._original_receive_sack = sctp._receive_sack_chunk
+        # Every DATA chunk this association queued and aiortc still holds (outbound or sent
+        # queue), per stream in TSN order, with the sum of their user data: what
+        # sctp_unacknowledged_bytes counts, without walking both queues on every call.
+        self._held: dict[int, collections.deque[_sctp.DataChunk]] = {}
+        self._held_bytes: dict[int, int] = {}
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -1166,6 +1188,44 @@ class _TunedAssociation:
         if chunk.gaps:
             self.retransmit_pending = True
         await self._original_receive_sack(chunk)
+        for stream_id in self._held:
+            self._release(stream_id)
+
+    # -- what the peer holds ----------------------------------------------------------------
+
+    def _release(self, stream_id: int) -> int:
+        """Forget the chunks of ``stream_id`` aiortc no longer holds; the bytes still held."""
+        sctp = self._sctp
+        # aiortc drops a chunk from its sent queue only when the peer's cumulative TSN ack
+        # covers it (``_receive_sack_chunk``) or when, abandoned, the advanced peer ack point
+        # passes it (RFC 3758 §3.5, ``_update_advanced_peer_ack_point``); both walk the queue
+        # from its head, so every TSN up to the later of the two points is gone.
+        gone = sctp._last_sacked_tsn
+        if _tsn_after(sctp._advanced_peer_ack_tsn, gone):
+            gone = sctp._advanced_peer_ack_tsn
+        held = self._held[stream_id]
+        total = self._held_bytes[stream_id]
+        while held and not _tsn_after(held[0].tsn, gone):
+            total -= len(held.popleft().user_data)
+        self._held_bytes[stream_id] = total
+        return total
+
+    def unacknowledged_bytes(self, stream_id: int) -> int:
+        """:func:`sctp_unacknowledged_bytes` for this association."""
+        if stream_id not in self._held:
+            return 0
+        total = self._release(stream_id)
+        # Messages at the head whose every remaining fragment a gap block acknowledged were
+        # received complete, hence delivered; counting starts at the first chunk still missing.
+        delivered = pending = 0
+        for chunk in self._held[stream_id]:
+            if not chunk._acked:
+                break
+            pending += len(chunk.user_data)
+            if chunk.flags & _LAST_FRAG:
+                delivered += pending
+                pending = 0
+        return total - delivered
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -1256,6 +1316,8 @@ class _TunedAssociation:
         without its immediate ``_transmit``), with the bookkeeping aiortc's code reads."""
         sctp = self._sctp
         seq = sctp._outbound_stream_seq.get(stream_id, 0) if ordered else 0
+        held = self._held.setdefault(stream_id, collections.deque())
+        held_bytes = self._held_bytes.get(stream_id, 0)
         step = _sctp.USERDATA_MAX_LENGTH
         last = max(0, (len(user_data) - 1) // step)
         for index in range(last + 1):
@@ -1282,6 +1344,9 @@ class _TunedAssociation:
             chunk._sent_time = None
             sctp._local_tsn = (sctp._local_tsn + 1) % 0x100000000
             sctp._outbound_queue.append(chunk)
+            held.append(chunk)
+            held_bytes += len(chunk.user_data)
+        self._held_bytes[stream_id] = held_bytes
         if ordered:
             sctp._outbound_stream_seq[stream_id] = (seq + 1) % 0x10000
 
@@ -1401,6 +1466,8 @@ _TUNED_INTERNALS: Final = (
     "_sack_misordered",
     "_sack_duplicates",
     "_outbound_stream_seq",
+    "_last_sacked_tsn",
+    "_advanced_peer_ack_tsn",
 )
 _TUNED_MODULE_NAMES: Final = (
     "parse_packet",

@@ -4,6 +4,9 @@ Chunks are made by aiortc's own ``RTCSctpTransport._send`` (fragmentation, flags
 acknowledged by its own ``_receive_sack_chunk`` (cumulative TSN and gap blocks), so a release
 that reworks either fails here. Only the wire is missing: ``_transmit`` is replaced on the
 instance by one that moves the outbound chunks to the sent queue as a transmission would.
+Every test runs on a stock association (the count walks aiortc's queues) and on one tuned by
+``tune_sctp`` (the count is kept as chunks are queued and acknowledged; chunks are then made by
+the tuned association's own queueing, as ``RTCDataChannel.send`` would).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ _PPID_BINARY = 53
 _MAX = sctp.USERDATA_MAX_LENGTH
 
 
-@pytest.fixture
-async def transport() -> AsyncIterator[aiortc.RTCSctpTransport]:
+@pytest.fixture(params=[False, True], ids=["stock", "tuned"])
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[aiortc.RTCSctpTransport]:
     pc = aiortc.RTCPeerConnection()
     pc.createDataChannel("x")
     assert pc.sctp is not None
+    if request.param:
+        _seam.tune_sctp(pc.sctp)
     try:
         yield pc.sctp
     finally:
@@ -41,10 +46,14 @@ async def _queue(transport: aiortc.RTCSctpTransport, *messages: tuple[int, int])
         pass
 
     transport._transmit = no_wire  # type: ignore[method-assign]
+    tuned = getattr(transport, "_lkproto_tuned", None)
     firsts = []
     for stream, size in messages:
         firsts.append(transport._local_tsn)
-        await transport._send(stream, _PPID_BINARY, b"m" * size)
+        if tuned is None:
+            await transport._send(stream, _PPID_BINARY, b"m" * size)
+        else:
+            tuned._enqueue(stream, _PPID_BINARY, b"m" * size, None, None, ordered=True)
     return firsts
 
 
@@ -108,11 +117,14 @@ async def test_a_complete_message_behind_another_streams_hole_counts_as_delivere
     assert _seam.sctp_unacknowledged_bytes(transport, _OTHER) == 10
 
 
-async def test_the_count_survives_closing_the_association() -> None:
+@pytest.mark.parametrize("tuned", [False, True], ids=["stock", "tuned"])
+async def test_the_count_survives_closing_the_association(tuned: bool) -> None:
     pc = aiortc.RTCPeerConnection()
     pc.createDataChannel("x")
     transport = pc.sctp
     assert transport is not None
+    if tuned:
+        _seam.tune_sctp(transport)
     await _queue(transport, (_RELIABLE, 500))
     await pc.close()
     assert _seam.sctp_unacknowledged_bytes(transport, _RELIABLE) == 500
@@ -124,3 +136,22 @@ def test_missing_internals_raise() -> None:
 
     with pytest.raises(LkError, match="_sent_queue"):
         _seam.sctp_unacknowledged_bytes(NotAnAssociation(), _RELIABLE)  # type: ignore[arg-type]
+
+
+async def test_the_tuned_count_forgets_chunks_once_acknowledged() -> None:
+    pc = aiortc.RTCPeerConnection()
+    pc.createDataChannel("x")
+    transport = pc.sctp
+    assert transport is not None
+    _seam.tune_sctp(transport)
+    try:
+        _first, second = await _queue(transport, (_RELIABLE, 3000), (_RELIABLE, 100))
+        _transmit_all(transport)
+        tuned = transport._lkproto_tuned  # type: ignore[attr-defined]
+        assert len(tuned._held[_RELIABLE]) == 4  # three fragments and one
+        # The SACK alone releases them: nothing keeps acknowledged chunks until the next ask.
+        await _sack(transport, second)
+        assert len(tuned._held[_RELIABLE]) == 0
+        assert _seam.sctp_unacknowledged_bytes(transport, _RELIABLE) == 0
+    finally:
+        await pc.close()
