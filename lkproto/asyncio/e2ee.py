@@ -44,18 +44,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, assert_never
 
-from aiortc.codecs import get_encoder
-from aiortc.codecs.base import Encoder
-from aiortc.codecs.h264 import h264_depayload
-from aiortc.codecs.vpx import PACKET_MAX, VpxPayloadDescriptor, vp8_depayload
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-
-from lkproto.asyncio._seam import (
-    current_encoder,
-    h264_packetize,
-    preset_encoder,
-    transform_decoder_input,
-)
+from lkproto.asyncio._lazy_av import import_aiortc
 from lkproto.core.e2ee import (
     DataDecrypted,
     DataNotDecrypted,
@@ -67,6 +56,23 @@ from lkproto.core.e2ee import (
 )
 from lkproto.errors import LocalProtocolError
 from lkproto.wire.e2ee import FrameCodec
+
+# The room imports this module when E2EE is on, possibly before any peer connection exists:
+# aiortc must first be imported without PyAV (issue 18; see lkproto.asyncio._lazy_av).
+import_aiortc()
+
+from aiortc.codecs import get_encoder  # noqa: E402
+from aiortc.codecs.base import Encoder  # noqa: E402
+from aiortc.codecs.h264 import h264_depayload  # noqa: E402
+from aiortc.codecs.vpx import PACKET_MAX, VpxPayloadDescriptor, vp8_depayload  # noqa: E402
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters  # noqa: E402
+
+from lkproto.asyncio._seam import (  # noqa: E402
+    current_encoder,
+    h264_packetize,
+    preset_encoder,
+    transform_decoder_input,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable

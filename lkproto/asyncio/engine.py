@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, TypeVar, assert_never
 
 from lkproto.asyncio._timer import DeadlineTimer
-from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions, PeerState
+from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions, PeerState, load_webrtc
 from lkproto.asyncio.publish import prepare_sender
 from lkproto.asyncio.signal import (
     SignalClosed,
@@ -445,6 +445,9 @@ class Engine:
             raise LocalProtocolError("already connected or connecting")
         positive_seconds("publish_timeout_s", options.publish_timeout_s)
         optional_positive_seconds("negotiation_timeout_s", options.negotiation_timeout_s)
+        # lkproto.rtc imports no WebRTC stack (issue 18): it loads here, before the signal socket
+        # opens, so a missing rtc extra fails before any network I/O.
+        load_webrtc()
         self._publish_timer.close()
         self._recovery_timer.close()
         self._tracker = pu.PublishTracker(timeout_s=options.publish_timeout_s)

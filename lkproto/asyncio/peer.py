@@ -39,12 +39,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
-import aiortc
-from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
-from aiortc.sdp import candidate_from_sdp
-
-from lkproto.asyncio import _seam
 from lkproto.asyncio._ice import check_addresses
+from lkproto.asyncio._lazy_av import import_aiortc
 from lkproto.errors import ConnectError, LocalProtocolError, RemoteProtocolError
 from lkproto.wire.channels import DATA_TRACK_LABEL, LOSSY_LABEL, RELIABLE_LABEL
 from lkproto.wire.codec import DATA_PACKET_MAX_BYTES
@@ -53,7 +49,17 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
+    import aiortc
     from aioice import Candidate
+    from aiortc.exceptions import (
+        InternalError,
+        InvalidAccessError,
+        InvalidStateError,
+        OperationError,
+    )
+    from aiortc.sdp import candidate_from_sdp
+
+    from lkproto.asyncio import _seam
 
 __all__ = [
     "DATA_TRACK_LABEL",
@@ -67,6 +73,7 @@ __all__ = [
     "PeerOptions",
     "PeerState",
     "StateCallback",
+    "load_webrtc",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +83,39 @@ logger = logging.getLogger(__name__)
 # retransmitted, like _lossy. The labels themselves are defined once, in lkproto.wire.channels.
 
 _CANDIDATE_PREFIX: Final = "candidate:"
+
+
+def load_webrtc() -> None:
+    """Import the WebRTC stack (aiortc, aioice, pyOpenSSL, cryptography, pylibsrtp) now.
+
+    Importing this module (the engine and ``lkproto.rtc`` do) loads none of it (issue 18); it
+    loads on the first call of this function, which :class:`PeerConnection` makes and the engine
+    makes before it opens the signal socket (so a missing ``rtc`` extra is reported before any
+    network I/O). :func:`~lkproto.asyncio._lazy_av.import_aiortc` runs first, so aiortc binds
+    PyAV stand-ins instead of loading PyAV. Later calls cost one dict lookup.
+
+    The names are bound as globals of this module rather than imported inside each function
+    that uses them: :func:`_mapped` runs on every :meth:`PeerConnection.send`.
+
+    Raises:
+        ModuleNotFoundError: aiortc (the ``rtc`` extra) is not installed.
+        UnsupportedDependencyError: aiortc or aioice is outside the supported versions.
+    """
+    global aiortc, _seam, candidate_from_sdp  # noqa: PLW0603 - deferred import (issue 18)
+    global InternalError, InvalidAccessError, InvalidStateError, OperationError  # noqa: PLW0603
+    if "_seam" in globals():
+        return
+    import_aiortc()
+    import aiortc
+    from aiortc.exceptions import (
+        InternalError,
+        InvalidAccessError,
+        InvalidStateError,
+        OperationError,
+    )
+    from aiortc.sdp import candidate_from_sdp
+
+    from lkproto.asyncio import _seam
 
 
 class PeerState(enum.Enum):
@@ -197,6 +237,7 @@ class PeerConnection:
         on_data: DataCallback | None = None,
         on_state_change: StateCallback | None = None,
     ) -> None:
+        load_webrtc()
         self._options = options if options is not None else PeerOptions()
         self._ice_addresses = (
             None
@@ -985,6 +1026,7 @@ def _rtc_ice_servers(servers: tuple[IceServer, ...]) -> list[aiortc.RTCIceServer
 
 def _parse_candidate_init(text: str) -> aiortc.RTCIceCandidate | None:
     """Parse W3C ``RTCIceCandidateInit`` JSON; None for the end-of-candidates marker."""
+    load_webrtc()
     try:
         init = json.loads(text)
     except (TypeError, ValueError) as exc:

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Final, Protocol, TypeAlias
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    InvalidHandshake,
-    InvalidStatus,
-    InvalidURI,
-)
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from lkproto import __version__
 from lkproto.errors import ConnectError, JoinRejectedError
 from lkproto.wire import rejection_error
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+
+# websockets (and the http/email/urllib modules it pulls in) is imported where a socket is
+# opened or used, not here: importing lkproto.rtc should not pay for it (issue 18).
 
 __all__ = [
     "DEFAULT_OPEN_TIMEOUT_S",
@@ -110,6 +108,9 @@ class SignalTransport:
                 :func:`lkproto.wire.rejection_error`).
             ConnectError: anything else: refused port, timeout, not a WebSocket endpoint.
         """
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
             # races the inner result (CPython gh-86296).
@@ -154,6 +155,8 @@ class SignalTransport:
         Raises:
             SignalClosed: the socket is closed.
         """
+        from websockets.exceptions import ConnectionClosed
+
         try:
             await self._ws.send(data)
         except ConnectionClosed as exc:
@@ -165,6 +168,8 @@ class SignalTransport:
         Raises:
             SignalClosed: the socket closed or failed.
         """
+        from websockets.exceptions import ConnectionClosed
+
         try:
             return await self._ws.recv()
         except ConnectionClosed as exc:
@@ -172,6 +177,8 @@ class SignalTransport:
 
     async def close(self) -> None:
         """Close the socket (idempotent, never raises, bounded in time)."""
+        from websockets.exceptions import ConnectionClosed
+
         try:
             async with asyncio.timeout(2.0):
                 await self._ws.close()

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeAlias, assert_never, cast
 
 from lkproto.asyncio import engine as en
-from lkproto.asyncio.e2ee import E2eeDriver
 from lkproto.asyncio.data_track import DataTrackDriver
 from lkproto.asyncio.fanout import FrameFanout
 from lkproto.asyncio.peer import IceServer as _PeerIceServer
@@ -450,6 +449,9 @@ class Room(EventEmitter[ev.EventTypes]):
         self._dynacast = opts.dynacast
         provider = manager._provider
         if provider is not None:
+            # Imported here: it loads aiortc, which a room without E2EE loads at connect (issue 18).
+            from lkproto.asyncio.e2ee import E2eeDriver
+
             driver = E2eeDriver(
                 provider,
                 local_identity=lambda: self._local.identity if self._local is not None else "",

@@ -1,6 +1,9 @@
-"""A data-only client never loads PyAV or numpy; media loads them on first use (issue 18).
+"""``import lkproto.rtc`` loads no WebRTC stack; a data-only client never loads PyAV or numpy
+(issue 18).
 
-Each check runs in a fresh interpreter, since this test process has long imported both.
+aiortc and what it pulls in (aioice, dnspython, pyOpenSSL, cryptography, pylibsrtp) load with the
+first peer connection, websockets with the first signal connection, PyAV and numpy with the first
+media use. Each check runs in a fresh interpreter, since this test process has long imported them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,20 @@ from lkproto.asyncio import _lazy_av
 from tests.conftest import scaled
 
 HEAVY = ("av", "numpy")
+"""Modules a data-only client must never load."""
+
+NOT_AT_IMPORT: tuple[str, ...] = (
+    *HEAVY,
+    "aiortc",
+    "aioice",
+    "dns",
+    "OpenSSL",
+    "cryptography",
+    "pylibsrtp",
+    "google_crc32c",
+    "websockets",
+)
+"""Top-level packages ``import lkproto.rtc`` must not load: they load on first connect."""
 
 
 def _run(code: str) -> dict[str, object]:
@@ -30,20 +47,59 @@ def _run(code: str) -> dict[str, object]:
     return result
 
 
-def test_import_lkproto_rtc_loads_aiortc_but_not_pyav_or_numpy() -> None:
+def test_import_lkproto_rtc_loads_no_webrtc_stack_pyav_or_numpy() -> None:
     result = _run(
         f"""
         import json, sys
         from lkproto import rtc
-        rtc.Room, rtc.RoomOptions, rtc.DataPacket, rtc.ByteStreamReader
+        # The names a data-only client touches before connecting.
+        rtc.Room, rtc.RoomOptions, rtc.DataPacket, rtc.ByteStreamReader, rtc.RpcInvocationData
+        room = rtc.Room()
         print(json.dumps({{
-            "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
-            "aiortc": "aiortc" in sys.modules,
+            "loaded": sorted(
+                {{m.split(".")[0] for m in sys.modules}} & set({NOT_AT_IMPORT!r})
+            ),
             "stand_ins_left": sorted(m for m in sys.modules if m == "av" or m.startswith("av.")),
         }}))
         """
     )
-    assert result == {"heavy": [], "aiortc": True, "stand_ins_left": []}
+    assert result == {"loaded": [], "stand_ins_left": []}
+
+
+def test_first_peer_connection_loads_aiortc_without_pyav() -> None:
+    result = _run(
+        """
+        import asyncio, json, sys
+        from lkproto.asyncio import peer
+
+        async def main():
+            before = "aiortc" in sys.modules
+            pc = peer.PeerConnection(peer.PeerOptions(ice_addresses=("127.0.0.1",)))
+            await pc.close()
+            return before
+
+        before = asyncio.run(main())
+        print(json.dumps({
+            "before": before,
+            "after": "aiortc" in sys.modules,
+            "av": "av" in sys.modules,
+            "numpy": "numpy" in sys.modules,
+        }))
+        """
+    )
+    assert result == {"before": False, "after": True, "av": False, "numpy": False}
+
+
+def test_e2ee_driver_module_loads_aiortc_without_pyav() -> None:
+    # The room imports it at connect when E2EE is on, before any peer connection exists.
+    result = _run(
+        """
+        import json, sys
+        import lkproto.asyncio.e2ee
+        print(json.dumps({"aiortc": "aiortc" in sys.modules, "av": "av" in sys.modules}))
+        """
+    )
+    assert result == {"aiortc": True, "av": False}
 
 
 def test_media_names_load_pyav_on_first_use_and_aiortc_sees_the_real_classes() -> None:
@@ -51,6 +107,8 @@ def test_media_names_load_pyav_on_first_use_and_aiortc_sees_the_real_classes() -
         """
         import json, sys
         from lkproto import rtc
+        from lkproto.asyncio._lazy_av import import_aiortc
+        import_aiortc()  # what the first peer connection does
         import aiortc.rtp, aiortc.mediastreams
         before = "av" in sys.modules
         frame = rtc.AudioFrame.create(48_000, 1, 480)

@@ -118,15 +118,17 @@ def test_unsupported_versions_raise_a_clear_error(
 
 
 def test_the_check_runs_at_import() -> None:
-    """Importing the seam (so any aiortc-facing module) with aiortc 1.17 installed fails."""
+    """Importing the seam with aiortc 1.17 installed fails, so the first peer connection does
+    (it imports the seam; importing lkproto.asyncio.peer alone loads no aiortc, issue 18)."""
     code = textwrap.dedent(
         """
         import importlib.metadata
         real = importlib.metadata.version
         importlib.metadata.version = lambda name: "1.17.0" if name == "aiortc" else real(name)
         from lkproto.errors import UnsupportedDependencyError
+        import lkproto.asyncio.peer
         try:
-            import lkproto.asyncio.peer
+            lkproto.asyncio.peer.PeerConnection()
         except UnsupportedDependencyError as exc:
             print(exc.package, exc.installed, exc.supported)
         else:
