@@ -11,20 +11,14 @@ answer, its picture and a ``get_weather`` RPC answer; a screenshot is saved.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import os
 import re
-import shutil
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from lkproto.agents.demo import ANSWER_TEXT
 from lkproto.agents.demo.web import WebDemo, check_bundle
-from lkproto.testing import scaled
-from tests.interop.browser.harness import BROWSER_DIR, CHROMIUM, check_browser_setup
+from tests.interop.browser.pages import run_page_script
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,35 +30,19 @@ pytestmark = pytest.mark.interop
 STEP_TIMEOUT_S = 30.0
 RUN_TIMEOUT_S = 150.0
 
-# Run with `node --input-type=module -e`; config in $LKPROTO_DEMO_PAGE (JSON). Prints progress
-# to stderr and one JSON line (window.demo plus the screenshot path) to stdout.
-PAGE_SCRIPT = r"""
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-
-const cfg = JSON.parse(process.env.LKPROTO_DEMO_PAGE);
-const { chromium } = createRequire(join(cfg.browser_dir, 'package.json'))('playwright-core');
-const log = (...a) => process.stderr.write(`[demo-page] ${a.join(' ')}\n`);
-
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  headless: true,
-  ignoreDefaultArgs: true,
-  args: [...cfg.flags, `--user-data-dir=${cfg.user_data_dir}`, '--remote-debugging-pipe',
-         '--no-startup-window'],
-  timeout: cfg.step_ms,
-});
-let page = null;
-const demo = () => page.evaluate(() => JSON.parse(JSON.stringify(window.demo)));
-const until = async (what, fn, arg) => {
-  log('waiting for', what);
-  try {
-    await page.waitForFunction(fn, arg, { timeout: cfg.step_ms, polling: 100 });
-  } catch (e) {
-    throw new Error(`${what}: ${e.message}\nwindow.demo = ${JSON.stringify(await demo())}`);
-  }
-};
-try {
+# A run_page_script body (tests/interop/browser/pages.py): prints one JSON line (window.demo, what
+# the page shows, the screenshot path).
+PAGE_BODY = r"""
+  let page = null;
+  const demo = () => page.evaluate(() => JSON.parse(JSON.stringify(window.demo)));
+  const until = async (what, fn, arg) => {
+    log('waiting for', what);
+    try {
+      await page.waitForFunction(fn, arg, { timeout: cfg.step_ms, polling: 100 });
+    } catch (e) {
+      throw new Error(`${what}: ${e.message}\nwindow.demo = ${JSON.stringify(await demo())}`);
+    }
+  };
   const context = await browser.newContext({ viewport: { width: 820, height: 760 } });
   page = await context.newPage();
   page.on('console', (m) => log(`console.${m.type()}:`, m.text()));
@@ -104,22 +82,7 @@ try {
   };
   const result = { demo: await demo(), ui, screenshot: cfg.screenshot };
   process.stdout.write(JSON.stringify(result) + '\n');
-} finally {
-  await browser.close();
-}
 """
-
-
-def chromium_flags() -> list[str]:
-    """``MANDATED_FLAGS`` + ``LOOPBACK_FLAGS`` as ``driver.mjs`` declares them (one source)."""
-    source = (BROWSER_DIR / "driver.mjs").read_text()
-    flags: list[str] = []
-    for name in ("MANDATED_FLAGS", "LOOPBACK_FLAGS"):
-        match = re.search(rf"const {name} = \[(.*?)\];", source, re.DOTALL)
-        assert match, f"driver.mjs has no {name}"
-        flags += re.findall(r"'([^']*)'", match.group(1))
-    assert "--allow-loopback-in-peer-connection" in flags, flags
-    return flags
 
 
 def _is_subsequence(needle: list[str], haystack: list[str]) -> bool:
@@ -128,42 +91,16 @@ def _is_subsequence(needle: list[str], haystack: list[str]) -> bool:
 
 
 async def _run_page(web: WebDemo, tmp_path: Path) -> dict[str, Any]:
-    node = check_browser_setup()
     screenshot = tmp_path / "demo-page.png"
-    user_data_dir = tmp_path / "chromium-profile"
-    user_data_dir.mkdir()
-    config = {
-        "browser_dir": str(BROWSER_DIR),
-        "chromium": str(CHROMIUM),
-        "flags": chromium_flags(),
-        "user_data_dir": str(user_data_dir),
-        "url": web.url,
-        "screenshot": str(screenshot),
-        "answer": ANSWER_TEXT,
-        "step_ms": round(scaled(STEP_TIMEOUT_S) * 1000),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        node,
-        "--input-type=module",
-        "-e",
-        PAGE_SCRIPT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "LKPROTO_DEMO_PAGE": json.dumps(config)},
-        start_new_session=True,
+    config = {"url": web.url, "screenshot": str(screenshot), "answer": ANSWER_TEXT}
+    return await run_page_script(
+        PAGE_BODY,
+        tag="demo-page",
+        tmp_path=tmp_path,
+        config=config,
+        step_timeout_s=STEP_TIMEOUT_S,
+        run_timeout_s=RUN_TIMEOUT_S,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), scaled(RUN_TIMEOUT_S))
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            await proc.wait()
-        shutil.rmtree(user_data_dir, ignore_errors=True)
-    log = stderr.decode(errors="replace")
-    assert proc.returncode == 0, f"page script exited {proc.returncode}:\n{log[-6000:]}"
-    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
-    return result
 
 
 async def test_demo_page_push_to_talk(livekit_server: LocalServer, tmp_path: Path) -> None:

@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import functools
 import http.server
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -32,8 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from lkproto.testing import scaled
-from tests.interop.browser.harness import BROWSER_DIR, CHROMIUM, check_browser_setup
-from tests.interop.test_demo_page import chromium_flags
+from tests.interop.browser.pages import run_page_script
 
 __all__: list[str] = []
 
@@ -46,27 +43,11 @@ RUN_TIMEOUT_S = 150.0
 FIRST_ROOM_TIMEOUT_S = 120.0
 TARGET = "lkproto.rtc.participant.LocalParticipant.perform_rpc"
 
-# Run with `node --input-type=module -e`; config in $LKPROTO_DOCS (JSON). Progress goes to stderr,
-# one JSON line of what the pages showed to stdout.
-PAGE_SCRIPT = r"""
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-
-const cfg = JSON.parse(process.env.LKPROTO_DOCS);
-const { chromium } = createRequire(join(cfg.browser_dir, 'package.json'))('playwright-core');
-const log = (...a) => process.stderr.write(`[docs] ${a.join(' ')}\n`);
-
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  headless: true,
-  ignoreDefaultArgs: true,
-  args: [...cfg.flags, `--user-data-dir=${cfg.user_data_dir}`, '--remote-debugging-pipe',
-         '--no-startup-window'],
-  timeout: cfg.step_ms,
-});
-const errors = [];
-const foreign = [];
-try {
+# A run_page_script body (tests/interop/browser/pages.py): prints one JSON line of what the pages
+# showed.
+PAGE_BODY = r"""
+  const errors = [];
+  const foreign = [];
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
   page.setDefaultTimeout(cfg.step_ms);
@@ -109,9 +90,6 @@ try {
   await page.screenshot({ path: cfg.protocol_shot, fullPage: false });
 
   console.log(JSON.stringify({ hrefs, api, explorerRows, errors, foreign }));
-} finally {
-  await browser.close();
-}
 """
 
 
@@ -148,43 +126,21 @@ def _build(site: Path) -> None:
 
 
 async def _run_page(base: str, shots: Path, tmp_path: Path) -> dict[str, Any]:
-    node = check_browser_setup()
-    user_data_dir = tmp_path / "chromium-profile"
-    user_data_dir.mkdir()
     config = {
-        "browser_dir": str(BROWSER_DIR),
-        "chromium": str(CHROMIUM),
-        "flags": chromium_flags(),
-        "user_data_dir": str(user_data_dir),
         "base": base,
         "target": TARGET,
         "search_shot": str(shots / "docs-search.png"),
         "api_shot": str(shots / "docs-api-perform-rpc.png"),
         "protocol_shot": str(shots / "docs-protocol-rpc.png"),
-        "step_ms": round(scaled(STEP_TIMEOUT_S) * 1000),
     }
-    proc = await asyncio.create_subprocess_exec(
-        node,
-        "--input-type=module",
-        "-e",
-        PAGE_SCRIPT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "LKPROTO_DOCS": json.dumps(config)},
-        start_new_session=True,
+    return await run_page_script(
+        PAGE_BODY,
+        tag="docs",
+        tmp_path=tmp_path,
+        config=config,
+        step_timeout_s=STEP_TIMEOUT_S,
+        run_timeout_s=RUN_TIMEOUT_S,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), scaled(RUN_TIMEOUT_S))
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            await proc.wait()
-        shutil.rmtree(user_data_dir, ignore_errors=True)
-    log = stderr.decode(errors="replace")
-    assert proc.returncode == 0, f"page script exited {proc.returncode}:\n{log[-6000:]}"
-    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
-    return result
 
 
 async def test_search_finds_perform_rpc_and_leads_to_the_api_page(tmp_path: Path) -> None:

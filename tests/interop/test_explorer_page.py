@@ -10,10 +10,7 @@ drives Debian's Chromium (the switches of ``tests/interop/browser/driver.mjs``) 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -25,8 +22,7 @@ import pytest
 from lkproto import rtc
 from lkproto.testing import scaled
 from lkproto.wire.tap import TapRecord
-from tests.interop.browser.harness import BROWSER_DIR, CHROMIUM, check_browser_setup
-from tests.interop.test_demo_page import chromium_flags
+from tests.interop.browser.pages import run_page_script
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,28 +36,11 @@ STEP_TIMEOUT_S = 30.0
 RUN_TIMEOUT_S = 120.0
 HOSTILE_TOPIC = '</script><img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
-# Run with `node --input-type=module -e`; config in $LKPROTO_EXPLORER (JSON). Prints progress to
-# stderr and one JSON line of what the page showed to stdout.
-PAGE_SCRIPT = r"""
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-
-const cfg = JSON.parse(process.env.LKPROTO_EXPLORER);
-const { chromium } = createRequire(join(cfg.browser_dir, 'package.json'))('playwright-core');
-const log = (...a) => process.stderr.write(`[explorer] ${a.join(' ')}\n`);
-
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  headless: true,
-  ignoreDefaultArgs: true,
-  args: [...cfg.flags, `--user-data-dir=${cfg.user_data_dir}`, '--remote-debugging-pipe',
-         '--no-startup-window'],
-  timeout: cfg.step_ms,
-});
-const errors = [];
-const requests = [];
-try {
+# A run_page_script body (tests/interop/browser/pages.py): prints one JSON line of what the page
+# showed.
+PAGE_BODY = r"""
+  const errors = [];
+  const requests = [];
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
   page.setDefaultTimeout(cfg.step_ms);
@@ -123,9 +102,6 @@ try {
   const result = { initial, lanes, join, ack, rpcRows, userRows, afterType, searched, stream,
                    markers, topics, injected, errors, requests, screenshot: cfg.screenshot };
   process.stdout.write(JSON.stringify(result) + '\n');
-} finally {
-  await browser.close();
-}
 """
 
 
@@ -203,41 +179,15 @@ async def _record_session(server: LocalServer, tap_file: Path) -> None:
 
 
 async def _open_page(page: Path, tmp_path: Path, search: str) -> dict[str, Any]:
-    node = check_browser_setup()
-    user_data_dir = tmp_path / "chromium-profile"
-    user_data_dir.mkdir()
-    config = {
-        "browser_dir": str(BROWSER_DIR),
-        "chromium": str(CHROMIUM),
-        "flags": chromium_flags(),
-        "user_data_dir": str(user_data_dir),
-        "page": str(page),
-        "search": search,
-        "screenshot": str(tmp_path / "explorer.png"),
-        "step_ms": round(scaled(STEP_TIMEOUT_S) * 1000),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        node,
-        "--input-type=module",
-        "-e",
-        PAGE_SCRIPT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "LKPROTO_EXPLORER": json.dumps(config)},
-        start_new_session=True,
+    config = {"page": str(page), "search": search, "screenshot": str(tmp_path / "explorer.png")}
+    return await run_page_script(
+        PAGE_BODY,
+        tag="explorer",
+        tmp_path=tmp_path,
+        config=config,
+        step_timeout_s=STEP_TIMEOUT_S,
+        run_timeout_s=RUN_TIMEOUT_S,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), scaled(RUN_TIMEOUT_S))
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            await proc.wait()
-        shutil.rmtree(user_data_dir, ignore_errors=True)
-    log = stderr.decode(errors="replace")
-    assert proc.returncode == 0, f"page script exited {proc.returncode}:\n{log[-6000:]}"
-    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
-    return result
 
 
 async def test_explorer_page_of_a_real_session(livekit_server: LocalServer, tmp_path: Path) -> None:

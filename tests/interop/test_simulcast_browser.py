@@ -24,7 +24,7 @@ import pytest
 from lkproto import rtc
 from lkproto.testing import scaled
 from tests.interop._helpers import our_options
-from tests.interop.browser.harness import BrowserPeer, check_browser_setup
+from tests.interop.browser.harness import BrowserPeer, started_browser
 from tests.interop.test_browser_media import (
     CONNECT_TIMEOUT_S,
     ROSTER_TIMEOUT_S,
@@ -82,13 +82,8 @@ return 0;
 
 @pytest.fixture
 async def browser() -> AsyncIterator[BrowserPeer]:
-    check_browser_setup()  # raises BrowserSetupError with the fix in its message
-    peer = BrowserPeer(name="web")
-    await peer.start()
-    try:
+    async with started_browser() as peer:
         yield peer
-    finally:
-        await peer.close()
 
 
 @contextlib.asynccontextmanager
@@ -106,11 +101,7 @@ async def _adaptive_pair(server: LocalServer, browser: BrowserPeer) -> AsyncIter
             server.create_token("web", name),
             room_options={"adaptiveStream": True, "dynacast": False},
         )
-        async with asyncio.timeout(scaled(ROSTER_TIMEOUT_S)):
-            while not any(  # noqa: ASYNC110 (polling the page's roster)
-                p.get("identity") == "lk" for p in (await browser.info())["remote"]
-            ):
-                await asyncio.sleep(0.2)
+        await browser.wait_for_remote("lk", ROSTER_TIMEOUT_S)
         yield room
     finally:
         with contextlib.suppress(TimeoutError):

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from lkproto.testing import scaled
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
     from types import TracebackType
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "BrowserSetupError",
     "check_browser_setup",
     "generated_bytes",
+    "started_browser",
 ]
 
 BROWSER_DIR: Final = Path(__file__).resolve().parent
@@ -534,6 +535,21 @@ class BrowserPeer:
         result: dict[str, Any] = await self.call("info")
         return result
 
+    async def wait_for_remote(self, identity: str, timeout_s: float) -> None:
+        """Poll :meth:`info` until ``identity`` is in the page's roster.
+
+        livekit-client emits ``ParticipantConnected`` only for participants that join after
+        it, so the roster is read rather than an event awaited.
+
+        Raises:
+            TimeoutError: not there within ``timeout_s`` (scaled).
+        """
+        async with asyncio.timeout(scaled(timeout_s)):
+            while not any(  # noqa: ASYNC110 (polling the page's roster)
+                p.get("identity") == identity for p in (await self.info())["remote"]
+            ):
+                await asyncio.sleep(0.2)
+
     async def versions(self) -> dict[str, Any]:
         """Versions of chromium, livekit-client, playwright-core and node, plus the flags."""
         result: dict[str, Any] = await self.call("versions")
@@ -721,3 +737,17 @@ class BrowserPeer:
         ``args`` the list of ``args``; return a JSON-serialisable value.
         """
         return await self.call("eval", js=js, args=list(args), timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def started_browser(name: str = "web") -> AsyncIterator[BrowserPeer]:
+    """A started :class:`BrowserPeer`, closed on exit (the body of the tests' ``browser``
+    fixtures).
+
+    Raises:
+        BrowserSetupError: node, Chromium, the npm packages or the bundle are missing; the
+            message names the fix.
+    """
+    check_browser_setup()
+    async with BrowserPeer(name=name) as peer:
+        yield peer
