@@ -185,6 +185,23 @@ async def test_large_conversions_leave_the_event_loop() -> None:
     assert threads[1] != loop_thread
 
 
+async def test_track_scaler_matches_reformat_across_sizes() -> None:
+    """The track's reused swscale context converts exactly as a fresh ``reformat`` does, also
+    after the source changes size (the reformatter must rebuild its context then)."""
+    rng = np.random.default_rng(5)
+    feed = VideoFrameFeed()
+    track = VideoFrameTrack(feed)
+    for i, (width, height) in enumerate([(64, 48), (64, 48), (96, 72), (64, 48)]):
+        pixels = rng.integers(0, 256, size=width * height * 4, dtype=np.uint8).tobytes()
+        captured = VideoFrame(width, height, VideoBufferType.RGBA, pixels)
+        feed.push(captured, timestamp_us=i + 1)
+        frame = await track.recv()
+        expected = captured._to_av().reformat(format="yuv420p")
+        assert (frame.width, frame.height) == (width, height)
+        for got, want in zip(frame.planes, expected.planes, strict=True):
+            assert bytes(got) == bytes(want)
+
+
 async def test_large_frames_are_converted() -> None:
     feed = VideoFrameFeed()
     feed.push(rgba_frame(1280, 720), 1)
