@@ -2,8 +2,8 @@
 
     sudo .venv/bin/python benchmarks/load.py [--sdk lkproto|livekit] [--participants 100]
         [--processes 4] [--duration 300] [--listeners 10]
-        [--curve 20,40,60,80,100,140] [--curve-budget 1800]
-        [--json benchmarks/results/load.json]
+        [--curve 20,40,60,80,100,140] [--curve-budget 1800] [--stop-on backed-up|loss]
+        [--log-level INFO] [--logs DIR] [--json benchmarks/results/load.json]
 
 Every participant broadcasts one reliable packet per second and changes an attribute every 10 s
 (:mod:`lkproto.testing.loadworker`, several participants per worker process); one of them, the
@@ -13,10 +13,12 @@ rest join with ``auto_subscribe=False``). The server and the workers run in a
 same crowd with the official SDK (same worker code, one FFI server per worker process).
 
 ``--curve`` runs one round per size instead, each ``--duration`` long, and stops at the first
-size that *backs up* or when ``--curve-budget`` seconds are spent. A round backs up when any of:
-a delivery is still missing 20 s after the senders stopped, a participant failed to join, the
-p99 delivery latency (``publish_data`` called to ``data_received``, same monotonic clock) is over
-1 s, or a send loop fell more than 1 s behind its schedule. Needs root and
+size that *backs up* (``--stop-on loss``: at the first that loses a delivery or a join, for a
+machine whose other load makes latency meaningless) or when ``--curve-budget`` seconds are
+spent. A round backs up when any of: a delivery is still missing 20 s after the senders stopped,
+a participant failed to join, the p99 delivery latency (``publish_data`` called to
+``data_received``, same monotonic clock) is over 1 s, or a send loop fell more than 1 s behind
+its schedule. Needs root and
 ``tools/setup_faults.sh``. The machine is shared: every round records the 1-minute load average at
 its start and end.
 """
@@ -387,6 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--listeners", type=int, default=10, help="subscribers of the agent")
     parser.add_argument("--curve", default="", help="comma-separated sizes: one round each")
     parser.add_argument("--curve-budget", type=float, default=1800.0, help="bound on a curve, s")
+    parser.add_argument(
+        "--stop-on",
+        choices=("backed-up", "loss"),
+        default="backed-up",
+        help="end the curve at the first round that backs up, or only at one that loses",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="result file")
     parser.add_argument("--logs", type=Path, default=None, help="keep worker/server logs here")
     parser.add_argument("--log-level", default=None, help="workers log their SDK at this level")
@@ -408,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
         logs = args.logs / f"{args.sdk}-{size}" if args.logs is not None else None
         try:
-            with FaultLab(log_dir=logs) as lab:
+            options: dict[str, object] = {"log_dir": logs} if logs is not None else {}
+            with FaultLab(server_options=options, log_dir=logs) as lab:
                 result = run_crowd(
                     lab,
                     sdk=args.sdk,
@@ -428,7 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        if args.curve and result.backed_up:
+        lost = result.lost or result.joined < result.participants
+        if args.curve and (lost if args.stop_on == "loss" else result.backed_up):
             break
     text = markdown_table(results)
     machine = machine_info({"livekit_server": DEFAULT_LIVEKIT_SERVER_VERSION})
