@@ -15,10 +15,11 @@ forwards (and asks for keyframes) as it would in a call. After ``--warmup`` seco
 this process's CPU for ``--measure`` seconds without a profiler (the number to quote), then runs
 ``--seconds`` seconds under cProfile and prints where the time went.
 
-cProfile sees only the thread that enables it, and aiortc encodes every frame (VP8 and Opus) in
-the event loop's default executor. So the loop gets a ``ThreadPoolExecutor`` whose jobs run
-under a per-thread ``cProfile.Profile`` while profiling is on; the main thread's profile and
-every worker's are merged.
+cProfile sees only the thread that enables it, and aiortc encodes every VP8 frame in the event
+loop's default executor (Opus: lkproto's ``BatchWorker`` thread). So the loop gets a
+``ThreadPoolExecutor`` whose jobs run under a per-thread ``cProfile.Profile`` while profiling is
+on, the batch worker's batches likewise; the main thread's profile and every worker's are
+merged.
 
 Buckets: each function's own time goes to the first rule that names it (``RULES``: file and
 function); builtins (C functions, PyAV's Cython methods) and standard-library functions have no
@@ -82,6 +83,15 @@ RULES: Final[tuple[tuple[str, str, frozenset[str] | None], ...]] = (
     ("packetise", "aiortc/codecs/opus.py", frozenset({"pack"})),
     ("encode", "aiortc/codecs/opus.py", None),
     ("encode", "lkproto/asyncio/audio.py", frozenset({"encode", "_convert", "mono_to_stereo"})),
+    (
+        "executor hop",
+        "lkproto/asyncio/audio.py",
+        frozenset(
+            {"submit", "_flush", "_serve", "_run_batch", "_deliver", "batch_worker"}
+            | {"_on_batch_worker"}
+        ),
+    ),
+    ("executor hop", "lkproto/asyncio/_seam.py", frozenset({"next_encoded_frame"})),
     ("packetise", "aiortc/rtp.py", None),
     ("packetise", "aiortc/clock.py", None),
     ("packetise", "aiortc/rtcrtpsender.py", frozenset({"_run_rtp", "_retransmit"})),
@@ -164,6 +174,19 @@ class ProfilingExecutor(ThreadPoolExecutor):
             return fn(*args, **kwargs)
         finally:
             profile.disable()
+
+
+def profile_batch_worker(executor: ProfilingExecutor) -> None:
+    """Profile lkproto's audio batch worker thread (``BatchWorker._run_batch``, where lkproto
+    encodes Opus since issue 18) like the executor's jobs, into ``executor.profiles``."""
+    from lkproto.asyncio.audio import BatchWorker
+
+    original = BatchWorker._run_batch
+
+    def run_batch(self: BatchWorker, batch: Any) -> Any:
+        return executor._run(original, (self, batch), {})
+
+    BatchWorker._run_batch = run_batch  # type: ignore[method-assign]
 
 
 # -- attribution ------------------------------------------------------------------------------
@@ -319,6 +342,7 @@ async def run(args: argparse.Namespace) -> int:
     cancel_on_sigterm()
     timer: Callable[[], float] | None = time.thread_time if args.timer == "cpu" else None
     executor = ProfilingExecutor(timer)
+    profile_batch_worker(executor)
     loop = asyncio.get_running_loop()
     loop.set_default_executor(executor)
     usable = sorted(os.sched_getaffinity(0))
@@ -389,7 +413,9 @@ async def run(args: argparse.Namespace) -> int:
             for profile in executor.profiles.values():
                 stats.add(profile)
                 executor_total += _own_total(profile)
-            thread_times[f"{len(executor.profiles)} executor thread(s)"] = executor_total
+            thread_times[f"{len(executor.profiles)} executor/media worker thread(s)"] = (
+                executor_total
+            )
             if args.dump:
                 stats.dump_stats(args.dump)
             print(

@@ -33,6 +33,7 @@ import asyncio
 import collections
 import contextvars
 import dataclasses
+import functools
 import importlib.metadata
 import ipaddress
 import logging
@@ -41,9 +42,9 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import aioice.ice
 import aiortc.codecs
@@ -1655,8 +1656,16 @@ _SENDER_TRACK: Final = "_RTCRtpSender__track"
 AudioEncodeStep = Callable[[Encoder, object], tuple[list[bytes], int, int | None]]
 """``(encoder, frame_or_packet) -> (payloads, rtp_timestamp, audio_level_dbov or None)``."""
 
+AudioOffload = Callable[
+    [Callable[[], tuple[list[bytes], int, int | None]]],
+    Awaitable[tuple[list[bytes], int, int | None]],
+]
+"""Runs one zero-argument encode job somewhere off the loop and awaits its result."""
 
-def encode_audio_with(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
+
+def encode_audio_with(
+    sender: RTCRtpSender, encode: AudioEncodeStep, *, offload: AudioOffload | None = None
+) -> None:
     """Make ``sender`` level and encode its audio frames with ``encode``.
 
     Replaces, on this sender only, aiortc 1.16.0's ``RTCRtpSender._next_encoded_frame``, which
@@ -1667,7 +1676,8 @@ def encode_audio_with(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
     executor (where aiortc encodes) and returns an ``aiortc.rtcrtpsender.RTCEncodedFrame``
     (None when no payload is ready). ``encode`` does what the original split between
     ``compute_audio_level_dbov`` and ``Encoder.encode``/``pack``; audio has no keyframes, so the
-    keyframe flag is left alone.
+    keyframe flag is left alone. ``offload``, if given, runs the step instead of the default
+    executor (lkproto's one batching worker thread per loop, issue 18).
 
     Raises:
         ValueError: ``sender`` is not an audio sender.
@@ -1697,8 +1707,11 @@ def encode_audio_with(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
         if encoder is None:
             encoder = aiortc.codecs.get_encoder(codec)
             setattr(sender, _SENDER_ENCODER, encoder)
-        loop = asyncio.get_running_loop()
-        payloads, timestamp, level = await loop.run_in_executor(None, encode, encoder, data)
+        if offload is None:
+            loop = asyncio.get_running_loop()
+            payloads, timestamp, level = await loop.run_in_executor(None, encode, encoder, data)
+        else:
+            payloads, timestamp, level = await offload(functools.partial(encode, encoder, data))
         if not payloads:
             return None
         frame: object = encoded_frame(payloads, timestamp, level)
@@ -1707,6 +1720,119 @@ def encode_audio_with(sender: RTCRtpSender, encode: AudioEncodeStep) -> None:
     # An instance attribute shadows the class's method for this sender only; _run_rtp calls
     # ``self._next_encoded_frame(codec)``.
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign,assignment]
+
+
+# -- RTCRtpReceiver: audio decoded on a shared worker (issue 18, media CPU) ---------------------
+#
+# aiortc 1.16.0 gives every RTCRtpReceiver its own decoder thread (``decoder_worker``), fed through
+# the private ``queue.Queue`` ``__decoder_queue`` by ``_handle_rtp_packet`` on the loop, and hands
+# each decoded frame back with ``asyncio.run_coroutine_threadsafe(output_q.put(frame), loop)``: a
+# Task and a concurrent future per 20 ms frame and per track. :func:`decode_audio_with` diverts
+# the frames of one receiver of lkproto's own to a caller-supplied offload (lkproto's one batch
+# worker per loop) and puts the decoded frames straight into the track's queue.
+
+_media_log = logging.getLogger("lkproto.media")
+_RECEIVER_DECODER_ERROR: Final = "_RTCRtpReceiver__decoder_error"
+_DIVERTED: Final = "_lkproto_decode_diverted"
+
+AudioDecodeOffload = Callable[[Callable[[], list[object]]], "asyncio.Future[list[object]]"]
+"""Runs one zero-argument decode job off the loop; returns a future of the loop."""
+
+
+class _DecoderState:
+    """What aiortc's ``decoder_worker`` keeps between frames: the codec name and its decoder."""
+
+    __slots__ = ("codec_name", "decoder")
+
+    def __init__(self) -> None:
+        self.codec_name: str | None = None
+        self.decoder: aiortc.codecs.base.Decoder | None = None
+
+
+def decode_audio_with(receiver: RTCRtpReceiver, offload: AudioDecodeOffload) -> bool:
+    """Decode ``receiver``'s audio frames with ``offload`` instead of its decoder thread.
+
+    Shadows ``put`` on this receiver's private ``__decoder_queue`` (aiortc 1.16.0
+    ``RTCRtpReceiver._handle_rtp_packet`` calls it on the loop once per depacketised frame). Each
+    ``(codec, JitterFrame)`` becomes a job that does what ``decoder_worker`` does for it (a decoder
+    from ``codecs.get_decoder`` kept per receiver and replaced when the codec name changes; an
+    ``av.FFmpegError`` logged, the frame skipped and the private ``__decoder_error`` event set);
+    the decoded frames are put into the remote track's queue in order, with ``put_nowait`` (it is
+    unbounded, as in aiortc). What still goes to aiortc's own thread: the end-of-track ``None``
+    (``__stop_decoder`` joins that thread, which then ends the track), and every frame while a
+    :func:`transform_decoder_input` transform (E2EE) reads the queue, since the transform runs in
+    that thread's ``get``. Frames the thread still holds when the diversion starts may reach the
+    track after the first diverted ones; callers install it when the track is first reported.
+    Calling it again on the same receiver does nothing.
+
+    Returns:
+        True if installed now, False if it already was.
+
+    Raises:
+        ValueError: ``receiver`` is not an audio receiver.
+        LkError: this aiortc lacks one of those internals.
+    """
+    track = getattr(receiver, "track", None)
+    if getattr(track, "kind", None) != "audio":
+        raise ValueError("decode_audio_with needs an audio receiver")
+    input_q = getattr(receiver, _RECEIVER_DECODER_QUEUE, None)
+    decode_error = getattr(receiver, _RECEIVER_DECODER_ERROR, None)
+    output_q = getattr(track, "_queue", None)
+    names = _code_names(aiortc.rtcrtpreceiver.decoder_worker)
+    if (
+        not isinstance(input_q, queue.Queue)
+        or not isinstance(decode_error, threading.Event)
+        or not isinstance(output_q, asyncio.Queue)
+        or "run_coroutine_threadsafe" not in names
+        or "get_decoder" not in names
+    ):
+        raise _internal_gone(
+            "aiortc", "RTCRtpReceiver.__decoder_queue/__decoder_error feeding decoder_worker"
+        )
+    if getattr(input_q, _DIVERTED, False):
+        return False
+    from av import FFmpegError  # loaded by aiortc.codecs already; named here only
+
+    original_put = type(input_q).put.__get__(input_q)
+    state = _DecoderState()
+
+    def decode(codec: aiortc.RTCRtpCodecParameters, encoded: object) -> list[object]:
+        if codec.name != state.codec_name:
+            state.decoder = aiortc.codecs.get_decoder(codec)
+            state.codec_name = codec.name
+        assert state.decoder is not None
+        try:
+            frames: list[object] = list(state.decoder.decode(encoded))  # type: ignore[arg-type]
+        except FFmpegError as exc:
+            # As decoder_worker: keep the decoder (a reset would fail every frame until the next
+            # keyframe), flag the error for the receiver's RTCP.
+            _media_log.warning(
+                "RTCRtpReceiver(audio) failed to decode %s frame: %s", codec.name, exc
+            )
+            decode_error.set()
+            return []
+        return frames
+
+    def deliver(future: asyncio.Future[list[object]]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            _media_log.warning("audio decode failed: %r", exc)
+            return
+        for frame in future.result():
+            output_q.put_nowait(frame)
+
+    def put(item: object, block: bool = True, timeout: float | None = None) -> None:
+        if item is None or "get" in vars(input_q):
+            original_put(item, block, timeout)
+            return
+        codec, encoded = cast("tuple[aiortc.RTCRtpCodecParameters, object]", item)
+        offload(functools.partial(decode, codec, encoded)).add_done_callback(deliver)
+
+    input_q.put = put  # type: ignore[method-assign]
+    setattr(input_q, _DIVERTED, True)
+    return True
 
 
 check_versions()

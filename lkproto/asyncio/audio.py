@@ -29,19 +29,28 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import av
 import numpy as np
-from aiortc import RTCRtpSender
+from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 from av.packet import Packet
 from av.stream import Stream
 
-from lkproto.asyncio._seam import current_encoder, encode_audio_with, preset_encoder
+from lkproto.asyncio._seam import (
+    current_encoder,
+    decode_audio_with,
+    encode_audio_with,
+    preset_encoder,
+)
 from lkproto.errors import LkError, LocalProtocolError
 
 __all__ = [
@@ -52,10 +61,14 @@ __all__ = [
     "OPUS_MIN_BITRATE",
     "OPUS_SAMPLE_RATE_HZ",
     "SAMPLES_PER_FRAME",
+    "WORKER_IDLE_EXIT_S",
     "AudioSourceTrack",
+    "BatchWorker",
     "OpusEncoder",
     "PlayoutBuffer",
     "audio_level_dbov",
+    "batch_worker",
+    "decode_on_batch_worker",
     "encode_step",
     "install_opus_encoder",
     "mono_to_stereo",
@@ -318,7 +331,11 @@ class AudioSourceTrack(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self._start is None:
-            self._start = now
+            # Every track of the process plays out on one 20 ms grid of the loop clock (the first
+            # frame is due at once, on the grid point just passed), so N tracks wake in one loop
+            # turn and their N frames reach the encoder thread as one batch (see BatchWorker):
+            # one thread wake-up and one loop wake-up per 20 ms instead of N of each (issue 18).
+            self._start = now - math.fmod(now, _FRAME_S)
         due = self._start + self._index * _FRAME_S
         if now < due:
             await asyncio.sleep(due - now)
@@ -524,6 +541,153 @@ def audio_level_dbov(frame: av.AudioFrame) -> int:
     return round(min(max(20 * math.log10(rms), _MIN_LEVEL_DBOV), 0))
 
 
+_T = TypeVar("_T")
+
+WORKER_IDLE_EXIT_S: Final = 5.0
+"""How long a :class:`BatchWorker`'s thread waits for work before it ends (a new one starts with
+the next job), so a process that stopped sending audio keeps no thread, and one that sends keeps
+the same thread instead of starting one per frame."""
+
+
+class BatchWorker:
+    """Runs the jobs one event loop submits on one worker thread, a loop turn's worth at a time.
+
+    aiortc encodes every audio frame with ``loop.run_in_executor``: per frame and per track, a
+    ``concurrent.futures`` future, a wake-up of an executor thread, and a
+    ``call_soon_threadsafe`` that wakes the loop through its self-pipe. With N tracks that is N of
+    each every 20 ms, 11-12 % of a 10-20-track publisher's profile (docs/reference/benchmarks.md).
+    Here the jobs submitted during one loop turn (the N senders whose frames fell due together,
+    see :class:`AudioSourceTrack`) go to the thread as one batch, with one notification; the
+    thread runs them in submission order and hands all results back with one
+    ``call_soon_threadsafe``. Jobs that arrive while the thread is busy join the next batch.
+    The work itself stays off the event loop, as in aiortc: running it on the loop was measured
+    cheaper still but fell behind real time on a contended CPU (the same page).
+
+    The thread is a daemon and ends after :data:`WORKER_IDLE_EXIT_S` without work; a job's
+    exception is raised from its future. If the loop is closed while jobs run, their results
+    are dropped.
+
+    Args:
+        loop: the loop whose coroutines await the jobs (held weakly).
+        idle_exit_s: idle time after which the thread ends.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, *, idle_exit_s: float = WORKER_IDLE_EXIT_S
+    ) -> None:
+        self._loop_ref = weakref.ref(loop)
+        self._idle_exit_s = idle_exit_s
+        self._submitted: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
+        self._cond = threading.Condition()
+        self._queued: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+        """Batches the thread has run (a batch is everything queued when it woke)."""
+        self.jobs = 0
+        """Jobs the thread has run."""
+        self.threads_started = 0
+        """Worker threads started (one more after each idle exit)."""
+
+    def submit(self, job: Callable[[], _T]) -> asyncio.Future[_T]:
+        """Queue ``job`` for the worker thread; call on the loop's thread.
+
+        Returns:
+            A future of the loop that gets ``job()``'s result or exception.
+        """
+        loop = self._loop_ref()
+        if loop is None:  # pragma: no cover - a caller on the loop keeps it alive
+            raise RuntimeError("the event loop of this worker is gone")
+        future: asyncio.Future[_T] = loop.create_future()
+        self._submitted.append((job, future))
+        if not self._flush_scheduled:
+            # Let every coroutine that runs in this loop turn add its job first.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._submitted = self._submitted, []
+        with self._cond:
+            self._queued.extend(batch)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="lkproto-media-worker", daemon=True
+                )
+                self.threads_started += 1
+                self._thread.start()
+            else:
+                self._cond.notify()
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queued:
+                    if not self._cond.wait(self._idle_exit_s) and not self._queued:
+                        self._thread = None
+                        return
+                batch = list(self._queued)
+                self._queued.clear()
+            results = self._run_batch(batch)
+            loop = self._loop_ref()
+            try:
+                if loop is None:
+                    raise RuntimeError("event loop collected")
+                loop.call_soon_threadsafe(_deliver, results)
+            except RuntimeError:  # the loop was closed: nobody awaits these any more
+                with self._cond:
+                    self._queued.clear()
+                    self._thread = None
+                return
+
+    def _run_batch(
+        self, batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], Any, Exception | None]]:
+        # A method of its own so a profiler can wrap it (benchmarks/profile_media.py).
+        results: list[tuple[asyncio.Future[Any], Any, Exception | None]] = []
+        for job, future in batch:
+            try:
+                results.append((future, job(), None))
+            except Exception as exc:  # handed to the awaiting coroutine
+                results.append((future, None, exc))
+        self.batches += 1
+        self.jobs += len(batch)
+        return results
+
+
+def _deliver(results: list[tuple[asyncio.Future[Any], Any, Exception | None]]) -> None:
+    for future, value, exc in results:
+        if future.done():  # cancelled while its job ran
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+
+
+_WORKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BatchWorker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def batch_worker(loop: asyncio.AbstractEventLoop | None = None) -> BatchWorker:
+    """The :class:`BatchWorker` of ``loop`` (the running loop by default), created on first use.
+
+    Every audio sender of one loop shares it, which is what makes the batches.
+    """
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    worker = _WORKERS.get(loop)
+    if worker is None:
+        worker = _WORKERS[loop] = BatchWorker(loop)
+    return worker
+
+
+def _on_batch_worker(job: Callable[[], _T]) -> asyncio.Future[_T]:
+    return batch_worker().submit(job)
+
+
 def encode_step(encoder: Encoder, data: object) -> tuple[list[bytes], int, int | None]:
     """One frame of an audio sender: its payloads, RTP timestamp and audio level.
 
@@ -568,4 +732,24 @@ def install_opus_encoder(sender: RTCRtpSender, *, channels: int, bitrate: int) -
     if current is not None and not isinstance(current, OpusEncoder):
         raise LocalProtocolError("the sender already has an encoder: it has started sending")
     preset_encoder(sender, OpusEncoder(channels=channels, bitrate=bitrate))
-    encode_audio_with(sender, encode_step)
+    encode_audio_with(sender, encode_step, offload=_on_batch_worker)
+
+
+def decode_on_batch_worker(receiver: RTCRtpReceiver) -> bool:
+    """Decode ``receiver``'s audio on the loop's :class:`BatchWorker` instead of its own thread.
+
+    aiortc decodes each received track on a thread of its own and returns every 20 ms frame to
+    the loop with ``run_coroutine_threadsafe`` (a Task per frame); here the frames of all audio
+    tracks that arrive in one loop turn are decoded as one batch on the shared worker and put into
+    their tracks' queues directly (:func:`lkproto.asyncio._seam.decode_audio_with`, issue 18).
+    Call it when the remote track is first reported; E2EE receivers keep aiortc's thread, where
+    their decryption runs.
+
+    Returns:
+        True if installed now, False if the receiver already decodes this way.
+
+    Raises:
+        ValueError: ``receiver`` is not an audio receiver.
+        LkError: this aiortc does not have the internals relied on.
+    """
+    return decode_audio_with(receiver, _on_batch_worker)

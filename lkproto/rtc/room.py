@@ -944,6 +944,12 @@ class Room(EventEmitter[ev.EventTypes]):
         receiver = event.pc.receivers().get(event.mid) if event.pc is not None else None
         if receiver is not None:
             _stats.watch_receiver(receiver)
+            if kind == TrackKind.KIND_AUDIO:
+                # Imported here, like the E2EE driver: it loads PyAV (issue 18, import time).
+                from lkproto.asyncio.audio import decode_on_batch_worker
+
+                # One shared decode thread, frames batched per loop turn (issue 18, media CPU).
+                decode_on_batch_worker(receiver)
         track: RemoteTrack = cls(
             sid=event.sid, name=pub.name, kind=kind, fanout=self._fanout(event.track)
         )

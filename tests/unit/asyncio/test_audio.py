@@ -7,6 +7,7 @@ counters, whether ``recv`` is still waiting), never how long it took.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
@@ -15,7 +16,9 @@ import aiortc
 import av
 import numpy as np
 import pytest
+from aiortc.codecs import get_decoder
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import (
     AudioStreamTrack,
     MediaStreamError,
@@ -23,6 +26,7 @@ from aiortc.mediastreams import (
     VideoStreamTrack,
 )
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import compute_audio_level_dbov
 
 from lkproto.asyncio import _seam, audio
@@ -31,9 +35,12 @@ from lkproto.asyncio.audio import (
     DEFAULT_OPUS_BITRATE,
     SAMPLES_PER_FRAME,
     AudioSourceTrack,
+    BatchWorker,
     OpusEncoder,
     PlayoutBuffer,
     audio_level_dbov,
+    batch_worker,
+    decode_on_batch_worker,
     encode_step,
     install_opus_encoder,
     mono_to_stereo,
@@ -230,6 +237,82 @@ async def test_track_recv_waits_until_the_frame_is_due() -> None:
     track._start = loop.time() - 4 * 0.020
     frame = await asyncio.wait_for(track.recv(), scaled(5))
     assert frame.pts == 4 * 960
+
+
+async def test_tracks_share_one_20ms_grid_so_their_frames_fall_due_together() -> None:
+    loop = asyncio.get_running_loop()
+    first = AudioSourceTrack(PlayoutBuffer(input_rate=RATE, num_channels=1, capacity_ms=100))
+    await first.recv()  # due at once: no wait before the first frame
+    await asyncio.sleep(0.007)  # a track published later, off the first one's phase
+    second = AudioSourceTrack(PlayoutBuffer(input_rate=RATE, num_channels=1, capacity_ms=100))
+    await second.recv()
+    assert first._start is not None
+    assert second._start is not None
+    assert first._start <= loop.time()
+    frames_apart = (second._start - first._start) / 0.020
+    assert frames_apart == pytest.approx(round(frames_apart), abs=1e-6)
+
+
+# --- BatchWorker ---------------------------------------------------------------------------
+
+
+async def test_worker_runs_one_loop_turns_jobs_as_one_batch_off_the_loop() -> None:
+    worker = BatchWorker(asyncio.get_running_loop())
+    threads: list[int] = []
+
+    def job(n: int) -> int:
+        threads.append(threading.get_ident())
+        return n * n
+
+    futures = [worker.submit(lambda n=n: job(n)) for n in range(8)]  # type: ignore[misc]
+    results = await asyncio.wait_for(asyncio.gather(*futures), scaled(5))
+    assert results == [n * n for n in range(8)]
+    assert (worker.batches, worker.jobs) == (1, 8)
+    assert len(set(threads)) == 1
+    assert threads[0] != threading.get_ident()
+    # A later turn is a new batch on the same thread.
+    assert await asyncio.wait_for(worker.submit(lambda: job(9)), scaled(5)) == 81
+    assert (worker.batches, worker.jobs, worker.threads_started) == (2, 9, 1)
+    assert len(set(threads)) == 1
+
+
+async def test_worker_raises_a_jobs_error_from_its_future_and_survives_cancellation() -> None:
+    worker = BatchWorker(asyncio.get_running_loop())
+    release = threading.Event()
+
+    def boom() -> int:
+        raise ValueError("bad frame")
+
+    blocked = worker.submit(lambda: release.wait(scaled(5)))
+    failing = worker.submit(boom)
+    cancelled = worker.submit(lambda: 1)
+    cancelled.cancel()  # its awaiting coroutine went away while the job was queued
+    release.set()
+    assert await asyncio.wait_for(blocked, scaled(5)) is True
+    with pytest.raises(ValueError, match="bad frame"):
+        await asyncio.wait_for(failing, scaled(5))
+    assert await asyncio.wait_for(worker.submit(lambda: 2), scaled(5)) == 2
+
+
+async def test_worker_thread_ends_when_idle_and_a_new_one_takes_the_next_job() -> None:
+    worker = BatchWorker(asyncio.get_running_loop(), idle_exit_s=0.01)
+    assert await asyncio.wait_for(worker.submit(lambda: 1), scaled(5)) == 1
+    thread = worker._thread
+    assert thread is not None
+    await asyncio.wait_for(asyncio.to_thread(thread.join, scaled(5)), scaled(6))
+    assert not thread.is_alive()
+    assert worker._thread is None
+    assert await asyncio.wait_for(worker.submit(lambda: 2), scaled(5)) == 2
+    assert worker.threads_started == 2
+
+
+async def test_batch_worker_is_one_per_loop() -> None:
+    assert batch_worker() is batch_worker(asyncio.get_running_loop())
+    other = asyncio.new_event_loop()
+    try:
+        assert batch_worker(other) is not batch_worker()
+    finally:
+        other.close()
 
 
 async def test_track_bursts_when_a_little_late_without_dropping() -> None:
@@ -491,7 +574,7 @@ async def _encoded(sender: aiortc.RTCRtpSender) -> Any:
     return await asyncio.wait_for(sender._next_encoded_frame(OPUS_CODEC), scaled(5))
 
 
-async def test_installed_sender_encodes_in_the_executor_with_the_level_aiortc_computes(
+async def test_installed_sender_encodes_on_the_batch_worker_with_the_level_aiortc_computes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pc = aiortc.RTCPeerConnection()
@@ -511,6 +594,7 @@ async def test_installed_sender_encodes_in_the_executor_with_the_level_aiortc_co
         # aiortc's per-sample level is not computed at all any more.
         monkeypatch.setattr(aiortc.rtp, "compute_audio_level_dbov", None)
         reference = OpusEncoder(channels=1, bitrate=32_000)  # libopus is deterministic
+        jobs_before = batch_worker().jobs
         levels = []
         for index in range(5):
             frame = await _encoded(sender)
@@ -520,7 +604,9 @@ async def test_installed_sender_encodes_in_the_executor_with_the_level_aiortc_co
             levels.append(frame.audio_level)
         assert levels == [compute_audio_level_dbov(f) for f in track.frames[:5]]
         assert levels[0] in (-14, -13)  # a 0.3 full-scale sine: RMS 0.212, -13.5 dBov
-        assert hops == [encode_step] * 5  # one executor job per frame, as aiortc encodes
+        # Off the loop, but on the loop's one batch worker, not in its default executor.
+        assert hops == []
+        assert batch_worker().jobs - jobs_before == 5
         assert isinstance(current_encoder(sender), OpusEncoder)
     finally:
         await pc.close()
@@ -588,3 +674,71 @@ def test_audio_level_equals_aiortcs(channels: int, amp: float) -> None:
 
 def test_module_constants_agree() -> None:
     assert audio.SAMPLES_PER_FRAME == audio.OPUS_SAMPLE_RATE_HZ * audio.FRAME_DURATION_MS // 1000
+
+
+# --- decode_on_batch_worker ------------------------------------------------------------------
+
+
+def _opus_packets(count: int) -> list[bytes]:
+    encoder = OpusEncoder(channels=1)
+    packets: list[bytes] = []
+    for frame in pcm_frames(tone(440, RATE, 0.02 * count), 1):
+        packets += encoder.encode(frame)[0]
+    return packets
+
+
+async def test_received_audio_is_decoded_in_order_on_the_batch_worker() -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("audio").receiver
+        receiver._track = RemoteStreamTrack(kind="audio")  # as setRemoteDescription makes it
+        assert decode_on_batch_worker(receiver)
+        assert not decode_on_batch_worker(receiver)  # once per receiver
+        input_q = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        output_q = receiver.track._queue
+        worker = batch_worker()
+        jobs_before = worker.jobs
+        packets = _opus_packets(10)
+        for index, packet in enumerate(packets):  # as _handle_rtp_packet does, on the loop
+            input_q.put((OPUS_CODEC, JitterFrame(packet, index * SAMPLES_PER_FRAME)))
+        frames = [await asyncio.wait_for(output_q.get(), scaled(5)) for _ in packets]
+        assert worker.jobs - jobs_before == len(packets)
+        assert input_q.qsize() == 0  # nothing went to aiortc's own decoder thread
+        # The same samples aiortc's decoder gives for the same packets, in order.
+        reference = get_decoder(OPUS_CODEC)
+        expected = [
+            f for i, p in enumerate(packets) for f in reference.decode(JitterFrame(p, i * 960))
+        ]
+        assert [pcm_of(f).tobytes() for f in frames] == [pcm_of(f).tobytes() for f in expected]
+        # The end of the track still goes to aiortc's thread, which ends the track.
+        input_q.put(None)
+        assert input_q.get_nowait() is None
+    finally:
+        await pc.close()
+
+
+async def test_e2ee_receivers_keep_aiortcs_decoder_thread() -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("audio").receiver
+        receiver._track = RemoteStreamTrack(kind="audio")
+        assert decode_on_batch_worker(receiver)
+        _seam.transform_decoder_input(receiver, lambda data: data)  # what E2EE installs
+        input_q = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        item = (OPUS_CODEC, JitterFrame(_opus_packets(1)[0], 0))
+        input_q.put(item)
+        assert input_q.qsize() == 1  # left for the thread whose get() decrypts
+        assert receiver.track._queue.empty()
+    finally:
+        await pc.close()
+
+
+async def test_decode_on_batch_worker_needs_an_audio_receiver() -> None:
+    pc = aiortc.RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("video").receiver
+        receiver._track = RemoteStreamTrack(kind="video")
+        with pytest.raises(ValueError, match="audio receiver"):
+            decode_on_batch_worker(receiver)
+    finally:
+        await pc.close()
