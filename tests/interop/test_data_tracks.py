@@ -17,9 +17,15 @@ import pytest
 from livekit import rtc as lrtc
 
 from lkproto import rtc
+from lkproto.rtc.data_track import PublishDataTrackError
 from lkproto.testing import scaled
-
-from ._helpers import connect_official, connect_ours, disconnect_all, unique_room, wait_for
+from tests.interop._helpers import (
+    connect_official,
+    connect_ours,
+    disconnect_all,
+    unique_room,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from lkproto.testing import LocalServer
@@ -102,7 +108,7 @@ async def test_official_sdk_receives_lkproto_frames(livekit_server: LocalServer)
         assert len(seen) >= FRAMES // 2
 
         # A duplicate name is refused by the server with the typed error.
-        with pytest.raises(rtc.participant.PublishDataTrackError) as info:
+        with pytest.raises(PublishDataTrackError) as info:
             await asyncio.wait_for(
                 ours.local_participant.publish_data_track(name="telemetry"), scaled(10)
             )
@@ -183,5 +189,52 @@ async def test_subscribing_to_a_track_that_is_gone_raises_at_the_end(
         stream = remote.subscribe()
         with pytest.raises(rtc.SubscribeDataTrackError):
             await asyncio.wait_for(stream.read(), scaled(5))
+    finally:
+        await disconnect_all(official_room, ours)
+
+
+async def test_subscription_survives_a_full_reconnect(livekit_server: LocalServer) -> None:
+    # After a full reconnect the new session knows none of our subscriptions: the room sends
+    # them again, so the same stream keeps receiving; our own data tracks end with the session.
+    room_name = unique_room("dtr-full")
+    ours = rtc.Room()
+    published: asyncio.Queue[rtc.RemoteDataTrack] = asyncio.Queue()
+    reconnected = asyncio.Event()
+    ours.on("data_track_published", published.put_nowait)
+    ours.on("reconnected", reconnected.set)
+    official_room: lrtc.Room | None = None
+    try:
+        await connect_ours(livekit_server, "ours", room_name, room=ours)
+        mine = await asyncio.wait_for(
+            ours.local_participant.publish_data_track(name="mine"), scaled(10)
+        )
+        official_room = await connect_official(livekit_server, "official", room_name)
+        track = await asyncio.wait_for(
+            official_room.local_participant.publish_data_track(name="sensor"), scaled(10)
+        )
+        remote = await asyncio.wait_for(published.get(), scaled(RECEIVE_TIMEOUT_S))
+        stream = remote.subscribe(buffer_size=1000)
+        received: list[tuple[bytes, int | None]] = []
+
+        async def read() -> None:
+            async for frame in stream:
+                received.append((frame.payload, frame.user_timestamp))
+
+        reader = asyncio.create_task(read())
+        await asyncio.wait_for(
+            _push_until(track.try_push, received, lrtc.DataTrackFrame), scaled(RECEIVE_TIMEOUT_S)
+        )
+        await ours.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
+        await asyncio.wait_for(reconnected.wait(), scaled(30))
+        assert not mine.is_published()
+        assert remote.is_published()
+        received.clear()
+        await asyncio.wait_for(
+            _push_until(track.try_push, received, lrtc.DataTrackFrame), scaled(RECEIVE_TIMEOUT_S)
+        )
+        assert len(_check(received)) >= FRAMES // 2
+        assert not reader.done()
+        stream.close()
+        await asyncio.wait_for(reader, scaled(5))
     finally:
         await disconnect_all(official_room, ours)
