@@ -86,21 +86,17 @@ class FrameQueue:
             self._error = error or ""
         self._wakeup.set()
 
-    async def get(self) -> cd.FrameReceived | None:
-        """The next frame; ``None`` once the queue ended normally or was closed.
+    @property
+    def error(self) -> str | None:
+        """Why the queue ended abnormally, or ``None`` (still open, or ended normally)."""
+        return self._error or None
 
-        Raises:
-            RequestRejectedError: the subscription ended abnormally (reason ``ENDED``, the message
-                says why).
-        """
+    async def get(self) -> cd.FrameReceived | None:
+        """The next frame; ``None`` once the queue ended (see :attr:`error`) or was closed."""
         while True:
             if self._frames:
                 return self._frames.popleft()
-            if self._closed:
-                return None
-            if self._error is not None:
-                if self._error:
-                    raise RequestRejectedError("ENDED", self._error)
+            if self._closed or self._error is not None:
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()

@@ -242,13 +242,12 @@ class DataTrackStream:
         return self
 
     async def __anext__(self) -> DataTrackFrame:
-        try:
-            frame = await self._queue.get()
-        except RequestRejectedError as exc:
-            self._queue.close()
-            raise SubscribeDataTrackError(exc.message) from None
+        frame = await self._queue.get()
         if frame is None:
+            error = self._queue.error
             self._queue.close()
+            if error is not None:
+                raise SubscribeDataTrackError(error)
             raise StopAsyncIteration
         return DataTrackFrame(payload=frame.payload, user_timestamp=frame.user_timestamp)
 
