@@ -100,50 +100,32 @@ class _Family:
     simulcast: tuple[_Preset, _Preset]
 
 
-def _family(
-    ratio: float, rows: Sequence[tuple[int, int, int, float]], low: int, mid: int
-) -> _Family:
-    encodings = tuple(_Preset(*row) for row in rows)
-    return _Family(ratio, encodings, (encodings[low], encodings[mid]))
-
-
-# The one preset table: rust-sdks livekit/src/room/options.rs, modules video43 (4:3) and video
-# (16:9), as (width, height, bitrate bps, fps); ``low`` and ``mid`` index its default simulcast
-# presets. 4:3 comes first so that a ratio exactly between the two reads as 4:3.
-_FAMILIES: Final = (
-    _family(
-        4 / 3,
-        (
-            (160, 120, 80_000, 15),
-            (240, 180, 100_000, 15),
-            (320, 240, 150_000, 15),
-            (480, 360, 225_000, 20),
-            (640, 480, 300_000, 20),
-            (720, 540, 450_000, 25),
-            (960, 720, 1_500_000, 30),
-            (1440, 1080, 2_500_000, 30),
-            (1920, 1440, 3_500_000, 30),
-        ),
-        low=1,
-        mid=3,
-    ),
-    _family(
-        16 / 9,
-        (
-            (160, 90, 90_000, 15),
-            (320, 180, 160_000, 15),
-            (384, 216, 180_000, 15),
-            (640, 360, 450_000, 20),
-            (960, 540, 800_000, 25),
-            (1280, 720, 1_700_000, 30),
-            (1920, 1080, 3_000_000, 30),
-            (2560, 1440, 5_000_000, 30),
-            (3840, 2160, 8_000_000, 30),
-        ),
-        low=1,
-        mid=3,
-    ),
+# rust-sdks livekit/src/room/options.rs, modules video43 (4:3) and video (16:9): the official
+# encodings, size tier by size tier, each as (width, height, bitrate bps, fps) for 4:3 | 16:9.
+_ENCODINGS: Final = (
+    ((160, 120, 80_000, 15), (160, 90, 90_000, 15)),
+    ((240, 180, 100_000, 15), (320, 180, 160_000, 15)),
+    ((320, 240, 150_000, 15), (384, 216, 180_000, 15)),
+    ((480, 360, 225_000, 20), (640, 360, 450_000, 20)),
+    ((640, 480, 300_000, 20), (960, 540, 800_000, 25)),
+    ((720, 540, 450_000, 25), (1280, 720, 1_700_000, 30)),
+    ((960, 720, 1_500_000, 30), (1920, 1080, 3_000_000, 30)),
+    ((1440, 1080, 2_500_000, 30), (2560, 1440, 5_000_000, 30)),
+    ((1920, 1440, 3_500_000, 30), (3840, 2160, 8_000_000, 30)),
 )
+# The columns' aspect ratios; 4:3 first, so that a ratio exactly between the two reads as 4:3.
+_RATIOS: Final = (4 / 3, 16 / 9)
+# The default simulcast presets (low, mid) of both ratios are these tiers.
+_SIMULCAST_TIERS: Final = (1, 3)
+
+
+def _family(column: int) -> _Family:
+    encodings = tuple(_Preset(*row[column]) for row in _ENCODINGS)
+    low, mid = _SIMULCAST_TIERS
+    return _Family(_RATIOS[column], encodings, (encodings[low], encodings[mid]))
+
+
+_FAMILIES: Final = tuple(_family(column) for column in range(len(_RATIOS)))
 # compute_video_encodings: three layers from this longer side up, two from the next.
 _THREE_LAYERS_FROM_PX: Final = 960
 _TWO_LAYERS_FROM_PX: Final = 480
