@@ -15,7 +15,14 @@ What each number measures
 ``import``
     Wall time of ``import lkproto.rtc`` / ``import livekit.rtc`` in a fresh interpreter
     (``time.perf_counter`` around the import; interpreter start-up not counted), median of
-    ``--imports`` interpreters, and the RSS (``VmRSS``) right after it.
+    ``--imports`` interpreters, the CPU time of the same import (``time.process_time``: less
+    sensitive than wall time to other processes on a loaded machine), and the RSS (``VmRSS``)
+    right after it. The import is followed by reading ``Room``, ``RoomOptions`` and
+    ``DataPacket`` from the module (included in both times), so a name loaded on first use is
+    paid for as a client would. Before the first interpreter the driver compiles lkproto's
+    bytecode (``compileall``), as a wheel install does: with ``PYTHONDONTWRITEBYTECODE`` set
+    (as on the machine these figures come from) every lkproto module edited since its ``.pyc``
+    was written would otherwise be compiled from source in every interpreter.
 ``data-only``
     A client that joins, sends 100 reliable packets and gets them echoed, makes 10 RPC calls,
     sends a text stream and receives a 64 KiB byte stream, and never touches media: ``VmRSS``
@@ -23,6 +30,12 @@ What each number measures
 ``audio``
     A client that joins, publishes a 48 kHz mono tone from an ``AudioSource`` and reads the
     counterpart's tone from an ``AudioStream`` for ``--audio-seconds``: ``VmRSS`` at the end.
+``layers``
+    Where lkproto's data-only RSS goes: one fresh interpreter imports, in order, asyncio,
+    protobuf with lkproto's messages, ``lkproto.rtc``, websockets, then each package the WebRTC
+    stack loads at connect (:data:`LAYERS`), and last the stack itself
+    (``lkproto.asyncio.peer.load_webrtc``); ``VmRSS`` and CPU time after each step. The
+    official SDK's steps are asyncio, ``livekit.rtc`` and loading its FFI library.
 
 Load on the machine changes every figure: the load average before and after goes with them.
 """
@@ -58,7 +71,47 @@ RPC_CALLS: Final = 10
 BYTE_STREAM_BYTES: Final = 64 * 1024
 SAMPLE_RATE: Final = 48_000
 FRAME_SAMPLES: Final = 480  # 10 ms
+NAMES: Final = ("Room", "RoomOptions", "DataPacket")
+"""Read from the rtc module after the import, in the import figure."""
 
+LAYERS: Final = {
+    "lkproto": (
+        ("asyncio", ("asyncio",)),
+        ("protobuf + lkproto messages", ("lkproto.wire.pb",)),
+        ("lkproto.rtc (data names)", ("lkproto.rtc",)),
+        ("websockets", ("websockets.asyncio.client",)),
+        ("ifaddr", ("ifaddr",)),
+        ("dnspython (aioice.mdns)", ("dns.message", "dns.zone", "dns.rdtypes.ANY")),
+        ("cryptography Rust bindings", ("cryptography.hazmat.bindings._rust",)),
+        ("cryptography.x509", ("cryptography.x509",)),
+        ("pyOpenSSL", ("OpenSSL",)),
+        ("pylibsrtp", ("pylibsrtp",)),
+        ("google_crc32c + pyee", ("google_crc32c", "pyee")),
+        ("aioice", ("aioice",)),
+        ("aiortc (PyAV deferred)", ("@webrtc",)),
+    ),
+    "official": (
+        ("asyncio", ("asyncio",)),
+        ("livekit.rtc", ("livekit.rtc",)),
+        ("FFI library (first use)", ("@ffi",)),
+    ),
+}
+"""Steps of the ``layers`` figure, each a label and the modules it imports; ``@webrtc`` is
+``lkproto.asyncio.peer.load_webrtc()``, ``@ffi`` the official SDK's ``FfiClient.instance``."""
+
+
+HEAVY: Final = (
+    "aiortc",
+    "aioice",
+    "av",
+    "numpy",
+    "OpenSSL",
+    "cryptography",
+    "dns",
+    "pylibsrtp",
+    "websockets",
+)
+"""Packages reported when an import loads them (lkproto loads them on first connect or media)."""
 
 _BACKGROUND: set[asyncio.Future[Any]] = set()
 
@@ -201,13 +254,58 @@ async def _worker_session(sdk: str, scenario: str, url: str, token: str, seconds
     )
 
 
+# The layers worker runs with ``python -c`` rather than as this script, whose own imports (asyncio,
+# json, logging, subprocess) would already be in the process before the first step.
+_LAYERS_WORKER: Final = """
+import json, sys, time
+
+def rss_kib():
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+def step(module):
+    if module == "@webrtc":
+        from lkproto.asyncio.peer import load_webrtc
+        load_webrtc()
+    elif module == "@ffi":
+        from livekit.rtc._ffi_client import FfiClient
+        FfiClient.instance
+    else:
+        __import__(module)
+
+out = [{"step": "interpreter", "rss_kib": rss_kib(), "cpu_s": 0.0}]
+for label, modules in json.loads(sys.argv[1]):
+    c0 = time.process_time()
+    for module in modules:
+        step(module)
+    out.append({"step": label, "rss_kib": rss_kib(), "cpu_s": time.process_time() - c0})
+print(json.dumps({"layers": out}))
+"""
+
+
 def worker(argv: Sequence[str]) -> int:
     kind, sdk = argv[0], argv[1]
     if kind == "import":
-        t0 = time.perf_counter()
-        importlib.import_module(MODULES[sdk])
-        elapsed = time.perf_counter() - t0
-        print(json.dumps({"import_s": elapsed, "rss_kib": _rss_kib(), "av": "av" in sys.modules}))
+        t0, c0 = time.perf_counter(), time.process_time()
+        module = importlib.import_module(MODULES[sdk])
+        for name in NAMES:
+            getattr(module, name)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        loaded = sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY))
+        print(
+            json.dumps(
+                {
+                    "import_s": elapsed,
+                    "import_cpu_s": cpu,
+                    "rss_kib": _rss_kib(),
+                    "av": "av" in sys.modules,
+                    "heavy_loaded": loaded,
+                }
+            )
+        )
         return 0
     url, token, seconds = argv[2], argv[3], float(argv[4])
     logging.basicConfig(level=logging.WARNING)
@@ -222,8 +320,12 @@ def _spawn(args: Sequence[str], timeout: float) -> dict[str, Any]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    if args[0] == "layers":
+        command = [sys.executable, "-c", _LAYERS_WORKER, json.dumps(LAYERS[args[1]])]
+    else:
+        command = [sys.executable, __file__, "--worker", *args]
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", *args],
+        command,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -315,6 +417,14 @@ async def _sessions(seconds: float) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _compile_bytecode() -> None:
+    """Write lkproto's ``.pyc`` files, as installing a wheel does (see the module docstring)."""
+    import compileall
+
+    package = Path(__file__).resolve().parents[1] / "lkproto"
+    compileall.compile_dir(str(package), quiet=1)
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
@@ -338,11 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     started = utc_now()
+    _compile_bytecode()
     load_before = os.getloadavg()
     imports: dict[str, list[dict[str, Any]]] = {sdk: [] for sdk in SDKS}
     for _ in range(args.imports):
         for sdk in SDKS:  # interleaved, so load changes hit both alike
             imports[sdk].append(_spawn(["import", sdk], DEFAULT_TIMEOUT_S))
+    load_after_imports = os.getloadavg()
+    layers = {sdk: _spawn(["layers", sdk], DEFAULT_TIMEOUT_S)["layers"] for sdk in SDKS}
     sessions = asyncio.run(_sessions(args.audio_seconds))
     load_after = os.getloadavg()
 
@@ -350,6 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sdk in SDKS:
         summary[sdk] = {
             "import_ms_median": statistics.median(r["import_s"] for r in imports[sdk]) * 1000,
+            "import_cpu_ms_median": statistics.median(r["import_cpu_s"] for r in imports[sdk])
+            * 1000,
+            "import_loads": sorted({m for r in imports[sdk] for m in r["heavy_loaded"]}),
             "import_rss_kib_median": statistics.median(r["rss_kib"] for r in imports[sdk]),
             "import_loads_av": any(r["av"] for r in imports[sdk]),
             "data_only_rss_kib": sessions["data"][sdk]["rss_kib"],
@@ -359,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     rows = [
         ("import time (ms, median)", "import_ms_median", 1.0),
+        ("import CPU time (ms, median)", "import_cpu_ms_median", 1.0),
         ("RSS after import (MiB)", "import_rss_kib_median", 1 / 1024),
         ("RSS, data-only session (MiB)", "data_only_rss_kib", 1 / 1024),
         ("RSS, one audio track each way (MiB)", "audio_rss_kib", 1 / 1024),
@@ -377,21 +494,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     print()
+    layer_lines = ["| step | RSS MiB | + MiB | CPU ms |", "| --- | ---: | ---: | ---: |"]
+    for sdk in SDKS:
+        previous = None
+        for step in layers[sdk]:
+            rss = step["rss_kib"] / 1024
+            delta = "" if previous is None else f"{rss - previous:+.1f}"
+            layer_lines.append(
+                f"| {sdk}: {step['step']} | {rss:.1f} | {delta} | {step['cpu_s'] * 1000:.0f} |"
+            )
+            previous = rss
+    layer_table = "\n".join(layer_lines)
+    print(layer_table)
+    print()
     print(
         f"data-only lkproto client imported PyAV: {summary['lkproto']['data_only_loads_av']}, "
         f"numpy: {summary['lkproto']['data_only_loads_numpy']}; "
-        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+        f"load average {load_before[0]:.2f} before, {load_after_imports[0]:.2f} after the "
+        f"imports, {load_after[0]:.2f} after"
     )
+    print(f"lkproto import loaded: {summary['lkproto']['import_loads'] or 'none of'} {HEAVY}")
     machine = machine_info()
     payload = {
         "benchmark": "footprint",
         "started": started,
         "finished": utc_now(),
         "config": {"imports": args.imports, "audio_seconds": args.audio_seconds},
-        "load_average_1m": {"before": load_before[0], "after": load_after[0]},
+        "load_average_1m": {
+            "before": load_before[0],
+            "after_imports": load_after_imports[0],
+            "after": load_after[0],
+        },
         "machine": machine,
-        "results": {"summary": summary, "imports": imports, "sessions": sessions},
+        "results": {
+            "summary": summary,
+            "imports": imports,
+            "layers": layers,
+            "sessions": sessions,
+        },
         "table_markdown": table,
+        "layers_markdown": layer_table,
     }
     path = write_json(args.json, payload)
     print(f"wrote {path}")
