@@ -47,13 +47,10 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import av
-
 from lkproto.core.agent import ATTR_PUBLISH_ON_BEHALF, TOPIC_PRECONNECT_AUDIO
 from lkproto.core.durations import positive_seconds
 from lkproto.errors import LkError, LocalProtocolError
 from lkproto.rtc.audio_frame import AudioFrame
-from lkproto.rtc.audio_source import AudioSource
 from lkproto.rtc.data_stream import ByteStreamReader, StreamError
 from lkproto.rtc.participant import (
     LocalTrackPublication,
@@ -64,6 +61,10 @@ from lkproto.rtc.participant import (
 )
 from lkproto.rtc.room import ConnectionState, Room
 from lkproto.rtc.track import LocalAudioTrack, LocalTrack, TrackPublishOptions, TrackSource
+
+# PyAV (Opus decoding) and AudioSource (which loads the media drivers: PyAV, numpy, aiortc) are
+# imported where they are used, so an agent frontend that only chats or follows the agent's state
+# does not load them (issue 18).
 
 __all__ = [
     "AGENT_ACTIVE_TIMEOUT_S",
@@ -149,6 +150,8 @@ def _pcm_frames(data: bytes, sample_rate: int, num_channels: int) -> list[AudioF
 
 
 def _decode_opus(data: bytes, sample_rate: int, num_channels: int) -> bytes:
+    import av
+
     layout = "mono" if num_channels == 1 else "stereo" if num_channels == 2 else f"{num_channels}c"
     resampler = av.AudioResampler(format="s16", layout=layout, rate=sample_rate)
     pcm = bytearray()
@@ -178,6 +181,8 @@ async def decode_preconnect_audio(
     if sample_rate <= 0 or num_channels <= 0:
         raise ValueError(f"bad pre-connect audio format: {sample_rate} Hz x {num_channels}")
     if _is_opus(mime_type):
+        import av
+
         try:
             data = await asyncio.to_thread(_decode_opus, data, sample_rate, num_channels)
         except av.FFmpegError as exc:
@@ -299,6 +304,8 @@ class PreconnectBuffer:
         max_seconds: float = PRECONNECT_MAX_S,
         agent_timeout_s: float = AGENT_ACTIVE_TIMEOUT_S,
     ) -> None:
+        from lkproto.rtc.audio_source import AudioSource
+
         source = track.source
         if not isinstance(source, AudioSource):
             raise LocalProtocolError("the pre-connect buffer needs a track made from AudioSource")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 import wave
 from fractions import Fraction
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import av
+if TYPE_CHECKING:
+    import av
 
 __all__ = ["AudioFrame"]
 
@@ -21,7 +22,13 @@ _SAMPLE_BYTES = 2
 """Bytes per sample: the official frame format is interleaved int16."""
 
 
+# PyAV is imported in the conversions only: a frame of PCM samples needs none of it, so code that
+# only builds or reads frames (the agents' pre-connect buffer, tests) does not load it (issue 18).
+
+
 def _layout_for(num_channels: int) -> av.AudioLayout:
+    import av
+
     # FFmpeg's "<n>c" names the default layout for n channels (mono, stereo, 2.1, ... 5.1).
     return av.AudioLayout(f"{num_channels}c")
 
@@ -135,6 +142,8 @@ class AudioFrame:
         Args:
             pts: presentation timestamp in samples; the time base is ``1/sample_rate``.
         """
+        import av
+
         frame = av.AudioFrame(
             format="s16",
             layout=_layout_for(self._num_channels),
@@ -158,6 +167,8 @@ class AudioFrame:
         """
         num_channels = frame.layout.nb_channels
         if frame.format.name != "s16":
+            import av
+
             converter = av.AudioResampler(format="s16", layout=frame.layout, rate=frame.sample_rate)
             # A format-only conversion has no filter delay, but flushing makes that a non-issue.
             parts = [*converter.resample(frame), *converter.resample(None)]

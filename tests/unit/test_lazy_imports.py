@@ -110,8 +110,9 @@ def test_media_names_load_pyav_on_first_use_and_aiortc_sees_the_real_classes() -
         from lkproto.asyncio._lazy_av import import_aiortc
         import_aiortc()  # what the first peer connection does
         import aiortc.rtp, aiortc.mediastreams
+        frame = rtc.AudioFrame.create(48_000, 1, 480)  # PCM only: no PyAV yet
         before = "av" in sys.modules
-        frame = rtc.AudioFrame.create(48_000, 1, 480)
+        rtc.AudioSource(48_000, 1)  # the media drivers
         import av
         real = av.AudioFrame(format="s16", layout="mono", samples=480)
         print(json.dumps({
@@ -141,6 +142,22 @@ def test_media_names_load_pyav_on_first_use_and_aiortc_sees_the_real_classes() -
         "constructed": True,
         "in_rtc_namespace": True,
     }
+
+
+def test_agents_without_preconnect_audio_load_no_media_or_webrtc_stack() -> None:
+    result = _run(
+        f"""
+        import json, sys
+        from lkproto import agents
+        agents.AgentSession, agents.PreconnectBuffer, agents.decode_preconnect_audio
+        print(json.dumps({{
+            "loaded": sorted(
+                {{m.split(".")[0] for m in sys.modules}} & set({NOT_AT_IMPORT!r})
+            ),
+        }}))
+        """
+    )
+    assert result == {"loaded": []}
 
 
 def test_unknown_rtc_names_still_raise_attribute_error() -> None:
