@@ -930,6 +930,8 @@ class Engine:
             ):
                 for data in packets:
                     pc.send(DATA_TRACK_LABEL, data)
+                    if (tracer := self._tracer) is not None:
+                        tracer.packet(">", DATA_TRACK_LABEL, _NOT_PROTOBUF, data, self._loop.time())
                 return True
         except LocalProtocolError:
             pass  # no such channel, or it is not open (yet, or any more)
@@ -1425,6 +1427,8 @@ class Engine:
 
     def _on_data(self, label: str, data: bytes) -> None:
         if label == DATA_TRACK_LABEL:
+            if (tracer := self._tracer) is not None:
+                tracer.packet("<", label, _NOT_PROTOBUF, data, self._loop.time())
             if (sink := self.data_track_sink) is not None:
                 sink(data)
             return
@@ -1906,6 +1910,11 @@ def _set_sender_enabled(transceiver: Any, enabled: bool) -> None:
         return
     if not set_sender_enabled(transceiver.sender, enabled):  # pragma: no cover - other aiortc
         _log.warning("= aiortc sender has no enabled flag; muting only tells the server")
+
+
+# What the wire tap is given for a _data_track message: not a DataPacket, recorded by size only
+# (lkproto.wire.tap.packet_record; PROTOCOL-MAP §12 packets are decoded by core.data_track).
+_NOT_PROTOBUF: Final = DecodeError("DataPacket", "a raw data-track packet (PROTOCOL-MAP §12)")
 
 
 class _ResumeRefused(ConnectError):

@@ -19,10 +19,14 @@ from livekit import rtc as lrtc
 from lkproto import rtc
 from lkproto.rtc.data_track import PublishDataTrackError
 from lkproto.testing import scaled
+from lkproto.wire.tap import TapRecord
 from tests.interop._helpers import (
+    CONNECT_TIMEOUT_S,
     connect_official,
     connect_ours,
     disconnect_all,
+    make_token,
+    our_options,
     unique_room,
     wait_for,
 )
@@ -78,9 +82,16 @@ async def test_official_sdk_receives_lkproto_frames(livekit_server: LocalServer)
     official_room.on("data_track_published", published.put_nowait)
     official_room.on("data_track_unpublished", unpublished.put_nowait)
     ours: rtc.Room | None = None
+    records: list[TapRecord] = []
     try:
         await connect_official(livekit_server, "official", room_name, room=official_room)
-        ours = await connect_ours(livekit_server, "ours", room_name)
+        ours = rtc.Room()
+        options = our_options()
+        options.tap = records.append
+        token = make_token(livekit_server, "ours", room_name)
+        await asyncio.wait_for(
+            ours.connect(livekit_server.url, token, options), scaled(CONNECT_TIMEOUT_S)
+        )
         track = await asyncio.wait_for(
             ours.local_participant.publish_data_track(name="telemetry"), scaled(10)
         )
@@ -106,6 +117,11 @@ async def test_official_sdk_receives_lkproto_frames(livekit_server: LocalServer)
         seen = _check(received)
         assert 0 in seen, "the multi-packet frame 0 never arrived whole"
         assert len(seen) >= FRAMES // 2
+        # The wire tap shows the packets sent on _data_track (by size: they are not protobuf).
+        sent = [r for r in records if r.channel == "_data_track" and r.direction == ">"]
+        assert sent
+        assert {r.type for r in sent} == {"DataTrack.packet"}
+        assert 16_000 in {r.fields.get("size") for r in sent if r.fields}  # the MTU-sized ones
 
         # A duplicate name is refused by the server with the typed error.
         with pytest.raises(PublishDataTrackError) as info:
