@@ -158,7 +158,11 @@ class AudioStream:
         frame_size_ms: int | None = None,
         **kwargs: object,
     ) -> AudioStream:
-        """Same as the constructor, keyword-only (official shape)."""
+        """Same as the constructor, keyword-only (official shape), except that a
+        ``noise_cancellation`` processor is left open when the stream closes unless
+        ``auto_close_noise_cancellation=True``: the official ``from_track`` defaults it to False
+        (livekit.rtc ``audio_stream.py``), so one processor can serve several streams."""
+        kwargs.setdefault("auto_close_noise_cancellation", False)
         return cls(
             track,
             loop=loop,

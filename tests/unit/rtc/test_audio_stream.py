@@ -297,6 +297,22 @@ async def test_disabled_processor_passes_frames_and_auto_close_false_keeps_it_op
     assert processor.closed == 0
 
 
+async def test_from_track_leaves_the_processor_open_by_default(
+    fed: tuple[FakeSource, SimpleNamespace],
+) -> None:
+    # The official from_track defaults auto_close_noise_cancellation to False (the constructor
+    # and from_participant to True); tests/interop/test_av_sync_interop.py compares both SDKs.
+    source, track = fed
+    processor = Halver()
+    stream = AudioStream.from_track(track=track, sample_rate=48_000, noise_cancellation=processor)
+    source.push(decoded_frames(1000, 0.02)[0])
+    source.push(None)
+    events = await collect(stream)
+    assert processor.processed == len(events) > 0
+    await stream.aclose()
+    assert processor.closed == 0
+
+
 async def test_native_noise_cancellation_options_are_refused(
     fed: tuple[FakeSource, SimpleNamespace],
 ) -> None:
