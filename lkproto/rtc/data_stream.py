@@ -187,7 +187,8 @@ class TextStreamReader(_Reader[TextStreamInfo, str]):
     """An incoming text stream: ``async for chunk in reader`` (str) or ``await read_all()``.
 
     Raises :class:`StreamError` instead of ending normally when the stream fails (the sender
-    aborted or left, the room disconnected, the reader fell too far behind).
+    aborted or left, part of it was lost in a full reconnect (``kind`` ``RECONNECTED``), the
+    room disconnected, the reader fell too far behind).
     """
 
     def __init__(self, stream: IncomingStream) -> None:
@@ -202,7 +203,7 @@ class TextStreamReader(_Reader[TextStreamInfo, str]):
 
         Raises:
             StreamError: the stream did not end normally (its ``kind`` says how: aborted by
-                the sender, incomplete, over a receiver limit...).
+                the sender, incomplete, lost in a full reconnect, over a receiver limit...).
         """
         parts = [chunk async for chunk in self]
         return "".join(parts)
