@@ -1,4 +1,4 @@
-"""What every example shares: server arguments, join tokens and loopback-aware room options.
+"""What every example shares: the command line, join tokens, loopback-aware room options, the run.
 
 Not an example itself. Each example puts its own directory first on ``sys.path`` (Python does
 that for ``python examples/<name>.py``), so ``import _common`` finds this file.
@@ -16,16 +16,23 @@ import contextlib
 import ipaddress
 import os
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 from lkproto import api, rtc
 
 __all__ = [
     "LEAVE_GRACE_S",
+    "add_duration_arg",
     "add_server_args",
     "check_server_args",
+    "connect",
     "fail",
+    "new_parser",
+    "parse_args",
     "room_options",
+    "run_until_interrupted",
     "token_for",
     "wait_until_alone",
 ]
@@ -48,12 +55,42 @@ def add_server_args(
         parser.add_argument("--room", default=room, help=f"room to join ({room})")
 
 
+def new_parser(
+    doc: str | None, *, server_args: bool = True, room: str | None = "lkproto-examples"
+) -> argparse.ArgumentParser:
+    """A parser described by the first line of ``doc`` (the example's module docstring).
+
+    Args:
+        doc: the example's ``__doc__``.
+        server_args: add :func:`add_server_args` (False: the example adds them itself, e.g. to
+            each subcommand).
+        room: the ``--room`` default, as in :func:`add_server_args`.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    if server_args:
+        add_server_args(parser, room=room)
+    return parser
+
+
+def add_duration_arg(parser: argparse.ArgumentParser, *, verb: str = "leave") -> None:
+    """Add ``--duration N`` (seconds; None, the default, runs until Ctrl-C)."""
+    parser.add_argument("--duration", type=float, default=None, help=f"{verb} after N seconds")
+
+
 def check_server_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Exit with a usage error when the server URL or a key is missing."""
     missing = [n for n in ("url", "api_key", "api_secret") if not getattr(args, n)]
     if missing:
         names = ", ".join("--" + n.replace("_", "-") for n in missing)
         parser.error(f"missing {names} (or the LIVEKIT_* environment variables)")
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line; exit with a usage error when the server URL or a key is missing
+    (:func:`check_server_args`)."""
+    args = parser.parse_args()
+    check_server_args(parser, args)
+    return args
 
 
 def token_for(
@@ -91,6 +128,30 @@ def room_options(url: str) -> rtc.RoomOptions:
     if not loopback:
         return rtc.RoomOptions()
     return rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"]))
+
+
+async def connect(
+    room: rtc.Room,
+    args: argparse.Namespace,
+    identity: str,
+    *,
+    name: str | None = None,
+    kind: str | None = None,
+    attributes: dict[str, str] | None = None,
+) -> None:
+    """Join ``args.room`` on ``args.url`` as ``identity`` (the other keywords go into the token,
+    see :func:`token_for`), with :func:`room_options` for that server."""
+    token = token_for(args, identity, name=name, kind=kind, attributes=attributes)
+    await room.connect(args.url, token, room_options(args.url))
+
+
+def run_until_interrupted(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace
+) -> int:
+    """``asyncio.run(main(args))``; Ctrl-C ends the program quietly with status 0."""
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(main(args))
+    return 0
 
 
 def fail(message: str) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 
 import _common
 
@@ -57,11 +56,7 @@ async def run(args: argparse.Namespace) -> int:
     session.on("transcript_updated", on_segment)
     session.on("failed", lambda reasons: print(f"agent failed: {'; '.join(reasons)}", flush=True))
 
-    await room.connect(
-        args.url,
-        _common.token_for(args, USER_IDENTITY, name="User"),
-        _common.room_options(args.url),
-    )
+    await _common.connect(room, args, USER_IDENTITY, name="User")
     print(f"frontend: joined room {room.name} as {USER_IDENTITY}", flush=True)
     status = 0
     try:
@@ -96,19 +91,15 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _common.add_server_args(parser)
+    parser = _common.new_parser(__doc__)
     parser.add_argument("--ask", help="ask the agent this by RPC (method 'ask') once it listens")
     parser.add_argument("--chat", help="send this chat message once the agent listens")
     parser.add_argument(
         "--once", action="store_true", help="leave after the agent's first final segment"
     )
-    parser.add_argument("--duration", type=float, default=None, help="leave after N seconds")
-    args = parser.parse_args()
-    _common.check_server_args(parser, args)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run(args))
-    return 0
+    _common.add_duration_arg(parser)
+    args = _common.parse_args(parser)
+    return _common.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _common.add_server_args(parser, room=None)
+    parser = _common.new_parser(__doc__, room=None)
     parser.add_argument("--scenario", action="append", help="glob of scenario names (repeatable)")
     parser.add_argument(
         "--client",

@@ -108,11 +108,7 @@ async def run(args: argparse.Namespace) -> int:
     room.on("data_received", on_packet)
     room.on("participant_connected", lambda p: print(f"joined: {p.identity}", flush=True))
 
-    await room.connect(
-        args.url,
-        _common.token_for(args, BOT_IDENTITY, name="Data bot"),
-        _common.room_options(args.url),
-    )
+    await _common.connect(room, args, BOT_IDENTITY, name="Data bot")
     print(f"data-bot: ready in room {room.name} as {BOT_IDENTITY}", flush=True)
     try:
         # None = no limit; the bot then runs until Ctrl-C.
@@ -134,18 +130,14 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _common.add_server_args(parser)
+    parser = _common.new_parser(__doc__)
     parser.add_argument(
         "--once", dest="answers", action="store_const", const=1, help="leave after one answer"
     )
     parser.add_argument("--answers", type=int, help="leave after N answers")
-    parser.add_argument("--duration", type=float, default=None, help="leave after N seconds")
-    args = parser.parse_args()
-    _common.check_server_args(parser, args)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run(args))
-    return 0
+    _common.add_duration_arg(parser)
+    args = _common.parse_args(parser)
+    return _common.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":

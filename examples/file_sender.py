@@ -160,7 +160,7 @@ async def run(args: argparse.Namespace) -> int:
     """Do what the module docstring says with the parsed ``args``; returns the exit status."""
     room = rtc.Room()
     identity = args.identity or ("file-sender" if args.command == "send" else "file-receiver")
-    await room.connect(args.url, _common.token_for(args, identity), _common.room_options(args.url))
+    await _common.connect(room, args, identity)
     try:
         if args.command == "send":
             return await send(args, room)
@@ -171,7 +171,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.new_parser(__doc__, server_args=False)
     commands = parser.add_subparsers(dest="command", required=True)
     send_cmd = commands.add_parser("send", help="send a file")
     send_cmd.add_argument("file", help="the file to send")
@@ -179,21 +179,18 @@ def main() -> int:
     recv_cmd = commands.add_parser("receive", help="save every file received")
     recv_cmd.add_argument("--out", default=".", help="directory to save into (.)")
     recv_cmd.add_argument("--once", action="store_true", help="leave after the first file")
-    recv_cmd.add_argument("--duration", type=float, default=None, help="leave after N seconds")
+    _common.add_duration_arg(recv_cmd)
     for cmd in (send_cmd, recv_cmd):
         _common.add_server_args(cmd)
         cmd.add_argument("--identity", help="participant identity")
-    args = parser.parse_args()
-    _common.check_server_args(parser, args)
+    args = _common.parse_args(parser)
     # blocking file work before the event loop starts
     if args.command == "send":
         args.size = Path(args.file).stat().st_size
         args.sha256 = sha256_of(Path(args.file))
     else:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run(args))
-    return 0
+    return _common.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":

@@ -127,8 +127,7 @@ COMMANDS = {
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _common.add_server_args(parser, room=None)
+    parser = _common.new_parser(__doc__, room=None)
     commands = parser.add_subparsers(dest="command", required=True)
     cmd = commands.add_parser("create", help="create a room")
     cmd.add_argument("room")
@@ -147,8 +146,7 @@ def main() -> int:
     cmd.add_argument("identity")
     cmd = commands.add_parser("delete", help="delete a room (everyone in it is disconnected)")
     cmd.add_argument("room")
-    args = parser.parse_args()
-    _common.check_server_args(parser, args)
+    args = _common.parse_args(parser)
     return asyncio.run(run(args))
 
 

@@ -59,7 +59,8 @@ class ExampleAgent:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, args: argparse.Namespace) -> None:
-        token = _common.token_for(
+        await _common.connect(
+            self.room,
             args,
             AGENT_IDENTITY,
             name="Example agent",
@@ -67,7 +68,6 @@ class ExampleAgent:
             # In the token, so the very first thing frontends see is "initializing".
             attributes={agents.ATTR_AGENT_STATE: agents.AgentState.INITIALIZING.value},
         )
-        await self.room.connect(args.url, token, _common.room_options(args.url))
         self.room.local_participant.register_rpc_method(RPC_ASK, self._on_ask)
         agents.on_chat(self.room, self._on_chat)
         await self.presence.set_state(agents.AgentState.LISTENING)
@@ -127,15 +127,11 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _common.add_server_args(parser)
+    parser = _common.new_parser(__doc__)
     parser.add_argument("--once", action="store_true", help="leave after the first answer")
-    parser.add_argument("--duration", type=float, default=None, help="leave after N seconds")
-    args = parser.parse_args()
-    _common.check_server_args(parser, args)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run(args))
-    return 0
+    _common.add_duration_arg(parser)
+    args = _common.parse_args(parser)
+    return _common.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -85,9 +84,7 @@ async def run(args: argparse.Namespace) -> int:
         fps, frames = PATTERN_FPS, pattern_frames(width, height)
 
     room = rtc.Room()
-    await room.connect(
-        args.url, _common.token_for(args, args.identity), _common.room_options(args.url)
-    )
+    await _common.connect(room, args, args.identity)
     source = rtc.VideoSource(width, height)
     sent = 0
     try:
@@ -118,16 +115,12 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _common.add_server_args(parser)
+    parser = _common.new_parser(__doc__)
     parser.add_argument("--file", help="a video file (any format FFmpeg reads); default: pattern")
     parser.add_argument("--identity", default="video-publisher", help="participant identity")
-    parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-    args = parser.parse_args()
-    _common.check_server_args(parser, args)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run(args))
-    return 0
+    _common.add_duration_arg(parser, verb="stop")
+    args = _common.parse_args(parser)
+    return _common.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":
