@@ -48,15 +48,18 @@ from typing import Final, Literal, cast
 
 import aioice.ice
 import aiortc.codecs
+import aiortc.rtcdtlstransport
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import aiortc.rtcsctptransport
 import aiortc.rtp
+import aiortc.sdp
 import google_crc32c
 from aioice import Candidate
 from aiortc import (
     RTCDataChannel,
     RTCIceTransport,
+    RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
     RTCSctpTransport,
@@ -1833,6 +1836,69 @@ def decode_audio_with(receiver: RTCRtpReceiver, offload: AudioDecodeOffload) -> 
     input_q.put = put  # type: ignore[method-assign]
     setattr(input_q, _DIVERTED, True)
     return True
+
+
+# -- RtpRouter: SSRCs a later offer announces for a receiving section (issue 18, many tracks) ---
+#
+# aiortc 1.16.0 registers a receiver's SSRCs with its transport's ``RtpRouter`` once, in
+# ``RTCRtpReceiver.receive`` (``if not self.__started``), from the remote description of that
+# moment (``RTCPeerConnection.__remoteRtp``: no ``a=ssrc`` line, no SSRC). ``RtpRouter.route_rtp``
+# routes by SSRC, else by a payload type only one receiver has; it does not use the MID header
+# extension. livekit-server can offer a subscriber section before it has an SSRC for it and add
+# the ``a=ssrc`` line in a later offer; with one audio track the payload type still routes its
+# packets, with 20-40 audio sections sharing the Opus payload type they were dropped, and the
+# subscribed track never produced a frame ("decoded frames from 23/30 audio tracks").
+
+_RECEIVER_STARTED: Final = "_RTCRtpReceiver__started"
+# (_RECEIVER_RTX_SSRC, the receiver's RTX -> media SSRC map, is defined with the stats section.)
+
+
+def route_remote_ssrcs(pc: RTCPeerConnection) -> int:
+    """Register with the RTP router every SSRC the current remote description gives a started
+    receiver of ``pc`` that the router does not route to it yet.
+
+    For each transceiver whose receiver has started, the remote description's section with the
+    same ``a=mid`` is read; its first ``a=ssrc`` is the media SSRC and a second one, with an RTX
+    codec negotiated, the retransmission SSRC (the pairing aiortc's ``__remoteRtp`` makes). Call
+    it after each remote offer or answer has been applied (and our answer set). Returns how many
+    SSRCs were added.
+
+    Raises:
+        LkError: this aiortc lacks one of those internals.
+    """
+    description = pc.remoteDescription
+    if description is None:
+        return 0
+    by_mid = {
+        media.rtp.muxId: media
+        for media in aiortc.sdp.SessionDescription.parse(description.sdp).media
+        if media.rtp.muxId
+    }
+    added = 0
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        if not getattr(receiver, _RECEIVER_STARTED, False):
+            continue
+        media = by_mid.get(transceiver.mid or "")
+        if media is None or not media.ssrc:
+            continue
+        router = getattr(receiver.transport, "_rtp_router", None)
+        rtx_map = getattr(receiver, _RECEIVER_RTX_SSRC, None)
+        if not isinstance(router, aiortc.rtcdtlstransport.RtpRouter) or not isinstance(
+            rtx_map, dict
+        ):
+            raise _internal_gone("aiortc", "RTCDtlsTransport._rtp_router / RtpReceiver.__rtx_ssrc")
+        primary = media.ssrc[0].ssrc
+        if router.ssrc_table.get(primary) is not receiver:
+            router.ssrc_table[primary] = receiver
+            added += 1
+        if len(media.ssrc) == 2 and any(c.name.lower() == "rtx" for c in media.rtp.codecs):
+            rtx = media.ssrc[1].ssrc
+            if router.ssrc_table.get(rtx) is not receiver:
+                router.ssrc_table[rtx] = receiver
+                rtx_map[rtx] = primary
+                added += 1
+    return added
 
 
 check_versions()

@@ -543,6 +543,8 @@ class PeerConnection:
         if self.debug:
             logger.debug("< answer\n%s", sdp)
         await self._set_remote(sdp, "answer")
+        # SSRCs announced after a receiver started (issue 18, see the seam function).
+        _seam.route_remote_ssrcs(self._pc)
 
     async def apply_offer(self, sdp: str) -> str:
         """Apply the peer's offer and return our answer SDP (dual-PC subscriber, PROTOCOL-MAP §0).
@@ -559,6 +561,9 @@ class PeerConnection:
             answer = await self._pc.createAnswer()
             self._scope_ice()
             await self._pc.setLocalDescription(answer)
+        # aiortc registers a receiver's SSRCs only when it starts; livekit-server may announce
+        # them in a later offer (issue 18, many subscribed tracks; see the seam function).
+        _seam.route_remote_ssrcs(self._pc)
         answer_sdp = self._unfinished(self._local_sdp())
         self._release_local_candidates_soon()
         if self.debug:
