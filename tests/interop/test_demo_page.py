@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.interop
 
-STEP_TIMEOUT_S = 30.0
-RUN_TIMEOUT_S = 150.0
 
 # A run_page_script body (tests/interop/browser/pages.py): prints one JSON line (window.demo, what
 # the page shows, the screenshot path).
@@ -98,8 +96,6 @@ async def _run_page(web: WebDemo, tmp_path: Path) -> dict[str, Any]:
         tag="demo-page",
         tmp_path=tmp_path,
         config=config,
-        step_timeout_s=STEP_TIMEOUT_S,
-        run_timeout_s=RUN_TIMEOUT_S,
     )
 
 

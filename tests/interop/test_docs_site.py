@@ -38,8 +38,6 @@ pytestmark = pytest.mark.interop
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_S = 300.0
-STEP_TIMEOUT_S = 30.0
-RUN_TIMEOUT_S = 150.0
 FIRST_ROOM_TIMEOUT_S = 120.0
 TARGET = "lkproto.rtc.participant.LocalParticipant.perform_rpc"
 
@@ -138,8 +136,6 @@ async def _run_page(base: str, shots: Path, tmp_path: Path) -> dict[str, Any]:
         tag="docs",
         tmp_path=tmp_path,
         config=config,
-        step_timeout_s=STEP_TIMEOUT_S,
-        run_timeout_s=RUN_TIMEOUT_S,
     )
 
 

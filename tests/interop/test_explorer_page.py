@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.interop
 
 TIMEOUT_S = 15.0
-STEP_TIMEOUT_S = 30.0
 RUN_TIMEOUT_S = 120.0
 HOSTILE_TOPIC = '</script><img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
@@ -185,7 +184,6 @@ async def _open_page(page: Path, tmp_path: Path, search: str) -> dict[str, Any]:
         tag="explorer",
         tmp_path=tmp_path,
         config=config,
-        step_timeout_s=STEP_TIMEOUT_S,
         run_timeout_s=RUN_TIMEOUT_S,
     )
 

@@ -34,10 +34,23 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-__all__ = ["CONFIG_ENV", "chromium_flags", "page_script", "run_page_script"]
+__all__ = [
+    "CONFIG_ENV",
+    "PAGE_RUN_TIMEOUT_S",
+    "PAGE_STEP_TIMEOUT_S",
+    "chromium_flags",
+    "page_script",
+    "run_page_script",
+]
 
 CONFIG_ENV = "LKPROTO_PAGE"
 """The environment variable carrying a script's configuration (JSON)."""
+
+PAGE_STEP_TIMEOUT_S = 30.0
+"""Playwright's default timeout per step (launch, navigation, waits), before scaling."""
+
+PAGE_RUN_TIMEOUT_S = 150.0
+"""The default bound of a whole script run, before scaling."""
 
 # What every script starts with. `cfg.flags` are the driver's switches (loopback only, no
 # media permission: see harness.py); the profile is private so parallel runs do not share it.
@@ -96,8 +109,8 @@ async def run_page_script(
     tag: str,
     tmp_path: Path,
     config: Mapping[str, object],
-    step_timeout_s: float,
-    run_timeout_s: float,
+    step_timeout_s: float = PAGE_STEP_TIMEOUT_S,
+    run_timeout_s: float = PAGE_RUN_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Run ``body`` (see :func:`page_script`) and return the JSON object it printed last.
 
