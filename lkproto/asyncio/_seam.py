@@ -38,6 +38,7 @@ import importlib.metadata
 import ipaddress
 import logging
 import queue
+import random
 import re
 import struct
 import threading
@@ -47,6 +48,7 @@ from types import MappingProxyType
 from typing import Final, Literal, cast
 
 import aioice.ice
+import aioice.stun
 import aiortc.codecs
 import aiortc.rtcdtlstransport
 import aiortc.rtcrtpreceiver
@@ -74,6 +76,7 @@ from lkproto.core import sctp as sctp_timing
 from lkproto.errors import LkError, UnsupportedDependencyError
 
 __all__ = [
+    "CONSENT_EXPIRY_S",
     "STUN_QUERY_TIMEOUT_S",
     "SUPPORTED_VERSIONS",
     "AudioEncodeStep",
@@ -84,10 +87,12 @@ __all__ = [
     "after_close",
     "check_versions",
     "compatible_release",
+    "consent_expired",
     "count_received_bytes",
     "current_encoder",
     "encode_audio_with",
     "finish_gather_on_cancel",
+    "fit_consent",
     "h264_packetize",
     "ice_role",
     "inbound_streams",
@@ -532,6 +537,89 @@ def scope_ice_connection(transport: RTCIceTransport, addresses: Sequence[str] | 
             connection._query_consent_task = None
 
     setattr(connection, "connect", connect)  # noqa: B010
+    fit_consent(connection)
+
+
+# -- aioice Connection: consent freshness by the clock, with retransmissions (issue 15, load) --
+
+CONSENT_INTERVAL_S: Final = 5.0
+"""Mean pause between consent checks (RFC 7675 §5.1: about every 5 s, randomised by ±20 %)."""
+
+CONSENT_EXPIRY_S: Final = 30.0
+"""Consent is lost when no check has been answered for this long (RFC 7675 §5.1, 30 s)."""
+
+CONSENT_RETRANSMISSIONS: Final = 2
+"""Retransmissions of one check: it is given up after 0.5 + 1 + 2 s (aioice's STUN RTO doubling
+from 0.5 s), inside the shortest pause to the next one (4 s)."""
+
+_CONSENT_MARK: Final = "__lkproto_consent__"
+
+
+def consent_expired(last_answered: float, now: float) -> bool:
+    """Whether consent is lost: ``now`` is :data:`CONSENT_EXPIRY_S` or more after the last answer.
+
+    Args:
+        last_answered: loop time of the last answered check (or of the connection's start).
+        now: the current loop time.
+    """
+    return now - last_answered >= CONSENT_EXPIRY_S
+
+
+def fit_consent(connection: aioice.ice.Connection) -> None:
+    """Make ``connection`` (one of lkproto's own) keep consent the way RFC 7675 counts it.
+
+    aioice 0.13.0's ``Connection.query_consent`` sends each check once (``retransmissions=0``,
+    so a check waits 0.5 s for its answer) and closes the connection after six unanswered
+    checks in a row. On a busy host an answer can be later than 0.5 s for half a minute while
+    datagrams still flow both ways: the load benchmark (100 participants on 2 cores, load average
+    ~30) lost every packet of participants whose ICE connection aioice closed that way, each then
+    doing a full reconnect. RFC 7675 §5.1 retransmits a check like any STUN transaction and loses
+    consent only when nothing was answered for 30 s; the check loop of this one connection is
+    replaced by one that does that (``connect`` starts it through the instance attribute
+    ``query_consent``). Other connections in the process keep aioice's.
+
+    Relies on aioice 0.13.0's private ``_nominated``, ``remote_password``, ``build_request``,
+    ``_query_consent_task`` and on ``connect`` starting ``self.query_consent()``.
+
+    Raises:
+        LkError: the internals above are gone.
+    """
+    if getattr(connection, _CONSENT_MARK, False):
+        return
+    if "query_consent" not in _code_names(aioice.ice.Connection.connect) or not all(
+        hasattr(connection, name) for name in ("_nominated", "remote_password", "build_request")
+    ):
+        raise _internal_gone("aioice", "Connection.connect starting self.query_consent()")
+    setattr(connection, _CONSENT_MARK, True)
+
+    async def query_consent() -> None:
+        loop = asyncio.get_running_loop()
+        password = connection.remote_password
+        assert password is not None  # connect() starts the checks once it has the peer's
+        key = password.encode("utf8")
+        last_answered = loop.time()
+        while True:
+            await asyncio.sleep(CONSENT_INTERVAL_S * (0.8 + 0.4 * random.random()))
+            for pair in list(connection._nominated.values()):
+                try:
+                    await pair.protocol.request(
+                        connection.build_request(pair, nominate=False),
+                        pair.remote_addr,
+                        integrity_key=key,
+                        retransmissions=CONSENT_RETRANSMISSIONS,
+                    )
+                except aioice.stun.TransactionError:
+                    continue
+                last_answered = loop.time()
+            if consent_expired(last_answered, loop.time()):
+                logging.getLogger("lkproto.ice").info(
+                    "= ICE consent lost: no check answered for %.0f s", CONSENT_EXPIRY_S
+                )
+                connection._query_consent_task = None
+                await connection.close()
+                return
+
+    setattr(connection, "query_consent", query_consent)  # noqa: B010
 
 
 # -- aioice Connection: STUN answers trickled, not awaited (issue 18, join time) ----------------
