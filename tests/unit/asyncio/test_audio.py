@@ -157,6 +157,20 @@ async def test_concurrent_puts_do_not_interleave() -> None:
     assert np.frombuffer(out, dtype=np.int16).tolist() == [1] * 2000 + [2] * 2000
 
 
+async def test_a_small_put_that_fits_still_waits_behind_a_blocked_one() -> None:
+    buffer = PlayoutBuffer(input_rate=RATE, num_channels=1, capacity_ms=20)
+    big = asyncio.create_task(buffer.put(np.full(2000, 1, dtype=np.int16).tobytes()))
+    await asyncio.sleep(0)
+    assert not big.done()  # 960 of 2000 samples queued, waiting for room
+    small = asyncio.create_task(buffer.put(np.full(10, 2, dtype=np.int16).tobytes()))
+    # Room for the small put, which runs before the woken big one resumes.
+    out = bytearray(buffer.take(SAMPLES_PER_FRAME))
+    while not (big.done() and small.done()) or buffer.queued_samples:
+        out += buffer.take(100)
+        await asyncio.sleep(0)
+    assert np.frombuffer(out, dtype=np.int16).tolist() == [1] * 2000 + [2] * 10
+
+
 async def test_wait_drained_clear_and_close_release_waiters() -> None:
     buffer = PlayoutBuffer(input_rate=RATE, num_channels=1, capacity_ms=20)
     await buffer.wait_drained()  # nothing queued: returns at once
