@@ -109,6 +109,7 @@ class ToneMeter:
         self.recent_samples = 0
 
     def on_frame(self, data: bytes, samples: int) -> None:
+        """Count one decoded frame: ``data`` is mono 16-bit PCM at 48 kHz, ``samples`` long."""
         import numpy as np
 
         now = time.monotonic()
@@ -136,6 +137,7 @@ class ToneMeter:
             self.recent_samples -= len(self.recent.pop(0)) // 2
 
     def peak_hz(self) -> float | None:
+        """The strongest frequency of the last second heard, ``None`` before any frame."""
         import numpy as np
 
         if not self.recent:
