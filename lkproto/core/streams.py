@@ -88,7 +88,7 @@ nothing is emitted for a stream whose header was ignored. Rules:
   or trailer that disagrees with its header ⇒ ``ENCRYPTION_MISMATCH`` (PROTOCOL-MAP §11).
 * **Sender left.** :meth:`~StreamReceiver.participant_left` fails the streams whose header came
   from that identity (JS, Rust) or whose chunks were last carried by it (the agent case above)
-  with ``SENDER_LEFT``.
+  with ``SENDER_LEFT``, unless a new session of the identity replaced it (next rule).
 * **Full reconnect** (issue 15; the departure half follows ``JS:src/room/Room.ts
   (handleParticipantDisconnected)`` and Rust ``AbortStreamsFrom``, which end such streams at
   once). A stream *straddles* a full reconnect when its sender's session is replaced
