@@ -133,6 +133,8 @@ class DataTrackDriver:
         self._loop = asyncio.get_running_loop()
         self._publishing: dict[int, asyncio.Future[pb.DataTrackInfo]] = {}
         self._readers: dict[str, list[FrameQueue]] = {}
+        # Ratchet derivations running off the loop, by (identity, key index).
+        self._deriving: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._closed = False
         engine.data_track_sink = self._on_packet
 
@@ -184,6 +186,10 @@ class DataTrackDriver:
         """Whether frames may still be pushed on ``handle``."""
         return not self._closed and self._core.is_published(handle)
 
+    def local_sid(self, handle: int) -> str | None:
+        """The current SID of our track ``handle`` (a full reconnect gives it a new one)."""
+        return self._core.local_sid(handle)
+
     def push(self, handle: int, payload: bytes, user_timestamp: int | None) -> bool:
         """Send one frame now; returns False when it was dropped (channel full or down).
 
@@ -208,10 +214,10 @@ class DataTrackDriver:
         if info is None:
             queue.end("the data track is not published")
             return queue
-        if info.encryption != pb.Encryption.NONE:
-            # Decrypting data-track frames (the E2EE extension) is not built: refuse rather than
-            # hand out ciphertext as frames.
-            queue.end("end-to-end encrypted data tracks are not supported by lkproto yet")
+        if info.encryption != pb.Encryption.NONE and self._core.cipher is None:
+            # Without keys the frames could only be handed out as ciphertext (which the official
+            # SDK does); refusing says what is wrong.
+            queue.end("the data track is end-to-end encrypted and the room has no E2EE options")
             return queue
         request = self._core.subscribe(sid)
         self._readers.setdefault(sid, []).append(queue)
@@ -253,10 +259,16 @@ class DataTrackDriver:
             self._apply(self._core.sync_remotes(participants))
 
     def session_replaced(self) -> None:
-        """A full reconnect replaced the session: our publications ended, subscriptions are
-        sent again (the new session's server knows neither)."""
-        self._apply(self._core.reset_session())
-        for request in self._core.resubscribe_requests():
+        """A full reconnect replaced the session, whose server knew our tracks and
+        subscriptions: our tracks are published again (same handles and names; new SIDs when
+        accepted) and subscriptions are sent again. Publishes still waiting fail: the old
+        session will not answer them (the official SDK fails them as disconnected)."""
+        for future in self._publishing.values():
+            if not future.done():
+                future.set_exception(ConnectError("the session was replaced by a full reconnect"))
+        events, requests = self._core.republish_requests()
+        self._apply(events)
+        for request in requests + self._core.resubscribe_requests():
             self._engine.send_signal(request)
 
     def close(self) -> None:
@@ -280,6 +292,19 @@ class DataTrackDriver:
         if frame is not None:
             for queue in self._readers.get(frame.track_sid, ()):
                 queue.put(frame)
+        cipher = self._core.cipher
+        if cipher is not None:
+            for wanted in cipher.take_derivations():
+                if wanted not in self._deriving:
+                    self._deriving[wanted] = self._loop.create_task(self._derive(cipher, wanted))
+
+    async def _derive(self, cipher: cd.DataTrackCipher, wanted: tuple[str, int]) -> None:
+        # Up to 32 key derivations (about 0.7 s with the official defaults): off the event loop,
+        # as lkproto.asyncio.e2ee does for data packets. Frames arriving meanwhile are dropped.
+        try:
+            await self._loop.run_in_executor(None, cipher.derive, *wanted)
+        finally:
+            self._deriving.pop(wanted, None)
 
     def _apply(self, events: list[cd.AnyDataTrackEvent]) -> None:
         for event in events:
@@ -299,7 +324,11 @@ class DataTrackDriver:
                     for queue in self._readers.pop(sid, ()):
                         queue.end()
                     self._on_event(event)
-                case cd.LocalDataTrackUnpublished() | cd.RemoteDataTrackPublished():
+                case (
+                    cd.LocalDataTrackUnpublished()
+                    | cd.LocalDataTrackRepublished()
+                    | cd.RemoteDataTrackPublished()
+                ):
                     self._on_event(event)
                 case cd.FrameReceived():
                     pass  # frames come from receive_packet, never from signalling

@@ -22,6 +22,21 @@ One :class:`DataTrackManager` per session holds everything a client keeps about 
   subscribed track and reassembles frames with one bounded
   :class:`~lkproto.wire.data_track.FrameAssembler` per track. Malformed packets and packets for
   unknown or unsubscribed handles are counted and dropped, never raised: they are remote input.
+* **End-to-end encryption.** In a room with E2EE a :class:`DataTrackCipher` is given: tracks are
+  published with ``encryption = GCM`` and every frame is encrypted whole, before packetising,
+  exactly as a data packet's value is (AES-128-GCM, no AAD, the sender's current key, a 12-byte
+  IV), the key index and IV travelling in every packet's E2EE extension
+  (``RS:livekit-datatrack/src/local/pipeline.rs (encrypt_if_needed)``,
+  ``RS:livekit/src/room/e2ee/data_track.rs``, which calls the same ``encrypt_data`` /
+  ``decrypt_data`` as data packets). A remote encrypted frame is decrypted with its publisher's
+  key ring; one without the extension or that does not decrypt is dropped and counted, and the
+  subscription goes on (``RS:…/remote/pipeline.rs (decrypt_if_needed)``).
+* **Full reconnect.** :meth:`DataTrackManager.republish_requests` asks the new session for every
+  live track again with the same handle, name and encryption; until the answer the track stays
+  published but refuses frames, then it carries the new SID
+  (``RS:livekit-datatrack/src/local/manager.rs (on_republish_tracks)``). A subscriber of the
+  official SDK recognises the track by publisher identity and handle and keeps its subscription
+  (``RS:…/remote/manager.rs (handle_sid_reassigned)``).
 
 No clock is kept: ``now`` (seconds, any monotonic origin) is passed where a timestamp is made.
 Randomness is injected (``random_u32``) so tests are deterministic.
@@ -30,9 +45,10 @@ Randomness is injected (``random_u32``) so tests are deterministic.
 from __future__ import annotations
 
 import secrets
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from lkproto.errors import DecodeError, LocalProtocolError
 from lkproto.wire import pb
@@ -40,17 +56,23 @@ from lkproto.wire.data_track import (
     DATA_TRACK_MTU_BYTES,
     MAX_HANDLE,
     TIMESTAMP_CLOCK_HZ,
+    E2eeExtension,
     FrameAssembler,
     decode_packet,
     packetize,
 )
 
+if TYPE_CHECKING:
+    from lkproto.core.e2ee import KeyProvider
+
 __all__ = [
     "MAX_NAME_CHARS",
     "AnyDataTrackEvent",
+    "DataTrackCipher",
     "DataTrackEvent",
     "DataTrackManager",
     "FrameReceived",
+    "LocalDataTrackRepublished",
     "LocalDataTrackUnpublished",
     "PublishAccepted",
     "PublishRefused",
@@ -112,6 +134,21 @@ class LocalDataTrackUnpublished(DataTrackEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LocalDataTrackRepublished(DataTrackEvent):
+    """The session that replaced ours (full reconnect) accepted one of our tracks again.
+
+    Attributes:
+        handle: its handle (unchanged).
+        previous_sid: the SID the old session had given it.
+        info: the track as the new session registered it (new SID).
+    """
+
+    handle: int
+    previous_sid: str
+    info: pb.DataTrackInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteDataTrackPublished(DataTrackEvent):
     """A remote participant's data track appeared in a roster snapshot.
 
@@ -158,6 +195,7 @@ AnyDataTrackEvent = (
     PublishAccepted
     | PublishRefused
     | LocalDataTrackUnpublished
+    | LocalDataTrackRepublished
     | RemoteDataTrackPublished
     | RemoteDataTrackUnpublished
     | FrameReceived
@@ -169,9 +207,91 @@ AnyDataTrackEvent = (
 class _Outgoing:
     name: str
     sid: str
+    encrypted: bool = False
     live: bool = True  # False once we asked to unpublish: no more frames
+    republishing: bool = False  # asked again of a new session, not answered yet: no frames
     sequence: int = 0
     frame_number: int = 0
+
+
+class DataTrackCipher:
+    """End-to-end encryption of data-track frames with the room's key provider (§11, §12).
+
+    A frame is sealed as a data packet's value is (``KeyProvider.encrypt_packet``): AES-GCM
+    under the key of the sender's current slot, no AAD, a fresh 12-byte IV (8 random bytes and
+    a counter, :func:`lkproto.core.e2ee.data_iv`'s layout). Opening tries the slot's key and,
+    once derived, its next ratchets (:meth:`lkproto.core.e2ee.KeyHandler.open`). Deriving
+    ratchets costs up to 32 key derivations, so :meth:`open` never derives: it records the
+    wanted derivation (:meth:`take_derivations`) for the driver to run off the event loop, and
+    drops the frame meanwhile (a data track is lossy by contract).
+
+    Args:
+        provider: the room's keys.
+        local_identity: the local participant's identity (known once joined).
+        random_bytes: IV randomness (``os.urandom`` in a room; tests inject a fixed source).
+    """
+
+    __slots__ = ("_counter", "_local_identity", "_random_bytes", "_wanted", "provider")
+
+    def __init__(
+        self,
+        provider: KeyProvider,
+        *,
+        local_identity: Callable[[], str],
+        random_bytes: Callable[[int], bytes],
+    ) -> None:
+        self.provider = provider
+        self._local_identity = local_identity
+        self._random_bytes = random_bytes
+        self._counter = int.from_bytes(random_bytes(4), "big")
+        self._wanted: set[tuple[str, int]] = set()
+
+    def seal(self, payload: bytes) -> tuple[bytes, E2eeExtension]:
+        """Encrypt one of our frames; returns the ciphertext (with its tag) and the extension.
+
+        Raises:
+            LocalProtocolError: no key is set to encrypt with (nothing goes out in clear text).
+        """
+        handler = self.provider.handler_for(self._local_identity())
+        index = 0 if handler is None else handler.current_index
+        key = None if handler is None else handler.key(index)
+        if key is None:
+            raise LocalProtocolError("no end-to-end encryption key set to encrypt frames with")
+        self._counter = (self._counter + 1) & _U32
+        iv = self._random_bytes(8) + struct.pack(">I", self._counter)
+        sealed = self.provider.crypto.aes_gcm_encrypt(key, iv, payload, b"")
+        return sealed, E2eeExtension(key_index=index, iv=iv)
+
+    def open(self, identity: str, payload: bytes, e2ee: E2eeExtension) -> bytes | None:
+        """Decrypt a frame of ``identity``'s; ``None`` when it does not open (yet)."""
+        handler = self.provider.handler_for(identity)
+        if handler is None:
+            return None
+        crypto = self.provider.crypto
+        iv, index = e2ee.iv, e2ee.key_index
+
+        def attempt(key: bytes) -> bytes | None:
+            return crypto.aes_gcm_decrypt(key, iv, payload, b"")
+
+        if not handler.window_derived(index):
+            plain = handler.peek(index, attempt)
+            if plain is None:
+                self._wanted.add((identity, index))
+            return plain
+        plain, _state = handler.open(index, attempt)
+        return plain
+
+    def take_derivations(self) -> list[tuple[str, int]]:
+        """The (identity, key index) pairs whose ratchets :meth:`open` wanted since last asked."""
+        wanted = sorted(self._wanted)
+        self._wanted.clear()
+        return wanted
+
+    def derive(self, identity: str, key_index: int) -> None:
+        """Derive the ratchets of ``identity``'s slot ``key_index`` (slow; any thread)."""
+        handler = self.provider.handler_for(identity)
+        if handler is not None:
+            handler.derive_window(key_index)
 
 
 @dataclass(slots=True)
@@ -191,6 +311,8 @@ class DataTrackManager:
         random_u32: source of the random start of the 90 kHz timestamp (default: ``secrets``).
         mtu: largest packet built, in bytes (default: the official 16 000).
         max_partial_frames: incomplete frames kept per subscribed track (official default 1).
+        cipher: the room's end-to-end encryption, if it has it: our tracks are then published
+            encrypted, and encrypted remote tracks can be subscribed to.
 
     Raises:
         LocalProtocolError: ``mtu`` or ``max_partial_frames`` is not a positive int.
@@ -199,6 +321,7 @@ class DataTrackManager:
     __slots__ = (
         "_abandoned",
         "_assemblers",
+        "_cipher",
         "_clock_base",
         "_max_partial",
         "_mtu",
@@ -209,6 +332,7 @@ class DataTrackManager:
         "_remotes",
         "_sub_handles",
         "malformed_packets",
+        "undecryptable_frames",
         "unrouted_packets",
     )
 
@@ -218,12 +342,14 @@ class DataTrackManager:
         random_u32: Callable[[], int] = _random_u32,
         mtu: int = DATA_TRACK_MTU_BYTES,
         max_partial_frames: int = 1,
+        cipher: DataTrackCipher | None = None,
     ) -> None:
         for name, value in (("mtu", mtu), ("max_partial_frames", max_partial_frames)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LocalProtocolError(f"{name} must be a positive int, got {value!r}")
         self._mtu = mtu
         self._max_partial = max_partial_frames
+        self._cipher = cipher
         self._clock_base = random_u32() & _U32
         self._next_handle = 1
         self._pending: dict[int, str] = {}  # handle -> name, awaiting the server's answer
@@ -239,6 +365,13 @@ class DataTrackManager:
         """Packets dropped because they did not decode."""
         self.unrouted_packets = 0
         """Packets dropped because no subscribed track holds their handle."""
+        self.undecryptable_frames = 0
+        """Frames of encrypted tracks dropped: no E2EE extension, or they did not decrypt."""
+
+    @property
+    def cipher(self) -> DataTrackCipher | None:
+        """The room's end-to-end encryption of frames, if any."""
+        return self._cipher
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -259,10 +392,18 @@ class DataTrackManager:
             )
         handle = self._allocate_handle()
         self._pending[handle] = name
-        request = pb.SignalRequest(
-            publish_data_track_request=pb.PublishDataTrackRequest(pub_handle=handle, name=name)
+        return handle, self._publish_request(handle, name, encrypted=self._cipher is not None)
+
+    @staticmethod
+    def _publish_request(handle: int, name: str, *, encrypted: bool) -> pb.SignalRequest:
+        # The official SDK asks for GCM exactly when the room has E2EE on
+        # (RS:livekit-datatrack/src/local/manager.rs (on_publish_request), local/proto.rs).
+        encryption = pb.Encryption.GCM if encrypted else pb.Encryption.NONE
+        return pb.SignalRequest(
+            publish_data_track_request=pb.PublishDataTrackRequest(
+                pub_handle=handle, name=name, encryption=encryption
+            )
         )
-        return handle, request
 
     def _allocate_handle(self) -> int:
         # Handles advance and wrap rather than reuse the lowest free one, so a late packet or
@@ -307,19 +448,31 @@ class DataTrackManager:
             now: current time in seconds (drives the 90 kHz header timestamp).
 
         Raises:
-            LocalProtocolError: ``handle`` is not published, or ``user_timestamp`` is not a u64.
+            LocalProtocolError: ``handle`` is not published, is being published again after a
+                full reconnect (the official SDK refuses frames then too), the track is
+                encrypted and no key is set, or ``user_timestamp`` is not a u64.
         """
         track = self._outgoing.get(handle)
         if track is None or not track.live:
             raise LocalProtocolError(f"data track handle {handle} is not published")
+        if track.republishing:
+            raise LocalProtocolError(
+                f"data track handle {handle} is being published again after a reconnect"
+            )
         timestamp = (self._clock_base + int(now * TIMESTAMP_CLOCK_HZ)) & _U32
+        body, e2ee = bytes(payload), None
+        if track.encrypted:
+            if self._cipher is None:
+                raise LocalProtocolError("the track is encrypted but the room has no E2EE")
+            body, e2ee = self._cipher.seal(body)
         packets = packetize(
-            bytes(payload),
+            body,
             handle=handle,
             first_sequence=track.sequence,
             frame_number=track.frame_number,
             timestamp=timestamp,
             user_timestamp=user_timestamp,
+            e2ee=e2ee,
             mtu=self._mtu,
         )
         track.sequence = (track.sequence + len(packets)) & _U16
@@ -351,6 +504,10 @@ class DataTrackManager:
         if which == "publish_data_track":
             handle = rr.publish_data_track.pub_handle
             self._abandoned.pop(handle, None)
+            again = self._outgoing.get(handle)
+            if again is not None and again.republishing:
+                # The new session refused it again (the official SDK then drops the track).
+                return self._unpublished(handle)
             if self._pending.pop(handle, None) is None:
                 return []
             reason = pb.RequestResponse.Reason.Name(rr.reason)
@@ -362,12 +519,18 @@ class DataTrackManager:
 
     def _published(self, info: pb.DataTrackInfo) -> list[AnyDataTrackEvent]:
         handle = info.pub_handle
+        again = self._outgoing.get(handle)
+        if again is not None and again.republishing:
+            previous, again.sid, again.republishing = again.sid, info.sid, False
+            return [LocalDataTrackRepublished(handle=handle, previous_sid=previous, info=info)]
         name = self._pending.pop(handle, None)
         if name is None:
             name = self._abandoned.pop(handle, None)
         if name is None:
             return []  # not ours
-        self._outgoing[handle] = _Outgoing(name=name, sid=info.sid)
+        self._outgoing[handle] = _Outgoing(
+            name=name, sid=info.sid, encrypted=info.encryption != pb.Encryption.NONE
+        )
         return [PublishAccepted(handle=handle, info=info)]
 
     def _unpublished(self, handle: int) -> list[AnyDataTrackEvent]:
@@ -384,9 +547,34 @@ class DataTrackManager:
         if name is not None:
             self._abandoned[handle] = name
 
+    def republish_requests(self) -> tuple[list[AnyDataTrackEvent], list[pb.SignalRequest]]:
+        """A full reconnect replaced the session: the new server knows none of our tracks.
+
+        Every live track is asked for again with its handle, name and encryption (it refuses
+        frames until answered, then :class:`LocalDataTrackRepublished` gives its new SID).
+        Tracks we were unpublishing end; requests still unanswered, or abandoned, are forgotten
+        (the old session cannot answer them any more). Subscriber handles and incomplete frames
+        go with the old session. Returns the events and the requests to send.
+        """
+        events: list[AnyDataTrackEvent] = []
+        requests: list[pb.SignalRequest] = []
+        for handle, track in list(self._outgoing.items()):
+            if not track.live:
+                del self._outgoing[handle]
+                events.append(LocalDataTrackUnpublished(handle=handle, sid=track.sid))
+                continue
+            track.republishing = True
+            requests.append(self._publish_request(handle, track.name, encrypted=track.encrypted))
+        self._pending.clear()
+        self._abandoned.clear()
+        self._sub_handles.clear()
+        for assembler in self._assemblers.values():
+            assembler.clear()
+        return events, requests
+
     def reset_session(self) -> list[AnyDataTrackEvent]:
-        """The session ended or was replaced by a full reconnect: the server forgot our tracks
-        and our subscriber handles, so every publication ends and incomplete frames go."""
+        """The session ended: the server forgot our tracks and our subscriber handles, so
+        every publication ends and incomplete frames go."""
         out: list[AnyDataTrackEvent] = [
             LocalDataTrackUnpublished(handle=h, sid=t.sid) for h, t in self._outgoing.items()
         ]
@@ -437,6 +625,11 @@ class DataTrackManager:
                     )
                 )
         return out
+
+    def local_sid(self, handle: int) -> str | None:
+        """The current SID of our track ``handle`` (it changes after a full reconnect)."""
+        track = self._outgoing.get(handle)
+        return None if track is None else track.sid
 
     def is_remote_published(self, sid: str) -> bool:
         """Whether the remote track ``sid`` is still in the roster."""
@@ -513,9 +706,19 @@ class DataTrackManager:
         frame = assembler.push(packet)
         if frame is None:
             return None
-        return FrameReceived(
-            track_sid=sid, payload=frame.payload, user_timestamp=frame.user_timestamp
-        )
+        payload = frame.payload
+        remote = self._remotes.get(sid)
+        if remote is not None and remote.info.encryption != pb.Encryption.NONE:
+            opened = (
+                None
+                if self._cipher is None or frame.e2ee is None
+                else self._cipher.open(remote.publisher_identity, payload, frame.e2ee)
+            )
+            if opened is None:
+                self.undecryptable_frames += 1
+                return None
+            payload = opened
+        return FrameReceived(track_sid=sid, payload=payload, user_timestamp=frame.user_timestamp)
 
 
 def _subscription(sid: str, *, subscribe: bool) -> pb.SignalRequest:

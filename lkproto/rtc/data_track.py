@@ -9,10 +9,13 @@ Publish with :meth:`LocalParticipant.publish_data_track(name=...)
 event as :class:`RemoteDataTrack`, and :meth:`RemoteDataTrack.subscribe` returns a
 :class:`DataTrackStream` of :class:`DataTrackFrame`.
 
-Not built yet: end-to-end encryption of data tracks (an encrypted remote track ends its stream
-with :class:`SubscribeDataTrackError`; our tracks are published unencrypted), frame encodings and
-schemas, and republishing our tracks after a full reconnect (they end, as the server forgot
-them; subscriptions are restored).
+In a room with end-to-end encryption (``RoomOptions(encryption=...)``) tracks are published
+encrypted and encrypted remote tracks are decrypted with the room's keys, as the official SDK
+does; a frame that does not decrypt is dropped. After a full reconnect our tracks are published
+again under their names (``info.sid`` changes) and subscriptions are restored.
+
+Not built yet: frame encodings and schemas, and recognising a remote track republished after
+its publisher's full reconnect (it is announced unpublished, then published with a new SID).
 """
 
 from __future__ import annotations
@@ -121,7 +124,11 @@ class LocalDataTrack:
 
     @property
     def info(self) -> DataTrackInfo:
-        """Information about the track."""
+        """Information about the track (its ``sid`` is the current one: a full reconnect
+        publishes the track again under a new SID, as the official SDK does)."""
+        sid = self._driver.local_sid(self._handle)
+        if sid is not None:
+            self._info.sid = sid
         return self._info
 
     def try_push(self, frame: DataTrackFrame) -> None:
@@ -134,8 +141,9 @@ class LocalDataTrack:
             frame: the frame to send.
 
         Raises:
-            PushFrameError: the track is unpublished, the room is not connected, or the channel
-                is full (the frame is dropped).
+            PushFrameError: the track is unpublished, the room is not connected or is publishing
+                the track again after a full reconnect, no end-to-end encryption key is set, or
+                the channel is full (the frame is dropped).
         """
         try:
             queued = self._driver.push(self._handle, bytes(frame.payload), frame.user_timestamp)
@@ -155,7 +163,7 @@ class LocalDataTrack:
         self._driver.unpublish(self._handle)
 
     def __repr__(self) -> str:
-        return f"rtc.LocalDataTrack(sid={self._info.sid}, name={self._info.name})"
+        return f"rtc.LocalDataTrack(sid={self.info.sid}, name={self._info.name})"
 
 
 class RemoteDataTrack:

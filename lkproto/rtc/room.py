@@ -34,7 +34,7 @@ from lkproto.core import reconnect as rc
 from lkproto.core import roster as ro
 from lkproto.core import signal as sg
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
-from lkproto.core.e2ee import EncryptionStateChanged
+from lkproto.core.e2ee import EncryptionStateChanged, KeyProvider
 from lkproto.core.simulcast import wanted_rids
 from lkproto.errors import ConnectError, EventQueueOverflowError, LkError, LocalProtocolError
 from lkproto.rtc import events as ev
@@ -483,7 +483,9 @@ class Room(EventEmitter[ev.EventTypes]):
         if provider is not None:
             # Frames the SFU injects end with these bytes and are not encrypted (§11).
             provider.sif_trailer = bytes(join.sif_trailer)
-        data_tracks = self._data_tracks = DataTrackDriver(engine, self._on_data_track_event)
+        data_tracks = self._data_tracks = DataTrackDriver(
+            engine, self._on_data_track_event, manager=self._data_track_manager(provider)
+        )
         if self._local is not None:
             self._local._set_data_tracks(data_tracks)
         self._announce = True
@@ -1125,6 +1127,18 @@ class Room(EventEmitter[ev.EventTypes]):
         else:
             assert_never(event)
 
+    def _data_track_manager(self, provider: KeyProvider | None) -> cdt.DataTrackManager:
+        # With E2EE on, data tracks are published encrypted and encrypted ones can be read,
+        # with the same keys as data packets (RS:livekit/src/room/e2ee/data_track.rs).
+        if provider is None:
+            return cdt.DataTrackManager()
+        cipher = cdt.DataTrackCipher(
+            provider,
+            local_identity=lambda: self._local.identity if self._local is not None else "",
+            random_bytes=os.urandom,
+        )
+        return cdt.DataTrackManager(cipher=cipher)
+
     def _on_data_track_event(self, event: cdt.AnyDataTrackEvent) -> None:
         driver = self._data_tracks
         match event:
@@ -1140,6 +1154,7 @@ class Room(EventEmitter[ev.EventTypes]):
                 self._announce_event(ev.DataTrackUnpublished(sid=sid))
             case (
                 cdt.LocalDataTrackUnpublished()
+                | cdt.LocalDataTrackRepublished()
                 | cdt.PublishAccepted()
                 | cdt.PublishRefused()
                 | cdt.FrameReceived()

@@ -4,6 +4,7 @@ of lkproto.rtc.data_track on top of it."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -12,6 +13,7 @@ import pytest
 from lkproto.asyncio import data_track as ad
 from lkproto.core import data_track as cd
 from lkproto.core import signal as sg
+from lkproto.core.e2ee import KeyOptions, KeyProvider
 from lkproto.errors import ConnectError, LocalProtocolError, RequestRejectedError
 from lkproto.rtc import data_track as rd
 from lkproto.wire import data_track as wd
@@ -197,7 +199,7 @@ async def test_close_fails_waiters_and_ends_readers() -> None:
     assert not driver.is_remote_published("DTR_r")
 
 
-async def test_full_reconnect_ends_ours_and_resubscribes() -> None:
+async def test_full_reconnect_republishes_ours_and_resubscribes() -> None:
     engine, events = FakeEngine(), cast("list[cd.AnyDataTrackEvent]", [])
     driver = _driver(engine, events)
     task = asyncio.ensure_future(driver.publish("t"))
@@ -205,11 +207,81 @@ async def test_full_reconnect_ends_ours_and_resubscribes() -> None:
     handle = engine.requests[-1].publish_data_track_request.pub_handle
     driver.on_signal(_accepted(handle, "DTR_mine"))
     await asyncio.wait_for(task, 5)
+    track = rd.LocalDataTrack(
+        rd.DataTrackInfo(sid="DTR_mine", name="t", uses_e2ee=False), handle, driver
+    )
     driver.sync_remotes(_remote("DTR_r"))
     driver.subscribe("DTR_r")
+    waiting = asyncio.ensure_future(driver.publish("late"))
+    await asyncio.sleep(0)
     engine.requests.clear()
     driver.session_replaced()
-    assert not driver.is_published(handle)
-    assert cd.LocalDataTrackUnpublished(handle=handle, sid="DTR_mine") in events
-    (again,) = engine.requests
-    assert again.update_data_subscription.updates[0].track_sid == "DTR_r"
+    # The publish the old session never answered fails as disconnected, as upstream.
+    with pytest.raises(ConnectError):
+        await asyncio.wait_for(waiting, 5)
+    again, resubscribe = engine.requests
+    assert again.publish_data_track_request.pub_handle == handle
+    assert again.publish_data_track_request.name == "t"
+    assert resubscribe.update_data_subscription.updates[0].track_sid == "DTR_r"
+    assert track.is_published()
+    with pytest.raises(rd.PushFrameError, match="again"):
+        track.try_push(rd.DataTrackFrame(payload=b"x"))
+    driver.on_signal(_accepted(handle, "DTR_new"))
+    assert isinstance(events[-1], cd.LocalDataTrackRepublished)
+    assert track.info.sid == "DTR_new"
+    track.try_push(rd.DataTrackFrame(payload=b"x"))
+    assert "DTR_new" in repr(track)
+
+
+async def test_encrypted_room_publishes_encrypted_and_reads_encrypted_tracks() -> None:
+    keys = KeyProvider(KeyOptions(ratchet_window_size=1), shared_key=b"shared")
+    cipher = cd.DataTrackCipher(keys, local_identity=lambda: "me", random_bytes=os.urandom)
+    engine, events = FakeEngine(), cast("list[cd.AnyDataTrackEvent]", [])
+    driver = ad.DataTrackDriver(
+        cast("Any", engine), events.append, manager=cd.DataTrackManager(cipher=cipher)
+    )
+    task = asyncio.ensure_future(driver.publish("enc"))
+    await asyncio.sleep(0)
+    assert engine.requests[-1].publish_data_track_request.encryption == pb.Encryption.GCM
+    # The subscriber side: an encrypted remote track is readable now.
+    driver.sync_remotes(_remote("DTR_enc", encryption=pb.Encryption.GCM))
+    queue = driver.subscribe("DTR_enc")
+    driver.on_signal(
+        _message(
+            data_track_subscriber_handles=pb.DataTrackSubscriberHandles(
+                sub_handles={
+                    4: pb.DataTrackSubscriberHandles.PublishedDataTrack(track_sid="DTR_enc")
+                }
+            )
+        )
+    )
+    sink = engine.data_track_sink
+    assert sink is not None
+    bob = cd.DataTrackCipher(keys, local_identity=lambda: "bob", random_bytes=os.urandom)
+    sealed, ext = bob.seal(b"hello")
+    (packet,) = wd.packetize(
+        sealed, handle=4, first_sequence=0, frame_number=0, timestamp=0, e2ee=ext
+    )
+    sink(packet)
+    frame = await asyncio.wait_for(queue.get(), 5)
+    assert frame is not None
+    assert frame.payload == b"hello"
+    # A frame under a key this side must first ratchet to: dropped while the ratchets are
+    # derived off the loop, opened once they are.
+    ahead = KeyProvider(KeyOptions(ratchet_window_size=1), shared_key=b"shared")
+    ahead.ratchet_shared_key(0)
+    later, ext = cd.DataTrackCipher(
+        ahead, local_identity=lambda: "bob", random_bytes=os.urandom
+    ).seal(b"later")
+    for number in (1, 2):
+        (packet,) = wd.packetize(
+            later, handle=4, first_sequence=number, frame_number=number, timestamp=0, e2ee=ext
+        )
+        if number == 2:
+            await asyncio.wait_for(asyncio.gather(*driver._deriving.values()), 10)
+        sink(packet)
+    frame = await asyncio.wait_for(queue.get(), 5)
+    assert frame is not None
+    assert frame.payload == b"later"
+    assert driver.manager.undecryptable_frames == 1
+    task.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lkproto.core import data_track as cd
+from lkproto.core.e2ee import KeyOptions, KeyProvider
 from lkproto.errors import LocalProtocolError
 from lkproto.wire import data_track as wd
 from lkproto.wire import pb
@@ -238,3 +239,130 @@ def test_resubscribe_and_partial_frame_option() -> None:
     assert manager.unsubscribe("DTR_1") is None
     with pytest.raises(LocalProtocolError):
         cd.DataTrackManager(mtu=0)
+
+
+def test_full_reconnect_republishes_with_the_same_handle_and_name() -> None:
+    manager = _manager()
+    live, _ = manager.publish("live")
+    _accept(manager, live, "DTR_old")
+    going, _ = manager.publish("going")
+    _accept(manager, going, "DTR_going")
+    manager.unpublish(going)
+    waiting, _ = manager.publish("waiting")
+    events, requests = manager.republish_requests()
+    # The track being unpublished ends; the unanswered request is forgotten.
+    assert events == [cd.LocalDataTrackUnpublished(handle=going, sid="DTR_going")]
+    (request,) = requests
+    again = request.publish_data_track_request
+    assert (again.pub_handle, again.name, again.encryption) == (live, "live", pb.Encryption.NONE)
+    # Still published, but no frames until the new session answers (as the official SDK).
+    assert manager.is_published(live)
+    with pytest.raises(LocalProtocolError, match="again"):
+        manager.packetize(live, b"x", None, 0.0)
+    assert _accept(manager, waiting, "DTR_w") == []
+    assert _accept(manager, live, "DTR_new") == [
+        cd.LocalDataTrackRepublished(
+            handle=live,
+            previous_sid="DTR_old",
+            info=pb.DataTrackInfo(pub_handle=live, sid="DTR_new", name="n"),
+        )
+    ]
+    assert manager.local_sid(live) == "DTR_new"
+    assert len(manager.packetize(live, b"x", None, 0.0)) == 1
+    # A refusal by the new session ends the track.
+    manager.republish_requests()
+    assert manager.receive_signal(_refuse(live, pb.RequestResponse.DUPLICATE_NAME)) == [
+        cd.LocalDataTrackUnpublished(handle=live, sid="DTR_new")
+    ]
+    assert not manager.is_published(live)
+    assert manager.local_sid(live) is None
+
+
+def _cipher(provider: KeyProvider, identity: str = "me") -> cd.DataTrackCipher:
+    counter = iter(range(1, 1_000))
+    return cd.DataTrackCipher(
+        provider,
+        local_identity=lambda: identity,
+        random_bytes=lambda n: bytes([next(counter)]) * n,
+    )
+
+
+def test_encrypted_tracks_are_sealed_whole_and_opened_by_the_publisher_key() -> None:
+    sender_keys = KeyProvider(KeyOptions(ratchet_window_size=0), shared_key=b"secret")
+    sender = _manager(cipher=_cipher(sender_keys), mtu=200)
+    handle, request = sender.publish("enc")
+    assert request.publish_data_track_request.encryption == pb.Encryption.GCM
+    info = pb.DataTrackInfo(
+        pub_handle=handle, sid="DTR_e", name="enc", encryption=pb.Encryption.GCM
+    )
+    sender.receive_signal(
+        pb.SignalResponse(publish_data_track_response=pb.PublishDataTrackResponse(info=info))
+    )
+    frame = bytes(range(256)) * 2
+    packets = [wd.decode_packet(p) for p in sender.packetize(handle, frame, 7, 0.0)]
+    assert len(packets) > 1
+    (e2ee,) = {p.e2ee for p in packets}  # every packet repeats the same extension
+    assert e2ee is not None
+    assert (e2ee.key_index, len(e2ee.iv)) == (0, 12)
+    sealed = b"".join(p.payload for p in packets)
+    # AES-GCM over the whole frame, no AAD: ciphertext plus the 16-byte tag.
+    assert len(sealed) == len(frame) + 16
+    ring = sender_keys.handler_for("me")
+    key = None if ring is None else ring.key(0)
+    assert key is not None
+    assert sender_keys.crypto.aes_gcm_decrypt(key, e2ee.iv, sealed, b"") == frame
+
+    def receiver(key: bytes) -> cd.DataTrackManager:
+        keys = KeyProvider(KeyOptions(ratchet_window_size=0), shared_key=key)
+        manager = _manager(cipher=_cipher(keys, "you"))
+        participant = pb.ParticipantInfo(identity="me", sid="PA_m", data_tracks=[info])
+        manager.sync_remotes([participant])
+        manager.subscribe("DTR_e")
+        manager.receive_signal(_handles({3: "DTR_e"}))
+        return manager
+
+    def relay(manager: cd.DataTrackManager) -> list[cd.FrameReceived | None]:
+        raw = sender.packetize(handle, frame, 7, 0.0)
+        return [manager.receive_packet(_rehandle(p, 3)) for p in raw]
+
+    good = receiver(b"secret")
+    assert relay(good)[-1] == cd.FrameReceived(track_sid="DTR_e", payload=frame, user_timestamp=7)
+    # A wrong key drops the frame (counted) and the subscription goes on, as upstream.
+    wrong = receiver(b"other")
+    assert relay(wrong)[-1] is None
+    assert wrong.undecryptable_frames == 1
+    # A frame of an encrypted track without the E2EE extension is dropped too.
+    (plain,) = wd.packetize(b"clear", handle=3, first_sequence=50, frame_number=50, timestamp=0)
+    assert good.receive_packet(plain) is None
+    assert good.undecryptable_frames == 1
+
+
+def _rehandle(packet: bytes, handle: int) -> bytes:
+    # The server rewrites the publisher's handle into the subscriber's (PROTOCOL-MAP §12).
+    return packet[:2] + handle.to_bytes(2, "big") + packet[4:]
+
+
+def test_cipher_without_key_refuses_and_defers_ratchet_derivation() -> None:
+    empty = KeyProvider(KeyOptions(ratchet_window_size=1))
+    manager = _manager(cipher=_cipher(empty))
+    handle, _ = manager.publish("enc")
+    info = pb.DataTrackInfo(
+        pub_handle=handle, sid="DTR_e", name="enc", encryption=pb.Encryption.GCM
+    )
+    manager.receive_signal(
+        pb.SignalResponse(publish_data_track_response=pb.PublishDataTrackResponse(info=info))
+    )
+    with pytest.raises(LocalProtocolError, match="no end-to-end encryption key"):
+        manager.packetize(handle, b"x", None, 0.0)
+    # With a key but a frame sealed under a ratchet of it: the first attempt only asks for the
+    # derivation (done off the loop by the driver); after it, the ratchet opens the frame.
+    keys = KeyProvider(KeyOptions(ratchet_window_size=1), shared_key=b"k")
+    cipher = _cipher(keys)
+    ratcheted = KeyProvider(KeyOptions(ratchet_window_size=1), shared_key=b"k")
+    ratcheted.ratchet_shared_key(0)
+    sealed, ext = _cipher(ratcheted).seal(b"frame")
+    assert cipher.open("me", sealed, ext) is None
+    assert cipher.take_derivations() == [("me", 0)]
+    assert cipher.take_derivations() == []
+    cipher.derive("me", 0)
+    assert cipher.open("me", sealed, ext) == b"frame"
