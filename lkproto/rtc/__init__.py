@@ -2,9 +2,11 @@
 
 Requires the ``rtc`` extra (aiortc, PyAV, websockets).
 
-Media names (frames, sources, streams, the mixer and resampler) are imported on first use
-(PEP 562 module ``__getattr__``), so a client that only joins and exchanges data never loads
-PyAV or numpy (issue 18).
+Importing this module loads no WebRTC stack: aiortc, aioice, pyOpenSSL, cryptography and
+websockets load when :meth:`Room.connect` first runs (:func:`lkproto.asyncio.peer.load_webrtc`).
+Media names (frames, sources, streams, the mixer and resampler) are imported on first use (PEP
+562 module ``__getattr__``), so a client that only joins and exchanges data never loads PyAV or
+numpy (issue 18).
 """
 
 from __future__ import annotations
