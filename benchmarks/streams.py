@@ -26,6 +26,7 @@ What each number measures
     size / CPU time (user + system, all threads) the child used during the transfer, i.e. both
     sides: less sensitive to other load on the machine than wall-clock MiB/s. ``load 1m`` is the
     highest 1-minute load average seen after a transfer of that size (other jobs on the host).
+    ``kernel share`` is the system part of that CPU time (``os.times``): socket calls, wake-ups.
 ``send s``
     how long ``await send_file(...)`` took (the sender may return before the receiver is done).
 ``peak RSS``
@@ -237,6 +238,7 @@ def _write_file(directory: str, size: int, seed: int) -> tuple[str, str]:
 
 async def _transfer(tx: Any, rx: Receiver, path: str, size: int, digest: str) -> dict[str, float]:
     c0 = time.process_time()
+    times0 = os.times()
     t0 = time.perf_counter()
     await asyncio.wait_for(tx.local_participant.send_file(path, topic=TOPIC, compress=False), 300)
     t_sent = time.perf_counter()
@@ -247,6 +249,8 @@ async def _transfer(tx: Any, rx: Receiver, path: str, size: int, digest: str) ->
         "seconds": t_done - t0,
         "send_seconds": t_sent - t0,
         "cpu_seconds": time.process_time() - c0,
+        "user_seconds": os.times().user - times0.user,
+        "system_seconds": os.times().system - times0.system,
         "loadavg_1m": os.getloadavg()[0],
     }
 
@@ -337,11 +341,15 @@ def _aggregate(child: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
         mb_dec = summarize([size / 1e6 / s["seconds"] for s in samples])
         send = summarize([s["send_seconds"] for s in samples])
         cpu = summarize([size / MIB / s["cpu_seconds"] for s in samples])
+        system_share = summarize(
+            [s["system_seconds"] / s["cpu_seconds"] for s in samples if s["cpu_seconds"] > 0]
+        )
         per_size[str(size // MIB)] = {
             "mib_per_s": mbps.as_dict() if mbps else None,
             "mb_per_s": mb_dec.as_dict() if mb_dec else None,
             "send_seconds": send.as_dict() if send else None,
             "mib_per_cpu_s": cpu.as_dict() if cpu else None,
+            "system_cpu_share": system_share.as_dict() if system_share else None,
             "loadavg_1m_max": max(s["loadavg_1m"] for s in samples),
             "peak_rss_mib": max(s["peak_rss_kib"] for s in samples) / 1024,
         }
@@ -356,8 +364,8 @@ def _aggregate(child: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
 def _table(results: dict[str, Any], sizes_mib: list[int]) -> str:
     lines = [
         "| SDK (sender->receiver) | size | MiB/s median (min-max) | MB/s (10^6) median | "
-        "send_file returned s | MiB per CPU-s | peak RSS MiB | load 1m |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "send_file returned s | MiB per CPU-s | kernel share of CPU | peak RSS MiB | load 1m |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for sdk, r in results.items():
         for size in sizes_mib:
@@ -367,6 +375,7 @@ def _table(results: dict[str, Any], sizes_mib: list[int]) -> str:
                 f"| {sdk}->{sdk} | {size} MiB | {m['median']:.2f} ({m['min']:.2f}-{m['max']:.2f}) "
                 f"| {s['mb_per_s']['median']:.2f} "
                 f"| {s['send_seconds']['median']:.2f} | {s['mib_per_cpu_s']['median']:.2f} "
+                f"| {s['system_cpu_share']['median']:.0%} "
                 f"| {s['peak_rss_mib']:.1f} | {s['loadavg_1m_max']:.1f} |"
             )
     lines.append("")
@@ -412,9 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile is None:
             out = asyncio.run(main_coro)
         else:
-            # CPU time, not wall time: on a loaded machine a wall-clock profile charges the
-            # time this process waits for a CPU to whatever call it was preempted in.
-            profiler = cProfile.Profile(time.process_time)
+            # Wall-clock timer: a CPU-time timer (time.process_time) makes every profiled
+            # call a system call, and the slowed child then missed the server's liveness
+            # checks and reconnected mid-transfer on a loaded machine. Under load, wall time
+            # charges waiting for a CPU to the call that was preempted (mostly sendto).
+            profiler = cProfile.Profile()
             out = profiler.runcall(asyncio.run, main_coro)
             profiler.dump_stats(f"{args.profile}.{args.child}.prof")
         print(json.dumps(out))

@@ -57,6 +57,7 @@ import aiortc.rtcsctptransport
 import aiortc.rtp
 import aiortc.sdp
 import google_crc32c
+import pylibsrtp
 from aioice import Candidate
 from aiortc import (
     RTCDataChannel,
@@ -70,6 +71,7 @@ from aiortc import rtcsctptransport as _sctp
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from OpenSSL import SSL
 
 from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.core import sctp as sctp_timing
@@ -1236,7 +1238,11 @@ class _TunedAssociation:
         immediate = immediate or bool(sctp._sack_misordered) or bool(sctp._sack_duplicates)
         if self.sacks.on_packet(self._loop.time(), immediate=immediate):
             await self._send_packets([self._take_sack()])
-        else:
+        elif self._sack_timer.when is None:
+            # A handle still armed is never later than the new deadline (each deadline is
+            # "now + delay" from the packet that started the wait); when it fires early,
+            # _sack_due re-arms. So a SACK sent does not cancel the timer, and the next
+            # packet does not re-arm it: no call_at/cancel pair per two packets (issue 18).
             self._sack_timer.rearm()
 
     def _take_sack(self) -> _sctp.SackChunk:
@@ -1258,8 +1264,7 @@ class _TunedAssociation:
         sack.gaps = blocks
         sctp._sack_duplicates.clear()
         sctp._sack_needed = False
-        self.sacks.on_sack_sent()
-        self._sack_timer.rearm()
+        self.sacks.on_sack_sent()  # the armed timer, if any, finds nothing due (handle_data)
         return sack
 
     def _sack_due(self, now: float) -> None:
@@ -1267,6 +1272,8 @@ class _TunedAssociation:
             self.sacks.on_sack_sent()  # nothing more goes out; drop the wait
         elif self.sacks.handle_timer(now):
             self._spawn(self._send_delayed_sack())
+        else:
+            self._sack_timer.rearm()  # armed for an earlier wait: follow the current one
 
     async def _send_delayed_sack(self) -> None:
         sctp = self._sctp
@@ -1538,6 +1545,103 @@ def _packet(header: bytes, body: list[bytes]) -> bytes:
     return header + struct.pack("<L", checksum) + chunks
 
 
+# -- RTCDtlsTransport under a tuned association: the receive loop without a write per datagram --
+#
+# aiortc 1.16.0's ``RTCDtlsTransport._recv_next`` runs once per received datagram; after handing
+# a DTLS datagram to OpenSSL it always calls ``_write_ssl``, a ``bio_read`` that for application
+# data finds nothing and returns through pyOpenSSL's exception path (WantReadError). That empty
+# read is ~15 % of the Python-level work per received SCTP packet in the issue 18 profile. A
+# datagram holding only application-data records never makes OpenSSL write (DTLS 1.2 has no
+# post-handshake messages in application data; alerts and handshake messages have their own
+# content types, RFC 6347 §4.1), so the replacement skips the read for those and otherwise does
+# exactly what aiortc does, SRTP included. Until aiortc's own handshake bookkeeping says the
+# handshake is over (its ``__handshake_done``: no DTLS retransmission timer left), aiortc's
+# method runs unchanged.
+
+_DTLS_APPLICATION_DATA: Final = 23  # ContentType application_data (RFC 5246 §6.2.1)
+_DTLS_HEADER_BYTES: Final = 13  # type, version, epoch, sequence number, length (RFC 6347 §4.1)
+_DTLS_LEAN_MARK: Final = "_lkproto_lean_receive"
+# Name-mangled private attributes of aiortc/rtcdtlstransport.py (RTCDtlsTransport.__init__).
+_DTLS_HANDSHAKE_DONE: Final = "_RTCDtlsTransport__handshake_done"
+_DTLS_RX_BYTES: Final = "_RTCDtlsTransport__rx_bytes"
+_DTLS_RX_PACKETS: Final = "_RTCDtlsTransport__rx_packets"
+_DTLS_INTERNALS: Final = (
+    "_recv_next",
+    "_write_ssl",
+    "_handle_rtcp_data",
+    "_handle_rtp_data",
+    "_data_receiver",
+    "_rx_srtp",
+    "_ssl",
+    _DTLS_HANDSHAKE_DONE,
+    _DTLS_RX_BYTES,
+    _DTLS_RX_PACKETS,
+)
+
+
+def _application_data_only(datagram: bytes) -> bool:
+    """Whether ``datagram`` is whole DTLS records that are all application data."""
+    offset = 0
+    size = len(datagram)
+    while offset < size:
+        if datagram[offset] != _DTLS_APPLICATION_DATA or offset + _DTLS_HEADER_BYTES > size:
+            return False
+        offset += _DTLS_HEADER_BYTES + int.from_bytes(datagram[offset + 11 : offset + 13])
+    return offset == size
+
+
+def _lean_dtls_receive(dtls: aiortc.RTCDtlsTransport) -> None:
+    """Replace ``_recv_next`` on ``dtls`` (see the section comment above)."""
+    if getattr(dtls, _DTLS_LEAN_MARK, False):
+        return
+    if any(not hasattr(dtls, name) for name in _DTLS_INTERNALS):
+        raise _internal_gone("aiortc", "RTCDtlsTransport receive internals (tune_sctp)")
+    setattr(dtls, _DTLS_LEAN_MARK, True)
+    original = dtls._recv_next
+
+    async def recv_next() -> None:
+        if not getattr(dtls, _DTLS_HANDSHAKE_DONE):
+            await original()
+            return
+        data = await dtls.transport._recv()
+        setattr(dtls, _DTLS_RX_BYTES, getattr(dtls, _DTLS_RX_BYTES) + len(data))
+        setattr(dtls, _DTLS_RX_PACKETS, getattr(dtls, _DTLS_RX_PACKETS) + 1)
+        first_byte = data[0]
+        if 19 < first_byte < 64:  # DTLS (RFC 7983 §7 demultiplexing, as aiortc)
+            ssl = dtls._ssl
+            if ssl is None:  # set in start(), before the handshake
+                raise ConnectionError
+            ssl.bio_write(data)
+            plain: bytes | None
+            try:
+                plain = ssl.recv(1500)
+            except SSL.ZeroReturnError:
+                plain = None
+            except SSL.Error:
+                plain = b""
+            if plain is None or not _application_data_only(data):
+                await dtls._write_ssl()
+            if plain is None:
+                _log.debug("DTLS shutdown by the remote party")
+                raise ConnectionError
+            receiver = dtls._data_receiver
+            if plain and receiver is not None:
+                await receiver._handle_data(plain)
+        elif 127 < first_byte < 192 and dtls._rx_srtp:  # SRTP / SRTCP
+            arrival_time_ms = aiortc.clock.current_ms()
+            try:
+                if aiortc.rtp.is_rtcp(data):
+                    await dtls._handle_rtcp_data(dtls._rx_srtp.unprotect_rtcp(data))
+                else:
+                    await dtls._handle_rtp_data(
+                        dtls._rx_srtp.unprotect(data), arrival_time_ms=arrival_time_ms
+                    )
+            except pylibsrtp.Error as exc:
+                _log.debug("SRTP unprotect failed: %s", exc)
+
+    setattr(dtls, "_recv_next", recv_next)  # noqa: B010
+
+
 _TUNED_INTERNALS: Final = (
     "_loop",
     "_handle_data",
@@ -1588,7 +1692,10 @@ def tune_sctp(transport: RTCSctpTransport) -> None:
     ``_data_channel_send``/``_data_channel_flush`` (one flush per loop turn instead of a task per
     message), ``_update_rto`` and ``_t3_expired`` (:class:`lkproto.core.sctp.RtoEstimator`:
     RTO initial 0.5 s, floor 0.25 s, back-off capped at 3 s), and wraps
-    ``_receive_sack_chunk``. The association's wire behaviour stays RFC 4960: reliability,
+    ``_receive_sack_chunk``. If the association runs on an ``RTCDtlsTransport``, that
+    transport's ``_recv_next`` is replaced too, once its handshake is over, by one that does not
+    ask OpenSSL for output after a datagram of application data only (see
+    :func:`_lean_dtls_receive`). The association's wire behaviour stays RFC 4960: reliability,
     ordering and congestion control are aiortc's. Other associations in the process keep
     aiortc's methods. Call it before the association starts (before ``setLocalDescription``);
     later calls change nothing.
@@ -1612,6 +1719,8 @@ def tune_sctp(transport: RTCSctpTransport) -> None:
     setattr(transport, "_transmit", tuned.transmit)  # noqa: B010
     setattr(transport, "_data_channel_send", tuned.data_channel_send)  # noqa: B010
     setattr(transport, "_data_channel_flush", tuned.data_channel_flush)  # noqa: B010
+    if isinstance(transport.transport, aiortc.RTCDtlsTransport):
+        _lean_dtls_receive(transport.transport)
 
 
 # -- simulcast: rid-tagged layer senders on one section (lkproto.asyncio.publish) -------------

@@ -83,6 +83,29 @@ async def test_a_bursts_last_chunk_asks_for_an_immediate_sack() -> None:
     assert [bool(c.flags & _I_BIT) for c in chunks] == [False, False, True]
 
 
+async def test_a_lone_packet_after_an_immediate_sack_is_still_acknowledged_by_the_timer() -> None:
+    # A stock sender (no I bit, one packet per message) to a tuned receiver: the first packet
+    # arms the delayed-SACK timer, the second is acknowledged at once (the timer stays armed
+    # for the first wait), the third must be acknowledged when its own wait ends, not only
+    # after the sender's retransmission timer (aiortc's RTO: 3 s) resends it as a duplicate.
+    async with sctp_pair(tune_client=False) as pair:
+        await _transfer(pair, [b"warm-up"])
+        await until(lambda: not pair.client._sent_queue, scaled(10))
+        first_tsn = pair.client._local_tsn
+        before = len(pair.client_link.sent)
+        for message in (b"one", b"two"):
+            pair.client_channel.send(message)
+            await until(lambda: len(pair.client_link.sent) > before, scaled(5))
+            before = len(pair.client_link.sent)
+        pair.client_channel.send(b"three")
+        third = (first_tsn + 2) % (1 << 32)
+        await until(lambda: pair.client._last_sacked_tsn == third, scaled(10))
+        data = [p for p in pair.client_link.sent if data_chunks(p)]
+        resent = [c.tsn for p in data for c in data_chunks(p)].count(third) - 1
+    assert pair.received == [b"warm-up", b"one", b"two", b"three"]
+    assert resent == 0
+
+
 async def test_rto_starts_and_settles_at_webrtc_values() -> None:
     async with sctp_pair() as pair:
         fresh = aiortc.RTCSctpTransport(pair.client_link)  # type: ignore[arg-type]
