@@ -55,6 +55,7 @@ from lkproto.errors import LkError, LocalProtocolError
 
 __all__ = [
     "DEFAULT_OPUS_BITRATE",
+    "DELIVERY_SLICE_JOBS",
     "FRAME_DURATION_MS",
     "MAX_LAG_S",
     "OPUS_MAX_BITRATE",
@@ -555,6 +556,9 @@ WORKER_IDLE_EXIT_S: Final = 5.0
 the next job), so a process that stopped sending audio keeps no thread, and one that sends keeps
 the same thread instead of starting one per frame."""
 
+DELIVERY_SLICE_JOBS: Final = 8
+"""How many finished jobs a :class:`BatchWorker` hands back to the loop at once."""
+
 
 class BatchWorker:
     """Runs the jobs one event loop submits on one worker thread, a loop turn's worth at a time.
@@ -565,8 +569,9 @@ class BatchWorker:
     each every 20 ms, 11-12 % of a 10-20-track publisher's profile (docs/reference/benchmarks.md).
     Here the jobs submitted during one loop turn (the N senders whose frames fell due together,
     see :class:`AudioSourceTrack`) go to the thread as one batch, with one notification; the
-    thread runs them in submission order and hands all results back with one
-    ``call_soon_threadsafe``. Jobs that arrive while the thread is busy join the next batch.
+    thread runs them in submission order and hands the results back with one
+    ``call_soon_threadsafe`` per :data:`DELIVERY_SLICE_JOBS` jobs. Jobs that arrive while the
+    thread is busy join the next batch.
     The work itself stays off the event loop, as in aiortc: running it on the loop was measured
     cheaper still but fell behind real time on a contended CPU (the same page).
 
@@ -590,7 +595,7 @@ class BatchWorker:
         self._queued: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
         self._thread: threading.Thread | None = None
         self.batches = 0
-        """Batches the thread has run (a batch is everything queued when it woke)."""
+        """Slices of batches the thread has run (a batch is everything queued when it woke)."""
         self.jobs = 0
         """Jobs the thread has run."""
         self.threads_started = 0
@@ -636,17 +641,21 @@ class BatchWorker:
                         return
                 batch = list(self._queued)
                 self._queued.clear()
-            results = self._run_batch(batch)
-            loop = self._loop_ref()
-            try:
-                if loop is None:
-                    raise RuntimeError("event loop collected")
-                loop.call_soon_threadsafe(_deliver, results)
-            except RuntimeError:  # the loop was closed: nobody awaits these any more
-                with self._cond:
-                    self._queued.clear()
-                    self._thread = None
-                return
+            # Results go back a slice at a time, so the loop packetises and sends the first
+            # tracks' frames while this thread still encodes the others (with the whole batch
+            # in one go, 30-40 tracks fell behind real time on a contended CPU).
+            for start in range(0, len(batch), DELIVERY_SLICE_JOBS):
+                results = self._run_batch(batch[start : start + DELIVERY_SLICE_JOBS])
+                loop = self._loop_ref()
+                try:
+                    if loop is None:
+                        raise RuntimeError("event loop collected")
+                    loop.call_soon_threadsafe(_deliver, results)
+                except RuntimeError:  # the loop was closed: nobody awaits these any more
+                    with self._cond:
+                        self._queued.clear()
+                        self._thread = None
+                    return
 
     def _run_batch(
         self, batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]]

@@ -278,15 +278,16 @@ async def test_worker_runs_one_loop_turns_jobs_as_one_batch_off_the_loop() -> No
         threads.append(threading.get_ident())
         return n * n
 
-    futures = [worker.submit(lambda n=n: job(n)) for n in range(8)]  # type: ignore[misc]
+    count = audio.DELIVERY_SLICE_JOBS + 2  # one batch, handed back in two slices
+    futures = [worker.submit(lambda n=n: job(n)) for n in range(count)]  # type: ignore[misc]
     results = await asyncio.wait_for(asyncio.gather(*futures), scaled(5))
-    assert results == [n * n for n in range(8)]
-    assert (worker.batches, worker.jobs) == (1, 8)
+    assert results == [n * n for n in range(count)]
+    assert (worker.batches, worker.jobs) == (2, count)
     assert len(set(threads)) == 1
     assert threads[0] != threading.get_ident()
     # A later turn is a new batch on the same thread.
-    assert await asyncio.wait_for(worker.submit(lambda: job(9)), scaled(5)) == 81
-    assert (worker.batches, worker.jobs, worker.threads_started) == (2, 9, 1)
+    assert await asyncio.wait_for(worker.submit(lambda: job(99)), scaled(5)) == 99 * 99
+    assert (worker.batches, worker.jobs, worker.threads_started) == (3, count + 1, 1)
     assert len(set(threads)) == 1
 
 
