@@ -84,7 +84,7 @@ async def publishing(
                 source=rtc.TrackSource.SOURCE_CAMERA, simulcast=True, video_codec=codec
             ),
         )
-        feed = asyncio.ensure_future(_moving_picture(source))
+        feed = asyncio.ensure_future(moving_picture(source))
         if key is None:
             theirs = await connect_official(server, "sdk", name)
         else:
@@ -108,7 +108,7 @@ async def publishing(
         await disconnect_all(ours, theirs)
 
 
-async def _moving_picture(source: rtc.VideoSource) -> None:
+async def moving_picture(source: rtc.VideoSource) -> None:
     """A bar moving across the picture at 30 fps (encoders need changing content)."""
     frames = []
     for i in range(8):

@@ -18,7 +18,6 @@ import contextlib
 import uuid
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 
 from lkproto import rtc
@@ -31,6 +30,7 @@ from tests.interop.test_browser_media import (
     SUBSCRIBE_TIMEOUT_S,
     inbound_stats,
 )
+from tests.interop.test_simulcast import H, W, moving_picture
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.interop
 
-W, H = 1280, 720
 LOW = (320, 180)
 SWITCH_TIMEOUT_S = 30.0
 
@@ -108,22 +107,6 @@ async def _adaptive_pair(server: LocalServer, browser: BrowserPeer) -> AsyncIter
             await asyncio.wait_for(room.disconnect(), scaled(CONNECT_TIMEOUT_S))
 
 
-async def _feed(source: rtc.VideoSource) -> None:
-    """A bar moving across the picture at 30 fps (encoders need changing content)."""
-    frames = []
-    for i in range(8):
-        img = np.zeros((H, W, 4), np.uint8)
-        img[..., 3] = 255
-        img[:, i * W // 8 : (i + 1) * W // 8, 0] = 220
-        img[::2, :, 1] = 90
-        frames.append(img.tobytes())
-    n = 0
-    while True:
-        source.capture_frame(rtc.VideoFrame(W, H, rtc.VideoBufferType.RGBA, frames[n % 8]))
-        n += 1
-        await asyncio.sleep(1 / 30)
-
-
 async def _settles_at(
     browser: BrowserPeer, sid: str, size: tuple[int, int], frames: int = 30
 ) -> list[tuple[int, int, int]]:
@@ -161,7 +144,7 @@ async def test_a_small_adaptive_element_receives_the_low_layer(
                 simulcast=True,
             ),
         )
-        feed = asyncio.ensure_future(_feed(source))
+        feed = asyncio.ensure_future(moving_picture(source))
         try:
             sid = publication.sid
             await browser.wait_event(
