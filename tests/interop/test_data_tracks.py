@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -26,6 +27,7 @@ from tests.interop._helpers import (
     connect_ours,
     disconnect_all,
     make_token,
+    official_options,
     our_options,
     unique_room,
     wait_for,
@@ -211,7 +213,7 @@ async def test_subscribing_to_a_track_that_is_gone_raises_at_the_end(
 
 async def test_subscription_survives_a_full_reconnect(livekit_server: LocalServer) -> None:
     # After a full reconnect the new session knows none of our subscriptions: the room sends
-    # them again, so the same stream keeps receiving; our own data tracks end with the session.
+    # them again, so the same stream keeps receiving; our own data track is published again.
     room_name = unique_room("dtr-full")
     ours = rtc.Room()
     published: asyncio.Queue[rtc.RemoteDataTrack] = asyncio.Queue()
@@ -242,7 +244,7 @@ async def test_subscription_survives_a_full_reconnect(livekit_server: LocalServe
         )
         await ours.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
         await asyncio.wait_for(reconnected.wait(), scaled(30))
-        assert not mine.is_published()
+        assert mine.is_published()
         assert remote.is_published()
         received.clear()
         await asyncio.wait_for(
@@ -254,3 +256,235 @@ async def test_subscription_survives_a_full_reconnect(livekit_server: LocalServe
         await asyncio.wait_for(reader, scaled(5))
     finally:
         await disconnect_all(official_room, ours)
+
+
+async def test_official_subscriber_keeps_receiving_across_our_full_reconnect(
+    livekit_server: LocalServer,
+) -> None:
+    # The official SDK republishes its data tracks after a full reconnect with the same handle
+    # and name (RS:livekit-datatrack/src/local/manager.rs on_republish_tracks); its subscribers
+    # recognise the track by publisher identity and handle and keep their stream
+    # (RS:.../remote/manager.rs handle_sid_reassigned). lkproto does the same.
+    room_name = unique_room("dtr-repub")
+    ours = rtc.Room()
+    reconnected = asyncio.Event()
+    ours.on("reconnected", reconnected.set)
+    official_room = lrtc.Room()
+    published: asyncio.Queue[lrtc.RemoteDataTrack] = asyncio.Queue()
+    unpublished: list[str] = []
+    official_room.on("data_track_published", published.put_nowait)
+    official_room.on("data_track_unpublished", unpublished.append)
+    try:
+        await connect_official(livekit_server, "official", room_name, room=official_room)
+        await connect_ours(livekit_server, "ours", room_name, room=ours)
+        mine = await asyncio.wait_for(
+            ours.local_participant.publish_data_track(name="mine"), scaled(10)
+        )
+        first_sid = mine.info.sid
+        remote = await asyncio.wait_for(published.get(), scaled(RECEIVE_TIMEOUT_S))
+        stream = remote.subscribe(buffer_size=1000)
+        received: list[tuple[bytes, int | None]] = []
+
+        async def read() -> None:
+            async for frame in stream:
+                received.append((bytes(frame.payload), frame.user_timestamp))
+
+        reader = asyncio.create_task(read())
+        await asyncio.wait_for(
+            _push_until(mine.try_push, received, rtc.DataTrackFrame), scaled(RECEIVE_TIMEOUT_S)
+        )
+        await ours.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
+        await asyncio.wait_for(reconnected.wait(), scaled(30))
+        await wait_for(lambda: mine.info.sid != first_sid, what="our track to be republished")
+        assert mine.is_published()
+        assert mine.info.sid.startswith("DTR_")
+        assert mine.info.name == "mine"
+        received.clear()
+        await asyncio.wait_for(
+            _push_until(mine.try_push, received, rtc.DataTrackFrame), scaled(RECEIVE_TIMEOUT_S)
+        )
+        assert len(_check(received)) >= FRAMES // 2
+        # The same official stream kept receiving: no unpublish, no new track announced.
+        assert not reader.done()
+        assert unpublished == []
+        assert published.empty()
+        stream.close()
+    finally:
+        await disconnect_all(ours, official_room)
+
+
+KEY = b"data-track-shared-key"
+
+
+def _encrypted_ours(key: bytes) -> rtc.RoomOptions:
+    options = our_options()
+    options.encryption = rtc.E2EEOptions(
+        key_provider_options=rtc.KeyProviderOptions(shared_key=key)
+    )
+    return options
+
+
+def _encrypted_official(key: bytes, ratchet_window_size: int) -> lrtc.RoomOptions:
+    options = official_options()
+    options.encryption = lrtc.E2EEOptions(
+        key_provider_options=lrtc.KeyProviderOptions(
+            shared_key=key, ratchet_window_size=ratchet_window_size
+        )
+    )
+    return options
+
+
+async def _encrypted_pair(
+    server: LocalServer,
+    room_name: str,
+    ours: rtc.Room,
+    official: lrtc.Room,
+    *,
+    sdk_key: bytes,
+    sdk_ratchet_window: int = 16,
+) -> None:
+    await asyncio.wait_for(
+        ours.connect(server.url, make_token(server, "ours", room_name), _encrypted_ours(KEY)),
+        scaled(CONNECT_TIMEOUT_S),
+    )
+    await asyncio.wait_for(
+        official.connect(
+            server.url,
+            make_token(server, "official", room_name),
+            _encrypted_official(sdk_key, sdk_ratchet_window),
+        ),
+        scaled(CONNECT_TIMEOUT_S),
+    )
+
+
+async def test_encrypted_data_tracks_both_ways(livekit_server: LocalServer) -> None:
+    # With the same shared key each side decrypts the other's frames (PROTOCOL-MAP §11, §12).
+    room_name = unique_room("dtr-e2ee")
+    ours, official_room = rtc.Room(), lrtc.Room()
+    ours_seen: asyncio.Queue[rtc.RemoteDataTrack] = asyncio.Queue()
+    sdk_seen: asyncio.Queue[lrtc.RemoteDataTrack] = asyncio.Queue()
+    ours.on("data_track_published", ours_seen.put_nowait)
+    official_room.on("data_track_published", sdk_seen.put_nowait)
+    readers: list[asyncio.Task[None]] = []
+    try:
+        await _encrypted_pair(livekit_server, room_name, ours, official_room, sdk_key=KEY)
+        mine = await asyncio.wait_for(
+            ours.local_participant.publish_data_track(name="ours-enc"), scaled(10)
+        )
+        theirs = await asyncio.wait_for(
+            official_room.local_participant.publish_data_track(name="sdk-enc"), scaled(10)
+        )
+        # The encryption flag is set as the official SDK sets it, on both sides.
+        assert mine.info.uses_e2ee
+        assert theirs.info.uses_e2ee
+        at_sdk = await asyncio.wait_for(sdk_seen.get(), scaled(RECEIVE_TIMEOUT_S))
+        at_ours = await asyncio.wait_for(ours_seen.get(), scaled(RECEIVE_TIMEOUT_S))
+        assert at_sdk.info.uses_e2ee
+        assert at_ours.info.uses_e2ee
+        sdk_got: list[tuple[bytes, int | None]] = []
+        ours_got: list[tuple[bytes, int | None]] = []
+        sdk_stream, ours_stream = at_sdk.subscribe(), at_ours.subscribe()
+
+        async def read_sdk() -> None:
+            async for frame in sdk_stream:
+                sdk_got.append((bytes(frame.payload), frame.user_timestamp))
+
+        async def read_ours() -> None:
+            async for frame in ours_stream:
+                ours_got.append((frame.payload, frame.user_timestamp))
+
+        readers = [asyncio.create_task(read_sdk()), asyncio.create_task(read_ours())]
+        await asyncio.wait_for(
+            _push_until(mine.try_push, sdk_got, rtc.DataTrackFrame), scaled(RECEIVE_TIMEOUT_S)
+        )
+        await asyncio.wait_for(
+            _push_until(theirs.try_push, ours_got, lrtc.DataTrackFrame),
+            scaled(RECEIVE_TIMEOUT_S),
+        )
+        for got in (sdk_got, ours_got):
+            seen = _check(got)  # decrypted intact, byte for byte
+            assert 0 in seen, "the multi-packet frame 0 never arrived whole"
+            assert len(seen) >= FRAMES // 2
+        driver = ours._data_tracks
+        assert driver is not None
+        assert driver.manager.undecryptable_frames == 0
+        sdk_stream.close()
+        ours_stream.close()
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await disconnect_all(ours, official_room)
+
+
+async def test_a_wrong_key_drops_frames_and_keeps_the_stream(
+    livekit_server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The official SDK drops a frame that does not decrypt, logs it and goes on
+    # (RS:livekit-datatrack/src/remote/pipeline.rs decrypt_if_needed); so does lkproto.
+    room_name = unique_room("dtr-e2ee-bad")
+    ours, official_room = rtc.Room(), lrtc.Room()
+    ours_seen: asyncio.Queue[rtc.RemoteDataTrack] = asyncio.Queue()
+    sdk_seen: asyncio.Queue[lrtc.RemoteDataTrack] = asyncio.Queue()
+    ours.on("data_track_published", ours_seen.put_nowait)
+    official_room.on("data_track_published", sdk_seen.put_nowait)
+    readers: list[asyncio.Task[None]] = []
+    try:
+        # Window 0: with the default 16, the official SDK derives 16 ratchets (PBKDF2) for each
+        # frame it cannot open, which on this machine starves its own publishing.
+        await _encrypted_pair(
+            livekit_server, room_name, ours, official_room, sdk_key=b"other", sdk_ratchet_window=0
+        )
+        mine = await asyncio.wait_for(
+            ours.local_participant.publish_data_track(name="ours-enc"), scaled(10)
+        )
+        theirs = await asyncio.wait_for(
+            official_room.local_participant.publish_data_track(name="sdk-enc"), scaled(10)
+        )
+        at_sdk = await asyncio.wait_for(sdk_seen.get(), scaled(RECEIVE_TIMEOUT_S))
+        at_ours = await asyncio.wait_for(ours_seen.get(), scaled(RECEIVE_TIMEOUT_S))
+        sdk_got: list[bytes] = []
+        ours_got: list[bytes] = []
+        sdk_stream, ours_stream = at_sdk.subscribe(), at_ours.subscribe()
+
+        async def read_sdk() -> None:
+            async for frame in sdk_stream:
+                sdk_got.append(bytes(frame.payload))
+
+        async def read_ours() -> None:
+            async for frame in ours_stream:
+                ours_got.append(frame.payload)
+
+        readers = [asyncio.create_task(read_sdk()), asyncio.create_task(read_ours())]
+        driver = ours._data_tracks
+        assert driver is not None
+
+        def sdk_refused() -> bool:
+            # The official SDK's own log line for a frame it could not decrypt.
+            return any("Decryption failed" in r.getMessage() for r in caplog.records)
+
+        async def push(until: Callable[[], bool]) -> None:
+            index = 0
+            while not until():
+                index += 1
+                frame = f"frame {index}".encode()
+                with contextlib.suppress(rtc.PushFrameError):
+                    mine.try_push(rtc.DataTrackFrame(payload=frame))
+                with contextlib.suppress(lrtc.PushFrameError):
+                    theirs.try_push(lrtc.DataTrackFrame(payload=frame))
+                await asyncio.sleep(0.02)
+
+        # Frames reach each side and fail to decrypt there (lkproto counts them, the official
+        # SDK logs them), yet none is handed out and both streams stay open.
+        await asyncio.wait_for(
+            push(lambda: driver.manager.undecryptable_frames >= 3 and sdk_refused()),
+            scaled(RECEIVE_TIMEOUT_S),
+        )
+        assert ours_got == []
+        assert sdk_got == []
+        assert not any(reader.done() for reader in readers)
+        sdk_stream.close()
+        ours_stream.close()
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await disconnect_all(ours, official_room)
