@@ -519,8 +519,13 @@ async def test_graceful_server_restart_disconnects_like_the_official_sdk(
         await server.astop()
         await asyncio.gather(settled(ours_rec, "disconnected"), settled(theirs_rec, "disconnected"))
         expected = ended_with(rtc.DisconnectReason.SERVER_SHUTDOWN)
-        assert lifecycle(theirs_rec) == expected
         assert lifecycle(ours_rec) == expected
+        # The official SDK is the reference, not the subject: on a loaded machine it sometimes
+        # sees the socket close before the leave (its log: "signal client closed ... Resume"),
+        # retries and ends disconnected after its attempts (fresh-clone CI, load ~15). What it
+        # did is printed; only its ending disconnected is asserted.
+        print("official SDK lifecycle:", lifecycle(theirs_rec))
+        assert lifecycle(theirs_rec)[-1][0] == expected[-1][0]
 
         await server.astart()
         assert (server.port, server.udp_port) == (port, udp_port)
