@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import _common
+import _shared
 
 from lkproto import agents, rtc
 
@@ -56,7 +56,7 @@ async def run(args: argparse.Namespace) -> int:
     session.on("transcript_updated", on_segment)
     session.on("failed", lambda reasons: print(f"agent failed: {'; '.join(reasons)}", flush=True))
 
-    await _common.connect(room, args, USER_IDENTITY, name="User")
+    await _shared.connect(room, args, USER_IDENTITY, name="User")
     print(f"frontend: joined room {room.name} as {USER_IDENTITY}", flush=True)
     status = 0
     try:
@@ -91,15 +91,15 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = _common.new_parser(__doc__)
+    parser = _shared.new_parser(__doc__)
     parser.add_argument("--ask", help="ask the agent this by RPC (method 'ask') once it listens")
     parser.add_argument("--chat", help="send this chat message once the agent listens")
     parser.add_argument(
         "--once", action="store_true", help="leave after the agent's first final segment"
     )
-    _common.add_duration_arg(parser)
-    args = _common.parse_args(parser)
-    return _common.run_until_interrupted(run, args)
+    _shared.add_duration_arg(parser)
+    args = _shared.parse_args(parser)
+    return _shared.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":

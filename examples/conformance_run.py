@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import _common
+import _shared
 
 from lkproto import conformance
 
@@ -37,7 +37,7 @@ async def run(args: argparse.Namespace) -> int:
     """Do what the module docstring says with the parsed ``args``; returns the exit status."""
     scenarios = conformance.select(args.scenario or DEFAULT_SCENARIOS)
     if not scenarios:
-        _common.fail(f"no scenario matches {args.scenario}")
+        _shared.fail(f"no scenario matches {args.scenario}")
     clients = args.client or ["lkproto"]
     server = conformance.ServerTarget(args.url, args.api_key, args.api_secret)
     print(
@@ -62,7 +62,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = _common.new_parser(__doc__, room=None)
+    parser = _shared.new_parser(__doc__, room=None)
     parser.add_argument("--scenario", action="append", help="glob of scenario names (repeatable)")
     parser.add_argument(
         "--client",
@@ -77,7 +77,7 @@ def main() -> int:
         for s in conformance.select(args.scenario):
             print(s.name)
         return 0
-    _common.check_server_args(parser, args)
+    _shared.check_server_args(parser, args)
     return asyncio.run(run(args))
 
 

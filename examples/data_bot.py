@@ -34,7 +34,7 @@ import datetime
 from collections.abc import Coroutine
 from typing import Any
 
-import _common
+import _shared
 
 from lkproto import rtc
 
@@ -108,7 +108,7 @@ async def run(args: argparse.Namespace) -> int:
     room.on("data_received", on_packet)
     room.on("participant_connected", lambda p: print(f"joined: {p.identity}", flush=True))
 
-    await _common.connect(room, args, BOT_IDENTITY, name="Data bot")
+    await _shared.connect(room, args, BOT_IDENTITY, name="Data bot")
     print(f"data-bot: ready in room {room.name} as {BOT_IDENTITY}", flush=True)
     try:
         # None = no limit; the bot then runs until Ctrl-C.
@@ -117,7 +117,7 @@ async def run(args: argparse.Namespace) -> int:
                 if args.answers is not None:
                     await answered.wait()
                     await asyncio.gather(*tasks, return_exceptions=True)
-                    await _common.wait_until_alone(room)
+                    await _shared.wait_until_alone(room)
                 else:
                     await asyncio.Event().wait()
         # Let a reply still being sent finish before leaving.
@@ -130,14 +130,14 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = _common.new_parser(__doc__)
+    parser = _shared.new_parser(__doc__)
     parser.add_argument(
         "--once", dest="answers", action="store_const", const=1, help="leave after one answer"
     )
     parser.add_argument("--answers", type=int, help="leave after N answers")
-    _common.add_duration_arg(parser)
-    args = _common.parse_args(parser)
-    return _common.run_until_interrupted(run, args)
+    _shared.add_duration_arg(parser)
+    args = _shared.parse_args(parser)
+    return _shared.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import hashlib
 import time
 from pathlib import Path
 
-import _common
+import _shared
 
 from lkproto import rtc
 
@@ -63,7 +63,7 @@ async def send(args: argparse.Namespace, room: rtc.Room) -> int:
     try:
         await asyncio.wait_for(peer_here.wait(), PEER_TIMEOUT_S)
     except TimeoutError:
-        _common.fail(f"nobody to send to in room {room.name} after {PEER_TIMEOUT_S:g} s")
+        _shared.fail(f"nobody to send to in room {room.name} after {PEER_TIMEOUT_S:g} s")
 
     started = time.monotonic()
     shown = -1
@@ -100,7 +100,7 @@ async def send(args: argparse.Namespace, room: rtc.Room) -> int:
     try:
         confirmation = await asyncio.wait_for(confirmed, CONFIRM_TIMEOUT_S)
     except TimeoutError:
-        _common.fail(f"no confirmation from a receiver within {CONFIRM_TIMEOUT_S:g} s")
+        _shared.fail(f"no confirmation from a receiver within {CONFIRM_TIMEOUT_S:g} s")
     print(f"confirmed by {confirmation}", flush=True)
     return 0
 
@@ -160,7 +160,7 @@ async def run(args: argparse.Namespace) -> int:
     """Do what the module docstring says with the parsed ``args``; returns the exit status."""
     room = rtc.Room()
     identity = args.identity or ("file-sender" if args.command == "send" else "file-receiver")
-    await _common.connect(room, args, identity)
+    await _shared.connect(room, args, identity)
     try:
         if args.command == "send":
             return await send(args, room)
@@ -171,7 +171,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = _common.new_parser(__doc__, server_args=False)
+    parser = _shared.new_parser(__doc__, server_args=False)
     commands = parser.add_subparsers(dest="command", required=True)
     send_cmd = commands.add_parser("send", help="send a file")
     send_cmd.add_argument("file", help="the file to send")
@@ -179,18 +179,18 @@ def main() -> int:
     recv_cmd = commands.add_parser("receive", help="save every file received")
     recv_cmd.add_argument("--out", default=".", help="directory to save into (.)")
     recv_cmd.add_argument("--once", action="store_true", help="leave after the first file")
-    _common.add_duration_arg(recv_cmd)
+    _shared.add_duration_arg(recv_cmd)
     for cmd in (send_cmd, recv_cmd):
-        _common.add_server_args(cmd)
+        _shared.add_server_args(cmd)
         cmd.add_argument("--identity", help="participant identity")
-    args = _common.parse_args(parser)
+    args = _shared.parse_args(parser)
     # blocking file work before the event loop starts
     if args.command == "send":
         args.size = Path(args.file).stat().st_size
         args.sha256 = sha256_of(Path(args.file))
     else:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-    return _common.run_until_interrupted(run, args)
+    return _shared.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":

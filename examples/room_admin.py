@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import _common
+import _shared
 
 from lkproto import api
 
@@ -127,7 +127,7 @@ COMMANDS = {
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = _common.new_parser(__doc__, room=None)
+    parser = _shared.new_parser(__doc__, room=None)
     commands = parser.add_subparsers(dest="command", required=True)
     cmd = commands.add_parser("create", help="create a room")
     cmd.add_argument("room")
@@ -146,7 +146,7 @@ def main() -> int:
     cmd.add_argument("identity")
     cmd = commands.add_parser("delete", help="delete a room (everyone in it is disconnected)")
     cmd.add_argument("room")
-    args = _common.parse_args(parser)
+    args = _shared.parse_args(parser)
     return asyncio.run(run(args))
 
 

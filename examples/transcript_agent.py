@@ -30,7 +30,7 @@ import json
 from collections.abc import Coroutine
 from typing import Any
 
-import _common
+import _shared
 
 from lkproto import agents, rtc
 
@@ -59,7 +59,7 @@ class ExampleAgent:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, args: argparse.Namespace) -> None:
-        await _common.connect(
+        await _shared.connect(
             self.room,
             args,
             AGENT_IDENTITY,
@@ -116,7 +116,7 @@ async def run(args: argparse.Namespace) -> int:
             async with asyncio.timeout(args.duration):
                 if args.once:
                     await agent.answered.wait()
-                    await _common.wait_until_alone(agent.room)
+                    await _shared.wait_until_alone(agent.room)
                 else:
                     await asyncio.Event().wait()
     finally:
@@ -127,11 +127,11 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = _common.new_parser(__doc__)
+    parser = _shared.new_parser(__doc__)
     parser.add_argument("--once", action="store_true", help="leave after the first answer")
-    _common.add_duration_arg(parser)
-    args = _common.parse_args(parser)
-    return _common.run_until_interrupted(run, args)
+    _shared.add_duration_arg(parser)
+    args = _shared.parse_args(parser)
+    return _shared.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-import _common
+import _shared
 import av
 
 from lkproto import rtc
@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace) -> int:
         fps, frames = PATTERN_FPS, pattern_frames(width, height)
 
     room = rtc.Room()
-    await _common.connect(room, args, args.identity)
+    await _shared.connect(room, args, args.identity)
     source = rtc.VideoSource(width, height)
     sent = 0
     try:
@@ -115,12 +115,12 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parse the command line and run; returns the exit status."""
-    parser = _common.new_parser(__doc__)
+    parser = _shared.new_parser(__doc__)
     parser.add_argument("--file", help="a video file (any format FFmpeg reads); default: pattern")
     parser.add_argument("--identity", default="video-publisher", help="participant identity")
-    _common.add_duration_arg(parser, verb="stop")
-    args = _common.parse_args(parser)
-    return _common.run_until_interrupted(run, args)
+    _shared.add_duration_arg(parser, verb="stop")
+    args = _shared.parse_args(parser)
+    return _shared.run_until_interrupted(run, args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What every example shares: the command line, join tokens, loopback-aware room options, the run.
 
 Not an example itself. Each example puts its own directory first on ``sys.path`` (Python does
-that for ``python examples/<name>.py``), so ``import _common`` finds this file.
+that for ``python examples/<name>.py``), so ``import _shared`` finds this file.
 
 The server comes from ``--url`` / ``--api-key`` / ``--api-secret`` or, as in LiveKit's own
 examples, from ``LIVEKIT_URL`` / ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``. ``lkproto server``
