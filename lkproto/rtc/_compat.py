@@ -32,9 +32,15 @@ _ENUM_NOTE: Final = (
     "same names and numbers; a Python `IntEnum` (protobuf enum wrapper there) that also answers "
     "`Name`, `Value`, `keys`, `values`, `items`"
 )
-_DATA_TRACKS: Final = (
-    "differs: end-to-end encrypted data tracks are not built (our tracks are published "
-    "unencrypted, an encrypted remote track's stream ends with `SubscribeDataTrackError`)"
+_DATA_TRACKS_LOCAL: Final = (
+    "differs: same end-to-end encryption and republishing after a full reconnect; `info.sid` "
+    "is the new SID once republished (the official wrapper keeps showing the first)"
+)
+_DATA_TRACKS_REMOTE: Final = (
+    "differs: an encrypted track in a room without E2EE ends its stream with "
+    "`SubscribeDataTrackError` (the official SDK hands out the ciphertext); a track its "
+    "publisher republished after a full reconnect is announced unpublished, then published "
+    "with the new SID (the official SDK keeps the same track and stream)"
 )
 _FRAME_METADATA: Final = (
     "unsupported: lkproto sends no frame metadata trailer (user timestamp, frame id); "
@@ -183,8 +189,8 @@ NOTES: Final[dict[str, str]] = {
         "same `publish_data_track(name=...)`; its `PublishDataTrackError` (in "
         "`lkproto.rtc.participant`, as upstream) also carries the server's `reason`"
     ),
-    "LocalDataTrack": _DATA_TRACKS,
-    "RemoteDataTrack": _DATA_TRACKS,
+    "LocalDataTrack": _DATA_TRACKS_LOCAL,
+    "RemoteDataTrack": _DATA_TRACKS_REMOTE,
     "DataTrackStream": (
         "same; a reader `buffer_size` frames behind loses its oldest frame (default 16)"
     ),
