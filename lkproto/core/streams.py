@@ -137,6 +137,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple, TypeAlias
 
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
+from lkproto.core.reconnect import REJOIN_HOLD_S
 from lkproto.errors import LocalProtocolError, RemoteProtocolError
 from lkproto.wire import pb
 from lkproto.wire.streams import (
@@ -201,11 +202,12 @@ DEFAULT_MAX_STREAM_BYTES: Final = 5_000_000_000
 DEFAULT_MAX_DECOMPRESSED_BYTES: Final = 16 * 1024 * 1024
 # No packet on an open stream for this long fails it (the SDKs wait forever).
 DEFAULT_STREAM_TIMEOUT_S: Final = 120.0
-DEFAULT_RECONNECT_GRACE_S: Final = 10.0
+DEFAULT_RECONNECT_GRACE_S: Final = REJOIN_HOLD_S + 5.0
 """After a full reconnect (the sender's or ours), how long a stream it straddles waits for its
-next packet before failing with ``RECONNECTED``. A replaced lkproto sender resends within
-``lkproto.core.reconnect.RECEIVERS_WAIT_S`` (5 s) of its join; twice that leaves room for a
-loaded machine without letting a stream whose end was lost hang until ``stream_timeout_s``."""
+next packet before failing with ``RECONNECTED``. A replaced lkproto sender holds its resend until
+every participant from before the fault is back, at most ``lkproto.core.reconnect.REJOIN_HOLD_S``
+(20 s) after its join; 5 s more leaves room for a loaded machine without letting a stream whose
+end was lost hang until ``stream_timeout_s``."""
 # livekit-server closes the old session of an identity that joins again with this reason; for
 # a participant that is the sign of its full reconnect (observed on v1.13.5 for lkproto and the
 # official SDK alike: the old SID leaves with DUPLICATE_IDENTITY as the new one joins).
