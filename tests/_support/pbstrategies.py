@@ -48,7 +48,9 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if t == F.TYPE_DOUBLE:
         return st.floats(allow_nan=False)
     if t == F.TYPE_ENUM:
-        named = [v.number for v in field.enum_type.values]
+        enum = field.enum_type
+        assert enum is not None  # an enum field always names its enum
+        named = [v.number for v in enum.values]
         # proto3 enums are open: unnamed numbers must survive a round trip too
         return st.one_of(st.sampled_from(named), st.integers(-5, 200))
     raise AssertionError(f"unhandled field type {t} for {field.full_name}")
@@ -95,6 +97,7 @@ def messages(
                 continue
             _fill(draw, msg, field, depth)
         for name, members in oneofs.items():
+            chosen: FieldDescriptor | None
             if force_oneof is not None and force_oneof[0] == name:
                 chosen = next(f for f in members if f.name == force_oneof[1])
             else:
@@ -112,10 +115,9 @@ def _fill(
     if not force and not draw(st.booleans()):
         return
     if _is_map(field):
-        key_f, val_f = (
-            field.message_type.fields_by_name["key"],
-            field.message_type.fields_by_name["value"],
-        )
+        entry = field.message_type
+        assert entry is not None  # _is_map checked it
+        key_f, val_f = entry.fields_by_name["key"], entry.fields_by_name["value"]
         keys = draw(st.lists(_scalar(key_f), max_size=3, unique=True))
         target = getattr(msg, field.name)
         for k in keys:

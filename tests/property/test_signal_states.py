@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from google.protobuf.message import Message
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -147,7 +148,10 @@ def _send(call: Callable[[SignalSession, float], object]) -> Step:
     return step
 
 
-def _send_generic(request: pb.SignalRequest) -> Step:
+def _send_generic(request: Message) -> Step:
+    # _any_request draws from SignalRequest's descriptor, whose class is pb.SignalRequest
+    assert isinstance(request, pb.SignalRequest)
+
     def step(m: Model) -> bool:
         kind = request.WhichOneof("message")
         if kind == "leave":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -44,12 +45,19 @@ def test_glibc_max_ignores_other_versions() -> None:
     assert glibc_max(["GCC_3.0"]) is None
 
 
+def _shared_objects_by_name(report: dict[str, object]) -> dict[str, int]:
+    # audit_platform's "wheels" holds dataclasses.asdict(WheelReport) of each wheel; the name of
+    # the distribution is the wheel file name's first part.
+    wheels = cast(list[dict[str, Any]], report["wheels"])
+    return {w["wheel"].split("-")[0].lower(): w["shared_objects"] for w in wheels}
+
+
 @pytest.mark.parametrize("platform", [p for p, ceiling in PLATFORMS.items() if ceiling])
 def test_old_glibc_closure_needs_at_most_glibc_2_17(platform: str) -> None:
     report = audit_platform(platform)
     assert report["resolved"], "pip could not resolve lkproto[rtc] from manylinux2014 wheels"
     assert report["violations"] == []
-    scanned = {w["wheel"].split("-")[0].lower(): w["shared_objects"] for w in report["wheels"]}
+    scanned = _shared_objects_by_name(report)
     for name in COMPILED:
         assert scanned.get(name, 0) > 0, f"no shared object of {name} was audited"
 
@@ -58,7 +66,7 @@ def test_old_glibc_closure_needs_at_most_glibc_2_17(platform: str) -> None:
 def test_musllinux_closure_links_no_glibc(platform: str) -> None:
     report = audit_platform(platform)
     assert report["violations"] == []
-    assert set(report["no_wheel"]) <= KNOWN_WITHOUT_MUSL_WHEEL, report["no_wheel"]
-    scanned = {w["wheel"].split("-")[0].lower(): w["shared_objects"] for w in report["wheels"]}
+    assert set(cast(list[str], report["no_wheel"])) <= KNOWN_WITHOUT_MUSL_WHEEL, report["no_wheel"]
+    scanned = _shared_objects_by_name(report)
     for name in COMPILED:
         assert scanned.get(name, 0) > 0, f"no shared object of {name} was audited"

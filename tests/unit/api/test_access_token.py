@@ -489,7 +489,9 @@ def test_room_config_claim_as_livekit_api_writes_it() -> None:
     theirs = _official_payload(lambda t: t.with_room_config(_room_config(official)))
     ours = _our_payload(lambda t: t.with_room_config(_room_config(api)))
     assert ours == theirs
-    assert ours["roomConfig"]["agents"][0] == {"agentName": "helper", "metadata": '{"a":1}'}
+    room_config = ours["roomConfig"]
+    assert isinstance(room_config, dict)
+    assert room_config["agents"][0] == {"agentName": "helper", "metadata": '{"a":1}'}
 
 
 def test_room_config_round_trips_both_ways() -> None:
@@ -520,6 +522,7 @@ def test_with_room_config_keeps_a_copy() -> None:
 
 
 def test_malformed_room_config_is_token_error() -> None:
+    bad: object
     for bad in ([], {"emptyTimeout": "many"}, {"agents": {"x": 1}}):
         with pytest.raises(TokenError, match="roomConfig"):
             verifier().verify(forge(valid_payload(roomConfig=bad)), now=NOW)

@@ -1160,7 +1160,7 @@ def test_events_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.index = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
-        StreamChunkReceived("s", b"x", 0)  # type: ignore[misc]
+        StreamChunkReceived("s", b"x", 0)  # type: ignore[call-arg]
 
 
 def test_decompressed_output_comes_in_bounded_pieces() -> None:

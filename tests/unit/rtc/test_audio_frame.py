@@ -46,7 +46,7 @@ def test_bytearray_and_writable_views_are_shared_not_copied() -> None:
     assert np.frombuffer(backing, dtype=np.int16).tolist() == [0, 0, 0, 7]
 
     samples = np.zeros(4, dtype=np.int16)
-    view_frame = AudioFrame(memoryview(samples), 8000, 1, 4)
+    view_frame = AudioFrame(samples.data, 8000, 1, 4)
     view_frame.data[0] = 123
     assert samples[0] == 123
 
@@ -79,7 +79,7 @@ def test_bad_lengths_raise_value_error(
 
 
 def test_non_contiguous_view_and_wrong_types_are_rejected() -> None:
-    strided = memoryview(np.zeros(8, dtype=np.int16))[::2]
+    strided = np.zeros(8, dtype=np.int16).data[::2]
     with pytest.raises(ValueError, match="contiguous"):
         AudioFrame(strided, 8000, 1, 4)
     with pytest.raises(TypeError, match="list"):

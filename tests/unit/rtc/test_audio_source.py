@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import av
 import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -59,7 +60,11 @@ async def test_captured_audio_is_queued_then_played_out_by_the_track() -> None:
     await source.capture_frame(AudioFrame.create(48_000, 1, 0))  # empty: ignored
     assert source.queued_duration == pytest.approx(0.04)
     track = source._media_track()
-    played = [await track.recv() for _ in range(2)]
+    played: list[av.AudioFrame] = []
+    for _ in range(2):
+        frame_out = await track.recv()
+        assert isinstance(frame_out, av.AudioFrame)
+        played.append(frame_out)
     sent = b"".join(bytes(f.planes[0])[: 2 * SAMPLES_PER_FRAME] for f in played)
     assert sent == bytes(frame.data)
     await asyncio.wait_for(source.wait_for_playout(), scaled(1))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from fractions import Fraction
-from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -16,6 +15,7 @@ from lkproto.asyncio.fanout import DEFAULT_QUEUE_FRAMES, FrameFanout
 from lkproto.errors import UnsupportedFeatureError
 from lkproto.rtc.audio_frame import AudioFrame
 from lkproto.rtc.audio_stream import AudioFrameEvent, AudioStream
+from lkproto.rtc.track import RemoteAudioTrack, RemoteVideoTrack, Track, TrackKind
 from tests.conftest import scaled
 
 
@@ -58,10 +58,10 @@ def decoded_frames(
 
 
 @pytest.fixture
-async def fed() -> AsyncIterator[tuple[FakeSource, SimpleNamespace]]:
+async def fed() -> AsyncIterator[tuple[FakeSource, RemoteAudioTrack]]:
     source = FakeSource()
     fanout = FrameFanout(source)
-    yield source, SimpleNamespace(_fanout=fanout)
+    yield source, RemoteAudioTrack(sid="TR_a", name="a", kind=TrackKind.KIND_AUDIO, fanout=fanout)
     await fanout.aclose()
 
 
@@ -77,7 +77,7 @@ def peak_hz(samples: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
 
 
-async def test_resamples_48k_stereo_to_16k_mono(fed: tuple[FakeSource, SimpleNamespace]) -> None:
+async def test_resamples_48k_stereo_to_16k_mono(fed: tuple[FakeSource, RemoteAudioTrack]) -> None:
     source, track = fed
     stream = AudioStream(track, sample_rate=16_000, num_channels=1)
     for frame in decoded_frames(440, 1.0):
@@ -96,7 +96,7 @@ async def test_resamples_48k_stereo_to_16k_mono(fed: tuple[FakeSource, SimpleNam
 
 
 async def test_same_format_passes_through_unchanged(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     source, track = fed
     stream = AudioStream.from_track(track=track, sample_rate=48_000, num_channels=2)
@@ -110,7 +110,7 @@ async def test_same_format_passes_through_unchanged(
 
 @pytest.mark.parametrize(("frame_size_ms", "samples"), [(10, 160), (30, 480), (100, 1600)])
 async def test_frame_size_ms_rechunks_to_exact_sizes(
-    fed: tuple[FakeSource, SimpleNamespace], frame_size_ms: int, samples: int
+    fed: tuple[FakeSource, RemoteAudioTrack], frame_size_ms: int, samples: int
 ) -> None:
     source, track = fed
     stream = AudioStream(track, sample_rate=16_000, frame_size_ms=frame_size_ms)
@@ -126,7 +126,7 @@ async def test_frame_size_ms_rechunks_to_exact_sizes(
 
 
 async def test_input_format_change_mid_stream_is_handled(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     source, track = fed
     stream = AudioStream(track, sample_rate=48_000, num_channels=1)
@@ -139,7 +139,7 @@ async def test_input_format_change_mid_stream_is_handled(
 
 
 async def test_mono_input_is_upmixed_to_stereo_at_full_level(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     source, track = fed
     stream = AudioStream(track, sample_rate=24_000, num_channels=2, frame_size_ms=20)
@@ -154,7 +154,7 @@ async def test_mono_input_is_upmixed_to_stereo_at_full_level(
     assert np.max(np.abs(left)) == pytest.approx(0.3 * 32767, rel=0.05)  # no 3 dB loss
 
 
-async def test_end_of_track_ends_iteration(fed: tuple[FakeSource, SimpleNamespace]) -> None:
+async def test_end_of_track_ends_iteration(fed: tuple[FakeSource, RemoteAudioTrack]) -> None:
     source, track = fed
     stream = AudioStream(track)
     source.push(None)
@@ -164,7 +164,7 @@ async def test_end_of_track_ends_iteration(fed: tuple[FakeSource, SimpleNamespac
 
 
 async def test_aclose_unsubscribes_and_stops_iteration(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     source, track = fed
     stream = AudioStream(track)
@@ -190,7 +190,7 @@ async def test_aclose_unsubscribes_and_stops_iteration(
 
 
 async def test_slow_reader_drops_oldest_frames_and_counts_them(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     source, track = fed
     stream = AudioStream(track, capacity=2, num_channels=2)
@@ -204,7 +204,7 @@ async def test_slow_reader_drops_oldest_frames_and_counts_them(
 
 
 async def test_capacity_zero_means_the_default_bound(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     _, track = fed
     stream = AudioStream(track)
@@ -215,11 +215,13 @@ async def test_capacity_zero_means_the_default_bound(
 
 async def test_tracks_without_a_fanout_are_rejected() -> None:
     with pytest.raises(ValueError, match="local track"):
-        AudioStream(SimpleNamespace())
+        AudioStream(Track(sid="TR_l", name="l", kind=TrackKind.KIND_AUDIO))  # no fanout
     video = FrameFanout(FakeSource(kind="video"))
     try:
         with pytest.raises(ValueError, match="audio track"):
-            AudioStream(SimpleNamespace(_fanout=video))
+            AudioStream(
+                RemoteVideoTrack(sid="TR_v", name="v", kind=TrackKind.KIND_VIDEO, fanout=video)
+            )
     finally:
         await video.aclose()
 
@@ -229,7 +231,7 @@ async def test_tracks_without_a_fanout_are_rejected() -> None:
     [{"sample_rate": 0}, {"num_channels": 0}, {"capacity": -1}, {"frame_size_ms": 0}],
 )
 async def test_bad_arguments_raise_value_error(
-    fed: tuple[FakeSource, SimpleNamespace], kwargs: dict[str, int]
+    fed: tuple[FakeSource, RemoteAudioTrack], kwargs: dict[str, int]
 ) -> None:
     _, track = fed
     with pytest.raises(ValueError, match="must"):
@@ -256,7 +258,7 @@ class Halver:
 
 
 async def test_noise_cancellation_processor_runs_on_every_frame_and_closes(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     source, track = fed
     processor = Halver()
@@ -274,7 +276,7 @@ async def test_noise_cancellation_processor_runs_on_every_frame_and_closes(
 
 
 async def test_disabled_processor_passes_frames_and_auto_close_false_keeps_it_open(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     source, track = fed
     processor = Halver()
@@ -298,7 +300,7 @@ async def test_disabled_processor_passes_frames_and_auto_close_false_keeps_it_op
 
 
 async def test_from_track_leaves_the_processor_open_by_default(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     # The official from_track defaults auto_close_noise_cancellation to False (the constructor
     # and from_participant to True); tests/interop/test_av_sync_interop.py compares both SDKs.
@@ -314,7 +316,7 @@ async def test_from_track_leaves_the_processor_open_by_default(
 
 
 async def test_native_noise_cancellation_options_are_refused(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     _, track = fed
     with pytest.raises(UnsupportedFeatureError) as info:
@@ -325,7 +327,7 @@ async def test_native_noise_cancellation_options_are_refused(
 
 
 async def test_loop_is_honoured_as_the_running_loop_and_another_is_refused(
-    fed: tuple[FakeSource, SimpleNamespace],
+    fed: tuple[FakeSource, RemoteAudioTrack],
 ) -> None:
     _, track = fed
     running = AudioStream(track, loop=asyncio.get_running_loop())

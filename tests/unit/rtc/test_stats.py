@@ -62,7 +62,7 @@ _ENUMS = (
 
 
 def _field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 @pytest.mark.parametrize("block", _BLOCKS, ids=lambda c: c.__name__)

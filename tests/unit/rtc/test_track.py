@@ -46,8 +46,8 @@ class FakeSource:
 
 def test_official_enum_values() -> None:
     assert (rtc.TrackKind.KIND_AUDIO, rtc.TrackKind.KIND_VIDEO) == (1, 2)
-    assert rtc.TrackSource.SOURCE_MICROPHONE == pb.MICROPHONE
-    assert rtc.TrackSource.SOURCE_SCREENSHARE == pb.SCREEN_SHARE
+    assert rtc.TrackSource.SOURCE_MICROPHONE.value == pb.MICROPHONE
+    assert rtc.TrackSource.SOURCE_SCREENSHARE.value == pb.SCREEN_SHARE
     assert (rtc.VideoCodec.VP8, rtc.VideoCodec.H264) == (0, 1)
     assert kind_from_wire(pb.AUDIO) is rtc.TrackKind.KIND_AUDIO
     assert kind_from_wire(pb.VIDEO) is rtc.TrackKind.KIND_VIDEO

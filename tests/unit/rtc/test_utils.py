@@ -27,7 +27,7 @@ def _frames(module: object, *samples: list[int]) -> list[object]:
 def test_concatenates_like_the_official_helper() -> None:
     parts = ([1, -2, 3, -4], [5, 6], [-32768, 32767, 0, 0, 7, 8])
     ours = rtc.combine_audio_frames(_frames(rtc, *parts))  # type: ignore[arg-type]
-    theirs = official.combine_audio_frames(_frames(official, *parts))  # type: ignore[arg-type]
+    theirs = official.combine_audio_frames(_frames(official, *parts))
     assert bytes(ours.data) == bytes(theirs.data)
     assert (ours.sample_rate, ours.num_channels, ours.samples_per_channel) == (
         theirs.sample_rate,

@@ -127,11 +127,11 @@ def test_data_types() -> None:
         VideoFrame(2, 2, VideoBufferType.RGBA, strided)
     # A multi-dimensional, non-byte view (e.g. of a numpy image) is read as bytes.
     image = np.zeros((2, 2, 4), np.uint8)
-    frame = VideoFrame(2, 2, VideoBufferType.RGBA, memoryview(image))
+    frame = VideoFrame(2, 2, VideoBufferType.RGBA, image.data)
     assert frame.data.nbytes == 16
     assert frame.data.format == "B"
     samples = np.zeros(6, np.uint16)
-    assert VideoFrame(2, 2, VideoBufferType.I010, memoryview(samples)).data.nbytes == 12
+    assert VideoFrame(2, 2, VideoBufferType.I010, samples.data).data.nbytes == 12
 
 
 # -- planes -------------------------------------------------------------------------------------

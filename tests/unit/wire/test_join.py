@@ -80,19 +80,25 @@ def test_wrap_refuses_oversize() -> None:
         "%%%",
         base64.urlsafe_b64encode(b"\xff\xff").decode(),
         base64.urlsafe_b64encode(
-            pb.WrappedJoinRequest(compression=1, join_request=b"not gzip").SerializeToString()
-        ).decode(),
-        base64.urlsafe_b64encode(
-            pb.WrappedJoinRequest(compression=7, join_request=b"").SerializeToString()
-        ).decode(),
-        base64.urlsafe_b64encode(
             pb.WrappedJoinRequest(
-                compression=1, join_request=gzip.compress(b"\x00" * (JOIN_REQUEST_MAX_BYTES + 10))
+                compression=pb.WrappedJoinRequest.GZIP, join_request=b"not gzip"
+            ).SerializeToString()
+        ).decode(),
+        base64.urlsafe_b64encode(
+            pb.WrappedJoinRequest(  # 7 names no compression method
+                compression=pb.WrappedJoinRequest.Compression.ValueType(7),
+                join_request=b"",
             ).SerializeToString()
         ).decode(),
         base64.urlsafe_b64encode(
             pb.WrappedJoinRequest(
-                compression=1, join_request=gzip.compress(b"abc")[:-4]
+                compression=pb.WrappedJoinRequest.GZIP,
+                join_request=gzip.compress(b"\x00" * (JOIN_REQUEST_MAX_BYTES + 10)),
+            ).SerializeToString()
+        ).decode(),
+        base64.urlsafe_b64encode(
+            pb.WrappedJoinRequest(
+                compression=pb.WrappedJoinRequest.GZIP, join_request=gzip.compress(b"abc")[:-4]
             ).SerializeToString()
         ).decode(),
     ],

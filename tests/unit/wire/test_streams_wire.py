@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import pytest
 
@@ -125,7 +126,12 @@ def test_raw_deflater_is_one_continuous_stream() -> None:
     out += deflater.finish()
     assert deflater.finished
     assert _inflate(out) == b"abc" * 100 + b"xyz" * 100
-    for call in (lambda: deflater.compress(b"x"), deflater.flush, deflater.finish):
+    calls: tuple[Callable[[], bytes], ...] = (
+        lambda: deflater.compress(b"x"),
+        deflater.flush,
+        deflater.finish,
+    )
+    for call in calls:
         with pytest.raises(LocalProtocolError):
             call()
 
