@@ -575,6 +575,10 @@ class BatchWorker:
     The work itself stays off the event loop, as in aiortc: running it on the loop was measured
     cheaper still but fell behind real time on a contended CPU (the same page).
 
+    Known limit (docs/reference/benchmarks.md, issue 18 part 4): the thread takes the GIL back
+    after every PyAV call and waits behind a busy loop thread for the switch interval, so on a
+    contended 2-vCPU machine 30 tracks fell behind real time where aiortc's threads kept up.
+
     The thread is a daemon and ends after :data:`WORKER_IDLE_EXIT_S` without work; a job's
     exception is raised from its future. If the loop is closed while jobs run, their results
     are dropped.
