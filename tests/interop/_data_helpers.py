@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ __all__ = [
     "Received",
     "Room",
     "data_room",
+    "rpc_error_of",
     "settle",
 ]
 
@@ -116,11 +118,11 @@ class Peer:
         return self.room.local_participant
 
     @property
-    def rpc_error(self) -> type[Exception]:
+    def rpc_error(self) -> type[lrtc.RpcError] | type[rtc.RpcError]:
         """The ``RpcError`` class of its SDK (what its ``perform_rpc`` raises)."""
         return lrtc.RpcError if self.official else rtc.RpcError
 
-    def make_rpc_error(self, code: int, message: str, data: str) -> Exception:
+    def make_rpc_error(self, code: int, message: str, data: str) -> lrtc.RpcError | rtc.RpcError:
         """An ``RpcError`` of its SDK, for a handler to raise."""
         return self.rpc_error(code, message, data)
 
@@ -213,13 +215,20 @@ async def data_room(
             for other in peers:
                 if other != peer.identity:
                     await wait_for(
-                        lambda peer=peer, other=other: peer.sees(other),
+                        functools.partial(peer.sees, other),
                         ROSTER_TIMEOUT_S,
                         f"{peer.identity} sees {other} ACTIVE",
                     )
         yield room
     finally:
         await disconnect_all(*(p.room for p in peers.values()))
+
+
+def rpc_error_of(exc: BaseException) -> lrtc.RpcError | rtc.RpcError:
+    """``exc`` as the ``RpcError`` of either SDK (what ``pytest.raises(peer.rpc_error)`` caught;
+    mypy joins the two classes to ``Exception`` there)."""
+    assert isinstance(exc, lrtc.RpcError | rtc.RpcError)
+    return exc
 
 
 async def settle(seconds: float = 0.5) -> None:

@@ -178,12 +178,12 @@ async def test_official_frontend_sees_an_lkproto_agent(livekit_server: LocalServ
 
         presence = agents.AgentPresence(room)
         for state in ("initializing", "listening", "thinking", "speaking"):
+            # (the default argument binds this iteration's state; mypy infers no lambda with one)
+            def frontend_sees(s: str = state) -> bool:
+                return seen.attributes.get(agents.ATTR_AGENT_STATE) == s
+
             await presence.set_state(state)
-            await wait_for(
-                lambda s=state: seen.attributes.get(agents.ATTR_AGENT_STATE) == s,
-                STATE_TIMEOUT_S,
-                f"state {state} at the frontend",
-            )
+            await wait_for(frontend_sees, STATE_TIMEOUT_S, f"state {state} at the frontend")
         assert presence.state is S.SPEAKING
 
         tx = agents.TranscriptionPublisher(room)
@@ -328,7 +328,7 @@ async def test_shared_state_across_clients(livekit_server: LocalServer) -> None:
         state_b.on("changed", lambda p, keys: changes.append((p.identity, keys)))
         await wait_for(lambda: "alice" in b.remote_participants, what="alice at bob")
 
-        value = {"x": 1, "path": [2.5, "three", None], "ok": True}
+        value: agents.JsonValue = {"x": 1, "path": [2.5, "three", None], "ok": True}
         await state_a.set("cursor", value)
         await state_a.update({"mode": "draw", "count": 3})
         assert state_a.get("alice", "cursor") == value  # read-your-writes

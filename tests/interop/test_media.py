@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 from livekit import rtc as lrtc
+from livekit.rtc.room import EventTypes
 
 from lkproto import rtc
 from lkproto.errors import RequestRejectedError
@@ -315,7 +316,12 @@ async def test_official_colours_reach_lkproto(livekit_server: LocalServer, codec
 async def test_mute_unmute_and_unpublish_are_seen_both_ways(livekit_server: LocalServer) -> None:
     async with pair(livekit_server, "media-mute") as (ours, theirs):
         official_events: list[tuple[str, str]] = []
-        for name in ("track_muted", "track_unmuted", "track_unpublished"):
+        official_names: tuple[EventTypes, ...] = (
+            "track_muted",
+            "track_unmuted",
+            "track_unpublished",
+        )
+        for name in official_names:
             theirs.on(
                 name,
                 lambda *args, name=name: official_events.append((name, _pub_of(args).sid)),

@@ -171,7 +171,10 @@ async def test_lifecycle_order_matches_the_official_sdk(
         await started(ours_rec, theirs_rec)
         await asyncio.gather(
             asyncio.wait_for(ours.simulate_scenario(scenario), scaled(CONNECT_TIMEOUT_S)),
-            asyncio.wait_for(theirs.simulate_scenario(int(scenario)), scaled(CONNECT_TIMEOUT_S)),
+            asyncio.wait_for(
+                theirs.simulate_scenario(lrtc.SimulateScenarioKind.ValueType(int(scenario))),
+                scaled(CONNECT_TIMEOUT_S),
+            ),
         )
         await asyncio.gather(
             settled(ours_rec, "reconnected", "disconnected"),
@@ -398,7 +401,7 @@ async def test_peer_full_reconnect_is_seen_as_leave_and_join(livekit_server: Loc
         old_peer = ours.remote_participants["sdk"]
         old_sid = old_peer.sid
         await asyncio.wait_for(
-            theirs.simulate_scenario(int(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)),
+            theirs.simulate_scenario(lrtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT),
             scaled(CONNECT_TIMEOUT_S),
         )
         await settled(theirs_rec, "reconnected", "disconnected")

@@ -50,6 +50,12 @@ UPDATE_EVENTS = (
 )
 
 
+def connection_state(room: rtc.Room) -> rtc.ConnectionState:
+    # Read through a call after an earlier assert narrowed ``room.connection_state``: mypy keeps
+    # the narrowed literal and does not know that the awaits in between change it.
+    return room.connection_state
+
+
 def updates(
     recorder: EventRecorder, identity: str, *, with_old: bool = True
 ) -> list[tuple[Any, ...]]:
@@ -217,7 +223,7 @@ async def test_join_and_leave_are_seen_by_both_sides(livekit_server: LocalServer
 
         # We leave: the official SDK sees it.
         await disconnect_all(ours)
-        assert ours.connection_state == rtc.ConnectionState.CONN_DISCONNECTED
+        assert connection_state(ours) == rtc.ConnectionState.CONN_DISCONNECTED
         assert not ours.isconnected()
         assert ours_rec.events[-2:] == [
             ("connection_state_changed", (rtc.ConnectionState.CONN_DISCONNECTED,)),
@@ -345,14 +351,17 @@ async def test_official_updates_reach_us(livekit_server: LocalServer) -> None:
             await asyncio.wait_for(change(), scaled(CONNECT_TIMEOUT_S))
             # Each change is awaited on both sides before the next, so none are folded together.
             # The official SDK's events about its own participant are the reference.
-            want = expected[:count]
-            await wait_for(
-                lambda w=want: updates(theirs_rec, "sdk-peer", with_old=False) == without_old(w),
-                what=f"official SDK's own events {want}",
-            )
-            await wait_for(
-                lambda w=want: updates(ours_rec, "sdk-peer") == w, what=f"our events {want}"
-            )
+            want: list[tuple[Any, ...]] = expected[:count]
+
+            # (default arguments bind this iteration's `want`; mypy infers no lambda with one)
+            def theirs_saw(w: list[tuple[Any, ...]] = want) -> bool:
+                return updates(theirs_rec, "sdk-peer", with_old=False) == without_old(w)
+
+            def ours_saw(w: list[tuple[Any, ...]] = want) -> bool:
+                return updates(ours_rec, "sdk-peer") == w
+
+            await wait_for(theirs_saw, what=f"official SDK's own events {want}")
+            await wait_for(ours_saw, what=f"our events {want}")
 
         assert all(
             (args[-1] if name == "participant_attributes_changed" else args[0]) is peer
@@ -483,9 +492,16 @@ async def test_room_metadata_change_arrives_like_in_the_official_sdk(
         await connect_official(livekit_server, "sdk-peer", room_name, room=theirs)
         assert ours.metadata == theirs.metadata == "v1"
         for new in ("v2", "v3"):
+            # (default arguments bind this iteration's `new`; mypy infers no lambda with one)
+            def ours_has(v: str = new) -> bool:
+                return ours.metadata == v
+
+            def theirs_has(v: str = new) -> bool:
+                return theirs.metadata == v
+
             await service.update_room_metadata(room_name, new)
-            await wait_for(lambda v=new: ours.metadata == v, what=f"our room metadata {new}")
-            await wait_for(lambda v=new: theirs.metadata == v, what=f"sdk room metadata {new}")
+            await wait_for(ours_has, what=f"our room metadata {new}")
+            await wait_for(theirs_has, what=f"sdk room metadata {new}")
         await wait_for(lambda: len(ours_rec.events) == 2, what="our two events")
         await wait_for(lambda: len(theirs_rec.events) == 2, what="sdk's two events")
         assert ours_rec.events == theirs_rec.events

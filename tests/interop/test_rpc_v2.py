@@ -16,7 +16,7 @@ import pytest
 from lkproto.core.rpc import RPC_ERROR_MESSAGES, RpcErrorCode
 from lkproto.testing import scaled
 from lkproto.wire import pb
-from tests.interop._data_helpers import DIRECTIONS, Peer, data_room
+from tests.interop._data_helpers import DIRECTIONS, Peer, data_room, rpc_error_of
 
 if TYPE_CHECKING:
     from lkproto.testing import LocalServer
@@ -66,7 +66,7 @@ async def test_100_kb_request_and_response_over_streams(
 
         def echo(data: Any) -> str:
             seen.append(data)
-            return data.payload.upper() + "€"
+            return str(data.payload).upper() + "€"
 
         callee.local.register_rpc_method("echo", echo)
         # Multi-byte characters straddle the 15 000-byte chunk boundaries.
@@ -103,12 +103,14 @@ async def test_errors_over_v2_are_packets(
         callee.local.register_rpc_method("refuse", refuse)
         with pytest.raises(caller.rpc_error) as info:
             await _call(caller, callee, "refuse", "p" * 40_000)
-        assert (int(info.value.code), info.value.message) == (4321, "nope")
-        assert info.value.data == "x" * 15_360
+        error = rpc_error_of(info.value)
+        assert (int(error.code), error.message) == (4321, "nope")
+        assert error.data == "x" * 15_360
         with pytest.raises(caller.rpc_error) as info:
             await _call(caller, callee, "missing", "q" * 40_000)
         code = RpcErrorCode.UNSUPPORTED_METHOD
-        assert (int(info.value.code), info.value.message) == (int(code), RPC_ERROR_MESSAGES[code])
+        error = rpc_error_of(info.value)
+        assert (int(error.code), error.message) == (int(code), RPC_ERROR_MESSAGES[code])
         kinds = tap.kinds["<"] + tap.kinds[">"]
         assert "rpc_response" in kinds
         assert "lk.rpc_response" not in tap.topics["<"] + tap.topics[">"]

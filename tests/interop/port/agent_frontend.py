@@ -19,7 +19,8 @@ async def main(room_name: str) -> None:
     agent_ready = asyncio.Event()
     answered = asyncio.Event()
     spoke = asyncio.Event()  # listening again after speaking
-    states = []
+    states: list[str] = []
+    readers: set[asyncio.Future[None]] = set()
 
     def track_agent(participant: rtc.Participant) -> None:
         if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
@@ -39,7 +40,7 @@ async def main(room_name: str) -> None:
         track_agent(participant)
 
     @room.on("participant_attributes_changed")
-    def on_attributes_changed(changed: dict, participant: rtc.Participant) -> None:
+    def on_attributes_changed(changed: dict[str, str], participant: rtc.Participant) -> None:
         track_agent(participant)
 
     async def read_transcript(reader: rtc.TextStreamReader, participant_identity: str) -> None:
@@ -54,10 +55,10 @@ async def main(room_name: str) -> None:
         if final == "true":
             answered.set()
 
-    room.register_text_stream_handler(
-        "lk.transcription",
-        lambda reader, identity: asyncio.ensure_future(read_transcript(reader, identity)),
-    )
+    def on_transcript_stream(reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        readers.add(asyncio.ensure_future(read_transcript(reader, participant_identity)))
+
+    room.register_text_stream_handler("lk.transcription", on_transcript_stream)
 
     token = (
         api.AccessToken()
