@@ -15,7 +15,7 @@ import pytest
 
 from lkproto import rtc
 from lkproto.testing import scaled
-from tests.interop.browser.harness import BrowserPeer, BrowserRpcError, check_browser_setup
+from tests.interop.browser.harness import BrowserPeer, BrowserRpcError, started_browser
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -31,13 +31,8 @@ DATA_TIMEOUT_S = 10.0
 
 @pytest.fixture
 async def browser() -> AsyncIterator[BrowserPeer]:
-    check_browser_setup()  # raises BrowserSetupError with the fix in its message
-    peer = BrowserPeer(name="web")
-    await peer.start()
-    try:
+    async with started_browser() as peer:  # BrowserSetupError names the fix if not set up
         yield peer
-    finally:
-        await peer.close()
 
 
 async def _until(predicate: Callable[[], bool], what: str, limit_s: float) -> None:
@@ -45,16 +40,6 @@ async def _until(predicate: Callable[[], bool], what: str, limit_s: float) -> No
         while not predicate():  # noqa: ASYNC110 (polling a plain attribute of another SDK)
             await asyncio.sleep(0.05)
     assert predicate(), what
-
-
-async def _browser_sees(browser: BrowserPeer, identity: str) -> None:
-    # livekit-client emits ParticipantConnected only for later joiners, so read its roster.
-    async with asyncio.timeout(scaled(ROSTER_TIMEOUT_S)):
-        while True:
-            info = await browser.info()
-            if any(p.get("identity") == identity for p in info["remote"]):
-                return
-            await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -75,7 +60,7 @@ async def joined(
         await _until(
             lambda: "web" in room.remote_participants, "lkproto sees web", ROSTER_TIMEOUT_S
         )
-        await _browser_sees(browser, "lk")
+        await browser.wait_for_remote("lk", ROSTER_TIMEOUT_S)
         yield room, received
     finally:
         await room.disconnect()

@@ -41,7 +41,7 @@ from lkproto.rtc.video_source import VideoSource
 from lkproto.rtc.video_stream import VideoStream
 from lkproto.testing import scaled
 from tests.interop._helpers import our_options
-from tests.interop.browser.harness import BrowserPeer, check_browser_setup
+from tests.interop.browser.harness import BrowserPeer, started_browser
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -218,13 +218,8 @@ return result;
 
 @pytest.fixture
 async def browser() -> AsyncIterator[BrowserPeer]:
-    check_browser_setup()  # raises BrowserSetupError with the fix in its message
-    peer = BrowserPeer(name="web")
-    await peer.start()
-    try:
+    async with started_browser() as peer:  # BrowserSetupError names the fix if not set up
         yield peer
-    finally:
-        await peer.close()
 
 
 async def _until(predicate: Callable[[], object], what: str, limit_s: float) -> None:
@@ -250,12 +245,7 @@ async def joined(
         )
         await browser.connect(server.url, server.create_token("web", name))
         await _until(lambda: "web" in room.remote_participants, "lkproto sees web", 15.0)
-        # livekit-client emits ParticipantConnected only for later joiners: read its roster.
-        async with asyncio.timeout(scaled(ROSTER_TIMEOUT_S)):
-            while not any(  # noqa: ASYNC110 (polling the page's roster)
-                p.get("identity") == "lk" for p in (await browser.info())["remote"]
-            ):
-                await asyncio.sleep(0.2)
+        await browser.wait_for_remote("lk", ROSTER_TIMEOUT_S)
         yield room
     finally:
         with contextlib.suppress(TimeoutError):

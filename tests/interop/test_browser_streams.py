@@ -23,7 +23,7 @@ import pytest
 from lkproto import rtc
 from lkproto.testing import scaled
 from lkproto.wire import join, pb
-from tests.interop.browser.harness import BrowserPeer, check_browser_setup, generated_bytes
+from tests.interop.browser.harness import BrowserPeer, generated_bytes, started_browser
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -63,13 +63,8 @@ class Lk:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[BrowserPeer]:
-    check_browser_setup()  # raises BrowserSetupError with the fix in its message
-    peer = BrowserPeer(name="web")
-    await peer.start()
-    try:
+    async with started_browser() as peer:  # BrowserSetupError names the fix if not set up
         yield peer
-    finally:
-        await peer.close()
 
 
 async def _until(predicate: Callable[[], bool], what: str, limit_s: float) -> None:
@@ -95,11 +90,7 @@ async def lk(livekit_server: LocalServer, browser: BrowserPeer) -> AsyncIterator
         await _until(
             lambda: "web" in side.room.remote_participants, "lkproto sees web", ROSTER_TIMEOUT_S
         )
-        async with asyncio.timeout(scaled(ROSTER_TIMEOUT_S)):
-            while not any(  # noqa: ASYNC110 (polling the page's roster)
-                p.get("identity") == "lk" for p in (await browser.info())["remote"]
-            ):
-                await asyncio.sleep(0.2)
+        await browser.wait_for_remote("lk", ROSTER_TIMEOUT_S)
         yield side
     finally:
         await side.room.disconnect()

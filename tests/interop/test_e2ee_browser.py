@@ -25,7 +25,7 @@ import pytest
 from lkproto import rtc
 from lkproto.testing import scaled
 from lkproto.wire import pb
-from tests.interop.browser.harness import BrowserPeer, check_browser_setup, generated_bytes
+from tests.interop.browser.harness import BrowserPeer, generated_bytes, started_browser
 from tests.interop.test_browser_media import (
     ATTACH_JS,
     PIXEL_JS,
@@ -108,13 +108,8 @@ async def _until_async(probe: Callable[[], Any], what: str) -> Any:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[BrowserPeer]:
-    check_browser_setup()  # raises BrowserSetupError with the fix in its message
-    peer = BrowserPeer(name="web")
-    await peer.start()
-    try:
+    async with started_browser() as peer:  # BrowserSetupError names the fix if not set up
         yield peer
-    finally:
-        await peer.close()
 
 
 async def test_data_and_text_streams_both_ways_with_livekit_client(
