@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/streams.py [--sizes 1,10,50] [--repeats 3]
+    .venv/bin/python benchmarks/streams.py [--sizes 1,10,50] [--repeats 3] [--alternate]
         [--json benchmarks/results/streams.json]
 
 One loopback livekit-server (:class:`lkproto.testing.LocalServer`) serves the whole run. Each SDK
@@ -333,6 +333,16 @@ def _run_child(
     return result
 
 
+def _merge(children: list[dict[str, Any]]) -> dict[str, Any]:
+    """One SDK's child results as if one child had run them all (``--alternate``)."""
+    return {
+        "sdk": children[0]["sdk"],
+        "base_rss_kib": max(c["base_rss_kib"] for c in children),
+        "vm_hwm_kib": max(c["vm_hwm_kib"] for c in children),
+        "samples": [s for c in children for s in c["samples"]],
+    }
+
+
 def _aggregate(child: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
     per_size: dict[str, Any] = {}
     for size in sizes:
@@ -400,6 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rx-token", help=argparse.SUPPRESS)
     parser.add_argument("--sizes-bytes", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="one child per SDK and repeat, the SDKs taking turns (fairer ratios on a machine "
+        "whose load changes during the run); RSS columns are then the highest of the children",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="run each child under cProfile and write its stats to PROFILE.<sdk>.prof "
@@ -441,13 +457,24 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> dict[str, Any]:
         async with LocalServer(log_level="warn") as server:
-            out: dict[str, Any] = {}
-            for sdk in chosen:
-                child = await asyncio.to_thread(
-                    _run_child, sdk, server, sizes, args.repeats, args.profile
-                )
-                out[sdk] = _aggregate(child, sizes)
-            return out
+            children: dict[str, list[dict[str, Any]]] = {sdk: [] for sdk in chosen}
+            if args.alternate:
+                # One child per SDK and repeat, SDKs taking turns, so that a change in the
+                # machine's load (other jobs) falls on every SDK alike, not on whichever ran
+                # last; each child joins afresh and sends its own warm-up first.
+                for _ in range(args.repeats):
+                    for sdk in chosen:
+                        children[sdk].append(
+                            await asyncio.to_thread(_run_child, sdk, server, sizes, 1, args.profile)
+                        )
+            else:
+                for sdk in chosen:
+                    children[sdk].append(
+                        await asyncio.to_thread(
+                            _run_child, sdk, server, sizes, args.repeats, args.profile
+                        )
+                    )
+            return {sdk: _aggregate(_merge(runs), sizes) for sdk, runs in children.items()}
 
     results = asyncio.run(run())
     table = _table(results, sizes_mib)
