@@ -21,6 +21,10 @@ import pytest
 from lkproto.asyncio import _seam
 from lkproto.testing import scaled
 
+# Name-mangled counters and flag of aiortc 1.16.0's RTCDtlsTransport.__init__.
+_RX_PACKETS = "_RTCDtlsTransport__rx_packets"
+_HANDSHAKE_DONE = "_RTCDtlsTransport__handshake_done"
+
 
 def _record(content_type: int, body: bytes) -> bytes:
     """One DTLS 1.2 record: type, version 1.2, epoch 1, sequence 7, length, then ``body``."""
@@ -67,9 +71,9 @@ async def pair() -> AsyncIterator[_Pair]:
     echoed: list[bytes] = []
     channel.on("message", echoed.append)
 
-    @answer.on("datachannel")  # type: ignore[misc]
+    @answer.on("datachannel")
     def on_channel(remote: aiortc.RTCDataChannel) -> None:
-        @remote.on("message")  # type: ignore[misc]
+        @remote.on("message")
         def on_message(data: bytes) -> None:
             received.append(data)
             remote.send(data[:10])
@@ -126,9 +130,9 @@ async def test_data_flows_both_ways_without_asking_openssl_per_datagram(pair: _P
     assert getattr(dtls, "_lkproto_lean_receive", False)
     rng = random.Random(5)
     messages = [rng.randbytes(rng.randint(1, 40_000)) for _ in range(40)]
-    await _until(lambda: getattr(dtls, "_RTCDtlsTransport__handshake_done", False), scaled(10))
+    await _until(lambda: getattr(dtls, _HANDSHAKE_DONE, False), scaled(10))
     writes = _count_ssl_reads_beyond_sends(dtls)
-    received_before = getattr(dtls, "_RTCDtlsTransport__rx_packets")
+    received_before = getattr(dtls, _RX_PACKETS)
     for message in messages:
         pair.sent.send(message)
     await _until(lambda: len(pair.echoed) >= len(messages), scaled(30))
@@ -136,16 +140,15 @@ async def test_data_flows_both_ways_without_asking_openssl_per_datagram(pair: _P
     assert pair.echoed[-len(messages) :] == [m[:10] for m in messages]
     # Hundreds of DATA and SACK datagrams came in (counted as aiortc counts them, for its
     # stats); none of them made the transport read OpenSSL's output (aiortc: one read each).
-    assert getattr(dtls, "_RTCDtlsTransport__rx_packets") - received_before > 100
+    assert getattr(dtls, _RX_PACKETS) - received_before > 100
     assert writes[0] == 0
 
 
 async def test_a_remote_close_still_closes_the_transport(pair: _Pair) -> None:
     assert pair.answer.sctp is not None
     dtls = pair.answer.sctp.transport
-    await _until(lambda: getattr(dtls, "_RTCDtlsTransport__handshake_done", False), scaled(10))
+    await _until(lambda: getattr(dtls, _HANDSHAKE_DONE, False), scaled(10))
     # From here on the replacement receives: the close_notify alert must end the transport.
     assert pair.offer.sctp is not None
     await pair.offer.sctp.transport.stop()  # sends close_notify
     await _until(lambda: dtls.state == "closed", scaled(10))
-

@@ -92,11 +92,11 @@ async def test_a_lone_packet_after_an_immediate_sack_is_still_acknowledged_by_th
         await _transfer(pair, [b"warm-up"])
         await until(lambda: not pair.client._sent_queue, scaled(10))
         first_tsn = pair.client._local_tsn
-        before = len(pair.client_link.sent)
-        for message in (b"one", b"two"):
+        sent = pair.client_link.sent
+        for message in (b"one", b"two"):  # each in its own packet, one after the other
+            count = len(sent)
             pair.client_channel.send(message)
-            await until(lambda: len(pair.client_link.sent) > before, scaled(5))
-            before = len(pair.client_link.sent)
+            await until(lambda count=count: len(sent) > count, scaled(5))  # type: ignore[misc]
         pair.client_channel.send(b"three")
         third = (first_tsn + 2) % (1 << 32)
         await until(lambda: pair.client._last_sacked_tsn == third, scaled(10))
