@@ -9,6 +9,7 @@ packets (bundling, delayed SACKs); the I bit on a burst's last chunk; a WebRTC-s
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 
 import aiortc
@@ -164,3 +165,27 @@ def test_missing_internals_raise() -> None:
 
     with pytest.raises(LkError, match="tune_sctp"):
         _seam.tune_sctp(NotAnAssociation())  # type: ignore[arg-type]
+
+
+async def test_a_timer_retransmission_after_dtls_closed_raises_into_no_task() -> None:
+    """aiortc's T3 expiry sends from a task nobody awaits; DTLS closed under it must not leave
+    "Task exception was never retrieved" behind (the 100-participant load run logged 81)."""
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        async with sctp_pair() as pair:
+            await _transfer(pair, [b"warm-up"])
+            pair.impair(Impairment(loss=1.0))
+            pair.client_channel.send(b"never acknowledged")
+            await until(lambda: pair.client._t3_handle is not None, scaled(5))
+            pair.client_link.state = "closed"  # the fake DTLS now raises ConnectionError
+            # Two timer expiries (tuned RTO <= RTO_MIN_S, then backed off) send again.
+            await asyncio.sleep(RTO_MIN_S * 4)
+            pair.client_link.state = "connected"
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert [c for c in unretrieved if isinstance(c.get("exception"), ConnectionError)] == []
