@@ -14,7 +14,7 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from lkproto.asyncio.streams import StreamSender, StreamSendError, recipients_form
 from lkproto.core import streams as cs
@@ -825,6 +825,14 @@ class LocalParticipant(Participant):
         self._rpc_interceptors = [i for i in self._rpc_interceptors if i is not interceptor]
         self._rpc.incoming_interceptors = tuple(self._rpc_interceptors)
 
+    @overload
+    def register_rpc_method(
+        self, method_name: str, handler: None = None
+    ) -> Callable[[_F], _F]: ...
+
+    @overload
+    def register_rpc_method(self, method_name: str, handler: RpcHandler) -> None: ...
+
     def register_rpc_method(
         self, method_name: str, handler: RpcHandler | None = None
     ) -> Callable[[_F], _F] | None:
@@ -1204,7 +1212,7 @@ def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDes
             mime_type="audio/opus",
             muted=track.muted,
             stream=opts.stream or "",
-            max_bitrate_bps=opts.audio_encoding.max_bitrate if opts.audio_encoding else 0,
+            max_bitrate_bps=opts.audio_encoding.max_bitrate,
             stereo=channels == 2,
             preconnect_buffer=bool(opts.preconnect_buffer),
         )
@@ -1226,7 +1234,7 @@ def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDes
         )
     width = int(getattr(track.source, "width", 0))
     height = int(getattr(track.source, "height", 0))
-    bitrate = opts.video_encoding.max_bitrate if opts.video_encoding else 0
+    bitrate = opts.video_encoding.max_bitrate
     layers: tuple[SimulcastLayer, ...] = ()
     if opts.simulcast and width > 0 and height > 0:
         layers = plan_layers(width, height, bitrate)

@@ -189,8 +189,8 @@ class TrackPublishOptions:
 
     # Present by default (zero = the encoder's default rate) so that the official protobuf
     # mutation style, ``opts.video_encoding.max_bitrate = N``, works and is checked on assignment.
-    video_encoding: VideoEncoding | None = field(default_factory=VideoEncoding)
-    audio_encoding: AudioEncoding | None = field(default_factory=AudioEncoding)
+    video_encoding: VideoEncoding = field(default_factory=VideoEncoding)
+    audio_encoding: AudioEncoding = field(default_factory=AudioEncoding)
     video_codec: int = VideoCodec.VP8
     dtx: bool = False
     red: bool = False
@@ -204,6 +204,12 @@ class TrackPublishOptions:
     degradation_preference: int = DegradationPreference.BALANCED
 
     def __setattr__(self, name: str, value: object) -> None:
+        # As with the official protobuf message, None leaves a message field at its default
+        # (``TrackPublishOptions(video_encoding=None).video_encoding`` is a zero encoding).
+        if value is None and name == "video_encoding":
+            value = VideoEncoding()
+        elif value is None and name == "audio_encoding":
+            value = AudioEncoding()
         _check_publish_option(name, value)
         super().__setattr__(name, value)
 

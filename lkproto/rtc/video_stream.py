@@ -19,7 +19,7 @@ from lkproto.asyncio.fanout import FrameFanout, FrameQueue
 from lkproto.asyncio.video import run_conversion
 from lkproto.rtc._options import check_loop
 from lkproto.rtc.participant_stream import ParticipantStream
-from lkproto.rtc.track import TrackKind
+from lkproto.rtc.track import Track, TrackKind
 from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class VideoStream:
 
     def __init__(
         self,
-        track: object,
+        track: Track,
         loop: asyncio.AbstractEventLoop | None = None,
         capacity: int = 0,
         format: int | None = None,
@@ -106,7 +106,7 @@ class VideoStream:
     def from_track(
         cls,
         *,
-        track: object,
+        track: Track,
         loop: asyncio.AbstractEventLoop | None = None,
         format: int | None = None,
         capacity: int = 0,
@@ -127,7 +127,7 @@ class VideoStream:
         """The frames of ``participant``'s video track of ``track_source``, whichever track
         that is over time (official shape; see :mod:`lkproto.rtc.participant_stream`)."""
 
-        def open_stream(track: object) -> VideoStream:
+        def open_stream(track: Track) -> VideoStream:
             return cls(track, loop=loop, capacity=capacity, format=format)
 
         return ParticipantStream(participant, track_source, TrackKind.KIND_VIDEO, open_stream)
