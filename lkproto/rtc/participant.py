@@ -826,9 +826,7 @@ class LocalParticipant(Participant):
         self._rpc.incoming_interceptors = tuple(self._rpc_interceptors)
 
     @overload
-    def register_rpc_method(
-        self, method_name: str, handler: None = None
-    ) -> Callable[[_F], _F]: ...
+    def register_rpc_method(self, method_name: str, handler: None = None) -> Callable[[_F], _F]: ...
 
     @overload
     def register_rpc_method(self, method_name: str, handler: RpcHandler) -> None: ...
