@@ -48,6 +48,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import dataclasses
 import hashlib
 import json
 import logging
@@ -158,6 +159,14 @@ async def _connect(sdk: str, url: str, token: str, rx: Receiver | None) -> Any:
     return room
 
 
+@dataclasses.dataclass
+class _Received:
+    """The running digest and size of the message being received peer-to-peer."""
+
+    digest: Any = dataclasses.field(default_factory=hashlib.sha256)
+    size: int = 0
+
+
 class P2pPair:
     """Stock aiortc, two peer connections in this process, one reliable ordered data channel.
 
@@ -189,18 +198,22 @@ class P2pPair:
         opened = asyncio.Event()
         channel.on("open", opened.set)
         self._channel = channel
-        hasher = [hashlib.sha256(), 0]
+        received = _Received()
 
-        @rx_pc.on("datachannel")  # type: ignore[misc]
+        def on_message(data: bytes) -> None:
+            if data == b"":
+                self.rx.done.put_nowait(
+                    (received.size, received.digest.hexdigest(), time.perf_counter())
+                )
+                received.digest, received.size = hashlib.sha256(), 0
+            else:
+                received.digest.update(data)
+                received.size += len(data)
+
         def on_channel(remote: Any) -> None:
-            @remote.on("message")  # type: ignore[misc]
-            def on_message(data: bytes) -> None:
-                if data == b"":
-                    self.rx.done.put_nowait((hasher[1], hasher[0].hexdigest(), time.perf_counter()))
-                    hasher[0], hasher[1] = hashlib.sha256(), 0
-                else:
-                    hasher[0].update(data)
-                    hasher[1] += len(data)
+            remote.on("message", on_message)
+
+        rx_pc.on("datachannel", on_channel)
 
         await tx_pc.setLocalDescription(await tx_pc.createOffer())
         await rx_pc.setRemoteDescription(tx_pc.localDescription)

@@ -7,6 +7,7 @@ import fractions
 import inspect
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
+from typing import cast
 
 import av
 import numpy as np
@@ -15,6 +16,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from lkproto.asyncio.fanout import FrameFanout
 from lkproto.errors import UnsupportedFeatureError
+from lkproto.rtc.track import Track
 from lkproto.rtc.video_frame import VideoBufferType, VideoFrame, VideoRotation
 from lkproto.rtc.video_stream import DEFAULT_VIDEO_STREAM_CAPACITY, VideoFrameEvent, VideoStream
 from tests.conftest import scaled
@@ -69,8 +71,13 @@ def source_of(fanout: FrameFanout) -> FakeVideoSource:
     return fanout.source
 
 
-def track_of(fanout: FrameFanout) -> SimpleNamespace:
-    return SimpleNamespace(kind="video", _fanout=fanout)
+def fake_track(**attributes: object) -> Track:
+    """A stand-in with only the attributes VideoStream reads from a subscribed remote track."""
+    return cast(Track, SimpleNamespace(**attributes))
+
+
+def track_of(fanout: FrameFanout) -> Track:
+    return fake_track(kind="video", _fanout=fanout)
 
 
 async def next_event(stream: VideoStream) -> VideoFrameEvent:
@@ -192,9 +199,9 @@ async def test_frame_without_pts(fanout: FrameFanout) -> None:
 
 async def test_validation(fanout: FrameFanout) -> None:
     with pytest.raises(ValueError, match="subscribed remote video track"):
-        VideoStream(SimpleNamespace(kind="video"))
+        VideoStream(fake_track(kind="video"))
     with pytest.raises(ValueError, match="subscribed remote video track"):
-        VideoStream(SimpleNamespace(_fanout=None))
+        VideoStream(fake_track(_fanout=None))
     with pytest.raises(ValueError, match="capacity"):
         VideoStream(track_of(fanout), capacity=-1)
     with pytest.raises(ValueError, match="unsupported video buffer type"):
@@ -203,7 +210,7 @@ async def test_validation(fanout: FrameFanout) -> None:
         VideoStream(track_of(fanout), participant=object(), track_source=1)
     audio = FrameFanout(FakeVideoSource(kind="audio"))
     with pytest.raises(ValueError, match="audio"):
-        VideoStream(SimpleNamespace(_fanout=audio))
+        VideoStream(fake_track(_fanout=audio))
     await audio.aclose()
     assert fanout.readers == 0
 
