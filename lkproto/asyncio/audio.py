@@ -54,6 +54,7 @@ from lkproto.asyncio._seam import (
 from lkproto.errors import LkError, LocalProtocolError
 
 __all__ = [
+    "BATCH_WORKER",
     "DEFAULT_OPUS_BITRATE",
     "DELIVERY_SLICE_JOBS",
     "FRAME_DURATION_MS",
@@ -339,11 +340,12 @@ class AudioSourceTrack(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self._start is None:
-            # Every track of the process plays out on one 20 ms grid of the loop clock (the first
-            # frame is due at once, on the grid point just passed), so N tracks wake in one loop
-            # turn and their N frames reach the encoder thread as one batch (see BatchWorker):
-            # one thread wake-up and one loop wake-up per 20 ms instead of N of each (issue 18).
-            self._start = now - math.fmod(now, _FRAME_S)
+            # With BATCH_WORKER, every track of the process plays out on one 20 ms grid of the
+            # loop clock (the first frame is due at once, on the grid point just passed), so N
+            # tracks wake in one loop turn and their N frames reach the encoder thread as one
+            # batch (see BatchWorker): one thread wake-up and one loop wake-up per 20 ms instead
+            # of N of each (issue 18).
+            self._start = now - math.fmod(now, _FRAME_S) if BATCH_WORKER else now
         due = self._start + self._index * _FRAME_S
         if now < due:
             await asyncio.sleep(due - now)
@@ -551,6 +553,15 @@ def audio_level_dbov(frame: av.AudioFrame) -> int:
 
 _T = TypeVar("_T")
 
+BATCH_WORKER = False
+"""Whether lkproto's audio senders and receivers use :class:`BatchWorker` (off by default).
+
+Measured on a shared 2-vCPU VM (docs/reference/benchmarks.md, issue 18 part 4): with it, Opus
+publish + subscribe cost 0.72-0.81x the official SDK per track at 10 and 20 tracks, in real time,
+but 30 and 40 tracks fell behind (its thread waits for the GIL behind the busy loop thread);
+with aiortc's executor hop and decoder threads, 40 tracks stayed real time at 0.031 CPU-s/s
+per track. Set it before publishing or subscribing; it applies to tracks set up afterwards."""
+
 WORKER_IDLE_EXIT_S: Final = 5.0
 """How long a :class:`BatchWorker`'s thread waits for work before it ends (a new one starts with
 the next job), so a process that stopped sending audio keeps no thread, and one that sends keeps
@@ -752,7 +763,7 @@ def install_opus_encoder(sender: RTCRtpSender, *, channels: int, bitrate: int) -
     if current is not None and not isinstance(current, OpusEncoder):
         raise LocalProtocolError("the sender already has an encoder: it has started sending")
     preset_encoder(sender, OpusEncoder(channels=channels, bitrate=bitrate))
-    encode_audio_with(sender, encode_step, offload=_on_batch_worker)
+    encode_audio_with(sender, encode_step, offload=_on_batch_worker if BATCH_WORKER else None)
 
 
 def decode_on_batch_worker(receiver: RTCRtpReceiver) -> bool:
@@ -763,7 +774,7 @@ def decode_on_batch_worker(receiver: RTCRtpReceiver) -> bool:
     tracks that arrive in one loop turn are decoded as one batch on the shared worker and put into
     their tracks' queues directly (:func:`lkproto.asyncio._seam.decode_audio_with`, issue 18).
     Call it when the remote track is first reported; E2EE receivers keep aiortc's thread, where
-    their decryption runs.
+    their decryption runs. Does nothing (returns False) unless :data:`BATCH_WORKER` is set.
 
     Returns:
         True if installed now, False if the receiver already decodes this way.
@@ -772,4 +783,6 @@ def decode_on_batch_worker(receiver: RTCRtpReceiver) -> bool:
         ValueError: ``receiver`` is not an audio receiver.
         LkError: this aiortc does not have the internals relied on.
     """
+    if not BATCH_WORKER:
+        return False
     return decode_audio_with(receiver, _on_batch_worker)

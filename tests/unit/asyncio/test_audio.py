@@ -253,7 +253,10 @@ async def test_track_recv_waits_until_the_frame_is_due() -> None:
     assert frame.pts == 4 * 960
 
 
-async def test_tracks_share_one_20ms_grid_so_their_frames_fall_due_together() -> None:
+async def test_tracks_share_one_20ms_grid_so_their_frames_fall_due_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audio, "BATCH_WORKER", True)
     loop = asyncio.get_running_loop()
     first = AudioSourceTrack(PlayoutBuffer(input_rate=RATE, num_channels=1, capacity_ms=100))
     await first.recv()  # due at once: no wait before the first frame
@@ -589,9 +592,11 @@ async def _encoded(sender: aiortc.RTCRtpSender) -> Any:
     return await asyncio.wait_for(sender._next_encoded_frame(OPUS_CODEC), scaled(5))
 
 
-async def test_installed_sender_encodes_on_the_batch_worker_with_the_level_aiortc_computes(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("batch", [False, True], ids=["executor", "batch-worker"])
+async def test_installed_sender_encodes_off_the_loop_with_the_level_aiortc_computes(
+    monkeypatch: pytest.MonkeyPatch, batch: bool
 ) -> None:
+    monkeypatch.setattr(audio, "BATCH_WORKER", batch)
     pc = aiortc.RTCPeerConnection()
     try:
         track = ToneTrack()
@@ -619,9 +624,12 @@ async def test_installed_sender_encodes_on_the_batch_worker_with_the_level_aiort
             levels.append(frame.audio_level)
         assert levels == [compute_audio_level_dbov(f) for f in track.frames[:5]]
         assert levels[0] in (-14, -13)  # a 0.3 full-scale sine: RMS 0.212, -13.5 dBov
-        # Off the loop, but on the loop's one batch worker, not in its default executor.
-        assert hops == []
-        assert batch_worker().jobs - jobs_before == 5
+        if batch:  # off the loop on its batch worker, not in its default executor
+            assert hops == []
+            assert batch_worker().jobs - jobs_before == 5
+        else:  # one executor job per frame, as aiortc encodes
+            assert hops == [encode_step] * 5
+            assert batch_worker().jobs == jobs_before
         assert isinstance(current_encoder(sender), OpusEncoder)
     finally:
         await pc.close()
@@ -702,7 +710,10 @@ def _opus_packets(count: int) -> list[bytes]:
     return packets
 
 
-async def test_received_audio_is_decoded_in_order_on_the_batch_worker() -> None:
+async def test_received_audio_is_decoded_in_order_on_the_batch_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audio, "BATCH_WORKER", True)
     pc = aiortc.RTCPeerConnection()
     try:
         receiver = pc.addTransceiver("audio").receiver
@@ -732,7 +743,8 @@ async def test_received_audio_is_decoded_in_order_on_the_batch_worker() -> None:
         await pc.close()
 
 
-async def test_e2ee_receivers_keep_aiortcs_decoder_thread() -> None:
+async def test_e2ee_receivers_keep_aiortcs_decoder_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audio, "BATCH_WORKER", True)
     pc = aiortc.RTCPeerConnection()
     try:
         receiver = pc.addTransceiver("audio").receiver
@@ -748,7 +760,23 @@ async def test_e2ee_receivers_keep_aiortcs_decoder_thread() -> None:
         await pc.close()
 
 
-async def test_decode_on_batch_worker_needs_an_audio_receiver() -> None:
+async def test_receivers_keep_aiortcs_decoder_thread_by_default() -> None:
+    assert audio.BATCH_WORKER is False
+    pc = aiortc.RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("audio").receiver
+        receiver._track = RemoteStreamTrack(kind="audio")
+        assert not decode_on_batch_worker(receiver)
+        input_q = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        assert "put" not in vars(input_q)
+    finally:
+        await pc.close()
+
+
+async def test_decode_on_batch_worker_needs_an_audio_receiver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audio, "BATCH_WORKER", True)
     pc = aiortc.RTCPeerConnection()
     try:
         receiver = pc.addTransceiver("video").receiver
