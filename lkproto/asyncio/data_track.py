@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, assert_never
 
+from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.core import data_track as cd
 from lkproto.core import signal as sg
 from lkproto.errors import ConnectError, LocalProtocolError, RequestRejectedError
@@ -135,6 +136,10 @@ class DataTrackDriver:
         self._readers: dict[str, list[FrameQueue]] = {}
         # Ratchet derivations running off the loop, by (identity, key index).
         self._deriving: dict[tuple[str, int], asyncio.Task[None]] = {}
+        # Identities whose old session left with DUPLICATE_IDENTITY (full reconnect), seen in
+        # the signal's snapshots and handed to the next sync_remotes.
+        self._replaced: set[str] = set()
+        self._timer = DeadlineTimer(self._loop, self._core.get_timer, self._on_timer)
         self._closed = False
         engine.data_track_sink = self._on_packet
 
@@ -209,7 +214,7 @@ class DataTrackDriver:
         A track that is gone (or a room that is closed) gives a queue that ends at once with
         an error.
         """
-        queue = FrameQueue(buffer_size, lambda q: self._release(sid, q))
+        queue = FrameQueue(buffer_size, self._release)
         info = None if self._closed else self._core.remote_info(sid)
         if info is None:
             queue.end("the data track is not published")
@@ -225,10 +230,12 @@ class DataTrackDriver:
             self._engine.send_signal(request)
         return queue
 
-    def _release(self, sid: str, queue: FrameQueue) -> None:
-        readers = self._readers.get(sid)
-        if readers is None or queue not in readers:
+    def _release(self, queue: FrameQueue) -> None:
+        # Looked up, not remembered: a republished track moves its readers to its new SID.
+        sid = next((s for s, queues in self._readers.items() if queue in queues), None)
+        if sid is None:
             return
+        readers = self._readers[sid]
         readers.remove(queue)
         if not readers:
             del self._readers[sid]
@@ -240,6 +247,10 @@ class DataTrackDriver:
         """Set the reassembly tolerance of remote track ``sid`` (incomplete frames kept)."""
         self._core.set_max_partial_frames(sid, value)
 
+    def resolve_remote_sid(self, sid: str) -> str:
+        """The current SID of the remote track first announced as ``sid``."""
+        return self._core.resolve_sid(sid)
+
     def is_remote_published(self, sid: str) -> bool:
         """Whether remote track ``sid`` is still published."""
         return not self._closed and self._core.is_remote_published(sid)
@@ -250,13 +261,29 @@ class DataTrackDriver:
         """Take a signal event the engine passed through; the data-track ones matter here."""
         if isinstance(event, sg.MessageReceived) and event.kind in _SIGNAL_KINDS:
             self._apply(self._core.receive_signal(event.message))
+        elif isinstance(event, sg.ParticipantsUpdated):
+            # The reason only travels in the DISCONNECTED snapshot, which the roster consumes.
+            self._replaced.update(
+                p.identity
+                for p in event.participants
+                if p.state == pb.ParticipantInfo.DISCONNECTED
+                and p.disconnect_reason == pb.DUPLICATE_IDENTITY
+            )
         elif isinstance(event, sg.RequestAnswered):
             self._apply(self._core.receive_request_response(event.message))
 
     def sync_remotes(self, participants: list[pb.ParticipantInfo]) -> None:
         """Diff the roster's remote participants (after a join or an update)."""
+        replaced, self._replaced = self._replaced, set()
         if not self._closed:
-            self._apply(self._core.sync_remotes(participants))
+            events = self._core.sync_remotes(participants, now=self._loop.time(), replaced=replaced)
+            self._apply(events)
+            self._timer.rearm()
+
+    def _on_timer(self, now: float) -> None:
+        if not self._closed:
+            self._apply(self._core.handle_timer(now))
+            self._timer.rearm()
 
     def session_replaced(self) -> None:
         """A full reconnect replaced the session, whose server knew our tracks and
@@ -276,6 +303,7 @@ class DataTrackDriver:
         if self._closed:
             return
         self._closed = True
+        self._timer.close()
         if self._engine.data_track_sink == self._on_packet:
             self._engine.data_track_sink = None
         for future in self._publishing.values():
@@ -323,6 +351,15 @@ class DataTrackDriver:
                 case cd.RemoteDataTrackUnpublished(sid=sid):
                     for queue in self._readers.pop(sid, ()):
                         queue.end()
+                    self._on_event(event)
+                case cd.RemoteDataTrackRepublished(previous_sid=previous, info=info):
+                    # Same streams, new SID: route its frames to them and subscribe again.
+                    moved = self._readers.pop(previous, None)
+                    if moved is not None:
+                        self._readers[info.sid] = moved
+                    request = self._core.resubscribe_request(info.sid)
+                    if request is not None and not self._closed:
+                        self._engine.send_signal(request)
                     self._on_event(event)
                 case (
                     cd.LocalDataTrackUnpublished()

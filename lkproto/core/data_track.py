@@ -37,6 +37,18 @@ One :class:`DataTrackManager` per session holds everything a client keeps about 
   (``RS:livekit-datatrack/src/local/manager.rs (on_republish_tracks)``). A subscriber of the
   official SDK recognises the track by publisher identity and handle and keeps its subscription
   (``RS:…/remote/manager.rs (handle_sid_reassigned)``).
+* **A remote publisher's full reconnect.** Its old session leaves with ``DUPLICATE_IDENTITY``
+  (or is displaced by a snapshot of the same identity under a new SID, roster rule 6) and its
+  new session publishes the same tracks again under new SIDs. Such a publisher's tracks are
+  held for :data:`REMOTE_REPUBLISH_GRACE_S` instead of being reported gone; a track of the same
+  publisher identity and name that appears meanwhile takes the held one's place
+  (:class:`RemoteDataTrackRepublished`: readers, reassembly settings and the subscription carry
+  over to the new SID, which must be subscribed to again). A held track that does not come back
+  within the grace is reported gone by :meth:`DataTrackManager.handle_timer`. The official SDK
+  keeps its ``RemoteDataTrack`` and the subscriber's stream the same way.
+
+The only deadline is that grace: :meth:`DataTrackManager.get_timer` /
+:meth:`DataTrackManager.handle_timer`.
 
 No clock is kept: ``now`` (seconds, any monotonic origin) is passed where a timestamp is made.
 Randomness is injected (``random_u32``) so tests are deterministic.
@@ -46,10 +58,11 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from lkproto.core.reconnect import REJOIN_HOLD_S
 from lkproto.errors import DecodeError, LocalProtocolError
 from lkproto.wire import pb
 from lkproto.wire.data_track import (
@@ -67,6 +80,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_NAME_CHARS",
+    "REMOTE_REPUBLISH_GRACE_S",
     "AnyDataTrackEvent",
     "DataTrackCipher",
     "DataTrackEvent",
@@ -77,11 +91,18 @@ __all__ = [
     "PublishAccepted",
     "PublishRefused",
     "RemoteDataTrackPublished",
+    "RemoteDataTrackRepublished",
     "RemoteDataTrackUnpublished",
 ]
 
 MAX_NAME_CHARS: Final = 256
 """Longest track name the server accepts (``S:pkg/rtc/participant_data_track.go``: 1-256)."""
+
+REMOTE_REPUBLISH_GRACE_S: Final = REJOIN_HOLD_S + 5.0
+"""How long (25 s) the tracks of a remote publisher whose session was replaced wait for its new
+session to publish them again. The same bound as a byte stream's reconnect grace
+(:data:`lkproto.core.streams.DEFAULT_RECONNECT_GRACE_S`): the rejoin hold of a full reconnect
+(:data:`lkproto.core.reconnect.REJOIN_HOLD_S`, 20 s) plus the time to publish again."""
 
 _U16: Final = 0xFFFF
 _U32: Final = 0xFFFF_FFFF
@@ -177,6 +198,26 @@ class RemoteDataTrackUnpublished(DataTrackEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteDataTrackRepublished(DataTrackEvent):
+    """A held remote track came back from its publisher's new session (full reconnect).
+
+    The track keeps its readers; from now on it is known by ``info.sid``. If it had readers,
+    :meth:`DataTrackManager.resubscribe_request` gives the subscription to send for the new SID.
+
+    Attributes:
+        publisher_identity: the publisher's identity (unchanged).
+        publisher_sid: the participant SID of the publisher's new session.
+        previous_sid: the SID the track had in the old session.
+        info: the track as the new session announced it.
+    """
+
+    publisher_identity: str
+    publisher_sid: str
+    previous_sid: str
+    info: pb.DataTrackInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FrameReceived(DataTrackEvent):
     """A complete frame of a subscribed track.
 
@@ -198,6 +239,7 @@ AnyDataTrackEvent = (
     | LocalDataTrackRepublished
     | RemoteDataTrackPublished
     | RemoteDataTrackUnpublished
+    | RemoteDataTrackRepublished
     | FrameReceived
 )
 """Every event :class:`DataTrackManager` returns."""
@@ -298,6 +340,8 @@ class DataTrackCipher:
 class _Remote:
     publisher_identity: str
     info: pb.DataTrackInfo
+    publisher_sid: str = ""
+    held_until: float | None = None  # set while waiting for the publisher's new session
 
 
 def _random_u32() -> int:
@@ -320,6 +364,7 @@ class DataTrackManager:
 
     __slots__ = (
         "_abandoned",
+        "_aliases",
         "_assemblers",
         "_cipher",
         "_clock_base",
@@ -358,6 +403,8 @@ class DataTrackManager:
         self._abandoned: dict[int, str] = {}
         self._outgoing: dict[int, _Outgoing] = {}  # handle -> published track
         self._remotes: dict[str, _Remote] = {}  # track SID -> remote track
+        # previous SID -> the SID a republished remote track took (see resolve_sid)
+        self._aliases: dict[str, str] = {}
         self._readers: dict[str, int] = {}  # track SID -> subscribers here
         self._sub_handles: dict[int, str] = {}  # subscriber handle -> track SID
         self._assemblers: dict[str, FrameAssembler] = {}
@@ -588,43 +635,139 @@ class DataTrackManager:
 
     # -- remote tracks -------------------------------------------------------------------------
 
-    def sync_remotes(self, participants: Iterable[pb.ParticipantInfo]) -> list[AnyDataTrackEvent]:
+    def sync_remotes(
+        self,
+        participants: Iterable[pb.ParticipantInfo],
+        *,
+        now: float,
+        replaced: Collection[str] = (),
+    ) -> list[AnyDataTrackEvent]:
         """Diff the remote participants' ``data_tracks`` against what was known.
 
         Pass every current remote participant (the roster's full view); tracks of participants
-        not passed are reported gone. Departures come first, then arrivals in snapshot order.
+        not passed are reported gone, except those of a publisher whose session was replaced
+        (full reconnect: its identity is in ``replaced``, or it is present under another SID),
+        which are held for :data:`REMOTE_REPUBLISH_GRACE_S`. Departures come first, then
+        arrivals in snapshot order; an arrival with a held track's publisher identity and name
+        takes its place (:class:`RemoteDataTrackRepublished`).
+
+        Args:
+            participants: the current remote participants.
+            now: current time in seconds (starts a hold's grace).
+            replaced: identities whose old session left with ``DUPLICATE_IDENTITY`` since the
+                last call (the ``disconnect_reason`` of their ``DISCONNECTED`` snapshot).
         """
         seen: dict[str, tuple[pb.ParticipantInfo, pb.DataTrackInfo]] = {}
+        present: dict[str, str] = {}  # identity -> participant SID
         for participant in participants:
             if participant.state == pb.ParticipantInfo.DISCONNECTED:
                 continue
+            present[participant.identity] = participant.sid
             for info in participant.data_tracks:
                 seen[info.sid] = (participant, info)
         out: list[AnyDataTrackEvent] = []
         for sid, remote in list(self._remotes.items()):
-            if sid not in seen:
-                # The server ends our subscription with the track: nothing to send for it.
-                del self._remotes[sid]
-                self._assemblers.pop(sid, None)
-                self._readers.pop(sid, None)
-                for handle in [h for h, s in self._sub_handles.items() if s == sid]:
-                    del self._sub_handles[handle]
-                out.append(
-                    RemoteDataTrackUnpublished(
-                        publisher_identity=remote.publisher_identity, sid=sid
-                    )
-                )
+            if sid in seen or remote.held_until is not None:
+                continue
+            current = present.get(remote.publisher_identity)
+            if remote.publisher_identity in replaced or (
+                current is not None and current != remote.publisher_sid
+            ):
+                # The publisher's new session will publish it again (official subscriber:
+                # RS:livekit-datatrack/src/remote/manager.rs (handle_sid_reassigned)). The old
+                # session's subscriber handles and partial frames die with it.
+                remote.held_until = now + REMOTE_REPUBLISH_GRACE_S
+                self._drop_handles(sid)
+                assembler = self._assemblers.get(sid)
+                if assembler is not None:
+                    assembler.clear()
+                continue
+            out.append(self._end_remote(sid))
+        held = {
+            (r.publisher_identity, r.info.name): sid
+            for sid, r in self._remotes.items()
+            if r.held_until is not None
+        }
         for sid, (participant, info) in seen.items():
-            if sid not in self._remotes:
-                self._remotes[sid] = _Remote(publisher_identity=participant.identity, info=info)
-                out.append(
-                    RemoteDataTrackPublished(
-                        publisher_identity=participant.identity,
-                        publisher_sid=participant.sid,
-                        info=info,
-                    )
+            if sid in self._remotes:
+                continue
+            previous = held.pop((participant.identity, info.name), None)
+            if previous is not None:
+                out.append(self._take_over(previous, participant, info))
+                continue
+            self._remotes[sid] = _Remote(
+                publisher_identity=participant.identity, info=info, publisher_sid=participant.sid
+            )
+            out.append(
+                RemoteDataTrackPublished(
+                    publisher_identity=participant.identity,
+                    publisher_sid=participant.sid,
+                    info=info,
                 )
+            )
         return out
+
+    def get_timer(self) -> float | None:
+        """When the earliest held track's grace ends (:meth:`handle_timer`), or ``None``."""
+        deadlines = [r.held_until for r in self._remotes.values() if r.held_until is not None]
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> list[AnyDataTrackEvent]:
+        """End the held tracks whose publisher did not publish them again in time."""
+        return [
+            self._end_remote(sid)
+            for sid, remote in list(self._remotes.items())
+            if remote.held_until is not None and remote.held_until <= now
+        ]
+
+    def _end_remote(self, sid: str) -> RemoteDataTrackUnpublished:
+        # The server ends our subscription with the track: nothing to send for it.
+        remote = self._remotes.pop(sid)
+        self._assemblers.pop(sid, None)
+        self._readers.pop(sid, None)
+        self._drop_handles(sid)
+        for old in [old for old, cur in self._aliases.items() if cur == sid]:
+            del self._aliases[old]
+        return RemoteDataTrackUnpublished(publisher_identity=remote.publisher_identity, sid=sid)
+
+    def _take_over(
+        self, previous: str, participant: pb.ParticipantInfo, info: pb.DataTrackInfo
+    ) -> RemoteDataTrackRepublished:
+        remote = self._remotes.pop(previous)
+        remote.info, remote.publisher_sid, remote.held_until = info, participant.sid, None
+        self._remotes[info.sid] = remote
+        readers = self._readers.pop(previous, None)
+        if readers is not None:
+            self._readers[info.sid] = readers
+        assembler = self._assemblers.pop(previous, None)
+        if assembler is not None:
+            self._assemblers[info.sid] = assembler  # keeps its max_partial_frames
+        for old, cur in self._aliases.items():
+            if cur == previous:
+                self._aliases[old] = info.sid
+        self._aliases[previous] = info.sid
+        return RemoteDataTrackRepublished(
+            publisher_identity=participant.identity,
+            publisher_sid=participant.sid,
+            previous_sid=previous,
+            info=info,
+        )
+
+    def _drop_handles(self, sid: str) -> None:
+        for handle in [h for h, s in self._sub_handles.items() if s == sid]:
+            del self._sub_handles[handle]
+
+    def resolve_sid(self, sid: str) -> str:
+        """The current SID of the remote track first known as ``sid`` (a track republished
+        after its publisher's full reconnect has a new one)."""
+        return self._aliases.get(sid, sid)
+
+    def resubscribe_request(self, sid: str) -> pb.SignalRequest | None:
+        """The subscription to send for a republished track that has readers, else ``None``."""
+        remote = self._remotes.get(sid)
+        if remote is None or remote.held_until is not None or not self._readers.get(sid):
+            return None
+        return _subscription(sid, subscribe=True)
 
     def local_sid(self, handle: int) -> str | None:
         """The current SID of our track ``handle`` (it changes after a full reconnect)."""
@@ -655,6 +798,8 @@ class DataTrackManager:
         if count:
             return None
         self._assemblers[sid] = FrameAssembler(max_partial_frames=self._max_partial)
+        if self._remotes[sid].held_until is not None:
+            return None  # the old session is gone: subscribed when the track comes back
         return _subscription(sid, subscribe=True)
 
     def unsubscribe(self, sid: str) -> pb.SignalRequest | None:
@@ -667,15 +812,19 @@ class DataTrackManager:
             return None
         del self._readers[sid]
         self._assemblers.pop(sid, None)
-        for handle in [h for h, s in self._sub_handles.items() if s == sid]:
-            del self._sub_handles[handle]
-        if sid not in self._remotes:
+        self._drop_handles(sid)
+        remote = self._remotes.get(sid)
+        if remote is None or remote.held_until is not None:
             return None  # the server already dropped the subscription with the track
         return _subscription(sid, subscribe=False)
 
     def resubscribe_requests(self) -> list[pb.SignalRequest]:
         """The requests that restore every subscription after a full reconnect."""
-        return [_subscription(sid, subscribe=True) for sid in self._readers if sid in self._remotes]
+        return [
+            _subscription(sid, subscribe=True)
+            for sid in self._readers
+            if sid in self._remotes and self._remotes[sid].held_until is None
+        ]
 
     def set_max_partial_frames(self, sid: str, value: int) -> None:
         """Set how many incomplete frames the assembler of ``sid`` keeps (now and later).

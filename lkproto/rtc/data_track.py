@@ -12,10 +12,13 @@ event as :class:`RemoteDataTrack`, and :meth:`RemoteDataTrack.subscribe` returns
 In a room with end-to-end encryption (``RoomOptions(encryption=...)``) tracks are published
 encrypted and encrypted remote tracks are decrypted with the room's keys, as the official SDK
 does; a frame that does not decrypt is dropped. After a full reconnect our tracks are published
-again under their names (``info.sid`` changes) and subscriptions are restored.
+again under their names (``info.sid`` changes) and subscriptions are restored. When a remote
+publisher does a full reconnect, its tracks wait up to 25 s
+(:data:`lkproto.core.data_track.REMOTE_REPUBLISH_GRACE_S`) for its new session to publish them
+again under the same name: the same :class:`RemoteDataTrack` then carries the new SID and its
+streams go on, with no unpublished/published events, as in the official SDK.
 
-Not built yet: frame encodings and schemas, and recognising a remote track republished after
-its publisher's full reconnect (it is announced unpublished, then published with a new SID).
+Not built yet: frame encodings and schemas.
 """
 
 from __future__ import annotations
@@ -176,7 +179,9 @@ class RemoteDataTrack:
 
     @property
     def info(self) -> DataTrackInfo:
-        """Information about the track."""
+        """Information about the track (its ``sid`` is the current one: a publisher's full
+        reconnect publishes the track again under a new SID, as the official SDK reports)."""
+        self._info.sid = self._driver.resolve_remote_sid(self._info.sid)
         return self._info
 
     @property
@@ -201,11 +206,11 @@ class RemoteDataTrack:
         from lkproto.asyncio.data_track import DEFAULT_FRAME_BUFFER
 
         size = DEFAULT_FRAME_BUFFER if buffer_size is None else buffer_size
-        return DataTrackStream(self._driver.subscribe(self._info.sid, buffer_size=size))
+        return DataTrackStream(self._driver.subscribe(self.info.sid, buffer_size=size))
 
     def is_published(self) -> bool:
         """Whether the track is still published."""
-        return self._driver.is_remote_published(self._info.sid)
+        return self._driver.is_remote_published(self.info.sid)
 
     def set_pipeline_options(self, *, max_partial_frames: int | None = None) -> None:
         """Tune how received packets are put back into frames (for current and later streams).
@@ -216,11 +221,11 @@ class RemoteDataTrack:
                 memory. 0 counts as 1; ``None`` keeps the current value.
         """
         if max_partial_frames is not None:
-            self._driver.set_max_partial_frames(self._info.sid, max(1, max_partial_frames))
+            self._driver.set_max_partial_frames(self.info.sid, max(1, max_partial_frames))
 
     def __repr__(self) -> str:
         return (
-            f"rtc.RemoteDataTrack(sid={self._info.sid}, name={self._info.name}, "
+            f"rtc.RemoteDataTrack(sid={self.info.sid}, name={self._info.name}, "
             f"publisher_identity={self._publisher_identity})"
         )
 

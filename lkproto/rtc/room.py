@@ -1155,6 +1155,7 @@ class Room(EventEmitter[ev.EventTypes]):
             case (
                 cdt.LocalDataTrackUnpublished()
                 | cdt.LocalDataTrackRepublished()
+                | cdt.RemoteDataTrackRepublished()  # the same RemoteDataTrack goes on (§12)
                 | cdt.PublishAccepted()
                 | cdt.PublishRefused()
                 | cdt.FrameReceived()

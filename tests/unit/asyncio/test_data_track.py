@@ -285,3 +285,84 @@ async def test_encrypted_room_publishes_encrypted_and_reads_encrypted_tracks() -
     assert frame.payload == b"later"
     assert driver.manager.undecryptable_frames == 1
     task.cancel()
+
+
+def _left_replaced(identity: str, participant_sid: str) -> sg.ParticipantsUpdated:
+    gone = pb.ParticipantInfo(
+        identity=identity,
+        sid=participant_sid,
+        state=pb.ParticipantInfo.DISCONNECTED,
+        disconnect_reason=pb.DUPLICATE_IDENTITY,
+    )
+    return sg.ParticipantsUpdated(
+        participants=(gone,), message=pb.ParticipantUpdate(participants=[gone])
+    )
+
+
+def _bob(participant_sid: str, sid: str) -> list[pb.ParticipantInfo]:
+    track = pb.DataTrackInfo(sid=sid, name="r", pub_handle=1)
+    return [pb.ParticipantInfo(identity="bob", sid=participant_sid, data_tracks=[track])]
+
+
+def _handles_message(handle: int, sid: str) -> sg.MessageReceived:
+    published = pb.DataTrackSubscriberHandles.PublishedDataTrack(track_sid=sid)
+    return _message(
+        data_track_subscriber_handles=pb.DataTrackSubscriberHandles(sub_handles={handle: published})
+    )
+
+
+async def test_publisher_full_reconnect_keeps_the_stream() -> None:
+    engine, events = FakeEngine(), cast("list[cd.AnyDataTrackEvent]", [])
+    driver = _driver(engine, events)
+    driver.sync_remotes(_bob("PA_old", "DTR_old"))
+    remote = rd.RemoteDataTrack(
+        rd.DataTrackInfo(sid="DTR_old", name="r", uses_e2ee=False), "bob", driver
+    )
+    stream = remote.subscribe()
+    driver.on_signal(_handles_message(3, "DTR_old"))
+    sink = engine.data_track_sink
+    assert sink is not None
+    (packet,) = wd.packetize(b"a", handle=3, first_sequence=0, frame_number=0, timestamp=0)
+    sink(packet)
+    # The old session leaves (DUPLICATE_IDENTITY), then the new one publishes the same name.
+    driver.on_signal(_left_replaced("bob", "PA_old"))
+    driver.sync_remotes([])
+    assert remote.is_published()
+    driver.sync_remotes(_bob("PA_new", "DTR_new"))
+    assert [type(e) for e in events] == [cd.RemoteDataTrackPublished, cd.RemoteDataTrackRepublished]
+    assert remote.info.sid == "DTR_new"
+    assert remote.is_published()
+    (update,) = engine.requests[-1].update_data_subscription.updates
+    assert (update.track_sid, update.subscribe) == ("DTR_new", True)
+    driver.on_signal(_handles_message(5, "DTR_new"))
+    (packet,) = wd.packetize(b"b", handle=5, first_sequence=0, frame_number=0, timestamp=0)
+    sink(packet)
+    assert [await stream.read(), await stream.read()] == [
+        rd.DataTrackFrame(payload=b"a"),
+        rd.DataTrackFrame(payload=b"b"),
+    ]
+    stream.close()  # the last reader unsubscribes from the track under its new SID
+    (update,) = engine.requests[-1].update_data_subscription.updates
+    assert (update.track_sid, update.subscribe) == ("DTR_new", False)
+    driver.close()
+
+
+async def test_held_track_ends_when_its_publisher_does_not_return(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cd, "REMOTE_REPUBLISH_GRACE_S", 0.01)
+    engine, events = FakeEngine(), cast("list[cd.AnyDataTrackEvent]", [])
+    driver = _driver(engine, events)
+    driver.sync_remotes(_bob("PA_old", "DTR_old"))
+    remote = rd.RemoteDataTrack(
+        rd.DataTrackInfo(sid="DTR_old", name="r", uses_e2ee=False), "bob", driver
+    )
+    stream = remote.subscribe()
+    driver.on_signal(_left_replaced("bob", "PA_old"))
+    driver.sync_remotes([])
+    assert [type(e) for e in events] == [cd.RemoteDataTrackPublished]  # held, not ended yet
+    # The driver's timer ends it once the grace has passed.
+    assert await asyncio.wait_for(stream.read(), 5) is None
+    assert events[1:] == [cd.RemoteDataTrackUnpublished(publisher_identity="bob", sid="DTR_old")]
+    assert not remote.is_published()
+    driver.close()

@@ -155,15 +155,15 @@ def _participant(
 
 def test_sync_remotes_reports_arrivals_and_departures() -> None:
     manager = _manager()
-    events = manager.sync_remotes([_participant("bob", "DTR_1", "DTR_2")])
+    events = manager.sync_remotes([_participant("bob", "DTR_1", "DTR_2")], now=0.0)
     assert [type(e) for e in events] == [cd.RemoteDataTrackPublished] * 2
-    assert manager.sync_remotes([_participant("bob", "DTR_1", "DTR_2")]) == []
-    events = manager.sync_remotes([_participant("bob", "DTR_2", "DTR_3")])
+    assert manager.sync_remotes([_participant("bob", "DTR_1", "DTR_2")], now=0.0) == []
+    events = manager.sync_remotes([_participant("bob", "DTR_2", "DTR_3")], now=0.0)
     assert events[0] == cd.RemoteDataTrackUnpublished(publisher_identity="bob", sid="DTR_1")
     assert isinstance(events[1], cd.RemoteDataTrackPublished)
     assert events[1].info.sid == "DTR_3"
     gone = manager.sync_remotes(
-        [_participant("bob", "DTR_2", state=pb.ParticipantInfo.DISCONNECTED)]
+        [_participant("bob", "DTR_2", state=pb.ParticipantInfo.DISCONNECTED)], now=0.0
     )
     assert {e.sid for e in gone if isinstance(e, cd.RemoteDataTrackUnpublished)} == {
         "DTR_2",
@@ -185,7 +185,7 @@ def _handles(mapping: dict[int, str]) -> pb.SignalResponse:
 
 def test_subscription_refcount_and_frames() -> None:
     manager = _manager()
-    manager.sync_remotes([_participant("bob", "DTR_1")])
+    manager.sync_remotes([_participant("bob", "DTR_1")], now=0.0)
     with pytest.raises(LocalProtocolError, match="no remote data track"):
         manager.subscribe("DTR_x")
     first = manager.subscribe("DTR_1")
@@ -225,7 +225,7 @@ def test_bad_and_unknown_packets_are_counted_not_raised() -> None:
 
 def test_resubscribe_and_partial_frame_option() -> None:
     manager = _manager()
-    manager.sync_remotes([_participant("bob", "DTR_1", "DTR_2")])
+    manager.sync_remotes([_participant("bob", "DTR_1", "DTR_2")], now=0.0)
     manager.subscribe("DTR_1")
     manager.set_max_partial_frames("DTR_1", 3)
     manager.set_max_partial_frames("DTR_2", 2)  # not subscribed: accepted, nothing to change
@@ -235,7 +235,7 @@ def test_resubscribe_and_partial_frame_option() -> None:
     (request,) = manager.resubscribe_requests()
     assert request.update_data_subscription.updates[0].track_sid == "DTR_1"
     # The publisher left while subscribed: the last unsubscribe sends nothing.
-    manager.sync_remotes([])
+    manager.sync_remotes([], now=0.0)
     assert manager.unsubscribe("DTR_1") is None
     with pytest.raises(LocalProtocolError):
         cd.DataTrackManager(mtu=0)
@@ -316,7 +316,7 @@ def test_encrypted_tracks_are_sealed_whole_and_opened_by_the_publisher_key() -> 
         keys = KeyProvider(KeyOptions(ratchet_window_size=0), shared_key=key)
         manager = _manager(cipher=_cipher(keys, "you"))
         participant = pb.ParticipantInfo(identity="me", sid="PA_m", data_tracks=[info])
-        manager.sync_remotes([participant])
+        manager.sync_remotes([participant], now=0.0)
         manager.subscribe("DTR_e")
         manager.receive_signal(_handles({3: "DTR_e"}))
         return manager
@@ -366,3 +366,129 @@ def test_cipher_without_key_refuses_and_defers_ratchet_derivation() -> None:
     assert cipher.take_derivations() == []
     cipher.derive("me", 0)
     assert cipher.open("me", sealed, ext) == b"frame"
+
+
+# -- a remote publisher's full reconnect -------------------------------------------------------
+
+
+def _session(identity: str, participant_sid: str, *tracks: tuple[str, str]) -> pb.ParticipantInfo:
+    return pb.ParticipantInfo(
+        identity=identity,
+        sid=participant_sid,
+        state=pb.ParticipantInfo.ACTIVE,
+        data_tracks=[pb.DataTrackInfo(sid=s, name=n, pub_handle=1) for s, n in tracks],
+    )
+
+
+def _frame(handle: int, payload: bytes) -> bytes:
+    (packet,) = wd.packetize(payload, handle=handle, first_sequence=0, frame_number=0, timestamp=0)
+    return packet
+
+
+def test_replaced_publisher_keeps_its_track_and_subscription() -> None:
+    manager = _manager()
+    manager.sync_remotes([_session("bob", "PA_old", ("DTR_1", "telemetry"))], now=0.0)
+    assert manager.subscribe("DTR_1") is not None
+    manager.set_max_partial_frames("DTR_1", 3)
+    manager.receive_signal(_handles({4: "DTR_1"}))
+    # The old session leaves with DUPLICATE_IDENTITY in an update of its own.
+    assert manager.sync_remotes([], now=100.0, replaced={"bob"}) == []
+    assert manager.is_remote_published("DTR_1")
+    assert manager.get_timer() == 100.0 + cd.REMOTE_REPUBLISH_GRACE_S
+    assert manager.resubscribe_requests() == []  # nothing to ask of a session that is gone
+    assert manager.receive_packet(_frame(4, b"stale")) is None  # its handle died with it
+    assert manager.subscribe("DTR_1") is None  # a second reader waits for the track too
+    # The new session publishes it again under a new SID; other tracks are new ones.
+    new = _session("bob", "PA_new", ("DTR_2", "telemetry"), ("DTR_3", "other"))
+    events = manager.sync_remotes([new], now=101.0)
+    assert events[0] == cd.RemoteDataTrackRepublished(
+        publisher_identity="bob",
+        publisher_sid="PA_new",
+        previous_sid="DTR_1",
+        info=new.data_tracks[0],
+    )
+    assert [type(e) for e in events[1:]] == [cd.RemoteDataTrackPublished]
+    assert manager.get_timer() is None
+    assert manager.resolve_sid("DTR_1") == "DTR_2"
+    assert not manager.is_remote_published("DTR_1")
+    request = manager.resubscribe_request("DTR_2")
+    assert request is not None
+    (update,) = request.update_data_subscription.updates
+    assert (update.track_sid, update.subscribe) == ("DTR_2", True)
+    assert manager.resubscribe_request("DTR_3") is None  # no readers
+    manager.receive_signal(_handles({7: "DTR_2"}))
+    assert manager.receive_packet(_frame(7, b"hi")) == cd.FrameReceived(
+        track_sid="DTR_2", payload=b"hi", user_timestamp=None
+    )
+    # Both readers and the reassembly setting carried over.
+    assert manager.unsubscribe("DTR_2") is None
+    assert manager.unsubscribe("DTR_2") is not None
+    # A second full reconnect chains: the first SID still resolves to the current one.
+    manager.sync_remotes([_session("bob", "PA_3", ("DTR_4", "telemetry"))], now=102.0)
+    assert manager.resolve_sid("DTR_1") == "DTR_4"
+
+
+def test_max_partial_frames_carry_over_to_the_new_sid() -> None:
+    manager = _manager()
+    manager.sync_remotes([_session("bob", "PA_old", ("DTR_1", "t"))], now=0.0)
+    manager.subscribe("DTR_1")
+    manager.set_max_partial_frames("DTR_1", 3)
+    manager.sync_remotes([_session("bob", "PA_new", ("DTR_2", "t"))], now=1.0)
+    manager.receive_signal(_handles({7: "DTR_2"}))
+    # Three interleaved incomplete frames: all complete only if 3 partials are kept.
+    frames = [
+        wd.packetize(
+            bytes(200), handle=7, first_sequence=n * 10, frame_number=n, timestamp=0, mtu=90
+        )
+        for n in range(3)
+    ]
+    for parts in frames:
+        assert manager.receive_packet(parts[0]) is None
+    done = [manager.receive_packet(p) for parts in frames for p in parts[1:]]
+    assert sum(isinstance(d, cd.FrameReceived) for d in done) == 3
+
+
+def test_same_identity_under_a_new_sid_in_one_update_pairs_at_once() -> None:
+    manager = _manager()
+    manager.sync_remotes([_session("bob", "PA_old", ("DTR_1", "t"))], now=0.0)
+    events = manager.sync_remotes([_session("bob", "PA_new", ("DTR_2", "t"))], now=5.0)
+    assert [type(e) for e in events] == [cd.RemoteDataTrackRepublished]
+    assert manager.get_timer() is None
+
+
+def test_held_track_that_does_not_come_back_ends_after_the_grace() -> None:
+    manager = _manager()
+    manager.sync_remotes([_session("bob", "PA_old", ("DTR_1", "t"))], now=0.0)
+    manager.subscribe("DTR_1")
+    # The new session is here but publishes no track of that name.
+    assert manager.sync_remotes([_session("bob", "PA_new", ("DTR_2", "u"))], now=10.0) == [
+        cd.RemoteDataTrackPublished(
+            publisher_identity="bob",
+            publisher_sid="PA_new",
+            info=pb.DataTrackInfo(sid="DTR_2", name="u", pub_handle=1),
+        )
+    ]
+    deadline = manager.get_timer()
+    assert deadline == 10.0 + cd.REMOTE_REPUBLISH_GRACE_S
+    assert manager.handle_timer(deadline - 0.1) == []
+    assert manager.handle_timer(deadline) == [
+        cd.RemoteDataTrackUnpublished(publisher_identity="bob", sid="DTR_1")
+    ]
+    assert manager.get_timer() is None
+    assert not manager.is_remote_published("DTR_1")
+    assert manager.unsubscribe("DTR_1") is None  # the server dropped it with the track
+    # A late arrival of the same name is a new track, not a republication.
+    events = manager.sync_remotes(
+        [_session("bob", "PA_new", ("DTR_2", "u"), ("DTR_5", "t"))], now=40.0
+    )
+    assert [type(e) for e in events] == [cd.RemoteDataTrackPublished]
+
+
+def test_plain_departure_still_ends_tracks_at_once() -> None:
+    manager = _manager()
+    manager.sync_remotes([_session("bob", "PA_old", ("DTR_1", "t"))], now=0.0)
+    # Left for another reason (not in ``replaced``) and no new session: gone now.
+    assert manager.sync_remotes([], now=1.0, replaced={"alice"}) == [
+        cd.RemoteDataTrackUnpublished(publisher_identity="bob", sid="DTR_1")
+    ]
+    assert manager.get_timer() is None
