@@ -313,6 +313,73 @@ async def test_official_subscriber_keeps_receiving_across_our_full_reconnect(
         await disconnect_all(ours, official_room)
 
 
+async def test_subscribers_keep_their_streams_across_the_publishers_full_reconnect(
+    livekit_server: LocalServer,
+) -> None:
+    # The publisher rejoins without leaving first, so the server closes its old session with
+    # DUPLICATE_IDENTITY and subscribers see the same identity under a new participant SID,
+    # whose session publishes the track again (same name and handle, new SID). The official
+    # subscriber keeps its RemoteDataTrack and stream (it keys tracks by publisher identity);
+    # lkproto holds the track and pairs it by publisher identity and name, side by side here.
+    room_name = unique_room("dtr-remote-full")
+    publisher, ours = rtc.Room(), rtc.Room()
+    reconnected = asyncio.Event()
+    publisher.on("reconnected", reconnected.set)
+    published: asyncio.Queue[rtc.RemoteDataTrack] = asyncio.Queue()
+    unpublished: list[str] = []
+    ours.on("data_track_published", published.put_nowait)
+    ours.on("data_track_unpublished", unpublished.append)
+    official_room = lrtc.Room()
+    official_published: asyncio.Queue[lrtc.RemoteDataTrack] = asyncio.Queue()
+    official_unpublished: list[str] = []
+    official_room.on("data_track_published", official_published.put_nowait)
+    official_room.on("data_track_unpublished", official_unpublished.append)
+    try:
+        await connect_ours(livekit_server, "ours", room_name, room=ours)
+        await connect_official(livekit_server, "official", room_name, room=official_room)
+        await connect_ours(livekit_server, "publisher", room_name, room=publisher)
+        track = await asyncio.wait_for(
+            publisher.local_participant.publish_data_track(name="sensor"), scaled(10)
+        )
+        remote = await asyncio.wait_for(published.get(), scaled(RECEIVE_TIMEOUT_S))
+        official_remote = await asyncio.wait_for(
+            official_published.get(), scaled(RECEIVE_TIMEOUT_S)
+        )
+        first_sid = remote.info.sid
+        streams = (remote.subscribe(buffer_size=1000), official_remote.subscribe(buffer_size=1000))
+        received: tuple[list[tuple[bytes, int | None]], ...] = ([], [])
+
+        async def read(index: int) -> None:
+            async for frame in streams[index]:
+                received[index].append((bytes(frame.payload), frame.user_timestamp))
+
+        readers = [asyncio.create_task(read(i)) for i in range(2)]
+        for log in received:
+            await asyncio.wait_for(
+                _push_until(track.try_push, log, rtc.DataTrackFrame), scaled(RECEIVE_TIMEOUT_S)
+            )
+        await publisher.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
+        await asyncio.wait_for(reconnected.wait(), scaled(30))
+        await wait_for(lambda: remote.info.sid != first_sid, what="the track's new SID")
+        assert remote.info.sid == track.info.sid
+        assert remote.is_published()
+        for log in received:
+            log.clear()
+            await asyncio.wait_for(
+                _push_until(track.try_push, log, rtc.DataTrackFrame), scaled(RECEIVE_TIMEOUT_S)
+            )
+            assert len(_check(log)) >= FRAMES // 2
+        # Both subscribers' streams kept receiving: no unpublish, no new track announced.
+        assert not any(reader.done() for reader in readers)
+        assert unpublished == official_unpublished == []
+        assert published.empty()
+        assert official_published.empty()
+        streams[0].close()
+        await asyncio.wait_for(readers[0], scaled(5))
+    finally:
+        await disconnect_all(publisher, official_room, ours)
+
+
 KEY = b"data-track-shared-key"
 
 
