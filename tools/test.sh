@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# mypy --strict over lkproto, tests, benchmarks and examples (`files` in pyproject.toml)
 .venv/bin/mypy
 # pytest exits 5 when it collected no test; `set -e` turns that (like any failure) into a failed run.
 .venv/bin/python -m pytest "$@"

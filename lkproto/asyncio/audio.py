@@ -333,7 +333,7 @@ class AudioSourceTrack(MediaStreamTrack):
         self._index = 0
         self._holding = False
 
-    async def recv(self) -> Frame:
+    async def recv(self) -> av.AudioFrame:
         """The next 20 ms frame, once it is due (see the class docstring)."""
         if self.readyState != "live":
             raise MediaStreamError

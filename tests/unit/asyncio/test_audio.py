@@ -10,7 +10,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import aiortc
 import av
@@ -721,7 +721,9 @@ async def test_received_audio_is_decoded_in_order_on_the_batch_worker(
         assert decode_on_batch_worker(receiver)
         assert not decode_on_batch_worker(receiver)  # once per receiver
         input_q = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
-        output_q = receiver.track._queue
+        track = receiver.track
+        assert isinstance(track, RemoteStreamTrack)
+        output_q = track._queue
         worker = batch_worker()
         jobs_before = worker.jobs
         packets = _opus_packets(10)
@@ -735,7 +737,10 @@ async def test_received_audio_is_decoded_in_order_on_the_batch_worker(
         expected = [
             f for i, p in enumerate(packets) for f in reference.decode(JitterFrame(p, i * 960))
         ]
-        assert [pcm_of(f).tobytes() for f in frames] == [pcm_of(f).tobytes() for f in expected]
+        assert all(isinstance(f, av.AudioFrame) for f in expected)
+        assert [pcm_of(f).tobytes() for f in frames] == [
+            pcm_of(cast(av.AudioFrame, f)).tobytes() for f in expected
+        ]
         # The end of the track still goes to aiortc's thread, which ends the track.
         input_q.put(None)
         assert input_q.get_nowait() is None
@@ -755,7 +760,9 @@ async def test_e2ee_receivers_keep_aiortcs_decoder_thread(monkeypatch: pytest.Mo
         item = (OPUS_CODEC, JitterFrame(_opus_packets(1)[0], 0))
         input_q.put(item)
         assert input_q.qsize() == 1  # left for the thread whose get() decrypts
-        assert receiver.track._queue.empty()
+        track = receiver.track
+        assert isinstance(track, RemoteStreamTrack)
+        assert track._queue.empty()
     finally:
         await pc.close()
 

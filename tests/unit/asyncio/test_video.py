@@ -8,6 +8,7 @@ import fractions
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import av
 import numpy as np
@@ -46,7 +47,8 @@ def rgba_frame(width: int, height: int, rgba: tuple[int, ...] = RGBA) -> VideoFr
 def mean_rgb(frame: av.VideoFrame) -> np.ndarray:
     rgba = VideoFrame._from_av(frame, VideoBufferType.RGBA)
     pixels = np.frombuffer(rgba.data, np.uint8).reshape(frame.height, frame.width, 4)
-    return pixels[..., :3].reshape(-1, 3).mean(axis=0)
+    means: np.ndarray = pixels[..., :3].reshape(-1, 3).mean(axis=0)
+    return means
 
 
 class Clock:
@@ -232,7 +234,7 @@ async def test_raw_source_through_aiortc_vp8() -> None:
 # -- pre-encoded --------------------------------------------------------------------------------
 
 
-def encode_with_pyav(codec: str, count: int, width: int, height: int) -> Iterator[av.Packet]:
+def encode_with_pyav(codec: str, count: int, width: int, height: int) -> Iterator[av.Packet[Any]]:
     """Packets from PyAV's own libvpx/libx264 encoders, as a pre-encoding producer makes them."""
     context = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
     context.width, context.height = width, height
@@ -248,8 +250,8 @@ def encode_with_pyav(codec: str, count: int, width: int, height: int) -> Iterato
     for i in range(count):
         frame = yuv._to_av()
         frame.pts, frame.time_base = i * 3000, TIME_BASE
-        yield from context.encode(frame)  # type: ignore[misc]
-    yield from context.encode(None)  # type: ignore[misc]
+        yield from context.encode(frame)
+    yield from context.encode(None)
 
 
 PACKERS: dict[str, Callable[[], Vp8Encoder | H264Encoder]] = {
@@ -266,6 +268,7 @@ async def test_pre_encoded_round_trip(codec: str) -> None:
     packets = list(encode_with_pyav(codec, 5, width, height))
     assert packets[0].is_keyframe
     for packet in packets:
+        assert packet.pts is not None  # the encoder stamps every packet
         source.capture_encoded(
             bytes(packet), timestamp_us=packet.pts * 100 // 9 + 1, keyframe=packet.is_keyframe
         )
