@@ -514,7 +514,7 @@ class Client:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        for counter in self.counters.values():
+        for counter in list(self.counters.values()):  # subscriptions may still add to it
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(counter.stream.aclose(), 5.0)
         for source in self.audio_sources + self.video_sources:
