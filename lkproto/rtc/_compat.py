@@ -39,8 +39,8 @@ _DATA_TRACKS_LOCAL: Final = (
 _DATA_TRACKS_REMOTE: Final = (
     "differs: an encrypted track in a room without E2EE ends its stream with "
     "`SubscribeDataTrackError` (the official SDK hands out the ciphertext); a track its "
-    "publisher republished after a full reconnect is announced unpublished, then published "
-    "with the new SID (the official SDK keeps the same track and stream)"
+    "publisher republishes after a full reconnect that replaced its session keeps the same "
+    "track and stream, as in the official SDK, and `info.sid` becomes the new SID"
 )
 _FRAME_METADATA: Final = (
     "unsupported: lkproto sends no frame metadata trailer (user timestamp, frame id); "

@@ -13,7 +13,8 @@ In a room with end-to-end encryption (``RoomOptions(encryption=...)``) tracks ar
 encrypted and encrypted remote tracks are decrypted with the room's keys, as the official SDK
 does; a frame that does not decrypt is dropped. After a full reconnect our tracks are published
 again under their names (``info.sid`` changes) and subscriptions are restored. When a remote
-publisher does a full reconnect, its tracks wait up to 25 s
+publisher's session is replaced by its full reconnect (it rejoins without leaving first, and
+the server closes the old session with ``DUPLICATE_IDENTITY``), its tracks wait up to 25 s
 (:data:`lkproto.core.data_track.REMOTE_REPUBLISH_GRACE_S`) for its new session to publish them
 again under the same name: the same :class:`RemoteDataTrack` then carries the new SID and its
 streams go on, with no unpublished/published events, as in the official SDK.
