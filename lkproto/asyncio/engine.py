@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import errno
 import functools
 import logging
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, TypeVar, assert_never
 
 from lkproto.asyncio._timer import DeadlineTimer
+from lkproto.asyncio.connection_state import ConnectionState
 from lkproto.asyncio.peer import IceServer, PeerConnection, PeerOptions, PeerState, load_webrtc
 from lkproto.asyncio.publish import prepare_sender
 from lkproto.asyncio.signal import (
@@ -133,14 +133,6 @@ _DRAIN_POLL_S: Final = 0.01
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
-
-
-class ConnectionState(enum.IntEnum):
-    """Same values as the official SDK's ``ConnectionState`` (CONN_*)."""
-
-    CONN_DISCONNECTED = 0
-    CONN_CONNECTED = 1
-    CONN_RECONNECTING = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

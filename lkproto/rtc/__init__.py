@@ -6,7 +6,8 @@ Importing this module loads no WebRTC stack: aiortc, aioice, pyOpenSSL, cryptogr
 websockets load when :meth:`Room.connect` first runs (:func:`lkproto.asyncio.peer.load_webrtc`).
 Media names (frames, sources, streams, the mixer and resampler) are imported on first use (PEP
 562 module ``__getattr__``), so a client that only joins and exchanges data never loads PyAV or
-numpy (issue 18).
+numpy (issue 18). The engine, its drivers and the core protocol machines are imported by the
+first :meth:`Room.connect` too (``RpcInvocationData`` on first use).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 from lkproto import __version__
-from lkproto.asyncio.rpc import RpcInvocationData
 from lkproto.core.rpc import RpcError
 from lkproto.errors import ConnectError, PublishDataError
 from lkproto.rtc import events, stats
@@ -126,6 +126,7 @@ from lkproto.rtc.track import (
 from lkproto.rtc.transcription import Transcription
 
 if TYPE_CHECKING:
+    from lkproto.asyncio.rpc import RpcInvocationData
     from lkproto.rtc.audio_frame import AudioFrame
     from lkproto.rtc.audio_mixer import AudioMixer
     from lkproto.rtc.audio_resampler import AudioResampler, AudioResamplerQuality
@@ -272,6 +273,8 @@ _LAZY: Final[dict[str, str]] = {
     "VideoSource": "lkproto.rtc.video_source",
     "VideoStream": "lkproto.rtc.video_stream",
     "combine_audio_frames": "lkproto.rtc.utils",
+    # The RPC driver and the stream machines it uses load with the first connect (issue 18).
+    "RpcInvocationData": "lkproto.asyncio.rpc",
 }
 
 

@@ -14,13 +14,9 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
-from lkproto.asyncio.streams import StreamSender, StreamSendError, recipients_form
-from lkproto.core import streams as cs
-from lkproto.core.publish import TrackDescription
 from lkproto.core.rpc import RPC_DEFAULT_RESPONSE_TIMEOUT_S
-from lkproto.core.simulcast import SimulcastLayer, plan_layers
 from lkproto.errors import (
     ConnectError,
     LocalProtocolError,
@@ -28,6 +24,7 @@ from lkproto.errors import (
     RequestRejectedError,
 )
 from lkproto.rtc import events as ev
+from lkproto.rtc._deferred import DeferredModule
 from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import warn_once
 from lkproto.rtc.data_stream import (
@@ -53,10 +50,20 @@ from lkproto.wire import pb
 from lkproto.wire.streams import STREAM_CHUNK_SIZE_BYTES
 
 if TYPE_CHECKING:
+    from lkproto.asyncio import streams as _st
     from lkproto.asyncio.data_track import DataTrackDriver
     from lkproto.asyncio.engine import Engine
     from lkproto.asyncio.rpc import RpcDriver, RpcHandler
+    from lkproto.asyncio.streams import StreamSender
+    from lkproto.core import streams as cs
+    from lkproto.core.publish import TrackDescription
+    from lkproto.core.simulcast import SimulcastLayer
     from lkproto.rtc.transcription import Transcription
+else:
+    # Stream senders and their core machines are used only by a connected room: they load on
+    # first use, not with ``import lkproto.rtc`` (issue 18).
+    _st = DeferredModule("lkproto.asyncio.streams", globals(), "_st")
+    cs = DeferredModule("lkproto.core.streams", globals(), "cs")
 
 __all__ = [
     "ConnectionQuality",
@@ -874,7 +881,9 @@ class LocalParticipant(Participant):
     # -- data streams (PROTOCOL-MAP §5) --------------------------------------------------------
 
     def _form(self, destination_identities: Sequence[str] | None, compress: bool) -> cs.StreamForm:
-        form = recipients_form(self._engine.roster.remotes.values(), destination_identities or ())
+        form = _st.recipients_form(
+            self._engine.roster.remotes.values(), destination_identities or ()
+        )
         return cs.StreamForm(form.inline_allowed, form.compression_allowed and compress)
 
     async def _run(self, sender: StreamSender, coro_label: str, send: _SendFn) -> None:
@@ -888,7 +897,7 @@ class LocalParticipant(Participant):
                 )
             # Local misuse (bad arguments, a header too large, more bytes than announced)
             # stays a LocalProtocolError; StreamError is for the stream failing (§5).
-            if isinstance(exc, StreamSendError):
+            if isinstance(exc, _st.StreamSendError):
                 raise StreamError(
                     f"{coro_label}: {exc}", stream_id=sender.stream.stream_id
                 ) from exc
@@ -926,7 +935,7 @@ class LocalParticipant(Participant):
             reply_to_stream_id=reply_to_id or "",
             attached_stream_ids=attachments,
         )
-        sender = StreamSender(self._engine, stream)
+        sender = _st.StreamSender(self._engine, stream)
 
         async def send(s: StreamSender) -> None:
             await s.send_whole(data, form)
@@ -971,7 +980,7 @@ class LocalParticipant(Participant):
             destination_identities=destination_identities or (),
             reply_to_stream_id=reply_to_id or "",
         )
-        sender = StreamSender(self._engine, stream, sender_identity=sender_identity or "")
+        sender = _st.StreamSender(self._engine, stream, sender_identity=sender_identity or "")
         await self._run(sender, "stream_text", _open)
         info = TextStreamInfo(
             stream_id=stream.stream_id,
@@ -989,7 +998,9 @@ class LocalParticipant(Participant):
         name: str,
         *,
         total_size: int | None = None,
-        mime_type: str = cs.DEFAULT_BYTE_MIME_TYPE,
+        # lkproto.core.streams.DEFAULT_BYTE_MIME_TYPE, spelled out: a default is evaluated at
+        # import, and the stream machines load on first use (issue 18).
+        mime_type: str = "application/octet-stream",
         attributes: dict[str, str] | None = None,
         stream_id: str | None = None,
         destination_identities: list[str] | None = None,
@@ -1011,7 +1022,7 @@ class LocalParticipant(Participant):
             compression=False,
             timestamp_ms=(ts := _now_ms()),
         )
-        sender = StreamSender(self._engine, stream)
+        sender = _st.StreamSender(self._engine, stream)
         await self._run(sender, "stream_bytes", _open)
         return ByteStreamWriter(
             sender,
@@ -1058,7 +1069,7 @@ class LocalParticipant(Participant):
         async def send(s: StreamSender) -> None:
             await s.send_whole(payload, form)
 
-        await self._run(StreamSender(self._engine, stream), "send_bytes", send)
+        await self._run(_st.StreamSender(self._engine, stream), "send_bytes", send)
         return _byte_info(
             stream, timestamp=ts, name=name, mime_type=mime, topic=topic, attributes=attributes
         )
@@ -1123,7 +1134,7 @@ class LocalParticipant(Participant):
             await s.close()
 
         try:
-            await self._run(StreamSender(self._engine, stream), "send_file", send)
+            await self._run(_st.StreamSender(self._engine, stream), "send_file", send)
         finally:
             handle.close()
         return _byte_info(
@@ -1162,7 +1173,7 @@ _ABORT_TIMEOUT_S = 5.0
 _FILE_READ_BYTES = STREAM_CHUNK_SIZE_BYTES
 """send_file reads this much at a time: one chunk, so memory stays at one chunk per send."""
 
-_SendFn = Callable[[StreamSender], Awaitable[None]]
+_SendFn: TypeAlias = "Callable[[StreamSender], Awaitable[None]]"
 
 
 async def _open(sender: StreamSender) -> None:
@@ -1196,6 +1207,9 @@ _VIDEO_MIME = {VideoCodec.VP8: "video/VP8", VideoCodec.H264: "video/H264"}
 
 
 def _track_description(track: LocalTrack, opts: TrackPublishOptions) -> TrackDescription:
+    from lkproto.core.publish import TrackDescription  # at publish (issue 18)
+    from lkproto.core.simulcast import plan_layers
+
     """The public publish options as the plain description lkproto.core.publish announces (and
     lkproto.asyncio.publish prepares the sender from). ``red``/``dtx`` were already warned about
     once when the options were set (lkproto.rtc.track); ``simulcast`` plans the layers (one

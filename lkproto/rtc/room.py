@@ -20,25 +20,15 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeAlias, assert_never, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, assert_never, cast
 
-from lkproto.asyncio import engine as en
-from lkproto.asyncio.data_track import DataTrackDriver
+from lkproto.asyncio.connection_state import ConnectionState
 from lkproto.asyncio.fanout import FrameFanout
-from lkproto.asyncio.peer import IceServer as _PeerIceServer
-from lkproto.asyncio.publish import simulcast_of
-from lkproto.asyncio.rpc import RpcDriver
-from lkproto.asyncio.streams import INTERNAL_TOPICS, IncomingStream, StreamDriver
-from lkproto.core import data_track as cdt
-from lkproto.core import reconnect as rc
-from lkproto.core import roster as ro
-from lkproto.core import signal as sg
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
-from lkproto.core.e2ee import EncryptionStateChanged, KeyProvider
-from lkproto.core.simulcast import wanted_rids
 from lkproto.errors import ConnectError, EventQueueOverflowError, LkError, LocalProtocolError
 from lkproto.rtc import events as ev
 from lkproto.rtc import stats as _stats
+from lkproto.rtc._deferred import DeferredModule
 from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import check_loop, refuse, warn_once
 from lkproto.rtc.data_stream import (
@@ -69,6 +59,26 @@ from lkproto.rtc.track import (
 )
 from lkproto.wire import pb
 
+if TYPE_CHECKING:
+    from lkproto.asyncio import engine as en
+    from lkproto.asyncio.data_track import DataTrackDriver
+    from lkproto.asyncio.peer import IceServer as _PeerIceServer
+    from lkproto.asyncio.rpc import RpcDriver
+    from lkproto.asyncio.streams import IncomingStream, StreamDriver
+    from lkproto.core import data_track as cdt
+    from lkproto.core import reconnect as rc
+    from lkproto.core import roster as ro
+    from lkproto.core import signal as sg
+    from lkproto.core.e2ee import EncryptionStateChanged, KeyProvider
+else:
+    # The engine, its drivers and the core machines are used only by a connected room: they
+    # load on first use (normally Room.connect), not with ``import lkproto.rtc`` (issue 18).
+    en = DeferredModule("lkproto.asyncio.engine", globals(), "en")
+    cdt = DeferredModule("lkproto.core.data_track", globals(), "cdt")
+    rc = DeferredModule("lkproto.core.reconnect", globals(), "rc")
+    ro = DeferredModule("lkproto.core.roster", globals(), "ro")
+    sg = DeferredModule("lkproto.core.signal", globals(), "sg")
+
 __all__ = [
     "DEFAULT_EVENTS_MAX_QUEUE",
     "ChatMessage",
@@ -86,9 +96,6 @@ __all__ = [
     "SipDTMF",
     "TranscriptionSegment",
 ]
-
-ConnectionState = en.ConnectionState
-"""Official shape: :attr:`Room.connection_state`, with the official SDK's values (``CONN_*``)."""
 
 _log = logging.getLogger("lkproto.rtc")
 _STREAM_PACKETS = frozenset({"stream_header", "stream_chunk", "stream_trailer"})
@@ -443,6 +450,11 @@ class Room(EventEmitter[ev.EventTypes]):
         # Every option is checked (refused or warned about) before anything is created or sent.
         engine_options = _engine_options(opts)
         limits = _stream_limits(opts.data_stream)
+        # The drivers load with the first connect, not with ``import lkproto.rtc`` (issue 18).
+        from lkproto.asyncio.data_track import DataTrackDriver
+        from lkproto.asyncio.rpc import RpcDriver
+        from lkproto.asyncio.streams import StreamDriver
+
         manager = E2EEManager(_e2ee_options(opts))
         engine = en.Engine(self._on_engine_event)
         self._e2ee_manager = manager
@@ -556,6 +568,8 @@ class Room(EventEmitter[ev.EventTypes]):
             ValueError: a text handler is already registered for ``topic``, or the topic is
                 reserved (``lk.rpc_request`` / ``lk.rpc_response``).
         """
+        from lkproto.asyncio.streams import INTERNAL_TOPICS  # first use (issue 18)
+
         if topic in INTERNAL_TOPICS:
             raise ValueError(f"topic '{topic}' is reserved for RPC")
         if topic in self._text_stream_handlers:
@@ -568,6 +582,8 @@ class Room(EventEmitter[ev.EventTypes]):
 
     def register_byte_stream_handler(self, topic: str, handler: ByteStreamHandler) -> None:
         """Byte-stream twin of :meth:`register_text_stream_handler`."""
+        from lkproto.asyncio.streams import INTERNAL_TOPICS  # first use (issue 18)
+
         if topic in INTERNAL_TOPICS:
             raise ValueError(f"topic '{topic}' is reserved for RPC")
         if topic in self._byte_stream_handlers:
@@ -1043,6 +1059,9 @@ class Room(EventEmitter[ev.EventTypes]):
             pub = local._publication(update.track_sid)
             engine = self._engine
             if isinstance(pub, LocalTrackPublication) and pub.track is not None and engine:
+                from lkproto.asyncio.publish import simulcast_of
+                from lkproto.core.simulcast import wanted_rids
+
                 simulcast = simulcast_of(engine.published_sender(pub.track.cid))
                 if simulcast is not None:
                     simulcast.set_wanted(
@@ -1122,7 +1141,29 @@ class Room(EventEmitter[ev.EventTypes]):
                     )
         elif isinstance(event, sg.TokenRefreshed):
             self._announce_event(ev.TokenRefreshed(token=event.token))
-        elif isinstance(event, _ENGINE_SIGNAL_EVENTS):
+        elif isinstance(
+            event,
+            # Signal events the engine consumes itself; listed so the chain stays exhaustive.
+            # Spelled out here, not in a module-level tuple: core.signal loads at connect.
+            (
+                sg.Joined,
+                sg.Resumed,
+                sg.JoinTimedOut,
+                sg.SignalLost,
+                sg.LeaveReceived,
+                sg.PongReceived,
+                sg.RequestAnswered,
+                sg.RequestTimedOut,
+                sg.RequestDropped,
+                sg.OfferReceived,
+                sg.AnswerReceived,
+                sg.TrickleReceived,
+                sg.ParticipantsUpdated,
+                sg.RoomUpdated,
+                sg.MediaSectionsRequired,
+                sg.ProtocolViolated,
+            ),
+        ):
             pass  # the engine acts on these (session, negotiation, roster); nothing for the room
         else:
             assert_never(event)
@@ -1349,33 +1390,13 @@ class _EventQueue:
             self._waiter.set_result(None)
 
 
+# Strings: the roster loads at connect (issue 18); only type checkers read these aliases.
 _ParticipantChange: TypeAlias = (
-    ro.ParticipantMetadataChanged
-    | ro.ParticipantNameChanged
-    | ro.ParticipantAttributesChanged
-    | ro.ParticipantPermissionsChanged
-    | ro.ParticipantActivated
+    "ro.ParticipantMetadataChanged | ro.ParticipantNameChanged | ro.ParticipantAttributesChanged"
+    " | ro.ParticipantPermissionsChanged | ro.ParticipantActivated"
 )
-_TrackChange: TypeAlias = ro.TrackPublished | ro.TrackUnpublished | ro.TrackMuted | ro.TrackUnmuted
-
-# Signal events the engine consumes itself; listed so the room's match stays exhaustive.
-_ENGINE_SIGNAL_EVENTS = (
-    sg.Joined,
-    sg.Resumed,
-    sg.JoinTimedOut,
-    sg.SignalLost,
-    sg.LeaveReceived,
-    sg.PongReceived,
-    sg.RequestAnswered,
-    sg.RequestTimedOut,
-    sg.RequestDropped,
-    sg.OfferReceived,
-    sg.AnswerReceived,
-    sg.TrickleReceived,
-    sg.ParticipantsUpdated,
-    sg.RoomUpdated,
-    sg.MediaSectionsRequired,
-    sg.ProtocolViolated,
+_TrackChange: TypeAlias = (
+    "ro.TrackPublished | ro.TrackUnpublished | ro.TrackMuted | ro.TrackUnmuted"
 )
 
 
@@ -1385,6 +1406,8 @@ def _discard(subscribers: list[_EventQueue], queue: _EventQueue) -> None:
 
 
 def _ice_server(server: _IceServerLike) -> _PeerIceServer:
+    from lkproto.asyncio.peer import IceServer as _PeerIceServer  # at connect (issue 18)
+
     return _PeerIceServer(
         urls=tuple(server.urls),
         username=getattr(server, "username", "") or "",

@@ -34,6 +34,24 @@ NOT_AT_IMPORT: tuple[str, ...] = (
 )
 """Top-level packages ``import lkproto.rtc`` must not load: they load on first connect."""
 
+DEFERRED_LKPROTO: tuple[str, ...] = (
+    "lkproto.asyncio.engine",
+    "lkproto.asyncio.peer",
+    "lkproto.asyncio.signal",
+    "lkproto.asyncio.tap",
+    "lkproto.asyncio.data_track",
+    "lkproto.asyncio.publish",
+    "lkproto.core.signal",
+    "lkproto.core.roster",
+    "lkproto.core.negotiation",
+    "lkproto.core.publish",
+    "lkproto.core.simulcast",
+    "lkproto.core.data_track",
+    "lkproto.wire.tap",
+)
+"""lkproto's own modules that only a connected room uses: ``import lkproto.rtc`` and ``Room()``
+leave them to the first connect (the engine, its drivers and the core machines)."""
+
 
 def _run(code: str) -> dict[str, object]:
     out = subprocess.run(
@@ -60,10 +78,38 @@ def test_import_lkproto_rtc_loads_no_webrtc_stack_pyav_or_numpy() -> None:
                 {{m.split(".")[0] for m in sys.modules}} & set({NOT_AT_IMPORT!r})
             ),
             "stand_ins_left": sorted(m for m in sys.modules if m == "av" or m.startswith("av.")),
+            "lkproto_deferred": sorted(set(sys.modules) & set({DEFERRED_LKPROTO!r})),
         }}))
         """
     )
-    assert result == {"loaded": [], "stand_ins_left": []}
+    assert result == {"loaded": [], "stand_ins_left": [], "lkproto_deferred": []}
+
+
+def test_deferred_modules_load_on_first_use_and_keep_one_connection_state() -> None:
+    result = _run(
+        """
+        import json, sys
+        from lkproto import rtc
+        from lkproto.rtc import room
+        before = "lkproto.asyncio.engine" in sys.modules
+        engine_class = room.en.Engine  # what Room.connect reads first
+        from lkproto.asyncio import engine
+        print(json.dumps({
+            "before": before,
+            "after": "lkproto.asyncio.engine" in sys.modules,
+            "same_class": engine_class is engine.Engine,
+            "same_state": rtc.ConnectionState is engine.ConnectionState,
+            "rpc_data": rtc.RpcInvocationData.__module__,
+        }))
+        """
+    )
+    assert result == {
+        "before": False,
+        "after": True,
+        "same_class": True,
+        "same_state": True,
+        "rpc_data": "lkproto.asyncio.rpc",
+    }
 
 
 def test_first_peer_connection_loads_aiortc_without_pyav() -> None:
