@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Final
 from lkproto import __version__
 from lkproto.core.rpc import RpcError
 from lkproto.errors import ConnectError, PublishDataError
-from lkproto.rtc import events, stats
 from lkproto.rtc.data_stream import (
     ByteStreamHandler,
     ByteStreamInfo,
@@ -127,6 +126,7 @@ from lkproto.rtc.transcription import Transcription
 
 if TYPE_CHECKING:
     from lkproto.asyncio.rpc import RpcInvocationData
+    from lkproto.rtc import events, stats
     from lkproto.rtc.audio_frame import AudioFrame
     from lkproto.rtc.audio_mixer import AudioMixer
     from lkproto.rtc.audio_resampler import AudioResampler, AudioResamplerQuality
@@ -278,7 +278,14 @@ _LAZY: Final[dict[str, str]] = {
 }
 
 
+# Submodules imported on first use: ``rtc.events`` (the typed event classes) and ``rtc.stats``
+# load when a room first dispatches or reads statistics, or when the caller names them (issue 18).
+_LAZY_SUBMODULES: Final = frozenset({"events", "stats"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -288,4 +295,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _LAZY_SUBMODULES)

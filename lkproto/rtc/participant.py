@@ -23,7 +23,6 @@ from lkproto.errors import (
     PublishDataError,
     RequestRejectedError,
 )
-from lkproto.rtc import events as ev
 from lkproto.rtc._deferred import DeferredModule
 from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import warn_once
@@ -58,12 +57,14 @@ if TYPE_CHECKING:
     from lkproto.core import streams as cs
     from lkproto.core.publish import TrackDescription
     from lkproto.core.simulcast import SimulcastLayer
+    from lkproto.rtc import events as ev
     from lkproto.rtc.transcription import Transcription
 else:
     # Stream senders and their core machines are used only by a connected room: they load on
     # first use, not with ``import lkproto.rtc`` (issue 18).
     _st = DeferredModule("lkproto.asyncio.streams", globals(), "_st")
     cs = DeferredModule("lkproto.core.streams", globals(), "cs")
+    ev = DeferredModule("lkproto.rtc.events", globals(), "ev")
 
 __all__ = [
     "ConnectionQuality",

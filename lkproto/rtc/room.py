@@ -26,8 +26,6 @@ from lkproto.asyncio.connection_state import ConnectionState
 from lkproto.asyncio.fanout import FrameFanout
 from lkproto.core.durations import optional_positive_seconds, positive_seconds
 from lkproto.errors import ConnectError, EventQueueOverflowError, LkError, LocalProtocolError
-from lkproto.rtc import events as ev
-from lkproto.rtc import stats as _stats
 from lkproto.rtc._deferred import DeferredModule
 from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import check_loop, refuse, warn_once
@@ -70,6 +68,8 @@ if TYPE_CHECKING:
     from lkproto.core import roster as ro
     from lkproto.core import signal as sg
     from lkproto.core.e2ee import EncryptionStateChanged, KeyProvider
+    from lkproto.rtc import events as ev
+    from lkproto.rtc import stats as _stats
 else:
     # The engine, its drivers and the core machines are used only by a connected room: they
     # load on first use (normally Room.connect), not with ``import lkproto.rtc`` (issue 18).
@@ -78,6 +78,9 @@ else:
     rc = DeferredModule("lkproto.core.reconnect", globals(), "rc")
     ro = DeferredModule("lkproto.core.roster", globals(), "ro")
     sg = DeferredModule("lkproto.core.signal", globals(), "sg")
+    # The event classes too: the first is created when a connected room dispatches.
+    ev = DeferredModule("lkproto.rtc.events", globals(), "ev")
+    _stats = DeferredModule("lkproto.rtc.stats", globals(), "_stats")
 
 __all__ = [
     "DEFAULT_EVENTS_MAX_QUEUE",
@@ -326,7 +329,7 @@ class RtcStats:
     subscriber_stats: list[_stats.RtcStats]
 
 
-class Room(EventEmitter[ev.EventTypes]):
+class Room(EventEmitter["ev.EventTypes"]):
     """A connection to one LiveKit room."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:

@@ -22,13 +22,13 @@ from lkproto.errors import LocalProtocolError
 from lkproto.rtc._enum import ProtoEnum
 from lkproto.rtc._options import refuse, warn_once
 from lkproto.rtc.encoded import DegradationPreference, VideoEncoderBackend
-from lkproto.rtc.stats import RtcStats, receiver_stats, sender_stats
 from lkproto.wire import pb
 
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import Engine
     from lkproto.asyncio.fanout import FrameFanout
     from lkproto.asyncio.peer import PeerConnection
+    from lkproto.rtc.stats import RtcStats
 
 __all__ = [
     "AudioEncoding",
@@ -369,6 +369,8 @@ class LocalTrack(Track):
         publisher = engine.peer_connections()[0] if engine is not None else None
         if sender is None or publisher is None:
             return []
+        from lkproto.rtc.stats import sender_stats  # first use, not at import (issue 18)
+
         return await sender_stats(publisher, sender)
 
     def _published(self, engine: Engine, info: pb.TrackInfo) -> None:
@@ -421,6 +423,8 @@ class RemoteTrack(Track):
         if source is None or self._fanout.closed:
             return []
         pc, receiver = source
+        from lkproto.rtc.stats import receiver_stats  # first use, not at import (issue 18)
+
         return await receiver_stats(
             pc, receiver, track_sid=self.sid, frames_decoded=self._fanout.received
         )

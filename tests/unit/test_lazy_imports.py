@@ -48,9 +48,12 @@ DEFERRED_LKPROTO: tuple[str, ...] = (
     "lkproto.core.simulcast",
     "lkproto.core.data_track",
     "lkproto.wire.tap",
+    "lkproto.rtc.events",
+    "lkproto.rtc.stats",
 )
-"""lkproto's own modules that only a connected room uses: ``import lkproto.rtc`` and ``Room()``
-leave them to the first connect (the engine, its drivers and the core machines)."""
+"""lkproto's own modules that only a connected room uses (the engine, its drivers, the core
+machines and the typed events it dispatches): ``import lkproto.rtc`` and ``Room()`` leave them
+to the first connect."""
 
 
 def _run(code: str) -> dict[str, object]:
@@ -100,6 +103,9 @@ def test_deferred_modules_load_on_first_use_and_keep_one_connection_state() -> N
             "same_class": engine_class is engine.Engine,
             "same_state": rtc.ConnectionState is engine.ConnectionState,
             "rpc_data": rtc.RpcInvocationData.__module__,
+            "events_before": "lkproto.rtc.events" in sys.modules,
+            "events": rtc.events.Connected.__module__,
+            "events_listed": "events" in dir(rtc),
         }))
         """
     )
@@ -109,6 +115,9 @@ def test_deferred_modules_load_on_first_use_and_keep_one_connection_state() -> N
         "same_class": True,
         "same_state": True,
         "rpc_data": "lkproto.asyncio.rpc",
+        "events_before": False,
+        "events": "lkproto.rtc.events",
+        "events_listed": True,
     }
 
 
