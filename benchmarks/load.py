@@ -40,7 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info, utc_now, write_json
 
-from lkproto.testing.faults import FaultLab, Worker, missing_requirements, percentile
+from lkproto.testing.faults import (
+    FaultLab,
+    Worker,
+    _load_counts,  # the one delivery count (private helper)
+    missing_requirements,
+    percentile,
+)
 from lkproto.testing.install import DEFAULT_LIVEKIT_SERVER_VERSION
 
 DEFAULT_JSON: Final = Path(__file__).resolve().parent / "results" / "load.json"
@@ -124,25 +130,11 @@ def _merge(histograms: Sequence[Mapping[str, int]]) -> list[float]:
 
 
 def _counts(
-    reports: Sequence[Mapping[str, object]], joined: Mapping[str, float]
+    reports: Sequence[dict[str, object]], joined: Mapping[str, float]
 ) -> tuple[int, int, int, dict[str, dict[str, object]]]:
-    """Expected and distinct deliveries, duplicates, and the records per identity."""
-    records: dict[str, dict[str, object]] = {}
-    for report in reports:
-        records.update(cast("dict[str, dict[str, object]]", report["participants"]))
-    sent_by = {n: cast(int, r["sent"]) for n, r in records.items()}
-    expected = delivered = duplicates = 0
-    for receiver, record in records.items():
-        if receiver not in joined:
-            continue
-        recv = cast("dict[str, list[int]]", record["recv"])
-        for sender, count in sent_by.items():
-            if sender == receiver or sender not in joined:
-                continue
-            expected += count
-            distinct, dups = recv.get(sender, [0, 0])
-            delivered += min(distinct, count)
-            duplicates += dups
+    """Expected and distinct deliveries, duplicates, and the records per identity (counted as
+    the fault harness's own load run counts them)."""
+    expected, delivered, duplicates, _sent_by, records = _load_counts(reports, joined)
     return expected, delivered, duplicates, records
 
 
