@@ -783,7 +783,10 @@ class LocalParticipant(Participant):
         response_timeout: float | None = None,
         max_round_trip_latency: float | None = None,
     ) -> str:
-        """Call ``method`` on another participant and return its response (RPC v1).
+        """Call ``method`` on another participant and return its response.
+
+        RPC v2 (request and response as text streams, PROTOCOL-MAP §6) when the callee advertises
+        it, else RPC v1 packets, as the official SDKs choose.
 
         Args:
             destination_identity: the callee.
