@@ -65,6 +65,8 @@ _HOLD_BATCH_S = 3.0
 # back between aioice's check retransmissions (at 7.5 s and 15.5 s into the attempt), so after a
 # 15 s outage both sides may be back ~9 s after the restore (measured), before that hold.
 _FULL_RECONNECT_BOUND_S = _RESUME_BOUND_S + _HOLD_BATCH_S
+# The slower side of the 10 % loss RPC median's knee (see the RPC latency test).
+_RPC_KNEE_MS = 40.0
 # When the restart schedule kills the server, relative to the senders' go.
 _KILL_AFTER_S = 3.0
 
@@ -112,7 +114,13 @@ def test_ten_percent_loss_rpc_latency_within_twice_official(
     assert ours.rpc_outcomes == {"ok": plan.rpcs}, detail
     assert ours.rpc_p50_ms is not None, detail
     assert theirs.rpc_p50_ms is not None, detail
-    assert ours.rpc_p50_ms <= 2 * max(theirs.rpc_p50_ms, 5.0), detail
+    # At 10 % loss both ways an RPC v2 exchange (request and response streams, their acks) is
+    # about eight SCTP packets, so about half the calls see a loss and the median lands on either
+    # side of that knee: a loss-free round trip (~5 ms here) or a fast retransmission (~30 ms).
+    # Measured across runs: lkproto 4.2, 8.8, 18.5 and 33.8 ms, the official SDK 5.4, 6.4, 8.1 and
+    # 34.0 ms. The floor of 40 ms keeps the check that matters (before the SCTP timer fix lkproto's
+    # p50 was 209 ms against 4.8, aiortc's 1 s minimum RTO) without failing on that coin flip.
+    assert ours.rpc_p50_ms <= 2 * max(theirs.rpc_p50_ms, _RPC_KNEE_MS), detail
 
 
 def test_five_second_udp_outage(lab: FaultLab, record_property: RecordProperty) -> None:
