@@ -9,51 +9,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING
 
 import pytest
 
-from lkproto.asyncio.rpc import RpcDriver, RpcInvocationData
+from lkproto.asyncio.rpc import RpcInvocationData
 from lkproto.core.rpc import RpcError, RpcErrorCode
-from lkproto.wire import pb
+from tests._support.rpc_wire import wired_drivers
 
 if TYPE_CHECKING:
-    from lkproto.asyncio.engine import Engine
+    pass
 
 _BOUND_S = 5.0
 
 
-class _Roster:
-    remotes: ClassVar[dict[str, pb.ParticipantInfo]] = {}
-
-
-class _Wire:
-    """An engine stand-in: what one side sends reaches the other's driver (RPC v1)."""
-
-    join_response = None
-    client_protocol = 0
-    roster = _Roster()
-
-    def __init__(self, identity: str) -> None:
-        self.identity = identity
-        self.peer: RpcDriver | None = None
-        self.sent: list[str] = []
-
-    async def send_data(self, packet: pb.DataPacket, *, reliable: bool) -> None:
-        assert self.peer is not None
-        sent = pb.DataPacket()
-        sent.CopyFrom(packet)
-        sent.participant_identity = self.identity
-        self.sent.append(str(packet.WhichOneof("value")))
-        asyncio.get_running_loop().call_soon(self.peer.on_packet, sent)
-
-
 class _Pair:
     def __init__(self) -> None:
-        self.wire_a, self.wire_b = _Wire("alice"), _Wire("bob")
-        self.alice = RpcDriver(cast("Engine", self.wire_a))
-        self.bob = RpcDriver(cast("Engine", self.wire_b))
-        self.wire_a.peer, self.wire_b.peer = self.bob, self.alice
+        self.wire_a, self.alice, self.wire_b, self.bob = wired_drivers()
         self.started = asyncio.Event()
         self.unwound = asyncio.Event()
         self.release = asyncio.Event()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -14,34 +14,12 @@ from lkproto.core.rpc import RpcError, RpcErrorCode
 from lkproto.rtc import LocalParticipant, RpcCallInfo, RpcInterceptor
 from lkproto.rtc.rpc_interceptor import OutgoingRpcNext
 from lkproto.wire import pb
+from tests._support.rpc_wire import wired_drivers
 
 if TYPE_CHECKING:
     from lkproto.asyncio.engine import Engine
 
 _BOUND_S = 5.0
-
-
-class _Roster:
-    remotes: ClassVar[dict[str, pb.ParticipantInfo]] = {}
-
-
-class _Wire:
-    """An engine stand-in: what one side sends reaches the other's driver (RPC v1)."""
-
-    join_response = None
-    client_protocol = 0
-    roster = _Roster()
-
-    def __init__(self, identity: str) -> None:
-        self.identity = identity
-        self.peer: RpcDriver | None = None
-
-    async def send_data(self, packet: pb.DataPacket, *, reliable: bool) -> None:
-        assert self.peer is not None
-        sent = pb.DataPacket()
-        sent.CopyFrom(packet)
-        sent.participant_identity = self.identity
-        asyncio.get_running_loop().call_soon(self.peer.on_packet, sent)
 
 
 @dataclasses.dataclass
@@ -53,10 +31,7 @@ class _Pair:
 
 @pytest.fixture
 async def pair() -> AsyncIterator[_Pair]:
-    wire_a, wire_b = _Wire("alice"), _Wire("bob")
-    rpc_a = RpcDriver(cast("Engine", wire_a))
-    rpc_b = RpcDriver(cast("Engine", wire_b))
-    wire_a.peer, wire_b.peer = rpc_b, rpc_a
+    wire_a, rpc_a, wire_b, rpc_b = wired_drivers()
     alice = LocalParticipant(pb.ParticipantInfo(identity="alice"), cast("Engine", wire_a), rpc_a)
     bob = LocalParticipant(pb.ParticipantInfo(identity="bob"), cast("Engine", wire_b), rpc_b)
     yield _Pair(alice, bob, rpc_b)
