@@ -25,6 +25,16 @@ RPC round trip (``rpc``)
     ack as a packet; PROTOCOL-MAP §6); ``--lkproto-client-protocol 0`` makes the pairs with an
     lkproto participant use RPC v1 packets. The JSON records what each participant advertised.
 
+    ``--rpc-placement`` decides where the four participants run. ``same`` (the shape of every
+    run before issue 18's third round): all four share this process and its event loop, so an
+    lkproto caller's loop also carries the official callee's FFI event traffic, and both
+    callers' Python work queues behind the callees'. ``own``: each caller and each callee is a
+    child process of its own (``--serve-rpc``), driven block by block over its pipes (nothing
+    crosses a pipe during a block); a caller's process then does only its own calls, as in a
+    deployment, and reports the CPU time it used (``time.process_time``: every thread of the
+    process, so the official SDK's Rust threads count) per call. ``both`` (default) runs
+    ``same`` and then ``own`` against the same server, one room each.
+
 Reliable 1 KB packets one way (``data``)
     One room holds two receivers and two senders (one of each per SDK). A row is one sender →
     receiver pair: ``--packets`` user packets with a 1,024-byte payload, ``reliable=True``,
@@ -147,28 +157,46 @@ async def leave(rooms: dict[str, Room], limit_s: float) -> None:
 # -- RPC -------------------------------------------------------------------------------------
 
 
+RPC_PLACEMENTS: Final = {
+    "same": ("same process",),
+    "own": ("own processes",),
+    "both": ("same process", "own processes"),
+}
+"""``--rpc-placement``: where the RPC participants run (module docstring)."""
+
+
 @dataclass(slots=True)
 class RpcRow:
     caller: str
     callee: str
+    placement: str = "same process"  # or "own processes" (RPC_PLACEMENTS)
     samples_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     client_protocols: dict[str, int] = field(default_factory=dict)
     """``ParticipantInfo.client_protocol`` of caller and callee (>= 1: RPC v2 over streams)."""
+    cpu_s: float = 0.0
+    """CPU time the caller's process used during the timed calls ("own processes" only)."""
 
 
 def advertised_client_protocols(rooms: dict[str, Room]) -> dict[str, int]:
     """What each participant advertised, as an lkproto room sees it (decides RPC v1 or v2)."""
     seen: dict[str, int] = {}
     for room in rooms.values():
-        if isinstance(room, rtc.Room):
-            for identity, participant in room.remote_participants.items():
-                seen[identity] = int(getattr(participant.info, "client_protocol", 0))
+        seen.update(_protocols_seen(room))
     return seen
 
 
 async def _echo(data: Any) -> str:
     return str(data.payload)
+
+
+def _protocols_seen(room: Room) -> dict[str, int]:
+    if not isinstance(room, rtc.Room):
+        return {}
+    return {
+        identity: int(getattr(participant.info, "client_protocol", 0))
+        for identity, participant in room.remote_participants.items()
+    }
 
 
 async def _call(room: Room, callee: str, limit_s: float) -> float:
@@ -185,6 +213,30 @@ async def _call(room: Room, callee: str, limit_s: float) -> float:
     return (t1 - t0) * 1000
 
 
+RPC_IDENTITIES: Final = {
+    "callee-official": "official",
+    "callee-lkproto": "lkproto",
+    "caller-lkproto": "lkproto",
+    "caller-official": "official",
+}
+RPC_CALLEES: Final = ("callee-official", "callee-lkproto")
+
+
+def _rpc_rows(placement: str, protocols: Mapping[str, int]) -> list[RpcRow]:
+    return [
+        RpcRow(
+            caller=caller,
+            callee=callee,
+            placement=placement,
+            client_protocols={
+                who: protocols[who] for who in (f"caller-{caller}", callee) if who in protocols
+            },
+        )
+        for callee in RPC_CALLEES
+        for caller in SDKS
+    ]
+
+
 async def run_rpc(
     server: LocalServer,
     calls: int,
@@ -194,34 +246,18 @@ async def run_rpc(
     *,
     client_protocol: int | None = None,
 ) -> list[RpcRow]:
+    """Every participant in this process and its event loop ("same process")."""
     room_name = f"bench-rpc-{uuid.uuid4().hex[:8]}"
-    identities = {
-        "callee-official": "official",
-        "callee-lkproto": "lkproto",
-        "caller-lkproto": "lkproto",
-        "caller-official": "official",
-    }
     rooms: dict[str, Room] = {}
     try:
-        for identity, sdk in identities.items():
+        for identity, sdk in RPC_IDENTITIES.items():
             rooms[identity] = await join(
                 server, sdk, identity, room_name, limit_s, client_protocol=client_protocol
             )
-        for callee in ("callee-official", "callee-lkproto"):
+        for callee in RPC_CALLEES:
             rooms[callee].local_participant.register_rpc_method(RPC_METHOD, _echo)
         await wait_for_peers(rooms, limit_s)
-        protocols = advertised_client_protocols(rooms)
-        rows = [
-            RpcRow(
-                caller=caller,
-                callee=callee,
-                client_protocols={
-                    who: protocols[who] for who in (f"caller-{caller}", callee) if who in protocols
-                },
-            )
-            for callee in ("callee-official", "callee-lkproto")
-            for caller in SDKS
-        ]
+        rows = _rpc_rows("same process", advertised_client_protocols(rooms))
         for row in rows:
             for _ in range(warmup):
                 await _call(rooms[f"caller-{row.caller}"], row.callee, limit_s)
@@ -243,6 +279,217 @@ async def run_rpc(
         return rows
     finally:
         await leave(rooms, limit_s)
+
+
+async def run_rpc_own(
+    server: LocalServer,
+    calls: int,
+    warmup: int,
+    block: int,
+    limit_s: float,
+    *,
+    client_protocol: int | None = None,
+) -> list[RpcRow]:
+    """Every participant in a child process of its own ("own processes", ``--serve-rpc``).
+
+    The same rows, warm-up and block rotation as :func:`run_rpc`; each block is one command to
+    the caller's process, which makes its calls back to back and returns their times.
+    """
+    room_name = f"bench-rpc-own-{uuid.uuid4().hex[:8]}"
+    peers: dict[str, ChildRpcPeer] = {}
+    try:
+        for identity, sdk in RPC_IDENTITIES.items():
+            peers[identity] = await ChildRpcPeer.start(
+                server, sdk, identity, room_name, limit_s, client_protocol=client_protocol
+            )
+        protocols: dict[str, int] = {}
+        for identity, peer in peers.items():
+            protocols.update(await peer.see([other for other in peers if other != identity]))
+        rows = _rpc_rows("own processes", protocols)
+        for row in rows:
+            if warmup:
+                await peers[f"caller-{row.caller}"].calls(row.callee, warmup, limit_s)
+        done = 0
+        turn = 0
+        while done < calls:
+            n = min(block, calls - done)
+            order = rows[turn % len(rows) :] + rows[: turn % len(rows)]
+            for row in order:
+                samples, errors, cpu_s = await peers[f"caller-{row.caller}"].calls(
+                    row.callee, n, limit_s
+                )
+                row.samples_ms += samples
+                row.errors += errors
+                row.cpu_s += cpu_s
+            done += n
+            turn += 1
+        return rows
+    finally:
+        for peer in peers.values():
+            await peer.close()
+
+
+# -- child processes -------------------------------------------------------------------------
+
+
+class ChildProcess:
+    """A participant in a child process of this script, driven by JSON lines on its pipes.
+
+    ``time.perf_counter`` is CLOCK_MONOTONIC on Linux, so the child's times compare with ours.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @classmethod
+    async def _spawn(cls, flag: str, spec: Mapping[str, object], limit_s: float) -> Any:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            _THIS_FILE,
+            flag,
+            json.dumps(spec),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        child = cls(proc)
+        try:
+            await child._reply(limit_s)  # {"ready": ...}
+        except BaseException:
+            await child.close()
+            raise
+        return child
+
+    async def _send(self, message: dict[str, object]) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+        await self._proc.stdin.drain()
+
+    async def _reply(self, limit_s: float) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = await asyncio.wait_for(self._proc.stdout.readline(), limit_s)
+        if not line:
+            raise RuntimeError(f"child process exited ({await self._proc.wait()})")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"child process: {reply['error']}")
+        return reply
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._send({"quit": True})
+            await asyncio.wait_for(self._proc.wait(), DEFAULT_TIMEOUT_S)
+        if self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+
+
+class ChildRpcPeer(ChildProcess):
+    """An RPC caller or callee (by its identity's prefix) in a child process (``--serve-rpc``)."""
+
+    @classmethod
+    async def start(
+        cls,
+        server: LocalServer,
+        sdk: str,
+        identity: str,
+        room_name: str,
+        limit_s: float,
+        *,
+        client_protocol: int | None = None,
+    ) -> ChildRpcPeer:
+        spec = {
+            "url": server.url,
+            "token": server.create_token(identity, room_name),
+            "sdk": sdk,
+            "callee": identity.startswith("callee-"),
+            "client_protocol": client_protocol,
+        }
+        peer: ChildRpcPeer = await cls._spawn("--serve-rpc", spec, limit_s)
+        return peer
+
+    async def see(self, identities: list[str]) -> dict[str, int]:
+        """Wait until the child's room lists ``identities``; the client protocols it saw."""
+        await self._send({"see": identities})
+        reply = await self._reply(DEFAULT_TIMEOUT_S)
+        return {str(k): int(v) for k, v in reply["protocols"].items()}
+
+    async def calls(
+        self, callee: str, n: int, limit_s: float
+    ) -> tuple[list[float], list[str], float]:
+        """``n`` sequential calls to ``callee``: their times (ms), failures, and CPU seconds."""
+        await self._send({"call": callee, "n": n, "timeout": limit_s})
+        reply = await self._reply(limit_s * max(n, 1) + DEFAULT_TIMEOUT_S)
+        return list(reply["samples_ms"]), list(reply["errors"]), float(reply["cpu_s"])
+
+
+async def _stdin_reader() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+def _say(message: Mapping[str, object]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def _connect_child(config: Mapping[str, Any]) -> Room:
+    room: Room
+    if config["sdk"] == "official":
+        room = lrtc.Room()
+        options: Any = lrtc.RoomOptions(rtc_config=lrtc.RtcConfiguration(ice_servers=[]))
+    else:
+        room = rtc.Room()
+        options = rtc.RoomOptions(
+            rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"]),
+            client_protocol=config.get("client_protocol"),
+        )
+    await asyncio.wait_for(room.connect(config["url"], config["token"], options), 30.0)
+    return room
+
+
+async def serve_rpc(spec: str) -> int:
+    """The child side of :class:`ChildRpcPeer`: join, then obey commands on stdin."""
+    config = json.loads(spec)
+    reader = await _stdin_reader()
+    room: Room = None
+    try:
+        room = await _connect_child(config)
+        if config["callee"]:
+            room.local_participant.register_rpc_method(RPC_METHOD, _echo)
+        _say({"ready": True})
+        while line := await reader.readline():
+            command = json.loads(line)
+            if "see" in command:
+                await wait_for_identities({"me": room}, command["see"], DEFAULT_TIMEOUT_S)
+                _say({"protocols": _protocols_seen(room)})
+            elif "call" in command:
+                samples: list[float] = []
+                errors: list[str] = []
+                gc.collect()
+                cpu0 = time.process_time()
+                for _ in range(command["n"]):
+                    try:
+                        samples.append(await _call(room, command["call"], command["timeout"]))
+                    except Exception as exc:  # a failed call is counted, not fatal
+                        errors.append(repr(exc))
+                cpu_s = time.process_time() - cpu0
+                _say({"samples_ms": samples, "errors": errors, "cpu_s": cpu_s})
+            else:
+                break
+    except Exception as exc:
+        _say({"error": repr(exc)})
+        return 1
+    finally:
+        if room is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(room.disconnect(), 10.0)
+    return 0
 
 
 # -- reliable data ---------------------------------------------------------------------------
@@ -329,51 +576,16 @@ class Receiver:
         pass
 
 
-class ChildReceiver:
-    """A receiver in a child process (``--serve-receiver``), driven by JSON lines on its pipes.
-
-    ``time.perf_counter`` is CLOCK_MONOTONIC on Linux, so its receipt times compare with ours.
-    """
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self._proc = proc
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
+class ChildReceiver(ChildProcess):
+    """A receiver in a child process (``--serve-receiver``), driven by JSON lines on its pipes."""
 
     @classmethod
     async def start(
         cls, server: LocalServer, sdk: str, identity: str, room_name: str, limit_s: float
     ) -> ChildReceiver:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            _THIS_FILE,
-            "--serve-receiver",
-            json.dumps(
-                {"url": server.url, "token": server.create_token(identity, room_name), "sdk": sdk}
-            ),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        child = cls(proc)
-        await child._reply(limit_s)  # {"ready": ...}
+        spec = {"url": server.url, "token": server.create_token(identity, room_name), "sdk": sdk}
+        child: ChildReceiver = await cls._spawn("--serve-receiver", spec, limit_s)
         return child
-
-    async def _send(self, message: dict[str, object]) -> None:
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps(message).encode() + b"\n")
-        await self._proc.stdin.drain()
-
-    async def _reply(self, limit_s: float) -> dict[str, Any]:
-        assert self._proc.stdout is not None
-        line = await asyncio.wait_for(self._proc.stdout.readline(), limit_s)
-        if not line:
-            raise RuntimeError(f"receiver process exited ({await self._proc.wait()})")
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"receiver process: {reply['error']}")
-        return reply
 
     async def arm(self, burst_id: int, packets: int) -> None:
         await self._send({"arm": burst_id, "packets": packets})
@@ -383,34 +595,16 @@ class ChildReceiver:
         await self._send({"result": True})
         return await self._reply(3600.0)
 
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._send({"quit": True})
-            await asyncio.wait_for(self._proc.wait(), DEFAULT_TIMEOUT_S)
-        if self._proc.returncode is None:
-            self._proc.kill()
-            await self._proc.wait()
-
 
 async def serve_receiver(spec: str) -> int:
     """The child side of :class:`ChildReceiver`: join, then obey commands on stdin."""
     config = json.loads(spec)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    def say(message: Mapping[str, object]) -> None:
-        sys.stdout.write(json.dumps(message) + "\n")
-        sys.stdout.flush()
-
+    reader = await _stdin_reader()
+    say = _say
     receiver = Receiver()
-    room: Room = lrtc.Room() if config["sdk"] == "official" else rtc.Room()
+    room: Room = None
     try:
-        if config["sdk"] == "official":
-            options: Any = lrtc.RoomOptions(rtc_config=lrtc.RtcConfiguration(ice_servers=[]))
-        else:
-            options = rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"]))
-        await asyncio.wait_for(room.connect(config["url"], config["token"], options), 30.0)
+        room = await _connect_child(config)
         room.on("data_received", receiver.on_data)
         say({"ready": True})
         while line := await reader.readline():
@@ -426,8 +620,9 @@ async def serve_receiver(spec: str) -> int:
         say({"error": repr(exc)})
         return 1
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(room.disconnect(), 10.0)
+        if room is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(room.disconnect(), 10.0)
     return 0
 
 
@@ -598,12 +793,13 @@ def _sdk(identity: str) -> str:
 
 def rpc_report(rows: Sequence[RpcRow]) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
-    by_pair = {(r.caller, r.callee): r for r in rows}
+    by_pair = {(r.caller, r.callee, r.placement): r for r in rows}
     for row in rows:
         s = row.samples_ms
         entry: dict[str, object] = {
             "caller": row.caller,
             "callee": _sdk(row.callee),
+            "placement": row.placement,
             "client_protocols": row.client_protocols,
             "n": len(s),
             "failed": len(row.errors),
@@ -616,7 +812,9 @@ def rpc_report(rows: Sequence[RpcRow]) -> list[dict[str, object]]:
                 min_ms=min(s),
                 max_ms=max(s),
             )
-        official = by_pair.get(("official", row.callee))
+            if row.placement == "own processes":
+                entry["caller_cpu_ms_per_call"] = row.cpu_s * 1000 / len(s)
+        official = by_pair.get(("official", row.callee, row.placement))
         if row.caller == "lkproto" and official is not None and s and official.samples_ms:
             entry["ratio_p50_lkproto_over_official"] = percentile(s, 50) / percentile(
                 official.samples_ms, 50
@@ -664,17 +862,20 @@ def markdown_table(rpc: Sequence[dict[str, Any]], data: Sequence[dict[str, Any]]
         return format(value, fmt) if isinstance(value, float | int) else "n/a"
 
     lines = [
-        "| RPC round trip (ms) | callee | n | p50 | p99 | mean | lkproto/official p50 | mean |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| RPC round trip (ms) | callee | participants run in | n | p50 | p99 | mean "
+        "| lkproto/official p50 | mean | caller CPU ms/call |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rpc:
+        where = "one process" if r.get("placement", "same process") == "same process" else "own"
         lines.append(
-            f"| {r['caller']} caller | {r['callee']} | {r['n']} | {f(r.get('p50_ms'))} "
+            f"| {r['caller']} caller | {r['callee']} | {where} | {r['n']} | {f(r.get('p50_ms'))} "
             f"| {f(r.get('p99_ms'))} | {f(r.get('mean_ms'))} "
             f"| {f(r.get('ratio_p50_lkproto_over_official'))}"
             f"{'x' if 'ratio_p50_lkproto_over_official' in r else ''} "
             f"| {f(r.get('ratio_mean_lkproto_over_official'))}"
-            f"{'x' if 'ratio_mean_lkproto_over_official' in r else ''} |"
+            f"{'x' if 'ratio_mean_lkproto_over_official' in r else ''} "
+            f"| {f(r.get('caller_cpu_ms_per_call'))} |"
         )
     lines += [
         "",
@@ -704,14 +905,16 @@ async def run(args: argparse.Namespace) -> tuple[list[RpcRow], list[DataRow]]:
         rpc_rows: list[RpcRow] = []
         data_rows: list[DataRow] = []
         if args.calls:
-            rpc_rows = await run_rpc(
-                server,
-                args.calls,
-                args.warmup_calls,
-                args.block,
-                args.timeout,
-                client_protocol=args.lkproto_client_protocol,
-            )
+            for placement in RPC_PLACEMENTS[args.rpc_placement]:
+                runner = run_rpc if placement == "same process" else run_rpc_own
+                rpc_rows += await runner(
+                    server,
+                    args.calls,
+                    args.warmup_calls,
+                    args.block,
+                    args.timeout,
+                    client_protocol=args.lkproto_client_protocol,
+                )
         if args.packets:
             data_rows = await run_data(
                 server,
@@ -736,6 +939,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="RoomOptions.client_protocol of the lkproto RPC participants (0: RPC v1 only; "
         "default: lkproto's, 2, so pairs where both advertise >= 1 use RPC v2 streams)",
     )
+    parser.add_argument(
+        "--rpc-placement",
+        choices=sorted(RPC_PLACEMENTS),
+        default="both",
+        help="RPC callers and callees all in this process (same), each in a child process of "
+        "its own (own), or both, one after the other",
+    )
     parser.add_argument("--packets", type=int, default=DEFAULT_PACKETS, help="packets per burst")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="bursts per pair")
     parser.add_argument("--warmup-packets", type=int, default=DEFAULT_WARMUP_PACKETS)
@@ -748,9 +958,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="result file")
     parser.add_argument("--serve-receiver", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-rpc", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_receiver:
+    if args.serve_receiver or args.serve_rpc:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        if args.serve_rpc:
+            return asyncio.run(serve_rpc(args.serve_rpc))
         return asyncio.run(serve_receiver(args.serve_receiver))
     if args.calls < 0 or args.packets < 0 or args.rounds < 1 or args.block < 1:
         parser.error("--calls/--packets must be >= 0, --rounds/--block >= 1")
@@ -776,7 +989,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     packages = machine["packages"]
     assert isinstance(packages, dict)
     print(
-        f"RPC: {args.calls} calls per pair (+{args.warmup_calls} warm-up), blocks of {args.block}; "
+        f"RPC: {args.calls} calls per pair (+{args.warmup_calls} warm-up), blocks of {args.block}, "
+        f"placement {args.rpc_placement}; "
         f"data: {args.packets} x {PACKET_BYTES} B per burst, {args.rounds} rounds "
         f"(+{args.warmup_packets}-packet warm-up); {machine['cpu_model']}, "
         f"{machine['cpu_count']} CPU, {machine['uname']}; Python {machine['python']}, "
@@ -787,7 +1001,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     for row in rpc_rows:
         for err in row.errors[:5]:
-            print(f"rpc {row.caller}->{row.callee} failure: {err}", file=sys.stderr)
+            print(
+                f"rpc {row.caller}->{row.callee} ({row.placement}) failure: {err}", file=sys.stderr
+            )
         failed |= bool(row.errors)
     for drow in data_rows:
         for err in drow.errors:
@@ -807,6 +1023,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "block": args.block,
             "rpc_payload_bytes": len(RPC_PAYLOAD),
             "lkproto_client_protocol": args.lkproto_client_protocol,
+            "rpc_placement": args.rpc_placement,
             "packets": args.packets,
             "packet_payload_bytes": PACKET_BYTES,
             "rounds": args.rounds,
@@ -820,7 +1037,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "definitions": {
             "rpc": "await perform_rpc() wall time, caller -> callee echo handler -> caller, "
-            "sequential; p50/p99 nearest rank",
+            "sequential; p50/p99 nearest rank; placement 'same process': all four participants "
+            "on this process's event loop, 'own processes': each in a child process of its own; "
+            "caller_cpu_ms_per_call: the caller process's time.process_time over the timed "
+            "calls (all its threads) / calls, 'own processes' only",
             "data": "first publish_data() call to the receiver's data_received of the last "
             "missing packet; packets/s = received / that time; reliable, 1,024-byte payload, "
             "destination_identities=[receiver], sequential awaited publish_data",
