@@ -79,6 +79,7 @@ from lkproto.errors import LkError, UnsupportedDependencyError
 
 __all__ = [
     "CONSENT_EXPIRY_S",
+    "ICE_CHECK_RESEND_S",
     "STUN_QUERY_TIMEOUT_S",
     "SUPPORTED_VERSIONS",
     "AudioEncodeStep",
@@ -99,6 +100,7 @@ __all__ = [
     "ice_role",
     "inbound_streams",
     "intercept_send",
+    "keep_ice_checking",
     "nominated_pair",
     "order_inbound_by_ssn",
     "preset_encoder",
@@ -2103,6 +2105,119 @@ def route_remote_ssrcs(pc: RTCPeerConnection) -> int:
                 rtx_map[rtx] = primary
                 added += 1
     return added
+
+
+# -- aioice Connection: connectivity checks that keep up with a returning path (issue 15) -------
+
+ICE_CHECK_RESEND_S: Final = 1.0
+"""While a connection is still checking, a connectivity check that has waited this long for an
+answer is sent again at this interval (see :func:`keep_ice_checking`)."""
+
+_CHECKING_MARK: Final = "__lkproto_keep_checking__"
+# Name-mangled private attributes of aioice/stun.py (Transaction.__init__), 0.13.0.
+_TRANSACTION_REQUEST: Final = "_Transaction__request"
+_TRANSACTION_ADDR: Final = "_Transaction__addr"
+
+
+def _require_checking_internals(connection: aioice.ice.Connection) -> None:
+    init_names = _code_names(aioice.stun.Transaction.__init__)
+    if _TRANSACTION_REQUEST not in init_names or _TRANSACTION_ADDR not in init_names:
+        raise _internal_gone("aioice", "Transaction.__request and Transaction.__addr")
+    if not isinstance(getattr(connection, "_protocols", None), list) or not isinstance(
+        getattr(connection, "_check_list_done", None), bool
+    ):
+        raise _internal_gone("aioice", "Connection._protocols and Connection._check_list_done")
+
+
+def _resend_waiting_checks(
+    connection: aioice.ice.Connection, first_seen: dict[int, float], now: float
+) -> None:
+    """Send again every request of ``connection`` unanswered for :data:`ICE_CHECK_RESEND_S`."""
+    alive: dict[int, float] = {}
+    for protocol in list(connection._protocols):
+        if not isinstance(protocol, aioice.ice.StunProtocol):
+            continue
+        for transaction in list(protocol.transactions.values()):
+            seen = first_seen.get(id(transaction), now)
+            alive[id(transaction)] = seen
+            if now - seen < ICE_CHECK_RESEND_S:
+                continue
+            request = getattr(transaction, _TRANSACTION_REQUEST, None)
+            addr = getattr(transaction, _TRANSACTION_ADDR, None)
+            if not isinstance(request, aioice.stun.Message) or not isinstance(addr, tuple):
+                raise _internal_gone("aioice", "Transaction.__request and Transaction.__addr")
+            protocol.send_stun(request, addr)
+    first_seen.clear()
+    first_seen.update(alive)
+
+
+def keep_ice_checking(transport: RTCIceTransport) -> None:
+    """Keep the connectivity checks of ``transport``'s aioice connection going at a steady pace.
+
+    aioice 0.13.0 runs each check as one STUN transaction whose retransmissions back off from
+    0.5 s, doubling (``aioice/stun.py``: ``RETRY_RTO``, ``RETRY_MAX``; sends at 0, 0.5, 1.5, 3.5,
+    7.5, 15.5 and 31.5 s). A join attempt made while UDP is down (issue 15: a full reconnect
+    during a long outage; the signal's TCP still works, so the JoinResponse arrives) therefore
+    cannot connect when the path comes back 8 s into the attempt: the next copy of its check
+    goes out at 15.5 s, after the 15 s connect timeout, and the attempt hung for all of it.
+    While this connection's ``connect()`` runs (the check phase), every STUN request it has had
+    in flight for :data:`ICE_CHECK_RESEND_S` or longer is sent again, with the same transaction
+    id, every :data:`ICE_CHECK_RESEND_S`; an answer to any copy completes aioice's own
+    transaction (RFC 8489 §6.2.1 allows retransmitting a request unchanged), so aioice's check
+    list logic is untouched and the checks connect within about a second of the path's return.
+    The resends stop when ``connect()`` returns or raises (consent checks afterwards are
+    :func:`fit_consent`'s).
+
+    Only this ``aioice.ice.Connection`` instance changes: its ``connect`` (possibly already the
+    shadow of :func:`scope_ice_connection`, which it wraps: call this after that) is shadowed by
+    one that runs the resend loop beside it. Relies on aiortc 1.16.0 calling
+    ``self._connection.connect()`` (``RTCIceTransport.start``), on ``RTCIceGatherer._connection``,
+    ``Connection._protocols``, ``StunProtocol.transactions`` and the name-mangled
+    ``Transaction.__request`` / ``__addr`` of aioice 0.13.0. Later calls change nothing.
+
+    Args:
+        transport: an ICE transport of an ``RTCPeerConnection`` lkproto created.
+
+    Raises:
+        LkError: the internals above are gone.
+    """
+    connection = getattr(transport.iceGatherer, "_connection", None)
+    if not isinstance(connection, aioice.ice.Connection):
+        raise _internal_gone("aiortc", "RTCIceGatherer._connection")
+    _keep_checking(connection)
+
+
+def _keep_checking(connection: aioice.ice.Connection) -> None:
+    """:func:`keep_ice_checking` for the aioice connection itself."""
+    _require_checking_internals(connection)
+    if getattr(connection, _CHECKING_MARK, False):
+        return
+    setattr(connection, _CHECKING_MARK, True)
+    inner: Callable[[], Coroutine[object, object, None]] = connection.connect
+
+    async def resend_loop() -> None:
+        loop = asyncio.get_running_loop()
+        first_seen: dict[int, float] = {}
+        while not connection._check_list_done:
+            await asyncio.sleep(ICE_CHECK_RESEND_S)
+            if connection._check_list_done:
+                return
+            _resend_waiting_checks(connection, first_seen, loop.time())
+
+    async def connect() -> None:
+        resender = asyncio.get_running_loop().create_task(resend_loop())
+        try:
+            await inner()
+        finally:
+            resender.cancel()
+            try:
+                await resender
+            except asyncio.CancelledError:
+                pass
+            except LkError as exc:
+                logging.getLogger("lkproto.ice").warning("= ICE check resends stopped: %s", exc)
+
+    setattr(connection, "connect", connect)  # noqa: B010
 
 
 check_versions()

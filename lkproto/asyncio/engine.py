@@ -130,6 +130,10 @@ _TRANSPORT_CHECK_S: Final = 1.0
 # bound keeps ``disconnect()`` prompt over a dead transport.
 DISCONNECT_DRAIN_S: Final = 2.0
 _DRAIN_POLL_S: Final = 0.01
+# How long a failed reconnect attempt's ``leave`` may take to reach the signal socket before the
+# attempt's connection is closed (the signal's TCP works during a UDP outage; the bound keeps the
+# next attempt on the policy's schedule when it does not).
+_ABANDON_LEAVE_DRAIN_S: Final = 0.5
 
 Direction = Literal["<", ">"]
 DisconnectReasonValue: TypeAlias = "pb.DisconnectReason.ValueType"
@@ -337,6 +341,9 @@ class Engine:
         self._supervisor: asyncio.Task[None] | None = None
         # The time bound of a full-reconnect attempt's join while it runs (see _on_leave).
         self._attempt_window: asyncio.Timeout | None = None
+        # A failed attempt's link while it says goodbye (_abandon_attempt): whatever it still
+        # reports is no trouble of the room's.
+        self._abandoned: _Link | None = None
         self._recovery_started_at = 0.0
         # Identity -> SID of the other participants when the current recovery started: whom a
         # full reconnect's hold waits for (core/reconnect.py RejoinHold).
@@ -1348,6 +1355,8 @@ class Engine:
                 assert_never(event)
 
     def _on_leave(self, link: _Link, event: sg.LeaveReceived) -> None:
+        if link is self._abandoned:
+            return  # the answer to our own goodbye of a failed attempt
         self._leave_reason = event.reason
         if link.resumed is not None and not link.resumed.done():
             # PROTOCOL-MAP §10 step 5: a leave as the first frame of a resume refuses it.
@@ -1498,7 +1507,7 @@ class Engine:
         self, link: _Link, cause: rc.RecoveryCause, *, leave_action: int | None = None
     ) -> None:
         """Report a trouble of the current connection to the recoverer."""
-        if self._closing or link is not self._link:
+        if self._closing or link is not self._link or link is self._abandoned:
             return  # a connection being replaced or closed reports nothing any more
         wanted = rc.recovery_for(cause, leave_action=leave_action)
         if self._state == ConnectionState.CONN_DISCONNECTED and wanted is not rc.Recovery.GIVE_UP:
@@ -1565,6 +1574,7 @@ class Engine:
             and (link.publisher is None or link.publisher.channels_open)
         )
         kind = self._recoverer.attempt_kind(peer_usable=peer_usable)
+        _log.info("= reconnect attempt %d: %s", number, kind.value)
         cause: rc.RecoveryCause | None = None
         status: int | None = None
         unreachable = False
@@ -1606,7 +1616,9 @@ class Engine:
                 and current.transport is not None
                 and current.session.state == sg.SignalState.CONNECTED
             )
-            if not ok:
+            if ok:
+                _log.info("= reconnect attempt %d succeeded", number)
+            else:
                 _log.info("= signal lost again during reconnect attempt %d", number)
         except _ResumeRefused:
             _log.info("= resume refused; next attempt is a full reconnect")
@@ -1620,6 +1632,8 @@ class Engine:
             unreachable = isinstance(refused, ConnectionRefusedError) or (
                 getattr(refused, "errno", None) == errno.ECONNREFUSED
             )
+            if kind is rc.Recovery.FULL_RECONNECT and not self._closing:
+                await self._abandon_attempt()
         if self._closing or self._recoverer.state is not rc.RecoveryState.ATTEMPTING:
             return  # disconnected meanwhile, or the server ended the session
         now = self._loop.time()
@@ -1628,6 +1642,40 @@ class Engine:
         else:
             self._recoverer.attempt_failed(now, cause=cause, status=status, unreachable=unreachable)
         self._flush_recovery()
+
+    async def _abandon_attempt(self) -> None:
+        """A full-reconnect attempt failed: say goodbye if the server took its join, close it.
+
+        Without the ``leave`` its session stays in the room, JOINED under a new SID, until the
+        server gives up on its ICE or our next attempt replaces it (``DUPLICATE_IDENTITY``), up
+        to the policy's 7 s later (issue 15: other participants' rejoin holds and replays were
+        aimed at such sessions). The reason says "not there" without "gone for good"
+        (:data:`lkproto.core.reconnect.ABANDONED_ATTEMPT_LEAVE_REASON`). Closing it at once
+        also frees its sockets instead of keeping them until the next attempt starts.
+        """
+        link = self._link
+        if link is None:
+            return
+        joined = link.joined
+        took_join = joined.done() and not joined.cancelled() and joined.exception() is None
+        self._abandoned = link
+        try:
+            if took_join and link.transport is not None:
+                with contextlib.suppress(LkError):
+                    link.session.send_leave(
+                        self._loop.time(), reason=rc.ABANDONED_ATTEMPT_LEAVE_REASON
+                    )
+                    self._pump(link)
+                outbox = link.outbox
+                if outbox is not None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_ABANDON_LEAVE_DRAIN_S):
+                            await outbox.join()
+                _log.info("= left the failed attempt's session")
+            if self._link is link:
+                await self._teardown_link()
+        finally:
+            self._abandoned = None
 
     # -- the hold after a full reconnect (decisions in lkproto.core.reconnect.RejoinHold) -----
 

@@ -870,6 +870,9 @@ class PeerConnection:
                 transports[id(dtls.transport)] = dtls.transport
         for transport in transports.values():
             _seam.scope_ice_connection(transport, self._ice_addresses)
+            # Checks resent every second while connecting: a join made during an outage
+            # connects when the path returns instead of hanging (issue 15; see the seam).
+            _seam.keep_ice_checking(transport)
             # After scope_ice_connection, whose shadow it wraps (see the seam function).
             self._trickled.append(
                 _seam.trickle_server_reflexive(

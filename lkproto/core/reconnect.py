@@ -46,6 +46,7 @@ from lkproto.errors import LocalProtocolError
 from lkproto.wire import pb
 
 __all__ = [
+    "ABANDONED_ATTEMPT_LEAVE_REASON",
     "DEFAULT_RECONNECT_DELAYS_S",
     "DEFAULT_RECONNECT_JITTER_FROM_ATTEMPT",
     "DEFAULT_RECONNECT_JITTER_S",
@@ -210,6 +211,18 @@ REJOIN_JOINING_BYTES: Final = 32 * 1024
 # removed through the API). Every other reason (timeouts, DUPLICATE_IDENTITY, JOIN_FAILURE, a
 # closed signal, ...) is what a participant that is rejoining leaves behind.
 _LEFT_FOR_GOOD: Final = frozenset({pb.CLIENT_INITIATED, pb.PARTICIPANT_REMOVED})
+
+# A full-reconnect attempt that fails after its JoinResponse (its ICE never came up: a UDP outage)
+# says goodbye with this reason. livekit-server turns a client's LeaveRequest into
+# ParticipantCloseReasonClientRequestLeave, shown to the others as CLIENT_INITIATED, for every
+# reason except USER_UNAVAILABLE and USER_REJECTED, whose close reasons are shown as themselves
+# or as UNKNOWN_REASON, depending on the release (S:pkg/rtc/signalling/signalhandler.go
+# (HandleMessage), S:pkg/rtc/types/interfaces.go (ParticipantCloseReason.ToDisconnectReason)).
+# CLIENT_INITIATED would tell the other participants' rejoin holds that we left for good
+# (_LEFT_FOR_GOOD), and they would release what they held for us while our next attempt is
+# still coming; USER_UNAVAILABLE says only "not there now", which every hold waits through.
+ABANDONED_ATTEMPT_LEAVE_REASON: Final = pb.USER_UNAVAILABLE
+"""``LeaveRequest.reason`` of a failed reconnect attempt's goodbye (see the comment above)."""
 _ACTIVE: Final = pb.ParticipantInfo.ACTIVE
 _JOINING_STATES: Final = frozenset({pb.ParticipantInfo.JOINING, pb.ParticipantInfo.JOINED})
 

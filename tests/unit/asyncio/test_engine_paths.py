@@ -339,6 +339,37 @@ async def test_force_full_reconnect(harness: Harness) -> None:
     assert harness.peer.participant_sid == "PA_2"
 
 
+async def test_a_failed_full_reconnect_attempt_leaves_its_session_before_the_next() -> None:
+    # issue 15: an attempt made during a UDP outage gets its JoinResponse (the signal's TCP works)
+    # but its transport never comes up. At its timeout it says goodbye on its own socket, with a
+    # reason the other participants' rejoin holds do not take for "gone for good", instead of
+    # staying in the room, JOINED, until the next attempt replaces it.
+    peer = SignalPeer()
+    recorder = Recorder()
+    engine = en.Engine(recorder)
+    policy = ReconnectPolicy((0.0, scaled(2), 0.0), jitter_s=0)  # time to stop holding answers
+    try:
+        await engine.connect(
+            URL, "token", options(peer, connect_timeout_s=scaled(3), reconnect_policy=policy)
+        )
+        peer.hold_answers = True  # the attempt's peer connection never connects
+        engine.force_full_reconnect()
+        await bounded(peer.wait_until(lambda: len(peer.connections) >= 2))
+        attempt = peer.connections[1]
+        await bounded(peer.wait_until(lambda: any(r.HasField("leave") for r in attempt.requests)))
+        leave = [r.leave for r in attempt.requests if r.HasField("leave")]
+        assert [x.reason for x in leave] == [pb.USER_UNAVAILABLE]
+        assert engine.state == en.ConnectionState.CONN_RECONNECTING  # the recovery goes on
+        peer.held_offers.clear()  # offers of the abandoned session
+        peer.hold_answers = False
+        assert (await recorder.next(en.EngineReconnected)).full is True
+        assert peer.participant_sid == "PA_3"
+        assert not recorder.of(en.EngineDisconnected)
+    finally:
+        await engine.disconnect()
+        await peer.close()
+
+
 async def test_a_data_channel_closed_under_a_connected_peer_leads_to_a_full_reconnect(
     harness: Harness,
 ) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from lkproto import errors
 from lkproto.core.reconnect import (
+    ABANDONED_ATTEMPT_LEAVE_REASON,
     DEFAULT_RECONNECT_DELAYS_S,
     LEAVE_ACTION_RECOVERY,
     REJOIN_FRESH_S,
@@ -532,12 +533,20 @@ def test_rejoin_hold_waits_for_every_earlier_participant() -> None:
         (pb.JOIN_FAILURE, False),  # a join attempt that did not come up
         (pb.CONNECTION_TIMEOUT, False),
         (pb.SIGNAL_CLOSE, False),
+        (pb.UNKNOWN_REASON, False),  # how some server releases show a USER_UNAVAILABLE leave
+        (ABANDONED_ATTEMPT_LEAVE_REASON, False),  # the goodbye of a failed reconnect attempt
     ],
 )
 def test_rejoin_hold_stops_waiting_only_for_who_left_for_good(reason: int, released: bool) -> None:
     hold = RejoinHold({"rx": "rx-old"}, now=0.0)
     hold.participant_left("rx", reason)
     assert hold.check({}, _US) is released
+
+
+def test_a_failed_attempt_leaves_with_a_reason_the_server_keeps() -> None:
+    # livekit-server shows every client leave reason but these two as CLIENT_INITIATED, which
+    # the other participants' holds take for "left for good" (core/reconnect.py comment).
+    assert ABANDONED_ATTEMPT_LEAVE_REASON in (pb.USER_UNAVAILABLE, pb.USER_REJECTED)
 
 
 def test_rejoin_hold_is_bounded() -> None:
