@@ -359,6 +359,8 @@ class Engine:
         self._echo_waits: dict[int, tuple[str | None, str | None, Mapping[str, str] | None]] = {}
         self._sender = rl.ReliableSender()
         self._receiver = rl.ReliableReceiver()
+        # Kept across our own reconnects: a sender's resend can reach us after either side's.
+        self._nonces = rl.UserNonceFilter()
         self._connected = asyncio.Event()
         self._media: dict[str, _Media] = {}
         self._publishing: dict[str, asyncio.Future[pb.TrackInfo]] = {}
@@ -1447,6 +1449,10 @@ class Engine:
             tracer.packet("<", label, packet, data, self._loop.time())
         # PROTOCOL-MAP §3: receivers drop reliable packets whose (sender sid, sequence) they saw.
         if reliable and not self._receiver.accept(packet, self._loop.time()):
+            return
+        # The resend after a sender's full reconnect has a new SID; its nonce is the original's
+        # (core/reliable.py "Nonces"; PROTOCOL-MAP §3 item 6).
+        if not self._nonces.accept(packet, self._loop.time()):
             return
         self._emit(DataReceived(packet=packet, reliable=reliable))
 

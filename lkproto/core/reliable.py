@@ -1,4 +1,4 @@
-"""Reliable data-packet sequencing: the sender's resend buffer and the receiver's duplicate filter.
+"""Reliable data-packet sequencing: the sender's resend buffer and the receiver's duplicate filters.
 
 Theory of operation
 -------------------
@@ -58,7 +58,29 @@ server's SCTP, so the server had them; they are counted in
 so everything in flight is lost silently). What this cannot cover: a packet the server had
 acknowledged but not yet forwarded when it died (SIGKILL), and a packet the server forwarded to a
 receiver whose own transport died before it arrived; the protocol has no end-to-end
-acknowledgement for either.
+acknowledgement for either. The reverse also happens: the server may have received a kept
+packet whose acknowledgement never came back (SACKs lost, or a consent failure on a starved
+host closed the association first), so the resend can repeat it. Nonces catch that repeat.
+
+Nonces. livekit-server drops a user packet whose ``UserPacket.nonce`` (16 bytes, a UUID) it has
+seen among the room's last 100 (PROTOCOL-MAP §3 "What the server does with an inbound packet" item
+6; ``pkg/rtc/user_packet_deduper.go (IsDuplicate)``, called from ``pkg/rtc/room.go
+(BroadcastDataPacketForRoom)``) and forwards the nonce to the receivers.
+:meth:`~ReliableSender.stamp` gives every user packet without a nonce a fresh random one
+(``nonce_source``, injected in tests) the first time it is stamped; the buffer keeps the encoded
+packet, and :meth:`~ReliableSender.restart` renumbers it without touching anything else, so a
+resend after a full reconnect repeats the same nonce under the new SID and sequence. A nonce the
+caller set is kept. Control packets (RPC, streams, DTMF, ...) have no nonce field; streams and RPC
+deduplicate by their own ids. A user packet whose nonce would push it past
+:data:`~lkproto.wire.DATA_PACKET_MAX_BYTES` goes without one, so that lkproto accepts the same
+payloads as the official SDKs, which set no nonce at all
+(``JS:src/room/participant/LocalParticipant.ts (publishData)``,
+``RS:livekit/src/room/participant/local_participant.rs (publish_data)``; only their RoomService
+``SendData`` does, as :mod:`lkproto.api` does). Under end-to-end
+encryption the user packet is sealed before it is stamped, so it carries none either. The server's
+window is 100 nonces for the whole room, so it stops the repeat only when fewer than 100 other user
+packets with nonces passed through the room between the original and the resend;
+:class:`UserNonceFilter` stops it at lkproto receivers beyond that.
 
 **Receiver** (:class:`ReliableReceiver`, after ``JS:src/room/RTCEngine.ts (handleDataMessage)``).
 The server forwards a sender's packets with ``participant_sid`` set and may replay them after a
@@ -66,11 +88,18 @@ migration; :meth:`~ReliableReceiver.accept` drops a packet whose sequence is not
 accepted from the same SID. The state per SID expires 30 s after its last accepted packet
 (``reliabeReceiveStateTTL`` in JS, ``RELIABLE_RECEIVED_STATE_TTL`` in Rust);
 :meth:`~ReliableReceiver.receive_states` feeds ``SyncState.datachannel_receive_states`` on resume.
+A resend after the sender's full reconnect comes with a new SID and new sequences, so this filter
+cannot see it as a repeat; :class:`UserNonceFilter` can, for user packets: it remembers, per
+sender *identity*, the nonces accepted in the last ``USER_NONCE_TTL_S`` (at most
+``USER_NONCE_MAX_PER_IDENTITY`` each) and drops a packet whose nonce it holds. Packets without a
+16-byte nonce (from the official SDKs) pass untouched.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Final
 
 from lkproto.core.durations import positive_seconds
@@ -81,9 +110,14 @@ __all__ = [
     "DEFAULT_RESEND_BUFFER_MAX_BYTES",
     "RELIABLE_RECEIVE_STATE_TTL_S",
     "SEQUENCE_MAX",
+    "USER_NONCE_BYTES",
+    "USER_NONCE_MAX_PER_IDENTITY",
+    "USER_NONCE_TTL_S",
     "ReliableReceiver",
     "ReliableSender",
     "ResendBufferFullError",
+    "UserNonceFilter",
+    "random_nonce",
 ]
 
 # PROTOCOL-MAP §3 Buffered-amount thresholds: JS blocks reliable sends above 1 MiB buffered, so in
@@ -95,6 +129,27 @@ DEFAULT_RESEND_BUFFER_MAX_BYTES: Final = 16 * 1024 * 1024
 RELIABLE_RECEIVE_STATE_TTL_S: Final = 30.0
 # ``DataPacket.sequence`` is a uint32 (PROTOCOL-MAP §3 DataPacket).
 SEQUENCE_MAX: Final = 2**32 - 1
+# PROTOCOL-MAP §3 "What the server does with an inbound packet" item 6 and §4: ``UserPacket.nonce``
+# is a 16-byte UUID; livekit-server checks and records only a nonce that parses as one
+# (``pkg/rtc/user_packet_deduper.go (IsDuplicate)``, ``uuid.FromBytes``: exactly 16 bytes).
+USER_NONCE_BYTES: Final = 16
+# How long a receiver remembers a sender's nonce. It must outlast the longest way from a packet's
+# first delivery to its resend after the sender's full reconnect: the 8 s silence before the
+# reconnect starts (core/reconnect.py TRANSPORT_SILENCE_S), the reconnect policy's delays (~45 s
+# over its ten attempts, DEFAULT_RECONNECT_DELAYS_S) plus the attempts themselves, and the rejoin
+# hold (up to 20 s, REJOIN_HOLD_S).
+USER_NONCE_TTL_S: Final = 120.0
+# The count bound per sender identity: the resend can repeat only what the old SCTP association
+# held unacknowledged, the newest packets before the fault, so the newest nonces are the ones to
+# keep. The server's advertised SCTP receive window bounds what a sender has in flight (pion/sctp
+# ``association.go initialRecvBufSize``, 1 MiB by default): 8192 covers it for packets of 128
+# bytes or more. At most ~1.3 MB per sender that sends that many within the TTL.
+USER_NONCE_MAX_PER_IDENTITY: Final = 8192
+
+
+def random_nonce() -> bytes:
+    """A fresh ``UserPacket.nonce``: the 16 bytes of a random (version 4) UUID."""
+    return uuid.uuid4().bytes
 
 
 class ResendBufferFullError(LocalProtocolError):
@@ -135,13 +190,20 @@ class ReliableSender:
     Args:
         max_buffer_bytes: bound on the encoded bytes held for resending; at least
             :data:`~lkproto.wire.DATA_PACKET_MAX_BYTES` so that any packet fits an empty buffer.
+        nonce_source: makes the ``UserPacket.nonce`` :meth:`stamp` gives a user packet that has
+            none (module docstring, "Nonces"); :func:`random_nonce` unless a test injects one.
 
     Raises:
         LocalProtocolError: ``max_buffer_bytes`` is not an int of at least
             :data:`~lkproto.wire.DATA_PACKET_MAX_BYTES`.
     """
 
-    def __init__(self, *, max_buffer_bytes: int = DEFAULT_RESEND_BUFFER_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_buffer_bytes: int = DEFAULT_RESEND_BUFFER_MAX_BYTES,
+        nonce_source: Callable[[], bytes] = random_nonce,
+    ) -> None:
         if (
             not isinstance(max_buffer_bytes, int)
             or isinstance(max_buffer_bytes, bool)
@@ -152,6 +214,7 @@ class ReliableSender:
                 f"got {max_buffer_bytes!r}"
             )
         self._max_bytes = max_buffer_bytes
+        self._nonce_source = nonce_source
         self._next_sequence = 1
         self._entries: deque[tuple[int, bytes]] = deque()
         self._total_bytes = 0
@@ -216,16 +279,19 @@ class ReliableSender:
     def stamp(self, packet: pb.DataPacket) -> bytes:
         """Assign the next sequence to ``packet``, encode it and keep it for resending.
 
-        ``packet.sequence`` is set in place (the caller may log it); on any error it is restored
-        and no sequence is consumed.
+        ``packet.sequence`` is set in place (the caller may log it), and so is a fresh
+        ``UserPacket.nonce`` when ``packet`` is a user packet without one (a nonce already set is
+        kept; module docstring, "Nonces"). On any error both are restored and no sequence is
+        consumed.
 
         Returns:
             The encoded packet. Hand it to the channel unless :attr:`suspended`.
 
         Raises:
             LocalProtocolError: the packet cannot be encoded or exceeds
-                :data:`~lkproto.wire.DATA_PACKET_MAX_BYTES`, or the uint32 sequence space is
-                exhausted (only a full reconnect, :meth:`reset`, starts it again).
+                :data:`~lkproto.wire.DATA_PACKET_MAX_BYTES`, the uint32 sequence space is
+                exhausted (only a full reconnect, :meth:`reset`, starts it again), or the nonce
+                source returned something other than 16 bytes.
             ResendBufferFullError: the buffer cannot take the packet now.
         """
         sequence = self._next_sequence
@@ -233,13 +299,34 @@ class ReliableSender:
             raise LocalProtocolError("sequence space exhausted; reset() on a full reconnect")
         previous = packet.sequence
         packet.sequence = sequence
+        nonced = packet.WhichOneof("value") == "user" and not packet.user.nonce
+        if nonced:
+            nonce = self._nonce_source()
+            if not isinstance(nonce, bytes) or len(nonce) != USER_NONCE_BYTES:
+                packet.sequence = previous
+                raise LocalProtocolError(
+                    f"nonce_source must return {USER_NONCE_BYTES} bytes, got {nonce!r}"
+                )
+            packet.user.nonce = nonce
         try:
             data = encode_data_packet(packet)
         except LocalProtocolError:
-            packet.sequence = previous
-            raise
+            if not nonced:
+                packet.sequence = previous
+                raise
+            # A payload the official SDKs accept must not be refused for the 18 bytes the nonce
+            # adds: such a packet goes without one (module docstring, "Nonces").
+            packet.user.nonce = b""
+            nonced = False
+            try:
+                data = encode_data_packet(packet)
+            except LocalProtocolError:
+                packet.sequence = previous
+                raise
         if self._total_bytes + len(data) > self._max_bytes:
             packet.sequence = previous
+            if nonced:
+                packet.user.nonce = b""
             raise ResendBufferFullError(len(data), self._total_bytes, self._max_bytes)
         self._entries.append((sequence, data))
         self._total_bytes += len(data)
@@ -480,3 +567,136 @@ class ReliableReceiver:
     def reset(self) -> None:
         """Full reconnect: forget every sender (JS clears the map with its peer connections)."""
         self._states.clear()
+
+
+class UserNonceFilter:
+    """Duplicate suppression for user packets by ``UserPacket.nonce``, per sender identity.
+
+    The receiving half of the module docstring's "Nonces": a user packet whose 16-byte nonce was
+    already accepted from the same sender identity within ``ttl_s`` is a duplicate. Identity, not
+    SID: the resend after a sender's full reconnect comes from its new session. A packet that is
+    not a user packet, or whose nonce is not exactly 16 bytes (the official SDKs send none), is
+    always accepted and not recorded, as livekit-server does.
+
+    Memory is bounded without a timer: per identity at most ``max_per_identity`` nonces (the
+    oldest go first), and :meth:`accept` forgets expired nonces of the sender it handles and every
+    sender whose newest nonce has expired. :meth:`handle_timer` / :meth:`get_timer` prune the rest
+    for a driver that wants memory back sooner. An expired nonce counts as absent even before it
+    is pruned, so results never depend on when pruning ran. Different identities never evict each
+    other's nonces.
+
+    Args:
+        ttl_s: how long a nonce is remembered after the packet that carried it was accepted.
+        max_per_identity: how many nonces are remembered per sender identity, at least 1.
+
+    Raises:
+        LocalProtocolError: ``ttl_s`` is not a positive finite number, or ``max_per_identity``
+            is not an int of at least 1.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float = USER_NONCE_TTL_S,
+        max_per_identity: int = USER_NONCE_MAX_PER_IDENTITY,
+    ) -> None:
+        self._ttl = positive_seconds("ttl_s", ttl_s)
+        if (
+            not isinstance(max_per_identity, int)
+            or isinstance(max_per_identity, bool)
+            or max_per_identity < 1
+        ):
+            raise LocalProtocolError(
+                f"max_per_identity must be an int >= 1, got {max_per_identity!r}"
+            )
+        self._max = max_per_identity
+        # identity -> (nonce -> expiry), each in accept order (= expiry order with a monotonic
+        # clock); identities ordered by their last accepted packet, so the first one is the
+        # first whose every nonce has expired.
+        self._seen: OrderedDict[str, OrderedDict[bytes, float]] = OrderedDict()
+        self._held = 0
+        self._dropped = 0
+
+    @property
+    def duplicates_dropped(self) -> int:
+        """How many packets :meth:`accept` refused since construction."""
+        return self._dropped
+
+    @property
+    def held(self) -> int:
+        """How many nonces are remembered now (expired ones included until pruned)."""
+        return self._held
+
+    @property
+    def identities(self) -> list[str]:
+        """The sender identities with remembered nonces, least recently active first."""
+        return list(self._seen)
+
+    def accept(self, packet: pb.DataPacket, now: float) -> bool:
+        """Decide whether a received packet is new. Never raises.
+
+        Args:
+            packet: the decoded packet (``participant_identity`` is set by the server).
+            now: current monotonic time in seconds.
+
+        Returns:
+            False when ``packet`` is a user packet whose nonce was accepted from the same sender
+            identity less than ``ttl_s`` ago (drop it), True otherwise.
+        """
+        if packet.WhichOneof("value") != "user":
+            return True
+        nonce = packet.user.nonce
+        if len(nonce) != USER_NONCE_BYTES:
+            return True
+        # The server fills both; the deprecated copy is the fallback (PROTOCOL-MAP §3 item 3).
+        identity = packet.participant_identity or packet.user.participant_identity
+        self._forget_idle(now)
+        seen = self._seen.get(identity)
+        if seen is None:
+            seen = self._seen[identity] = OrderedDict()
+        else:
+            self._prune(seen, now)
+            expiry = seen.get(nonce)
+            if expiry is not None and now < expiry:
+                self._dropped += 1
+                return False
+            if expiry is not None:  # expired but kept: only a clock that went back gets here
+                del seen[nonce]
+                self._held -= 1
+        seen[nonce] = now + self._ttl
+        self._held += 1
+        while len(seen) > self._max:
+            seen.popitem(last=False)
+            self._held -= 1
+        self._seen.move_to_end(identity)
+        return True
+
+    def _prune(self, seen: OrderedDict[bytes, float], now: float) -> None:
+        while seen:
+            nonce, expiry = next(iter(seen.items()))
+            if now < expiry:
+                break
+            del seen[nonce]
+            self._held -= 1
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the senders whose newest nonce has expired (the front of :attr:`_seen`)."""
+        while self._seen:
+            identity, seen = next(iter(self._seen.items()))
+            if seen and now < next(reversed(seen.values())):
+                break
+            del self._seen[identity]
+            self._held -= len(seen)
+
+    def handle_timer(self, now: float) -> None:
+        """Forget every nonce that has expired at ``now``."""
+        for identity in list(self._seen):
+            seen = self._seen[identity]
+            self._prune(seen, now)
+            if not seen:
+                del self._seen[identity]
+
+    def get_timer(self) -> float | None:
+        """When the oldest remembered nonce expires, or None when none is held."""
+        expiries = [next(iter(seen.values())) for seen in self._seen.values() if seen]
+        return min(expiries) if expiries else None

@@ -60,7 +60,8 @@ def test_sender_holds_exactly_the_unacknowledged_unsent(
     m = Model()
     for op, arg in ops:
         if op == "stamp":
-            packet = pb.DataPacket(user=pb.UserPacket(payload=b"u" * arg))
+            # A nonce of its own (stamp keeps it), so the model knows the encoded size.
+            packet = pb.DataPacket(user=pb.UserPacket(payload=b"u" * arg, nonce=bytes(16)))
             packet.sequence = m.next_seq
             size = packet.ByteSize()
             packet.sequence = 0

@@ -76,9 +76,13 @@ def test_oversized_packet_is_refused_without_consuming_a_sequence() -> None:
 
 
 def user_of_encoded_size(total: int, sequence: int) -> pb.DataPacket:
-    """A user packet that encodes to exactly ``total`` bytes once stamped with ``sequence``."""
-    for size in range(max(total - 16, 0), total):
+    """A user packet that encodes to exactly ``total`` bytes once stamped with ``sequence``.
+
+    It carries its own nonce, which :meth:`ReliableSender.stamp` keeps, so its size is exact.
+    """
+    for size in range(max(total - 40, 0), total):
         packet = user(size)
+        packet.user.nonce = bytes(range(16))
         packet.sequence = sequence
         if packet.ByteSize() == total:
             packet.sequence = 0
