@@ -75,11 +75,13 @@ from OpenSSL import SSL
 
 from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.core import sctp as sctp_timing
-from lkproto.errors import LkError, UnsupportedDependencyError
+from lkproto.errors import LkError, LocalProtocolError, UnsupportedDependencyError
 
 __all__ = [
     "CONSENT_EXPIRY_S",
     "ICE_CHECK_RESEND_S",
+    "SCTP_DEFAULT_PACKET_BYTES",
+    "SCTP_MAX_PACKET_BYTES",
     "STUN_QUERY_TIMEOUT_S",
     "SUPPORTED_VERSIONS",
     "AudioEncodeStep",
@@ -105,9 +107,12 @@ __all__ = [
     "order_inbound_by_ssn",
     "preset_encoder",
     "scope_ice_connection",
+    "sctp_packet_bytes",
+    "sctp_packet_bytes_of",
     "sctp_unacknowledged_bytes",
     "send_sender_report",
     "sender_enabled",
+    "set_sctp_packet_bytes",
     "set_sender_enabled",
     "take_force_keyframe",
     "transform_decoder_input",
@@ -1209,6 +1214,10 @@ class _TunedAssociation:
         # sctp_unacknowledged_bytes counts, without walking both queues on every call.
         self._held: dict[int, collections.deque[_sctp.DataChunk]] = {}
         self._held_bytes: dict[int, int] = {}
+        # The largest packet and DATA chunk payload this association sends: aiortc's until
+        # set_sctp_packet_bytes raises them (see "SCTP packet size" below).
+        self.packet_bytes: int = _sctp.SCTP_MAX_PACKET_LENGTH
+        self.userdata_bytes: int = _sctp.USERDATA_MAX_LENGTH
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -1419,7 +1428,7 @@ class _TunedAssociation:
         seq = sctp._outbound_stream_seq.get(stream_id, 0) if ordered else 0
         held = self._held.setdefault(stream_id, collections.deque())
         held_bytes = self._held_bytes.get(stream_id, 0)
-        step = _sctp.USERDATA_MAX_LENGTH
+        step = self.userdata_bytes
         last = max(0, (len(user_data) - 1) // step)
         for index in range(last + 1):
             chunk = _sctp.DataChunk()
@@ -1464,7 +1473,7 @@ class _TunedAssociation:
             if not sctp._t3_handle:
                 sctp._t3_start()
         burst_chunks = 2 if sctp._fast_recovery_exit is not None else 4
-        cwnd = min(sctp._flight_size + burst_chunks * _sctp.USERDATA_MAX_LENGTH, sctp._cwnd)
+        cwnd = min(sctp._flight_size + burst_chunks * self.userdata_bytes, sctp._cwnd)
 
         if self.retransmit_pending:
             stopped = False
@@ -1514,13 +1523,13 @@ class _TunedAssociation:
                 _log.debug("SCTP send after the transport closed: %r", exc)
 
     async def _send_packets(self, chunks: Sequence[_sctp.Chunk]) -> None:
-        """Bundle ``chunks`` in order into as few packets of at most aiortc's packet size as
+        """Bundle ``chunks`` in order into as few packets of at most :attr:`packet_bytes` as
         they fit (RFC 4960 §6.10) and hand each to DTLS."""
         sctp = self._sctp
         header = struct.pack(
             "!HHL", sctp._local_port, sctp._remote_port, sctp._remote_verification_tag
         )
-        room = _sctp.SCTP_MAX_PACKET_LENGTH - _SCTP_HEADER_BYTES
+        room = self.packet_bytes - _SCTP_HEADER_BYTES
         dtls = sctp.transport
         body: list[bytes] = []
         size = 0
@@ -1730,6 +1739,120 @@ def tune_sctp(transport: RTCSctpTransport) -> None:
     setattr(transport, "_data_channel_flush", tuned.data_channel_flush)  # noqa: B010
     if isinstance(transport.transport, aiortc.RTCDtlsTransport):
         _lean_dtls_receive(transport.transport)
+
+
+# -- SCTP packet size: larger DATA packets where the path is known (issue 18, third round) -----
+#
+# aiortc 1.16.0 sends SCTP packets of at most ``SCTP_MAX_PACKET_LENGTH`` = 1,189 bytes, 1,160 of
+# user data per DATA chunk (``USERDATA_MAX_LENGTH``): with IP, UDP and DTLS headers that fits the
+# IPv6 minimum MTU of 1,280 bytes on any path, as libwebrtc's and livekit-client's ~1,200-byte
+# packets do. Each packet costs a DTLS record, a ``sendto`` and the server's work, so a path that
+# carries larger datagrams could take fewer packets. What the receiving side takes, for
+# livekit-server v1.13.5 (its go.mod: pion/webrtc v4.2.17, pion/dtls v3.1.5, pion/sctp v1.11.0;
+# its ``pkg/rtc/transport.go`` sets no receive MTU):
+#
+# - pion/webrtc reads each ICE datagram into a buffer of ``SettingEngine`` receive MTU bytes
+#   (``icetransport.go``: the mux ``BufferSize``; ``constants.go`` ``receiveMTU``, 1,500 since
+#   v4.0.1 and 1,460 before, i.e. in livekit-server before v1.9, which used pion/webrtc v3). A
+#   larger datagram fails that read with ``io.ErrShortBuffer``, which ``internal/mux``'s
+#   ``readLoop`` logs and skips: the packet is lost, and so is every retransmission of it.
+# - pion/dtls reads records into 8,192 bytes (``conn.go`` ``inboundBufferSize``), pion/sctp
+#   packets into 8,192 bytes (``association.go`` ``receiveMTU``): not the limit.
+#
+# Measured through a real v1.13.5 server: SCTP packets of 1,189 / 1,392 / 1,432 / 1,460 bytes
+# arrive (1,460 + 37 bytes of AES-GCM record = a 1,497-byte datagram), 1,464 / 1,500 / 4,000 /
+# 8,000 bytes never do and the server logs "mux: failed to read from packetio.Buffer short
+# buffer". So the largest datagram every livekit-server reads is 1,460 bytes. The worst DTLS 1.2
+# record overhead of aiortc's cipher list (``RTCDtlsTransport``'s context) is AES-CBC with
+# HMAC-SHA1: 13 header + 16 explicit IV + 20 MAC + up to 16 padding = 65 bytes (AES-GCM 37,
+# ChaCha20-Poly1305 29). Hence at most 1,460 - 65 = 1,395 bytes, rounded down to whole 4-byte
+# words as SCTP chunks are padded: 1,392. aiortc's own ``_write_ssl`` reads each outgoing record
+# from OpenSSL with ``bio_read(1500)``, which the same bound respects.
+#
+# A larger packet is sent only where the path is known to carry it (:func:`sctp_packet_bytes`):
+# on a loopback pair (the server on this host: the path is the loopback interface), or when the
+# caller states the path's MTU; never over a TURN relay (its framing adds to the datagram).
+
+SCTP_DEFAULT_PACKET_BYTES: Final = 1189
+"""aiortc 1.16.0's ``SCTP_MAX_PACKET_LENGTH``: fits the IPv6 minimum MTU on any path."""
+SERVER_DATAGRAM_MAX_BYTES: Final = 1460
+"""The largest UDP payload every livekit-server reads (pion/webrtc v3 ``receiveMTU``; v4: 1,500)."""
+DTLS_RECORD_OVERHEAD_MAX_BYTES: Final = 65
+"""Worst DTLS 1.2 record overhead of aiortc's ciphers (AES-CBC-SHA1: header, IV, MAC, padding)."""
+SCTP_MAX_PACKET_BYTES: Final = (SERVER_DATAGRAM_MAX_BYTES - DTLS_RECORD_OVERHEAD_MAX_BYTES) // 4 * 4
+"""1,392: the largest SCTP packet :func:`set_sctp_packet_bytes` accepts."""
+IPV6_MIN_MTU: Final = 1280  # RFC 8200 §5: every IPv6 link carries 1,280-byte packets
+LOOPBACK_PATH_MTU: Final = 65536  # Linux ``lo``; larger than any packet chosen here anyway
+_IPV4_UDP_HEADERS_BYTES: Final = 20 + 8  # RFC 791 header without options, RFC 768
+_IPV6_UDP_HEADERS_BYTES: Final = 40 + 8  # RFC 8200 fixed header, RFC 768
+_SCTP_DATA_CHUNK_HEADER_BYTES: Final = 16  # RFC 4960 §3.3.1
+
+
+def sctp_packet_bytes(path_mtu: int | None, *, remote_address: str, relayed: bool) -> int:
+    """The SCTP packet size for a connection whose nominated pair reaches ``remote_address``.
+
+    Args:
+        path_mtu: the IP MTU the caller knows the path to carry, or None if unknown.
+        remote_address: the remote candidate's IP address (the server's).
+        relayed: whether our candidate is a TURN relay candidate.
+
+    Returns:
+        :data:`SCTP_DEFAULT_PACKET_BYTES` when the path is unknown or relayed; otherwise the
+        largest packet whose datagram fits the path (a loopback address: the loopback
+        interface's MTU), at most :data:`SCTP_MAX_PACKET_BYTES`.
+    """
+    try:
+        address = ipaddress.ip_address(remote_address)
+    except ValueError:  # a host name (mDNS candidate): nothing known about its path
+        return SCTP_DEFAULT_PACKET_BYTES
+    if relayed:
+        return SCTP_DEFAULT_PACKET_BYTES
+    if address.is_loopback:
+        path_mtu = LOOPBACK_PATH_MTU
+    elif path_mtu is None:
+        return SCTP_DEFAULT_PACKET_BYTES
+    headers = _IPV6_UDP_HEADERS_BYTES if address.version == 6 else _IPV4_UDP_HEADERS_BYTES
+    fits = (path_mtu - headers - DTLS_RECORD_OVERHEAD_MAX_BYTES) // 4 * 4
+    return max(SCTP_DEFAULT_PACKET_BYTES, min(SCTP_MAX_PACKET_BYTES, fits))
+
+
+def set_sctp_packet_bytes(transport: RTCSctpTransport, packet_bytes: int) -> None:
+    """Send SCTP packets of up to ``packet_bytes`` on ``transport`` (a tuned association).
+
+    Messages cut into DATA chunks from now on (a tuned association cuts a message when its
+    flush takes it from the channel queue) carry up to ``packet_bytes`` - 28 bytes of user data
+    per chunk (rounded down to 4-byte words); chunks already cut keep their size, and every
+    packet still holds whole chunks. Receiving is unchanged (aiortc reads any datagram).
+    Congestion control stays aiortc's: its window still grows in steps of its own 1,160-byte
+    chunk, which only makes it slower to open.
+
+    Args:
+        transport: an association :func:`tune_sctp` tuned.
+        packet_bytes: from :data:`SCTP_DEFAULT_PACKET_BYTES` to :data:`SCTP_MAX_PACKET_BYTES`.
+
+    Raises:
+        LocalProtocolError: ``transport`` is not tuned, or ``packet_bytes`` is out of range.
+    """
+    tuned = getattr(transport, _TUNED_MARK, None)
+    if not isinstance(tuned, _TunedAssociation):
+        raise LocalProtocolError("set_sctp_packet_bytes needs an association tune_sctp tuned")
+    if not SCTP_DEFAULT_PACKET_BYTES <= packet_bytes <= SCTP_MAX_PACKET_BYTES:
+        raise LocalProtocolError(
+            f"SCTP packet size {packet_bytes} outside {SCTP_DEFAULT_PACKET_BYTES}.."
+            f"{SCTP_MAX_PACKET_BYTES} bytes"
+        )
+    tuned.packet_bytes = packet_bytes
+    tuned.userdata_bytes = (
+        (packet_bytes - _SCTP_HEADER_BYTES - _SCTP_DATA_CHUNK_HEADER_BYTES) // 4 * 4
+    )
+
+
+def sctp_packet_bytes_of(transport: RTCSctpTransport) -> int:
+    """The largest SCTP packet ``transport`` sends: aiortc's unless tuned and raised."""
+    tuned = getattr(transport, _TUNED_MARK, None)
+    if isinstance(tuned, _TunedAssociation):
+        return tuned.packet_bytes
+    return int(_sctp.SCTP_MAX_PACKET_LENGTH)
 
 
 # -- simulcast: rid-tagged layer senders on one section (lkproto.asyncio.publish) -------------
