@@ -1207,13 +1207,14 @@ class _TunedAssociation:
         self.retransmit_pending = False
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._original_t3_expired = sctp._t3_expired
         self._original_receive_sack = sctp._receive_sack_chunk
         # Every DATA chunk this association queued and aiortc still holds (outbound or sent
         # queue), per stream in TSN order, with the sum of their user data: what
         # sctp_unacknowledged_bytes counts, without walking both queues on every call.
         self._held: dict[int, collections.deque[_sctp.DataChunk]] = {}
         self._held_bytes: dict[int, int] = {}
+        # The cumulative TSN and gap blocks of the latest SACK taken (t3_expired).
+        self._last_sack: tuple[int, list[tuple[int, int]]] = (0, [])
         # The largest packet and DATA chunk payload this association sends: aiortc's until
         # set_sctp_packet_bytes raises them (see "SCTP packet size" below).
         self.packet_bytes: int = _sctp.SCTP_MAX_PACKET_LENGTH
@@ -1294,12 +1295,97 @@ class _TunedAssociation:
         await self._send_packets([self._take_sack()])
 
     async def receive_sack_chunk(self, chunk: _sctp.SackChunk) -> None:
-        """Wraps ``_receive_sack_chunk``: gap blocks may mark chunks for retransmission."""
+        """Wraps ``_receive_sack_chunk``: the round-trip sample is ours (:meth:`_rtt_sample`),
+        gap blocks may mark chunks for retransmission, then Early Retransmit."""
+        sctp = self._sctp
         if chunk.gaps:
             self.retransmit_pending = True
+        # aiortc ignores a SACK whose cumulative TSN is behind the last one (reordered or old).
+        if not _tsn_after(sctp._last_sacked_tsn, chunk.cumulative_tsn):
+            self._last_sack = (chunk.cumulative_tsn, list(chunk.gaps))
+            sample = self._rtt_sample(chunk)
+            if sample is not None:
+                sctp._rto = self.rto.on_rtt(sample)
+                sctp._srtt = self.rto.srtt
         await self._original_receive_sack(chunk)
         for stream_id in self._held:
             self._release(stream_id)
+        if self._early_retransmit():
+            await sctp._transmit()
+
+    def _rtt_sample(self, sack: _sctp.SackChunk) -> float | None:
+        """The round trip of the newest chunk ``sack`` acknowledges for the first time, if
+        that chunk was sent only once (Karn, RFC 4960 §6.3.1 C5); else ``None``.
+
+        aiortc samples the first chunk the cumulative ack passes (``_receive_sack_chunk``),
+        even one a gap block acknowledged long before: under loss that measures how long a
+        hole took to fill, not a round trip, and the RTO grew with it. The newest chunk
+        acknowledged is the one whose arrival made the peer send this SACK (it acknowledges
+        at once on a gap, RFC 4960 §6.7).
+        """
+        cumulative = sack.cumulative_tsn
+        last_offset = sack.gaps[-1][1] if sack.gaps else 0
+        newest: _sctp.DataChunk | None = None
+        for chunk in self._sctp._sent_queue:
+            offset = (chunk.tsn - cumulative) % 0x100000000
+            if 0 < offset < 0x80000000:  # after the cumulative TSN: a gap block's, or not yet
+                if offset > last_offset:
+                    break
+                if not _in_gap_blocks(chunk.tsn, cumulative, sack.gaps):
+                    continue
+            if not chunk._acked and chunk._sent_count == 1 and chunk._sent_time is not None:
+                newest = chunk
+        if newest is None or newest._sent_time is None:
+            return None
+        return time.time() - newest._sent_time  # aiortc's _sent_time clock (transmit)
+
+    def _early_retransmit(self) -> bool:
+        """Mark chunks for fast retransmission by Early Retransmit (RFC 5827 §3.2): fewer
+        than four chunks outstanding and no new data can go, so the threshold of miss
+        indications is :func:`lkproto.core.sctp.fast_retransmit_misses`, below aiortc's three.
+
+        Only chunks sent once: a retransmitted chunk's misses count SACKs for TSNs sent
+        before its retransmission (aiortc strikes by TSN), so a lower threshold would resend
+        it spuriously; its T3 timer still covers it. Outside Fast Recovery only, as aiortc
+        applies its own rule's window reduction (RFC 4960 §7.2.4 step 2).
+
+        Returns:
+            Whether a chunk was marked (then transmit).
+        """
+        sctp = self._sctp
+        queue = sctp._sent_queue
+        threshold = sctp_timing.fast_retransmit_misses(len(queue))
+        if (
+            threshold >= sctp_timing.FAST_RETRANSMIT_MISSES
+            or sctp._fast_recovery_exit is not None
+            or (sctp._outbound_queue and sctp._flight_size < sctp._cwnd)
+        ):
+            return False
+        marked = False
+        for chunk in queue:
+            if (
+                chunk._acked
+                or chunk._retransmit
+                or chunk._abandoned
+                or chunk._sent_count != 1
+                or chunk._misses < threshold
+            ):
+                continue
+            chunk._misses = 0
+            if not sctp._maybe_abandon(chunk):
+                chunk._retransmit = True
+            sctp._flight_size_decrease(chunk)
+            marked = True
+        if not marked:
+            return False
+        # RFC 4960 §7.2.3 / §7.2.4 step 2, as aiortc's own fast retransmit does.
+        sctp._ssthresh = max(sctp._cwnd // 2, 4 * _sctp.USERDATA_MAX_LENGTH)
+        sctp._cwnd = sctp._ssthresh
+        sctp._partial_bytes_acked = 0
+        sctp._fast_recovery_exit = queue[-1].tsn
+        sctp._fast_recovery_transmit = True
+        self.retransmit_pending = True
+        return True
 
     # -- what the peer holds ----------------------------------------------------------------
 
@@ -1340,16 +1426,40 @@ class _TunedAssociation:
     # -- timers -----------------------------------------------------------------------------
 
     def update_rto(self, rtt: float) -> None:
-        """Replaces ``_update_rto``: the estimator of :mod:`lkproto.core.sctp`."""
-        sctp = self._sctp
-        sctp._rto = self.rto.on_rtt(rtt)
-        sctp._srtt = self.rto.srtt
+        """Replaces ``_update_rto`` with nothing: :meth:`receive_sack_chunk` takes the sample
+        (:meth:`_rtt_sample`) and feeds the estimator of :mod:`lkproto.core.sctp`."""
 
     def t3_expired(self) -> None:
-        """Wraps ``_t3_expired``: every outstanding chunk is marked; the RTO backs off."""
+        """Replaces ``_t3_expired`` (RFC 4960 §6.3.3): the RTO backs off (E2), the window
+        drops to one MTU (E1, §7.2.3), and the outstanding chunks are marked (E3).
+
+        aiortc marks every chunk of the sent queue, gap-acknowledged ones too, so after each
+        expiry the one-MTU window went first to data the peer already had (159 of 718
+        retransmissions in benchmarks/faults.py soak-20-short). A gap-acknowledged chunk is
+        not outstanding (RFC 9260 §1.3: "sent ... but not yet acknowledged") and is not
+        marked, as long as the latest SACK still reports it: a chunk the peer reneged on
+        (RFC 4960 §6.2: it may drop gap-acknowledged data) is outstanding again and marked,
+        so nothing waits for an acknowledgement that will not come. Lifetimes and
+        retransmission limits are checked on every chunk, as aiortc does.
+        """
+        sctp = self._sctp
+        sctp._t3_handle = None
         self.retransmit_pending = True
-        self._sctp._rto = self.rto.on_timeout()
-        self._original_t3_expired()
+        sctp._rto = self.rto.on_timeout()
+        cumulative, gaps = self._last_sack
+        for chunk in sctp._sent_queue:
+            if not sctp._maybe_abandon(chunk) and not (
+                chunk._acked and _in_gap_blocks(chunk.tsn, cumulative, gaps)
+            ):
+                chunk._acked = False  # reneged on, if it was acknowledged before
+                chunk._retransmit = True
+            sctp._flight_size_decrease(chunk)
+        sctp._update_advanced_peer_ack_point()
+        sctp._fast_recovery_exit = None
+        sctp._partial_bytes_acked = 0
+        sctp._ssthresh = max(sctp._cwnd // 2, 4 * _sctp.USERDATA_MAX_LENGTH)
+        sctp._cwnd = _sctp.USERDATA_MAX_LENGTH
+        self._spawn(sctp._transmit())
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -1556,6 +1666,13 @@ class _TunedAssociation:
             _log.debug("SCTP send after the transport closed: %r", exc)
 
 
+def _in_gap_blocks(tsn: int, cumulative: int, gaps: Sequence[tuple[int, int]]) -> bool:
+    """Whether a SACK with ``cumulative`` and gap blocks ``gaps`` (offsets from it, RFC 4960
+    §3.3.4) acknowledges ``tsn`` in a gap block."""
+    offset = (tsn - cumulative) % 0x100000000
+    return 0 < offset < 0x80000000 and any(start <= offset <= end for start, end in gaps)
+
+
 def _packet(header: bytes, body: list[bytes]) -> bytes:
     """An SCTP packet: common header with the CRC32c of the whole packet (RFC 4960 §6.8)."""
     chunks = b"".join(body)
@@ -1674,6 +1791,15 @@ _TUNED_INTERNALS: Final = (
     "_data_channel_send",
     "_data_channel_flush",
     "_flight_size_increase",
+    "_flight_size_decrease",
+    "_maybe_abandon",
+    "_update_advanced_peer_ack_point",
+    "_cwnd",  # _ssthresh too, but aiortc sets it only from the peer's INIT
+    "_partial_bytes_acked",
+    "_flight_size",
+    "_fast_recovery_exit",
+    "_fast_recovery_transmit",
+    "_t3_handle",
     "_sent_queue",
     "_outbound_queue",
     "_data_channel_queue",

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
+import time
 
 import aiortc
 import aiortc.rtcsctptransport as sctp
 import pytest
 
 from lkproto.asyncio import _seam
-from lkproto.core.sctp import RTO_INITIAL_S, RTO_MIN_S
+from lkproto.core.sctp import RTO_INITIAL_S, RTO_MIN_S, RtoEstimator
 from lkproto.errors import LkError
 from lkproto.testing import scaled
 from tests._support.sctp_link import Impairment, SctpPair, data_chunks, sctp_pair, until
@@ -189,3 +190,113 @@ async def test_a_timer_retransmission_after_dtls_closed_raises_into_no_task() ->
     finally:
         loop.set_exception_handler(previous)
     assert [c for c in unretrieved if isinstance(c.get("exception"), ConnectionError)] == []
+
+
+def _slow_timer(association: aiortc.RTCSctpTransport) -> None:
+    """Give ``association`` a 30 s retransmission timer: within a test's bounded wait only
+    a SACK-driven (fast) retransmission can resend anything."""
+    tuned = getattr(association, "_lkproto_tuned")  # noqa: B009
+    tuned.rto = RtoEstimator(initial_s=30.0, min_s=30.0, max_backoff_s=30.0)
+    association._rto = tuned.rto.rto
+
+
+async def _send_lost(pair: SctpPair, message: bytes) -> None:
+    """Send ``message`` while the client's direction drops everything."""
+    sent = pair.client_link.sent
+    count = len(sent)
+    pair.client_link.impairment = Impairment(loss=1.0)
+    pair.client_channel.send(message)
+    await until(lambda: len(sent) > count, scaled(5))
+    pair.client_link.impairment = Impairment()
+
+
+async def test_early_retransmit_resends_a_lost_chunk_with_one_later_chunk_acknowledged() -> None:
+    # Two chunks outstanding, the first lost: the SACK of the second is the only miss
+    # indication there will ever be, so RFC 4960's three never come; Early Retransmit
+    # (RFC 5827) resends on that one. The 30 s timer cannot fire within the wait.
+    async with sctp_pair() as pair:
+        await _transfer(pair, [b"warm-up"])
+        _slow_timer(pair.client)
+        await _send_lost(pair, b"lost")
+        pair.client_channel.send(b"after")
+        await until(lambda: len(pair.received) >= 3, scaled(10))
+    assert pair.received == [b"warm-up", b"lost", b"after"]
+
+
+async def test_four_outstanding_chunks_keep_the_rfc_threshold_of_three_misses() -> None:
+    # With four chunks outstanding the threshold is RFC 4960's three: one chunk lost and two
+    # later ones acknowledged (two miss indications) is not enough for a fast retransmission.
+    async with sctp_pair() as pair:
+        await _transfer(pair, [b"warm-up"])
+        _slow_timer(pair.client)
+        pair.client._cwnd = 10 * sctp.USERDATA_MAX_LENGTH  # let all four go at once
+        pair.server_link.impairment = Impairment(loss=1.0)  # no SACK back yet
+        await _send_lost(pair, b"lost")
+        pair.server_link.impairment = Impairment(loss=1.0)
+        for message in (b"one", b"two", b"three"):
+            pair.client_channel.send(message)
+        await until(lambda: len(pair.client._sent_queue) == 4, scaled(5))
+        lost = pair.client._sent_queue[0]
+        # Two SACKs reach the client: two miss indications, no retransmission.
+        for gaps in ([(1, 1)], [(1, 2)]):
+            sack = sctp.SackChunk()
+            sack.cumulative_tsn = (lost.tsn - 1) % (1 << 32)
+            sack.advertised_rwnd = 1 << 20
+            sack.gaps = gaps
+            await pair.client._receive_sack_chunk(sack)
+        assert not lost._retransmit
+        assert lost._sent_count == 1
+        pair.server_link.impairment = Impairment()
+
+
+async def test_timer_expiry_resends_only_chunks_the_latest_sack_does_not_acknowledge() -> None:
+    async with sctp_pair() as pair:
+        await _transfer(pair, [b"warm-up"])
+        _slow_timer(pair.client)
+        pair.impair(Impairment(loss=1.0))
+        for message in (b"a", b"b", b"c"):
+            pair.client_channel.send(message)
+        await until(lambda: len(pair.client._sent_queue) == 3, scaled(5))
+        a, b, c = pair.client._sent_queue
+        # The peer says it holds b and c (it never got them: from here on it has reneged).
+        sack = sctp.SackChunk()
+        sack.cumulative_tsn = (a.tsn - 1) % (1 << 32)
+        sack.advertised_rwnd = 1 << 20
+        sack.gaps = [(2, 3)]
+        await pair.client._receive_sack_chunk(sack)
+        assert (a._retransmit, b._acked, c._acked) == (False, True, True)  # 1 miss < 2
+        pair.client._t3_cancel()
+        pair.client._t3_expired()
+        # aiortc would resend all three; b and c are acknowledged, so only a is due.
+        assert (a._retransmit, b._retransmit, c._retransmit) == (True, False, False)
+        # The peer's next SACKs leave b and c out: the next expiry resends them.
+        tuned = getattr(pair.client, "_lkproto_tuned")  # noqa: B009
+        tuned.rto = RtoEstimator(initial_s=RTO_MIN_S)
+        pair.client._rto = RTO_MIN_S
+        pair.impair(Impairment())
+        await until(lambda: len(pair.received) >= 4, scaled(15))
+    assert pair.received == [b"warm-up", b"a", b"b", b"c"]
+
+
+async def test_the_round_trip_sample_skips_chunks_acknowledged_earlier_or_sent_twice() -> None:
+    async with sctp_pair() as pair:
+        await _transfer(pair, [b"warm-up"])
+        _slow_timer(pair.client)
+        pair.impair(Impairment(loss=1.0))
+        for message in (b"a", b"b", b"c"):
+            pair.client_channel.send(message)
+        await until(lambda: len(pair.client._sent_queue) == 3, scaled(5))
+        a, b, c = pair.client._sent_queue
+        now = time.time()
+        a._sent_count, a._sent_time = 2, now - 100.0  # retransmitted: Karn
+        b._acked, b._sent_time = True, now - 100.0  # a gap block acknowledged it long ago
+        c._sent_time = now  # the chunk whose arrival the SACK answers
+        sack = sctp.SackChunk()
+        sack.cumulative_tsn = c.tsn
+        tuned = getattr(pair.client, "_lkproto_tuned")  # noqa: B009
+        sample = tuned._rtt_sample(sack)
+        assert sample is not None
+        assert 0.0 <= sample < 50.0  # c's round trip, not a's or b's hundred seconds
+        c._sent_count = 2
+        assert tuned._rtt_sample(sack) is None  # nothing sent once and newly acknowledged
+        pair.impair(Impairment())

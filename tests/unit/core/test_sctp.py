@@ -1,4 +1,4 @@
-"""Unit tests of lkproto.core.sctp: the RTO estimator and the SACK scheduler."""
+"""Unit tests of lkproto.core.sctp: RTO estimator, SACK scheduler, fast-retransmit threshold."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import math
 import pytest
 
 from lkproto.core.sctp import (
+    FAST_RETRANSMIT_MISSES,
     RTO_INITIAL_S,
     RTO_MAX_BACKOFF_S,
     RTO_MIN_S,
     SACK_DELAY_S,
     RtoEstimator,
     SackScheduler,
+    fast_retransmit_misses,
 )
 from lkproto.errors import LocalProtocolError
 
@@ -141,3 +143,14 @@ def test_a_sack_bundled_with_data_ends_the_wait() -> None:
 def test_bad_scheduler_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(LocalProtocolError):
         SackScheduler(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("outstanding", "misses"), [(0, 1), (1, 1), (2, 1), (3, 2), (4, 3), (5, 3), (1000, 3)]
+)
+def test_early_retransmit_lowers_the_threshold_below_four_outstanding(
+    outstanding: int, misses: int
+) -> None:
+    # RFC 5827 §3.2: outstanding - 1 below four; RFC 4960 §7.2.4's three from four on.
+    assert fast_retransmit_misses(outstanding) == misses
+    assert 1 <= misses <= FAST_RETRANSMIT_MISSES
