@@ -1457,6 +1457,7 @@ class Engine:
         self._emit(DataReceived(packet=packet, reliable=reliable))
 
     def _on_pc_state(self, state: PeerState) -> None:
+        _log.debug("= peer connection %s", state.value)
         link = self._link
         if link is None or self._closing:
             return
