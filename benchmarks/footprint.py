@@ -33,9 +33,12 @@ What each number measures
 ``layers``
     Where lkproto's data-only RSS goes: one fresh interpreter imports, in order, asyncio,
     protobuf with lkproto's messages, ``lkproto.rtc``, websockets, then each package the WebRTC
-    stack loads at connect (:data:`LAYERS`), and last the stack itself
-    (``lkproto.asyncio.peer.load_webrtc``); ``VmRSS`` and CPU time after each step. The
-    official SDK's steps are asyncio, ``livekit.rtc`` and loading its FFI library.
+    stack loads at connect (:data:`LAYERS`), the stack itself
+    (``lkproto.asyncio.peer.load_webrtc``), and last lkproto's own modules that ``Room.connect``
+    loads (the engine, its drivers and the core machines, deferred from ``import lkproto.rtc``);
+    ``VmRSS`` and CPU time after each step. What a data-only session holds beyond the last step
+    is first-session state. The official SDK's steps are asyncio, ``livekit.rtc`` and loading
+    its FFI library.
 
 Load on the machine changes every figure: the load average before and after goes with them.
 """
@@ -89,6 +92,18 @@ LAYERS: Final = {
         ("google_crc32c + pyee", ("google_crc32c", "pyee")),
         ("aioice", ("aioice",)),
         ("aiortc (PyAV deferred)", ("@webrtc",)),
+        (
+            "lkproto engine, drivers, core machines (at connect)",
+            (
+                "lkproto.asyncio.engine",
+                "lkproto.asyncio.rpc",
+                "lkproto.asyncio.streams",
+                "lkproto.core.data_track",
+                "lkproto.core.roster",
+                "lkproto.core.signal",
+                "lkproto.rtc.events",
+            ),
+        ),
     ),
     "official": (
         ("asyncio", ("asyncio",)),
