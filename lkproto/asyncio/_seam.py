@@ -40,6 +40,7 @@ import logging
 import queue
 import random
 import re
+import socket
 import struct
 import threading
 import time
@@ -84,6 +85,7 @@ __all__ = [
     "SCTP_MAX_PACKET_BYTES",
     "STUN_QUERY_TIMEOUT_S",
     "SUPPORTED_VERSIONS",
+    "UDP_RECEIVE_BUFFER_BYTES",
     "AudioEncodeStep",
     "InboundStream",
     "NominatedPair",
@@ -96,6 +98,7 @@ __all__ = [
     "count_received_bytes",
     "current_encoder",
     "encode_audio_with",
+    "enlarge_receive_buffers",
     "finish_gather_on_cancel",
     "fit_consent",
     "h264_packetize",
@@ -1971,6 +1974,49 @@ def set_sctp_packet_bytes(transport: RTCSctpTransport, packet_bytes: int) -> Non
     tuned.userdata_bytes = (
         (packet_bytes - _SCTP_HEADER_BYTES - _SCTP_DATA_CHUNK_HEADER_BYTES) // 4 * 4
     )
+
+
+# The datagrams' other end: the socket receive buffer. aioice binds its UDP sockets with the
+# kernel's default buffer (``net.core.rmem_default``, 208 KiB here: ~100 datagrams of 1.2 kB
+# once the kernel counts its overhead). livekit-server's pion sends a subscriber's data in bursts
+# of up to its congestion window, and a Python receiver busy for a few milliseconds overflows
+# that buffer: in the issue 18 byte-stream benchmark (10 MiB, lkproto->lkproto through the
+# server) the receiving socket dropped 112-283 datagrams per run (``/proc/net/udp`` drops,
+# ``RcvbufErrors``), each one a gap the server repairs by fast retransmission while halving its
+# congestion window. A 4 MiB buffer (the kernel caps it at ``net.core.rmem_max``) dropped none.
+
+UDP_RECEIVE_BUFFER_BYTES: Final = 4 << 20
+"""What :func:`enlarge_receive_buffers` asks for; the kernel grants at most ``rmem_max``."""
+
+
+def enlarge_receive_buffers(
+    transport: RTCIceTransport, size: int = UDP_RECEIVE_BUFFER_BYTES
+) -> int:
+    """Ask for a ``size``-byte receive buffer on each UDP socket ``transport``'s ICE bound.
+
+    aioice 0.13's ``Connection`` keeps one protocol per gathered socket in the private
+    ``_protocols``; each socket is reached through asyncio's public
+    ``transport.get_extra_info("socket")``. Sockets bound later (an ICE restart gathers anew)
+    need another call.
+
+    Returns:
+        How many sockets were asked.
+
+    Raises:
+        LkError: the connection has no ``_protocols`` list.
+    """
+    connection = getattr(transport, "_connection", None)
+    protocols = getattr(connection, "_protocols", None)
+    if not isinstance(protocols, list):
+        raise _internal_gone("aioice", "RTCIceTransport._connection._protocols")
+    asked = 0
+    for protocol in protocols:
+        datagrams = getattr(protocol, "transport", None)
+        sock = None if datagrams is None else datagrams.get_extra_info("socket")
+        if sock is not None and sock.type == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            asked += 1
+    return asked
 
 
 def sctp_packet_bytes_of(transport: RTCSctpTransport) -> int:

@@ -766,15 +766,22 @@ class PeerConnection:
         if self._closed and state is not PeerState.CLOSED:
             return
         if state is PeerState.CONNECTED:
-            self._fit_sctp_packets()
+            self._fit_datagram_path()
         self._set_state(state)
 
-    def _fit_sctp_packets(self) -> None:
+    def _fit_datagram_path(self) -> None:
         """Size SCTP packets to the path of the nominated pair (see
-        :attr:`PeerOptions.sctp_path_mtu`); before any data, as DTLS connects ahead of SCTP."""
+        :attr:`PeerOptions.sctp_path_mtu`) and enlarge the sockets' receive buffers (so a
+        server's burst is not dropped by the kernel: see
+        :func:`lkproto.asyncio._seam.enlarge_receive_buffers`); before any data, as DTLS
+        connects ahead of SCTP."""
         sctp = self._pc.sctp
-        pair = None if sctp is None else _seam.nominated_pair(sctp.transport.transport)
-        if sctp is None or pair is None:
+        if sctp is None:
+            return
+        ice = sctp.transport.transport
+        _seam.enlarge_receive_buffers(ice)
+        pair = _seam.nominated_pair(ice)
+        if pair is None:
             return
         size = _seam.sctp_packet_bytes(
             self._options.sctp_path_mtu,

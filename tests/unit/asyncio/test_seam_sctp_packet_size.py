@@ -14,7 +14,7 @@ import aiortc.rtcsctptransport as sctp
 import pytest
 
 from lkproto.asyncio import _seam
-from lkproto.errors import LocalProtocolError
+from lkproto.errors import LkError, LocalProtocolError
 from lkproto.testing import scaled
 from tests._support.sctp_link import Impairment, SctpPair, data_chunks, sctp_pair, until
 
@@ -146,3 +146,11 @@ async def test_default_size_both_ways_is_aiortc_size() -> None:
         sent = pair.client_link.sent
     assert pair.received == messages
     assert max(len(p) for p in sent) <= sctp.SCTP_MAX_PACKET_LENGTH
+
+
+def test_receive_buffers_need_aioice_protocols() -> None:
+    class NoConnection:
+        _connection = None
+
+    with pytest.raises(LkError, match="_protocols"):
+        _seam.enlarge_receive_buffers(NoConnection())  # type: ignore[arg-type]
