@@ -133,12 +133,13 @@ SEQUENCE_MAX: Final = 2**32 - 1
 # is a 16-byte UUID; livekit-server checks and records only a nonce that parses as one
 # (``pkg/rtc/user_packet_deduper.go (IsDuplicate)``, ``uuid.FromBytes``: exactly 16 bytes).
 USER_NONCE_BYTES: Final = 16
-# How long a receiver remembers a sender's nonce. It must outlast the longest way from a packet's
-# first delivery to its resend after the sender's full reconnect: the 8 s silence before the
-# reconnect starts (core/reconnect.py TRANSPORT_SILENCE_S), the reconnect policy's delays (~45 s
-# over its ten attempts, DEFAULT_RECONNECT_DELAYS_S) plus the attempts themselves, and the rejoin
-# hold (up to 20 s, REJOIN_HOLD_S).
-USER_NONCE_TTL_S: Final = 120.0
+# How long a receiver remembers a sender's nonce: longer than the way from a packet's first
+# delivery to its resend after the sender's full reconnect in all but long outages: the 8 s
+# silence before the reconnect starts (core/reconnect.py TRANSPORT_SILENCE_S), the first five
+# attempts of the reconnect policy (9 s of delays, DEFAULT_RECONNECT_DELAYS_S, plus the attempts)
+# and the rejoin hold (at most 20 s, REJOIN_HOLD_S). Memory is the bound on it: ~160 bytes per
+# nonce, so a receiver among 100 senders of one packet a second holds ~1 MB.
+USER_NONCE_TTL_S: Final = 60.0
 # The count bound per sender identity: the resend can repeat only what the old SCTP association
 # held unacknowledged, the newest packets before the fault, so the newest nonces are the ones to
 # keep. The server's advertised SCTP receive window bounds what a sender has in flight (pion/sctp

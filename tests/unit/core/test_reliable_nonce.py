@@ -12,6 +12,11 @@ import uuid
 
 import pytest
 
+from lkproto.core.reconnect import (
+    DEFAULT_RECONNECT_DELAYS_S,
+    REJOIN_HOLD_S,
+    TRANSPORT_SILENCE_S,
+)
 from lkproto.core.reliable import (
     USER_NONCE_BYTES,
     USER_NONCE_MAX_PER_IDENTITY,
@@ -190,9 +195,10 @@ def n(i: int) -> bytes:
 
 def test_constants() -> None:
     assert USER_NONCE_BYTES == 16
-    # Longer than the longest path from a delivery to its resend: 8 s silence, the reconnect
-    # policy's delays and attempts, and the 20 s rejoin hold.
-    assert USER_NONCE_TTL_S >= 90.0
+    # Longer than the way from a delivery to its resend: the silence that starts the reconnect,
+    # the first five attempts' delays and the longest rejoin hold, with room for the attempts.
+    first_five = sum(DEFAULT_RECONNECT_DELAYS_S[:5])
+    assert TRANSPORT_SILENCE_S + first_five + REJOIN_HOLD_S + 10.0 <= USER_NONCE_TTL_S
     assert USER_NONCE_MAX_PER_IDENTITY >= 1024
 
 
