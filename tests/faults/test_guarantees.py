@@ -61,9 +61,11 @@ _RESUME_BOUND_S = 10.0
 # publishes no track in its 3 s batches (pkg/rtc/room.go subscriberUpdateInterval): delivery can
 # resume up to that much after the sender itself is back.
 _HOLD_BATCH_S = 3.0
-# A join attempt made during an outage hangs until its connect timeout when the network comes
-# back between aioice's check retransmissions (at 7.5 s and 15.5 s into the attempt), so after a
-# 15 s outage both sides may be back ~9 s after the restore (measured), before that hold.
+# A join attempt made during an outage used to hang until its connect timeout when the network
+# came back between aioice's check retransmissions (at 7.5 s and 15.5 s into the attempt): both
+# sides were back up to ~9 s after a 15 s outage's restore (measured), before that hold. Its
+# checks are resent every second now (_seam.keep_ice_checking); the bound still covers an attempt
+# that fails for another reason and the policy's next delay.
 _FULL_RECONNECT_BOUND_S = _RESUME_BOUND_S + _HOLD_BATCH_S
 # The slower side of the 10 % loss RPC median's knee (see the RPC latency test).
 _RPC_KNEE_MS = 40.0
@@ -199,8 +201,21 @@ def _first_event(result: TransferResult, name: str) -> float | None:
     return next((t for role, ev, t in result.events if role == "tx" and ev == name), None)
 
 
+def _attempt_lines(lab: FaultLab, label: str) -> list[str]:
+    """The recovery-attempt lines (``= reconnect attempt N ...``) of an lkproto worker's log."""
+    worker = next(w for w in lab.workers if w.label == label)
+    text = worker.log_path.read_text(errors="replace")
+    return [line for line in text.splitlines() if "= reconnect attempt" in line]
+
+
 def test_twenty_second_udp_outage(lab: FaultLab, record_property: RecordProperty) -> None:
-    plan = TransferPlan(packets=700, interval_s=0.05, publish_timeout_s=20.0, drain_s=scaled(10))
+    plan = TransferPlan(
+        packets=700,
+        interval_s=0.05,
+        publish_timeout_s=20.0,
+        drain_s=scaled(10),
+        log_level="INFO",  # the engine's recovery-attempt lines, read below
+    )
     results = run_transfer(lab, plan, outage_fault("udp", after_s=3.0, for_s=20.0))
     detail = _record(record_property, results)
     ours = results["lkproto"]
@@ -212,6 +227,16 @@ def test_twenty_second_udp_outage(lab: FaultLab, record_property: RecordProperty
         assert ours.resumed_after_s is not None, detail
         assert ours.failures_after_restore == 0, detail
         assert ours.leaked() == {}, detail
+    # Recovery did not wait for a hung attempt (brief s6_outage): both sides' first full
+    # reconnect starts ~9 s into the outage, 11 s before the restore, and connects when the path
+    # returns (its checks are resent every second, _seam.keep_ice_checking). Before, aioice's
+    # next check went out 15.5 s into it, so that attempt failed by its 15 s connect timeout
+    # 3-4 s after the restore and only the next one succeeded.
+    for label in ("lkproto-tx", "lkproto-rx"):
+        attempts = _attempt_lines(lab, label)
+        record_property(f"attempts_{label}", json.dumps(attempts))
+        assert [line for line in attempts if " failed" in line] == [], (label, attempts, detail)
+        assert any(" succeeded" in line for line in attempts), (label, attempts, detail)
 
 
 async def test_server_restart_republishes_the_track_and_the_tone_returns(
