@@ -672,7 +672,9 @@ class LocalParticipant(Participant):
 
         Reliable packets are ordered, sequenced and resent across a signal resume; lossy ones may
         be dropped (also locally, when the lossy queue is full). Waits while the reliable queue is
-        full or a reconnect is in progress.
+        full or a reconnect is in progress. A reliable packet carries a random
+        ``UserPacket.nonce``, so the resend after a full reconnect is not delivered twice
+        (lkproto.core.reliable "Nonces").
 
         Raises:
             PublishDataError: the packet would exceed 64 000 bytes (PROTOCOL-MAP §3), or the room
