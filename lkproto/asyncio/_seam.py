@@ -1192,6 +1192,13 @@ _TUNED_MARK: Final = "_lkproto_tuned"
 # bufferedAmount (what is not yet handed to SCTP) still means what the W3C API says.
 _FLUSH_OUTBOUND_CHUNKS: Final = 8
 
+# Attributes lkproto adds to aiortc's DataChunk objects of a tuned association (names that
+# aiortc does not use): the order of the chunk's latest transmission; whether the T3 timer
+# marked it for retransmission; whether its latest transmission was that timer's resend.
+_SENT_ORDER: Final = "_lkproto_sent_order"
+_TIMER_MARK: Final = "_lkproto_timer_mark"
+_TIMER_SENT: Final = "_lkproto_timer_sent"
+
 _log = logging.getLogger("lkproto.sctp")
 
 
@@ -1216,6 +1223,8 @@ class _TunedAssociation:
         # sctp_unacknowledged_bytes counts, without walking both queues on every call.
         self._held: dict[int, collections.deque[_sctp.DataChunk]] = {}
         self._held_bytes: dict[int, int] = {}
+        # Transmissions counted, stamped on each chunk sent (_SENT_ORDER, _early_retransmit).
+        self._sent_order = 0
         # The cumulative TSN and gap blocks of the latest SACK taken (t3_expired).
         self._last_sack: tuple[int, list[tuple[int, int]]] = (0, [])
         # The largest packet and DATA chunk payload this association sends: aiortc's until
@@ -1240,7 +1249,10 @@ class _TunedAssociation:
             expected = sctp._local_verification_tag
         if verification_tag != expected:
             return
-        immediate = False
+        # A packet that arrives while a gap is open is acknowledged at once even when it
+        # fills the gap (RFC 5681 §4.2 asks the same of TCP): the cumulative ack it advances
+        # restarts the peer's T3 timer (RFC 4960 §6.3.2 R3) and ends its Fast Recovery.
+        immediate = bool(sctp._sack_misordered)
         for chunk in chunks:
             if isinstance(chunk, _sctp.DataChunk):
                 immediate = immediate or bool(chunk.flags & _SACK_IMMEDIATELY)
@@ -1343,38 +1355,49 @@ class _TunedAssociation:
         return time.time() - newest._sent_time  # aiortc's _sent_time clock (transmit)
 
     def _early_retransmit(self) -> bool:
-        """Mark chunks for fast retransmission by Early Retransmit (RFC 5827 §3.2): fewer
-        than four chunks outstanding and no new data can go, so the threshold of miss
-        indications is :func:`lkproto.core.sctp.fast_retransmit_misses`, below aiortc's three.
+        """Mark chunks for fast retransmission by Early Retransmit (RFC 5827 §3.2).
 
-        Only chunks sent once: a retransmitted chunk's misses count SACKs for TSNs sent
-        before its retransmission (aiortc strikes by TSN), so a lower threshold would resend
-        it spuriously; its T3 timer still covers it. Outside Fast Recovery only, as aiortc
-        applies its own rule's window reduction (RFC 4960 §7.2.4 step 2).
+        With fewer than four chunks outstanding (sent, not cumulatively acknowledged, not
+        awaiting retransmission) and no new data able to go, RFC 4960's three miss
+        indications never come; a chunk is then taken as lost once
+        :func:`lkproto.core.sctp.fast_retransmit_misses` chunks sent *after* its latest
+        transmission have been acknowledged (RFC 5827's SACK-based form). Ordering by
+        transmission rather than by TSN lets a chunk the T3 timer resent count as lost
+        when later data got through, where aiortc's TSN-ordered strikes would either miss
+        it or resend it spuriously. A chunk that was fast-retransmitted is not eligible
+        again (RFC 4960 §7.2.4 step 5); its T3 timer still covers it. Outside Fast
+        Recovery only, entering it as aiortc's own fast retransmit does (§7.2.4 step 2).
 
         Returns:
             Whether a chunk was marked (then transmit).
         """
         sctp = self._sctp
-        queue = sctp._sent_queue
-        threshold = sctp_timing.fast_retransmit_misses(len(queue))
-        if (
-            threshold >= sctp_timing.FAST_RETRANSMIT_MISSES
-            or sctp._fast_recovery_exit is not None
-            or (sctp._outbound_queue and sctp._flight_size < sctp._cwnd)
-        ):
+        if sctp._fast_recovery_exit is not None:
+            return False
+        outstanding: list[_sctp.DataChunk] = []
+        for chunk in sctp._sent_queue:
+            if chunk._retransmit or chunk._abandoned:
+                continue  # not outstanding (RFC 9260 §1.3)
+            outstanding.append(chunk)
+            if len(outstanding) > sctp_timing.FAST_RETRANSMIT_MISSES:
+                return False  # RFC 4960's rule, aiortc's own code
+        threshold = sctp_timing.fast_retransmit_misses(len(outstanding))
+        # RFC 5827 §3.2 (b): only when the window lets nothing new go (after the transmit
+        # aiortc's SACK processing ends with, what is still queued is held by cwnd).
+        if sctp._flight_size < sctp._cwnd and (sctp._outbound_queue or self.retransmit_pending):
+            return False
+        acked = [getattr(c, _SENT_ORDER, 0) for c in outstanding if c._acked]
+        if not acked:
             return False
         marked = False
-        for chunk in queue:
-            if (
-                chunk._acked
-                or chunk._retransmit
-                or chunk._abandoned
-                or chunk._sent_count != 1
-                or chunk._misses < threshold
-            ):
+        for chunk in outstanding:
+            if chunk._acked or not (chunk._sent_count == 1 or getattr(chunk, _TIMER_SENT, False)):
+                continue
+            sent = getattr(chunk, _SENT_ORDER, 0)
+            if sum(1 for order in acked if order > sent) < threshold:
                 continue
             chunk._misses = 0
+            setattr(chunk, _TIMER_MARK, False)  # a fast retransmission: not eligible again
             if not sctp._maybe_abandon(chunk):
                 chunk._retransmit = True
             sctp._flight_size_decrease(chunk)
@@ -1385,7 +1408,7 @@ class _TunedAssociation:
         sctp._ssthresh = max(sctp._cwnd // 2, 4 * _sctp.USERDATA_MAX_LENGTH)
         sctp._cwnd = sctp._ssthresh
         sctp._partial_bytes_acked = 0
-        sctp._fast_recovery_exit = queue[-1].tsn
+        sctp._fast_recovery_exit = sctp._sent_queue[-1].tsn
         sctp._fast_recovery_transmit = True
         self.retransmit_pending = True
         return True
@@ -1456,6 +1479,7 @@ class _TunedAssociation:
             ):
                 chunk._acked = False  # reneged on, if it was acknowledged before
                 chunk._retransmit = True
+                setattr(chunk, _TIMER_MARK, True)  # may be fast-retransmitted later
             sctp._flight_size_decrease(chunk)
         sctp._update_advanced_peer_ack_point()
         sctp._fast_recovery_exit = None
@@ -1602,6 +1626,10 @@ class _TunedAssociation:
                 chunk._misses = 0
                 chunk._retransmit = False
                 chunk._sent_count += 1
+                self._sent_order += 1
+                setattr(chunk, _SENT_ORDER, self._sent_order)
+                setattr(chunk, _TIMER_SENT, getattr(chunk, _TIMER_MARK, False))
+                setattr(chunk, _TIMER_MARK, False)
                 chunks.append(chunk)
                 if position == 0:
                     sctp._t3_restart()  # §6.3.2 R3: the earliest outstanding TSN went again
@@ -1618,6 +1646,8 @@ class _TunedAssociation:
                 sctp._flight_size_increase(newest)
                 newest._sent_count += 1
                 newest._sent_time = now
+                self._sent_order += 1
+                setattr(newest, _SENT_ORDER, self._sent_order)
                 chunks.append(newest)
                 if not sctp._t3_handle:
                     sctp._t3_start()

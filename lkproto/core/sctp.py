@@ -94,9 +94,10 @@ def fast_retransmit_misses(outstanding: int) -> int:
     data can be sent (nothing queued, or the congestion window is full).
 
     Args:
-        outstanding: DATA chunks sent and not yet cumulatively acknowledged (gap-acknowledged
-            ones included), each counted as one packet: bundling only makes this count
-            larger than the packets', so the threshold errs towards the RFC 4960 value.
+        outstanding: DATA chunks sent, not cumulatively acknowledged and not awaiting
+            retransmission (gap-acknowledged ones included), each counted as one packet:
+            bundling only makes this count larger than the packets', so the threshold errs
+            towards the RFC 4960 value.
 
     Returns:
         The threshold, between 1 and :data:`FAST_RETRANSMIT_MISSES`; with one chunk
