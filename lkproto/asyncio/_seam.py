@@ -2435,8 +2435,9 @@ def route_remote_ssrcs(pc: RTCPeerConnection) -> int:
 # -- aioice Connection: connectivity checks that keep up with a returning path (issue 15) -------
 
 ICE_CHECK_RESEND_S: Final = 1.0
-"""While a connection is still checking, a connectivity check that has waited this long for an
-answer is sent again at this interval (see :func:`keep_ice_checking`)."""
+"""While a connection is still checking, its unanswered connectivity checks are looked at on a
+tick of this many seconds, and one already seen on the previous tick is sent again (see
+:func:`keep_ice_checking`)."""
 
 _CHECKING_MARK: Final = "__lkproto_keep_checking__"
 # Name-mangled private attributes of aioice/stun.py (Transaction.__init__), 0.13.0.
@@ -2455,16 +2456,18 @@ def _require_checking_internals(connection: aioice.ice.Connection) -> None:
 
 
 def _resend_waiting_checks(
-    connection: aioice.ice.Connection, first_seen: dict[int, float], now: float
+    connection: aioice.ice.Connection,
+    first_seen: dict[aioice.stun.Transaction, float],
+    now: float,
 ) -> None:
     """Send again every request of ``connection`` unanswered for :data:`ICE_CHECK_RESEND_S`."""
-    alive: dict[int, float] = {}
+    alive: dict[aioice.stun.Transaction, float] = {}
     for protocol in list(connection._protocols):
         if not isinstance(protocol, aioice.ice.StunProtocol):
             continue
         for transaction in list(protocol.transactions.values()):
-            seen = first_seen.get(id(transaction), now)
-            alive[id(transaction)] = seen
+            seen = first_seen.get(transaction, now)
+            alive[transaction] = seen
             if now - seen < ICE_CHECK_RESEND_S:
                 continue
             request = getattr(transaction, _TRANSACTION_REQUEST, None)
@@ -2486,8 +2489,8 @@ def keep_ice_checking(transport: RTCIceTransport) -> None:
     cannot connect when the path comes back 8 s into the attempt: the next copy of its check
     goes out at 15.5 s, after the 15 s connect timeout, and the attempt hung for all of it.
     While this connection's ``connect()`` runs (the check phase), every STUN request it has had
-    in flight for :data:`ICE_CHECK_RESEND_S` or longer is sent again, with the same transaction
-    id, every :data:`ICE_CHECK_RESEND_S`; an answer to any copy completes aioice's own
+    in flight since the previous tick of :data:`ICE_CHECK_RESEND_S` is sent again, with the same
+    transaction id, on each tick; an answer to any copy completes aioice's own
     transaction (RFC 8489 §6.2.1 allows retransmitting a request unchanged), so aioice's check
     list logic is untouched and the checks connect within about a second of the path's return.
     The resends stop when ``connect()`` returns or raises (consent checks afterwards are
@@ -2522,7 +2525,7 @@ def _keep_checking(connection: aioice.ice.Connection) -> None:
 
     async def resend_loop() -> None:
         loop = asyncio.get_running_loop()
-        first_seen: dict[int, float] = {}
+        first_seen: dict[aioice.stun.Transaction, float] = {}
         while not connection._check_list_done:
             await asyncio.sleep(ICE_CHECK_RESEND_S)
             if connection._check_list_done:
