@@ -1225,6 +1225,7 @@ class _TunedAssociation:
         self._held_bytes: dict[int, int] = {}
         # Transmissions counted, stamped on each chunk sent (_SENT_ORDER, _early_retransmit).
         self._sent_order = 0
+        self._last_retransmission = 0  # the _SENT_ORDER of the latest retransmission
         # The cumulative TSN and gap blocks of the latest SACK taken (t3_expired).
         self._last_sack: tuple[int, list[tuple[int, int]]] = (0, [])
         # The largest packet and DATA chunk payload this association sends: aiortc's until
@@ -1336,7 +1337,11 @@ class _TunedAssociation:
         even one a gap block acknowledged long before: under loss that measures how long a
         hole took to fill, not a round trip, and the RTO grew with it. The newest chunk
         acknowledged is the one whose arrival made the peer send this SACK (it acknowledges
-        at once on a gap, RFC 4960 §6.7).
+        at once on a gap, RFC 4960 §6.7), unless that SACK answers a retransmission sent
+        after it: when the SACKs for a chunk were lost, the next SACK comes only after the
+        T3 timer's resend, and its "round trip" is the timer's wait (a 5-9 s RTO in the
+        20 % soak-20-short run; pion's RTO reaches 25-40 s the same way). So the chunk must
+        have been sent after the latest retransmission, the ambiguity Karn's rule removes.
         """
         cumulative = sack.cumulative_tsn
         last_offset = sack.gaps[-1][1] if sack.gaps else 0
@@ -1350,7 +1355,11 @@ class _TunedAssociation:
                     continue
             if not chunk._acked and chunk._sent_count == 1 and chunk._sent_time is not None:
                 newest = chunk
-        if newest is None or newest._sent_time is None:
+        if (
+            newest is None
+            or newest._sent_time is None
+            or getattr(newest, _SENT_ORDER, 0) < self._last_retransmission
+        ):
             return None
         return time.time() - newest._sent_time  # aiortc's _sent_time clock (transmit)
 
@@ -1627,6 +1636,7 @@ class _TunedAssociation:
                 chunk._retransmit = False
                 chunk._sent_count += 1
                 self._sent_order += 1
+                self._last_retransmission = self._sent_order
                 setattr(chunk, _SENT_ORDER, self._sent_order)
                 setattr(chunk, _TIMER_SENT, getattr(chunk, _TIMER_MARK, False))
                 setattr(chunk, _TIMER_MARK, False)

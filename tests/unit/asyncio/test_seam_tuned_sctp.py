@@ -317,6 +317,10 @@ async def test_the_round_trip_sample_skips_chunks_acknowledged_earlier_or_sent_t
         sample = tuned._rtt_sample(sack)
         assert sample is not None
         assert 0.0 <= sample < 50.0  # c's round trip, not a's or b's hundred seconds
+        # A retransmission sent after c: this SACK may answer it, after c's SACKs were lost.
+        tuned._last_retransmission = getattr(c, "_lkproto_sent_order") + 1  # noqa: B009
+        assert tuned._rtt_sample(sack) is None
+        tuned._last_retransmission = 0
         c._sent_count = 2
         assert tuned._rtt_sample(sack) is None  # nothing sent once and newly acknowledged
         pair.impair(Impairment())
