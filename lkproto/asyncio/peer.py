@@ -174,10 +174,10 @@ class PeerOptions:
             default (aiortc's size: fits the IPv6 minimum MTU on any path, as libwebrtc's); with
             a known path they grow to what it carries, at most 1,392 bytes, the most every
             livekit-server reads (:func:`lkproto.asyncio._seam.sctp_packet_bytes`), which
-            saves about one packet in six. A server on this host (a loopback pair) counts as a
-            known path even when this is None; a TURN-relayed pair never does. A value larger
-            than the path really carries loses the larger packets for good, so leave it None
-            unless you know. Chosen each time the connection connects.
+            saves about one DATA packet in seven. A server on this host (a loopback pair)
+            counts as a known path even when this is None; a TURN-relayed pair never does. A
+            value larger than the path really carries loses the larger packets for good, so
+            leave it None unless you know. Chosen each time the connection connects.
     """
 
     ice_addresses: tuple[str, ...] | None = None
