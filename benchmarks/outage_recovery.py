@@ -2,6 +2,7 @@
 
     sudo .venv/bin/python benchmarks/outage_recovery.py [--outages 20,60] [--runs 1]
                                                         [--logs /tmp/outage] [--json out.json]
+                                                        [--server-debug] [--sdks lkproto]
 
 For each outage length a fresh :class:`lkproto.testing.faults.FaultLab` runs one paced
 sender/receiver pair per SDK at the same time (each pair in its own room,
@@ -23,6 +24,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_info, utc_now, write_json
 
 from lkproto.testing.faults import (
+    SDKS,
     FaultLab,
     TransferPlan,
     missing_requirements,
@@ -60,8 +63,10 @@ def _attempts(log: Path) -> list[str]:
     return out
 
 
-def run_one(seconds: int, logs: Path | None) -> dict[str, object]:
-    """One outage of ``seconds``; both SDKs in the same run."""
+def run_one(
+    seconds: int, logs: Path | None, *, server_debug: bool = False, sdks: Sequence[str] = SDKS
+) -> dict[str, object]:
+    """One outage of ``seconds``; the SDKs in the same run."""
     load_start = os.getloadavg()[0]
     restored: list[float] = []
     outage = outage_fault("udp", after_s=_AFTER_S, for_s=seconds)
@@ -81,8 +86,12 @@ def run_one(seconds: int, logs: Path | None) -> dict[str, object]:
     )
     log_dir = logs / f"udp-{seconds}" if logs is not None else None
     options: dict[str, object] = {"log_dir": log_dir} if log_dir is not None else {}
+    if server_debug:
+        # livekit-server and its WebRTC stack (pion: ICE, the UDP mux) at DEBUG.
+        options["log_level"] = "debug"
+        options["extra_config"] = {"logging": {"pion_level": "debug"}}
     with FaultLab(server_options=options, log_dir=log_dir) as lab:
-        results = run_transfer(lab, plan, fault)
+        results = run_transfer(lab, plan, fault, sdks=sdks)
     restore_since_go = _AFTER_S + seconds
     out: dict[str, object] = {
         "outage_s": seconds,
@@ -123,6 +132,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs per outage length")
     parser.add_argument("--logs", type=Path, default=None, help="keep worker/server logs here")
     parser.add_argument("--json", type=Path, default=None, help="result file")
+    parser.add_argument(
+        "--server-debug", action="store_true", help="livekit-server and pion at DEBUG"
+    )
+    parser.add_argument("--sdks", default=",".join(SDKS), help="comma-separated SDKs to run")
     args = parser.parse_args()
     missing = missing_requirements()
     if missing is not None:
@@ -132,7 +145,12 @@ def main() -> int:
     for seconds in (int(s) for s in args.outages.split(",") if s):
         for index in range(args.runs):
             logs = args.logs / f"run{index}" if args.logs is not None else None
-            result = run_one(seconds, logs)
+            result = run_one(
+                seconds,
+                logs,
+                server_debug=args.server_debug,
+                sdks=[s for s in args.sdks.split(",") if s],
+            )
             runs.append(result)
             print(json.dumps(result, indent=1), flush=True)
     if args.json is not None:

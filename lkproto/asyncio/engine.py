@@ -1667,7 +1667,8 @@ class Engine:
         took_join = joined.done() and not joined.cancelled() and joined.exception() is None
         self._abandoned = link
         try:
-            if took_join and link.transport is not None:
+            leaving = took_join and link.transport is not None
+            if leaving:
                 with contextlib.suppress(LkError):
                     link.session.send_leave(
                         self._loop.time(), reason=rc.ABANDONED_ATTEMPT_LEAVE_REASON
@@ -1678,9 +1679,12 @@ class Engine:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(_ABANDON_LEAVE_DRAIN_S):
                             await outbox.join()
-                _log.info("= left the failed attempt's session")
             if self._link is link:
                 await self._teardown_link()
+            _log.info(
+                "= closed the failed attempt's session%s",
+                " after leaving" if leaving else " (the server had not taken its join)",
+            )
         finally:
             self._abandoned = None
 

@@ -202,10 +202,12 @@ def _first_event(result: TransferResult, name: str) -> float | None:
 
 
 def _attempt_lines(lab: FaultLab, label: str) -> list[str]:
-    """The recovery-attempt lines (``= reconnect attempt N ...``) of an lkproto worker's log."""
+    """The recovery-attempt lines of an lkproto worker's log (``= reconnect attempt N ...`` and
+    ``= closed the failed attempt's session ...``, lkproto.asyncio.engine)."""
     worker = next(w for w in lab.workers if w.label == label)
     text = worker.log_path.read_text(errors="replace")
-    return [line for line in text.splitlines() if "= reconnect attempt" in line]
+    marks = ("= reconnect attempt", "= closed the failed attempt")
+    return [line for line in text.splitlines() if any(m in line for m in marks)]
 
 
 def test_twenty_second_udp_outage(lab: FaultLab, record_property: RecordProperty) -> None:
@@ -227,16 +229,22 @@ def test_twenty_second_udp_outage(lab: FaultLab, record_property: RecordProperty
         assert ours.resumed_after_s is not None, detail
         assert ours.failures_after_restore == 0, detail
         assert ours.leaked() == {}, detail
-    # Recovery did not wait for a hung attempt (brief s6_outage): both sides' first full
-    # reconnect starts ~9 s into the outage, 11 s before the restore, and connects when the path
-    # returns (its checks are resent every second, _seam.keep_ice_checking). Before, aioice's
-    # next check went out 15.5 s into it, so that attempt failed by its 15 s connect timeout
-    # 3-4 s after the restore and only the next one succeeded.
+    # Join attempts made during the outage (brief s6_outage): both sides' first full reconnect
+    # starts ~9 s into the outage, 11 s before the restore. Its checks are resent every second
+    # (_seam.keep_ice_checking), so it usually connects when the path returns; when it fails
+    # anyway (in some runs no packet of its UDP 5-tuple crossed after the restore, either way;
+    # see docs/reference/failure-behaviour.md), it is closed at once, after a leave when the
+    # server took its join, rather than staying listed, JOINED, until the next attempt replaces
+    # it. Before, attempt 1 always failed by its 15 s timeout and was closed only by the next
+    # attempt, which this fails on. The attempts are recorded.
     for label in ("lkproto-tx", "lkproto-rx"):
         attempts = _attempt_lines(lab, label)
         record_property(f"attempts_{label}", json.dumps(attempts))
-        assert [line for line in attempts if " failed" in line] == [], (label, attempts, detail)
         assert any(" succeeded" in line for line in attempts), (label, attempts, detail)
+        for index, line in enumerate(attempts):
+            if "= reconnect attempt" in line and " failed" in line:
+                follower = attempts[index + 1] if index + 1 < len(attempts) else ""
+                assert "= closed the failed attempt" in follower, (label, attempts, detail)
 
 
 async def test_server_restart_republishes_the_track_and_the_tone_returns(
