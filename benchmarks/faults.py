@@ -20,6 +20,9 @@ Scenarios:
   1 KB packets paced over 60 s, then 500 sequential RPCs (``--quick``: 1,000 packets over 10 s and
   50 RPCs, what a CI-sized run would do). The full soak's RPC phase is bounded to 5 minutes
   (the RPC column then counts the calls that started).
+- ``soak-20-short``: the 20 % soak's rate cut short for diagnosis: 2,000 packets paced over
+  12 s, then 10 RPCs, 60 s drain (about 4 minutes; docs/reference/failure-behaviour.md,
+  "20 % loss").
 - ``soak-stream-5``, ``soak-stream-20``: the same loss; one 10 MB byte stream per SDK pair
   (``--quick``: 1 MB), bounded to 5 minutes, while the sender publishes a 440 Hz tone its peer
   subscribes to: bytes delivered and intact, throughput, the tone's frequency and its gaps.
@@ -132,6 +135,21 @@ def scenarios(quick: bool) -> dict[str, tuple[Impairment, TransferPlan, Fault | 
             ),
             None,
         )
+    # The soak's 20 % case cut short for diagnosis (brief s6_soak20): the soak's rate (2,000
+    # packets paced over 12 s) and RPC timeout, a 60 s drain, minutes instead of an hour.
+    table["soak-20-short"] = (
+        Impairment(loss_up=0.2, loss_down=0.2),
+        TransferPlan(
+            packets=2000,
+            interval_s=12.0 / 2000,
+            rpcs=10,
+            rpc_timeout_s=15.0,
+            publish_timeout_s=60.0,
+            drain_s=60.0,
+            run_timeout_s=900.0,
+        ),
+        None,
+    )
     return table
 
 
