@@ -1878,14 +1878,16 @@ def tune_sctp(transport: RTCSctpTransport) -> None:
     retransmit scan unless a chunk can be marked, I bit on a burst's last chunk),
     ``_data_channel_send``/``_data_channel_flush`` (one flush per loop turn instead of a task per
     message), ``_update_rto`` and ``_t3_expired`` (:class:`lkproto.core.sctp.RtoEstimator`:
-    RTO initial 0.5 s, floor 0.25 s, back-off capped at 3 s), and wraps
-    ``_receive_sack_chunk``. If the association runs on an ``RTCDtlsTransport``, that
-    transport's ``_recv_next`` is replaced too, once its handshake is over, by one that does not
-    ask OpenSSL for output after a datagram of application data only (see
-    :func:`_lean_dtls_receive`). The association's wire behaviour stays RFC 4960: reliability,
-    ordering and congestion control are aiortc's. Other associations in the process keep
-    aiortc's methods. Call it before the association starts (before ``setLocalDescription``);
-    later calls change nothing.
+    RTO initial 0.5 s, floor 0.25 s, back-off capped at 3 s; an expiry marks only what the
+    latest SACK does not acknowledge), and wraps ``_receive_sack_chunk`` (the RTT sample is
+    taken there; Early Retransmit, RFC 5827, below four outstanding chunks). If the
+    association runs on an ``RTCDtlsTransport``, that transport's ``_recv_next`` is replaced
+    too, once its handshake is over, by one that does not ask OpenSSL for output after a
+    datagram of application data only (see :func:`_lean_dtls_receive`). The association's wire
+    behaviour stays RFC 4960: reliability, ordering and congestion control are aiortc's (the
+    expiry and Early Retransmit adjust cwnd by RFC 4960 §7.2.3 as aiortc does). Other
+    associations in the process keep aiortc's methods. Call it before the association starts
+    (before ``setLocalDescription``); later calls change nothing.
 
     Raises:
         LkError: the internals above are gone.
