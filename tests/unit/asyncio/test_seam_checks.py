@@ -19,30 +19,11 @@ import pytest
 
 from lkproto.asyncio import _seam
 from lkproto.testing import scaled
+from tests._support.ice_pair import loopback_ice_pair
 
 # After aioice's last retransmission (0.02 * (1 + 2 + ... + 32) = 1.26 s), before its give-up
 # (2.54 s): only a resent check can get through.
 _OUTAGE_S = 1.6
-
-
-async def _pair() -> tuple[aioice.ice.Connection, aioice.ice.Connection]:
-    """Two loopback ICE connections that know each other's candidates and credentials."""
-    left = aioice.ice.Connection(ice_controlling=True)
-    right = aioice.ice.Connection(ice_controlling=False)
-    for connection in (left, right):
-        token = _seam._CHOSEN.set(("127.0.0.1",))
-        try:
-            _seam._wrap_host_addresses()
-            await connection.gather_candidates()
-        finally:
-            _seam._CHOSEN.reset(token)
-    for local, remote in ((left, right), (right, left)):
-        for candidate in remote.local_candidates:
-            await local.add_remote_candidate(candidate)
-        await local.add_remote_candidate(None)
-        local.remote_username = remote.local_username
-        local.remote_password = remote.local_password
-    return left, right
 
 
 def _deaf_until(connection: aioice.ice.Connection, restored: asyncio.Event) -> list[bytes]:
@@ -74,7 +55,7 @@ async def _restore_after(restored: asyncio.Event) -> None:
 
 @pytest.mark.usefixtures("shrunk")
 async def test_stock_aioice_fails_when_the_path_returns_after_its_last_retransmission() -> None:
-    left, right = await _pair()
+    left, right = await loopback_ice_pair()
     restored = asyncio.Event()
     _deaf_until(right, restored)
     restorer = asyncio.get_running_loop().create_task(_restore_after(restored))
@@ -90,7 +71,7 @@ async def test_stock_aioice_fails_when_the_path_returns_after_its_last_retransmi
 
 @pytest.mark.usefixtures("shrunk")
 async def test_a_fitted_connection_connects_once_the_path_returns() -> None:
-    left, right = await _pair()
+    left, right = await loopback_ice_pair()
     _seam._keep_checking(left)
     restored = asyncio.Event()
     answered = _deaf_until(right, restored)
@@ -111,7 +92,7 @@ async def test_a_fitted_connection_connects_once_the_path_returns() -> None:
 
 
 async def test_keeping_checks_is_idempotent_and_leaves_other_connections_alone() -> None:
-    left, right = await _pair()
+    left, right = await loopback_ice_pair()
     try:
         _seam._keep_checking(left)
         shadow = left.connect

@@ -19,27 +19,7 @@ import pytest
 
 from lkproto.asyncio import _seam
 from lkproto.testing import scaled
-
-
-async def _pair() -> tuple[aioice.ice.Connection, aioice.ice.Connection]:
-    """Two loopback ICE connections, connected to each other."""
-    # aioice leaves 127.0.0.1 out of its own host addresses; the seam's wrapper answers it.
-    left = aioice.ice.Connection(ice_controlling=True)
-    right = aioice.ice.Connection(ice_controlling=False)
-    for connection in (left, right):
-        token = _seam._CHOSEN.set(("127.0.0.1",))
-        try:
-            _seam._wrap_host_addresses()
-            await connection.gather_candidates()
-        finally:
-            _seam._CHOSEN.reset(token)
-    for local, remote in ((left, right), (right, left)):
-        for candidate in remote.local_candidates:
-            await local.add_remote_candidate(candidate)
-        await local.add_remote_candidate(None)
-        local.remote_username = remote.local_username
-        local.remote_password = remote.local_password
-    return left, right
+from tests._support.ice_pair import loopback_ice_pair
 
 
 def _answer_only_retransmissions(connection: aioice.ice.Connection) -> None:
@@ -73,7 +53,7 @@ def shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _connected(fit: bool) -> tuple[aioice.ice.Connection, aioice.ice.Connection]:
-    left, right = await _pair()
+    left, right = await loopback_ice_pair()
     if fit:
         _seam.fit_consent(left)
     async with asyncio.timeout(scaled(10)):
