@@ -374,8 +374,9 @@ class Engine:
         )
         self.lossy_dropped = 0
         self.data_sealer: Callable[[pb.DataPacket], pb.DataPacket] | None = None
-        """Set by an encrypted room: every outgoing packet passes through it first, so the resend
-        buffer and the wire only hold what it returns (lkproto.asyncio.e2ee, PROTOCOL-MAP §11)."""
+        """Set by an encrypted room: every outgoing packet passes through it, so the resend
+        buffer and the wire only hold what it returns (lkproto.asyncio.e2ee, PROTOCOL-MAP §11).
+        A reliable packet gets its sequence and user nonce first (core/reliable.py "Nonces")."""
         self.sender_hook: Callable[[Any, pu.TrackDescription], None] | None = None
         self.data_track_sink: Callable[[bytes], None] | None = None
         """Set by the room: receives every raw ``_data_track`` message (PROTOCOL-MAP §12 packets
@@ -877,8 +878,9 @@ class Engine:
             LocalProtocolError: the serialized packet exceeds 64 000 bytes (nothing is sent).
             ConnectError: the room is (or becomes) disconnected.
         """
-        if self.data_sealer is not None:
-            packet = self.data_sealer(packet)
+        sealer = self.data_sealer
+        if sealer is not None and not reliable:
+            packet = sealer(packet)
         while True:
             pc = await self._connected_publisher()
             label = RELIABLE_LABEL if reliable else LOSSY_LABEL
@@ -894,9 +896,12 @@ class Engine:
             if pc.buffered_amount(label) > RELIABLE_HIGH_WATER_BYTES:
                 await pc.wait_buffered_below(label, RELIABLE_LOW_WATER_BYTES)
                 continue  # the connection may have changed while we waited
-            data = self._sender.stamp(packet)
+            # Sealed after stamping, so an encrypted user packet's nonce is inside it and its
+            # resend after a full reconnect repeats it (core/reliable.py "Nonces"). ``packet``
+            # stays unsealed: a retry below seals it again with the same nonce.
+            wire, data = self._sender.stamp_sealed(packet, sealer)
             if (tracer := self._tracer) is not None:
-                tracer.packet(">", label, packet, data, self._loop.time())
+                tracer.packet(">", label, wire, data, self._loop.time())
             if self._sender.suspended:
                 return  # kept in the resend buffer; sent after the resume (PROTOCOL-MAP §10)
             try:
@@ -1427,6 +1432,17 @@ class Engine:
             _log.debug("= not trickling a local candidate: %s", exc)
             return
         self._pump(link)
+
+    def accept_decrypted(self, packet: pb.DataPacket) -> bool:
+        """Whether a packet the room decrypted is new, by its user nonce; False for a repeat.
+
+        An encrypted user packet carries its nonce inside the ciphertext, so the check
+        :meth:`_on_data` makes on clear packets has to wait for the room to open it; the same
+        per-identity filter then drops the resend after a sender's full reconnect
+        (core/reliable.py "Nonces"). Packets other than user packets, and user packets without
+        a 16-byte nonce, are always new.
+        """
+        return self._nonces.accept(packet, self._loop.time())
 
     def _on_data(self, label: str, data: bytes) -> None:
         if label == DATA_TRACK_LABEL:

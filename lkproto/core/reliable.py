@@ -76,11 +76,16 @@ deduplicate by their own ids. A user packet whose nonce would push it past
 payloads as the official SDKs, which set no nonce at all
 (``JS:src/room/participant/LocalParticipant.ts (publishData)``,
 ``RS:livekit/src/room/participant/local_participant.rs (publish_data)``; only their RoomService
-``SendData`` does, as :mod:`lkproto.api` does). Under end-to-end
-encryption the user packet is sealed before it is stamped, so it carries none either. The server's
-window is 100 nonces for the whole room, so it stops the repeat only when fewer than 100 other user
-packets with nonces passed through the room between the original and the resend;
-:class:`UserNonceFilter` stops it at lkproto receivers beyond that.
+``SendData`` does, as :mod:`lkproto.api` does). The server's window is 100 nonces for the whole
+room, so it stops the repeat only when fewer than 100 other user packets with nonces passed
+through the room between the original and the resend; :class:`UserNonceFilter` stops it at
+lkproto receivers beyond that. Under end-to-end encryption :meth:`~ReliableSender.stamp_sealed`
+gives the nonce (same source, same rules) before the packet is sealed, so it travels inside the
+ciphertext: ``EncryptedPacketPayload.user`` is the whole ``UserPacket`` (PROTOCOL-MAP §11; the
+JS SDK moves the packet's value into the payload as it is, ``JS:src/e2ee/utils.ts
+(asEncryptablePacket)``), and the buffer keeps the sealed bytes, so the resend repeats the same
+nonce. The server cannot see it and forwards the resend; lkproto receivers apply
+:class:`UserNonceFilter` to the decrypted packet and drop it, official receivers deliver it twice.
 
 **Receiver** (:class:`ReliableReceiver`, after ``JS:src/room/RTCEngine.ts (handleDataMessage)``).
 The server forwards a sender's packets with ``participant_sid`` set and may replay them after a
@@ -295,46 +300,78 @@ class ReliableSender:
                 source returned something other than 16 bytes.
             ResendBufferFullError: the buffer cannot take the packet now.
         """
+        return self._stamp(packet, None)[1]
+
+    def stamp_sealed(
+        self, packet: pb.DataPacket, seal: Callable[[pb.DataPacket], pb.DataPacket] | None
+    ) -> tuple[pb.DataPacket, bytes]:
+        """:meth:`stamp` ``packet``, then keep and encode what ``seal`` makes of it.
+
+        For end-to-end encryption: the sequence and the nonce go onto ``packet`` (in place, as
+        :meth:`stamp` does) before ``seal`` moves its value into an ``EncryptedPacket``, so an
+        encrypted user packet carries its nonce inside the ciphertext and the resend after a
+        full reconnect repeats it (module docstring, "Nonces"). ``seal`` must copy the outer
+        fields (``sequence``) onto the packet it returns and may return ``packet`` itself.
+        Calling this again for a withdrawn packet seals the same nonce again.
+
+        Args:
+            packet: the packet as the application made it.
+            seal: the sealer (``Engine.data_sealer``); None is the same as :meth:`stamp`.
+
+        Returns:
+            The sealed packet (for logging) and its encoding, as :meth:`stamp` returns it.
+
+        Raises:
+            LocalProtocolError: as :meth:`stamp`, and whatever ``seal`` raises as one (no key);
+                ``packet`` is restored either way.
+            ResendBufferFullError: the buffer cannot take the packet now.
+        """
+        return self._stamp(packet, seal)
+
+    def _stamp(
+        self, packet: pb.DataPacket, seal: Callable[[pb.DataPacket], pb.DataPacket] | None
+    ) -> tuple[pb.DataPacket, bytes]:
         sequence = self._next_sequence
         if sequence > SEQUENCE_MAX:
             raise LocalProtocolError("sequence space exhausted; reset() on a full reconnect")
         previous = packet.sequence
         packet.sequence = sequence
         nonced = packet.WhichOneof("value") == "user" and not packet.user.nonce
-        if nonced:
-            nonce = self._nonce_source()
-            if not isinstance(nonce, bytes) or len(nonce) != USER_NONCE_BYTES:
-                packet.sequence = previous
-                raise LocalProtocolError(
-                    f"nonce_source must return {USER_NONCE_BYTES} bytes, got {nonce!r}"
-                )
-            packet.user.nonce = nonce
         try:
-            data = encode_data_packet(packet)
-        except LocalProtocolError:
-            if not nonced:
-                packet.sequence = previous
-                raise
-            # A payload the official SDKs accept must not be refused for the 18 bytes the nonce
-            # adds: such a packet goes without one (module docstring, "Nonces").
-            packet.user.nonce = b""
-            nonced = False
+            if nonced:
+                nonce = self._nonce_source()
+                if not isinstance(nonce, bytes) or len(nonce) != USER_NONCE_BYTES:
+                    nonced = False
+                    raise LocalProtocolError(
+                        f"nonce_source must return {USER_NONCE_BYTES} bytes, got {nonce!r}"
+                    )
+                packet.user.nonce = nonce
+            wire = packet if seal is None else seal(packet)
             try:
-                data = encode_data_packet(packet)
+                data = encode_data_packet(wire)
             except LocalProtocolError:
-                packet.sequence = previous
-                raise
-        if self._total_bytes + len(data) > self._max_bytes:
+                if not nonced:
+                    raise
+                # A payload the official SDKs accept must not be refused for the 18 bytes the
+                # nonce adds (sealed: inside the ciphertext): such a packet goes without one
+                # (module docstring, "Nonces").
+                packet.user.nonce = b""
+                nonced = False
+                wire = packet if seal is None else seal(packet)
+                data = encode_data_packet(wire)
+            if self._total_bytes + len(data) > self._max_bytes:
+                raise ResendBufferFullError(len(data), self._total_bytes, self._max_bytes)
+        except Exception:
             packet.sequence = previous
             if nonced:
                 packet.user.nonce = b""
-            raise ResendBufferFullError(len(data), self._total_bytes, self._max_bytes)
+            raise
         self._entries.append((sequence, data))
         self._total_bytes += len(data)
         self._next_sequence = sequence + 1
         if not self._suspended:
             self._handed_end = self._next_sequence
-        return data
+        return wire, data
 
     def on_buffered_amount(self, buffered_amount: int) -> int:
         """Drop the oldest packets none of whose bytes is still on its way.

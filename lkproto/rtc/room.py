@@ -1223,6 +1223,11 @@ class Room(EventEmitter["ev.EventTypes"]):
             self._on_opened_data(event.packet, False, event.reliable)
 
     def _on_opened_data(self, packet: pb.DataPacket, encrypted: bool, reliable: bool) -> None:
+        engine = self._engine
+        # Clear packets passed the engine's nonce filter on arrival; an encrypted user packet
+        # shows its nonce only now (core/reliable.py "Nonces").
+        if encrypted and engine is not None and not engine.accept_decrypted(packet):
+            return
         kind = packet.WhichOneof("value")
         if self._rpc is not None and self._rpc.on_packet(packet):
             return
