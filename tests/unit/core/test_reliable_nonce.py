@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from lkproto.core.e2ee import DataDecrypted, KeyProvider
 from lkproto.core.reconnect import (
     DEFAULT_RECONNECT_DELAYS_S,
     REJOIN_HOLD_S,
@@ -29,6 +30,7 @@ from lkproto.core.reliable import (
 )
 from lkproto.errors import LocalProtocolError
 from lkproto.wire import DATA_PACKET_MAX_BYTES, decode_data_packet, encode_data_packet, pb
+from lkproto.wire.e2ee import IV_LENGTH
 
 T0 = 1000.0
 
@@ -174,6 +176,141 @@ def test_the_resend_after_a_signal_resume_repeats_the_original_nonces() -> None:
         sender.stamp(pb.DataPacket(user=pb.UserPacket(payload=bytes([i]))))
     sender.suspend()
     assert [nonce_of(d) for d in sender.resume(1)] == issued[1:]
+
+
+# -------------------------------------------------------------------------------- sealed (E2EE)
+
+
+class Sealer:
+    """Seals as an encrypted room does (real AES-GCM, shared key), one fresh IV per call."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.provider = KeyProvider(shared_key=b"nonce-test-key")
+        self.ivs = (i.to_bytes(IV_LENGTH, "big") for i in itertools.count(1))
+        self.fail = fail
+        self.calls = 0
+
+    def __call__(self, packet: pb.DataPacket) -> pb.DataPacket:
+        self.calls += 1
+        if self.fail:
+            raise LocalProtocolError("no end-to-end encryption key set to encrypt data with")
+        return self.provider.encrypt_packet(packet, "alice", next(self.ivs))
+
+    def open(self, data: bytes, *, sid: str = "PA_old") -> pb.DataPacket:
+        """``data`` as a receiver opens it after the server forwarded it from ``sid``."""
+        received = decode_data_packet(data)
+        received.participant_identity, received.participant_sid = "alice", sid
+        result = self.provider.decrypt_packet(received)
+        assert isinstance(result, DataDecrypted)
+        return result.packet
+
+
+def test_a_sealed_user_packet_carries_its_nonce_inside_the_ciphertext() -> None:
+    sender, issued = injected()
+    seal = Sealer()
+    packet = pb.DataPacket(user=pb.UserPacket(payload=b"secret"))
+    wire, data = sender.stamp_sealed(packet, seal)
+    assert decode_data_packet(data) == wire
+    assert wire.WhichOneof("value") == "encrypted_packet"
+    assert wire.sequence == packet.sequence == 1
+    assert issued[0] not in data  # the server sees no nonce
+    assert (packet.user.nonce, seal.open(data).user.nonce) == (issued[0], issued[0])
+    # The next one gets its own.
+    _, second = sender.stamp_sealed(pb.DataPacket(user=pb.UserPacket(payload=b"2")), seal)
+    assert seal.open(second).user.nonce == issued[1] != issued[0]
+
+
+def test_stamp_sealed_without_a_sealer_is_stamp() -> None:
+    sender, issued = injected()
+    packet = pb.DataPacket(user=pb.UserPacket(payload=b"p"))
+    wire, data = sender.stamp_sealed(packet, None)
+    assert wire is packet
+    assert nonce_of(data) == issued[0]
+
+
+def test_a_sealed_packet_keeps_a_nonce_the_caller_set() -> None:
+    sender, issued = injected()
+    seal = Sealer()
+    mine = b"\xaa" * USER_NONCE_BYTES
+    _, data = sender.stamp_sealed(pb.DataPacket(user=pb.UserPacket(nonce=mine)), seal)
+    assert seal.open(data).user.nonce == mine
+    assert issued == []
+
+
+def test_the_resend_of_a_sealed_packet_after_a_full_reconnect_repeats_its_nonce() -> None:
+    sender, issued = injected()
+    seal = Sealer()
+    sent = [
+        sender.stamp_sealed(pb.DataPacket(user=pb.UserPacket(payload=bytes([i]))), seal)[1]
+        for i in range(3)
+    ]
+    sender.restart(len(sent[1]) + len(sent[2]))
+    again = sender.resume(0)
+    assert [decode_data_packet(d).sequence for d in again] == [1, 2]
+    # The same ciphertext under new sequences: nothing is sealed again, so the nonces repeat.
+    assert [decode_data_packet(d).encrypted_packet for d in again] == [
+        decode_data_packet(d).encrypted_packet for d in sent[1:]
+    ]
+    opened = [seal.open(d, sid="PA_new").user.nonce for d in again]
+    assert opened == issued[1:]
+    assert seal.calls == 3
+
+
+def test_a_withdrawn_sealed_packet_is_sealed_again_with_the_same_nonce() -> None:
+    sender, issued = injected()
+    seal = Sealer()
+    packet = pb.DataPacket(user=pb.UserPacket(payload=b"p"))
+    first_wire, first = sender.stamp_sealed(packet, seal)
+    sender.withdraw(packet.sequence)
+    second_wire, second = sender.stamp_sealed(packet, seal)
+    assert first_wire.encrypted_packet.iv != second_wire.encrypted_packet.iv
+    assert seal.open(first).user.nonce == seal.open(second).user.nonce == issued[0]
+    assert len(issued) == 1
+
+
+def test_a_seal_that_raises_restores_the_packet_and_consumes_no_sequence() -> None:
+    sender, issued = injected()
+    packet = pb.DataPacket(user=pb.UserPacket(payload=b"p"))
+    with pytest.raises(LocalProtocolError, match="no end-to-end encryption key"):
+        sender.stamp_sealed(packet, Sealer(fail=True))
+    assert (packet.sequence, packet.user.nonce, sender.next_sequence) == (0, b"", 1)
+    assert sender.buffered_bytes == 0
+    seal = Sealer()
+    _, data = sender.stamp_sealed(packet, seal)
+    assert decode_data_packet(data).sequence == 1
+    assert seal.open(data).user.nonce == issued[1]  # the refused one's nonce went with it
+
+
+def test_a_nonce_that_would_push_the_sealed_packet_past_the_limit_is_left_out() -> None:
+    sender, issued = injected()
+    seal = Sealer()
+    # Measured near the limit, where every length prefix already takes its three bytes.
+    probe = pb.DataPacket(user=pb.UserPacket(payload=b"n" * 60_000), sequence=1)
+    overhead = len(encode_data_packet(seal(probe))) - 60_000
+    payload = b"n" * (DATA_PACKET_MAX_BYTES - overhead - 8)
+    packet = pb.DataPacket(user=pb.UserPacket(payload=payload))
+    _, data = sender.stamp_sealed(packet, seal)
+    assert len(data) <= DATA_PACKET_MAX_BYTES
+    assert seal.open(data).user == pb.UserPacket(payload=payload)
+    assert packet.user.nonce == b""
+    assert len(issued) == 1  # drawn, then left out
+
+
+def test_the_filter_drops_the_decrypted_resend_and_passes_nonce_less_inner_packets() -> None:
+    sender, issued = injected()
+    seal = Sealer()
+    _, original = sender.stamp_sealed(pb.DataPacket(user=pb.UserPacket(payload=b"o")), seal)
+    sender.restart(len(original))
+    (resend,) = sender.resume(0)
+    f = UserNonceFilter()
+    assert seal.open(resend).user.nonce == issued[0]
+    assert f.accept(seal.open(original, sid="PA_old"), T0)
+    assert not f.accept(seal.open(resend, sid="PA_new"), T0 + 5)
+    # Sealed by an official SDK: the inner UserPacket has no nonce; every copy passes.
+    bare = seal(pb.DataPacket(user=pb.UserPacket(payload=b"sdk"), sequence=1))
+    for _ in range(2):
+        assert f.accept(seal.open(encode_data_packet(bare)), T0 + 6)
+    assert f.duplicates_dropped == 1
 
 
 # -------------------------------------------------------------------------------- receiver
