@@ -341,6 +341,8 @@ class Engine:
         self._supervisor: asyncio.Task[None] | None = None
         # The time bound of a full-reconnect attempt's join while it runs (see _on_leave).
         self._attempt_window: asyncio.Timeout | None = None
+        # When that bound was narrowed to the attempt's ICE window (_narrow_to_ice_window).
+        self._ice_window_ends: float | None = None
         # A failed attempt's link while it says goodbye (_abandon_attempt): whatever it still
         # reports is no trouble of the room's.
         self._abandoned: _Link | None = None
@@ -1047,11 +1049,42 @@ class Engine:
         await self._negotiate(link)
         primary = link.primary
         assert primary is not None
+        outer = self._narrow_to_ice_window()
         await primary.wait_connected(self._opts.connect_timeout_s)
+        window = self._attempt_window
+        if outer is not None and window is not None and not window.expired():
+            window.reschedule(outer)  # connected: the rest has the attempt's whole bound
+        self._ice_window_ends = None
         await primary.wait_channels_open(self._opts.connect_timeout_s)
         if not link.single_pc:
             await pub.wait_connected(self._opts.connect_timeout_s)
         self._spawn(link, self._watch_transport(link, pub))
+
+    def _narrow_to_ice_window(self) -> float | None:
+        """Bound a full-reconnect attempt's wait for its peer connection by the ICE window.
+
+        Issue 15: after a UDP outage the attempt made during it sometimes never got an answer
+        once the path was back and hung for the whole connect timeout; the next attempt, on new
+        sockets, connected at once (core/reconnect.py :data:`ATTEMPT_ICE_WINDOW_S`). Its checks
+        begin now (the answer is applied), so the attempt's bound becomes the window's end when
+        that is sooner; the recoverer says how long (None for the policy's last attempt).
+
+        Returns:
+            The attempt's own deadline to put back once connected, or None if unchanged.
+        """
+        window = self._attempt_window
+        if window is None or self._recoverer.state is not rc.RecoveryState.ATTEMPTING:
+            return None  # not a recovery attempt (connect() has its own bound)
+        seconds = self._recoverer.ice_window()
+        outer = window.when()
+        if seconds is None or outer is None:
+            return None
+        ends = self._loop.time() + seconds
+        if ends >= outer:
+            return None
+        self._ice_window_ends = ends
+        window.reschedule(ends)
+        return outer
 
     async def _negotiate(self, link: _Link) -> None:
         """Offer on the publisher (the single PC) and wait until an answer covering everything
@@ -1598,6 +1631,7 @@ class Engine:
         )
         kind = self._recoverer.attempt_kind(peer_usable=peer_usable)
         _log.info("= reconnect attempt %d: %s", number, kind.value)
+        self._ice_window_ends = None
         cause: rc.RecoveryCause | None = None
         status: int | None = None
         unreachable = False
@@ -1647,7 +1681,16 @@ class Engine:
             _log.info("= resume refused; next attempt is a full reconnect")
             cause = rc.RecoveryCause.RESUME_REFUSED
         except (LkError, TimeoutError, OSError) as exc:
-            _log.info("= reconnect attempt %d failed: %s", number, exc)
+            ends = self._ice_window_ends
+            if isinstance(exc, TimeoutError) and ends is not None and self._loop.time() >= ends:
+                _log.info(
+                    "= reconnect attempt %d failed: its ICE did not connect within %.1f s",
+                    number,
+                    rc.ATTEMPT_ICE_WINDOW_S,
+                )
+            else:
+                _log.info("= reconnect attempt %d failed: %s", number, exc)
+            self._ice_window_ends = None
             if isinstance(exc, JoinRejectedError):
                 status = exc.status
             # Nothing listening (a server being restarted): retried quickly (Recoverer).

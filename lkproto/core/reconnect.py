@@ -42,11 +42,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
+from lkproto.core.durations import optional_positive_seconds
 from lkproto.errors import LocalProtocolError
 from lkproto.wire import pb
 
 __all__ = [
     "ABANDONED_ATTEMPT_LEAVE_REASON",
+    "ATTEMPT_ICE_WINDOW_S",
     "DEFAULT_RECONNECT_DELAYS_S",
     "DEFAULT_RECONNECT_JITTER_FROM_ATTEMPT",
     "DEFAULT_RECONNECT_JITTER_S",
@@ -195,6 +197,23 @@ UNREACHABLE_RETRIES: Final = 20
 """How many refused connections a recovery retries quickly before the policy takes over."""
 UNREACHABLE_RETRY_S: Final = 0.25
 """Seconds between those retries of an unreachable server."""
+
+# A full-reconnect attempt whose peer connection is still not connected this long after its ICE
+# checks began is abandoned (with its leave) and the next one made on the policy's schedule
+# (issue 15; docs/reference/failure-behaviour.md "Recovery after long outages"). Why: after a
+# UDP outage, the attempt made during it sometimes got no answer to any of its checks once the
+# path was back (resent every second, _seam.keep_ice_checking; livekit-server's log counted 0
+# requests received on that pair) and hung for the whole connect timeout, while the next attempt,
+# on new sockets, connected within ~50 ms. Nothing an attempt sees tells that case from a path
+# still down, so the window bounds both. 5 s: livekit-server's own pion agent (controlled) sends
+# its checks on a new pair only during its first ~1.6 s (pion/ice v4.4.0 agent.go
+# pingAllCandidates: maxBindingRequests 7 at defaultCheckInterval 200 ms) and afterwards only
+# answers ours, so a path that works connects within about a second of our next resend; 5 s is
+# also livekit-server's shortest ICE connect timeout (S:pkg/rtc/transport.go
+# minTcpICEConnectTimeout) and the tick between the Rust SDK's attempts. The policy's last
+# attempt keeps the whole connect timeout (Recoverer.ice_window), for a path slower than that.
+ATTEMPT_ICE_WINDOW_S: Final = 5.0
+"""Seconds a full-reconnect attempt's ICE may check before the attempt is abandoned."""
 
 # -------------------------------------------------------------------------------------------
 # After a full reconnect: holding reliable sends until the receivers are back
@@ -635,6 +654,11 @@ class Recoverer:
         policy: the retry delays.
         random: a source of uniform samples in ``[0, 1)`` for the jitter.
         resume_supported: False for sessions that cannot be resumed (every recovery is full).
+        ice_window_s: how long a full-reconnect attempt's ICE may check before the driver
+            abandons the attempt (:meth:`ice_window`); None leaves it to the connect timeout.
+
+    Raises:
+        LocalProtocolError: ``ice_window_s`` is not a positive finite number of seconds.
     """
 
     def __init__(
@@ -643,8 +667,10 @@ class Recoverer:
         *,
         random: Callable[[], float],
         resume_supported: bool = True,
+        ice_window_s: float | None = ATTEMPT_ICE_WINDOW_S,
     ) -> None:
         self._policy = policy
+        self._ice_window_s = optional_positive_seconds("ice_window_s", ice_window_s)
         self._random = random
         self.resume_supported = resume_supported
         """Can the current session be resumed (set by the driver per connection)."""
@@ -710,6 +736,25 @@ class Recoverer:
         if not peer_usable or not self.resume_supported:
             self._escalate(Recovery.FULL_RECONNECT)
         return self._plan
+
+    def ice_window(self) -> float | None:
+        """Seconds the running attempt's ICE may check before the attempt is abandoned, or None.
+
+        The driver starts the window when a full reconnect's checks begin (its answer is
+        applied) and, if the peer connection is not connected when it ends, fails the attempt
+        as it fails one that timed out: leave, close, :meth:`attempt_failed`
+        (:data:`ATTEMPT_ICE_WINDOW_S` says why). None for the policy's last attempt, which only
+        the connect timeout bounds, so that a path whose ICE needs longer than the window still
+        gets one attempt that can succeed.
+
+        Raises:
+            LocalProtocolError: no attempt is running.
+        """
+        if self._state is not RecoveryState.ATTEMPTING:
+            raise LocalProtocolError(f"no recovery attempt is running ({self._state.value})")
+        if self._failed + 1 >= self._policy.attempts:
+            return None
+        return self._ice_window_s
 
     def attempt_succeeded(self, now: float) -> None:
         """The attempt worked: back to IDLE with :class:`Recovered`.

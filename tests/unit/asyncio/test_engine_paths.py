@@ -8,6 +8,9 @@ here without one. ICE, DTLS and the data channels are real (two aiortc peers on 
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -16,6 +19,7 @@ import pytest
 from aiortc.mediastreams import AudioStreamTrack
 
 from lkproto.asyncio import engine as en
+from lkproto.core import reconnect as rc
 from lkproto.core import signal as sg
 from lkproto.core.publish import TrackDescription
 from lkproto.core.reconnect import ReconnectPolicy
@@ -364,6 +368,69 @@ async def test_a_failed_full_reconnect_attempt_leaves_its_session_before_the_nex
         peer.hold_answers = False
         assert (await recorder.next(en.EngineReconnected)).full is True
         assert peer.participant_sid == "PA_3"
+        assert not recorder.of(en.EngineDisconnected)
+    finally:
+        await engine.disconnect()
+        await peer.close()
+
+
+class _UnreachablePeer(SignalPeer):
+    """A peer whose answers arrive but whose ICE never connects while :attr:`unreachable`.
+
+    The candidates of both SDPs are pointed at a socket that never answers, so neither side's
+    checks reach the other: a join made during a UDP outage, whose signal still works.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unreachable = False
+        self._hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._hole.bind(("127.0.0.1", 0))
+
+    def _into_hole(self, sdp: str) -> str:
+        port = self._hole.getsockname()[1]
+        return re.sub(r"(a=candidate:\S+ \d+ udp \d+ \S+ )\d+", rf"\g<1>{port}", sdp)
+
+    async def _answer(self, connection: Any, offer: pb.SessionDescription) -> None:
+        pc = self.peer_connection
+        if not self.unreachable or pc is None:
+            await super()._answer(connection, offer)
+            return
+        sdp = await pc.apply_offer(self._into_hole(offer.sdp))
+        answer = pb.SessionDescription(type="answer", sdp=self._into_hole(sdp), id=offer.id)
+        connection.send(pb.SignalResponse(answer=answer))
+
+    async def close(self) -> None:
+        await super().close()
+        self._hole.close()
+
+
+async def test_an_attempt_whose_ice_does_not_connect_in_its_window_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # issue 15: after a UDP outage the attempt made during it could get no answer to its checks
+    # and hang for the whole connect timeout. Its ICE window (core/reconnect.py
+    # ATTEMPT_ICE_WINDOW_S, here 2 s) ends it long before that: it leaves, and the next attempt
+    # connects. The connect timeout (120 s) is far beyond the bounded waits below.
+    monkeypatch.setattr(rc, "Recoverer", functools.partial(rc.Recoverer, ice_window_s=2.0))
+    peer = _UnreachablePeer()
+    recorder = Recorder()
+    engine = en.Engine(recorder)
+    try:
+        await engine.connect(URL, "token", options(peer, connect_timeout_s=120.0))
+        peer.unreachable = True
+        engine.force_full_reconnect()
+        await bounded(peer.wait_until(lambda: len(peer.connections) >= 2))
+        attempt = peer.connections[1]
+        async with asyncio.timeout(scaled(30)):
+            await peer.wait_until(lambda: any(r.HasField("leave") for r in attempt.requests))
+        assert [r.leave.reason for r in attempt.requests if r.HasField("leave")] == [
+            pb.USER_UNAVAILABLE
+        ]
+        assert engine.state == en.ConnectionState.CONN_RECONNECTING
+        peer.unreachable = False
+        assert (await recorder.next(en.EngineReconnected)).full is True
+        assert peer.participant_sid == "PA_3"  # the next attempt, on new sockets
         assert not recorder.of(en.EngineDisconnected)
     finally:
         await engine.disconnect()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from lkproto import errors
 from lkproto.core.reconnect import (
     ABANDONED_ATTEMPT_LEAVE_REASON,
+    ATTEMPT_ICE_WINDOW_S,
     DEFAULT_RECONNECT_DELAYS_S,
     LEAVE_ACTION_RECOVERY,
     REJOIN_FRESH_S,
@@ -412,6 +413,51 @@ def test_an_unreachable_server_is_retried_quickly_then_by_the_policy() -> None:
     r.attempt_failed(now + 3.0, cause=RecoveryCause.RESUME_REFUSED, unreachable=True)
     assert r.get_timer() == now + 3.0
     assert r.plan is Recovery.FULL_RECONNECT
+
+
+def test_every_attempt_but_the_policys_last_has_the_ice_window() -> None:
+    r = _recoverer((0.0, 1.0, 2.0))
+    r.trouble(RecoveryCause.PEER_FAILED, 0.0)
+    windows = []
+    for now in (0.0, 10.0, 20.0):
+        r.handle_timer(now)
+        assert isinstance(_drain(r)[-1], AttemptDue)
+        windows.append(r.ice_window())
+        r.attempt_failed(now)
+    assert windows == [ATTEMPT_ICE_WINDOW_S, ATTEMPT_ICE_WINDOW_S, None]
+    assert isinstance(_drain(r)[-1], GaveUp)
+    with pytest.raises(errors.LocalProtocolError):
+        r.ice_window()  # no attempt running
+
+
+def test_the_ice_window_is_shorter_than_the_connect_timeout_and_outlasts_pions_own_checks() -> None:
+    # pion (livekit-server's side) checks a new pair for 8 ticks of 200 ms, then only answers
+    # ours, resent every second (_seam.ICE_CHECK_RESEND_S): a working path connects well
+    # within the window, and the window ends before the engine's 15 s connect timeout.
+    assert 8 * 0.2 + 2 * 1.0 <= ATTEMPT_ICE_WINDOW_S < 15.0
+
+
+def test_quick_unreachable_retries_do_not_use_up_the_full_connect_timeout_attempt() -> None:
+    r = _recoverer((0.0, 1.0))
+    r.trouble(RecoveryCause.PEER_FAILED, 0.0)
+    r.handle_timer(0.0)
+    r.attempt_failed(0.0, unreachable=True)
+    r.handle_timer(UNREACHABLE_RETRY_S)
+    assert r.ice_window() == ATTEMPT_ICE_WINDOW_S  # still the first of two counted attempts
+
+
+@pytest.mark.parametrize("window", [None, 2.5])
+def test_the_ice_window_can_be_set_or_turned_off(window: float | None) -> None:
+    r = Recoverer(ReconnectPolicy((0.0, 1.0), jitter_s=0), random=lambda: 0.0, ice_window_s=window)
+    r.trouble(RecoveryCause.PEER_FAILED, 0.0)
+    r.handle_timer(0.0)
+    assert r.ice_window() == window
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
+def test_a_bad_ice_window_is_misuse(bad: float) -> None:
+    with pytest.raises(errors.LocalProtocolError):
+        Recoverer(ReconnectPolicy(), random=lambda: 0.0, ice_window_s=bad)
 
 
 # -- the hold after a full reconnect ---------------------------------------------------------------
