@@ -31,6 +31,8 @@ Configuration (one JSON object, the only argument):
     (:class:`lkproto.testing.loadworker.ToneMeter`) until its first ``report``.
 ``log_level``
     optional: log the SDK at this level (``"INFO"``, ``"DEBUG"``) to stderr (the worker's log).
+``e2ee_key``
+    optional: join with end-to-end encryption, this string (UTF-8) as the shared key.
 
 Lines printed (each a JSON object with ``ev`` and ``t`` = ``time.monotonic()``, which is the
 system-wide monotonic clock, comparable with the harness's): ``ready`` (``resources`` = ``[asyncio
@@ -141,9 +143,16 @@ class _Client:
         rtc = self.rtc
         if self.sdk == "lkproto":
             # aioice skips 127.0.0.1 unless told (PROTOCOL-MAP §17 "ICE on loopback").
-            return rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"]))
-        # An empty list makes the SDK take the server's (unused loopback) STUN entry.
-        return rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_servers=[]))
+            options = rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_addresses=["127.0.0.1"]))
+        else:
+            # An empty list makes the SDK take the server's (unused loopback) STUN entry.
+            options = rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(ice_servers=[]))
+        if (key := self.config.get("e2ee_key")) is not None:
+            # Both SDKs spell the encryption options alike.
+            options.encryption = rtc.E2EEOptions(
+                key_provider_options=rtc.KeyProviderOptions(shared_key=str(key).encode())
+            )
+        return options
 
     def state_name(self, state: Any) -> str | None:
         # The official SDK's states are protobuf enum ints; lkproto's an IntEnum with the same

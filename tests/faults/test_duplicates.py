@@ -9,13 +9,16 @@ sockets and resends what its old association held unacknowledged (core/reliable.
 reconnect"), packets the receivers already have. The resend carries a new SID and new sequences,
 so only the nonce ties it to the original (core/reliable.py "Nonces").
 
-Two cases. ``within_window``: nothing else passes through the room between the original and the
-resend, so livekit-server's room-wide last-100 nonce window drops the resend itself; neither the
-lkproto receiver nor the official SDK receiver gets a copy. ``beyond_window``: 150 RoomService
+Three cases. ``within_window``: nothing else passes through the room between the original and
+the resend, so livekit-server's room-wide last-100 nonce window drops the resend itself; neither
+the lkproto receiver nor the official SDK receiver gets a copy. ``beyond_window``: 150 RoomService
 ``SendData`` packets (each with its own nonce, on another topic) pass through the room during the
 stall, before the reconnect, pushing the originals out of the server's window; the resend reaches
 the receivers, the lkproto receiver's :class:`~lkproto.core.reliable.UserNonceFilter` drops it,
 and the official SDK receiver shows it (asserted: it proves the scenario produced a repeat).
+``encrypted``: as ``within_window`` with all three in the room end-to-end encrypted (one shared
+key). The nonce is inside the ciphertext, so the server cannot drop the resend; the lkproto
+receiver drops it after decrypting, the official SDK receiver shows it.
 
 Before the nonce (commit 4f912ca, measured with this test): every resent packet the server had
 already forwarded reached both receivers twice (figures in docs/reference/failure-behaviour.md).
@@ -54,6 +57,7 @@ _NFT_TABLE = "lkdup"
 _READY_S = 60.0
 _RECONNECT_S = 60.0
 _RESEND_LOG = re.compile(r"full reconnect: (\d+) reliable packets to resend")
+_E2EE_KEY = "duplicates-e2ee-key"
 
 
 def _udp_ports_of(lab: FaultLab, pid: int) -> list[int]:
@@ -130,14 +134,17 @@ def _duplicates(arrivals: list[int]) -> int:
     return sum(n - 1 for n in collections.Counter(arrivals).values())
 
 
-def _run(lab: FaultLab, *, filler: int) -> dict[str, object]:
+def _run(lab: FaultLab, *, filler: int, e2ee_key: str | None = None) -> dict[str, object]:
     room = f"dup-{secrets.token_hex(4)}"
+    e2ee = {} if e2ee_key is None else {"e2ee_key": e2ee_key}
     ours = lab.spawn_worker(
-        {"sdk": "lkproto", "role": "receiver", "size": _SIZE, "token": lab.token("rx", room)},
+        {"sdk": "lkproto", "role": "receiver", "size": _SIZE, "token": lab.token("rx", room)}
+        | e2ee,
         label="lkproto-rx",
     )
     theirs = lab.spawn_worker(
-        {"sdk": "livekit", "role": "receiver", "size": _SIZE, "token": lab.token("off", room)},
+        {"sdk": "livekit", "role": "receiver", "size": _SIZE, "token": lab.token("off", room)}
+        | e2ee,
         label="livekit-rx",
     )
     ours.wait_event("ready", _READY_S)
@@ -155,7 +162,8 @@ def _run(lab: FaultLab, *, filler: int) -> dict[str, object]:
             "publish_timeout_s": 30.0,
             # The engine logs how many packets the full reconnect resends (INFO).
             "log_level": "INFO",
-        },
+        }
+        | e2ee,
         label="lkproto-tx",
     )
     tx.wait_event("ready", _READY_S)
@@ -197,11 +205,15 @@ def _run(lab: FaultLab, *, filler: int) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("window", ["within_window", "beyond_window"])
+@pytest.mark.parametrize("window", ["within_window", "beyond_window", "encrypted"])
 def test_full_reconnect_resend_is_delivered_once(
     lab: FaultLab, record_property: RecordProperty, window: str
 ) -> None:
-    result = _run(lab, filler=_FILLER if window == "beyond_window" else 0)
+    result = _run(
+        lab,
+        filler=_FILLER if window == "beyond_window" else 0,
+        e2ee_key=_E2EE_KEY if window == "encrypted" else None,
+    )
     detail = json.dumps(result)
     record_property("duplicates", detail)
     print(f"\n{window}: {detail}")
@@ -221,6 +233,6 @@ def test_full_reconnect_resend_is_delivered_once(
         # The server's window dropped the resend for every receiver.
         assert theirs["duplicates"] == 0, detail
     else:
-        # Past the window the resend reaches receivers: the official SDK shows the repeats
-        # lkproto's filter dropped.
+        # Past the window, or sealed where the server cannot see the nonce, the resend reaches
+        # receivers: the official SDK shows the repeats lkproto's filter dropped.
         assert theirs["duplicates"] > 0, detail
