@@ -210,6 +210,17 @@ async def _send_lost(pair: SctpPair, message: bytes) -> None:
     pair.client_link.impairment = Impairment()
 
 
+async def _three_in_flight_and_lost(pair: SctpPair) -> list[sctp.DataChunk]:
+    """Send a, b and c while both directions drop everything (slow timer): the three chunks of
+    the client's sent queue, in order, none acknowledged."""
+    _slow_timer(pair.client)
+    pair.impair(Impairment(loss=1.0))
+    for message in (b"a", b"b", b"c"):
+        pair.client_channel.send(message)
+    await until(lambda: len(pair.client._sent_queue) == 3, scaled(5))
+    return list(pair.client._sent_queue)
+
+
 async def test_early_retransmit_resends_a_lost_chunk_with_one_later_chunk_acknowledged() -> None:
     # Two chunks outstanding, the first lost: the SACK of the second is the only miss
     # indication there will ever be, so RFC 4960's three never come; Early Retransmit
@@ -272,12 +283,7 @@ async def test_four_outstanding_chunks_keep_the_rfc_threshold_of_three_misses() 
 async def test_timer_expiry_resends_only_chunks_the_latest_sack_does_not_acknowledge() -> None:
     async with sctp_pair() as pair:
         await _transfer(pair, [b"warm-up"])
-        _slow_timer(pair.client)
-        pair.impair(Impairment(loss=1.0))
-        for message in (b"a", b"b", b"c"):
-            pair.client_channel.send(message)
-        await until(lambda: len(pair.client._sent_queue) == 3, scaled(5))
-        a, b, c = pair.client._sent_queue
+        a, b, c = await _three_in_flight_and_lost(pair)
         # The peer says it holds b and c (it never got them: from here on it has reneged).
         sack = sctp.SackChunk()
         sack.cumulative_tsn = (a.tsn - 1) % (1 << 32)
@@ -301,12 +307,7 @@ async def test_timer_expiry_resends_only_chunks_the_latest_sack_does_not_acknowl
 async def test_the_round_trip_sample_skips_chunks_acknowledged_earlier_or_sent_twice() -> None:
     async with sctp_pair() as pair:
         await _transfer(pair, [b"warm-up"])
-        _slow_timer(pair.client)
-        pair.impair(Impairment(loss=1.0))
-        for message in (b"a", b"b", b"c"):
-            pair.client_channel.send(message)
-        await until(lambda: len(pair.client._sent_queue) == 3, scaled(5))
-        a, b, c = pair.client._sent_queue
+        a, b, c = await _three_in_flight_and_lost(pair)
         now = time.time()
         a._sent_count, a._sent_time = 2, now - 100.0  # retransmitted: Karn
         b._acked, b._sent_time = True, now - 100.0  # a gap block acknowledged it long ago
