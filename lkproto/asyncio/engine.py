@@ -459,7 +459,11 @@ class Engine:
         self._publish_timer = DeadlineTimer(
             self._loop, self._tracker.get_timer, self._on_publish_due
         )
-        self._recoverer = rc.Recoverer(options.reconnect_policy, random=options.rng)
+        self._recoverer = rc.Recoverer(
+            options.reconnect_policy,
+            random=options.rng,
+            attempt_timeout_s=options.connect_timeout_s,
+        )
         self._recovery_timer = DeadlineTimer(
             self._loop, self._recoverer.get_timer, self._on_recovery_due
         )
@@ -1635,6 +1639,7 @@ class Engine:
         cause: rc.RecoveryCause | None = None
         status: int | None = None
         unreachable = False
+        windowed = False  # failed by its ICE window (Recoverer.attempt_failed)
         ok = False
         try:
             if kind is rc.Recovery.RESUME and link is not None:
@@ -1682,7 +1687,10 @@ class Engine:
             cause = rc.RecoveryCause.RESUME_REFUSED
         except (LkError, TimeoutError, OSError) as exc:
             ends = self._ice_window_ends
-            if isinstance(exc, TimeoutError) and ends is not None and self._loop.time() >= ends:
+            windowed = (
+                isinstance(exc, TimeoutError) and ends is not None and self._loop.time() >= ends
+            )
+            if windowed:
                 _log.info(
                     "= reconnect attempt %d failed: its ICE did not connect within %.1f s",
                     number,
@@ -1706,7 +1714,9 @@ class Engine:
         if ok:
             self._recoverer.attempt_succeeded(now)
         else:
-            self._recoverer.attempt_failed(now, cause=cause, status=status, unreachable=unreachable)
+            self._recoverer.attempt_failed(
+                now, cause=cause, status=status, unreachable=unreachable, ice_window=windowed
+            )
         self._flush_recovery()
 
     async def _abandon_attempt(self) -> None:

@@ -211,7 +211,10 @@ UNREACHABLE_RETRY_S: Final = 0.25
 # answers ours, so a path that works connects within about a second of our next resend; 5 s is
 # also livekit-server's shortest ICE connect timeout (S:pkg/rtc/transport.go
 # minTcpICEConnectTimeout) and the tick between the Rust SDK's attempts. The policy's last
-# attempt keeps the whole connect timeout (Recoverer.ice_window), for a path slower than that.
+# attempt keeps the whole connect timeout (Recoverer.ice_window), for a path slower than that,
+# and one of the policy's attempts is up to three windows in a row (connect timeout / window;
+# Recoverer.attempt_failed), so the schedule and how long an outage a recovery outlasts are
+# what they were with every attempt bounded by the connect timeout.
 ATTEMPT_ICE_WINDOW_S: Final = 5.0
 """Seconds a full-reconnect attempt's ICE may check before the attempt is abandoned."""
 
@@ -656,9 +659,15 @@ class Recoverer:
         resume_supported: False for sessions that cannot be resumed (every recovery is full).
         ice_window_s: how long a full-reconnect attempt's ICE may check before the driver
             abandons the attempt (:meth:`ice_window`); None leaves it to the connect timeout.
+        attempt_timeout_s: the driver's connect timeout, which bounds an attempt without a
+            window. Attempts abandoned by their window count against the policy together, one
+            per ``attempt_timeout_s / ice_window_s`` of them (rounded, at least 1; see
+            :meth:`attempt_failed`), so the window does not shorten the outage a recovery
+            outlasts.
 
     Raises:
-        LocalProtocolError: ``ice_window_s`` is not a positive finite number of seconds.
+        LocalProtocolError: ``ice_window_s`` or ``attempt_timeout_s`` is not a positive finite
+            number of seconds.
     """
 
     def __init__(
@@ -668,9 +677,16 @@ class Recoverer:
         random: Callable[[], float],
         resume_supported: bool = True,
         ice_window_s: float | None = ATTEMPT_ICE_WINDOW_S,
+        attempt_timeout_s: float | None = None,
     ) -> None:
         self._policy = policy
         self._ice_window_s = optional_positive_seconds("ice_window_s", ice_window_s)
+        timeout_s = optional_positive_seconds("attempt_timeout_s", attempt_timeout_s)
+        self._windows_per_attempt = (
+            1
+            if self._ice_window_s is None or timeout_s is None
+            else max(1, round(timeout_s / self._ice_window_s))
+        )
         self._random = random
         self.resume_supported = resume_supported
         """Can the current session be resumed (set by the driver per connection)."""
@@ -678,6 +694,8 @@ class Recoverer:
         self._plan = Recovery.NONE
         self._failed = 0
         self._unreachable = 0
+        self._windowed = 0  # attempts abandoned by their window since the last one counted
+        self._uncounted = 0  # such attempts this recovery that the policy did not count
         self._deadline: float | None = None
         self._events: deque[AnyRecoveryEvent] = deque()
 
@@ -715,6 +733,8 @@ class Recoverer:
             self._plan = wanted
             self._failed = 0
             self._unreachable = 0
+            self._windowed = 0
+            self._uncounted = 0
             self._events.append(RecoveryStarted(full=wanted is Recovery.FULL_RECONNECT))
             self._schedule(now)
         else:
@@ -777,6 +797,7 @@ class Recoverer:
         cause: RecoveryCause | None = None,
         status: int | None = None,
         unreachable: bool = False,
+        ice_window: bool = False,
     ) -> None:
         """The attempt failed; the next one is scheduled, or the recovery gives up.
 
@@ -789,6 +810,13 @@ class Recoverer:
                 :data:`UNREACHABLE_RETRY_S` without counting against the policy: a server being
                 restarted is back within a second or two, and the policy's growing delays made
                 lkproto return seconds after the official SDK (issue 15).
+            ice_window: the driver abandoned the attempt when its ICE window ended. One of
+                the policy's attempts is then up to ``attempt_timeout_s / ice_window_s``
+                windows in a row (three with the defaults: 15 s / 5 s), each on new sockets
+                and started at once; only the last of them counts against the policy. So the
+                schedule and the outage a recovery outlasts stay those of attempts bounded by
+                the connect timeout (JS and the Rust SDK wait up to 15 s per attempt), while a
+                path that comes back mid-way is found within a window.
 
         Raises:
             LocalProtocolError: no attempt is running.
@@ -803,6 +831,12 @@ class Recoverer:
             self._state = RecoveryState.WAITING
             self._deadline = now + UNREACHABLE_RETRY_S
             return
+        if ice_window and cause is None and self._windowed + 1 < self._windows_per_attempt:
+            self._windowed += 1
+            self._uncounted += 1
+            self._schedule(now, immediate=True)  # the same policy attempt, on new sockets
+            return
+        self._windowed = 0
         self._failed += 1
         before = self._plan
         if cause is not None:
@@ -824,7 +858,8 @@ class Recoverer:
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
             self._state = RecoveryState.ATTEMPTING
-            self._events.append(AttemptDue(number=self._failed + self._unreachable + 1))
+            made = self._failed + self._unreachable + self._uncounted
+            self._events.append(AttemptDue(number=made + 1))
 
     def get_timer(self) -> float | None:
         """When the next attempt is due, or None."""
@@ -859,4 +894,6 @@ class Recoverer:
         self._plan = Recovery.NONE
         self._failed = 0
         self._unreachable = 0
+        self._windowed = 0
+        self._uncounted = 0
         self._deadline = None

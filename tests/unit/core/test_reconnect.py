@@ -446,6 +446,75 @@ def test_quick_unreachable_retries_do_not_use_up_the_full_connect_timeout_attemp
     assert r.ice_window() == ATTEMPT_ICE_WINDOW_S  # still the first of two counted attempts
 
 
+def _windowed_recoverer(delays: tuple[float, ...], window: float | None) -> Recoverer:
+    return Recoverer(
+        ReconnectPolicy(delays, jitter_s=0),
+        random=lambda: 0.0,
+        ice_window_s=window,
+        attempt_timeout_s=15.0,
+    )
+
+
+def test_three_windows_in_a_row_make_one_of_the_policys_attempts() -> None:
+    r = _windowed_recoverer((0.0, 1.0, 2.0), ATTEMPT_ICE_WINDOW_S)
+    r.trouble(RecoveryCause.PEER_FAILED, 0.0)
+    now, dues, timers = 0.0, [], []
+    for _ in range(3):
+        r.handle_timer(now)
+        dues.append(_drain(r)[-1])
+        assert r.ice_window() == ATTEMPT_ICE_WINDOW_S
+        now += ATTEMPT_ICE_WINDOW_S
+        r.attempt_failed(now, ice_window=True)
+        timers.append(r.get_timer())
+    # Windows 1 and 2 are retried at once, on new sockets; the third ends the policy's first
+    # attempt, and the second comes after the policy's second delay (1 s).
+    assert dues == [AttemptDue(number=1), AttemptDue(number=2), AttemptDue(number=3)]
+    assert timers == [5.0, 10.0, 16.0]
+    # A failure of another kind counts at once and starts a new run of windows.
+    r.handle_timer(16.0)
+    assert _drain(r)[-1] == AttemptDue(number=4)
+    r.attempt_failed(16.5, ice_window=True)
+    r.handle_timer(16.5)
+    r.attempt_failed(17.0)  # e.g. the signal failed
+    assert r.get_timer() == 17.0 + 2.0  # counted: the policy's third delay
+    r.handle_timer(19.0)
+    assert _drain(r)[-1] == AttemptDue(number=6)
+    assert r.ice_window() is None  # the policy's last attempt keeps the whole connect timeout
+
+
+@pytest.mark.parametrize("delays", [(0.0, 1.0), (0.0, 0.3, 1.2, 2.7, 4.8) + (7.0,) * 5])
+def test_a_recovery_whose_windows_all_fail_gives_up_when_one_without_windows_would(
+    delays: tuple[float, ...],
+) -> None:
+    # The outage a recovery outlasts is the one it outlasted before the window: every policy
+    # attempt bounded by the 15 s connect timeout becomes three 5 s windows back to back.
+    def gave_up_at(window: float | None) -> float:
+        r = _windowed_recoverer(delays, window)
+        r.trouble(RecoveryCause.PEER_FAILED, 0.0)
+        now = 0.0
+        while True:
+            timer = r.get_timer()
+            if timer is None:
+                assert isinstance(_drain(r)[-1], GaveUp)
+                return now
+            now = timer
+            r.handle_timer(now)
+            bound = r.ice_window()
+            now += 15.0 if bound is None else bound
+            r.attempt_failed(now, ice_window=bound is not None)
+
+    assert gave_up_at(ATTEMPT_ICE_WINDOW_S) == pytest.approx(gave_up_at(None))
+    assert gave_up_at(None) == pytest.approx(sum(delays) + 15.0 * len(delays))
+
+
+def test_without_the_connect_timeout_every_window_counts() -> None:
+    r = Recoverer(ReconnectPolicy((0.0, 1.0), jitter_s=0), random=lambda: 0.0)
+    r.trouble(RecoveryCause.PEER_FAILED, 0.0)
+    r.handle_timer(0.0)
+    r.attempt_failed(5.0, ice_window=True)
+    assert r.get_timer() == 6.0  # the policy's second attempt, after its 1 s delay
+
+
 @pytest.mark.parametrize("window", [None, 2.5])
 def test_the_ice_window_can_be_set_or_turned_off(window: float | None) -> None:
     r = Recoverer(ReconnectPolicy((0.0, 1.0), jitter_s=0), random=lambda: 0.0, ice_window_s=window)
@@ -455,9 +524,15 @@ def test_the_ice_window_can_be_set_or_turned_off(window: float | None) -> None:
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
-def test_a_bad_ice_window_is_misuse(bad: float) -> None:
+@pytest.mark.parametrize("name", ["ice_window_s", "attempt_timeout_s"])
+def test_a_bad_ice_window_or_attempt_timeout_is_misuse(bad: float, name: str) -> None:
     with pytest.raises(errors.LocalProtocolError):
-        Recoverer(ReconnectPolicy(), random=lambda: 0.0, ice_window_s=bad)
+        Recoverer(
+            ReconnectPolicy(),
+            random=lambda: 0.0,
+            ice_window_s=bad if name == "ice_window_s" else ATTEMPT_ICE_WINDOW_S,
+            attempt_timeout_s=bad if name == "attempt_timeout_s" else 15.0,
+        )
 
 
 # -- the hold after a full reconnect ---------------------------------------------------------------
