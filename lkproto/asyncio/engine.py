@@ -343,6 +343,7 @@ class Engine:
         self._attempt_window: asyncio.Timeout | None = None
         # When that bound was narrowed to the attempt's ICE window (_narrow_to_ice_window).
         self._ice_window_ends: float | None = None
+        self._ice_window_s = 0.0  # the length of the window that ends at _ice_window_ends
         # A failed attempt's link while it says goodbye (_abandon_attempt): whatever it still
         # reports is no trouble of the room's.
         self._abandoned: _Link | None = None
@@ -1087,6 +1088,7 @@ class Engine:
         if ends >= outer:
             return None
         self._ice_window_ends = ends
+        self._ice_window_s = seconds
         window.reschedule(ends)
         return outer
 
@@ -1694,7 +1696,7 @@ class Engine:
                 _log.info(
                     "= reconnect attempt %d failed: its ICE did not connect within %.1f s",
                     number,
-                    rc.ATTEMPT_ICE_WINDOW_S,
+                    self._ice_window_s,
                 )
             else:
                 _log.info("= reconnect attempt %d failed: %s", number, exc)

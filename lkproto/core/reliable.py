@@ -519,8 +519,12 @@ class ReliableReceiver:
     A packet is checked only when it has both ``sequence > 0`` and a ``participant_sid`` (JS
     ``handleDataMessage``); anything else is always accepted. Per SID the last accepted sequence
     is kept until ``state_ttl_s`` after the last accepted packet (a duplicate does not extend it).
-    An expired state counts as absent even before :meth:`handle_timer` prunes it, so results never
-    depend on when the timer ran.
+    An expired state counts as absent even before it is pruned, so results never depend on when
+    pruning ran. Memory is bounded without a timer: every :meth:`accept` of a sequenced packet
+    first forgets the senders whose state has expired (the engine never arms one; a room that
+    sees thousands of participants come and go over a day holds only those heard from within
+    ``state_ttl_s``). :meth:`handle_timer` / :meth:`get_timer` prune for a driver that wants
+    memory back sooner.
 
     Args:
         state_ttl_s: how long a sender's state lives after its last accepted packet.
@@ -564,6 +568,7 @@ class ReliableReceiver:
         sid = packet.participant_sid
         if sequence == 0 or not sid:
             return True
+        self.handle_timer(now)
         state = self._states.get(sid)
         if state is not None and now < state[1] and sequence <= state[0]:
             self._dropped += 1

@@ -38,6 +38,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from lkproto.asyncio import _seam
 from lkproto.asyncio.peer import RELIABLE_LABEL, PeerConnection, PeerOptions
 from lkproto.errors import LkError, UnsupportedDependencyError
+from tests._support.fresh import call_in_fresh_interpreter
 from tests.conftest import scaled
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -732,8 +733,13 @@ def _scan(root: pathlib.Path) -> list[str]:
     ]
 
 
+def _scan_lkproto() -> list[str]:
+    return _scan(LKPROTO)
+
+
 def test_no_module_but_the_seam_touches_aiortc_or_aioice_internals() -> None:
-    assert _scan(LKPROTO) == []
+    # In a fresh interpreter: tests/_support/fresh.py says why.
+    assert call_in_fresh_interpreter("tests.unit.asyncio.test_seam", "_scan_lkproto") == []
 
 
 @pytest.mark.parametrize(

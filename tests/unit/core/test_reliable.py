@@ -436,6 +436,19 @@ def test_receiver_timer_prunes_in_expiry_order() -> None:
     assert r.get_timer() is None
 
 
+def test_receiver_memory_bounded_without_a_timer() -> None:
+    # A long-lived room: 3,000 senders come and go, one a second, and nobody runs the timer.
+    r = ReliableReceiver(state_ttl_s=30)
+    for i in range(3000):
+        assert r.accept(rx(f"PA_{i}", 1), T0 + i)
+    held = r.receive_states()
+    assert len(held) == 30  # only the senders heard from within the TTL
+    assert held[0].publisher_sid == "PA_2970"
+    # An expired sender is new again; a live one is still deduplicated.
+    assert r.accept(rx("PA_0", 1), T0 + 3000)
+    assert not r.accept(rx("PA_2999", 1), T0 + 3000)
+
+
 def test_receive_states_for_sync_state() -> None:
     r = ReliableReceiver()
     r.accept(rx("PA_a", 7), T0)

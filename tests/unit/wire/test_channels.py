@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import ast
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import lkproto
 from lkproto.wire import channels
+from tests._support.fresh import call_in_fresh_interpreter
 
 
 def test_labels_are_the_protocol_strings() -> None:
@@ -53,23 +51,8 @@ def _offenders() -> dict[str, list[int]]:
 
 
 def test_no_other_module_spells_a_label_as_a_string_literal() -> None:
-    # Scanned in a fresh interpreter: CPython 3.11.7's ast module keeps its recursion depth in
-    # state shared by every thread, so after the rest of the suite (threads left running by
-    # earlier tests) parsing every module here failed now and then with "AST constructor
-    # recursion depth mismatch", on the main thread and on a fresh one alike (2 fresh-clone CI
-    # runs).
-    script = "import json; from tests.unit.wire.test_channels import _offenders; "
-    script += "print(json.dumps(_offenders()))"
-    repo = Path(__file__).resolve().parents[3]
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    assert json.loads(done.stdout) == {}
+    # In a fresh interpreter: tests/_support/fresh.py says why.
+    assert call_in_fresh_interpreter("tests.unit.wire.test_channels", "_offenders") == {}
 
 
 def test_the_check_finds_a_planted_literal() -> None:
