@@ -51,6 +51,7 @@ from typing import Final, Literal, cast
 import aioice.ice
 import aioice.stun
 import aiortc.codecs
+import aiortc.jitterbuffer
 import aiortc.rtcdtlstransport
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
@@ -76,6 +77,7 @@ from OpenSSL import SSL
 
 from lkproto.asyncio._timer import DeadlineTimer
 from lkproto.core import sctp as sctp_timing
+from lkproto.core.jitter import AUDIO_REORDER_DEPTH, AudioReorderBuffer
 from lkproto.errors import LkError, LocalProtocolError, UnsupportedDependencyError
 
 __all__ = [
@@ -118,6 +120,7 @@ __all__ = [
     "set_sctp_packet_bytes",
     "set_sender_enabled",
     "take_force_keyframe",
+    "tolerate_audio_loss",
     "transform_decoder_input",
     "trickle_server_reflexive",
     "tune_sctp",
@@ -2266,6 +2269,72 @@ def encode_audio_with(
     # An instance attribute shadows the class's method for this sender only; _run_rtp calls
     # ``self._next_encoded_frame(codec)``.
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign,assignment]
+
+
+# -- RTCRtpReceiver: audio that plays on past a lost packet (issue 15, lossy links) ------------
+#
+# aiortc 1.16.0 gives an audio RTCRtpReceiver the private ``__jitter_buffer``
+# ``JitterBuffer(capacity=16, prefetch=4)``, and ``_handle_rtp_packet`` calls its ``add(packet)``
+# once per depacketised RTP packet (``packet._data`` set) and decodes the ``JitterFrame`` it
+# returns, if any. That buffer stalls on every lost packet until 16 later ones arrive
+# (lkproto.core.jitter says what it cost). :func:`tolerate_audio_loss` puts a buffer with the same
+# interface in its place that orders packets by lkproto.core.jitter.AudioReorderBuffer.
+
+_RECEIVER_JITTER_BUFFER: Final = "_RTCRtpReceiver__jitter_buffer"
+_RECEIVER_KIND: Final = "_RTCRtpReceiver__kind"
+
+
+class _LossTolerantAudioBuffer(aiortc.jitterbuffer.JitterBuffer):
+    """aiortc's audio jitter buffer interface over :class:`AudioReorderBuffer`: one frame per
+    RTP packet, a missing packet skipped once ``depth`` later ones are held."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(capacity=16, prefetch=depth)
+        self.order: AudioReorderBuffer[aiortc.rtp.RtpPacket] = AudioReorderBuffer(depth)
+
+    def add(
+        self, packet: aiortc.rtp.RtpPacket
+    ) -> tuple[bool, aiortc.jitterbuffer.JitterFrame | None]:
+        out = self.order.push(packet.sequence_number, packet)
+        if out is None:
+            return False, None
+        data = getattr(out, "_data", b"")  # set by _handle_rtp_packet (depayload) before add
+        return False, aiortc.jitterbuffer.JitterFrame(data=data, timestamp=out.timestamp)
+
+
+def tolerate_audio_loss(
+    receiver: RTCRtpReceiver, depth: int = AUDIO_REORDER_DEPTH
+) -> AudioReorderBuffer[aiortc.rtp.RtpPacket] | None:
+    """Make ``receiver`` play past a lost audio packet instead of stalling on it.
+
+    Replaces the private ``__jitter_buffer`` of an aiortc 1.16.0 audio receiver (created in
+    ``RTCRtpReceiver.__init__``, read only by ``_handle_rtp_packet``, which calls ``add`` and
+    uses the ``(pli_flag, JitterFrame | None)`` it returns) with one that returns frames in
+    sequence order after ``depth`` packets, as aiortc's prefetch does, and skips a packet that
+    has not arrived by then. No public API sets a receiver's jitter buffer. Install it before the
+    first packet arrives (when the track is first reported is early enough: a packet or two
+    already in aiortc's buffer are dropped with it). Calling it again does nothing.
+
+    Returns:
+        The new buffer's :class:`AudioReorderBuffer` (its counters), or None if it was already
+        installed.
+
+    Raises:
+        ValueError: ``receiver`` is not an audio receiver.
+        LkError: this aiortc lacks the internals relied on.
+    """
+    current = getattr(receiver, _RECEIVER_JITTER_BUFFER, None)
+    if isinstance(current, _LossTolerantAudioBuffer):
+        return None
+    if getattr(receiver, _RECEIVER_KIND, None) != "audio":
+        raise ValueError("tolerate_audio_loss needs an audio receiver")
+    if not isinstance(current, aiortc.jitterbuffer.JitterBuffer) or _RECEIVER_JITTER_BUFFER not in (
+        _code_names(RTCRtpReceiver._handle_rtp_packet)
+    ):
+        raise _internal_gone("aiortc", "RTCRtpReceiver.__jitter_buffer read by _handle_rtp_packet")
+    replacement = _LossTolerantAudioBuffer(depth)
+    setattr(receiver, _RECEIVER_JITTER_BUFFER, replacement)
+    return replacement.order
 
 
 # -- RTCRtpReceiver: audio decoded on a shared worker (issue 18, media CPU) ---------------------

@@ -967,8 +967,11 @@ class Room(EventEmitter["ev.EventTypes"]):
             _stats.watch_receiver(receiver)
             if kind == TrackKind.KIND_AUDIO:
                 # Imported here, like the E2EE driver: it loads PyAV (issue 18, import time).
+                from lkproto.asyncio._seam import tolerate_audio_loss
                 from lkproto.asyncio.audio import decode_on_batch_worker
 
+                # Play on past a lost packet instead of stalling until 16 more arrive (issue 15).
+                tolerate_audio_loss(receiver)
                 # One shared decode thread, frames batched per loop turn (issue 18, media CPU).
                 decode_on_batch_worker(receiver)
         track: RemoteTrack = cls(
