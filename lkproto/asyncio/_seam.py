@@ -1475,9 +1475,11 @@ class _TunedAssociation:
         expiry the one-MTU window went first to data the peer already had (159 of 718
         retransmissions in benchmarks/faults.py soak-20-short). A gap-acknowledged chunk is
         not outstanding (RFC 9260 §1.3: "sent ... but not yet acknowledged") and is not
-        marked, as long as the latest SACK still reports it: a chunk the peer reneged on
-        (RFC 4960 §6.2: it may drop gap-acknowledged data) is outstanding again and marked,
-        so nothing waits for an acknowledgement that will not come. Lifetimes and
+        marked, as long as the latest SACK still reports it (and one marked by an earlier
+        expiry or a fast retransmission, then acknowledged before it was resent, is unmarked):
+        a chunk the peer reneged on (RFC 4960 §6.2: it may drop gap-acknowledged data) is
+        outstanding again and marked, so nothing waits for an acknowledgement that will not
+        come. Lifetimes and
         retransmission limits are checked on every chunk, as aiortc does.
         """
         sctp = self._sctp
@@ -1486,9 +1488,13 @@ class _TunedAssociation:
         sctp._rto = self.rto.on_timeout()
         cumulative, gaps = self._last_sack
         for chunk in sctp._sent_queue:
-            if not sctp._maybe_abandon(chunk) and not (
-                chunk._acked and _in_gap_blocks(chunk.tsn, cumulative, gaps)
-            ):
+            if sctp._maybe_abandon(chunk):
+                pass
+            elif chunk._acked and _in_gap_blocks(chunk.tsn, cumulative, gaps):
+                # Marked earlier (by a previous expiry or a fast retransmission) and acknowledged
+                # in a gap block since, before it was resent: the peer has it, nothing to resend.
+                chunk._retransmit = False
+            else:
                 chunk._acked = False  # reneged on, if it was acknowledged before
                 chunk._retransmit = True
                 setattr(chunk, _TIMER_MARK, True)  # may be fast-retransmitted later

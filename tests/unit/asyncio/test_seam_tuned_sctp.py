@@ -304,6 +304,45 @@ async def test_timer_expiry_resends_only_chunks_the_latest_sack_does_not_acknowl
     assert pair.received == [b"warm-up", b"a", b"b", b"c"]
 
 
+async def test_a_chunk_marked_by_an_expiry_and_acknowledged_since_is_not_resent() -> None:
+    # Hypothesis found it (test_sctp_association_props, 30 % loss, seed 329): an expiry marks
+    # a, b and c; the one-MTU window lets c wait; a SACK then acknowledges c in a gap block
+    # (its first copy did arrive: the earlier SACK saying so was lost). The next expiry must
+    # not leave c marked: the peer has it.
+    async with sctp_pair() as pair:
+        await _transfer(pair, [b"warm-up"])
+        _slow_timer(pair.client)
+        pair.client._cwnd = 10 * sctp.USERDATA_MAX_LENGTH  # let all three go at once
+        pair.impair(Impairment(loss=1.0))
+        messages = [bytes([n]) * 1000 for n in b"abc"]  # a chunk each, one per one-MTU window
+        for message in messages:
+            pair.client_channel.send(message)
+        await until(lambda: len(pair.client._sent_queue) == 3, scaled(5))
+        a, _b, c = pair.client._sent_queue
+        pair.client._t3_cancel()
+        pair.client._t3_expired()
+        await until(lambda: a._sent_count == 2, scaled(5))
+        assert (c._retransmit, c._sent_count) == (True, 1)  # waiting for the window
+        sack = sctp.SackChunk()
+        sack.cumulative_tsn = (a.tsn - 1) % (1 << 32)
+        sack.advertised_rwnd = 1 << 20
+        sack.gaps = [(3, 3)]
+        await pair.client._receive_sack_chunk(sack)
+        assert c._acked
+        pair.client._t3_cancel()
+        pair.client._t3_expired()
+        assert (a._retransmit, c._retransmit) == (True, False)
+        pair.client._t3_cancel()
+        tuned = getattr(pair.client, "_lkproto_tuned")  # noqa: B009
+        tuned.rto = RtoEstimator(initial_s=RTO_MIN_S)
+        pair.client._rto = RTO_MIN_S
+        pair.impair(Impairment())
+        # The peer never had c (this SACK was made up): its next SACKs leave c out, so a later
+        # expiry marks it as reneged on and everything still arrives.
+        await until(lambda: len(pair.received) >= 4, scaled(15))
+    assert pair.received == [b"warm-up", *messages]
+
+
 async def test_the_round_trip_sample_skips_chunks_acknowledged_earlier_or_sent_twice() -> None:
     async with sctp_pair() as pair:
         await _transfer(pair, [b"warm-up"])
