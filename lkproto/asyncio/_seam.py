@@ -94,6 +94,7 @@ __all__ = [
     "RidTaggingTransport",
     "TrickledGathering",
     "after_close",
+    "audio_order",
     "check_versions",
     "compatible_release",
     "consent_expired",
@@ -2341,6 +2342,13 @@ def tolerate_audio_loss(
     replacement = _LossTolerantAudioBuffer(depth)
     setattr(receiver, _RECEIVER_JITTER_BUFFER, replacement)
     return replacement.order
+
+
+def audio_order(receiver: RTCRtpReceiver) -> AudioReorderBuffer[aiortc.rtp.RtpPacket] | None:
+    """The :class:`AudioReorderBuffer` :func:`tolerate_audio_loss` gave ``receiver`` (its
+    counters), or None if it has aiortc's own jitter buffer."""
+    current = getattr(receiver, _RECEIVER_JITTER_BUFFER, None)
+    return current.order if isinstance(current, _LossTolerantAudioBuffer) else None
 
 
 # -- RTCRtpReceiver: audio decoded on a shared worker (issue 18, media CPU) ---------------------

@@ -217,6 +217,9 @@ class InboundRtpStreamStats:
         remote_id: the matching ``remote_outbound_rtp`` object's id, or "".
         bytes_received: RTP payload bytes received (counted by lkproto from the subscription on).
         frames_decoded: decoded video frames delivered by the track (0 for audio).
+        packets_discarded: audio packets that arrived after their place in the playout order
+            had been passed (lkproto.core.jitter; duplicates not counted, as in WebRTC's
+            ``packetsDiscarded``); 0 for video.
         retransmitted_packets_received: packets of the RTX stream.
         retransmitted_bytes_received: payload bytes of the RTX stream.
         rtx_ssrc: the RTX stream's SSRC, or 0.
@@ -227,6 +230,7 @@ class InboundRtpStreamStats:
     remote_id: str
     bytes_received: int
     frames_decoded: int
+    packets_discarded: int
     retransmitted_packets_received: int
     retransmitted_bytes_received: int
     rtx_ssrc: int
@@ -725,6 +729,8 @@ class _Collector:
             elif stats.type == "transport":
                 self._transport(stats)
         streams = _seam.inbound_streams(receiver)
+        order = _seam.audio_order(receiver) if kind == "audio" else None
+        discarded = order.late if order is not None else 0
         rtx = {s.rtx_of: s for s in streams if s.rtx_of is not None}
         for stream in streams:
             if stream.rtx_of is not None:
@@ -746,6 +752,7 @@ class _Collector:
                             remote_id=f"{self.prefix}RO{stream.ssrc}",
                             bytes_received=stream.bytes_received,
                             frames_decoded=frames_decoded if kind == "video" else 0,
+                            packets_discarded=discarded,
                             retransmitted_packets_received=(
                                 repair.packets_received if repair else 0
                             ),

@@ -24,15 +24,18 @@ LOST = frozenset({10, 30, 31, 32, 50})
 SENT = 80
 
 
-async def _decoded(tolerant: bool, order: list[int]) -> list[bytes]:
+async def _decoded(tolerant: bool, order: list[int], late: int = 0) -> list[bytes]:
     """Feed ``order`` (sequence numbers) to a fresh audio receiver; the frames it would decode."""
     pc = aiortc.RTCPeerConnection()
     receiver = pc.addTransceiver("audio").receiver
     try:
+        counters = None
         if tolerant:
+            assert _seam.audio_order(receiver) is None  # aiortc's own buffer
             counters = _seam.tolerate_audio_loss(receiver)
             assert counters is not None
             assert _seam.tolerate_audio_loss(receiver) is None  # installed once
+            assert _seam.audio_order(receiver) is counters
         receiver._RTCRtpReceiver__codecs[OPUS.payloadType] = OPUS  # type: ignore[attr-defined]
         # Any true value: _handle_rtp_packet queues frames only while a decoder thread is set.
         receiver._RTCRtpReceiver__decoder_thread = True  # type: ignore[attr-defined]
@@ -52,6 +55,8 @@ async def _decoded(tolerant: bool, order: list[int]) -> list[bytes]:
             codec, frame = q.get_nowait()
             assert codec is OPUS
             frames.append(frame.data)
+        if counters is not None:
+            assert counters.late == late
         return frames
     finally:
         receiver._RTCRtpReceiver__decoder_thread = None  # type: ignore[attr-defined]
@@ -63,7 +68,8 @@ async def test_a_lost_packet_is_skipped_and_order_restored(start: int) -> None:
     order = [start + i for i in range(SENT) if i not in LOST]
     order[20], order[21] = order[21], order[20]  # one pair reordered
     arrived = sorted(order)
-    tolerant = await _decoded(True, order)
+    order.append(start + 40)  # a repeat of a packet long gone: discarded as late
+    tolerant = await _decoded(True, order, late=1)
     assert tolerant == [b"frame-%d" % s for s in arrived[:-AUDIO_REORDER_DEPTH]]
     # aiortc's own buffer, same packets: it stalls at each loss and drops packets to catch up.
     stock = await _decoded(False, order)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import types
 
 import pytest
 from aiortc.mediastreams import AudioStreamTrack
 
 from lkproto import rtc
+from lkproto.asyncio import _seam
 from lkproto.asyncio.peer import PeerConnection, PeerOptions
 from lkproto.errors import LocalProtocolError
 from lkproto.rtc import stats
@@ -166,7 +168,7 @@ def test_section_codecs_take_each_sections_first_media_codec() -> None:
     assert _section_codecs(None) == {}
 
 
-async def test_reports_from_a_loopback_call_agree() -> None:
+async def test_reports_from_a_loopback_call_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     sending, receiving = PeerConnection(LOOPBACK), PeerConnection(LOOPBACK)
     try:
         await sending.create_data_channels()
@@ -190,6 +192,9 @@ async def test_reports_from_a_loopback_call_agree() -> None:
         transceiver.sender.replaceTrack(None)
         await asyncio.sleep(scaled(0.5))
         sent_report = await stats.sender_stats(sending, transceiver.sender)
+        # packets_discarded is the audio buffer's count of late packets (none on this link).
+        late = types.SimpleNamespace(late=3)
+        monkeypatch.setattr(_seam, "audio_order", lambda r: late if r is receiver else None)
         got_report = await stats.receiver_stats(
             receiving, receiver, track_sid="TR_x", frames_decoded=7
         )
@@ -220,6 +225,7 @@ async def test_reports_from_a_loopback_call_agree() -> None:
     assert 0 <= inbound.received.jitter < 1.0
     assert inbound.inbound.track_identifier == "TR_x"
     assert inbound.inbound.frames_decoded == 0  # audio: decoded frames are a video count
+    assert inbound.inbound.packets_discarded == 3
 
 
 async def test_a_disconnected_room_refuses_and_an_unpublished_track_reports_nothing() -> None:
