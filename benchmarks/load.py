@@ -153,6 +153,8 @@ def _audio_summary(
     heard = [cast("dict[str, object]", r["audio"]) for r in records.values() if "audio" in r]
     if not heard:
         return {}
+    # The agent's own side: frames its source could not send (lkproto's AudioSource counters).
+    tone = next((cast("dict[str, object]", r["tone"]) for r in records.values() if "tone" in r), {})
     peaks = [cast(float, a["peak_hz"]) for a in heard if a["peak_hz"] is not None]
     return {
         "listeners": len(heard),
@@ -164,6 +166,8 @@ def _audio_summary(
         "silent_frames_total": sum(cast(int, a["silent_frames"]) for a in heard),
         "peak_hz_min": min(peaks, default=None),
         "peak_hz_max": max(peaks, default=None),
+        "agent_silence_frames": tone.get("silence_frames"),
+        "agent_dropped_frames": tone.get("dropped_frames"),
     }
 
 

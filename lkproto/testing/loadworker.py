@@ -202,6 +202,7 @@ class _Participant:
         self.listener: ToneMeter | None = None
         self.audio_tasks: list[asyncio.Task[None]] = []
         self.tone: asyncio.Task[None] | None = None
+        self.tone_sources: list[Any] = []
         if subscribe:
             self.listener = ToneMeter()
             self.room.on("track_subscribed", self.on_track)
@@ -274,26 +275,35 @@ class _Participant:
             await asyncio.sleep(max(began + self.sent * packet_s - time.monotonic(), 0.0))
 
     def report(self) -> dict[str, Any]:
-        return {
-            "sent": self.sent,
-            "behind_s": self.behind_s,
-            "attributes": self.attributes,
-            "attribute_errors": self.attribute_errors,
-            "attribute_failures": self.attribute_failures,
-            "publish_errors": self.publish_errors,
-            "publish_error_texts": self.publish_error_texts,
-            "events": self.events,
-            "state": getattr(self.room.connection_state, "name", None),
-            "recv": {s: [len(v), self.duplicates.get(s, 0)] for s, v in self.seen.items()},
-        } | ({"audio": self.listener.report()} if self.listener is not None else {})
+        return (
+            {
+                "sent": self.sent,
+                "behind_s": self.behind_s,
+                "attributes": self.attributes,
+                "attribute_errors": self.attribute_errors,
+                "attribute_failures": self.attribute_failures,
+                "publish_errors": self.publish_errors,
+                "publish_error_texts": self.publish_error_texts,
+                "events": self.events,
+                "state": getattr(self.room.connection_state, "name", None),
+                "recv": {s: [len(v), self.duplicates.get(s, 0)] for s, v in self.seen.items()},
+            }
+            | ({"audio": self.listener.report()} if self.listener is not None else {})
+            | ({"tone": tone_source_report(self.tone_sources[0])} if self.tone_sources else {})
+        )
 
 
-async def publish_tone(rtc: Any, room: Any, hz: float) -> asyncio.Task[None]:
+async def publish_tone(
+    rtc: Any, room: Any, hz: float, sources: list[Any] | None = None
+) -> asyncio.Task[None]:
     """Publish a sine of ``hz`` as ``room``'s microphone track (``rtc``: lkproto's or the
-    official module); return the task that feeds it, to be cancelled by the caller."""
+    official module); return the task that feeds it, to be cancelled by the caller. The
+    ``AudioSource`` is appended to ``sources`` if given (for :func:`tone_source_report`)."""
     import numpy as np
 
     source = rtc.AudioSource(_SAMPLE_RATE, 1)
+    if sources is not None:
+        sources.append(source)
     track = rtc.LocalAudioTrack.create_audio_track("tone", source)
     options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
     await room.local_participant.publish_track(track, options)
@@ -311,6 +321,16 @@ async def publish_tone(rtc: Any, room: Any, hz: float) -> asyncio.Task[None]:
             )
 
     return asyncio.ensure_future(feed())
+
+
+def tone_source_report(source: Any) -> dict[str, Any]:
+    """What the tone's sending side lost (lkproto's ``AudioSource`` extras; None for the
+    official SDK, which has no such counters): 20 ms frames of silence sent because the feed
+    had queued too little, and frames dropped because sending fell behind."""
+    return {
+        "silence_frames": getattr(source, "silence_frames", None),
+        "dropped_frames": getattr(source, "dropped_frames", None),
+    }
 
 
 async def _sample_lag(histogram: _Histogram) -> None:
@@ -349,7 +369,9 @@ async def _run(config: dict[str, Any]) -> None:
     for p in crowd:
         if p.identity == agent and p.identity in join_s:
             try:
-                p.tone = await publish_tone(p.rtc, p.room, float(config.get("tone_hz", 440.0)))
+                p.tone = await publish_tone(
+                    p.rtc, p.room, float(config.get("tone_hz", 440.0)), p.tone_sources
+                )
             except Exception as exc:  # reported; the data load goes on without audio
                 _emit("error", error=f"agent tone: {type(exc).__name__}: {exc}")
     # Wait (bounded) until every participant here sees the whole room, so no packet goes out
