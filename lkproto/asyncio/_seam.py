@@ -1480,8 +1480,7 @@ class _TunedAssociation:
         expiry or a fast retransmission, then acknowledged before it was resent, is unmarked):
         a chunk the peer reneged on (RFC 4960 §6.2: it may drop gap-acknowledged data) is
         outstanding again and marked, so nothing waits for an acknowledgement that will not
-        come. Lifetimes and
-        retransmission limits are checked on every chunk, as aiortc does.
+        come. Lifetimes and retransmission limits are checked on every chunk, as aiortc does.
         """
         sctp = self._sctp
         sctp._t3_handle = None
