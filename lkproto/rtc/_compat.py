@@ -176,9 +176,10 @@ NOTES: Final[dict[str, str]] = {
     "FrameMetadata": _FRAME_METADATA,
     "stats": (
         "differs: frozen dataclasses with the official message, field and enum names and "
-        'protobuf\'s `WhichOneof("stats")`/`HasField`, carrying only what aiortc measures '
-        "(RTP packets, bytes, loss, jitter, RTT, decoded frames, codec, transport, ICE pair, "
-        "data channels); kinds and fields without data are absent, not zero "
+        'protobuf\'s `WhichOneof("stats")`/`HasField`, carrying only what aiortc and lkproto '
+        "measure (RTP packets, bytes, loss, jitter, RTT, decoded frames, discarded audio "
+        "packets, codec, transport, ICE pair, data channels); kinds and fields without data are "
+        "absent, not zero "
         "(see `lkproto.rtc.stats`)"
     ),
     "RtcStats": (
