@@ -729,7 +729,7 @@ class _Collector:
             elif stats.type == "transport":
                 self._transport(stats)
         streams = _seam.inbound_streams(receiver)
-        order = _seam.audio_order(receiver) if kind == "audio" else None
+        order = _seam.audio_order(receiver)  # None unless an audio buffer of lkproto's
         discarded = order.late if order is not None else 0
         rtx = {s.rtx_of: s for s in streams if s.rtx_of is not None}
         for stream in streams:
